@@ -1,0 +1,174 @@
+package dataflow
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// DB is a database with registered models. It is safe for concurrent use.
+type DB struct {
+	bun    *bun.DB // carries the configured query hooks
+	sql    *sql.DB
+	pg     bool
+	cfg    config
+	mig    *migrate.Migrator
+	ownsDB bool
+	closed atomic.Bool
+	stats  counters
+
+	mu     sync.Mutex // protects tables
+	tables map[string]*tableState
+}
+
+// Stats are counters of the engine's table ensurer since the DB was made.
+type Stats struct {
+	EnsureCalls       uint64 // every readiness check an operation made
+	FastPathHits      uint64 // checks answered by the atomic fast path
+	EnsureRuns        uint64 // first-use runs (check, and migration if needed)
+	MigrationsApplied uint64 // runs that executed DDL
+	Failures          uint64 // runs that failed
+}
+
+type counters struct {
+	fastHits, slowCalls, runs, migrations, failures atomic.Uint64
+}
+
+// New wraps a *bun.DB the caller already has, on SQLite or PostgreSQL. The
+// caller keeps ownership: Close does not close it. Hooks given with
+// WithQueryHook are added to a copy of db, not to db itself. Connection
+// settings (WAL, busy timeout, pool size) are the caller's; Open sets them.
+func New(db *bun.DB, opts ...Option) (*DB, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidArgument)
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newDB(db, cfg, false)
+}
+
+func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
+	var pg bool
+	switch bdb.Dialect().Name() {
+	case dialect.SQLite:
+	case dialect.PG:
+		pg = true
+	default:
+		return nil, fmt.Errorf("%w: dialect %s (want sqlite or pg)", ErrInvalidArgument, bdb.Dialect().Name())
+	}
+	for _, h := range cfg.hooks {
+		bdb = bdb.WithQueryHook(h)
+	}
+	mig, err := migrate.New(bdb, migrate.WithHistoryTable(cfg.historyTable), migrate.WithLogger(cfg.logger))
+	if err != nil {
+		return nil, err
+	}
+	return &DB{
+		bun:    bdb,
+		sql:    bdb.DB,
+		pg:     pg,
+		cfg:    cfg,
+		mig:    mig,
+		ownsDB: owns,
+		tables: make(map[string]*tableState),
+	}, nil
+}
+
+// Bun returns the underlying *bun.DB, with the configured query hooks.
+// Statements run through it bypass the table ensurer.
+func (db *DB) Bun() *bun.DB { return db.bun }
+
+// Migrator returns the migrator the engine uses, for dry runs (Plan) and
+// history.
+func (db *DB) Migrator() *migrate.Migrator { return db.mig }
+
+// Dialect returns "sqlite" or "pg".
+func (db *DB) Dialect() string { return db.bun.Dialect().Name().String() }
+
+// Close makes every later operation return ErrClosed and, if Open made the
+// database handle, closes it. Calling Close again returns nil.
+func (db *DB) Close() error {
+	if db == nil || db.closed.Swap(true) {
+		return nil
+	}
+	if db.ownsDB {
+		return db.bun.Close()
+	}
+	return nil
+}
+
+// Stats returns a snapshot of the ensurer counters.
+func (db *DB) Stats() Stats {
+	hits := db.stats.fastHits.Load()
+	return Stats{
+		EnsureCalls:       hits + db.stats.slowCalls.Load(),
+		FastPathHits:      hits,
+		EnsureRuns:        db.stats.runs.Load(),
+		MigrationsApplied: db.stats.migrations.Load(),
+		Failures:          db.stats.failures.Load(),
+	}
+}
+
+// RunInTx runs fn in a transaction and commits it if fn returns nil, or
+// rolls it back otherwise (also when the context ends or fn panics, which
+// then re-panics). Every registered table is made ready before the
+// transaction begins, so first-use schema work never runs inside it; tables
+// are bound to the transaction with Table.WithTx.
+//
+// On SQLite the transaction starts with BEGIN IMMEDIATE, so concurrent
+// writers wait for each other (up to the busy timeout) instead of failing.
+func (db *DB) RunInTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (err error) {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	if err := db.readyAll(ctx); err != nil {
+		return err
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			_ = tx.rollback(ctx)
+		}
+	}()
+	if err := fn(ctx, tx); err != nil {
+		done = true
+		return errors.Join(err, tx.rollback(ctx))
+	}
+	done = true
+	return tx.commit(ctx)
+}
+
+// readyAll ensures every registered table, in name order.
+func (db *DB) readyAll(ctx context.Context) error {
+	db.mu.Lock()
+	states := make([]*tableState, 0, len(db.tables))
+	for _, st := range db.tables {
+		if !st.ens.Ready() {
+			states = append(states, st)
+		}
+	}
+	db.mu.Unlock()
+	slices.SortFunc(states, func(a, b *tableState) int { return strings.Compare(a.name, b.name) })
+	for _, st := range states {
+		if err := db.ready(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package dataflow
+
+import "errors"
+
+var (
+	// ErrNotFound is returned by Read, Update and Delete when no row has the
+	// primary key.
+	ErrNotFound = errors.New("dataflow: not found")
+	// ErrEnsureFailed is returned by every operation whose table could not
+	// be made ready; it wraps the cause (for example ErrTableMissing, or the
+	// database's error for rejected DDL).
+	ErrEnsureFailed = errors.New("dataflow: ensure table failed")
+	// ErrTableMissing is returned (wrapped in ErrEnsureFailed) at first use
+	// of a table that does not exist when auto-migration is off.
+	ErrTableMissing = errors.New("dataflow: table missing")
+	// ErrSchemaMismatch is returned (wrapped in ErrEnsureFailed) at first
+	// use when auto-migration is off and the table lacks a model column.
+	ErrSchemaMismatch = errors.New("dataflow: schema does not match model")
+	// ErrUnknownColumn is returned before any SQL runs when a filter, an
+	// order or a set names a column the model does not have.
+	ErrUnknownColumn = errors.New("dataflow: unknown column")
+	// ErrInvalidArgument is returned for malformed arguments: a nil row, a
+	// negative limit, a bad filter value, a wrong number of key values.
+	ErrInvalidArgument = errors.New("dataflow: invalid argument")
+	// ErrEmptyFilter is returned by BulkUpdate and BulkDelete for an empty
+	// filter, so that a forgotten filter never touches every row.
+	ErrEmptyFilter = errors.New("dataflow: empty filter")
+	// ErrNoPrimaryKey is returned by Read, Update, Delete and Upsert for a
+	// model without a primary key.
+	ErrNoPrimaryKey = errors.New("dataflow: model has no primary key")
+	// ErrInvalidModel is returned by Register for a type that is not a bun
+	// model struct, or a table name registered for another type.
+	ErrInvalidModel = errors.New("dataflow: invalid model")
+	// ErrInvalidURL is returned by Open for a URL it cannot parse or whose
+	// scheme it does not know.
+	ErrInvalidURL = errors.New("dataflow: invalid database url")
+	// ErrDriverNotRegistered is returned by Open when the program does not
+	// import the database/sql driver the URL needs.
+	ErrDriverNotRegistered = errors.New("dataflow: database driver not registered")
+	// ErrInvalidOption is returned by Open, New and Register for an option
+	// with an invalid value.
+	ErrInvalidOption = errors.New("dataflow: invalid option")
+	// ErrClosed is returned by every operation after Close.
+	ErrClosed = errors.New("dataflow: database closed")
+)

@@ -1,0 +1,223 @@
+package dataflow
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+)
+
+// Driver names Open uses. The program must import the driver, for example
+//
+//	import _ "modernc.org/sqlite"               // registers "sqlite"
+//	import _ "github.com/jackc/pgx/v5/stdlib"   // registers "pgx"
+const (
+	SQLiteDriver   = "sqlite"
+	PostgresDriver = "pgx"
+)
+
+// target is a parsed database URL.
+type target struct {
+	driver   string
+	dsn      string
+	pg       bool
+	memory   bool
+	path     string // SQLite file
+	redacted string // the URL without a password, for errors and logs
+}
+
+var memCounter atomic.Uint64
+
+// parseURL understands sqlite:///relative.db, sqlite:////absolute.db,
+// sqlite:///:memory:, :memory:, postgres://… and postgresql://….
+func parseURL(raw string, cfg config) (target, error) {
+	switch {
+	case raw == ":memory:" || raw == "sqlite:///:memory:" || raw == "sqlite://:memory:":
+		// A named in-memory database with a shared cache, one per Open,
+		// reached through a single connection so every caller sees it.
+		name := fmt.Sprintf("turnkeep-mem-%d-%d", os.Getpid(), memCounter.Add(1))
+		return target{
+			driver:   SQLiteDriver,
+			dsn:      "file:" + name + "?mode=memory&cache=shared" + sqlitePragmas(cfg, true),
+			memory:   true,
+			redacted: raw,
+		}, nil
+	case strings.HasPrefix(raw, "sqlite://"):
+		rest := strings.TrimPrefix(raw, "sqlite://")
+		if i := strings.IndexAny(rest, "?#"); i >= 0 {
+			return target{}, fmt.Errorf("%w: %q: query parameters are not supported; use options", ErrInvalidURL, raw)
+		}
+		if !strings.HasPrefix(rest, "/") || len(rest) < 2 {
+			return target{}, fmt.Errorf("%w: %q: want sqlite:///relative.db or sqlite:////absolute/path.db", ErrInvalidURL, raw)
+		}
+		path, err := url.PathUnescape(rest[1:])
+		if err != nil || strings.ContainsRune(path, 0) {
+			return target{}, fmt.Errorf("%w: %q: bad path", ErrInvalidURL, raw)
+		}
+		return target{
+			driver:   SQLiteDriver,
+			dsn:      "file:" + escapeSQLitePath(path) + "?" + strings.TrimPrefix(sqlitePragmas(cfg, false), "&"),
+			path:     path,
+			redacted: raw,
+		}, nil
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		u, err := url.Parse(raw)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: cannot parse postgres url", ErrInvalidURL) // the error would echo the password
+		}
+		if u.Host == "" {
+			return target{}, fmt.Errorf("%w: %s: no host", ErrInvalidURL, u.Redacted())
+		}
+		return target{driver: PostgresDriver, dsn: raw, pg: true, redacted: u.Redacted()}, nil
+	default:
+		scheme := raw
+		if i := strings.Index(raw, "://"); i >= 0 {
+			scheme = raw[:i]
+		} else if i := strings.IndexByte(raw, ':'); i >= 0 {
+			scheme = raw[:i]
+		}
+		if len(scheme) > 32 {
+			scheme = scheme[:32] + "…"
+		}
+		return target{}, fmt.Errorf("%w: unknown scheme %q (want sqlite:// or postgres://)", ErrInvalidURL, scheme)
+	}
+}
+
+// sqlitePragmas are applied by modernc.org/sqlite to every new connection.
+func sqlitePragmas(cfg config, memory bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "&_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", cfg.busyTimeout.Milliseconds())
+	if !memory {
+		sync := "NORMAL"
+		if cfg.syncFull {
+			sync = "FULL"
+		}
+		b.WriteString("&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")")
+	}
+	b.WriteString("&_txlock=immediate")
+	return b.String()
+}
+
+// escapeSQLitePath makes a file path safe inside a file: URI.
+func escapeSQLitePath(p string) string {
+	r := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
+	return r.Replace(p)
+}
+
+// Open opens the database at url, pings it, and returns a DB ready for
+// Register. See the package documentation for the URLs it accepts. A
+// password in the URL never appears in an error or log line.
+func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	t, err := parseURL(rawURL, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(sql.Drivers(), t.driver) {
+		hint := `import _ "modernc.org/sqlite"`
+		if t.pg {
+			hint = `import _ "github.com/jackc/pgx/v5/stdlib"`
+		}
+		return nil, fmt.Errorf("%w: %q (%s)", ErrDriverNotRegistered, t.driver, hint)
+	}
+	if t.path != "" {
+		dir := filepath.Dir(t.path)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("open %s: directory %q does not exist", t.redacted, dir)
+		}
+	}
+	sqldb, err := sql.Open(t.driver, t.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", t.redacted, err)
+	}
+	switch {
+	case t.memory:
+		sqldb.SetMaxOpenConns(1)
+		sqldb.SetMaxIdleConns(1)
+		sqldb.SetConnMaxLifetime(0)
+		sqldb.SetConnMaxIdleTime(0)
+	case t.pg:
+		sqldb.SetMaxOpenConns(cfg.maxOpenConns)
+		sqldb.SetMaxIdleConns(cfg.maxOpenConns)
+	default:
+		sqldb.SetMaxIdleConns(8)
+	}
+	if err := ping(ctx, sqldb, t); err != nil {
+		sqldb.Close()
+		return nil, err
+	}
+	var bdb *bun.DB
+	if t.pg {
+		bdb = bun.NewDB(sqldb, pgdialect.New())
+	} else {
+		bdb = bun.NewDB(sqldb, sqlitedialect.New())
+	}
+	db, err := newDB(bdb, cfg, true)
+	if err != nil {
+		sqldb.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// ping checks the connection; for SQLite files it also proves the file is
+// writable, which a read-only directory or file would otherwise hide until
+// the first write.
+func ping(ctx context.Context, sqldb *sql.DB, t target) error {
+	if err := sqldb.PingContext(ctx); err != nil {
+		return fmt.Errorf("open %s: %w", t.redacted, redact(err, t))
+	}
+	if t.path == "" {
+		return nil
+	}
+	var mode string
+	if err := sqldb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("open %s: %w", t.redacted, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("open %s: cannot enable WAL (journal_mode is %q): is the file or its directory read-only?", t.redacted, mode)
+	}
+	if _, err := sqldb.ExecContext(ctx, "BEGIN IMMEDIATE; COMMIT"); err != nil {
+		return fmt.Errorf("open %s: database is not writable: %w", t.redacted, err)
+	}
+	return nil
+}
+
+// redact removes the password from an error text, should a driver echo the
+// connection string.
+func redact(err error, t target) error {
+	if !t.pg {
+		return err
+	}
+	u, perr := url.Parse(t.dsn)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	pw, ok := u.User.Password()
+	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
+		return err
+	}
+	return redactedError{msg: strings.ReplaceAll(err.Error(), pw, "xxxxx"), err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+
+// Unwrap keeps errors.Is and errors.As working on the original error.
+func (e redactedError) Unwrap() error { return e.err }

@@ -1,0 +1,208 @@
+package dataflow
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// Defaults for the options.
+const (
+	DefaultBusyTimeout   = 10 * time.Second
+	DefaultEnsureTimeout = 30 * time.Second
+	DefaultMinBackoff    = 100 * time.Millisecond
+	DefaultMaxBackoff    = 10 * time.Second
+	DefaultMaxOpenConns  = 32 // PostgreSQL pool size for Open
+)
+
+// Option configures a DB.
+type Option func(*config) error
+
+type config struct {
+	autoMigrate    bool
+	existingSchema bool
+	skipChecks     bool
+	force          bool
+	hooks          []bun.QueryHook
+	logger         *slog.Logger
+	syncFull       bool
+	busyTimeout    time.Duration
+	ensureTimeout  time.Duration
+	minBackoff     time.Duration
+	maxBackoff     time.Duration
+	maxOpenConns   int
+	historyTable   string
+}
+
+func newConfig(opts []Option) (config, error) {
+	c := config{
+		autoMigrate:   true,
+		logger:        slog.New(slog.DiscardHandler),
+		busyTimeout:   DefaultBusyTimeout,
+		ensureTimeout: DefaultEnsureTimeout,
+		minBackoff:    DefaultMinBackoff,
+		maxBackoff:    DefaultMaxBackoff,
+		maxOpenConns:  DefaultMaxOpenConns,
+		historyTable:  migrate.DefaultHistoryTable,
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&c); err != nil {
+			return config{}, err
+		}
+	}
+	return c, nil
+}
+
+// WithAutoMigrate turns automatic migration on (the default) or off. Off
+// means no DDL ever: first use of a table checks that it exists and has the
+// model's columns, and returns ErrTableMissing or ErrSchemaMismatch if not.
+func WithAutoMigrate(on bool) Option {
+	return func(c *config) error { c.autoMigrate = on; return nil }
+}
+
+// WithExistingSchemaMode trusts the schema outright: no checks, no DDL, not
+// even from EnsureTable. For databases migrated by other means.
+func WithExistingSchemaMode(on bool) Option {
+	return func(c *config) error { c.existingSchema = on; return nil }
+}
+
+// WithSkipTableChecks skips the first-use check of operations: a table is
+// taken as ready until EnsureTable is called explicitly, which still checks
+// and (with auto-migration) migrates.
+func WithSkipTableChecks(on bool) Option {
+	return func(c *config) error { c.skipChecks = on; return nil }
+}
+
+// WithForceDestructive lets migrations run destructive steps (dropping
+// columns the model no longer has, changing types). Off by default.
+func WithForceDestructive(on bool) Option {
+	return func(c *config) error { c.force = on; return nil }
+}
+
+// WithQueryHook adds a hook that sees every statement the engine runs:
+// operations, raw statements, catalog queries and DDL.
+func WithQueryHook(h bun.QueryHook) Option {
+	return func(c *config) error {
+		if h == nil {
+			return fmt.Errorf("%w: nil query hook", ErrInvalidOption)
+		}
+		c.hooks = append(c.hooks, h)
+		return nil
+	}
+}
+
+// WithLogger sets the logger for migrations and skipped destructive changes
+// (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithSynchronousFull makes Open use PRAGMA synchronous=FULL on SQLite
+// files (default NORMAL, which in WAL mode may lose the last commits on
+// power loss but never corrupts; FULL survives power loss too).
+func WithSynchronousFull(on bool) Option {
+	return func(c *config) error { c.syncFull = on; return nil }
+}
+
+// WithBusyTimeout sets how long SQLite waits for a lock before failing
+// (default DefaultBusyTimeout). Used by Open.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: negative busy timeout", ErrInvalidOption)
+		}
+		c.busyTimeout = d
+		return nil
+	}
+}
+
+// WithEnsureTimeout bounds one shared first-use run (default
+// DefaultEnsureTimeout). The run does not depend on any caller's context.
+func WithEnsureTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: ensure timeout must be positive", ErrInvalidOption)
+		}
+		c.ensureTimeout = d
+		return nil
+	}
+}
+
+// WithEnsureBackoff sets the wait after a failed first-use run, doubling up
+// to max, during which calls fail fast with the last error instead of
+// retrying.
+func WithEnsureBackoff(minWait, maxWait time.Duration) Option {
+	return func(c *config) error {
+		if minWait <= 0 || maxWait < minWait {
+			return fmt.Errorf("%w: backoff needs 0 < min <= max", ErrInvalidOption)
+		}
+		c.minBackoff, c.maxBackoff = minWait, maxWait
+		return nil
+	}
+}
+
+// WithMaxOpenConns sets the PostgreSQL pool size for Open (default
+// DefaultMaxOpenConns). SQLite files use the database/sql default; the
+// shared in-memory database always uses one connection.
+func WithMaxOpenConns(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: max open conns must be at least 1", ErrInvalidOption)
+		}
+		c.maxOpenConns = n
+		return nil
+	}
+}
+
+// WithHistoryTable names the migration history table (default
+// migrate.DefaultHistoryTable).
+func WithHistoryTable(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return fmt.Errorf("%w: empty history table name", ErrInvalidOption)
+		}
+		c.historyTable = name
+		return nil
+	}
+}
+
+// ModelOption configures a registered model.
+type ModelOption func(*modelConfig) error
+
+type modelConfig struct {
+	indexes []migrate.Index
+}
+
+// WithIndex asks for an index on the given SQL columns. Index names share
+// one namespace per schema on PostgreSQL: prefix them with the table name.
+func WithIndex(name string, columns ...string) ModelOption {
+	return index(name, false, columns)
+}
+
+// WithUniqueIndex asks for a unique index on the given SQL columns.
+func WithUniqueIndex(name string, columns ...string) ModelOption {
+	return index(name, true, columns)
+}
+
+func index(name string, unique bool, columns []string) ModelOption {
+	return func(m *modelConfig) error {
+		if name == "" || len(columns) == 0 {
+			return fmt.Errorf("%w: an index needs a name and at least one column", ErrInvalidOption)
+		}
+		m.indexes = append(m.indexes, migrate.Index{Name: name, Columns: append([]string(nil), columns...), Unique: unique})
+		return nil
+	}
+}

@@ -1,0 +1,138 @@
+package dataflow
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/uptrace/bun/schema"
+)
+
+// statements holds the SQL a table's operations reuse. Single-row inserts
+// are cached by the set of columns they leave to the database.
+type statements struct {
+	pg         bool
+	table      string // quoted
+	selectCols string // "a", "b", …
+	readByPK   string
+	updateByPK string
+	deleteByPK string
+	conflict   string // " ON CONFLICT (pk) DO UPDATE SET …" or "" without a key
+	inserts    sync.Map // omit mask (uint64) -> insertStmt
+}
+
+type insertStmt struct {
+	sql       string
+	fields    []*schema.Field // the bound columns, in order
+	returning []*schema.Field // the columns left to the database, read back
+}
+
+func placeholder(pg bool, n int) string {
+	if pg {
+		return "$" + strconv.Itoa(n)
+	}
+	return "?"
+}
+
+func buildStatements(pg bool, t *schema.Table) *statements {
+	s := &statements{pg: pg, table: string(t.SQLName)}
+	names := make([]string, len(t.Fields))
+	for i, f := range t.Fields {
+		names[i] = string(f.SQLName)
+	}
+	s.selectCols = strings.Join(names, ", ")
+	if len(t.PKs) == 0 {
+		return s
+	}
+	n := 0
+	pkWhere := func() string {
+		conds := make([]string, len(t.PKs))
+		for i, f := range t.PKs {
+			n++
+			conds[i] = string(f.SQLName) + " = " + placeholder(pg, n)
+		}
+		return " WHERE " + strings.Join(conds, " AND ")
+	}
+	s.readByPK = "SELECT " + s.selectCols + " FROM " + s.table + pkWhere()
+	n = 0
+	s.deleteByPK = "DELETE FROM " + s.table + pkWhere()
+	n = 0
+	sets := make([]string, 0, len(t.DataFields))
+	excluded := make([]string, 0, len(t.DataFields))
+	for _, f := range t.DataFields {
+		n++
+		sets = append(sets, string(f.SQLName)+" = "+placeholder(pg, n))
+		excluded = append(excluded, string(f.SQLName)+" = EXCLUDED."+string(f.SQLName))
+	}
+	if len(sets) > 0 {
+		s.updateByPK = "UPDATE " + s.table + " SET " + strings.Join(sets, ", ") + pkWhere()
+	}
+	pks := make([]string, len(t.PKs))
+	for i, f := range t.PKs {
+		pks[i] = string(f.SQLName)
+	}
+	s.conflict = " ON CONFLICT (" + strings.Join(pks, ", ") + ")"
+	if len(excluded) > 0 {
+		s.conflict += " DO UPDATE SET " + strings.Join(excluded, ", ")
+	} else {
+		s.conflict += " DO NOTHING"
+	}
+	return s
+}
+
+// insertFor returns the INSERT for the fields not in omit (a bit per field
+// index), for rows rows, with an optional conflict clause.
+func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bool) insertStmt {
+	cacheable := rows == 1 && len(t.Fields) <= 63
+	key := omit << 1
+	if upsert {
+		key |= 1
+	}
+	if cacheable {
+		if v, ok := s.inserts.Load(key); ok {
+			return v.(insertStmt)
+		}
+	}
+	var st insertStmt
+	cols := make([]string, 0, len(t.Fields))
+	for i, f := range t.Fields {
+		if i < 64 && omit&(1<<i) != 0 {
+			st.returning = append(st.returning, f)
+			continue
+		}
+		st.fields = append(st.fields, f)
+		cols = append(cols, string(f.SQLName))
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + s.table + " (" + strings.Join(cols, ", ") + ") VALUES ")
+	n := 0
+	for r := 0; r < rows; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for i := range st.fields {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			n++
+			b.WriteString(placeholder(s.pg, n))
+		}
+		b.WriteByte(')')
+	}
+	if upsert {
+		b.WriteString(s.conflict)
+	}
+	if len(st.returning) > 0 {
+		ret := make([]string, len(st.returning))
+		for i, f := range st.returning {
+			ret[i] = string(f.SQLName)
+		}
+		b.WriteString(" RETURNING " + strings.Join(ret, ", "))
+	}
+	st.sql = b.String()
+	if cacheable {
+		s.inserts.Store(key, st)
+	}
+	return st
+}

@@ -1,0 +1,248 @@
+package dataflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/uptrace/bun/schema"
+
+	"github.com/turnkeep/turnkeep/internal/cache"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// tableState is shared by every Table handle of one registered model.
+type tableState struct {
+	name  string
+	typ   reflect.Type
+	st    *schema.Table
+	model migrate.Model
+	ens   cache.Ensurer
+	cols  map[string]*schema.Field // by SQL name
+	sql   *statements
+}
+
+// Table runs typed operations on the table of model T. Get one from
+// Register; it is safe for concurrent use. WithTx returns a copy bound to a
+// transaction.
+type Table[T any] struct {
+	db *DB
+	st *tableState
+	q  querier // nil: the DB's pool
+	tx *Tx
+}
+
+// Register declares T, a bun model struct, and returns its table handle. It
+// does no I/O: the table is ensured lazily on first use (or by
+// EnsureTable). Registering the same type again returns a handle on the
+// same state; registering another type under a taken table name, or the
+// same type with other indexes, is an error.
+func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidArgument)
+	}
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	typ := reflect.TypeFor[T]()
+	if typ.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%w: %s is not a struct", ErrInvalidModel, typ)
+	}
+	var mc modelConfig
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&mc); err != nil {
+			return nil, err
+		}
+	}
+	st, err := newTableState(db, typ, mc)
+	if err != nil {
+		return nil, err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if old, ok := db.tables[st.name]; ok {
+		if old.typ != typ {
+			return nil, fmt.Errorf("%w: table %q is already registered for %s", ErrInvalidModel, st.name, old.typ)
+		}
+		if !sameIndexes(old.model.Indexes, st.model.Indexes) {
+			return nil, fmt.Errorf("%w: table %q is already registered with other indexes", ErrInvalidModel, st.name)
+		}
+		st = old
+	} else {
+		db.tables[st.name] = st
+	}
+	return &Table[T]{db: db, st: st}, nil
+}
+
+func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, err error) {
+	defer func() {
+		if r := recover(); r != nil { // bun panics on malformed struct tags
+			st, err = nil, fmt.Errorf("%w: %s: %v", ErrInvalidModel, typ, r)
+		}
+	}()
+	t := db.bun.Table(typ)
+	if len(t.Fields) == 0 {
+		return nil, fmt.Errorf("%w: %s has no columns", ErrInvalidModel, typ)
+	}
+	st = &tableState{
+		name:  t.Name,
+		typ:   typ,
+		st:    t,
+		model: migrate.Model{Value: t.ZeroIface, Indexes: mc.indexes},
+		cols:  make(map[string]*schema.Field, len(t.Fields)),
+	}
+	for _, f := range t.Fields {
+		st.cols[f.Name] = f
+	}
+	for _, ix := range mc.indexes {
+		for _, c := range ix.Columns {
+			if _, ok := st.cols[c]; !ok {
+				return nil, fmt.Errorf("%w: index %s: %q", ErrUnknownColumn, ix.Name, c)
+			}
+		}
+	}
+	st.ens.Timeout = db.cfg.ensureTimeout
+	st.ens.MinBackoff = db.cfg.minBackoff
+	st.ens.MaxBackoff = db.cfg.maxBackoff
+	st.sql = buildStatements(db.pg, t)
+	return st, nil
+}
+
+func sameIndexes(a, b []migrate.Index) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Unique != b[i].Unique ||
+			strings.Join(a[i].Columns, ",") != strings.Join(b[i].Columns, ",") {
+			return false
+		}
+	}
+	return true
+}
+
+// Name returns the table's SQL name (unquoted).
+func (t *Table[T]) Name() string { return t.st.name }
+
+// Columns returns the model's SQL column names in declaration order.
+func (t *Table[T]) Columns() []string {
+	out := make([]string, len(t.st.st.Fields))
+	for i, f := range t.st.st.Fields {
+		out[i] = f.Name
+	}
+	return out
+}
+
+// DB returns the database the table belongs to.
+func (t *Table[T]) DB() *DB { return t.db }
+
+// WithTx returns a handle that runs operations in tx. Tables registered
+// before RunInTx are already ready inside it.
+func (t *Table[T]) WithTx(tx *Tx) *Table[T] {
+	c := *t
+	if tx != nil {
+		c.q, c.tx = tx.q, tx
+	}
+	return &c
+}
+
+func (t *Table[T]) querier() querier {
+	if t.q != nil {
+		return t.q
+	}
+	return t.db.sql
+}
+
+// EnsureTable makes the table ready now: it checks it and, with
+// auto-migration, creates or migrates it. It is the explicit form of what
+// every operation does on first use; after success it costs an atomic load.
+// It checks even under WithSkipTableChecks, and does nothing under
+// WithExistingSchemaMode.
+func (t *Table[T]) EnsureTable(ctx context.Context) error {
+	if t.db.closed.Load() {
+		return ErrClosed
+	}
+	if t.st.ens.Ready() || t.db.cfg.existingSchema {
+		return nil
+	}
+	return t.db.run(ctx, t.st)
+}
+
+// Ready returns nil once the table is ready for use, ensuring it on first
+// use exactly as every operation does. Call it before running raw
+// statements on the table through DB.ExecContext or DB.QueryContext.
+func (t *Table[T]) Ready(ctx context.Context) error {
+	if t.db.closed.Load() {
+		return ErrClosed
+	}
+	return t.db.ready(ctx, t.st)
+}
+
+// ready is the check every operation makes: the fast path is one atomic
+// load (plus a counter).
+func (db *DB) ready(ctx context.Context, st *tableState) error {
+	if st.ens.Ready() {
+		db.stats.fastHits.Add(1)
+		return nil
+	}
+	db.stats.slowCalls.Add(1)
+	if db.cfg.existingSchema || db.cfg.skipChecks {
+		st.ens.MarkReady()
+		return nil
+	}
+	return db.run(ctx, st)
+}
+
+// run ensures the table through the shared, deduplicated, backed-off run.
+func (db *DB) run(ctx context.Context, st *tableState) error {
+	err := st.ens.Ensure(ctx, func(ctx context.Context) error {
+		db.stats.runs.Add(1)
+		err := db.ensureOnce(ctx, st)
+		if err != nil {
+			db.stats.failures.Add(1)
+		}
+		return err
+	})
+	if err == nil {
+		return nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		return err // this caller gave up; the run itself may still succeed
+	}
+	return fmt.Errorf("%w: table %q: %w", ErrEnsureFailed, st.name, err)
+}
+
+func (db *DB) ensureOnce(ctx context.Context, st *tableState) error {
+	if !db.cfg.autoMigrate {
+		plan, err := db.mig.Plan(ctx, st.model)
+		if err != nil {
+			return err
+		}
+		if !plan.Exists {
+			return ErrTableMissing
+		}
+		var missing []string
+		for _, s := range plan.Additive() {
+			if s.Kind == migrate.AddColumn {
+				missing = append(missing, s.Name)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%w: missing columns %s", ErrSchemaMismatch, strings.Join(missing, ", "))
+		}
+		return nil
+	}
+	res, err := db.mig.Ensure(ctx, st.model, db.cfg.force)
+	if err != nil {
+		return err
+	}
+	if len(res.Applied) > 0 {
+		db.stats.migrations.Add(1)
+	}
+	return nil
+}

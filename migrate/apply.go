@@ -1,0 +1,273 @@
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Status is what Check found.
+type Status int
+
+// The results of Check.
+const (
+	UpToDate Status = iota // the table exists and the history holds the model's checksum
+	Missing                // the table does not exist
+	Changed                // the table exists but its recorded checksum differs or is absent
+)
+
+func (s Status) String() string {
+	switch s {
+	case UpToDate:
+		return "up to date"
+	case Missing:
+		return "missing"
+	default:
+		return "changed"
+	}
+}
+
+// Result is what Apply or Ensure did.
+type Result struct {
+	Status  Status // what the check under the lock found
+	Plan    *Plan  // nil when the table was up to date
+	Applied []Step // the statements that ran
+	Skipped []Step // destructive steps left alone (not forced)
+}
+
+// HistoryEntry is one row of the history table.
+type HistoryEntry struct {
+	ID         int64
+	Table      string
+	Checksum   string
+	Statements string
+	AppliedAt  time.Time
+	Duration   time.Duration
+}
+
+// Check is the cheap first-use test: one catalog query for the table and
+// the history table, and, if both exist, one lookup of the last recorded
+// checksum. It never writes.
+func (m *Migrator) Check(ctx context.Context, model Model) (Status, error) {
+	t, err := m.table(model)
+	if err != nil {
+		return Changed, err
+	}
+	return m.check(ctx, m.db, t.Name, checksum(m.db.Dialect().Name().String(), t, model.Indexes))
+}
+
+func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (Status, error) {
+	q := `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)`
+	if m.pg {
+		q = `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (?, ?)`
+	}
+	rows, err := c.QueryContext(ctx, q, table, m.history)
+	if err != nil {
+		return Changed, fmt.Errorf("check table %q: %w", table, err)
+	}
+	var tableExists, historyExists bool
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return Changed, fmt.Errorf("check table %q: %w", table, err)
+		}
+		tableExists = tableExists || name == table
+		historyExists = historyExists || name == m.history
+	}
+	if err := closeRows(rows); err != nil {
+		return Changed, fmt.Errorf("check table %q: %w", table, err)
+	}
+	if !tableExists {
+		return Missing, nil
+	}
+	if !historyExists {
+		return Changed, nil
+	}
+	var last string
+	err = c.QueryRowContext(ctx,
+		`SELECT checksum FROM `+ident(m.history)+` WHERE table_name = ? ORDER BY id DESC LIMIT 1`, table).Scan(&last)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Changed, nil
+	case err != nil:
+		return Changed, fmt.Errorf("check history of %q: %w", table, err)
+	case last == sum:
+		return UpToDate, nil
+	default:
+		return Changed, nil
+	}
+}
+
+// Ensure runs Check and, unless the table is up to date, Apply.
+func (m *Migrator) Ensure(ctx context.Context, model Model, force bool) (*Result, error) {
+	status, err := m.Check(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	if status == UpToDate {
+		return &Result{Status: UpToDate}, nil
+	}
+	return m.Apply(ctx, model, force)
+}
+
+// Apply brings the model's table in line under a cross-process lock:
+// re-check, plan, run the additive steps (and the destructive ones if
+// force), and record the checksum in the history table, all in one
+// transaction. If another process got there first, it does nothing.
+func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result, error) {
+	t, err := m.table(model)
+	if err != nil {
+		return nil, err
+	}
+	var res *Result
+	err = m.locked(ctx, func(c bun.IConn) error {
+		if err := m.createHistory(ctx, c); err != nil {
+			return err
+		}
+		sum := checksum(m.db.Dialect().Name().String(), t, model.Indexes)
+		status, err := m.check(ctx, c, t.Name, sum)
+		if err != nil {
+			return err
+		}
+		res = &Result{Status: status}
+		if status == UpToDate {
+			return nil
+		}
+		ti, err := m.inspect(ctx, c, t.Name)
+		if err != nil {
+			return err
+		}
+		plan, err := m.diff(t, model.Indexes, ti)
+		if err != nil {
+			return err
+		}
+		res.Plan = plan
+		start := time.Now()
+		var stmts []string
+		for _, s := range plan.Steps {
+			if s.Destructive && !force {
+				res.Skipped = append(res.Skipped, s)
+				m.log.WarnContext(ctx, "migrate: destructive change skipped (not forced)",
+					"table", s.Table, "kind", string(s.Kind), "name", s.Name, "note", s.Note)
+				continue
+			}
+			if s.SQL == "" {
+				return fmt.Errorf("%w: %s %s.%s: %s", ErrDestructive, s.Kind, s.Table, s.Name, s.Note)
+			}
+			if _, err := c.ExecContext(ctx, s.SQL); err != nil {
+				return fmt.Errorf("migrate %q: %s: %w", t.Name, s.Kind, err)
+			}
+			stmts = append(stmts, s.SQL)
+			res.Applied = append(res.Applied, s)
+		}
+		_, err = c.ExecContext(ctx, `INSERT INTO `+ident(m.history)+
+			` (table_name, checksum, statements, applied_at, duration_ms) VALUES (?, ?, ?, ?, ?)`,
+			t.Name, sum, strings.Join(stmts, ";\n"), time.Now().UTC(), time.Since(start).Milliseconds())
+		if err != nil {
+			return fmt.Errorf("record migration of %q: %w", t.Name, err)
+		}
+		if len(stmts) > 0 {
+			m.log.InfoContext(ctx, "migrate: applied", "table", t.Name, "statements", len(stmts))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// locked runs fn in a transaction that holds the migration lock: a
+// transaction-scoped advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite.
+func (m *Migrator) locked(ctx context.Context, fn func(bun.IConn) error) error {
+	if m.pg {
+		return m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(? || current_schema()))`,
+				"turnkeep.migrate:"+m.history+":"); err != nil {
+				return fmt.Errorf("migration lock: %w", err)
+			}
+			return fn(tx)
+		})
+	}
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	if err := fn(conn); err != nil {
+		// Roll back on a context that is still alive, so a cancelled
+		// caller does not leave the transaction open on a pooled conn.
+		_, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return errors.Join(err, rbErr)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		_, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		return errors.Join(fmt.Errorf("commit migration: %w", err), rbErr)
+	}
+	return nil
+}
+
+func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
+	id := "id INTEGER PRIMARY KEY AUTOINCREMENT"
+	ts := "TIMESTAMP"
+	if m.pg {
+		id, ts = "id BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"
+	}
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS ` + ident(m.history) + ` (` + id + `,
+	table_name VARCHAR(255) NOT NULL,
+	checksum VARCHAR(64) NOT NULL,
+	statements TEXT NOT NULL,
+	applied_at ` + ts + ` NOT NULL,
+	duration_ms BIGINT NOT NULL)`,
+		`CREATE INDEX IF NOT EXISTS ` + ident(m.history+"_table_idx") + ` ON ` + ident(m.history) + ` (table_name, id)`,
+	}
+	for _, s := range stmts {
+		if _, err := c.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("create history table: %w", err)
+		}
+	}
+	return nil
+}
+
+// History returns the recorded migrations of a table, oldest first. A
+// database without a history table has none.
+func (m *Migrator) History(ctx context.Context, table string) ([]HistoryEntry, error) {
+	status, err := m.check(ctx, m.db, m.history, "")
+	if err != nil {
+		return nil, err
+	}
+	if status == Missing {
+		return nil, nil
+	}
+	rows, err := m.db.QueryContext(ctx, `SELECT id, table_name, checksum, statements, applied_at, duration_ms FROM `+
+		ident(m.history)+` WHERE table_name = ? ORDER BY id`, table)
+	if err != nil {
+		return nil, fmt.Errorf("read history of %q: %w", table, err)
+	}
+	var out []HistoryEntry
+	for rows.Next() {
+		var e HistoryEntry
+		var ms int64
+		if err := rows.Scan(&e.ID, &e.Table, &e.Checksum, &e.Statements, &e.AppliedAt, &ms); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read history of %q: %w", table, err)
+		}
+		e.Duration = time.Duration(ms) * time.Millisecond
+		out = append(out, e)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, fmt.Errorf("read history of %q: %w", table, err)
+	}
+	return out, nil
+}

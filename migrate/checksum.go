@@ -1,0 +1,54 @@
+package migrate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/uptrace/bun/schema"
+)
+
+// Checksum returns the SHA-256 of the model's canonical schema: the table
+// name, its columns (name, type, constraints, default) and its indexes. Two
+// models with the same checksum need the same table.
+func (m *Migrator) Checksum(model Model) (string, error) {
+	t, err := m.table(model)
+	if err != nil {
+		return "", err
+	}
+	return checksum(m.db.Dialect().Name().String(), t, model.Indexes), nil
+}
+
+func checksum(dialectName string, t *schema.Table, indexes []Index) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dialect %s\ntable %s\n", dialectName, t.Name)
+	for _, f := range t.Fields {
+		fmt.Fprintf(&b, "column %s %s notnull=%t pk=%t autoincrement=%t identity=%t default=%q\n",
+			f.Name, f.CreateTableSQLType, f.NotNull, f.IsPK, f.AutoIncrement, f.Identity, f.SQLDefault)
+	}
+	for _, cols := range sortedUnique(t) {
+		fmt.Fprintf(&b, "unique %s\n", cols)
+	}
+	idx := append([]Index(nil), indexes...)
+	sort.Slice(idx, func(i, j int) bool { return idx[i].Name < idx[j].Name })
+	for _, ix := range idx {
+		fmt.Fprintf(&b, "index %s unique=%t (%s)\n", ix.Name, ix.Unique, strings.Join(ix.Columns, ","))
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:])
+}
+
+func sortedUnique(t *schema.Table) []string {
+	var out []string
+	for name, fields := range t.Unique {
+		cols := make([]string, len(fields))
+		for i, f := range fields {
+			cols[i] = f.Name
+		}
+		out = append(out, name+"("+strings.Join(cols, ",")+")")
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,23 @@
+// Package migrate brings a database table in line with a bun model: it
+// inspects the live table, diffs it against the model, plans additive steps
+// (create table, add column, create index) and applies them under a
+// cross-process lock, recording each migration in a history table.
+//
+// Destructive differences (a column the model no longer has, a changed
+// type) are reported in the [Plan] and applied only when forced.
+//
+// The cheap path is [Migrator.Check]: one catalog query and one history
+// lookup tell whether the model's schema checksum is already recorded.
+// [Migrator.Ensure] runs Check and, only when it says so, [Migrator.Apply].
+//
+//	m, err := migrate.New(db) // db is a *bun.DB on SQLite or PostgreSQL
+//	res, err := m.Ensure(ctx, migrate.Model{Value: (*User)(nil)}, false)
+//	fmt.Println(res.Plan.SQL())
+//
+// Locking: on PostgreSQL a transaction-scoped advisory lock, on SQLite
+// BEGIN IMMEDIATE; either way the re-check, the DDL and the history row are
+// one transaction, so processes that start together on a fresh database all
+// succeed and the history shows one migration per table.
+//
+// A Migrator is safe for concurrent use.
+package migrate

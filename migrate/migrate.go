@@ -1,0 +1,139 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/schema"
+)
+
+// DefaultHistoryTable is the name of the table that records migrations.
+const DefaultHistoryTable = "turnkeep_migrations"
+
+var (
+	// ErrUnsupportedDialect is returned by New for a database that is
+	// neither SQLite nor PostgreSQL.
+	ErrUnsupportedDialect = errors.New("migrate: unsupported dialect")
+	// ErrInvalidModel is returned when a Model is not a bun model struct or
+	// names an index column the model does not have.
+	ErrInvalidModel = errors.New("migrate: invalid model")
+	// ErrDestructive is returned by Apply when a forced destructive step
+	// cannot be carried out on this dialect.
+	ErrDestructive = errors.New("migrate: destructive change not supported")
+)
+
+// Index describes an index the table should have.
+type Index struct {
+	Name    string
+	Columns []string // SQL column names
+	Unique  bool
+}
+
+// Model is a bun model plus the indexes its table should have.
+type Model struct {
+	Value   any // a pointer to the model struct, e.g. (*User)(nil)
+	Indexes []Index
+}
+
+// Option configures a Migrator.
+type Option func(*Migrator) error
+
+// WithHistoryTable names the history table (default DefaultHistoryTable).
+func WithHistoryTable(name string) Option {
+	return func(m *Migrator) error {
+		if name == "" {
+			return fmt.Errorf("%w: empty history table name", ErrInvalidModel)
+		}
+		m.history = name
+		return nil
+	}
+}
+
+// WithLogger sets the logger for applied migrations and skipped
+// destructive changes (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(m *Migrator) error {
+		if l != nil {
+			m.log = l
+		}
+		return nil
+	}
+}
+
+// Migrator plans and applies migrations on one database.
+type Migrator struct {
+	db      *bun.DB
+	pg      bool
+	history string
+	log     *slog.Logger
+}
+
+// New returns a Migrator for db, which must use the SQLite or PostgreSQL
+// dialect.
+func New(db *bun.DB, opts ...Option) (*Migrator, error) {
+	if db == nil {
+		return nil, errors.New("migrate: db must not be nil")
+	}
+	m := &Migrator{db: db, history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
+	switch db.Dialect().Name() {
+	case dialect.SQLite:
+	case dialect.PG:
+		m.pg = true
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, db.Dialect().Name())
+	}
+	for _, opt := range opts {
+		if err := opt(m); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// HistoryTable returns the name of the history table.
+func (m *Migrator) HistoryTable() string { return m.history }
+
+// table resolves the bun schema of a model and checks its indexes.
+func (m *Migrator) table(model Model) (*schema.Table, error) {
+	typ := reflect.TypeOf(model.Value)
+	for typ != nil && typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	if typ == nil || typ.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%w: %T is not a pointer to a struct", ErrInvalidModel, model.Value)
+	}
+	t := m.db.Table(typ)
+	if len(t.Fields) == 0 {
+		return nil, fmt.Errorf("%w: %s has no columns", ErrInvalidModel, typ)
+	}
+	for _, idx := range model.Indexes {
+		if idx.Name == "" || len(idx.Columns) == 0 {
+			return nil, fmt.Errorf("%w: index on %s needs a name and columns", ErrInvalidModel, t.Name)
+		}
+		for _, c := range idx.Columns {
+			if !hasColumn(t, c) {
+				return nil, fmt.Errorf("%w: index %s: table %s has no column %q", ErrInvalidModel, idx.Name, t.Name, c)
+			}
+		}
+	}
+	return t, nil
+}
+
+func hasColumn(t *schema.Table, name string) bool {
+	for _, f := range t.Fields {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ident quotes an identifier for SQLite and PostgreSQL alike.
+func ident(name string) string {
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}

@@ -1,0 +1,205 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+)
+
+// StepKind names what a Step does.
+type StepKind string
+
+// The kinds of Step. The first three are additive; the others destructive.
+const (
+	CreateTable StepKind = "create table"
+	AddColumn   StepKind = "add column"
+	CreateIndex StepKind = "create index"
+	DropColumn  StepKind = "drop column"
+	AlterType   StepKind = "alter column type"
+)
+
+// Step is one change to a table.
+type Step struct {
+	Kind        StepKind
+	Table       string
+	Name        string // the column or index, empty for CreateTable
+	SQL         string // empty when the dialect cannot do it (see Note)
+	Destructive bool
+	Note        string
+}
+
+// Plan is the difference between a model and its live table.
+type Plan struct {
+	Table    string
+	Checksum string // of the model
+	Exists   bool   // whether the table existed when planned
+	Steps    []Step
+}
+
+// Additive returns the steps that never lose data.
+func (p *Plan) Additive() []Step { return p.filter(false) }
+
+// Destructive returns the steps that may lose data; Apply runs them only
+// when forced.
+func (p *Plan) Destructive() []Step { return p.filter(true) }
+
+func (p *Plan) filter(destructive bool) []Step {
+	var out []Step
+	for _, s := range p.Steps {
+		if s.Destructive == destructive {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Empty reports whether the table already matches the model.
+func (p *Plan) Empty() bool { return len(p.Steps) == 0 }
+
+// SQL returns the plan as a script for a dry run: additive statements as
+// they would run, destructive ones commented out.
+func (p *Plan) SQL() string {
+	var b strings.Builder
+	for _, s := range p.Steps {
+		switch {
+		case s.Destructive && s.SQL == "":
+			fmt.Fprintf(&b, "-- destructive, not supported here: %s %s.%s (%s)\n", s.Kind, s.Table, s.Name, s.Note)
+		case s.Destructive:
+			fmt.Fprintf(&b, "-- destructive, runs only when forced:\n-- %s;\n", s.SQL)
+		default:
+			b.WriteString(s.SQL)
+			b.WriteString(";\n")
+		}
+	}
+	return b.String()
+}
+
+// Plan inspects the model's table and returns the steps that would bring it
+// in line with the model. It changes nothing.
+func (m *Migrator) Plan(ctx context.Context, model Model) (*Plan, error) {
+	return m.plan(ctx, m.db, model)
+}
+
+func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, error) {
+	t, err := m.table(model)
+	if err != nil {
+		return nil, err
+	}
+	ti, err := m.inspect(ctx, c, t.Name)
+	if err != nil {
+		return nil, err
+	}
+	return m.diff(t, model.Indexes, ti)
+}
+
+func (m *Migrator) diff(t *schema.Table, indexes []Index, ti *TableInfo) (*Plan, error) {
+	p := &Plan{Table: t.Name, Checksum: checksum(m.db.Dialect().Name().String(), t, indexes), Exists: ti.Exists}
+	if !ti.Exists {
+		b, err := m.db.NewCreateTable().Model(reflectNew(t)).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
+		if err != nil {
+			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
+		}
+		p.Steps = append(p.Steps, Step{Kind: CreateTable, Table: t.Name, SQL: string(b)})
+	} else {
+		for _, f := range t.Fields {
+			col, ok := ti.column(f.Name)
+			if !ok {
+				p.Steps = append(p.Steps, m.addColumn(t, f))
+				continue
+			}
+			if normType(m.pg, col.Type) != normType(m.pg, f.CreateTableSQLType) {
+				p.Steps = append(p.Steps, m.alterType(t, f, col))
+			}
+		}
+		for _, col := range ti.Columns {
+			if !hasColumn(t, col.Name) {
+				p.Steps = append(p.Steps, Step{
+					Kind: DropColumn, Table: t.Name, Name: col.Name, Destructive: true,
+					SQL:  fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", ident(t.Name), ident(col.Name)),
+					Note: "the model has no such column",
+				})
+			}
+		}
+	}
+	for _, ix := range indexes {
+		if slices.Contains(ti.Indexes, ix.Name) {
+			continue
+		}
+		cols := make([]string, len(ix.Columns))
+		for i, c := range ix.Columns {
+			cols[i] = ident(c)
+		}
+		unique := ""
+		if ix.Unique {
+			unique = "UNIQUE "
+		}
+		p.Steps = append(p.Steps, Step{
+			Kind: CreateIndex, Table: t.Name, Name: ix.Name,
+			SQL: fmt.Sprintf("CREATE %sINDEX IF NOT EXISTS %s ON %s (%s)",
+				unique, ident(ix.Name), ident(t.Name), strings.Join(cols, ", ")),
+		})
+	}
+	return p, nil
+}
+
+func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
+	def := f.CreateTableSQLType
+	switch {
+	case f.SQLDefault != "":
+		if f.NotNull {
+			def += " NOT NULL"
+		}
+		def += " DEFAULT " + f.SQLDefault
+	case f.NotNull:
+		// Existing rows need a value: use the type's zero, or leave the
+		// column nullable when the type has none we know.
+		if z := zeroDefault(normType(m.pg, f.CreateTableSQLType)); z != "" {
+			def += " NOT NULL DEFAULT " + z
+		}
+	}
+	return Step{
+		Kind: AddColumn, Table: t.Name, Name: f.Name,
+		SQL: fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", ident(t.Name), ident(f.Name), def),
+	}
+}
+
+func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step {
+	s := Step{
+		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true,
+		Note: fmt.Sprintf("live type %s, model type %s", col.Type, f.CreateTableSQLType),
+	}
+	if m.pg {
+		s.SQL = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s",
+			ident(t.Name), ident(f.Name), f.CreateTableSQLType, ident(f.Name), f.CreateTableSQLType)
+	} else {
+		s.Note += "; SQLite cannot change a column's type in place"
+	}
+	return s
+}
+
+func zeroDefault(typ string) string {
+	switch {
+	case strings.Contains(typ, "int"), strings.Contains(typ, "real"), strings.Contains(typ, "double"),
+		strings.Contains(typ, "numeric"), strings.Contains(typ, "float"):
+		return "0"
+	case strings.Contains(typ, "bool"):
+		return "FALSE"
+	case strings.Contains(typ, "char"), strings.Contains(typ, "text"), strings.Contains(typ, "clob"):
+		return "''"
+	case strings.Contains(typ, "jsonb"), typ == "json":
+		return "'null'"
+	case strings.Contains(typ, "timestamp"), strings.Contains(typ, "date"):
+		return "'1970-01-01 00:00:00+00:00'"
+	}
+	return ""
+}
+
+// reflectNew returns a nil pointer of the model's type, which bun accepts as
+// a model.
+func reflectNew(t *schema.Table) any {
+	return t.ZeroIface
+}
