@@ -198,3 +198,9 @@ func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return tx.db.query(ctx, tx.q, query, args)
 }
+
+// Bind converts v the way operations convert values before binding them:
+// times to UTC (fixed-width text on SQLite, so text order is time order),
+// maps, slices and structs to JSON. Use it for arguments of raw statements
+// on columns that operations also write.
+func (db *DB) Bind(v any) (any, error) { return bindValue(db.pg, v) }

@@ -1,0 +1,28 @@
+package memory
+
+import "errors"
+
+var (
+	// ErrInvalidSessionID is returned by ValidateSessionID, and so by every
+	// Memory and Backend method, for an empty, over-long (more than
+	// MaxSessionIDBytes), non-UTF-8 or NUL-containing session ID.
+	ErrInvalidSessionID = errors.New("memory: invalid session id")
+
+	// ErrInvalidTurn is returned by PrepareTurn, and so by every SaveTurn, for
+	// a turn with no message, a bad ID, or metadata that cannot be stored as
+	// JSON exactly as given.
+	ErrInvalidTurn = errors.New("memory: invalid turn")
+
+	// ErrTurnTooLarge is returned by PrepareTurn, and so by every SaveTurn,
+	// when a message or the metadata JSON exceeds the maximum message size.
+	ErrTurnTooLarge = errors.New("memory: turn too large")
+
+	// ErrSessionNotFound is returned by Backend.SessionInfo for a session that
+	// holds no turns.
+	ErrSessionNotFound = errors.New("memory: session not found")
+
+	// ErrInvalidOption is returned by NewPersistentBufferMemory for an invalid
+	// option or a nil backend, by every method of a BufferMemory built with an
+	// invalid option, and by backends for an invalid maxTurns.
+	ErrInvalidOption = errors.New("memory: invalid option")
+)

@@ -1,0 +1,196 @@
+package memory
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// A Turn is one exchange of a conversation: what the user said and what the
+// agent answered.
+type Turn struct {
+	ID        string // idempotency key; generated (NewTurnID) when empty. Saving the same ID twice stores it once.
+	User      string
+	Agent     string
+	Timestamp time.Time      // zero: now; stored in UTC, truncated to microseconds
+	Metadata  map[string]any // JSON; round-trips through encoding/json (numbers come back float64)
+}
+
+// A Window is the recent context of a session.
+type Window struct {
+	Turns     []Turn // the newest turns, oldest first, at most MaxTurns
+	TurnCount int    // every turn the session holds
+}
+
+// SessionInfo describes a stored session.
+type SessionInfo struct {
+	TurnCount int
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// ValidateSessionID returns an error wrapping ErrInvalidSessionID if id is
+// empty, longer than MaxSessionIDBytes, not valid UTF-8 or holds a NUL byte.
+func ValidateSessionID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidSessionID)
+	}
+	if len(id) > MaxSessionIDBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidSessionID, len(id), MaxSessionIDBytes)
+	}
+	if reason := badText(id); reason != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidSessionID, reason)
+	}
+	return nil
+}
+
+// NewTurnID returns 128 random bits from crypto/rand as 32 lowercase hex
+// characters.
+func NewTurnID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never returns an error
+	return hex.EncodeToString(b[:])
+}
+
+// PrepareTurn validates t and returns it normalized, with the JSON of its
+// metadata (nil when there is none). maxMessageBytes <= 0 means
+// DefaultMaxMessageBytes.
+//
+// Errors wrap ErrInvalidTurn (no message; NUL or invalid UTF-8 in a message,
+// the ID, or any metadata key or string; ID longer than MaxTurnIDBytes;
+// metadata that encoding/json cannot encode or decode back) or
+// ErrTurnTooLarge (a message or the metadata JSON over maxMessageBytes).
+//
+// Normalization: an empty ID becomes NewTurnID(), a zero Timestamp becomes
+// now, the Timestamp is made UTC and truncated to microseconds, and Metadata
+// is replaced by its JSON round trip, so the caller's map is never aliased
+// and the turn equals what a database read returns. Empty metadata is nil.
+func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxMessageBytes
+	}
+	if t.User == "" && t.Agent == "" {
+		return Turn{}, nil, fmt.Errorf("%w: user and agent are both empty", ErrInvalidTurn)
+	}
+	for _, f := range [...]struct{ name, s string }{{"user message", t.User}, {"agent message", t.Agent}} {
+		if len(f.s) > maxMessageBytes {
+			return Turn{}, nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTurnTooLarge, f.name, len(f.s), maxMessageBytes)
+		}
+		if reason := badText(f.s); reason != "" {
+			return Turn{}, nil, fmt.Errorf("%w: %s %s", ErrInvalidTurn, f.name, reason)
+		}
+	}
+	if len(t.ID) > MaxTurnIDBytes {
+		return Turn{}, nil, fmt.Errorf("%w: id is %d bytes, limit %d", ErrInvalidTurn, len(t.ID), MaxTurnIDBytes)
+	}
+	if reason := badText(t.ID); reason != "" {
+		return Turn{}, nil, fmt.Errorf("%w: id %s", ErrInvalidTurn, reason)
+	}
+
+	var data []byte
+	if len(t.Metadata) == 0 {
+		t.Metadata = nil
+	} else {
+		var err error
+		if data, err = json.Marshal(t.Metadata); err != nil {
+			return Turn{}, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
+		}
+		if len(data) > maxMessageBytes {
+			return Turn{}, nil, fmt.Errorf("%w: metadata is %d bytes of JSON, limit %d", ErrTurnTooLarge, len(data), maxMessageBytes)
+		}
+		if reason := badJSONText(data); reason != "" {
+			return Turn{}, nil, fmt.Errorf("%w: metadata %s", ErrInvalidTurn, reason)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			return Turn{}, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
+		}
+		t.Metadata = m
+	}
+
+	if t.ID == "" {
+		t.ID = NewTurnID()
+	}
+	if t.Timestamp.IsZero() {
+		t.Timestamp = now
+	}
+	t.Timestamp = t.Timestamp.UTC().Truncate(time.Microsecond)
+	return t, data, nil
+}
+
+// badText says why s cannot be stored as text, or returns "".
+func badText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "contains a NUL byte"
+	}
+	return ""
+}
+
+// badJSONText says why data, the output of json.Marshal, holds a key or
+// string that a store would not keep as given, or returns "".
+//
+// Checking the decoded value is not enough: json.Marshal silently replaces
+// invalid UTF-8 with the escape \ufffd (a valid U+FFFD is written as
+// itself), and PostgreSQL jsonb rejects \u0000. So this scans the escapes:
+// \u0000 is a NUL, \ufffd invalid UTF-8, an unpaired surrogate (only a
+// json.Marshaler can write one) would decode to U+FFFD. A json.Marshaler that
+// escapes a genuine U+FFFD is refused too; refusing beats storing something
+// different. Backslashes occur only inside strings, so no parser is needed.
+func badJSONText(data []byte) string {
+	if !utf8.Valid(data) { // a json.Marshaler may emit raw invalid bytes
+		return "is not valid UTF-8"
+	}
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character; \\ and \" are skipped whole
+		r, ok := unicodeEscape(data, i-1)
+		if !ok {
+			continue
+		}
+		i += 4
+		switch {
+		case r == 0:
+			return "contains a NUL character"
+		case r == utf8.RuneError:
+			return "contains invalid UTF-8"
+		case utf16.IsSurrogate(r):
+			if lo, ok := unicodeEscape(data, i+1); ok && r < 0xdc00 && lo >= 0xdc00 && utf16.IsSurrogate(lo) {
+				i += 6
+				continue
+			}
+			return "contains an unpaired UTF-16 surrogate"
+		}
+	}
+	return ""
+}
+
+// unicodeEscape decodes a \uXXXX escape starting at data[i].
+func unicodeEscape(data []byte, i int) (rune, bool) {
+	if i+6 > len(data) || data[i] != '\\' || data[i+1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range data[i+2 : i+6] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
