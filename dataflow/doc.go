@@ -1,0 +1,56 @@
+// Package dataflow is a small data engine over bun: register model structs,
+// run typed CRUD on them, and let each model's table be ensured lazily, once
+// per process.
+//
+//	db, err := dataflow.Open(ctx, "sqlite:///app.db")
+//	users, err := dataflow.Register[User](db, dataflow.WithIndex("users_email_idx", "email"))
+//	err = users.Create(ctx, &User{Email: "ann@example.com"})
+//	list, err := users.List(ctx, dataflow.Query{Filter: dataflow.Filter{"age": dataflow.Gte(18)}, Limit: 10})
+//
+// # The table ensurer
+//
+// Every operation first asks whether its table is ready. After the first
+// success in this process that is one atomic load: no lock, no allocation,
+// no SQL. The first callers are collapsed into one run (singleflight), which
+// does the cheapest sufficient check (one catalog query and one lookup of the
+// model's schema checksum in the migration history) and migrates only when
+// the table is missing or its checksum differs; see package migrate. A failed
+// run is not remembered as success: every waiter gets the error (wrapped in
+// ErrEnsureFailed), and retries wait out a doubling backoff, so broken DDL
+// cannot become a retry storm. WithAutoMigrate(false) never runs DDL,
+// WithExistingSchemaMode trusts the schema outright, WithSkipTableChecks
+// skips the first-use check.
+//
+// # Statements
+//
+// Each operation on a ready table runs exactly its own statement: one for
+// Create, Read, Update, Delete, Upsert, List and Count, one per batch for the
+// bulk operations. Every value is a bound parameter (? on SQLite, $n on
+// PostgreSQL); identifiers come only from registered models, and a filter or
+// order naming a column the model lacks is ErrUnknownColumn before any SQL
+// runs. Hooks given with WithQueryHook see every statement.
+//
+// # URLs
+//
+//	sqlite:///relative/path.db    a file relative to the working directory
+//	sqlite:////absolute/path.db   an absolute path
+//	sqlite:///:memory:, :memory:  an in-memory database shared by every caller
+//	postgres://… , postgresql://… PostgreSQL, through pgx
+//
+// SQLite files get WAL, a busy timeout (WithBusyTimeout), synchronous=NORMAL
+// (WithSynchronousFull for FULL) and foreign keys; transactions begin with
+// BEGIN IMMEDIATE so concurrent writers wait rather than fail. The in-memory
+// database runs on a single connection: inside RunInTx use only the
+// transaction. The program imports the database/sql drivers, as with
+// database/sql itself:
+//
+//	import _ "modernc.org/sqlite"             // sqlite://
+//	import _ "github.com/jackc/pgx/v5/stdlib" // postgres://
+//
+// # Transactions
+//
+// DB.RunInTx runs a function in a transaction; Table.WithTx binds a table to
+// it. Registered tables are ensured before the transaction begins.
+//
+// A DB and its Tables are safe for concurrent use; a Tx is not.
+package dataflow

@@ -1,0 +1,168 @@
+// Chat is a terminal chat that remembers the conversation across restarts.
+//
+//	go run ./examples/chat
+//	go run ./examples/chat -db postgres://user:pass@localhost/chat -session alice
+//
+// Turns are stored with turnkeep (memory.PersistentBufferMemory on a
+// backend.DataFlowBackend), by default in the SQLite file turnkeep-chat.db
+// in the working directory, which is created on first use. On start the
+// program says how many turns it remembers and shows the recent ones. It
+// reads standard input line by line, so piped input works too; the commands
+// are /history, /clear, /help and /quit.
+//
+// The agent answering is a language model when TURNKEEP_LLM_URL names an
+// OpenAI-compatible server (for example http://localhost:11434 for Ollama;
+// TURNKEEP_LLM_MODEL picks the model, default llama3.2, and
+// TURNKEEP_LLM_API_KEY is sent as a bearer token if set). Without it an
+// offline agent answers from the remembered turns: tell it "my name is Ada",
+// restart, and ask "what is my name?".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx" for postgres:// URLs
+	_ "modernc.org/sqlite"             // registers "sqlite" for sqlite:// URLs
+
+	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// Defaults of the flags.
+const (
+	DefaultDB      = "sqlite:///turnkeep-chat.db"
+	DefaultSession = "default"
+)
+
+// Exit codes of run.
+const (
+	exitOK          = 0
+	exitFailure     = 1   // the database or standard input failed
+	exitUsage       = 2   // bad flags or environment
+	exitInterrupted = 130 // ctx ended, as after SIGINT
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole program, with its surroundings passed in so tests can
+// run it in-process. env looks up environment variables (os.Getenv); nil
+// means an empty environment. It returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) int {
+	if env == nil {
+		env = func(string) string { return "" }
+	}
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dbURL := fs.String("db", DefaultDB, "database `url`: sqlite:///relative.db, sqlite:////absolute.db or postgres://…")
+	session := fs.String("session", DefaultSession, "session `id` to remember the conversation under")
+	maxTurns := fs.Int("max-turns", memory.DefaultMaxTurns, "how many recent turns the agent sees")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: chat [flags]\n\nA terminal chat that remembers across restarts. Set TURNKEEP_LLM_URL to an\nOpenAI-compatible server to answer with a language model.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage // the flag package printed the error and usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "chat: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if err := memory.ValidateSessionID(*session); err != nil {
+		fmt.Fprintf(stderr, "chat: -session: %v\n", err)
+		return exitUsage
+	}
+	agent, agentName, err := newAgent(env)
+	if err != nil {
+		fmt.Fprintf(stderr, "chat: %v\n", err)
+		return exitUsage
+	}
+
+	db, err := dataflow.Open(ctx, *dbURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "chat: %v\n", err) // dataflow keeps passwords out of its errors
+		return failure(ctx)
+	}
+	defer db.Close()
+	b, err := backend.NewDataFlowBackend(db)
+	if err != nil {
+		fmt.Fprintf(stderr, "chat: %v\n", err)
+		return exitFailure
+	}
+	mem, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(*maxTurns))
+	if err != nil {
+		fmt.Fprintf(stderr, "chat: -max-turns: %v\n", err)
+		return exitUsage
+	}
+
+	c := &chat{mem: mem, session: *session, agent: agent, out: stdout, errOut: stderr}
+	fmt.Fprintf(stdout, "turnkeep chat: session %q in %s; agent: %s\n", *session, redactURL(*dbURL), agentName)
+	if err := c.greet(ctx); err != nil {
+		fmt.Fprintf(stderr, "chat: %v\n", err)
+		return failure(ctx)
+	}
+	return c.loop(ctx, stdin, isTerminal(stdin))
+}
+
+// failure returns the exit code of a fatal error: exitInterrupted if it
+// came from the end of ctx, exitFailure otherwise.
+func failure(ctx context.Context) int {
+	if ctx.Err() != nil {
+		return exitInterrupted
+	}
+	return exitFailure
+}
+
+// newAgent returns the language-model agent if TURNKEEP_LLM_URL is set and
+// the offline agent otherwise, with a description of it for the banner.
+func newAgent(env func(string) string) (Agent, string, error) {
+	base := env(EnvLLMURL)
+	if base == "" {
+		return offlineAgent{}, "offline (set " + EnvLLMURL + " to use a language model)", nil
+	}
+	a, err := newLLMAgent(base, env(EnvLLMModel), env(EnvLLMAPIKey))
+	if err != nil {
+		return nil, "", err
+	}
+	return a, fmt.Sprintf("%s at %s", a.model, redactURL(a.endpoint)), nil
+}
+
+// redactURL hides the password of a URL for printing; other URLs are
+// printed as given.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)" // the text may hold a password
+	}
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	return raw
+}
+
+// isTerminal reports whether r is a terminal (character device), so the
+// program prompts only when someone types.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
