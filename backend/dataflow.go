@@ -279,15 +279,22 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, error) {
 
 // ClearSession removes the session's messages and its session row in one
 // transaction.
+//
+// The session row goes first, as in SaveTurn: its row lock orders a clear
+// after every save already under way and before every later one. Deleting
+// the messages first would, on PostgreSQL (READ COMMITTED), let a
+// concurrent save commit messages the clear never saw, leave them behind
+// without their session row (later saves then collide on the primary key),
+// and deadlock against saves taking the locks the other way.
 func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) error {
 	if err := memory.ValidateSessionID(sessionID); err != nil {
 		return err
 	}
 	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
+		if _, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID}); err != nil {
 			return err
 		}
-		_, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID})
+		_, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID})
 		return err
 	})
 	if err != nil {

@@ -17,7 +17,7 @@ type Turn struct {
 	ID        string // idempotency key; generated (NewTurnID) when empty. Saving the same ID twice stores it once.
 	User      string
 	Agent     string
-	Timestamp time.Time      // zero: now; stored in UTC, truncated to microseconds
+	Timestamp time.Time      // zero: now; stored in UTC, truncated to microseconds; years 1 to 9999
 	Metadata  map[string]any // JSON; round-trips through encoding/json (numbers come back float64)
 }
 
@@ -63,7 +63,8 @@ func NewTurnID() string {
 //
 // Errors wrap ErrInvalidTurn (no message; NUL or invalid UTF-8 in a message,
 // the ID, or any metadata key or string; ID longer than MaxTurnIDBytes;
-// metadata that encoding/json cannot encode or decode back) or
+// metadata that encoding/json cannot encode or decode back; a Timestamp
+// outside the years 1 to 9999 in UTC) or
 // ErrTurnTooLarge (a message or the metadata JSON over maxMessageBytes).
 //
 // Normalization: an empty ID becomes NewTurnID(), a zero Timestamp becomes
@@ -120,6 +121,12 @@ func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, erro
 		t.Timestamp = now
 	}
 	t.Timestamp = t.Timestamp.UTC().Truncate(time.Microsecond)
+	if y := t.Timestamp.Year(); y < 1 || y > 9999 {
+		// Outside these years SQLite's fixed-width text form breaks (a
+		// stored turn would make its session unreadable) and PostgreSQL
+		// fails with an untyped error.
+		return Turn{}, nil, fmt.Errorf("%w: timestamp %s is outside the years 1 to 9999 (UTC)", ErrInvalidTurn, t.Timestamp.Format(time.RFC3339Nano))
+	}
 	return t, data, nil
 }
 

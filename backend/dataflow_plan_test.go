@@ -1,0 +1,274 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// fillSessions stores sessions × turns rows shaped exactly as SaveTurn
+// writes them, in bulk.
+func fillSessions(t *testing.T, b *DataFlowBackend, sessions, turns int) {
+	t.Helper()
+	ctx := context.Background()
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	var srows []SessionRow
+	var mrows []MessageRow
+	for s := range sessions {
+		id := fmt.Sprintf("session-%03d", s)
+		srows = append(srows, SessionRow{ID: id, TurnCount: int64(turns), CreatedAt: at, UpdatedAt: at})
+		for i := 1; i <= turns; i++ {
+			turnID := fmt.Sprintf("%s-turn-%03d", id, i)
+			ts := at.Add(time.Duration(i) * time.Second)
+			mrows = append(mrows,
+				MessageRow{SessionID: id, Seq: int64(i), Pos: 0, TurnID: turnID, Role: RoleUser,
+					Content: fmt.Sprintf("question %d of %s, with some realistic length to it", i, id), CreatedAt: ts},
+				MessageRow{SessionID: id, Seq: int64(i), Pos: 1, TurnID: turnID, Role: RoleAssistant,
+					Content: fmt.Sprintf("answer %d of %s, usually longer than the question that came before", i, id), CreatedAt: ts})
+		}
+	}
+	require.NoError(t, b.sessions.BulkCreate(ctx, srows))
+	require.NoError(t, b.messages.BulkCreate(ctx, mrows))
+}
+
+// explain returns the plan of the backend's load statement, one line per
+// plan node.
+func explain(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns int) []string {
+	t.Helper()
+	ctx := context.Background()
+	pg := b.db.Dialect() == "pg"
+	prefix := "EXPLAIN QUERY PLAN "
+	if pg {
+		prefix = "EXPLAIN "
+	}
+	rows, err := b.db.QueryContext(ctx, prefix+b.loadWindow, sessionID, sessionID, sessionID, maxTurns)
+	require.NoError(t, err)
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		if pg {
+			var line string
+			require.NoError(t, rows.Scan(&line))
+			plan = append(plan, line)
+			continue
+		}
+		var id, parent, notUsed int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &notUsed, &detail))
+		plan = append(plan, detail)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, plan)
+	return plan
+}
+
+// The load statement is an index range scan over the newest turns: no full
+// scan, no sort, on realistic, analyzed data.
+func TestDataFlowBackendLoadPlan(t *testing.T) {
+	const sessions, turns, window = 50, 40, 10
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		fillSessions(t, b, sessions, turns)
+		_, err := b.db.ExecContext(ctx, "ANALYZE")
+		require.NoError(t, err)
+
+		// The bulk rows read back like saved turns: the newest window of a
+		// middle session is turns 31..40.
+		w := loadWindow(t, b, "session-025", window)
+		require.Equal(t, turns, w.TurnCount)
+		require.Len(t, w.Turns, window)
+		assert.Equal(t, "session-025-turn-031", w.Turns[0].ID)
+		assert.Equal(t, "session-025-turn-040", w.Turns[window-1].ID)
+
+		for _, tc := range []struct {
+			name, session string
+			maxTurns      int
+		}{
+			{"middle session", "session-025", window},
+			{"first session", "session-000", window},
+			{"window of 1", "session-049", 1},
+			{"unknown session", "nobody", window},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				plan := explain(t, b, tc.session, tc.maxTurns)
+				text := strings.Join(plan, "\n")
+				t.Logf("plan:\n%s", text)
+				if d.Name == "pg" {
+					assertPGPlan(t, text)
+				} else {
+					assertSQLitePlan(t, text)
+				}
+			})
+		}
+
+		// With many sessions the turn count is a key lookup too, on every
+		// dialect (SQLite always uses the key).
+		t.Run("many sessions", func(t *testing.T) {
+			var more []SessionRow
+			for i := range 5000 {
+				more = append(more, SessionRow{ID: fmt.Sprintf("idle-%05d", i), TurnCount: 0,
+					CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(0, 0).UTC()})
+			}
+			require.NoError(t, b.sessions.BulkCreate(ctx, more))
+			_, err := b.db.ExecContext(ctx, "ANALYZE")
+			require.NoError(t, err)
+			text := strings.Join(explain(t, b, "session-025", window), "\n")
+			t.Logf("plan:\n%s", text)
+			if d.Name == "pg" {
+				assertPGPlan(t, text)
+				assert.NotContains(t, text, "Seq Scan", "a full scan")
+				assert.Regexp(t, `Index (Only )?Scan using turnkeep_sessions_pkey on turnkeep_sessions`, text,
+					"the turn count must be a key lookup")
+			} else {
+				assertSQLitePlan(t, text)
+			}
+		})
+	})
+}
+
+func assertSQLitePlan(t *testing.T, plan string) {
+	t.Helper()
+	assert.Regexp(t, regexp.MustCompile(`(?m)^SEARCH m USING (COVERING )?INDEX \S+ \(session_id=\? AND seq>\?\)$`), plan,
+		"the messages must be an index range scan on (session_id, seq)")
+	assert.NotRegexp(t, regexp.MustCompile(`(?m)^SCAN `), plan, "a full scan")
+	assert.NotContains(t, plan, "TEMP B-TREE", "a sort")
+	assert.Regexp(t, regexp.MustCompile(`(?m)^SEARCH turnkeep_sessions USING (COVERING )?INDEX \S+ \(id=\?\)$`), plan,
+		"the turn count must be a key lookup")
+}
+
+func assertPGPlan(t *testing.T, plan string) {
+	t.Helper()
+	lines := strings.Split(plan, "\n")
+	i := indexOf(lines, regexp.MustCompile(`Index Scan using turnkeep_messages_pkey on turnkeep_messages m\b`))
+	if assert.GreaterOrEqual(t, i, 0, "the messages must be an index scan on the primary key") && assert.Less(t, i+1, len(lines)) {
+		assert.Regexp(t, `Index Cond: .*session_id.*seq > `, lines[i+1], "the index scan must be bounded on seq")
+	}
+	assert.NotContains(t, plan, "Seq Scan on turnkeep_messages", "a full scan")
+	assert.NotRegexp(t, `\bSort\b`, plan, "a sort")
+	assert.NotContains(t, plan, "Bitmap Heap Scan on turnkeep_messages", "a bitmap scan (needs a sort to order rows)")
+	// With few sessions the planner may read the one-page sessions table
+	// whole; TestDataFlowBackendLoadPlan checks the lookup with many.
+}
+
+func indexOf(lines []string, re *regexp.Regexp) int {
+	for i, l := range lines {
+		if re.MatchString(l) {
+			return i
+		}
+	}
+	return -1
+}
+
+// After warm-up, SaveTurn runs exactly two statements besides BEGIN and
+// COMMIT and LoadWindow exactly one; none of them is a catalog, DDL or
+// migration history statement.
+func TestDataFlowBackendStatementCounts(t *testing.T) {
+	ctx := context.Background()
+	type op struct {
+		name     string
+		run      func(b *DataFlowBackend, m *memory.PersistentBufferMemory) error
+		wantData []string // regexps of the data statements, in order
+		wantTx   bool     // runs in a transaction
+	}
+	save := func(id string, turn memory.Turn) func(*DataFlowBackend, *memory.PersistentBufferMemory) error {
+		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return b.SaveTurn(ctx, id, turn) }
+	}
+	const (
+		upsert = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count$`
+		insert = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
+		load   = `^SELECT \(SELECT turn_count FROM turnkeep_sessions WHERE id = .*FROM turnkeep_messages m.*ORDER BY m\.seq, m\.pos$`
+	)
+	ops := []op{
+		{name: "SaveTurn new session", run: save("new", memory.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert}, wantTx: true},
+		{name: "SaveTurn existing session", run: save("warm", memory.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}), wantData: []string{upsert, insert}, wantTx: true},
+		{name: "SaveTurn duplicate ID", run: save("warm", memory.Turn{ID: "warm-1", User: "u"}), wantData: []string{upsert, insert}, wantTx: true},
+		{name: "LoadWindow", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
+			_, err := b.LoadWindow(ctx, "warm", 10)
+			return err
+		}, wantData: []string{load}},
+		{name: "LoadWindow unknown session", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
+			_, err := b.LoadWindow(ctx, "nobody", 10)
+			return err
+		}, wantData: []string{load}},
+		{name: "memory SaveTurn", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
+			return m.SaveTurn(ctx, "mem", memory.Turn{User: "u"})
+		}, wantData: []string{upsert, insert}, wantTx: true},
+		{name: "memory LoadContext miss", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
+			m.InvalidateCache("mem")
+			_, err := m.LoadContext(ctx, "mem")
+			return err
+		}, wantData: []string{load}},
+		{name: "memory LoadContext hit", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
+			_, err := m.LoadContext(ctx, "mem")
+			return err
+		}, wantData: nil},
+		{name: "memory SaveTurn cached", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
+			return m.SaveTurn(ctx, "mem", memory.Turn{User: "u2"})
+		}, wantData: []string{upsert, insert}, wantTx: true},
+		{name: "SessionInfo", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
+			_, err := b.SessionInfo(ctx, "warm")
+			return err
+		}, wantData: []string{`^SELECT .* FROM "?turnkeep_sessions"? WHERE`}},
+		{name: "ClearSession", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
+			return b.ClearSession(ctx, "new")
+		}, wantData: []string{`^DELETE FROM "?turnkeep_`, `^DELETE FROM "?turnkeep_`}, wantTx: true},
+	}
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		b, rec := newEnv(t, d)
+		m := newMemory(t, b, memory.WithCacheTTL(time.Hour))
+		// Warm-up: first use of both tables.
+		require.NoError(t, b.SaveTurn(ctx, "warm", memory.Turn{ID: "warm-1", User: "u"}))
+		warm := byKind(rec.take())
+		require.NotEmpty(t, warm[kindDDL], "the warm-up created no table: is the hook seeing statements?")
+		require.NotEmpty(t, warm[kindCatalog], "the warm-up inspected no catalog: is the classifier right?")
+		t.Logf("warm-up: %d catalog, %d DDL, %d history, %d data, %d tx statements",
+			len(warm[kindCatalog]), len(warm[kindDDL]), len(warm[kindHistory]), len(warm[kindData]), len(warm[kindTx]))
+
+		for _, o := range ops {
+			t.Run(o.name, func(t *testing.T) {
+				for round := range 3 { // the count is the same every time
+					rec.take()
+					require.NoError(t, o.run(b, m))
+					kinds := byKind(rec.take())
+					assert.Empty(t, kinds[kindCatalog], "round %d: catalog statements", round)
+					assert.Empty(t, kinds[kindDDL], "round %d: DDL statements", round)
+					assert.Empty(t, kinds[kindHistory], "round %d: history statements", round)
+					data := kinds[kindData]
+					if assert.Len(t, data, len(o.wantData), "round %d: statements besides BEGIN/COMMIT: %q", round, data) {
+						for i, re := range o.wantData {
+							assert.Regexp(t, regexp.MustCompile(`(?s)`+re), oneLine(data[i]), "round %d: statement %d", round, i)
+						}
+					}
+					assertTxStatements(t, d.Name, o.wantTx, o.name == "SaveTurn duplicate ID", kinds[kindTx])
+				}
+			})
+		}
+	})
+}
+
+// assertTxStatements checks the transaction control statements the hook saw.
+// On SQLite the engine runs BEGIN IMMEDIATE and COMMIT (or ROLLBACK) itself;
+// on PostgreSQL database/sql does, unseen by hooks.
+func assertTxStatements(t *testing.T, dialect string, inTx, rolledBack bool, got []string) {
+	t.Helper()
+	var want []string
+	if dialect == "sqlite" && inTx {
+		want = []string{"BEGIN IMMEDIATE", "COMMIT"}
+		if rolledBack {
+			want[1] = "ROLLBACK"
+		}
+	}
+	assert.Equal(t, want, got, "transaction statements")
+}
+
+func oneLine(q string) string { return strings.Join(strings.Fields(q), " ") }
