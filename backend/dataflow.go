@@ -79,7 +79,10 @@ type DataFlowBackend struct {
 	loadWindow   string // session count plus the newest turns' messages
 }
 
-var _ memory.Backend = (*DataFlowBackend)(nil)
+var (
+	_ memory.Backend    = (*DataFlowBackend)(nil)
+	_ memory.TurnStorer = (*DataFlowBackend)(nil)
+)
 
 // errDuplicate aborts the transaction of a turn whose ID is already stored.
 var errDuplicate = errors.New("turn already stored")
@@ -133,12 +136,20 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // turn count in one transaction of two statements. A turn whose ID the
 // session already holds is not stored again, and nil is returned.
 func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
+	_, err := b.StoreTurn(ctx, sessionID, turn)
+	return err
+}
+
+// StoreTurn is SaveTurn that also reports whether the turn was stored
+// (false: the session already held its ID). It implements
+// memory.TurnStorer.
+func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
 	if err := memory.ValidateSessionID(sessionID); err != nil {
-		return err
+		return false, err
 	}
 	t, meta, err := memory.PrepareTurn(turn, now(), b.maxBytes)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var metaArg any
 	if meta != nil {
@@ -146,11 +157,11 @@ func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 	}
 	ts, err := b.db.Bind(t.Timestamp)
 	if err != nil {
-		return err
+		return false, err
 	}
 	at, err := b.db.Bind(now())
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		rows, err := tx.QueryContext(ctx, b.saveSession, sessionID, at, at)
@@ -179,12 +190,12 @@ func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 		return nil
 	})
 	if errors.Is(err, errDuplicate) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("backend: save turn: %w", err)
+		return false, fmt.Errorf("backend: save turn: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 func scanOne(rows *sql.Rows, dest ...any) error {

@@ -31,7 +31,10 @@ type storedTurn struct {
 	metadata []byte      // JSON, nil for none
 }
 
-var _ memory.Backend = (*InMemoryBackend)(nil)
+var (
+	_ memory.Backend    = (*InMemoryBackend)(nil)
+	_ memory.TurnStorer = (*InMemoryBackend)(nil)
+)
 
 // NewInMemoryBackend returns an empty InMemoryBackend. The zero value is
 // ready to use too.
@@ -43,13 +46,21 @@ func NewInMemoryBackend() *InMemoryBackend {
 // and appends it to the session. A turn whose ID the session already holds
 // is not stored again, and nil is returned.
 func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
+	_, err := b.StoreTurn(ctx, sessionID, turn)
+	return err
+}
+
+// StoreTurn is SaveTurn that also reports whether the turn was stored
+// (false: the session already held its ID). It implements
+// memory.TurnStorer.
+func (b *InMemoryBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return fmt.Errorf("backend: save turn: %w", err)
+		return false, fmt.Errorf("backend: save turn: %w", err)
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	t, metadata, err := memory.PrepareTurn(turn, now, memory.DefaultMaxMessageBytes)
 	if err != nil {
-		return fmt.Errorf("backend: save turn: %w", err)
+		return false, fmt.Errorf("backend: save turn: %w", err)
 	}
 	t.Metadata = nil
 
@@ -64,12 +75,12 @@ func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 		b.sessions[sessionID] = s
 	}
 	if _, ok := s.ids[t.ID]; ok {
-		return nil
+		return false, nil
 	}
 	s.ids[t.ID] = struct{}{}
 	s.turns = append(s.turns, storedTurn{turn: t, metadata: metadata})
 	s.updatedAt = now
-	return nil
+	return true, nil
 }
 
 // LoadWindow returns the newest maxTurns turns, oldest first, and the total

@@ -18,7 +18,8 @@
 // PersistentBufferMemory always equals what reading the backend would
 // return: SaveTurn, Clear and reads that miss the cache are serialized per
 // session, a turn is cached only after the backend stored it, and a failed
-// save leaves the cache as it was. Writes by other processes (or by other
+// save drops the session's window, so the next load reads what was really
+// stored. Writes by other processes (or by other
 // PersistentBufferMemory values over the same store) become visible when a
 // cached window expires, so staleness across processes is bounded by the
 // cache TTL (WithCacheTTL; 0 disables the cache); InvalidateCache makes them

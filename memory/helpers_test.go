@@ -40,12 +40,23 @@ func (b *recordingBackend) errs() (save, load, clear error) {
 }
 
 func (b *recordingBackend) SaveTurn(ctx context.Context, id string, t memory.Turn) error {
+	_, err := b.StoreTurn(ctx, id, t)
+	return err
+}
+
+// StoreTurn shadows the in-memory backend's, so that memory's TurnStorer
+// path is recorded and fails on demand too.
+func (b *recordingBackend) StoreTurn(ctx context.Context, id string, t memory.Turn) (bool, error) {
 	b.saves.Add(1)
 	if err, _, _ := b.errs(); err != nil {
-		return err
+		return false, err
 	}
-	return b.InMemoryBackend.SaveTurn(ctx, id, t)
+	return b.InMemoryBackend.StoreTurn(ctx, id, t)
 }
+
+// saveOnly hides a backend's StoreTurn, so memory cannot tell a stored turn
+// from a known ID and must fall back on what its cache knows.
+type saveOnly struct{ memory.Backend }
 
 func (b *recordingBackend) LoadWindow(ctx context.Context, id string, n int) (memory.Window, error) {
 	b.loads.Add(1)

@@ -26,6 +26,15 @@ type Backend interface {
 	SessionInfo(ctx context.Context, sessionID string) (SessionInfo, error)
 }
 
+// A TurnStorer is a Backend that also reports whether a save stored the
+// turn (true) or found its ID already stored and changed nothing (false).
+// PersistentBufferMemory uses it, when the backend has it, to keep a cached
+// window exact after a retry with a caller-chosen ID, without reading
+// through. Both backends in package backend implement it.
+type TurnStorer interface {
+	StoreTurn(ctx context.Context, sessionID string, turn Turn) (stored bool, err error)
+}
+
 var (
 	_ Memory = (*BufferMemory)(nil)
 	_ Memory = (*PersistentBufferMemory)(nil)

@@ -40,7 +40,8 @@ func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemo
 
 // SaveTurn validates turn like PrepareTurn and stores it in the backend;
 // invalid input never reaches the backend. If the backend fails, the error
-// is returned and the cache is left as it was. If the session's window is
+// is returned and the session's cached window is dropped, so the next
+// LoadContext reads what the backend really holds. If the session's window is
 // cached, the turn is appended to it; otherwise nothing is cached, and the
 // next LoadContext reads through. A turn whose ID the cached window holds is
 // not appended again; one with a caller-chosen ID unknown to a window that
@@ -55,7 +56,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 		return err
 	}
 	if m.ttl == 0 {
-		if err := m.backend.SaveTurn(ctx, sessionID, t); err != nil {
+		if _, _, err := m.store(ctx, sessionID, t); err != nil {
 			return fmt.Errorf("memory: save turn: %w", err)
 		}
 		return nil
@@ -66,12 +67,21 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 		return fmt.Errorf("memory: save turn: %w", err)
 	}
 	defer m.cache.release(e)
-	if err := m.backend.SaveTurn(ctx, sessionID, t); err != nil {
+	stored, known, err := m.store(ctx, sessionID, t)
+	if err != nil {
+		// Drop the window rather than keep it: the turn is not in it, and
+		// if the failure left the outcome unknown (a connection lost during
+		// COMMIT) the next load reads what was really stored.
+		m.cache.invalidate(sessionID)
 		return fmt.Errorf("memory: save turn: %w", err)
 	}
 	generatedID := turn.ID == ""
 	m.cache.update(e, m.now(), m.ttl, func(s *snapshot) *snapshot {
 		switch {
+		case known && !stored:
+			return s // the backend already held the ID and changed nothing
+		case known:
+			// stored: a new turn, so the window cannot hold its ID
 		case indexID(s.turns, t.ID) >= 0:
 			return s // the backend stored it once, the window holds it
 		case !generatedID && s.count > len(s.turns):
@@ -152,6 +162,16 @@ func (m *PersistentBufferMemory) Clear(ctx context.Context, sessionID string) er
 // session. A read-through already under way does not cache what it read.
 func (m *PersistentBufferMemory) InvalidateCache(sessionID string) {
 	m.cache.invalidate(sessionID)
+}
+
+// store saves t in the backend. known reports whether the backend told if
+// the turn was new (stored) or its ID already held.
+func (m *PersistentBufferMemory) store(ctx context.Context, sessionID string, t Turn) (stored, known bool, err error) {
+	if ts, ok := m.backend.(TurnStorer); ok {
+		stored, err = ts.StoreTurn(ctx, sessionID, t)
+		return stored, true, err
+	}
+	return false, false, m.backend.SaveTurn(ctx, sessionID, t)
 }
 
 // appendTrim returns a new slice: the newest maxTurns-1 of turns, then t.

@@ -134,7 +134,7 @@ func TestPersistentLRU(t *testing.T) {
 	assert.False(t, cached, "c should have been evicted by b")
 }
 
-func TestPersistentSaveErrorLeavesCache(t *testing.T) {
+func TestPersistentSaveErrorDropsCache(t *testing.T) {
 	ctx := context.Background()
 	b := newRecordingBackend()
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
@@ -148,11 +148,13 @@ func TestPersistentSaveErrorLeavesCache(t *testing.T) {
 	assert.Contains(t, err.Error(), "save turn")
 	b.fail(nil, nil, nil)
 
-	cached, ok := memory.CachedWindow(m, "s")
-	require.True(t, ok, "a failed save must not drop the window")
-	assert.Equal(t, before, cached)
+	// The window is dropped, not kept: the cache never holds the refused
+	// turn, and after a failure whose outcome is unknown (a connection lost
+	// during COMMIT) the next load reads what was really stored.
+	_, ok := memory.CachedWindow(m, "s")
+	require.False(t, ok, "a failed save must drop the window")
 	assert.Equal(t, before, load(t, m, "s"))
-	assert.Equal(t, int64(1), b.loads.Load())
+	assert.Equal(t, int64(2), b.loads.Load())
 }
 
 func TestPersistentLoadErrorCachesNothing(t *testing.T) {
@@ -187,23 +189,32 @@ func TestPersistentSaveUncachedKeepsHistory(t *testing.T) {
 func TestPersistentIdempotentSave(t *testing.T) {
 	tests := []struct {
 		name      string
+		saveOnly  bool   // hide the backend's StoreTurn (memory.TurnStorer)
 		prefill   int    // turns saved before the window is cached
 		resave    string // ID saved again after the cache holds the window
 		wantCount int
 		wantLoads int64 // LoadWindow calls, including the first
 	}{
 		// The ID is in the window: the cache keeps it once.
-		{"in window", 2, "t1", 2, 1},
+		{"in window", false, 2, "t1", 2, 1},
+		{"in window, save only", true, 2, "t1", 2, 1},
 		// The whole session is cached: a new ID is certainly new.
-		{"new ID, whole session cached", 2, "fresh", 3, 1},
-		// The ID left the window: only the backend knows; read through.
-		{"ID outside window", 5, "t0", 5, 2},
-		{"new ID outside window", 5, "fresh", 6, 2},
+		{"new ID, whole session cached", true, 2, "fresh", 3, 1},
+		// The ID left the window: the backend says whether it stored it.
+		{"ID outside window", false, 5, "t0", 5, 1},
+		{"new ID outside window", false, 5, "fresh", 6, 1},
+		// Without StoreTurn only a read-through can tell.
+		{"ID outside window, save only", true, 5, "t0", 5, 2},
+		{"new ID outside window, save only", true, 5, "fresh", 6, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newRecordingBackend()
-			m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
+			var mb memory.Backend = b
+			if tt.saveOnly {
+				mb = saveOnly{b}
+			}
+			m := newPersistent(t, mb, memory.WithMaxTurns(maxTurns))
 			for i := range tt.prefill {
 				save(t, m, "s", memory.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprint("u", i)})
 			}
@@ -298,10 +309,15 @@ func (b *gatedBackend) LoadWindow(ctx context.Context, id string, n int) (memory
 }
 
 func (b *gatedBackend) SaveTurn(ctx context.Context, id string, t memory.Turn) error {
+	_, err := b.StoreTurn(ctx, id, t)
+	return err
+}
+
+func (b *gatedBackend) StoreTurn(ctx context.Context, id string, t memory.Turn) (bool, error) {
 	if err := b.wait(ctx); err != nil {
-		return err
+		return false, err
 	}
-	return b.recordingBackend.SaveTurn(ctx, id, t)
+	return b.recordingBackend.StoreTurn(ctx, id, t)
 }
 
 func TestPersistentConcurrentMissesReadOnce(t *testing.T) {
