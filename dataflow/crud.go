@@ -49,13 +49,7 @@ func (t *Table[T]) insert(ctx context.Context, row *T, upsert bool) error {
 	if err != nil {
 		return err
 	}
-	var omit uint64
-	for i, f := range t.st.st.Fields {
-		if i < 64 && usesDefault(f, rv) {
-			omit |= 1 << i
-		}
-	}
-	ins := t.st.sql.insertFor(t.st.st, omit, 1, upsert)
+	ins := t.st.sql.insertFor(t.st.st, omitMask(t.st.st.Fields, rv), 1, upsert)
 	args := make([]any, len(ins.fields))
 	for i, f := range ins.fields {
 		if args[i], err = fieldArg(t.db.pg, f, rv); err != nil {
@@ -317,37 +311,29 @@ func (t *Table[T]) bulkInsert(ctx context.Context, rows []T, upsert bool) error 
 	if len(rows) == 0 {
 		return nil
 	}
-	rvs := make([]reflect.Value, len(rows))
-	for i := range rows {
-		rvs[i] = reflect.ValueOf(&rows[i]).Elem()
-	}
-	// A column is left to the database only if every row leaves it.
-	var omit uint64
-	for i, f := range t.st.st.Fields {
-		if i >= 64 {
-			break
-		}
-		all := true
-		for _, rv := range rvs {
-			if !usesDefault(f, rv) {
-				all = false
-				break
-			}
-		}
-		if all {
-			omit |= 1 << i
-		}
-	}
-	cols := len(t.st.st.Fields) - bitCount(omit)
-	per := max(1, maxParams/max(1, cols))
 	type batch struct {
 		ins  insertStmt
 		args []any
 		rvs  []reflect.Value
 	}
+	// Like Create, each row leaves to the database the defaulted columns it
+	// holds zero in. Consecutive rows that agree on those columns share a
+	// statement (all rows, usually); a row that differs starts another, so
+	// a zero key is never sent as NULL and generated keys are read back.
 	var batches []batch
-	for start := 0; start < len(rvs); start += per {
-		part := rvs[start:min(start+per, len(rvs))]
+	for start := 0; start < len(rows); {
+		omit := omitMask(t.st.st.Fields, reflect.ValueOf(&rows[start]).Elem())
+		cols := len(t.st.st.Fields) - bitCount(omit)
+		per := max(1, maxParams/max(1, cols))
+		var part []reflect.Value
+		for i := start; i < len(rows) && len(part) < per; i++ {
+			rv := reflect.ValueOf(&rows[i]).Elem()
+			if i > start && omitMask(t.st.st.Fields, rv) != omit {
+				break
+			}
+			part = append(part, rv)
+		}
+		start += len(part)
 		ins := t.st.sql.insertFor(t.st.st, omit, len(part), upsert)
 		args := make([]any, 0, len(part)*len(ins.fields))
 		for _, rv := range part {
@@ -392,7 +378,7 @@ func (t *Table[T]) inTx(ctx context.Context, atomic bool, fn func(context.Contex
 	if !atomic || t.tx != nil {
 		return fn(ctx, q)
 	}
-	return t.db.RunInTx(ctx, func(ctx context.Context, tx *Tx) error { return fn(ctx, tx.q) })
+	return t.db.runTx(ctx, func(ctx context.Context, tx *Tx) error { return fn(ctx, tx.q) })
 }
 
 func bitCount(x uint64) int {
@@ -463,5 +449,3 @@ func (t *Table[T]) execCount(ctx context.Context, op string, b *sqlBuilder) (int
 	n, err := res.RowsAffected()
 	return n, t.wrap(op, err)
 }
-
-

@@ -136,6 +136,13 @@ func (db *DB) RunInTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) 
 	if err := db.readyAll(ctx); err != nil {
 		return err
 	}
+	return db.runTx(ctx, fn)
+}
+
+// runTx is RunInTx without making the registered tables ready: for an
+// operation whose own table is ready, so that another table that cannot be
+// ensured does not fail it.
+func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (err error) {
 	tx, err := db.begin(ctx)
 	if err != nil {
 		return err

@@ -75,21 +75,46 @@ func parseURL(raw string, cfg config) (target, error) {
 			return target{}, fmt.Errorf("%w: cannot parse postgres url", ErrInvalidURL) // the error would echo the password
 		}
 		if u.Host == "" {
-			return target{}, fmt.Errorf("%w: %s: no host", ErrInvalidURL, u.Redacted())
+			return target{}, fmt.Errorf("%w: %s: no host", ErrInvalidURL, redactURL(u))
 		}
-		return target{driver: PostgresDriver, dsn: raw, pg: true, redacted: u.Redacted()}, nil
+		return target{driver: PostgresDriver, dsn: raw, pg: true, redacted: redactURL(u)}, nil
 	default:
-		scheme := raw
-		if i := strings.Index(raw, "://"); i >= 0 {
-			scheme = raw[:i]
-		} else if i := strings.IndexByte(raw, ':'); i >= 0 {
-			scheme = raw[:i]
+		// Echo only a real scheme: raw may be a key=value DSN holding a
+		// password.
+		scheme, _, ok := strings.Cut(raw, ":")
+		if !ok || !isScheme(scheme) {
+			return target{}, fmt.Errorf("%w: no scheme (want sqlite:// or postgres://)", ErrInvalidURL)
 		}
 		if len(scheme) > 32 {
 			scheme = scheme[:32] + "…"
 		}
 		return target{}, fmt.Errorf("%w: unknown scheme %q (want sqlite:// or postgres://)", ErrInvalidURL, scheme)
 	}
+}
+
+// isScheme reports whether s is a URL scheme: a letter, then letters,
+// digits, '+', '-' or '.'.
+func isScheme(s string) bool {
+	for i, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+// redactURL is u.Redacted with a password query parameter (which pgx
+// accepts) masked too.
+func redactURL(u *url.URL) string {
+	c := *u
+	if q := c.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		c.RawQuery = q.Encode()
+	}
+	return c.Redacted()
 }
 
 // sqlitePragmas are applied by modernc.org/sqlite to every new connection.
@@ -202,14 +227,25 @@ func redact(err error, t target) error {
 		return err
 	}
 	u, perr := url.Parse(t.dsn)
-	if perr != nil || u.User == nil {
+	if perr != nil {
 		return err
 	}
-	pw, ok := u.User.Password()
-	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
+	msg := err.Error()
+	pws := u.Query()["password"]
+	if u.User != nil {
+		if pw, ok := u.User.Password(); ok {
+			pws = append(pws, pw)
+		}
+	}
+	for _, pw := range pws {
+		if pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	if msg == err.Error() {
 		return err
 	}
-	return redactedError{msg: strings.ReplaceAll(err.Error(), pw, "xxxxx"), err: err}
+	return redactedError{msg: msg, err: err}
 }
 
 type redactedError struct {

@@ -17,7 +17,7 @@ type statements struct {
 	readByPK   string
 	updateByPK string
 	deleteByPK string
-	conflict   string // " ON CONFLICT (pk) DO UPDATE SET …" or "" without a key
+	conflict   string   // " ON CONFLICT (pk) DO UPDATE SET …" or "" without a key
 	inserts    sync.Map // omit mask (uint64) -> insertStmt
 }
 

@@ -191,8 +191,12 @@ func (db *DB) ready(ctx context.Context, st *tableState) error {
 		return nil
 	}
 	db.stats.slowCalls.Add(1)
-	if db.cfg.existingSchema || db.cfg.skipChecks {
+	if db.cfg.existingSchema {
 		st.ens.MarkReady()
+		return nil
+	}
+	if db.cfg.skipChecks {
+		// Taken as ready but not marked so: EnsureTable still checks.
 		return nil
 	}
 	return db.run(ctx, st)

@@ -79,6 +79,18 @@ func usesDefault(f *schema.Field, strct reflect.Value) bool {
 	return (f.AutoIncrement || f.Identity || f.SQLDefault != "") && f.HasZeroValue(strct)
 }
 
+// omitMask has a bit set for each of the first 64 fields that an insert of
+// strct leaves to the database (see usesDefault).
+func omitMask(fields []*schema.Field, strct reflect.Value) uint64 {
+	var omit uint64
+	for i, f := range fields {
+		if i < 64 && usesDefault(f, strct) {
+			omit |= 1 << i
+		}
+	}
+	return omit
+}
+
 // sqlBuilder writes SQL with numbered or positional placeholders.
 type sqlBuilder struct {
 	pg   bool

@@ -44,7 +44,7 @@ type Result struct {
 type HistoryEntry struct {
 	ID         int64
 	Table      string
-	Checksum   string
+	Checksum   string // of the model; empty when destructive steps were skipped
 	Statements string
 	AppliedAt  time.Time
 	Duration   time.Duration
@@ -121,6 +121,11 @@ func (m *Migrator) Ensure(ctx context.Context, model Model, force bool) (*Result
 // re-check, plan, run the additive steps (and the destructive ones if
 // force), and record the checksum in the history table, all in one
 // transaction. If another process got there first, it does nothing.
+//
+// When destructive steps are skipped the table does not match the model,
+// so the model's checksum is not recorded: Check keeps reporting Changed,
+// each later Ensure re-plans (and logs the skipped steps again), and a
+// forced run still finds them.
 func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result, error) {
 	t, err := m.table(model)
 	if err != nil {
@@ -167,9 +172,21 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 			stmts = append(stmts, s.SQL)
 			res.Applied = append(res.Applied, s)
 		}
+		// The model's checksum is recorded only when the table now matches
+		// the model. With destructive steps skipped it does not: recording
+		// the checksum would make Check report UpToDate, and a later forced
+		// run would never see the difference. The additive statements that
+		// did run are still recorded, with an empty checksum.
+		recorded := sum
+		if len(res.Skipped) > 0 {
+			if len(stmts) == 0 {
+				return nil
+			}
+			recorded = ""
+		}
 		_, err = c.ExecContext(ctx, `INSERT INTO `+ident(m.history)+
 			` (table_name, checksum, statements, applied_at, duration_ms) VALUES (?, ?, ?, ?, ?)`,
-			t.Name, sum, strings.Join(stmts, ";\n"), time.Now().UTC(), time.Since(start).Milliseconds())
+			t.Name, recorded, strings.Join(stmts, ";\n"), time.Now().UTC(), time.Since(start).Milliseconds())
 		if err != nil {
 			return fmt.Errorf("record migration of %q: %w", t.Name, err)
 		}

@@ -3,8 +3,13 @@
 // (create table, add column, create index) and applies them under a
 // cross-process lock, recording each migration in a history table.
 //
+// An index whose columns or uniqueness changed under the same name is
+// dropped and recreated in the same transaction.
+//
 // Destructive differences (a column the model no longer has, a changed
-// type) are reported in the [Plan] and applied only when forced.
+// type) are reported in the [Plan] and applied only when forced. Until they
+// are, the model's checksum is not recorded, so the table is not taken as
+// up to date and every Ensure re-plans and logs them.
 //
 // The cheap path is [Migrator.Check]: one catalog query and one history
 // lookup tell whether the model's schema checksum is already recorded.

@@ -21,7 +21,11 @@ type TableInfo struct {
 	Name    string
 	Exists  bool
 	Columns []Column
-	Indexes []string
+	Indexes []string // the index names, in name order
+	// IndexDefs are the same indexes with their columns (in index order;
+	// "" for an expression) and uniqueness. They include the indexes the
+	// database made for primary keys and unique constraints.
+	IndexDefs []Index
 }
 
 func (ti *TableInfo) column(name string) (Column, bool) {
@@ -33,7 +37,16 @@ func (ti *TableInfo) column(name string) (Column, bool) {
 	return Column{}, false
 }
 
-// Inspect reads a table's columns and index names from the catalog (two
+func (ti *TableInfo) index(name string) (Index, bool) {
+	for _, ix := range ti.IndexDefs {
+		if ix.Name == name {
+			return ix, true
+		}
+	}
+	return Index{}, false
+}
+
+// Inspect reads a table's columns and indexes from the catalog (two
 // queries). A missing table is not an error: Exists is false.
 func (m *Migrator) Inspect(ctx context.Context, table string) (*TableInfo, error) {
 	return m.inspect(ctx, m.db, table)
@@ -41,8 +54,10 @@ func (m *Migrator) Inspect(ctx context.Context, table string) (*TableInfo, error
 
 const (
 	sqliteColumns = `SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid`
-	sqliteIndexes = `SELECT name FROM pragma_index_list(?)`
-	pgColumns     = `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+	sqliteIndexes = `SELECT il.name, il."unique" <> 0, COALESCE(ii.name, '')
+FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii
+ORDER BY il.name, ii.seqno`
+	pgColumns = `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
 	COALESCE((SELECT true FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)), false)
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
@@ -50,7 +65,15 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relname = ? AND c.relkind IN ('r', 'p')
 	AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`
-	pgIndexes = `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?`
+	pgIndexes = `SELECT i.relname, x.indisunique, COALESCE(a.attname, '')
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum AND k.attnum > 0
+WHERE n.nspname = current_schema() AND t.relname = ?
+ORDER BY i.relname, k.ord`
 )
 
 func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*TableInfo, error) {
@@ -93,12 +116,18 @@ func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*Tab
 		return nil, fmt.Errorf("inspect indexes of %q: %w", table, err)
 	}
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
+		var name, col string
+		var unique bool
+		if err := rows.Scan(&name, &unique, &col); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("inspect indexes of %q: %w", table, err)
 		}
-		ti.Indexes = append(ti.Indexes, name)
+		if n := len(ti.IndexDefs); n == 0 || ti.IndexDefs[n-1].Name != name {
+			ti.Indexes = append(ti.Indexes, name)
+			ti.IndexDefs = append(ti.IndexDefs, Index{Name: name, Unique: unique})
+		}
+		last := &ti.IndexDefs[len(ti.IndexDefs)-1]
+		last.Columns = append(last.Columns, col)
 	}
 	if err := closeRows(rows); err != nil {
 		return nil, fmt.Errorf("inspect indexes of %q: %w", table, err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -71,6 +72,7 @@ type Migrator struct {
 	pg      bool
 	history string
 	log     *slog.Logger
+	invalid sync.Map // reflect.Type -> error: models bun could not build
 }
 
 // New returns a Migrator for db, which must use the SQLite or PostgreSQL
@@ -99,7 +101,7 @@ func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 func (m *Migrator) HistoryTable() string { return m.history }
 
 // table resolves the bun schema of a model and checks its indexes.
-func (m *Migrator) table(model Model) (*schema.Table, error) {
+func (m *Migrator) table(model Model) (t *schema.Table, err error) {
 	typ := reflect.TypeOf(model.Value)
 	for typ != nil && typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
@@ -107,7 +109,19 @@ func (m *Migrator) table(model Model) (*schema.Table, error) {
 	if typ == nil || typ.Kind() != reflect.Struct {
 		return nil, fmt.Errorf("%w: %T is not a pointer to a struct", ErrInvalidModel, model.Value)
 	}
-	t := m.db.Table(typ)
+	if err, ok := m.invalid.Load(typ); ok {
+		return nil, err.(error)
+	}
+	defer func() {
+		// bun panics on malformed struct tags, but only the first time:
+		// it keeps the half-built table and hands it out afterwards. So
+		// the verdict is remembered, and every later call fails the same.
+		if r := recover(); r != nil {
+			t, err = nil, fmt.Errorf("%w: %s: %v", ErrInvalidModel, typ, r)
+			m.invalid.Store(typ, err)
+		}
+	}()
+	t = m.db.Table(typ)
 	if len(t.Fields) == 0 {
 		return nil, fmt.Errorf("%w: %s has no columns", ErrInvalidModel, typ)
 	}

@@ -13,11 +13,16 @@ import (
 // StepKind names what a Step does.
 type StepKind string
 
-// The kinds of Step. The first three are additive; the others destructive.
+// The kinds of Step. CreateTable, AddColumn and CreateIndex are additive.
+// DropIndex removes an index whose definition (columns or uniqueness)
+// differs from the model's, right before a CreateIndex step recreates it;
+// as both run in one transaction it loses nothing and is not destructive.
+// DropColumn and AlterType are destructive.
 const (
 	CreateTable StepKind = "create table"
 	AddColumn   StepKind = "add column"
 	CreateIndex StepKind = "create index"
+	DropIndex   StepKind = "drop index"
 	DropColumn  StepKind = "drop column"
 	AlterType   StepKind = "alter column type"
 )
@@ -126,8 +131,16 @@ func (m *Migrator) diff(t *schema.Table, indexes []Index, ti *TableInfo) (*Plan,
 		}
 	}
 	for _, ix := range indexes {
-		if slices.Contains(ti.Indexes, ix.Name) {
-			continue
+		if live, ok := ti.index(ix.Name); ok {
+			if live.Unique == ix.Unique && slices.Equal(live.Columns, ix.Columns) {
+				continue
+			}
+			p.Steps = append(p.Steps, Step{
+				Kind: DropIndex, Table: t.Name, Name: ix.Name,
+				SQL: "DROP INDEX " + ident(ix.Name),
+				Note: fmt.Sprintf("live index unique=%t on (%s); recreated as unique=%t on (%s)",
+					live.Unique, strings.Join(live.Columns, ", "), ix.Unique, strings.Join(ix.Columns, ", ")),
+			})
 		}
 		cols := make([]string, len(ix.Columns))
 		for i, c := range ix.Columns {

@@ -1,0 +1,5 @@
+package dataflow
+
+// MaxParams exposes the bound-parameter budget of one bulk statement, so
+// tests can size rows to span a known number of batches.
+const MaxParams = maxParams
