@@ -225,7 +225,9 @@ func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxT
 	if err := b.ready(ctx); err != nil {
 		return memory.Window{}, err
 	}
-	rows, err := b.db.QueryContext(ctx, b.loadWindow, sessionID, sessionID, sessionID, maxTurns)
+	// A read is safe to retry when a pooled connection turns out to have
+	// died since its last use (the server restarted or terminated it).
+	rows, err := b.db.QueryRetry(ctx, b.loadWindow, sessionID, sessionID, sessionID, maxTurns)
 	if err != nil {
 		return memory.Window{}, fmt.Errorf("backend: load window: %w", err)
 	}

@@ -18,14 +18,15 @@ import (
 
 // DB is a database with registered models. It is safe for concurrent use.
 type DB struct {
-	bun    *bun.DB // carries the configured query hooks
-	sql    *sql.DB
-	pg     bool
-	cfg    config
-	mig    *migrate.Migrator
-	ownsDB bool
-	closed atomic.Bool
-	stats  counters
+	bun     *bun.DB // carries the configured query hooks
+	sql     *sql.DB
+	pg      bool
+	cfg     config
+	mig     *migrate.Migrator
+	ownsDB  bool
+	maxIdle int // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
+	closed  atomic.Bool
+	stats   counters
 
 	mu     sync.Mutex // protects tables
 	tables map[string]*tableState

@@ -6,8 +6,11 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -22,25 +25,27 @@ type querier interface {
 // exec runs a statement with bound parameters, showing it to the hooks.
 func (db *DB) exec(ctx context.Context, q querier, query string, args []any) (sql.Result, error) {
 	if len(db.cfg.hooks) == 0 {
-		return q.ExecContext(ctx, query, args...)
+		res, err := q.ExecContext(ctx, query, args...)
+		return res, withCtxErr(ctx, err)
 	}
 	ctx, ev := db.beforeQuery(ctx, query, args)
 	res, err := q.ExecContext(ctx, query, args...)
 	ev.Result, ev.Err = res, err
 	db.afterQuery(ctx, ev)
-	return res, err
+	return res, withCtxErr(ctx, err)
 }
 
 // query runs a query with bound parameters, showing it to the hooks.
 func (db *DB) query(ctx context.Context, q querier, query string, args []any) (*sql.Rows, error) {
 	if len(db.cfg.hooks) == 0 {
-		return q.QueryContext(ctx, query, args...)
+		rows, err := q.QueryContext(ctx, query, args...)
+		return rows, withCtxErr(ctx, err)
 	}
 	ctx, ev := db.beforeQuery(ctx, query, args)
 	rows, err := q.QueryContext(ctx, query, args...)
 	ev.Err = err
 	db.afterQuery(ctx, ev)
-	return rows, err
+	return rows, withCtxErr(ctx, err)
 }
 
 func (db *DB) beforeQuery(ctx context.Context, query string, args []any) (context.Context, *bun.QueryEvent) {
@@ -121,38 +126,76 @@ type Tx struct {
 	tx   *sql.Tx   // PostgreSQL
 }
 
+// begin starts a transaction. A BEGIN that fails because its pooled
+// connection died since its last use (the server restarted, or terminated
+// it) did no work, so it is retried: the pool discards each dead
+// connection as it finds it, and the pool may hold several.
 func (db *DB) begin(ctx context.Context) (*Tx, error) {
+	var err error
+	for attempt := 0; attempt <= db.connRetries(); attempt++ {
+		var tx *Tx
+		if tx, err = db.beginOnce(ctx); err == nil {
+			return tx, nil
+		}
+		if ctx.Err() != nil || !connLost(err) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("begin: %w", withCtxErr(ctx, err))
+}
+
+// connRetries is how many times a statement that is safe to repeat is
+// retried after its connection was found dead: as many as the pool may hold
+// idle connections that died together, and at least 2.
+func (db *DB) connRetries() int { return max(2, db.maxIdle) }
+
+func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 	if db.pg {
-		tx, err := db.sql.BeginTx(ctx, nil)
+		// The transaction outlives ctx (statements still use it): commit
+		// and rollback must run to the end, or the caller could not know
+		// whether a commit the server carried out happened.
+		tx, err := db.sql.BeginTx(context.WithoutCancel(ctx), nil)
 		if err != nil {
-			return nil, fmt.Errorf("begin: %w", err)
+			return nil, err
 		}
 		return &Tx{db: db, q: tx, tx: tx}, nil
 	}
 	conn, err := db.sql.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
 	if _, err := db.exec(ctx, conn, "BEGIN IMMEDIATE", nil); err != nil {
 		discard(conn)
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, err
 	}
 	return &Tx{db: db, q: conn, conn: conn}, nil
 }
 
+// commit commits unless ctx has ended, in which case it rolls back and
+// returns ctx's error. COMMIT itself is not interrupted by ctx: once sent,
+// its outcome is the one reported.
 func (tx *Tx) commit(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return errors.Join(err, tx.rollback(ctx))
+	}
 	if tx.tx != nil {
 		if err := tx.tx.Commit(); err != nil {
 			return fmt.Errorf("commit: %w", err)
 		}
 		return nil
 	}
-	if _, err := tx.db.exec(ctx, tx.conn, "COMMIT", nil); err != nil {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	if _, err := tx.db.exec(cctx, tx.conn, "COMMIT", nil); err != nil {
 		return errors.Join(fmt.Errorf("commit: %w", err), tx.rollback(ctx))
 	}
 	tx.conn.Close()
 	return nil
 }
+
+// commitTimeout bounds a COMMIT or ROLLBACK that the caller's context no
+// longer bounds.
+const commitTimeout = 30 * time.Second
 
 // rollback ends the transaction. On SQLite it runs ROLLBACK on a context
 // that the caller's cancellation cannot stop, and discards the connection
@@ -169,7 +212,7 @@ func (tx *Tx) rollback(ctx context.Context) error {
 	}
 	conn := tx.conn
 	tx.conn = nil
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
 	if _, err := tx.db.exec(rctx, conn, "ROLLBACK", nil); err != nil {
 		// "no transaction is active" means SQLite already rolled back.
@@ -204,3 +247,57 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql
 // maps, slices and structs to JSON. Use it for arguments of raw statements
 // on columns that operations also write.
 func (db *DB) Bind(v any) (any, error) { return bindValue(db.pg, v) }
+
+// withCtxErr makes an error that happened while ctx was ending say so: a
+// driver may report a passed deadline as its own timeout (a dial i/o
+// timeout), which errors.Is(err, context.DeadlineExceeded) should still see.
+func withCtxErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %w", cerr, err)
+	}
+	return err
+}
+
+// connLost reports whether err says the connection died (rather than the
+// statement failed): a driver's ErrBadConn, a network error, an unexpected
+// EOF, pgx's closed connection, or a PostgreSQL error of class 08
+// (connection exception) or 57P (operator intervention, such as
+// pg_terminate_backend).
+func connLost(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	var state interface{ SQLState() string }
+	if errors.As(err, &state) {
+		code := state.SQLState()
+		return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P")
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	return strings.Contains(err.Error(), "conn closed")
+}
+
+// Retryable reports whether err means the connection was lost, so that a
+// read, or a write that is idempotent (such as a turn saved with its ID),
+// may be tried again, as QueryRetry and the BEGIN of RunInTx do.
+func Retryable(err error) bool { return connLost(err) }
+
+// QueryRetry is QueryContext for a read: while the query fails because its
+// pooled connection turns out dead, it is run again on another, as often as
+// the pool may hold dead connections. Never use it for a write.
+func (db *DB) QueryRetry(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
+		rows, err = db.QueryContext(ctx, query, args...)
+	}
+	return rows, err
+}

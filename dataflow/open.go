@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -126,7 +127,10 @@ func sqlitePragmas(cfg config, memory bool) string {
 		if cfg.syncFull {
 			sync = "FULL"
 		}
-		b.WriteString("&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")")
+		// journal_mode=WAL is set once, by Open (see ping): it persists in
+		// the file, and setting it on every new connection can fail with
+		// SQLITE_BUSY while another process opens the same file.
+		b.WriteString("&_pragma=synchronous(" + sync + ")")
 	}
 	b.WriteString("&_txlock=immediate")
 	return b.String()
@@ -159,8 +163,11 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 	}
 	if t.path != "" {
 		dir := filepath.Dir(t.path)
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("open %s: directory %q does not exist", t.redacted, dir)
+		switch fi, err := os.Stat(dir); {
+		case err != nil:
+			return nil, fmt.Errorf("open %s: directory %q does not exist: %w", t.redacted, dir, err)
+		case !fi.IsDir():
+			return nil, fmt.Errorf("open %s: %q is not a directory", t.redacted, dir)
 		}
 	}
 	sqldb, err := sql.Open(t.driver, t.dsn)
@@ -179,7 +186,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 	default:
 		sqldb.SetMaxIdleConns(8)
 	}
-	if err := ping(ctx, sqldb, t); err != nil {
+	if err := ping(ctx, sqldb, t, cfg.busyTimeout); err != nil {
 		sqldb.Close()
 		return nil, err
 	}
@@ -194,30 +201,76 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 		sqldb.Close()
 		return nil, err
 	}
+	if t.pg {
+		db.maxIdle = cfg.maxOpenConns
+	}
 	return db, nil
 }
 
-// ping checks the connection; for SQLite files it also proves the file is
-// writable, which a read-only directory or file would otherwise hide until
-// the first write.
-func ping(ctx context.Context, sqldb *sql.DB, t target) error {
+// ping checks the connection. For SQLite files it also switches the file
+// to WAL (retrying while another process holds the lock, up to the busy
+// timeout) and proves it is writable, which a read-only file or directory
+// would otherwise hide until the first write.
+func ping(ctx context.Context, sqldb *sql.DB, t target, busyTimeout time.Duration) error {
 	if err := sqldb.PingContext(ctx); err != nil {
-		return fmt.Errorf("open %s: %w", t.redacted, redact(err, t))
+		return fmt.Errorf("open %s: %w%s", t.redacted, redact(err, t), dirHint(t))
 	}
 	if t.path == "" {
 		return nil
 	}
 	var mode string
-	if err := sqldb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("open %s: %w", t.redacted, err)
+	err := retryBusy(ctx, busyTimeout, func() error {
+		return sqldb.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+	})
+	if err != nil {
+		return fmt.Errorf("open %s: set WAL: %w%s", t.redacted, err, dirHint(t))
 	}
 	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("open %s: cannot enable WAL (journal_mode is %q): is the file or its directory read-only?", t.redacted, mode)
+		return fmt.Errorf("open %s: cannot enable WAL (journal_mode is %q)%s", t.redacted, mode, dirHint(t))
 	}
 	if _, err := sqldb.ExecContext(ctx, "BEGIN IMMEDIATE; COMMIT"); err != nil {
-		return fmt.Errorf("open %s: database is not writable: %w", t.redacted, err)
+		return fmt.Errorf("open %s: database is not writable: %w%s", t.redacted, err, dirHint(t))
 	}
 	return nil
+}
+
+// retryBusy runs fn until it does not fail with SQLITE_BUSY, for at most
+// limit.
+func retryBusy(ctx context.Context, limit time.Duration, fn func() error) error {
+	deadline := time.Now().Add(limit)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := fn()
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return withCtxErr(ctx, err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+func isBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
+}
+
+// dirHint explains a failure to open a SQLite file whose directory cannot
+// be written (SQLite needs to create the file and its -wal and -shm files).
+func dirHint(t target) string {
+	if t.path == "" {
+		return ""
+	}
+	dir := filepath.Dir(t.path)
+	f, err := os.CreateTemp(dir, ".turnkeep-probe-*")
+	if err != nil {
+		return fmt.Sprintf(" (directory %q is not writable: %v)", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return ""
 }
 
 // redact removes the password from an error text, should a driver echo the

@@ -187,16 +187,17 @@ func TestOpenMissingDirectory(t *testing.T) {
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	for name, dir := range map[string]string{
-		"missing":     filepath.Join(base, "nope", "deeper"),
-		"not a dir":   file,
-		"missing rel": "nope-" + filepath.Base(base),
+	for name, tc := range map[string]struct{ dir, want string }{
+		"missing":     {filepath.Join(base, "nope", "deeper"), "does not exist"},
+		"not a dir":   {file, "is not a directory"},
+		"missing rel": {"nope-" + filepath.Base(base), "does not exist"},
 	} {
 		t.Run(name, func(t *testing.T) {
+			dir := tc.dir
 			p := filepath.Join(dir, "x.db")
 			_, err := dataflow.Open(t.Context(), "sqlite:///"+p)
 			require.Error(t, err)
-			assert.Contains(t, err.Error(), "does not exist")
+			assert.Contains(t, err.Error(), tc.want)
 			assert.Contains(t, err.Error(), dir, "the error names the directory")
 			_, statErr := os.Stat(p)
 			assert.True(t, os.IsNotExist(statErr) || strings.Contains(fmt.Sprint(statErr), "not a directory"), "a file was created: %v", statErr)
