@@ -250,17 +250,17 @@ func (b *DataFlowBackend) ready(ctx context.Context) error {
 
 func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, error) {
 	defer rows.Close()
-	var w memory.Window
+	var (
+		w       memory.Window
+		count   int64
+		seq     int64
+		pos     int32
+		turnID  string
+		content string
+		meta    sql.RawBytes // valid until the next row: decoded at once
+		at      time.Time
+	)
 	for rows.Next() {
-		var (
-			count   int64
-			seq     int64
-			pos     int32
-			turnID  string
-			content string
-			meta    sql.NullString
-			at      time.Time
-		)
 		if err := rows.Scan(&count, &seq, &pos, &turnID, &content, &meta, &at); err != nil {
 			return memory.Window{}, err
 		}
@@ -275,8 +275,8 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, error) {
 		switch pos {
 		case 0:
 			t.User = content
-			if meta.Valid {
-				if err := json.Unmarshal([]byte(meta.String), &t.Metadata); err != nil {
+			if meta != nil {
+				if err := json.Unmarshal(meta, &t.Metadata); err != nil {
 					return memory.Window{}, fmt.Errorf("decode metadata of turn %s: %w", turnID, err)
 				}
 			}

@@ -28,8 +28,10 @@ type DB struct {
 	closed  atomic.Bool
 	stats   counters
 
-	mu     sync.Mutex // protects tables
-	tables map[string]*tableState
+	mu        sync.Mutex // protects tables and tablesGen
+	tables    map[string]*tableState
+	tablesGen uint64      // bumped by every Register that adds a table
+	allReady  atomic.Bool // every registered table is ready; reset by Register
 }
 
 // Stats are counters of the engine's table ensurer since the DB was made.
@@ -162,9 +164,14 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 	return tx.commit(ctx)
 }
 
-// readyAll ensures every registered table, in name order.
+// readyAll ensures every registered table, in name order. Once all are
+// ready it costs one atomic load.
 func (db *DB) readyAll(ctx context.Context) error {
+	if db.allReady.Load() {
+		return nil
+	}
 	db.mu.Lock()
+	gen := db.tablesGen
 	states := make([]*tableState, 0, len(db.tables))
 	for _, st := range db.tables {
 		if !st.ens.Ready() {
@@ -178,5 +185,16 @@ func (db *DB) readyAll(ctx context.Context) error {
 			return err
 		}
 	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if gen != db.tablesGen {
+		return nil // a table was registered meanwhile: check again next time
+	}
+	for _, st := range db.tables {
+		if !st.ens.Ready() {
+			return nil // taken as ready under WithSkipTableChecks, not marked
+		}
+	}
+	db.allReady.Store(true)
 	return nil
 }

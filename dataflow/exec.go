@@ -184,18 +184,18 @@ func (tx *Tx) commit(ctx context.Context) error {
 		}
 		return nil
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
-	if _, err := tx.db.exec(cctx, tx.conn, "COMMIT", nil); err != nil {
+	// No timer: SQLite's busy timeout bounds the wait, and a context that
+	// can never end lets the driver skip its interrupt watcher.
+	if _, err := tx.db.exec(context.WithoutCancel(ctx), tx.conn, "COMMIT", nil); err != nil {
 		return errors.Join(fmt.Errorf("commit: %w", err), tx.rollback(ctx))
 	}
 	tx.conn.Close()
 	return nil
 }
 
-// commitTimeout bounds a COMMIT or ROLLBACK that the caller's context no
-// longer bounds.
-const commitTimeout = 30 * time.Second
+// rollbackTimeout bounds a ROLLBACK that the caller's context no longer
+// bounds.
+const rollbackTimeout = 30 * time.Second
 
 // rollback ends the transaction. On SQLite it runs ROLLBACK on a context
 // that the caller's cancellation cannot stop, and discards the connection
@@ -212,7 +212,7 @@ func (tx *Tx) rollback(ctx context.Context) error {
 	}
 	conn := tx.conn
 	tx.conn = nil
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
 	if _, err := tx.db.exec(rctx, conn, "ROLLBACK", nil); err != nil {
 		// "no transaction is active" means SQLite already rolled back.

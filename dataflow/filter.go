@@ -1,10 +1,12 @@
 package dataflow
 
 import (
+	"database/sql/driver"
 	"fmt"
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun/schema"
 )
@@ -48,8 +50,18 @@ func Lte(v any) Op { return Op{sql: "<=", v: v} }
 // Ne matches column <> v (nil: IS NOT NULL).
 func Ne(v any) Op { return Op{sql: "<>", v: v} }
 
-// Like matches column LIKE pattern.
+// Like matches column LIKE pattern: % any run, _ any one character, and a
+// backslash makes the next character literal, on every dialect (ESCAPE
+// '\'). Case sensitivity is the dialect's: SQLite ignores ASCII case,
+// PostgreSQL does not. A pattern over MaxLikePatternBytes, with a NUL byte
+// or ending in a lone backslash is ErrInvalidArgument.
 func Like(pattern string) Op { return Op{sql: "LIKE", v: pattern} }
+
+// Limits on filter values, checked before any SQL runs.
+const (
+	MaxInValues         = 10000 // values in one In
+	MaxLikePatternBytes = 50000 // SQLite's own limit on LIKE patterns
+)
 
 // IsNull matches column IS NULL (true) or IS NOT NULL (false).
 func IsNull(null bool) Op { return Op{sql: "IS NULL", null: null} }
@@ -104,6 +116,9 @@ func appendCond(b *sqlBuilder, col *schema.Field, v any) error {
 		if k := reflect.TypeOf(v).Kind(); (k == reflect.Slice && reflect.TypeOf(v).Elem().Kind() != reflect.Uint8) || k == reflect.Map {
 			return fmt.Errorf("%w: a %T is not a value to compare with (use In for a list)", ErrInvalidArgument, v)
 		}
+		if err := checkType(col, v); err != nil {
+			return err
+		}
 		b.WriteString(name + " = ")
 		return b.arg(v)
 	}
@@ -122,6 +137,9 @@ func appendCond(b *sqlBuilder, col *schema.Field, v any) error {
 			b.WriteString("1 = 0")
 			return nil
 		}
+		if len(op.list) > MaxInValues {
+			return fmt.Errorf("%w: %d values in In, at most %d", ErrInvalidArgument, len(op.list), MaxInValues)
+		}
 		b.WriteString(name + " IN (")
 		for i, x := range op.list {
 			if i > 0 {
@@ -129,6 +147,9 @@ func appendCond(b *sqlBuilder, col *schema.Field, v any) error {
 			}
 			if isNil(x) {
 				return fmt.Errorf("%w: nil in In (use IsNull)", ErrInvalidArgument)
+			}
+			if err := checkType(col, x); err != nil {
+				return err
 			}
 			if err := b.arg(x); err != nil {
 				return err
@@ -142,13 +163,90 @@ func appendCond(b *sqlBuilder, col *schema.Field, v any) error {
 			return nil
 		}
 	case "LIKE":
+		pattern, _ := op.v.(string)
+		if err := checkLike(pattern); err != nil {
+			return err
+		}
+		b.WriteString(name + " LIKE ")
+		if err := b.arg(pattern); err != nil {
+			return err
+		}
+		b.WriteString(` ESCAPE '\'`)
+		return nil
 	default:
 		if isNil(op.v) {
 			return fmt.Errorf("%w: nil with %s", ErrInvalidArgument, op.sql)
 		}
 	}
+	if err := checkType(col, op.v); err != nil {
+		return err
+	}
 	b.WriteString(name + " " + op.sql + " ")
 	return b.arg(op.v)
+}
+
+func checkLike(p string) error {
+	if len(p) > MaxLikePatternBytes {
+		return fmt.Errorf("%w: LIKE pattern of %d bytes, at most %d", ErrInvalidArgument, len(p), MaxLikePatternBytes)
+	}
+	if err := checkText(p); err != nil {
+		return err
+	}
+	escaped := false
+	for i := 0; i < len(p); i++ {
+		escaped = !escaped && p[i] == '\\'
+	}
+	if escaped {
+		return fmt.Errorf("%w: LIKE pattern ends in a lone backslash", ErrInvalidArgument)
+	}
+	return nil
+}
+
+var (
+	timeType   = reflect.TypeFor[time.Time]()
+	valuerType = reflect.TypeFor[driver.Valuer]()
+)
+
+// checkType refuses a filter value of another kind than its column (a
+// string for an integer column, a float for an integer, a number for a
+// string), which PostgreSQL would reject with a raw error and SQLite would
+// compare by its own rules. Columns and values of other types (JSON,
+// custom Valuers) pass.
+func checkType(col *schema.Field, v any) error {
+	ct := col.IndirectType
+	if ct == nil || ct.Implements(valuerType) || reflect.PointerTo(ct).Implements(valuerType) {
+		return nil
+	}
+	if _, ok := v.(driver.Valuer); ok {
+		return nil
+	}
+	vt := reflect.TypeOf(v)
+	for vt.Kind() == reflect.Pointer {
+		vt = vt.Elem()
+	}
+	cc, vc := kindOf(ct), kindOf(vt)
+	if cc == "" || vc == "" || cc == vc || (cc == "float" && vc == "int") {
+		return nil
+	}
+	return fmt.Errorf("%w: a %s value for %s column %s", ErrInvalidArgument, vt, ct, col.Name)
+}
+
+func kindOf(t reflect.Type) string {
+	if t == timeType {
+		return "time"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "int"
+	case reflect.Float32, reflect.Float64:
+		return "float"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "bool"
+	}
+	return ""
 }
 
 func isNil(v any) bool {

@@ -42,31 +42,32 @@ var memCounter atomic.Uint64
 // sqlite:///:memory:, :memory:, postgres://… and postgresql://….
 func parseURL(raw string, cfg config) (target, error) {
 	switch {
-	case raw == ":memory:" || raw == "sqlite:///:memory:" || raw == "sqlite://:memory:":
-		// A named in-memory database with a shared cache, one per Open,
-		// reached through a single connection so every caller sees it.
-		name := fmt.Sprintf("turnkeep-mem-%d-%d", os.Getpid(), memCounter.Add(1))
-		return target{
-			driver:   SQLiteDriver,
-			dsn:      "file:" + name + "?mode=memory&cache=shared" + sqlitePragmas(cfg, true),
-			memory:   true,
-			redacted: raw,
-		}, nil
+	case raw == ":memory:" || raw == "sqlite://:memory:":
+		return memoryTarget(raw, cfg), nil
 	case strings.HasPrefix(raw, "sqlite://"):
 		rest := strings.TrimPrefix(raw, "sqlite://")
 		if i := strings.IndexAny(rest, "?#"); i >= 0 {
-			return target{}, fmt.Errorf("%w: %q: query parameters are not supported; use options", ErrInvalidURL, raw)
+			return target{}, fmt.Errorf("%w: %q: query parameters are not supported; use options", ErrInvalidURL, short(raw))
 		}
 		if !strings.HasPrefix(rest, "/") || len(rest) < 2 {
-			return target{}, fmt.Errorf("%w: %q: want sqlite:///relative.db or sqlite:////absolute/path.db", ErrInvalidURL, raw)
+			return target{}, fmt.Errorf("%w: %q: want sqlite:///relative.db or sqlite:////absolute/path.db", ErrInvalidURL, short(raw))
 		}
 		path, err := url.PathUnescape(rest[1:])
 		if err != nil || strings.ContainsRune(path, 0) {
-			return target{}, fmt.Errorf("%w: %q: bad path", ErrInvalidURL, raw)
+			return target{}, fmt.Errorf("%w: %q: bad path", ErrInvalidURL, short(raw))
+		}
+		if path == ":memory:" {
+			return memoryTarget(raw, cfg), nil
+		}
+		// "file:" + "//x" would make x a URI authority: absolute paths get
+		// an empty authority first.
+		prefix := "file:"
+		if strings.HasPrefix(path, "/") {
+			prefix = "file://"
 		}
 		return target{
 			driver:   SQLiteDriver,
-			dsn:      "file:" + escapeSQLitePath(path) + "?" + strings.TrimPrefix(sqlitePragmas(cfg, false), "&"),
+			dsn:      prefix + escapeSQLitePath(path) + "?" + strings.TrimPrefix(sqlitePragmas(cfg, false), "&"),
 			path:     path,
 			redacted: raw,
 		}, nil
@@ -91,6 +92,27 @@ func parseURL(raw string, cfg config) (target, error) {
 		}
 		return target{}, fmt.Errorf("%w: unknown scheme %q (want sqlite:// or postgres://)", ErrInvalidURL, scheme)
 	}
+}
+
+// memoryTarget is a named in-memory database with a shared cache, one per
+// Open, reached through a single connection so every caller sees it.
+func memoryTarget(raw string, cfg config) target {
+	name := fmt.Sprintf("turnkeep-mem-%d-%d", os.Getpid(), memCounter.Add(1))
+	return target{
+		driver:   SQLiteDriver,
+		dsn:      "file:" + name + "?mode=memory&cache=shared" + sqlitePragmas(cfg, true),
+		memory:   true,
+		redacted: raw,
+	}
+}
+
+// short cuts a URL for an error message.
+func short(s string) string {
+	const limit = 200
+	if len(s) <= limit {
+		return s
+	}
+	return strings.ToValidUTF8(s[:limit], "") + "…"
 }
 
 // isScheme reports whether s is a URL scheme: a letter, then letters,

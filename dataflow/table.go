@@ -75,6 +75,8 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 		st = old
 	} else {
 		db.tables[st.name] = st
+		db.tablesGen++
+		db.allReady.Store(false)
 	}
 	return &Table[T]{db: db, st: st}, nil
 }

@@ -4,10 +4,12 @@ import (
 	"database/sql/driver"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/schema"
@@ -22,10 +24,18 @@ const sqliteTime = "2006-01-02 15:04:05.000000000+00:00"
 // database/sql would take it.
 func bindValue(pg bool, v any) (any, error) {
 	switch x := v.(type) {
-	case nil, string, []byte, bool, int, int8, int16, int32, int64,
-		uint, uint8, uint16, uint32, uint64, float32, float64:
+	case nil, []byte, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, float32, float64:
 		return v, nil
+	case string:
+		return x, checkText(x)
+	case uint:
+		return checkUint(uint64(x))
+	case uint64:
+		return checkUint(x)
 	case time.Time:
+		if y := x.UTC().Year(); y < 1 || y > 9999 {
+			return nil, fmt.Errorf("%w: time %s outside years 1-9999", ErrInvalidArgument, x)
+		}
 		if pg {
 			return x.UTC(), nil
 		}
@@ -50,7 +60,35 @@ func bindValue(pg bool, v any) (any, error) {
 	case reflect.Chan, reflect.Func, reflect.UnsafePointer, reflect.Complex64, reflect.Complex128:
 		return nil, fmt.Errorf("%w: cannot store a %s", ErrInvalidArgument, rv.Type())
 	}
+	switch rv.Kind() {
+	case reflect.String:
+		return v, checkText(rv.String())
+	case reflect.Uint, reflect.Uint64:
+		if _, err := checkUint(rv.Uint()); err != nil {
+			return nil, err
+		}
+	}
 	return v, nil // named basic types: database/sql converts them by kind
+}
+
+// checkText refuses what PostgreSQL refuses and SQLite would store
+// differently, so both dialects behave alike: a NUL byte, invalid UTF-8.
+func checkText(s string) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%w: text holds a NUL byte", ErrInvalidArgument)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: text is not valid UTF-8", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkUint refuses integers that no SQL integer column holds.
+func checkUint(u uint64) (any, error) {
+	if u > math.MaxInt64 {
+		return nil, fmt.Errorf("%w: %d overflows a 64-bit signed integer", ErrInvalidArgument, u)
+	}
+	return int64(u), nil
 }
 
 func jsonValue(v any) (any, error) {
