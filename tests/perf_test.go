@@ -1,0 +1,337 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// The statement counts of the performance contract. After warm-up:
+//
+//   - SaveTurn runs saveStatements statements besides BEGIN/COMMIT: the
+//     session upsert returning the new turn count, and one INSERT of the
+//     turn's messages. It is one transaction.
+//   - LoadContext that misses the cache runs loadStatements: one SELECT of
+//     the turn count and the window's messages.
+//   - LoadContext that hits the cache runs none.
+//   - None of them runs a catalog, DDL or migration-history statement.
+const (
+	saveStatements = 2
+	loadStatements = 1
+)
+
+const (
+	seedTurns    = 30              // the seed's acceptance test: 30 saves, then 30 loads
+	seedPhase    = 5 * time.Second // its bar for each phase
+	maxHitAllocs = 2               // allocations of a cache hit
+)
+
+// A stmtClass is a kind of statement the counter tells apart.
+type stmtClass int
+
+const (
+	stmtData    stmtClass = iota // reads and writes of the models' tables
+	stmtTx                       // BEGIN (also BEGIN IMMEDIATE), COMMIT, ROLLBACK, savepoints
+	stmtCatalog                  // sqlite_master, PRAGMA, pg_catalog and information_schema, advisory locks
+	stmtDDL                      // CREATE, ALTER, DROP
+	stmtHistory                  // the migration history table
+	numStmtClasses
+)
+
+var stmtClassNames = [numStmtClasses]string{"data", "tx", "catalog", "ddl", "history"}
+
+func (c stmtClass) String() string { return stmtClassNames[c] }
+
+// catalogMarks are what a catalog (or schema lock) statement contains,
+// upper case.
+var catalogMarks = []string{
+	"SQLITE_MASTER", "SQLITE_SCHEMA", "PRAGMA",
+	"PG_CATALOG", "PG_CLASS", "PG_ATTRIBUTE", "PG_NAMESPACE", "PG_INDEX", "PG_TABLES",
+	"INFORMATION_SCHEMA", "PG_ADVISORY",
+}
+
+func classify(query string) stmtClass {
+	q := strings.ToUpper(strings.TrimSpace(query))
+	hasPrefix := func(words ...string) bool {
+		for _, w := range words {
+			if strings.HasPrefix(q, w) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case hasPrefix("BEGIN", "COMMIT", "ROLLBACK", "START TRANSACTION", "SAVEPOINT", "RELEASE", "END"):
+		return stmtTx
+	case hasPrefix("CREATE", "ALTER", "DROP"):
+		return stmtDDL
+	case strings.Contains(q, strings.ToUpper(migrate.DefaultHistoryTable)):
+		return stmtHistory
+	}
+	for _, m := range catalogMarks {
+		if strings.Contains(q, m) {
+			return stmtCatalog
+		}
+	}
+	return stmtData
+}
+
+// stmtCounts are statement counts by class.
+type stmtCounts [numStmtClasses]int
+
+func (c stmtCounts) sub(o stmtCounts) stmtCounts {
+	for i := range c {
+		c[i] -= o[i]
+	}
+	return c
+}
+
+func (c stmtCounts) total() int {
+	n := 0
+	for _, k := range c {
+		n += k
+	}
+	return n
+}
+
+func (c stmtCounts) String() string {
+	var b strings.Builder
+	for i, n := range c {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", stmtClass(i), n)
+	}
+	return b.String()
+}
+
+// stmtCounter is a bun.QueryHook counting every statement the engine runs,
+// by class. It is safe for concurrent use.
+type stmtCounter struct {
+	mu     sync.Mutex // protects counts and log
+	counts stmtCounts
+	log    []string // the statements since the last reset, for failure messages
+}
+
+var _ bun.QueryHook = (*stmtCounter)(nil)
+
+func (c *stmtCounter) BeforeQuery(ctx context.Context, ev *bun.QueryEvent) context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[classify(ev.Query)]++
+	c.log = append(c.log, ev.Query)
+	return ctx
+}
+
+func (c *stmtCounter) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+func (c *stmtCounter) snapshot() stmtCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts
+}
+
+// reset zeroes the counts and returns what they were, with the statements.
+func (c *stmtCounter) reset() (stmtCounts, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	counts, log := c.counts, c.log
+	c.counts, c.log = stmtCounts{}, nil
+	return counts, log
+}
+
+func TestPerfClassify(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		want  stmtClass
+	}{
+		{"BEGIN", stmtTx},
+		{"BEGIN IMMEDIATE", stmtTx},
+		{"  commit", stmtTx},
+		{"ROLLBACK", stmtTx},
+		{`CREATE TABLE "turnkeep_sessions" (id varchar(255))`, stmtDDL},
+		{`CREATE UNIQUE INDEX x ON t (a)`, stmtDDL},
+		{`ALTER TABLE t ADD COLUMN c text`, stmtDDL},
+		{`SELECT name FROM sqlite_master WHERE type = 'table'`, stmtCatalog},
+		{`SELECT name FROM pragma_table_info(?)`, stmtCatalog},
+		{`SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace`, stmtCatalog},
+		{`SELECT indexname FROM pg_indexes WHERE tablename = $1`, stmtCatalog},
+		{`SELECT column_name FROM information_schema.columns`, stmtCatalog},
+		{`SELECT pg_advisory_xact_lock(hashtext($1))`, stmtCatalog},
+		{`SELECT checksum FROM turnkeep_migrations WHERE table_name = ?`, stmtHistory},
+		{`INSERT INTO turnkeep_sessions (id) VALUES (?) RETURNING turn_count`, stmtData},
+		{`SELECT (SELECT turn_count FROM turnkeep_sessions WHERE id = ?), m.seq FROM turnkeep_messages m`, stmtData},
+	} {
+		if got := classify(tc.query); got != tc.want {
+			t.Errorf("classify(%q): got %v; want %v", tc.query, got, tc.want)
+		}
+	}
+}
+
+// TestPerfSeedScenario runs the acceptance test of the system turnkeep
+// replaces (30 SaveTurn into 30 sessions, then 30 LoadContext), asserts its
+// loose time bar and, exactly, the statements each call runs, and logs each
+// phase beside the same work done with plain bun.
+func TestPerfSeedScenario(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := t.Context()
+		var counter stmtCounter
+		mem, be := openTurnkeep(t, d.URL(t), []dataflow.Option{dataflow.WithQueryHook(&counter)}, memory.WithMaxTurns(10))
+		// A second memory over the same backend reads through on every
+		// LoadContext, so phase 2 measures cache misses.
+		reader, err := memory.NewPersistentBufferMemory(be, memory.WithMaxTurns(10), memory.WithCacheTTL(0))
+		require.NoError(t, err)
+
+		// Warm-up on a session of its own creates the tables.
+		require.NoError(t, mem.SaveTurn(ctx, "warm-up", memory.Turn{User: "hello", Agent: "hi"}))
+		w, err := reader.LoadContext(ctx, "warm-up")
+		require.NoError(t, err)
+		require.Equal(t, 1, w.TurnCount)
+		warm, warmLog := counter.reset()
+		t.Logf("warm-up: %v", warm)
+		// The counter sees the schema work, so the zeros asserted below mean something.
+		require.Positivef(t, warm[stmtDDL], "warm-up DDL statements: got 0; want some on a fresh database:\n%s", strings.Join(warmLog, "\n"))
+		require.Positivef(t, warm[stmtCatalog], "warm-up catalog statements: got 0; want some on a fresh database:\n%s", strings.Join(warmLog, "\n"))
+
+		ids := sessionIDs("seed-session", seedTurns)
+		base := time.Date(2025, 3, 1, 12, 0, 0, 0, time.FixedZone("CET", 3600))
+		turns := make([]memory.Turn, seedTurns)
+		for i := range turns {
+			turns[i] = memory.Turn{
+				User:      fmt.Sprintf("Hello, I am user %d", i),
+				Agent:     fmt.Sprintf("Hi there, user %d", i),
+				Timestamp: base.Add(time.Duration(i)*time.Second + 123456789), // sub-microsecond part is dropped
+				Metadata:  map[string]any{"turn": float64(i), "source": "seed"},
+			}
+		}
+
+		// Phase 1: 30 SaveTurn into 30 sessions.
+		var perSave [seedTurns]stmtCounts
+		start := time.Now()
+		for i, id := range ids {
+			before := counter.snapshot()
+			require.NoError(t, mem.SaveTurn(ctx, id, turns[i]))
+			perSave[i] = counter.snapshot().sub(before)
+		}
+		savePhase := time.Since(start)
+		saves, saveLog := counter.reset()
+
+		// Phase 2: 30 LoadContext, every one a cache miss.
+		var perLoad [seedTurns]stmtCounts
+		windows := make([]memory.Window, seedTurns)
+		start = time.Now()
+		for i, id := range ids {
+			before := counter.snapshot()
+			windows[i], err = reader.LoadContext(ctx, id)
+			require.NoError(t, err)
+			perLoad[i] = counter.snapshot().sub(before)
+		}
+		loadPhase := time.Since(start)
+		loads, loadLog := counter.reset()
+
+		t.Logf("one SaveTurn ran %v:\n%s", perSave[0], strings.Join(saveLog[:min(len(saveLog), perSave[0].total())], "\n"))
+		t.Logf("one LoadContext (miss) ran %v:\n%s", perLoad[0], strings.Join(loadLog[:min(len(loadLog), perLoad[0].total())], "\n"))
+
+		for i := range ids {
+			require.Equalf(t, saveStatements, perSave[i][stmtData], "SaveTurn %d: data statements: got %d; want %d", i, perSave[i][stmtData], saveStatements)
+			require.Equalf(t, loadStatements, perLoad[i][stmtData], "LoadContext %d: data statements: got %d; want %d", i, perLoad[i][stmtData], loadStatements)
+			require.Zerof(t, perLoad[i][stmtTx], "LoadContext %d: transaction statements: got %d; want 0", i, perLoad[i][stmtTx])
+
+			w := windows[i]
+			require.Equalf(t, 1, w.TurnCount, "session %s: TurnCount: got %d; want 1", ids[i], w.TurnCount)
+			require.Lenf(t, w.Turns, 1, "session %s: turns", ids[i])
+			got := w.Turns[0]
+			require.Lenf(t, got.ID, 32, "session %s: generated turn ID %q", ids[i], got.ID)
+			got.ID = ""
+			want := turns[i]
+			want.Timestamp = want.Timestamp.UTC().Truncate(time.Microsecond)
+			require.Equalf(t, want, got, "session %s: turn read back", ids[i])
+		}
+		require.Equalf(t, seedTurns*saveStatements, saves[stmtData], "phase 1 data statements: got %d; want %d", saves[stmtData], seedTurns*saveStatements)
+		require.Equalf(t, seedTurns*loadStatements, loads[stmtData], "phase 2 data statements: got %d; want %d", loads[stmtData], seedTurns*loadStatements)
+		// Each SaveTurn is one transaction that commits. SQLite shows its
+		// BEGIN IMMEDIATE and COMMIT to the hook; on PostgreSQL the engine
+		// may leave them to database/sql, which runs them unseen.
+		wantTx := []int{2 * seedTurns}
+		if d.Name == "pg" {
+			wantTx = append(wantTx, 0)
+		}
+		require.Containsf(t, wantTx, saves[stmtTx], "phase 1 transaction statements: got %d; want one of %v:\n%s", saves[stmtTx], wantTx, strings.Join(saveLog, "\n"))
+		for _, q := range saveLog {
+			require.NotContainsf(t, strings.ToUpper(q), "ROLLBACK", "phase 1 rolled back:\n%s", strings.Join(saveLog, "\n"))
+		}
+		for _, ph := range []struct {
+			name   string
+			counts stmtCounts
+			log    []string
+		}{{"phase 1", saves, saveLog}, {"phase 2", loads, loadLog}} {
+			for _, c := range []stmtClass{stmtCatalog, stmtDDL, stmtHistory} {
+				require.Zerof(t, ph.counts[c], "%s: %v statements after warm-up: got %d; want 0:\n%s", ph.name, c, ph.counts[c], strings.Join(ph.log, "\n"))
+			}
+		}
+
+		// Phase 3: cache hits run no statement and allocate at most a handful.
+		for _, id := range ids {
+			_, err := mem.LoadContext(ctx, id) // a miss fills the cache
+			require.NoError(t, err)
+		}
+		counter.reset()
+		start = time.Now()
+		for i, id := range ids {
+			w, err := mem.LoadContext(ctx, id)
+			require.NoError(t, err)
+			require.Equalf(t, windows[i], w, "session %s: cached window", id)
+		}
+		hitPhase := time.Since(start)
+		hits, hitLog := counter.reset()
+		require.Equalf(t, stmtCounts{}, hits, "cache hits ran statements:\n%s", strings.Join(hitLog, "\n"))
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, err := mem.LoadContext(ctx, ids[0]); err != nil {
+				t.Error(err)
+			}
+		})
+		require.LessOrEqualf(t, allocs, float64(maxHitAllocs), "allocations per cache hit: got %v; want at most %d", allocs, maxHitAllocs)
+
+		// The same work with plain bun, on a fresh database of its own.
+		raw := openRaw(t, d.URL(t))
+		require.NoError(t, raw.save(ctx, "warm-up", memory.Turn{User: "hello", Agent: "hi"}))
+		_, err = raw.load(ctx, "warm-up", 10)
+		require.NoError(t, err)
+		start = time.Now()
+		for i, id := range ids {
+			require.NoError(t, raw.save(ctx, id, turns[i]))
+		}
+		rawSave := time.Since(start)
+		rows := make([][]windowRow, seedTurns)
+		start = time.Now()
+		for i, id := range ids {
+			rows[i], err = raw.load(ctx, id, 10)
+			require.NoError(t, err)
+		}
+		rawLoad := time.Since(start)
+		for i, r := range rows {
+			require.Lenf(t, r, 2, "bun baseline: session %s rows", ids[i])
+			require.Equalf(t, int64(1), r[0].TurnCount, "bun baseline: session %s turn count", ids[i])
+			require.Equalf(t, turns[i].User, r[0].Content, "bun baseline: session %s user message", ids[i])
+			require.Equalf(t, turns[i].Agent, r[1].Content, "bun baseline: session %s agent message", ids[i])
+		}
+
+		ratio := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
+		t.Logf("%s phase 1, %d SaveTurn:             turnkeep %10v  bun %10v  ratio %.2f", d.Name, seedTurns, savePhase, rawSave, ratio(savePhase, rawSave))
+		t.Logf("%s phase 2, %d LoadContext (miss):   turnkeep %10v  bun %10v  ratio %.2f", d.Name, seedTurns, loadPhase, rawLoad, ratio(loadPhase, rawLoad))
+		t.Logf("%s phase 3, %d LoadContext (hit):    turnkeep %10v  (%.0f allocs each)", d.Name, seedTurns, hitPhase, allocs)
+		require.Lessf(t, savePhase, seedPhase, "phase 1: got %v; want under %v", savePhase, seedPhase)
+		require.Lessf(t, loadPhase, seedPhase, "phase 2: got %v; want under %v", loadPhase, seedPhase)
+	})
+}
