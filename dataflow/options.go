@@ -183,7 +183,20 @@ func WithHistoryTable(name string) Option {
 type ModelOption func(*modelConfig) error
 
 type modelConfig struct {
-	indexes []migrate.Index
+	indexes      []migrate.Index
+	withoutRowID bool
+}
+
+// WithoutRowID makes SQLite store the table's rows in primary-key order
+// (CREATE TABLE … WITHOUT ROWID): a range of the key, such as one
+// session's newest messages, then reads adjacent pages however the writes
+// interleaved. The model needs a primary key. PostgreSQL ignores it; it
+// applies when the table is created.
+func WithoutRowID() ModelOption {
+	return func(m *modelConfig) error {
+		m.withoutRowID = true
+		return nil
+	}
 }
 
 // WithIndex asks for an index on the given SQL columns. Index names share

@@ -69,7 +69,7 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 		if old.typ != typ {
 			return nil, fmt.Errorf("%w: table %q is already registered for %s", ErrInvalidModel, st.name, old.typ)
 		}
-		if !sameIndexes(old.model.Indexes, st.model.Indexes) {
+		if !sameIndexes(old.model.Indexes, st.model.Indexes) || old.model.WithoutRowID != st.model.WithoutRowID {
 			return nil, fmt.Errorf("%w: table %q is already registered with other indexes", ErrInvalidModel, st.name)
 		}
 		st = old
@@ -95,7 +95,7 @@ func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, er
 		name:  t.Name,
 		typ:   typ,
 		st:    t,
-		model: migrate.Model{Value: t.ZeroIface, Indexes: mc.indexes},
+		model: migrate.Model{Value: t.ZeroIface, Indexes: mc.indexes, WithoutRowID: mc.withoutRowID},
 		cols:  make(map[string]*schema.Field, len(t.Fields)),
 	}
 	for _, f := range t.Fields {

@@ -58,7 +58,7 @@ func (m *Migrator) Check(ctx context.Context, model Model) (Status, error) {
 	if err != nil {
 		return Changed, err
 	}
-	return m.check(ctx, m.db, t.Name, checksum(m.db.Dialect().Name().String(), t, model.Indexes))
+	return m.check(ctx, m.db, t.Name, checksum(m.db.Dialect().Name().String(), t, model))
 }
 
 func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (Status, error) {
@@ -136,7 +136,7 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 		if err := m.createHistory(ctx, c); err != nil {
 			return err
 		}
-		sum := checksum(m.db.Dialect().Name().String(), t, model.Indexes)
+		sum := checksum(m.db.Dialect().Name().String(), t, model)
 		status, err := m.check(ctx, c, t.Name, sum)
 		if err != nil {
 			return err
@@ -149,7 +149,7 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 		if err != nil {
 			return err
 		}
-		plan, err := m.diff(t, model.Indexes, ti)
+		plan, err := m.diff(t, model, ti)
 		if err != nil {
 			return err
 		}

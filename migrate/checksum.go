@@ -18,12 +18,15 @@ func (m *Migrator) Checksum(model Model) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return checksum(m.db.Dialect().Name().String(), t, model.Indexes), nil
+	return checksum(m.db.Dialect().Name().String(), t, model), nil
 }
 
-func checksum(dialectName string, t *schema.Table, indexes []Index) string {
+func checksum(dialectName string, t *schema.Table, model Model) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dialect %s\ntable %s\n", dialectName, t.Name)
+	if model.WithoutRowID && dialectName == "sqlite" {
+		b.WriteString("without rowid\n")
+	}
 	for _, f := range t.Fields {
 		fmt.Fprintf(&b, "column %s %s notnull=%t pk=%t autoincrement=%t identity=%t default=%q\n",
 			f.Name, f.CreateTableSQLType, f.NotNull, f.IsPK, f.AutoIncrement, f.Identity, f.SQLDefault)
@@ -31,7 +34,7 @@ func checksum(dialectName string, t *schema.Table, indexes []Index) string {
 	for _, cols := range sortedUnique(t) {
 		fmt.Fprintf(&b, "unique %s\n", cols)
 	}
-	idx := append([]Index(nil), indexes...)
+	idx := append([]Index(nil), model.Indexes...)
 	sort.Slice(idx, func(i, j int) bool { return idx[i].Name < idx[j].Name })
 	for _, ix := range idx {
 		fmt.Fprintf(&b, "index %s unique=%t (%s)\n", ix.Name, ix.Unique, strings.Join(ix.Columns, ","))

@@ -709,3 +709,53 @@ func TestChangedIndexIsRecreated(t *testing.T) {
 		assert.Error(t, err, "duplicate accepted by the unique index")
 	})
 }
+
+type pairRow struct {
+	bun.BaseModel `bun:"table:mt_pairs"`
+
+	A string `bun:"a,pk"`
+	B int64  `bun:"b,pk"`
+	V string `bun:"v"`
+}
+
+type noKeyRow struct {
+	bun.BaseModel `bun:"table:mt_nokey"`
+
+	V string `bun:"v"`
+}
+
+func TestWithoutRowID(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := ctxT(t)
+		e := newEnv(t, d)
+		plain := migrate.Model{Value: (*pairRow)(nil)}
+		clustered := migrate.Model{Value: (*pairRow)(nil), WithoutRowID: true}
+		sumPlain, err := e.m.Checksum(plain)
+		require.NoError(t, err)
+		sumClustered, err := e.m.Checksum(clustered)
+		require.NoError(t, err)
+		if e.pg() {
+			assert.Equal(t, sumPlain, sumClustered, "PostgreSQL ignores WithoutRowID")
+		} else {
+			assert.NotEqual(t, sumPlain, sumClustered, "the table's storage is part of its schema")
+		}
+
+		res, err := e.m.Ensure(ctx, clustered, false)
+		require.NoError(t, err)
+		require.NotNil(t, res.Plan)
+		if e.pg() {
+			assert.NotContains(t, res.Plan.SQL(), "WITHOUT ROWID")
+		} else {
+			assert.Contains(t, res.Plan.SQL(), "WITHOUT ROWID")
+			var ddl string
+			require.NoError(t, e.db.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE name = 'mt_pairs'`).Scan(&ddl))
+			assert.Contains(t, ddl, "WITHOUT ROWID")
+		}
+		status, err := e.m.Check(ctx, clustered)
+		require.NoError(t, err)
+		assert.Equal(t, migrate.UpToDate, status)
+
+		_, err = e.m.Checksum(migrate.Model{Value: (*noKeyRow)(nil), WithoutRowID: true})
+		require.ErrorIs(t, err, migrate.ErrInvalidModel)
+	})
+}

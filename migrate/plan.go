@@ -98,15 +98,19 @@ func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, e
 	if err != nil {
 		return nil, err
 	}
-	return m.diff(t, model.Indexes, ti)
+	return m.diff(t, model, ti)
 }
 
-func (m *Migrator) diff(t *schema.Table, indexes []Index, ti *TableInfo) (*Plan, error) {
-	p := &Plan{Table: t.Name, Checksum: checksum(m.db.Dialect().Name().String(), t, indexes), Exists: ti.Exists}
+func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, error) {
+	indexes := model.Indexes
+	p := &Plan{Table: t.Name, Checksum: checksum(m.db.Dialect().Name().String(), t, model), Exists: ti.Exists}
 	if !ti.Exists {
 		b, err := m.db.NewCreateTable().Model(reflectNew(t)).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
+		}
+		if model.WithoutRowID && !m.pg {
+			b = append(b, " WITHOUT ROWID"...)
 		}
 		p.Steps = append(p.Steps, Step{Kind: CreateTable, Table: t.Name, SQL: string(b)})
 	} else {
