@@ -122,8 +122,8 @@ func (db *DB) ScanRows(ctx context.Context, rows *sql.Rows, dest ...any) error {
 type Tx struct {
 	db   *DB
 	q    querier
-	conn *sql.Conn // SQLite: the connection running BEGIN IMMEDIATE
-	tx   *sql.Tx   // PostgreSQL
+	conn *sql.Conn // the transaction's connection; nil once it ended
+	tx   *sql.Tx   // PostgreSQL; SQLite runs BEGIN IMMEDIATE on conn
 }
 
 // begin starts a transaction. A BEGIN that fails because its pooled
@@ -150,19 +150,20 @@ func (db *DB) begin(ctx context.Context) (*Tx, error) {
 func (db *DB) connRetries() int { return max(2, db.maxIdle) }
 
 func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
+	conn, err := db.sql.Conn(ctx) // waiting for the pool honours ctx
+	if err != nil {
+		return nil, err
+	}
 	if db.pg {
 		// The transaction outlives ctx (statements still use it): commit
 		// and rollback must run to the end, or the caller could not know
 		// whether a commit the server carried out happened.
-		tx, err := db.sql.BeginTx(context.WithoutCancel(ctx), nil)
+		tx, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
 		if err != nil {
+			conn.Close()
 			return nil, err
 		}
-		return &Tx{db: db, q: tx, tx: tx}, nil
-	}
-	conn, err := db.sql.Conn(ctx)
-	if err != nil {
-		return nil, err
+		return &Tx{db: db, q: tx, tx: tx, conn: conn}, nil
 	}
 	if _, err := db.exec(ctx, conn, "BEGIN IMMEDIATE", nil); err != nil {
 		discard(conn)
@@ -179,7 +180,10 @@ func (tx *Tx) commit(ctx context.Context) error {
 		return errors.Join(err, tx.rollback(ctx))
 	}
 	if tx.tx != nil {
-		if err := tx.tx.Commit(); err != nil {
+		err := tx.tx.Commit()
+		tx.conn.Close()
+		tx.conn = nil
+		if err != nil {
 			return fmt.Errorf("commit: %w", err)
 		}
 		return nil
@@ -190,6 +194,7 @@ func (tx *Tx) commit(ctx context.Context) error {
 		return errors.Join(fmt.Errorf("commit: %w", err), tx.rollback(ctx))
 	}
 	tx.conn.Close()
+	tx.conn = nil
 	return nil
 }
 
@@ -201,17 +206,19 @@ const rollbackTimeout = 30 * time.Second
 // that the caller's cancellation cannot stop, and discards the connection
 // if that fails, so no pooled connection is ever left inside a transaction.
 func (tx *Tx) rollback(ctx context.Context) error {
-	if tx.tx != nil {
-		if err := tx.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
-			return fmt.Errorf("rollback: %w", err)
-		}
-		return nil
-	}
 	if tx.conn == nil {
 		return nil
 	}
 	conn := tx.conn
 	tx.conn = nil
+	if tx.tx != nil {
+		err := tx.tx.Rollback()
+		conn.Close()
+		if err != nil && !errors.Is(err, sql.ErrTxDone) {
+			return fmt.Errorf("rollback: %w", err)
+		}
+		return nil
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
 	if _, err := tx.db.exec(rctx, conn, "ROLLBACK", nil); err != nil {

@@ -184,3 +184,42 @@ func TestClosed(t *testing.T) {
 		}
 	})
 }
+
+// A transaction waiting for a pooled connection gives up when its context
+// ends: only the transaction itself, once begun, outlives the context.
+func TestRunInTxPoolWaitHonorsContext(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name != "pg" {
+			t.Skip("WithMaxOpenConns bounds the PostgreSQL pool only")
+		}
+		db := open(t, d.URL(t), dataflow.WithMaxOpenConns(1))
+		users := register[user](t, db)
+		require.NoError(t, users.EnsureTable(t.Context()))
+
+		holding, release := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- db.RunInTx(context.Background(), func(ctx context.Context, tx *dataflow.Tx) error {
+				close(holding)
+				<-release
+				return nil
+			})
+		}()
+		<-holding
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		waited := make(chan error, 1)
+		go func() { waited <- db.RunInTx(ctx, func(context.Context, *dataflow.Tx) error { return nil }) }()
+		select {
+		case err := <-waited:
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		case <-time.After(5 * time.Second):
+			close(release)
+			t.Fatal("RunInTx waited for the pool past its deadline")
+		}
+		close(release)
+		require.NoError(t, <-done)
+		require.NoError(t, db.RunInTx(t.Context(), func(context.Context, *dataflow.Tx) error { return nil }),
+			"the connection went back to the pool")
+	})
+}
