@@ -2,8 +2,6 @@ package backend
 
 import (
 	"context"
-	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
-	"github.com/turnkeep/turnkeep/migrate"
 )
 
 // recorder is a query hook that records every statement the engine runs.
@@ -57,35 +54,18 @@ func (r *recorder) arm(f func(ctx context.Context, query string) context.Context
 
 // Statement kinds, by what a statement touches.
 const (
-	kindTx      = "tx"      // BEGIN [IMMEDIATE], COMMIT, ROLLBACK
-	kindCatalog = "catalog" // schema inspection
-	kindDDL     = "ddl"
-	kindHistory = "history" // the migration history table
-	kindData    = "data"
+	kindTx      = dbtest.KindTx
+	kindCatalog = dbtest.KindCatalog
+	kindDDL     = dbtest.KindDDL
+	kindHistory = dbtest.KindHistory
+	kindData    = dbtest.KindData
 )
 
-var catalogRE = regexp.MustCompile(`(?i)sqlite_master|sqlite_schema|pragma|pg_class|pg_catalog|pg_namespace|pg_index|pg_attribute|pg_tables|information_schema|pg_advisory`)
-
-func classify(q string) string {
-	s := strings.ToUpper(strings.TrimSpace(q))
-	switch {
-	case strings.HasPrefix(s, "BEGIN"), strings.HasPrefix(s, "COMMIT"), strings.HasPrefix(s, "ROLLBACK"):
-		return kindTx
-	case strings.Contains(strings.ToLower(q), migrate.DefaultHistoryTable):
-		return kindHistory
-	case catalogRE.MatchString(q):
-		return kindCatalog
-	case strings.HasPrefix(s, "CREATE"), strings.HasPrefix(s, "ALTER"), strings.HasPrefix(s, "DROP"):
-		return kindDDL
-	}
-	return kindData
-}
-
 // byKind groups statements by classify.
-func byKind(qs []string) map[string][]string {
-	m := make(map[string][]string)
+func byKind(qs []string) map[dbtest.Kind][]string {
+	m := make(map[dbtest.Kind][]string)
 	for _, q := range qs {
-		k := classify(q)
+		k := dbtest.Classify(q)
 		m[k] = append(m[k], q)
 	}
 	return m

@@ -251,7 +251,7 @@ func TestStatementBudgetFirstUseMatchingSchema(t *testing.T) {
 			assert.Zero(t, c.DDL, "DDL on first use: %v", c)
 			own := 0
 			for _, s := range c.Stmts {
-				if !isCatalog(s.Query) && !isHistory(s.Query) {
+				if !dbtest.IsCatalog(s.Query) && !dbtest.IsHistory(s.Query) {
 					own++
 				}
 			}

@@ -12,7 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/migrate"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
 )
 
 // stmt is one statement a recorder saw.
@@ -37,7 +37,7 @@ var _ bun.QueryHook = (*recorder)(nil)
 func (r *recorder) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
 
 func (r *recorder) AfterQuery(_ context.Context, ev *bun.QueryEvent) {
-	if isTxControl(ev.Query) {
+	if dbtest.IsTxControl(ev.Query) {
 		return
 	}
 	r.mu.Lock()
@@ -93,49 +93,17 @@ func (c counts) String() string {
 func classify(stmts []stmt) counts {
 	c := counts{Total: len(stmts), Stmts: stmts}
 	for _, s := range stmts {
-		if isCatalog(s.Query) {
+		if dbtest.IsCatalog(s.Query) {
 			c.Catalog++
 		}
-		if isHistory(s.Query) {
+		if dbtest.IsHistory(s.Query) {
 			c.History++
 		}
-		if isDDL(s.Query) {
+		if dbtest.IsDDL(s.Query) {
 			c.DDL++
 		}
 	}
 	return c
-}
-
-func isTxControl(q string) bool {
-	u := strings.ToUpper(strings.TrimSpace(q))
-	for _, p := range []string{"BEGIN", "COMMIT", "ROLLBACK"} {
-		if strings.HasPrefix(u, p) {
-			return true
-		}
-	}
-	return false
-}
-
-var catalogMarks = []string{
-	"sqlite_master", "pragma", "information_schema",
-	"pg_catalog", "pg_class", "pg_attribute", "pg_indexes", "pg_namespace",
-}
-
-func isCatalog(q string) bool {
-	l := strings.ToLower(q)
-	for _, m := range catalogMarks {
-		if strings.Contains(l, m) {
-			return true
-		}
-	}
-	return false
-}
-
-func isHistory(q string) bool { return strings.Contains(q, migrate.DefaultHistoryTable) }
-
-func isDDL(q string) bool {
-	u := strings.ToUpper(strings.TrimSpace(q))
-	return strings.HasPrefix(u, "CREATE") || strings.HasPrefix(u, "ALTER") || strings.HasPrefix(u, "DROP")
 }
 
 func isCreateTable(q, table string) bool {

@@ -14,7 +14,6 @@ import (
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
-	"github.com/turnkeep/turnkeep/migrate"
 )
 
 // The statement counts of the performance contract. After warm-up:
@@ -53,36 +52,16 @@ var stmtClassNames = [numStmtClasses]string{"data", "tx", "catalog", "ddl", "his
 
 func (c stmtClass) String() string { return stmtClassNames[c] }
 
-// catalogMarks are what a catalog (or schema lock) statement contains,
-// upper case.
-var catalogMarks = []string{
-	"SQLITE_MASTER", "SQLITE_SCHEMA", "PRAGMA",
-	"PG_CATALOG", "PG_CLASS", "PG_ATTRIBUTE", "PG_NAMESPACE", "PG_INDEX", "PG_TABLES",
-	"INFORMATION_SCHEMA", "PG_ADVISORY",
-}
-
 func classify(query string) stmtClass {
-	q := strings.ToUpper(strings.TrimSpace(query))
-	hasPrefix := func(words ...string) bool {
-		for _, w := range words {
-			if strings.HasPrefix(q, w) {
-				return true
-			}
-		}
-		return false
-	}
-	switch {
-	case hasPrefix("BEGIN", "COMMIT", "ROLLBACK", "START TRANSACTION", "SAVEPOINT", "RELEASE", "END"):
+	switch dbtest.Classify(query) {
+	case dbtest.KindTx:
 		return stmtTx
-	case hasPrefix("CREATE", "ALTER", "DROP"):
+	case dbtest.KindDDL:
 		return stmtDDL
-	case strings.Contains(q, strings.ToUpper(migrate.DefaultHistoryTable)):
+	case dbtest.KindHistory:
 		return stmtHistory
-	}
-	for _, m := range catalogMarks {
-		if strings.Contains(q, m) {
-			return stmtCatalog
-		}
+	case dbtest.KindCatalog:
+		return stmtCatalog
 	}
 	return stmtData
 }
