@@ -147,6 +147,7 @@ func (t *Table[T]) Read(ctx context.Context, pk ...any) (*T, error) {
 	if err := t.db.bun.ScanRow(ctx, rows, row); err != nil {
 		return nil, t.wrap("read", err)
 	}
+	t.st.utcTimes(reflect.ValueOf(row).Elem())
 	return row, t.wrap("read", rows.Close())
 }
 
@@ -260,6 +261,11 @@ func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
 	out := []T{}
 	if err := t.db.bun.ScanRows(ctx, rows, &out); err != nil {
 		return nil, t.wrap("list", err)
+	}
+	if len(t.st.timeFields) > 0 {
+		for i := range out {
+			t.st.utcTimes(reflect.ValueOf(&out[i]).Elem())
+		}
 	}
 	return out, nil
 }

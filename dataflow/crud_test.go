@@ -265,7 +265,9 @@ func TestRoundTrip(t *testing.T) {
 
 				list, err := events.List(ctx, dataflow.Query{Filter: dataflow.Filter{"at": tt.in.At, "id": in.ID}})
 				require.NoError(t, err)
-				assert.Len(t, list, 1, "equality filter on the stored time")
+				if assert.Len(t, list, 1, "equality filter on the stored time") {
+					assertTime(t, tt.in.At, list[0].At)
+				}
 			})
 		}
 	})
@@ -276,6 +278,7 @@ func TestRoundTrip(t *testing.T) {
 func assertTime(t *testing.T, want, got time.Time) {
 	t.Helper()
 	assert.True(t, want.Truncate(time.Microsecond).Equal(got.Truncate(time.Microsecond)), "time: got %v; want %v", got, want)
+	assert.Equal(t, time.UTC, got.Location(), "times read back are in UTC on every dialect")
 }
 
 // storedUTC returns the column at of row id as the database holds it, in

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun/schema"
 
@@ -22,6 +23,25 @@ type tableState struct {
 	ens   cache.Ensurer
 	cols  map[string]*schema.Field // by SQL name
 	sql   *statements
+
+	timeFields []*schema.Field // time.Time and *time.Time columns, read back in UTC
+}
+
+// utcTimes puts the time columns of a scanned row in UTC: drivers return
+// them in the zone they like (pgx: time.Local), and a row read back should
+// not depend on the dialect or the machine.
+func (st *tableState) utcTimes(rv reflect.Value) {
+	for _, f := range st.timeFields {
+		fv := f.Value(rv)
+		if fv.Kind() == reflect.Pointer {
+			if fv.IsNil() {
+				continue
+			}
+			fv = fv.Elem()
+		}
+		tm := fv.Interface().(time.Time)
+		fv.Set(reflect.ValueOf(tm.UTC()))
+	}
 }
 
 // Table runs typed operations on the table of model T. Get one from
@@ -100,6 +120,9 @@ func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, er
 	}
 	for _, f := range t.Fields {
 		st.cols[f.Name] = f
+		if f.IndirectType == timeType {
+			st.timeFields = append(st.timeFields, f)
+		}
 	}
 	for _, ix := range mc.indexes {
 		for _, c := range ix.Columns {
