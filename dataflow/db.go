@@ -49,8 +49,12 @@ type counters struct {
 
 // New wraps a *bun.DB the caller already has, on SQLite or PostgreSQL. The
 // caller keeps ownership: Close does not close it. Hooks given with
-// WithQueryHook are added to a copy of db, not to db itself. Connection
-// settings (WAL, busy timeout, pool size) are the caller's; Open sets them.
+// WithQueryHook are added to a copy of db, not to db itself, and see every
+// statement; hooks already on db see only what runs through bun (the
+// migrations), since operations bind real parameters and bypass bun's
+// formatter. Connection settings (WAL, busy timeout, pool size) are the
+// caller's; Open sets them. On SQLite, transactions still begin with
+// BEGIN IMMEDIATE.
 func New(db *bun.DB, opts ...Option) (*DB, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidArgument)
