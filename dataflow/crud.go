@@ -331,6 +331,9 @@ func (t *Table[T]) bulkInsert(ctx context.Context, rows []T, upsert bool) error 
 		omit := omitMask(t.st.st.Fields, reflect.ValueOf(&rows[start]).Elem())
 		cols := len(t.st.st.Fields) - bitCount(omit)
 		per := max(1, maxParams/max(1, cols))
+		if cols == 0 && !t.db.pg {
+			per = 1 // SQLite has only DEFAULT VALUES, one row at a time
+		}
 		var part []reflect.Value
 		for i := start; i < len(rows) && len(part) < per; i++ {
 			rv := reflect.ValueOf(&rows[i]).Elem()

@@ -32,6 +32,7 @@ type DB struct {
 	tables    map[string]*tableState
 	tablesGen uint64      // bumped by every Register that adds a table
 	allReady  atomic.Bool // every registered table is ready; reset by Register
+	invalid   sync.Map    // reflect.Type -> error: models bun could not build
 }
 
 // Stats are counters of the engine's table ensurer since the DB was made.
@@ -131,8 +132,12 @@ func (db *DB) Stats() Stats {
 // RunInTx runs fn in a transaction and commits it if fn returns nil, or
 // rolls it back otherwise (also when the context ends or fn panics, which
 // then re-panics). Every registered table is made ready before the
-// transaction begins, so first-use schema work never runs inside it; tables
-// are bound to the transaction with Table.WithTx.
+// transaction begins, so first-use schema work never runs inside it; a table
+// that cannot be made ready fails only the operations that use it. Tables
+// are bound to the transaction with Table.WithTx. On SQLite, a table
+// registered after the transaction began and first used inside it must be
+// created on another connection, which waits for this transaction: call
+// EnsureTable first.
 //
 // On SQLite the transaction starts with BEGIN IMMEDIATE, so concurrent
 // writers wait for each other (up to the busy timeout) instead of failing.
@@ -168,8 +173,8 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 	return tx.commit(ctx)
 }
 
-// readyAll ensures every registered table, in name order. Once all are
-// ready it costs one atomic load.
+// readyAll ensures every registered table, in name order; it fails only
+// when ctx ends. Once all are ready it costs one atomic load.
 func (db *DB) readyAll(ctx context.Context) error {
 	if db.allReady.Load() {
 		return nil
@@ -185,7 +190,10 @@ func (db *DB) readyAll(ctx context.Context) error {
 	db.mu.Unlock()
 	slices.SortFunc(states, func(a, b *tableState) int { return strings.Compare(a.name, b.name) })
 	for _, st := range states {
-		if err := db.ready(ctx, st); err != nil {
+		// Best effort: a table that cannot be made ready fails only the
+		// operations that use it (at once, from its backoff), not every
+		// transaction.
+		if err := db.ready(ctx, st); err != nil && ctx.Err() != nil {
 			return err
 		}
 	}

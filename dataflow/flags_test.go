@@ -47,7 +47,12 @@ func allOps(ctx context.Context, db *dataflow.DB, users *dataflow.Table[user]) m
 	errs["Delete"] = users.Delete(ctx, u)
 	errs["EnsureTable"] = users.EnsureTable(ctx)
 	errs["Ready"] = users.Ready(ctx)
-	errs["RunInTx"] = db.RunInTx(ctx, func(context.Context, *dataflow.Tx) error { return nil })
+	// A transaction fails where it uses the table, not because the table
+	// is registered.
+	errs["RunInTx"] = db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		_, err := users.WithTx(tx).Count(ctx, nil)
+		return err
+	})
 	return errs
 }
 

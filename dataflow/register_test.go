@@ -149,3 +149,48 @@ func TestModelOnlyKey(t *testing.T) {
 		assert.Equal(t, 1, n)
 	})
 }
+
+type autoKeyOnly struct {
+	bun.BaseModel `bun:"table:auto_key_only"`
+
+	ID int64 `bun:"id,pk,autoincrement"`
+}
+
+// A model that is only an auto-increment key leaves every column to the
+// database: INSERT … DEFAULT VALUES, one statement per row on SQLite.
+func TestModelOnlyAutoKey(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := testCtx(t, time.Minute)
+		db := open(t, d.URL(t))
+		k := register[autoKeyOnly](t, db)
+		var one autoKeyOnly
+		require.NoError(t, k.Create(ctx, &one))
+		assert.NotZero(t, one.ID)
+		rows := make([]autoKeyOnly, 3)
+		require.NoError(t, k.BulkCreate(ctx, rows))
+		seen := map[int64]bool{one.ID: true}
+		for _, r := range rows {
+			assert.NotZero(t, r.ID)
+			assert.False(t, seen[r.ID], "id %d read back twice", r.ID)
+			seen[r.ID] = true
+		}
+		n, err := k.Count(ctx, nil)
+		require.NoError(t, err)
+		assert.Equal(t, 4, n)
+	})
+}
+
+type badEmbed struct {
+	ID int64 `bun:"id,pk"`
+	X  int   `bun:",embed"` // embed of a non-struct: bun panics building it
+}
+
+// bun panics on a malformed model only the first time and then hands out a
+// half-built table; Register must refuse it every time.
+func TestRegisterMalformedTagTwice(t *testing.T) {
+	db := open(t, dbtest.SQLiteURL(t))
+	for i := range 3 {
+		_, err := dataflow.Register[badEmbed](db)
+		require.ErrorIs(t, err, dataflow.ErrInvalidModel, "attempt %d", i+1)
+	}
+}

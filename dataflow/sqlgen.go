@@ -104,21 +104,37 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 		cols = append(cols, string(f.SQLName))
 	}
 	var b strings.Builder
-	b.WriteString("INSERT INTO " + s.table + " (" + strings.Join(cols, ", ") + ") VALUES ")
-	n := 0
-	for r := 0; r < rows; r++ {
-		if r > 0 {
-			b.WriteString(", ")
+	switch {
+	case len(cols) == 0 && rows == 1:
+		// Every column is left to the database (a model that is only an
+		// auto-increment key).
+		b.WriteString("INSERT INTO " + s.table + " DEFAULT VALUES")
+	case len(cols) == 0: // PostgreSQL only: bulkInsert gives SQLite one row at a time
+		defaults := make([]string, len(st.returning))
+		for i, f := range st.returning {
+			cols = append(cols, string(f.SQLName))
+			defaults[i] = "DEFAULT"
 		}
-		b.WriteByte('(')
-		for i := range st.fields {
-			if i > 0 {
+		row := "(" + strings.Join(defaults, ", ") + ")"
+		b.WriteString("INSERT INTO " + s.table + " (" + strings.Join(cols, ", ") + ") VALUES " + row)
+		b.WriteString(strings.Repeat(", "+row, rows-1))
+	default:
+		b.WriteString("INSERT INTO " + s.table + " (" + strings.Join(cols, ", ") + ") VALUES ")
+		n := 0
+		for r := 0; r < rows; r++ {
+			if r > 0 {
 				b.WriteString(", ")
 			}
-			n++
-			b.WriteString(placeholder(s.pg, n))
+			b.WriteByte('(')
+			for i := range st.fields {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				n++
+				b.WriteString(placeholder(s.pg, n))
+			}
+			b.WriteByte(')')
 		}
-		b.WriteByte(')')
 	}
 	if upsert {
 		b.WriteString(s.conflict)

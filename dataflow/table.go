@@ -102,9 +102,16 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 }
 
 func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, err error) {
+	if err, ok := db.invalid.Load(typ); ok {
+		return nil, err.(error)
+	}
 	defer func() {
-		if r := recover(); r != nil { // bun panics on malformed struct tags
+		// bun panics on a malformed struct tag, but only the first time:
+		// it keeps the half-built table and hands it out afterwards. So
+		// the verdict is remembered.
+		if r := recover(); r != nil {
 			st, err = nil, fmt.Errorf("%w: %s: %v", ErrInvalidModel, typ, r)
+			db.invalid.Store(typ, err)
 		}
 	}()
 	t := db.bun.Table(typ)

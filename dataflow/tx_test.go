@@ -223,3 +223,29 @@ func TestRunInTxPoolWaitHonorsContext(t *testing.T) {
 			"the connection went back to the pool")
 	})
 }
+
+// A registered table that cannot be made ready does not fail transactions
+// that do not use it.
+func TestRunInTxUnrelatedBrokenTable(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := testCtx(t, time.Minute)
+		url := d.URL(t)
+		createUsers[user](t, ctx, url)
+		db := open(t, url, dataflow.WithAutoMigrate(false))
+		users := register[user](t, db)
+		broken := register[event](t, db) // never created: ErrTableMissing
+		err := db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+			return users.WithTx(tx).Create(ctx, &user{Name: "in tx", Created: time.Now()})
+		})
+		require.NoError(t, err)
+		n, err := users.Count(ctx, nil)
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+
+		err = db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+			_, err := broken.WithTx(tx).Count(ctx, nil)
+			return err
+		})
+		require.ErrorIs(t, err, dataflow.ErrTableMissing)
+	})
+}

@@ -27,7 +27,7 @@ func bindValue(pg bool, v any) (any, error) {
 	case nil, []byte, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, float32, float64:
 		return v, nil
 	case string:
-		return x, checkText(x)
+		return v, checkText(x) // v, not x: no second boxing
 	case uint:
 		return checkUint(uint64(x))
 	case uint64:

@@ -97,10 +97,14 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 // LoadContext returns the newest turns of the session, oldest first, and
 // its total turn count, from the cache while fresh and from the backend
 // otherwise. The Turns slice is the caller's; the Metadata maps are shared
-// with the cache and must be treated as read-only.
+// with the cache and must be treated as read-only. A context that is
+// already done is an error, even when the cache could answer.
 func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string) (Window, error) {
 	if err := ValidateSessionID(sessionID); err != nil {
 		return Window{}, err
+	}
+	if err := ctx.Err(); err != nil { // even when the cache could answer
+		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
 	if m.ttl == 0 {
 		w, err := m.backend.LoadWindow(ctx, sessionID, m.maxTurns)
