@@ -192,8 +192,10 @@ func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn 
 			return fmt.Errorf("stored %d of 2 messages", n)
 		}
 		return nil
-	})
-	if errors.Is(err, errDuplicate) {
+	}, b.sessions, b.messages)
+	// Exactly errDuplicate, not joined with a failed rollback, which must
+	// be reported.
+	if err == errDuplicate {
 		return false, nil
 	}
 	if err != nil {
@@ -263,13 +265,15 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, error) {
 		content string
 		meta    sql.RawBytes // valid until the next row: decoded at once
 		at      time.Time
+		turnSeq int64 = -1 // the sequence of the last turn appended
 	)
 	for rows.Next() {
 		if err := rows.Scan(&count, &seq, &pos, &turnID, &content, &meta, &at); err != nil {
 			return memory.Window{}, err
 		}
 		w.TurnCount = int(count)
-		if pos == 0 || len(w.Turns) == 0 || w.Turns[len(w.Turns)-1].ID != turnID {
+		if seq != turnSeq { // a turn's messages share its sequence
+			turnSeq = seq
 			if w.Turns == nil {
 				w.Turns = make([]memory.Turn, 0, min(maxTurns, int(count)))
 			}
@@ -313,7 +317,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		}
 		_, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID})
 		return err
-	})
+	}, b.sessions, b.messages)
 	if err != nil {
 		return fmt.Errorf("backend: clear session: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -424,5 +425,27 @@ func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
 			})
 		}
 		assert.Equal(t, 3, loadWindow(t, b, "s", 10).TurnCount, "the existing turn plus two accepted at the limit")
+	})
+}
+
+// With auto-migration off and no tables, every call says so with a typed
+// error, the write path included.
+func TestDataFlowBackendTablesMissing(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		db, err := dataflow.Open(ctx, d.URL(t), dataflow.WithAutoMigrate(false))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		_, err = b.StoreTurn(ctx, "s", memory.Turn{User: "u", Agent: "a"})
+		require.ErrorIs(t, err, dataflow.ErrTableMissing, "StoreTurn")
+		require.ErrorIs(t, err, dataflow.ErrEnsureFailed, "StoreTurn")
+		require.ErrorIs(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u", Agent: "a"}), dataflow.ErrTableMissing, "SaveTurn")
+		_, err = b.LoadWindow(ctx, "s", 10)
+		require.ErrorIs(t, err, dataflow.ErrTableMissing, "LoadWindow")
+		require.ErrorIs(t, b.ClearSession(ctx, "s"), dataflow.ErrTableMissing, "ClearSession")
+		_, err = b.SessionInfo(ctx, "s")
+		require.ErrorIs(t, err, dataflow.ErrTableMissing, "SessionInfo")
 	})
 }

@@ -78,28 +78,60 @@ func opName(upsert bool) string {
 	return "create"
 }
 
-// scanReturning reads the RETURNING columns back into the rows, in order.
+// scanReturning reads the RETURNING columns back into the rows. Neither
+// dialect promises RETURNING's order for a multi-row insert, but both hand
+// out an auto-increment key in the order rows are inserted: a lone such key
+// is matched by sorting. Other columns are matched by position (in
+// practice insertion order on both).
 func (t *Table[T]) scanReturning(rows *sql.Rows, ins insertStmt, dst []reflect.Value) error {
 	defer rows.Close()
-	vals := make([]any, len(ins.returning))
-	ptrs := make([]any, len(vals))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	for i := 0; rows.Next(); i++ {
-		if i >= len(dst) {
-			continue
+	var got [][]any
+	for rows.Next() {
+		vals := make([]any, len(ins.returning))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
 			return err
 		}
+		got = append(got, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(got) != len(dst) {
+		return fmt.Errorf("insert returned %d rows for %d", len(got), len(dst))
+	}
+	if len(got) > 1 && len(ins.returning) == 1 && (ins.returning[0].AutoIncrement || ins.returning[0].Identity) {
+		if keys, ok := int64s(got); ok {
+			slices.Sort(keys)
+			for i, k := range keys {
+				got[i][0] = k
+			}
+		}
+	}
+	for i, vals := range got {
 		for j, f := range ins.returning {
 			if err := f.ScanValue(dst[i], vals[j]); err != nil {
 				return err
 			}
 		}
 	}
-	return rows.Err()
+	return nil
+}
+
+// int64s returns the first column of rows as integers, if it is one.
+func int64s(rows [][]any) ([]int64, bool) {
+	keys := make([]int64, len(rows))
+	for i, r := range rows {
+		k, ok := r[0].(int64)
+		if !ok {
+			return nil, false
+		}
+		keys[i] = k
+	}
+	return keys, true
 }
 
 func (t *Table[T]) wrap(op string, err error) error {

@@ -129,24 +129,39 @@ func (db *DB) Stats() Stats {
 	}
 }
 
+// Readier is a table that can be made ready: every *Table[T].
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
 // RunInTx runs fn in a transaction and commits it if fn returns nil, or
 // rolls it back otherwise (also when the context ends or fn panics, which
-// then re-panics). Every registered table is made ready before the
-// transaction begins, so first-use schema work never runs inside it; a table
-// that cannot be made ready fails only the operations that use it. Tables
-// are bound to the transaction with Table.WithTx. On SQLite, a table
-// registered after the transaction began and first used inside it must be
-// created on another connection, which waits for this transaction: call
-// EnsureTable first.
+// then re-panics). Tables are bound to the transaction with Table.WithTx.
+//
+// First-use schema work never runs inside the transaction: the tables
+// given are made ready before it begins, and their errors (such as
+// ErrTableMissing) returned; with no tables given, every registered table
+// is made ready, best effort, so that one that cannot be fails only the
+// operations that use it. Once ready, either costs an atomic load per
+// table. On SQLite, a table that is first used inside a transaction it was
+// not made ready for must be created on another connection, which waits
+// for this transaction: pass it, or call EnsureTable first.
 //
 // On SQLite the transaction starts with BEGIN IMMEDIATE, so concurrent
 // writers wait for each other (up to the busy timeout) instead of failing.
-func (db *DB) RunInTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) (err error) {
+func (db *DB) RunInTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error, tables ...Readier) (err error) {
 	if db.closed.Load() {
 		return ErrClosed
 	}
-	if err := db.readyAll(ctx); err != nil {
-		return err
+	if len(tables) == 0 {
+		if err := db.readyAll(ctx); err != nil {
+			return err
+		}
+	}
+	for _, t := range tables {
+		if err := t.Ready(ctx); err != nil {
+			return err
+		}
 	}
 	return db.runTx(ctx, fn)
 }
@@ -167,7 +182,10 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 	}()
 	if err := fn(ctx, tx); err != nil {
 		done = true
-		return errors.Join(err, tx.rollback(ctx))
+		if rbErr := tx.rollback(ctx); rbErr != nil {
+			return errors.Join(err, rbErr)
+		}
+		return err // as fn returned it
 	}
 	done = true
 	return tx.commit(ctx)
@@ -203,8 +221,8 @@ func (db *DB) readyAll(ctx context.Context) error {
 		return nil // a table was registered meanwhile: check again next time
 	}
 	for _, st := range db.tables {
-		if !st.ens.Ready() {
-			return nil // taken as ready under WithSkipTableChecks, not marked
+		if !st.ens.Ready() && !db.cfg.skipChecks && !db.cfg.existingSchema {
+			return nil // not ready, nor taken as ready: try again next time
 		}
 	}
 	db.allReady.Store(true)

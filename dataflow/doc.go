@@ -50,7 +50,8 @@
 // # Transactions
 //
 // DB.RunInTx runs a function in a transaction; Table.WithTx binds a table to
-// it. Registered tables are ensured before the transaction begins.
+// it. The tables passed to RunInTx (or, if none, every registered table) are
+// made ready before the transaction begins.
 //
 // A DB and its Tables are safe for concurrent use; a Tx is not.
 package dataflow

@@ -274,8 +274,8 @@ func withCtxErr(ctx context.Context, err error) error {
 // (connection exception) or 57P (operator intervention, such as
 // pg_terminate_backend).
 func connLost(err error) bool {
-	if err == nil {
-		return false
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // the caller gave up; DeadlineExceeded is also a net.Error
 	}
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {

@@ -154,6 +154,9 @@ func TestFilterInvalidValues(t *testing.T) {
 			{"map value", dataflow.Filter{"meta": map[string]any{"a": 1}}},
 			{"zero Op", dataflow.Filter{"age": dataflow.Op{}}},
 			{"unstorable value", dataflow.Filter{"name": make(chan int)}},
+			{"nested In(Like)", dataflow.Filter{"name": dataflow.In(dataflow.Like("%"))}},
+			{"nested Ne(Gt)", dataflow.Filter{"name": dataflow.Ne(dataflow.Gt("a"))}},
+			{"In of *Op", dataflow.Filter{"name": dataflow.In(new(dataflow.Op))}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

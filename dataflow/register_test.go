@@ -194,3 +194,12 @@ func TestRegisterMalformedTagTwice(t *testing.T) {
 		require.ErrorIs(t, err, dataflow.ErrInvalidModel, "attempt %d", i+1)
 	}
 }
+
+// WithoutRowID needs a primary key: Register says so, not first use.
+func TestRegisterWithoutRowIDNeedsKey(t *testing.T) {
+	db := open(t, dbtest.SQLiteURL(t))
+	_, err := dataflow.Register[noKey](db, dataflow.WithoutRowID())
+	require.ErrorIs(t, err, dataflow.ErrInvalidModel)
+	_, err = dataflow.Register[keyOnly](db, dataflow.WithoutRowID())
+	require.NoError(t, err)
+}

@@ -131,6 +131,9 @@ func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, er
 			st.timeFields = append(st.timeFields, f)
 		}
 	}
+	if mc.withoutRowID && len(t.PKs) == 0 {
+		return nil, fmt.Errorf("%w: %s: WithoutRowID needs a primary key", ErrInvalidModel, typ)
+	}
 	for _, ix := range mc.indexes {
 		for _, c := range ix.Columns {
 			if _, ok := st.cols[c]; !ok {

@@ -42,6 +42,8 @@ func bindValue(pg bool, v any) (any, error) {
 		return x.UTC().Format(sqliteTime), nil
 	case driver.Valuer:
 		return x, nil
+	case Op, *Op:
+		return nil, fmt.Errorf("%w: an operator is not a value (operators do not nest)", ErrInvalidArgument)
 	}
 	rv := reflect.ValueOf(v)
 	switch rv.Kind() {

@@ -20,7 +20,6 @@ type BufferMemory struct {
 	err             error // from NewBufferMemory's options; returned by every method
 	maxTurns        int   // 0 means DefaultMaxTurns
 	maxMessageBytes int   // 0 means DefaultMaxMessageBytes
-	now             func() time.Time
 
 	mu       sync.Mutex // protects sessions
 	sessions map[string]*ring
@@ -46,11 +45,7 @@ func (m *BufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn
 	if err := ValidateSessionID(sessionID); err != nil {
 		return err
 	}
-	now := time.Now
-	if m.now != nil {
-		now = m.now
-	}
-	t, _, err := PrepareTurn(turn, now(), m.maxMessageBytes)
+	t, _, err := PrepareTurn(turn, time.Now(), m.maxMessageBytes)
 	if err != nil {
 		return err
 	}

@@ -84,6 +84,8 @@ func WithMaxCachedSessions(n int) Option {
 
 // WithMaxMessageBytes bounds the size of each message and of the metadata
 // JSON of a turn. The default is DefaultMaxMessageBytes; n < 1 is an error.
+// A backend validates again with its own limit (backend.DataFlowBackend
+// takes backend.WithMaxMessageBytes), so a larger limit must be set on both.
 func WithMaxMessageBytes(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

@@ -111,7 +111,7 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 		if err != nil {
 			return Window{}, fmt.Errorf("memory: load context: %w", err)
 		}
-		return Window{Turns: cloneTurns(lastTurns(w.Turns, m.maxTurns)), TurnCount: w.TurnCount}, nil
+		return Window{Turns: lastTurns(w.Turns, m.maxTurns), TurnCount: w.TurnCount}, nil // the backend's slice is ours
 	}
 	if s := m.cache.get(sessionID, m.now(), m.ttl); s != nil {
 		return s.window(), nil
@@ -131,7 +131,9 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	if err != nil {
 		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
-	s = &snapshot{turns: cloneTurns(lastTurns(w.Turns, m.maxTurns)), count: w.TurnCount, loadedAt: start}
+	// The backend's slice is ours: kept as the immutable snapshot, cloned
+	// once for the caller.
+	s = &snapshot{turns: lastTurns(w.Turns, m.maxTurns), count: w.TurnCount, loadedAt: start}
 	m.cache.install(e, gen, s)
 	return s.window(), nil
 }

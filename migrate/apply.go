@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -217,20 +218,32 @@ func (m *Migrator) locked(ctx context.Context, fn func(bun.IConn) error) error {
 	if err != nil {
 		return fmt.Errorf("migration lock: %w", err)
 	}
-	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
 		return fmt.Errorf("migration lock: %w", err)
 	}
+	committed := false
+	defer func() {
+		// Also when fn panics: never hand a connection inside a
+		// transaction back to the pool. The rollback runs on a context a
+		// cancelled caller cannot stop; if even it fails, the connection
+		// is discarded.
+		if !committed {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if _, rbErr := conn.ExecContext(rctx, "ROLLBACK"); rbErr != nil {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}
+		conn.Close()
+	}()
 	if err := fn(conn); err != nil {
-		// Roll back on a context that is still alive, so a cancelled
-		// caller does not leave the transaction open on a pooled conn.
-		_, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
-		return errors.Join(err, rbErr)
+		return err
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		_, rbErr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
-		return errors.Join(fmt.Errorf("commit migration: %w", err), rbErr)
+		return fmt.Errorf("commit migration: %w", err)
 	}
+	committed = true
 	return nil
 }
 

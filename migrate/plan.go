@@ -105,7 +105,7 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 	indexes := model.Indexes
 	p := &Plan{Table: t.Name, Checksum: checksum(m.db.Dialect().Name().String(), t, model), Exists: ti.Exists}
 	if !ti.Exists {
-		b, err := m.db.NewCreateTable().Model(reflectNew(t)).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
+		b, err := m.db.NewCreateTable().Model(t.ZeroIface).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
 		}
@@ -213,10 +213,4 @@ func zeroDefault(typ string) string {
 		return "'1970-01-01 00:00:00+00:00'"
 	}
 	return ""
-}
-
-// reflectNew returns a nil pointer of the model's type, which bun accepts as
-// a model.
-func reflectNew(t *schema.Table) any {
-	return t.ZeroIface
 }
