@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -97,7 +98,7 @@ func TestDataFlowBackendConcurrentSaves(t *testing.T) {
 					})
 				}
 				close(start)
-				waitOrFail(t, &wg, 60*time.Second)
+				testutil.Wait(t, &wg, 60*time.Second)
 				require.EqualValues(t, goroutines*saves, ok.Load(), "successful saves")
 
 				w := loadWindow(t, b, sid, 100)
@@ -137,7 +138,7 @@ func TestDataFlowBackendConcurrentDuplicates(t *testing.T) {
 			})
 		}
 		close(start)
-		waitOrFail(t, &wg, 60*time.Second)
+		testutil.Wait(t, &wg, 60*time.Second)
 		checkSession(t, b, "s", ids)
 		w := loadWindow(t, b, "s", 100)
 		for i, turn := range w.Turns {
@@ -186,7 +187,7 @@ func TestDataFlowBackendConcurrentMixed(t *testing.T) {
 			wg.Go(func() { worker(solo+g, "shared") })
 		}
 		close(start)
-		waitOrFail(t, &wg, 120*time.Second)
+		testutil.Wait(t, &wg, 120*time.Second)
 		require.EqualValues(t, (solo+shared)*saves, saved.Load(), "successful saves")
 		require.EqualValues(t, (solo+shared)*saves, loads.Load(), "successful loads")
 
@@ -231,7 +232,7 @@ func TestDataFlowBackendConcurrentSaveAndClear(t *testing.T) {
 			}
 		})
 		close(start)
-		waitOrFail(t, &wg, 60*time.Second)
+		testutil.Wait(t, &wg, 60*time.Second)
 
 		w := loadWindow(t, b, "s", 1000)
 		t.Logf("%d turns left after the clears", w.TurnCount)
@@ -295,7 +296,7 @@ func TestPersistentMemoryOverDataFlowCacheEqualsReadThrough(t *testing.T) {
 				}
 			})
 		}
-		waitOrFail(t, &wg, 120*time.Second)
+		testutil.Wait(t, &wg, 120*time.Second)
 
 		freshDB, _ := openDB(t, url)
 		fresh, err := NewDataFlowBackend(freshDB)

@@ -163,14 +163,3 @@ func users(w memory.Window) []string {
 	}
 	return out
 }
-
-func waitOrFail(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-		t.Fatalf("goroutines still running after %v: deadlock?", d)
-	}
-}

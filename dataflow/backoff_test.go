@@ -14,6 +14,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 )
 
 // brokenDefault has a column default that both dialects reject, so its
@@ -49,7 +50,7 @@ func TestEnsureFailureBackoff(t *testing.T) {
 			})
 		}
 		close(start)
-		waitGroup(t, &wg, 30*time.Second)
+		testutil.Wait(t, &wg, 30*time.Second)
 		assert.EqualValues(t, callers, typed.Load(), "callers with ErrEnsureFailed")
 
 		var burstTyped atomic.Int64
@@ -71,7 +72,7 @@ func TestEnsureFailureBackoff(t *testing.T) {
 				}
 			})
 		}
-		waitGroup(t, &wg, 30*time.Second)
+		testutil.Wait(t, &wg, 30*time.Second)
 		assert.EqualValues(t, burst, burstTyped.Load(), "burst calls with ErrEnsureFailed")
 
 		creates := rec.createTables("broken_defaults")

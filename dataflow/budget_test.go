@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 )
 
 type budgetOp struct {
@@ -327,7 +328,7 @@ func TestFirstUseConcurrent(t *testing.T) {
 			})
 		}
 		close(start)
-		waitGroup(t, &wg, 45*time.Second)
+		testutil.Wait(t, &wg, 45*time.Second)
 		close(errs)
 		for err := range errs {
 			t.Error(err)
@@ -372,7 +373,7 @@ func TestFirstUseConcurrentHandles(t *testing.T) {
 			})
 		}
 		close(start)
-		waitGroup(t, &wg, 45*time.Second)
+		testutil.Wait(t, &wg, 45*time.Second)
 		assert.EqualValues(t, handles, ok.Load())
 		creates := 0
 		for _, r := range recs {
@@ -383,16 +384,4 @@ func TestFirstUseConcurrentHandles(t *testing.T) {
 		require.NoError(t, err)
 		assert.Len(t, hist, 1, "history: %+v", hist)
 	})
-}
-
-// waitGroup waits for wg or fails the test after d.
-func waitGroup(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-		t.Fatalf("goroutines still running after %v", d)
-	}
 }

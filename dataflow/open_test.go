@@ -18,6 +18,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 )
 
 func TestOpenURLs(t *testing.T) {
@@ -96,7 +97,7 @@ func TestOpenMemoryShared(t *testing.T) {
 					}
 				})
 			}
-			waitGroup(t, &wg, 30*time.Second)
+			testutil.Wait(t, &wg, 30*time.Second)
 			require.EqualValues(t, workers, wrote.Load())
 			seen := make([]int, workers)
 			for i := range workers {
@@ -106,7 +107,7 @@ func TestOpenMemoryShared(t *testing.T) {
 					seen[i] = n
 				})
 			}
-			waitGroup(t, &wg, 30*time.Second)
+			testutil.Wait(t, &wg, 30*time.Second)
 			for i, n := range seen {
 				assert.Equal(t, workers, n, "goroutine %d saw %d rows", i, n)
 			}
@@ -295,7 +296,7 @@ func TestConcurrentWritesNeverLocked(t *testing.T) {
 				}
 			})
 		}
-		waitGroup(t, &wg, 45*time.Second)
+		testutil.Wait(t, &wg, 45*time.Second)
 		assert.Zero(t, failed.Load(), "failed operations")
 		assert.Greater(t, ops.Load(), int64(workers*4), "too few operations to mean anything")
 		n, err := users.Count(ctx, nil)

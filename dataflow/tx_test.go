@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 )
 
 func TestRunInTx(t *testing.T) {
@@ -142,7 +143,7 @@ func TestRunInTx(t *testing.T) {
 					assert.NoError(t, err)
 				})
 			}
-			waitGroup(t, &wg, 30*time.Second)
+			testutil.Wait(t, &wg, 30*time.Second)
 			assert.Equal(t, before+8, count(t))
 		})
 

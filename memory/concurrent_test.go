@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -63,7 +64,7 @@ func TestPersistentConcurrentCacheEqualsReadThrough(t *testing.T) {
 				}
 			})
 		}
-		waitOrFail(t, &wg, 30*time.Second)
+		testutil.Wait(t, &wg, 30*time.Second)
 
 		for _, id := range sessions {
 			want := readThrough(t, store, id, windowSize)
@@ -78,15 +79,4 @@ func TestPersistentConcurrentCacheEqualsReadThrough(t *testing.T) {
 		require.Equal(t, windows, entries, "entries outlived their windows")
 	}
 	require.Positive(t, compared, "no window was cached at the end of any round; the test proves nothing")
-}
-
-func waitOrFail(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(d):
-		t.Fatalf("goroutines still running after %v: deadlock?", d)
-	}
 }

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -81,28 +80,6 @@ func (b *recordingBackend) SessionInfo(ctx context.Context, id string) (memory.S
 
 func (b *recordingBackend) calls() int64 {
 	return b.saves.Load() + b.loads.Load() + b.clears.Load() + b.infos.Load()
-}
-
-// fakeClock is a clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex // protects now
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func newPersistent(t testing.TB, b memory.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {

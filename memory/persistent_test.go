@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -68,7 +69,7 @@ func TestPersistentTTL(t *testing.T) {
 	const ttl = time.Minute
 	b := newRecordingBackend()
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns), memory.WithCacheTTL(ttl))
-	clock := newFakeClock()
+	clock := testutil.NewClock()
 	memory.SetClock(m, clock.Now)
 	save(t, m, "s", memory.Turn{User: "u0"})
 	assert.Equal(t, 1, load(t, m, "s").TurnCount)

@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -11,34 +10,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/turnkeep/turnkeep/internal/testutil"
 )
 
 // hangTimeout bounds every wait for Ensure to return. Inside a synctest
 // bubble time is fake, so a hung Ensure trips it at once; outside it is a
 // real (generous) deadline.
 const hangTimeout = 10 * time.Second
-
-// fakeClock is an injectable Ensurer.Now that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // recvErr returns the next error from ch, failing the test if none arrives
 // before hangTimeout.
@@ -247,7 +225,7 @@ func TestEnsureRunTimeout(t *testing.T) {
 		})
 		t.Run(tt.name+"/overrun", func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				e := Ensurer{Timeout: tt.timeout, Now: newFakeClock().Now}
+				e := Ensurer{Timeout: tt.timeout, Now: testutil.NewClock().Now}
 				start := time.Now()
 				var seen error
 				var elapsed time.Duration
@@ -294,7 +272,7 @@ func TestEnsureFailureIsNotCached(t *testing.T) {
 	const waiters = 16
 	const burst = 1000
 	synctest.Test(t, func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testutil.NewClock()
 		e := Ensurer{MinBackoff: time.Second, MaxBackoff: time.Minute, Now: clock.Now}
 		cause := errors.New("create table: boom")
 		var runs atomic.Int64
@@ -367,7 +345,7 @@ func TestEnsureFailureIsNotCached(t *testing.T) {
 }
 
 func TestEnsureResetClearsBackoff(t *testing.T) {
-	clock := newFakeClock()
+	clock := testutil.NewClock()
 	e := Ensurer{MinBackoff: time.Hour, Now: clock.Now}
 	cause := errors.New("boom")
 	var runs atomic.Int64
@@ -447,7 +425,7 @@ func TestEnsureBackoffDoublesAndCaps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := newFakeClock()
+			clock := testutil.NewClock()
 			e := Ensurer{MinBackoff: tt.minBackoff, MaxBackoff: tt.maxBackoff, Now: clock.Now}
 			cause := errors.New("boom")
 			var runs atomic.Int64
@@ -474,7 +452,7 @@ func TestEnsureBackoffDoublesAndCaps(t *testing.T) {
 func TestEnsurePanicBecomesError(t *testing.T) {
 	const waiters = 8
 	synctest.Test(t, func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testutil.NewClock()
 		e := Ensurer{MinBackoff: time.Second, Now: clock.Now}
 		var runs atomic.Int64
 		var panics atomic.Bool
@@ -531,7 +509,7 @@ func TestEnsureRunRechecksState(t *testing.T) {
 	}
 
 	t.Run("a run succeeded", func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testutil.NewClock()
 		var inCheck atomic.Pointer[func()]
 		e := Ensurer{Now: func() time.Time {
 			if h := inCheck.Swap(nil); h != nil {
@@ -551,7 +529,7 @@ func TestEnsureRunRechecksState(t *testing.T) {
 	})
 
 	t.Run("a run failed", func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testutil.NewClock()
 		var lateOnce atomic.Pointer[time.Time]
 		e := Ensurer{MinBackoff: time.Second, Now: func() time.Time {
 			if late := lateOnce.Swap(nil); late != nil {
