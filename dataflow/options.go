@@ -7,15 +7,16 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/turnkeep/turnkeep/internal/cache"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
 // Defaults for the options.
 const (
 	DefaultBusyTimeout   = 10 * time.Second
-	DefaultEnsureTimeout = 30 * time.Second
-	DefaultMinBackoff    = 100 * time.Millisecond
-	DefaultMaxBackoff    = 10 * time.Second
+	DefaultEnsureTimeout = cache.DefaultTimeout
+	DefaultMinBackoff    = cache.DefaultMinBackoff
+	DefaultMaxBackoff    = cache.DefaultMaxBackoff
 	DefaultMaxOpenConns  = 32 // PostgreSQL pool size for Open
 )
 

@@ -63,28 +63,11 @@ func (m *Migrator) Check(ctx context.Context, model Model) (Status, error) {
 }
 
 func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (Status, error) {
-	q := `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)`
-	if m.pg {
-		q = `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (?, ?)`
-	}
-	rows, err := c.QueryContext(ctx, q, table, m.history)
+	exist, err := m.existing(ctx, c, table, m.history)
 	if err != nil {
 		return Changed, fmt.Errorf("check table %q: %w", table, err)
 	}
-	var tableExists, historyExists bool
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			rows.Close()
-			return Changed, fmt.Errorf("check table %q: %w", table, err)
-		}
-		tableExists = tableExists || name == table
-		historyExists = historyExists || name == m.history
-	}
-	if err := closeRows(rows); err != nil {
-		return Changed, fmt.Errorf("check table %q: %w", table, err)
-	}
+	tableExists, historyExists := exist[table], exist[m.history]
 	if !tableExists {
 		return Missing, nil
 	}
@@ -104,6 +87,30 @@ WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN 
 	default:
 		return Changed, nil
 	}
+}
+
+// existing reports which of the named tables exist in the current schema:
+// one catalog query.
+func (m *Migrator) existing(ctx context.Context, c bun.IConn, names ...string) (map[string]bool, error) {
+	q := `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)`
+	if m.pg {
+		q = `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (?)`
+	}
+	rows, err := c.QueryContext(ctx, q, bun.List(names))
+	if err != nil {
+		return nil, err
+	}
+	exist := make(map[string]bool, len(names))
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		exist[name] = true
+	}
+	return exist, closeRows(rows)
 }
 
 // Ensure runs Check and, unless the table is up to date, Apply.
@@ -273,11 +280,11 @@ func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
 // History returns the recorded migrations of a table, oldest first. A
 // database without a history table has none.
 func (m *Migrator) History(ctx context.Context, table string) ([]HistoryEntry, error) {
-	status, err := m.check(ctx, m.db, m.history, "")
+	exist, err := m.existing(ctx, m.db, m.history)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read history of %q: %w", table, err)
 	}
-	if status == Missing {
+	if !exist[m.history] {
 		return nil, nil
 	}
 	rows, err := m.db.QueryContext(ctx, `SELECT id, table_name, checksum, statements, applied_at, duration_ms FROM `+
