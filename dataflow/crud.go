@@ -3,9 +3,11 @@ package dataflow
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 )
 
 // maxParams bounds the bound parameters of one bulk statement (SQLite
@@ -13,8 +15,8 @@ import (
 const maxParams = 32000
 
 func (t *Table[T]) begin(ctx context.Context) (querier, error) {
-	if t.db.closed.Load() {
-		return nil, ErrClosed
+	if err := t.usable(); err != nil {
+		return nil, err
 	}
 	if err := t.db.ready(ctx, t.st); err != nil {
 		return nil, err
@@ -32,12 +34,18 @@ func rowValue[T any](row *T) (reflect.Value, error) {
 // Create inserts row. Auto-increment and defaulted columns left at zero are
 // filled by the database and read back into row.
 func (t *Table[T]) Create(ctx context.Context, row *T) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	return t.insert(ctx, row, false)
 }
 
 // Upsert inserts row or, when its primary key exists, updates every other
 // column.
 func (t *Table[T]) Upsert(ctx context.Context, row *T) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	if len(t.st.st.PKs) == 0 {
 		return ErrNoPrimaryKey
 	}
@@ -134,16 +142,54 @@ func int64s(rows [][]any) ([]int64, bool) {
 	return keys, true
 }
 
+// wrap names the operation and the table in err. A statement that failed
+// because the live table lacks a model column is ErrSchemaMismatch.
 func (t *Table[T]) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if col, ok := missingColumn(err); ok && !errors.Is(err, ErrSchemaMismatch) && !errors.Is(err, ErrEnsureFailed) {
+		return fmt.Errorf("%s %s: %w: column %q is missing from the table: %w", op, t.st.name, ErrSchemaMismatch, col, err)
+	}
 	return fmt.Errorf("%s %s: %w", op, t.st.name, err)
+}
+
+// missingColumn reports whether err is the database's "no such column":
+// SQLSTATE 42703 on PostgreSQL, "no such column" or "has no column named"
+// on SQLite. It returns the column's name when the message gives it.
+func missingColumn(err error) (string, bool) {
+	msg := err.Error()
+	var state interface{ SQLState() string }
+	if errors.As(err, &state) {
+		if state.SQLState() != "42703" {
+			return "", false
+		}
+		// column "c" does not exist; column "c" of relation "t" does not exist
+		if _, rest, ok := strings.Cut(msg, `column "`); ok {
+			if name, _, ok := strings.Cut(rest, `"`); ok {
+				return name, true
+			}
+		}
+		return "", true
+	}
+	for _, mark := range []string{"no such column: ", "has no column named "} {
+		if _, rest, ok := strings.Cut(msg, mark); ok {
+			name, _, _ := strings.Cut(rest, " (") // modernc appends " (1)", the result code
+			if _, c, ok := strings.Cut(name, "."); ok {
+				name = c // EXCLUDED.c
+			}
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // Read returns the row with the given primary key values, in key order, or
 // ErrNotFound.
 func (t *Table[T]) Read(ctx context.Context, pk ...any) (*T, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
 	if len(t.st.st.PKs) == 0 {
 		return nil, ErrNoPrimaryKey
 	}
@@ -198,6 +244,9 @@ func (t *Table[T]) pkArgs(rv reflect.Value, args []any) ([]any, error) {
 // Update writes every non-key column of row to the row with its primary
 // key, or returns ErrNotFound.
 func (t *Table[T]) Update(ctx context.Context, row *T) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	if len(t.st.st.PKs) == 0 {
 		return ErrNoPrimaryKey
 	}
@@ -224,6 +273,9 @@ func (t *Table[T]) Update(ctx context.Context, row *T) error {
 
 // Delete removes the row with row's primary key, or returns ErrNotFound.
 func (t *Table[T]) Delete(ctx context.Context, row *T) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	if len(t.st.st.PKs) == 0 {
 		return ErrNoPrimaryKey
 	}
@@ -260,12 +312,15 @@ func (t *Table[T]) execOne(ctx context.Context, op, query string, args []any) er
 // List returns the rows q selects, ordered by q.OrderBy (default: the
 // primary key).
 func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
 	if q.Limit < 0 || q.Offset < 0 {
 		return nil, fmt.Errorf("%w: list %s: negative limit or offset", ErrInvalidArgument, t.st.name)
 	}
 	b := sqlBuilder{pg: t.db.pg}
 	b.WriteString("SELECT " + t.st.sql.selectCols + " FROM " + t.st.sql.table)
-	if err := appendWhere(&b, t.st.cols, q.Filter); err != nil {
+	if err := appendWhere(&b, t.st, q.Filter); err != nil {
 		return nil, fmt.Errorf("list %s: %w", t.st.name, err)
 	}
 	if err := appendOrder(&b, t.st, q.OrderBy); err != nil {
@@ -304,9 +359,12 @@ func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
 
 // Count returns how many rows f selects.
 func (t *Table[T]) Count(ctx context.Context, f Filter) (int, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
 	b := sqlBuilder{pg: t.db.pg}
 	b.WriteString("SELECT count(*) FROM " + t.st.sql.table)
-	if err := appendWhere(&b, t.st.cols, f); err != nil {
+	if err := appendWhere(&b, t.st, f); err != nil {
 		return 0, fmt.Errorf("count %s: %w", t.st.name, err)
 	}
 	q, err := t.begin(ctx)
@@ -333,11 +391,17 @@ func (t *Table[T]) Count(ctx context.Context, f Filter) (int, error) {
 // BulkCreate inserts rows with one multi-row INSERT per batch; more than one
 // batch runs in a transaction, so either all rows are stored or none.
 func (t *Table[T]) BulkCreate(ctx context.Context, rows []T) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	return t.bulkInsert(ctx, rows, false)
 }
 
 // BulkUpsert upserts rows like Upsert, one statement per batch, all or none.
 func (t *Table[T]) BulkUpsert(ctx context.Context, rows []T) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	if len(t.st.st.PKs) == 0 {
 		return ErrNoPrimaryKey
 	}
@@ -433,6 +497,9 @@ func bitCount(x uint64) int {
 // BulkUpdate sets the given columns on every row f selects and returns how
 // many rows changed. An empty filter is ErrEmptyFilter.
 func (t *Table[T]) BulkUpdate(ctx context.Context, f Filter, set map[string]any) (int64, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
 	if len(f) == 0 {
 		return 0, fmt.Errorf("bulk update %s: %w", t.st.name, ErrEmptyFilter)
 	}
@@ -453,12 +520,12 @@ func (t *Table[T]) BulkUpdate(ctx context.Context, f Filter, set map[string]any)
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(string(t.st.cols[k].SQLName) + " = ")
+		b.WriteString(t.st.sql.ident(t.st.cols[k]) + " = ")
 		if err := b.arg(set[k]); err != nil {
 			return 0, fmt.Errorf("bulk update %s: column %s: %w", t.st.name, k, err)
 		}
 	}
-	if err := appendWhere(&b, t.st.cols, f); err != nil {
+	if err := appendWhere(&b, t.st, f); err != nil {
 		return 0, fmt.Errorf("bulk update %s: %w", t.st.name, err)
 	}
 	return t.execCount(ctx, "bulk update", &b)
@@ -467,12 +534,15 @@ func (t *Table[T]) BulkUpdate(ctx context.Context, f Filter, set map[string]any)
 // BulkDelete removes every row f selects and returns how many. An empty
 // filter is ErrEmptyFilter.
 func (t *Table[T]) BulkDelete(ctx context.Context, f Filter) (int64, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
 	if len(f) == 0 {
 		return 0, fmt.Errorf("bulk delete %s: %w", t.st.name, ErrEmptyFilter)
 	}
 	b := sqlBuilder{pg: t.db.pg}
 	b.WriteString("DELETE FROM " + t.st.sql.table)
-	if err := appendWhere(&b, t.st.cols, f); err != nil {
+	if err := appendWhere(&b, t.st, f); err != nil {
 		return 0, fmt.Errorf("bulk delete %s: %w", t.st.name, err)
 	}
 	return t.execCount(ctx, "bulk delete", &b)

@@ -21,6 +21,32 @@
 // WithExistingSchemaMode trusts the schema outright, WithSkipTableChecks
 // skips the first-use check.
 //
+// # Schema changes
+//
+// Additive changes (a new table, column or index, an index redefined) are
+// applied. A destructive difference is applied only with
+// WithForceDestructive, and then only where the dialect can (SQLite cannot
+// change a column's type). Until it is, the rule is whether the model's
+// statements still work on the live table:
+//
+//   - A model column whose type changed, or a live column the model lacks
+//     that is NOT NULL without a default (every insert would fail), breaks
+//     the model: EnsureTable and every operation on the table return
+//     ErrDestructiveChange, wrapped in ErrEnsureFailed and naming the
+//     table, the column and the change (ErrSchemaMismatch with
+//     auto-migration off).
+//   - A live column the model lacks that is nullable or has a default is
+//     harmless and left alone, with a warning in the log: it is the normal
+//     state of a rolling deploy, where a newer program added a column that
+//     this one does not know. (WithForceDestructive drops it, so do not
+//     give it to an older program while a newer one runs.)
+//
+// Whatever the mode, a model column missing from the live table (dropped
+// by another program, or never there under WithExistingSchemaMode) fails
+// each statement that names it with ErrSchemaMismatch, naming the column;
+// on SQLite column names are quoted with backquotes, which, unlike double
+// quotes, never fall back to a string literal.
+//
 // # Statements
 //
 // Each operation on a ready table runs exactly its own statement: one for
@@ -53,5 +79,7 @@
 // it. The tables passed to RunInTx (or, if none, every registered table) are
 // made ready before the transaction begins.
 //
-// A DB and its Tables are safe for concurrent use; a Tx is not.
+// A DB and its Tables are safe for concurrent use; a Tx is not. A nil or
+// zero DB, Table or Tx is not usable, but safe: every method that returns
+// an error returns ErrClosed, as after Close, and none panics.
 package dataflow

@@ -76,13 +76,13 @@ func In[V any](values ...V) Op {
 }
 
 // appendWhere writes " WHERE …" for f, or nothing for an empty filter.
-func appendWhere(b *sqlBuilder, cols map[string]*schema.Field, f Filter) error {
+func appendWhere(b *sqlBuilder, st *tableState, f Filter) error {
 	if len(f) == 0 {
 		return nil
 	}
 	keys := make([]string, 0, len(f))
 	for k := range f {
-		if _, ok := cols[k]; !ok {
+		if _, ok := st.cols[k]; !ok {
 			return fmt.Errorf("%w: %q", ErrUnknownColumn, k)
 		}
 		keys = append(keys, k)
@@ -93,15 +93,16 @@ func appendWhere(b *sqlBuilder, cols map[string]*schema.Field, f Filter) error {
 		if i > 0 {
 			b.WriteString(" AND ")
 		}
-		if err := appendCond(b, cols[k], f[k]); err != nil {
+		col := st.cols[k]
+		if err := appendCond(b, col, st.sql.ident(col), f[k]); err != nil {
 			return fmt.Errorf("filter %q: %w", k, err)
 		}
 	}
 	return nil
 }
 
-func appendCond(b *sqlBuilder, col *schema.Field, v any) error {
-	name := string(col.SQLName)
+// appendCond writes the condition on col, whose quoted name is name.
+func appendCond(b *sqlBuilder, col *schema.Field, name string, v any) error {
 	op, isOp := v.(Op)
 	if !isOp {
 		if p, ok := v.(*Op); ok && p != nil {
@@ -273,7 +274,7 @@ func appendOrder(b *sqlBuilder, st *tableState, order []string) error {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(string(f.SQLName))
+			b.WriteString(st.sql.ident(f))
 		}
 		return nil
 	}
@@ -287,7 +288,7 @@ func appendOrder(b *sqlBuilder, st *tableState, order []string) error {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(string(f.SQLName))
+		b.WriteString(st.sql.ident(f))
 		if desc {
 			b.WriteString(" DESC")
 		}

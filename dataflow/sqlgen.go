@@ -9,11 +9,13 @@ import (
 )
 
 // statements holds the SQL a table's operations reuse. Single-row inserts
-// are cached by the set of columns they leave to the database.
+// are cached by the set of columns they leave to the database. Column
+// names are quoted by quoteIdent.
 type statements struct {
 	pg         bool
-	table      string // quoted
-	selectCols string // "a", "b", …
+	table      string            // quoted by bun
+	idents     map[string]string // quoted column names, by SQL name
+	selectCols string            // "a", "b", … (`a`, `b`, … on SQLite)
 	readByPK   string
 	updateByPK string
 	deleteByPK string
@@ -27,6 +29,24 @@ type insertStmt struct {
 	returning []*schema.Field // the columns left to the database, read back
 }
 
+// quoteIdent quotes a column name: "name" on PostgreSQL, `name` on
+// SQLite.
+//
+// SQLite reads a double-quoted identifier that names no column as a string
+// literal (the "DQS" misfeature, on in the default build): a model column
+// missing from the live table would select, compare and order as its own
+// name, so that "tag" IS NOT NULL held on every row. A backquoted
+// identifier is never a literal: an unknown one is the error "no such
+// column", which the operations report as ErrSchemaMismatch. Table names
+// keep bun's double quotes: they stand only where SQLite wants a table
+// (FROM, INTO, UPDATE), and an unknown one is "no such table".
+func quoteIdent(pg bool, name string) string {
+	if pg {
+		return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+	}
+	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
+}
+
 func placeholder(pg bool, n int) string {
 	if pg {
 		return "$" + strconv.Itoa(n)
@@ -35,10 +55,11 @@ func placeholder(pg bool, n int) string {
 }
 
 func buildStatements(pg bool, t *schema.Table) *statements {
-	s := &statements{pg: pg, table: string(t.SQLName)}
+	s := &statements{pg: pg, table: string(t.SQLName), idents: make(map[string]string, len(t.Fields))}
 	names := make([]string, len(t.Fields))
 	for i, f := range t.Fields {
-		names[i] = string(f.SQLName)
+		names[i] = quoteIdent(pg, f.Name)
+		s.idents[f.Name] = names[i]
 	}
 	s.selectCols = strings.Join(names, ", ")
 	if len(t.PKs) == 0 {
@@ -49,7 +70,7 @@ func buildStatements(pg bool, t *schema.Table) *statements {
 		conds := make([]string, len(t.PKs))
 		for i, f := range t.PKs {
 			n++
-			conds[i] = string(f.SQLName) + " = " + placeholder(pg, n)
+			conds[i] = s.ident(f) + " = " + placeholder(pg, n)
 		}
 		return " WHERE " + strings.Join(conds, " AND ")
 	}
@@ -61,15 +82,15 @@ func buildStatements(pg bool, t *schema.Table) *statements {
 	excluded := make([]string, 0, len(t.DataFields))
 	for _, f := range t.DataFields {
 		n++
-		sets = append(sets, string(f.SQLName)+" = "+placeholder(pg, n))
-		excluded = append(excluded, string(f.SQLName)+" = EXCLUDED."+string(f.SQLName))
+		sets = append(sets, s.ident(f)+" = "+placeholder(pg, n))
+		excluded = append(excluded, s.ident(f)+" = EXCLUDED."+s.ident(f))
 	}
 	if len(sets) > 0 {
 		s.updateByPK = "UPDATE " + s.table + " SET " + strings.Join(sets, ", ") + pkWhere()
 	}
 	pks := make([]string, len(t.PKs))
 	for i, f := range t.PKs {
-		pks[i] = string(f.SQLName)
+		pks[i] = s.ident(f)
 	}
 	s.conflict = " ON CONFLICT (" + strings.Join(pks, ", ") + ")"
 	if len(excluded) > 0 {
@@ -79,6 +100,9 @@ func buildStatements(pg bool, t *schema.Table) *statements {
 	}
 	return s
 }
+
+// ident returns the quoted name of a column of the model.
+func (s *statements) ident(f *schema.Field) string { return s.idents[f.Name] }
 
 // insertFor returns the INSERT for the fields not in omit (a bit per field
 // index), for rows rows, with an optional conflict clause.
@@ -101,7 +125,7 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 			continue
 		}
 		st.fields = append(st.fields, f)
-		cols = append(cols, string(f.SQLName))
+		cols = append(cols, s.ident(f))
 	}
 	var b strings.Builder
 	switch {
@@ -112,7 +136,7 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 	case len(cols) == 0: // PostgreSQL only: bulkInsert gives SQLite one row at a time
 		defaults := make([]string, len(st.returning))
 		for i, f := range st.returning {
-			cols = append(cols, string(f.SQLName))
+			cols = append(cols, s.ident(f))
 			defaults[i] = "DEFAULT"
 		}
 		row := "(" + strings.Join(defaults, ", ") + ")"
@@ -142,7 +166,7 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 	if len(st.returning) > 0 {
 		ret := make([]string, len(st.returning))
 		for i, f := range st.returning {
-			ret[i] = string(f.SQLName)
+			ret[i] = s.ident(f)
 		}
 		b.WriteString(" RETURNING " + strings.Join(ret, ", "))
 	}

@@ -63,8 +63,8 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidArgument)
 	}
-	if db.closed.Load() {
-		return nil, ErrClosed
+	if err := db.usable(); err != nil {
+		return nil, err
 	}
 	typ := reflect.TypeFor[T]()
 	if typ.Kind() != reflect.Struct {
@@ -161,11 +161,45 @@ func sameIndexes(a, b []migrate.Index) bool {
 	return true
 }
 
-// Name returns the table's SQL name (unquoted).
-func (t *Table[T]) Name() string { return t.st.name }
+// errNotOpen is what the methods of a nil or zero DB, Table or Tx return:
+// ErrClosed, as such a value has no database either.
+var errNotOpen = fmt.Errorf("%w (never opened: use Open or New, and Register)", ErrClosed)
 
-// Columns returns the model's SQL column names in declaration order.
+// usable returns nil for an open DB, ErrClosed after Close, and errNotOpen
+// (which is ErrClosed too) for a nil or zero DB.
+func (db *DB) usable() error {
+	switch {
+	case db == nil || db.sql == nil || db.bun == nil:
+		return errNotOpen
+	case db.closed.Load():
+		return ErrClosed
+	}
+	return nil
+}
+
+// usable is DB.usable for the table's DB, and errNotOpen for a nil or zero
+// Table.
+func (t *Table[T]) usable() error {
+	if t == nil || t.st == nil {
+		return errNotOpen
+	}
+	return t.db.usable()
+}
+
+// Name returns the table's SQL name (unquoted); "" for a zero Table.
+func (t *Table[T]) Name() string {
+	if t == nil || t.st == nil {
+		return ""
+	}
+	return t.st.name
+}
+
+// Columns returns the model's SQL column names in declaration order; nil
+// for a zero Table.
 func (t *Table[T]) Columns() []string {
+	if t == nil || t.st == nil {
+		return nil
+	}
 	out := make([]string, len(t.st.st.Fields))
 	for i, f := range t.st.st.Fields {
 		out[i] = f.Name
@@ -173,12 +207,21 @@ func (t *Table[T]) Columns() []string {
 	return out
 }
 
-// DB returns the database the table belongs to.
-func (t *Table[T]) DB() *DB { return t.db }
+// DB returns the database the table belongs to; nil for a zero Table.
+func (t *Table[T]) DB() *DB {
+	if t == nil {
+		return nil
+	}
+	return t.db
+}
 
 // WithTx returns a handle that runs operations in tx. Tables registered
-// before RunInTx are already ready inside it.
+// before RunInTx are already ready inside it. On a nil Table it returns
+// nil, whose operations return ErrClosed.
 func (t *Table[T]) WithTx(tx *Tx) *Table[T] {
+	if t == nil {
+		return nil
+	}
 	c := *t
 	if tx != nil {
 		c.q, c.tx = tx.q, tx
@@ -199,8 +242,8 @@ func (t *Table[T]) querier() querier {
 // It checks even under WithSkipTableChecks, and does nothing under
 // WithExistingSchemaMode.
 func (t *Table[T]) EnsureTable(ctx context.Context) error {
-	if t.db.closed.Load() {
-		return ErrClosed
+	if err := t.usable(); err != nil {
+		return err
 	}
 	if t.st.ens.Ready() || t.db.cfg.existingSchema {
 		return nil
@@ -212,8 +255,8 @@ func (t *Table[T]) EnsureTable(ctx context.Context) error {
 // use exactly as every operation does. Call it before running raw
 // statements on the table through DB.ExecContext or DB.QueryContext.
 func (t *Table[T]) Ready(ctx context.Context) error {
-	if t.db.closed.Load() {
-		return ErrClosed
+	if err := t.usable(); err != nil {
+		return err
 	}
 	return t.db.ready(ctx, t.st)
 }
@@ -274,14 +317,42 @@ func (db *DB) ensureOnce(ctx context.Context, st *tableState) error {
 		if len(missing) > 0 {
 			return fmt.Errorf("%w: missing columns %s", ErrSchemaMismatch, strings.Join(missing, ", "))
 		}
+		if d := breaking(plan.Steps); d != "" {
+			return fmt.Errorf("%w: %s", ErrSchemaMismatch, d)
+		}
 		return nil
 	}
 	res, err := db.mig.Ensure(ctx, st.model, db.cfg.force)
+	if errors.Is(err, migrate.ErrDestructive) {
+		return fmt.Errorf("%w: %w", ErrDestructiveChange, err) // forced, but the dialect cannot
+	}
 	if err != nil {
 		return err
 	}
 	if len(res.Applied) > 0 {
 		db.stats.migrations.Add(1)
 	}
+	if d := breaking(res.Skipped); d != "" {
+		return fmt.Errorf("%w: %s", ErrDestructiveChange, d)
+	}
 	return nil
+}
+
+// breaking describes the steps that break the model's statements (see
+// migrate.Step.Breaks), or returns "" if there are none. Steps that do not
+// break the model, such as dropping an extra nullable column, pass: the
+// migrator logs them when it skips them.
+func breaking(steps []migrate.Step) string {
+	var d []string
+	for _, s := range steps {
+		if !s.Breaks {
+			continue
+		}
+		hint := "WithForceDestructive applies it"
+		if s.SQL == "" {
+			hint = "not supported on this dialect"
+		}
+		d = append(d, fmt.Sprintf("%s %s (%s; %s)", s.Kind, s.Name, s.Note, hint))
+	}
+	return strings.Join(d, "; ")
 }

@@ -76,7 +76,7 @@ func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (S
 	}
 	var last string
 	err = c.QueryRowContext(ctx,
-		`SELECT checksum FROM `+ident(m.history)+` WHERE table_name = ? ORDER BY id DESC LIMIT 1`, table).Scan(&last)
+		`SELECT checksum FROM `+m.ident(m.history)+` WHERE table_name = ? ORDER BY id DESC LIMIT 1`, table).Scan(&last)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Changed, nil
@@ -192,7 +192,7 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 			}
 			recorded = ""
 		}
-		_, err = c.ExecContext(ctx, `INSERT INTO `+ident(m.history)+
+		_, err = c.ExecContext(ctx, `INSERT INTO `+m.ident(m.history)+
 			` (table_name, checksum, statements, applied_at, duration_ms) VALUES (?, ?, ?, ?, ?)`,
 			t.Name, recorded, strings.Join(stmts, ";\n"), time.Now().UTC(), time.Since(start).Milliseconds())
 		if err != nil {
@@ -261,13 +261,13 @@ func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
 		id, ts = "id BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"
 	}
 	stmts := []string{
-		`CREATE TABLE IF NOT EXISTS ` + ident(m.history) + ` (` + id + `,
+		`CREATE TABLE IF NOT EXISTS ` + m.ident(m.history) + ` (` + id + `,
 	table_name VARCHAR(255) NOT NULL,
 	checksum VARCHAR(64) NOT NULL,
 	statements TEXT NOT NULL,
 	applied_at ` + ts + ` NOT NULL,
 	duration_ms BIGINT NOT NULL)`,
-		`CREATE INDEX IF NOT EXISTS ` + ident(m.history+"_table_idx") + ` ON ` + ident(m.history) + ` (table_name, id)`,
+		`CREATE INDEX IF NOT EXISTS ` + m.ident(m.history+"_table_idx") + ` ON ` + m.ident(m.history) + ` (table_name, id)`,
 	}
 	for _, s := range stmts {
 		if _, err := c.ExecContext(ctx, s); err != nil {
@@ -288,7 +288,7 @@ func (m *Migrator) History(ctx context.Context, table string) ([]HistoryEntry, e
 		return nil, nil
 	}
 	rows, err := m.db.QueryContext(ctx, `SELECT id, table_name, checksum, statements, applied_at, duration_ms FROM `+
-		ident(m.history)+` WHERE table_name = ? ORDER BY id`, table)
+		m.ident(m.history)+` WHERE table_name = ? ORDER BY id`, table)
 	if err != nil {
 		return nil, fmt.Errorf("read history of %q: %w", table, err)
 	}

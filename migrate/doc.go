@@ -9,7 +9,13 @@
 // Destructive differences (a column the model no longer has, a changed
 // type) are reported in the [Plan] and applied only when forced. Until they
 // are, the model's checksum is not recorded, so the table is not taken as
-// up to date and every Ensure re-plans and logs them.
+// up to date and every Ensure re-plans and logs them. [Step.Breaks] tells
+// the differences the model's statements cannot live with (a changed type,
+// an extra NOT NULL column without a default) from those they can (an
+// extra nullable column, as during a rolling deploy).
+//
+// On SQLite identifiers are quoted with backquotes: a double-quoted name
+// that matches no column would be taken for a string literal.
 //
 // The cheap path is [Migrator.Check]: one catalog query and one history
 // lookup tell whether the model's schema checksum is already recorded.

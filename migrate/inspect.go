@@ -10,10 +10,11 @@ import (
 
 // Column is a column of a live table.
 type Column struct {
-	Name    string
-	Type    string // as the database reports it
-	NotNull bool
-	PK      bool
+	Name       string
+	Type       string // as the database reports it
+	NotNull    bool
+	PK         bool
+	HasDefault bool // a default, identity or generated value fills it when an insert leaves it out
 }
 
 // TableInfo is what Inspect found of a live table.
@@ -53,12 +54,13 @@ func (m *Migrator) Inspect(ctx context.Context, table string) (*TableInfo, error
 }
 
 const (
-	sqliteColumns = `SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid`
+	sqliteColumns = "SELECT name, type, `notnull`, pk, dflt_value IS NOT NULL FROM pragma_table_info(?) ORDER BY cid"
 	sqliteIndexes = `SELECT il.name, il."unique" <> 0, COALESCE(ii.name, '')
 FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii
 ORDER BY il.name, ii.seqno`
 	pgColumns = `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-	COALESCE((SELECT true FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)), false)
+	COALESCE((SELECT true FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)), false),
+	a.atthasdef OR a.attidentity <> ''
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -90,13 +92,11 @@ func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*Tab
 		var col Column
 		var pk int64
 		if m.pg {
-			var isPK bool
-			err = rows.Scan(&col.Name, &col.Type, &col.NotNull, &isPK)
-			col.PK = isPK
+			err = rows.Scan(&col.Name, &col.Type, &col.NotNull, &col.PK, &col.HasDefault)
 		} else {
-			var notNull int64
-			err = rows.Scan(&col.Name, &col.Type, &notNull, &pk)
-			col.NotNull, col.PK = notNull != 0, pk != 0
+			var notNull, hasDefault int64
+			err = rows.Scan(&col.Name, &col.Type, &notNull, &pk, &hasDefault)
+			col.NotNull, col.PK, col.HasDefault = notNull != 0, pk != 0, hasDefault != 0
 		}
 		if err != nil {
 			rows.Close()

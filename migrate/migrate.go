@@ -156,7 +156,12 @@ func hasColumn(t *schema.Table, name string) bool {
 	return false
 }
 
-// ident quotes an identifier for SQLite and PostgreSQL alike.
-func ident(name string) string {
-	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+// ident quotes an identifier: "name" on PostgreSQL, `name` on SQLite,
+// where a double-quoted name that matches no column is taken for a string
+// literal (CREATE INDEX … ("gone") would index a constant).
+func (m *Migrator) ident(name string) string {
+	if m.pg {
+		return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+	}
+	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
 }

@@ -34,7 +34,15 @@ type Step struct {
 	Name        string // the column or index, empty for CreateTable
 	SQL         string // empty when the dialect cannot do it (see Note)
 	Destructive bool
-	Note        string
+	// Breaks marks a destructive step without which the model's own
+	// statements fail on the live table: a changed type, or a column the
+	// model lacks that is NOT NULL with no default, so that every insert
+	// of the model fails. Dropping a column that is nullable or has a
+	// default does not break the model: a table with such an extra column
+	// is the normal state of a rolling deploy, where a newer program added
+	// a column an older one does not know.
+	Breaks bool
+	Note   string
 }
 
 // Plan is the difference between a model and its live table.
@@ -126,11 +134,16 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 		}
 		for _, col := range ti.Columns {
 			if !hasColumn(t, col.Name) {
-				p.Steps = append(p.Steps, Step{
+				s := Step{
 					Kind: DropColumn, Table: t.Name, Name: col.Name, Destructive: true,
-					SQL:  fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", ident(t.Name), ident(col.Name)),
+					SQL:  fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", m.ident(t.Name), m.ident(col.Name)),
 					Note: "the model has no such column",
-				})
+				}
+				if col.NotNull && !col.HasDefault {
+					s.Breaks = true
+					s.Note += "; it is NOT NULL without a default, so inserts of the model fail"
+				}
+				p.Steps = append(p.Steps, s)
 			}
 		}
 	}
@@ -141,14 +154,14 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 			}
 			p.Steps = append(p.Steps, Step{
 				Kind: DropIndex, Table: t.Name, Name: ix.Name,
-				SQL: "DROP INDEX " + ident(ix.Name),
+				SQL: "DROP INDEX " + m.ident(ix.Name),
 				Note: fmt.Sprintf("live index unique=%t on (%s); recreated as unique=%t on (%s)",
 					live.Unique, strings.Join(live.Columns, ", "), ix.Unique, strings.Join(ix.Columns, ", ")),
 			})
 		}
 		cols := make([]string, len(ix.Columns))
 		for i, c := range ix.Columns {
-			cols[i] = ident(c)
+			cols[i] = m.ident(c)
 		}
 		unique := ""
 		if ix.Unique {
@@ -157,7 +170,7 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 		p.Steps = append(p.Steps, Step{
 			Kind: CreateIndex, Table: t.Name, Name: ix.Name,
 			SQL: fmt.Sprintf("CREATE %sINDEX IF NOT EXISTS %s ON %s (%s)",
-				unique, ident(ix.Name), ident(t.Name), strings.Join(cols, ", ")),
+				unique, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
 		})
 	}
 	return p, nil
@@ -180,18 +193,18 @@ func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
 	}
 	return Step{
 		Kind: AddColumn, Table: t.Name, Name: f.Name,
-		SQL: fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", ident(t.Name), ident(f.Name), def),
+		SQL: fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", m.ident(t.Name), m.ident(f.Name), def),
 	}
 }
 
 func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step {
 	s := Step{
-		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true,
+		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true, Breaks: true,
 		Note: fmt.Sprintf("live type %s, model type %s", col.Type, f.CreateTableSQLType),
 	}
 	if m.pg {
 		s.SQL = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s",
-			ident(t.Name), ident(f.Name), f.CreateTableSQLType, ident(f.Name), f.CreateTableSQLType)
+			m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType, m.ident(f.Name), f.CreateTableSQLType)
 	} else {
 		s.Note += "; SQLite cannot change a column's type in place"
 	}
