@@ -24,7 +24,8 @@ type DB struct {
 	cfg     config
 	mig     *migrate.Migrator
 	ownsDB  bool
-	maxIdle int // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
+	maxIdle int     // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
+	file    *dbFile // the SQLite file Open opened; nil for memory and for New
 	closed  atomic.Bool
 	stats   counters
 
@@ -55,7 +56,8 @@ type counters struct {
 // migrations), since operations bind real parameters and bypass bun's
 // formatter. Connection settings (WAL, busy timeout, pool size) are the
 // caller's; Open sets them. On SQLite, transactions still begin with
-// BEGIN IMMEDIATE.
+// BEGIN IMMEDIATE, but with no file path New cannot notice the database
+// file being deleted or replaced (see ErrDatabaseReplaced).
 func New(db *bun.DB, opts ...Option) (*DB, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidArgument)
@@ -96,14 +98,29 @@ func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
 
 // Bun returns the underlying *bun.DB, with the configured query hooks.
 // Statements run through it bypass the table ensurer.
-func (db *DB) Bun() *bun.DB { return db.bun }
+func (db *DB) Bun() *bun.DB {
+	if db == nil {
+		return nil
+	}
+	return db.bun
+}
 
 // Migrator returns the migrator the engine uses, for dry runs (Plan) and
 // history.
-func (db *DB) Migrator() *migrate.Migrator { return db.mig }
+func (db *DB) Migrator() *migrate.Migrator {
+	if db == nil {
+		return nil
+	}
+	return db.mig
+}
 
 // Dialect returns "sqlite" or "pg".
-func (db *DB) Dialect() string { return db.bun.Dialect().Name().String() }
+func (db *DB) Dialect() string {
+	if db == nil || db.bun == nil {
+		return ""
+	}
+	return db.bun.Dialect().Name().String()
+}
 
 // Close makes every later operation return ErrClosed and, if Open made the
 // database handle, closes it. Calling Close again returns nil.
@@ -119,6 +136,9 @@ func (db *DB) Close() error {
 
 // Stats returns a snapshot of the ensurer counters.
 func (db *DB) Stats() Stats {
+	if db == nil {
+		return Stats{}
+	}
 	hits := db.stats.fastHits.Load()
 	return Stats{
 		EnsureCalls:       hits + db.stats.slowCalls.Load(),
@@ -150,8 +170,8 @@ type Readier interface {
 // On SQLite the transaction starts with BEGIN IMMEDIATE, so concurrent
 // writers wait for each other (up to the busy timeout) instead of failing.
 func (db *DB) RunInTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error, tables ...Readier) (err error) {
-	if db.closed.Load() {
-		return ErrClosed
+	if err := db.usable(); err != nil {
+		return err
 	}
 	if len(tables) == 0 {
 		if err := db.readyAll(ctx); err != nil {

@@ -42,4 +42,23 @@ var (
 	ErrInvalidOption = errors.New("dataflow: invalid option")
 	// ErrClosed is returned by every operation after Close.
 	ErrClosed = errors.New("dataflow: database closed")
+	// ErrOutcomeUnknown is returned by RunInTx, and by every write that
+	// runs in a transaction of its own, when the connection was lost or the
+	// context ended while COMMIT was in flight: the transaction may or may
+	// not have committed. The error also wraps the cause, so
+	// errors.Is(err, context.DeadlineExceeded) still holds. Retry only a
+	// write that is idempotent, or read back to find out.
+	ErrOutcomeUnknown = errors.New("dataflow: transaction outcome unknown")
+	// ErrDatabaseReplaced is returned by RunInTx, and by every write that
+	// runs in a transaction of its own, when the SQLite file Open opened
+	// was deleted, renamed or replaced: writes would go on into a file no
+	// path names, and be lost when the process ends. Nothing is written.
+	// Every write transaction checks, holding the write lock, at the cost
+	// of one stat; reads are not checked (they lose nothing). A database
+	// made with New has no path, so it is not checked.
+	//
+	// To restore a backup: stop every process using the file, remove the
+	// stale -wal and -shm files beside it, put the backup in place, then
+	// start them again.
+	ErrDatabaseReplaced = errors.New("dataflow: database file deleted or replaced")
 )

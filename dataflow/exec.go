@@ -66,7 +66,7 @@ func (db *DB) afterQuery(ctx context.Context, ev *bun.QueryEvent) {
 // PostgreSQL). ? inside quoted strings and identifiers is left alone. Do it
 // once per statement, not per call.
 func (db *DB) Rebind(query string) string {
-	if !db.pg {
+	if db == nil || !db.pg {
 		return query
 	}
 	var b strings.Builder
@@ -97,16 +97,16 @@ func (db *DB) Rebind(query string) string {
 // (see Rebind) with bound parameters. Query hooks see it; the table ensurer
 // does not run (call Table.Ready first).
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if db.closed.Load() {
-		return nil, ErrClosed
+	if err := db.usable(); err != nil {
+		return nil, err
 	}
 	return db.exec(ctx, db.sql, query, args)
 }
 
 // QueryContext runs a query like ExecContext does.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if db.closed.Load() {
-		return nil, ErrClosed
+	if err := db.usable(); err != nil {
+		return nil, err
 	}
 	return db.query(ctx, db.sql, query, args)
 }
@@ -114,6 +114,12 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql
 // ScanRows scans rows into dest (a pointer to a model, a slice of models,
 // or plain values) the way bun does, and closes rows.
 func (db *DB) ScanRows(ctx context.Context, rows *sql.Rows, dest ...any) error {
+	if err := db.usable(); err != nil {
+		if rows != nil {
+			rows.Close()
+		}
+		return err
+	}
 	return db.bun.ScanRows(ctx, rows, dest...)
 }
 
@@ -149,18 +155,29 @@ func (db *DB) begin(ctx context.Context) (*Tx, error) {
 // idle connections that died together, and at least 2.
 func (db *DB) connRetries() int { return max(2, db.maxIdle) }
 
+// beginOnce starts a transaction on a connection of its own, honouring
+// ctx throughout.
+//
+// On PostgreSQL the transaction is bound to ctx, as database/sql binds it:
+// BEGIN, every statement and COMMIT run under ctx, whose end makes pgx
+// interrupt a read or write blocked on a frozen network, and makes
+// database/sql roll back. (Running BEGIN and COMMIT as plain statements
+// would lose pgx's report of a COMMIT that rolled back a transaction
+// aborted by an earlier error.)
+//
+// On SQLite, BEGIN IMMEDIATE takes the write lock: waiting for it, up to
+// the busy timeout, ends with ctx. Holding the lock, it then checks that
+// the database file is still the one Open opened (see
+// ErrDatabaseReplaced), so that the check and the write are ordered.
 func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 	conn, err := db.sql.Conn(ctx) // waiting for the pool honours ctx
 	if err != nil {
 		return nil, err
 	}
 	if db.pg {
-		// The transaction outlives ctx (statements still use it): commit
-		// and rollback must run to the end, or the caller could not know
-		// whether a commit the server carried out happened.
-		tx, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
+		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
-			conn.Close()
+			discard(conn) // BEGIN may have been interrupted half way
 			return nil, err
 		}
 		return &Tx{db: db, q: tx, tx: tx, conn: conn}, nil
@@ -169,27 +186,35 @@ func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 		discard(conn)
 		return nil, err
 	}
-	return &Tx{db: db, q: conn, conn: conn}, nil
+	tx := &Tx{db: db, q: conn, conn: conn}
+	if db.file != nil {
+		if err := db.file.check(); err != nil {
+			return nil, errors.Join(err, tx.rollback(ctx))
+		}
+	}
+	return tx, nil
 }
 
 // commit commits unless ctx has ended, in which case it rolls back and
-// returns ctx's error. COMMIT itself is not interrupted by ctx: once sent,
-// its outcome is the one reported.
+// returns ctx's error: nothing was sent, so the outcome is known.
 func (tx *Tx) commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return errors.Join(err, tx.rollback(ctx))
 	}
 	if tx.tx != nil {
-		err := tx.tx.Commit()
-		tx.conn.Close()
+		conn := tx.conn
 		tx.conn = nil
-		if err != nil {
-			return fmt.Errorf("commit: %w", err)
+		err := tx.tx.Commit() // under the ctx the transaction began with
+		if err == nil {
+			conn.Close()
+			return nil
 		}
-		return nil
+		return commitFailed(ctx, conn, err)
 	}
-	// No timer: SQLite's busy timeout bounds the wait, and a context that
-	// can never end lets the driver skip its interrupt watcher.
+	// SQLite's COMMIT is local: a write and an fsync, and a wait for
+	// readers bounded by the busy timeout. Interrupting it would only leave
+	// its outcome unknown, so it runs to the end; and a context that can
+	// never end lets the driver skip its interrupt watcher.
 	if _, err := tx.db.exec(context.WithoutCancel(ctx), tx.conn, "COMMIT", nil); err != nil {
 		return errors.Join(fmt.Errorf("commit: %w", err), tx.rollback(ctx))
 	}
@@ -198,13 +223,43 @@ func (tx *Tx) commit(ctx context.Context) error {
 	return nil
 }
 
-// rollbackTimeout bounds a ROLLBACK that the caller's context no longer
-// bounds.
+// commitFailed reports a failed PostgreSQL COMMIT and ends its connection.
+// If the server answered (with an error such as a serialization failure or
+// a deferred constraint, or with ROLLBACK for a transaction aborted by an
+// earlier error) the transaction did not commit. If the connection was
+// lost or ctx ended while COMMIT was in flight, nobody can tell: the error
+// wraps ErrOutcomeUnknown, and the connection, whose place in the protocol
+// is unknown too, is discarded.
+//
+// "Nothing was sent" is not claimed from the error: pgx marks a read that
+// found the connection closed after COMMIT went out as safe to retry, and
+// database/sql returns the same bare context error for a COMMIT it did not
+// send as pgx does for one it interrupted. The outcome is known unsent only
+// when ctx ended before commit began, which commit checks.
+func commitFailed(ctx context.Context, conn *sql.Conn, err error) error {
+	if ctx.Err() != nil || connLost(err) {
+		discard(conn)
+		return fmt.Errorf("commit: %w: %w", ErrOutcomeUnknown, withCtxErr(ctx, err))
+	}
+	conn.Close()
+	return fmt.Errorf("commit: %w", err)
+}
+
+// rollbackTimeout bounds a SQLite ROLLBACK that the caller's context no
+// longer bounds.
 const rollbackTimeout = 30 * time.Second
 
-// rollback ends the transaction. On SQLite it runs ROLLBACK on a context
-// that the caller's cancellation cannot stop, and discards the connection
-// if that fails, so no pooled connection is ever left inside a transaction.
+// rollback ends the transaction, so that no pooled connection is ever left
+// inside a transaction.
+//
+// On PostgreSQL, ROLLBACK runs under the transaction's context. Once that
+// context has ended, or the connection is lost, nothing is sent: the
+// connection is discarded and the server rolls back as the session ends.
+// Either way the transaction is rolled back, and no error is reported.
+//
+// On SQLite, ROLLBACK is local and runs on a context that the caller's
+// cancellation cannot stop, bounded by rollbackTimeout; the connection is
+// discarded if it fails.
 func (tx *Tx) rollback(ctx context.Context) error {
 	if tx.conn == nil {
 		return nil
@@ -213,8 +268,15 @@ func (tx *Tx) rollback(ctx context.Context) error {
 	tx.conn = nil
 	if tx.tx != nil {
 		err := tx.tx.Rollback()
-		conn.Close()
-		if err != nil && !errors.Is(err, sql.ErrTxDone) {
+		if errors.Is(err, sql.ErrTxDone) {
+			err = nil // database/sql rolled back when ctx ended
+		}
+		if ctx.Err() != nil || err != nil {
+			discard(conn)
+		} else {
+			conn.Close()
+		}
+		if err != nil && ctx.Err() == nil && !connLost(err) {
 			return fmt.Errorf("rollback: %w", err)
 		}
 		return nil
@@ -241,11 +303,17 @@ func discard(conn *sql.Conn) {
 // ExecContext runs a statement in the transaction (placeholders as for
 // DB.ExecContext).
 func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if tx == nil || tx.db == nil || tx.q == nil {
+		return nil, errNotOpen
+	}
 	return tx.db.exec(ctx, tx.q, query, args)
 }
 
 // QueryContext runs a query in the transaction.
 func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if tx == nil || tx.db == nil || tx.q == nil {
+		return nil, errNotOpen
+	}
 	return tx.db.query(ctx, tx.q, query, args)
 }
 
@@ -253,7 +321,12 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql
 // times to UTC (fixed-width text on SQLite, so text order is time order),
 // maps, slices and structs to JSON. Use it for arguments of raw statements
 // on columns that operations also write.
-func (db *DB) Bind(v any) (any, error) { return bindValue(db.pg, v) }
+func (db *DB) Bind(v any) (any, error) {
+	if err := db.usable(); err != nil {
+		return nil, err
+	}
+	return bindValue(db.pg, v)
+}
 
 // withCtxErr makes an error that happened while ctx was ending say so: a
 // driver may report a passed deadline as its own timeout (a dial i/o
@@ -269,39 +342,92 @@ func withCtxErr(ctx context.Context, err error) error {
 }
 
 // connLost reports whether err says the connection died (rather than the
-// statement failed): a driver's ErrBadConn, a network error, an unexpected
-// EOF, pgx's closed connection, or a PostgreSQL error of class 08
-// (connection exception) or 57P (operator intervention, such as
-// pg_terminate_backend).
+// statement failed, or the caller gave up), so that a BEGIN or a read may
+// run again on another connection: a driver's ErrBadConn, an EOF, a closed
+// or reset connection or a network timeout (see netLost), pgx's closed
+// connection, or a PostgreSQL error of class 08 (connection exception) or
+// 57P01-57P03 and 57P05 (the server terminated the session: an
+// administrator, a shutdown, a server not accepting connections yet, an
+// idle session timeout). It is false for an error that involves the
+// context ending, and for local failures such as a missing file or a full
+// disk.
 func connLost(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false // the caller gave up; DeadlineExceeded is also a net.Error
 	}
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		errors.Is(err, net.ErrClosed) || netLost(err) {
 		return true
 	}
-	var state interface{ SQLState() string }
-	if errors.As(err, &state) {
-		code := state.SQLState()
-		return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P")
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return true
+	if code, ok := sqlState(err); ok {
+		switch code {
+		case "57P01", "57P02", "57P03", "57P05":
+			return true
+		}
+		return strings.HasPrefix(code, "08")
 	}
 	return strings.Contains(err.Error(), "conn closed")
 }
 
-// Retryable reports whether err means the connection was lost, so that a
-// read, or a write that is idempotent (such as a turn saved with its ID),
-// may be tried again, as QueryRetry and the BEGIN of RunInTx do.
-func Retryable(err error) bool { return connLost(err) }
+// netLost reports whether err is a network failure that another attempt
+// may not meet: a connection reset, refused (the server is restarting),
+// aborted or broken, an unreachable network or host, or a timeout. Other
+// system errors (a missing socket file, permissions, a full disk) are not.
+func netLost(err error) bool {
+	for _, errno := range [...]syscall.Errno{
+		syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.ECONNABORTED, syscall.EPIPE,
+		syscall.ETIMEDOUT, syscall.ENETUNREACH, syscall.EHOSTUNREACH, syscall.ENETDOWN, syscall.ENETRESET,
+	} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// sqlState returns the SQLSTATE of a PostgreSQL error in err's chain.
+func sqlState(err error) (string, bool) {
+	var state interface{ SQLState() string }
+	if !errors.As(err, &state) {
+		return "", false
+	}
+	return state.SQLState(), true
+}
+
+// Retryable reports whether err is transient, so that a read, or a write
+// that is idempotent (such as a turn saved with its ID), may be tried
+// again, preferably after a pause: the connection was lost (as connLost
+// reports, which QueryRetry and the BEGIN of RunInTx act on at once), the
+// transaction lost a serialization conflict (40001) or a deadlock (40P01)
+// on PostgreSQL, or SQLite stayed busy for the whole busy timeout, because
+// another writer held the lock that long.
+//
+// It is false once the context ended, and for errors that another attempt
+// would meet again: constraint violations, syntax errors, missing files,
+// permissions, a full or read-only disk, ErrDatabaseReplaced. An error
+// wrapping ErrOutcomeUnknown may be retryable: retry only an idempotent
+// write.
+func Retryable(err error) bool {
+	if connLost(err) {
+		return true
+	}
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if code, ok := sqlState(err); ok {
+		return code == "40001" || code == "40P01"
+	}
+	return isBusy(err)
+}
 
 // QueryRetry is QueryContext for a read: while the query fails because its
 // pooled connection turns out dead, it is run again on another, as often as
 // the pool may hold dead connections. Never use it for a write.
 func (db *DB) QueryRetry(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := db.usable(); err != nil {
+		return nil, err
+	}
 	rows, err := db.QueryContext(ctx, query, args...)
 	for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
 		rows, err = db.QueryContext(ctx, query, args...)

@@ -3,7 +3,9 @@ package dataflow
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -226,7 +228,48 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 	if t.pg {
 		db.maxIdle = cfg.maxOpenConns
 	}
+	if t.path != "" {
+		if db.file, err = statDBFile(t.path); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open %s: %w", t.redacted, err)
+		}
+	}
 	return db, nil
+}
+
+// dbFile is the SQLite file Open opened, so that a write notices when the
+// path no longer names it (see ErrDatabaseReplaced).
+type dbFile struct {
+	path string      // absolute: the process may change directory
+	info os.FileInfo // from Open; os.SameFile compares device and inode
+}
+
+// statDBFile records the identity of the file at path.
+func statDBFile(path string) (*dbFile, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, err
+	}
+	return &dbFile{path: abs, info: fi}, nil
+}
+
+// check returns an error wrapping ErrDatabaseReplaced unless the path still
+// names the file Open opened. It costs one stat.
+func (f *dbFile) check() error {
+	fi, err := os.Stat(f.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %s no longer exists", ErrDatabaseReplaced, f.path)
+	case err != nil:
+		return fmt.Errorf("check database file: %w", err)
+	case !os.SameFile(f.info, fi):
+		return fmt.Errorf("%w: %s is another file now", ErrDatabaseReplaced, f.path)
+	}
+	return nil
 }
 
 // ping checks the connection. For SQLite files it also switches the file
