@@ -1,11 +1,14 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -32,6 +35,7 @@ type SessionRow struct {
 
 	ID        string    `bun:"id,pk,type:varchar(255)"`
 	TurnCount int64     `bun:"turn_count,notnull"`
+	Version   int64     `bun:"version,notnull"` // changes with every write; see memory.Version
 	CreatedAt time.Time `bun:"created_at,notnull"`
 	UpdatedAt time.Time `bun:"updated_at,notnull"`
 }
@@ -74,14 +78,15 @@ type DataFlowBackend struct {
 	messages *dataflow.Table[MessageRow]
 	maxBytes int
 
-	saveSession  string // upsert of the session row, returning the new count
+	saveSession  string // upsert of the session row, returning the new count and version
 	saveMessages string // insert of the turn's messages, skipping a known turn ID
-	loadWindow   string // session count plus the newest turns' messages
+	loadWindow   string // session count and version, plus the newest turns' messages if the version moved
+	lockSession  string // takes the session row's lock, creating the row if need be
 }
 
 var (
-	_ memory.Backend    = (*DataFlowBackend)(nil)
-	_ memory.TurnStorer = (*DataFlowBackend)(nil)
+	_ memory.VersionedBackend = (*DataFlowBackend)(nil)
+	_ memory.TurnStorer       = (*DataFlowBackend)(nil)
 )
 
 // errDuplicate aborts the transaction of a turn whose ID is already stored.
@@ -114,25 +119,37 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos")); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	b.saveSession = db.Rebind(`INSERT INTO ` + SessionsTable + ` (id, turn_count, created_at, updated_at) VALUES (?, 1, ?, ?)
-ON CONFLICT (id) DO UPDATE SET turn_count = ` + SessionsTable + `.turn_count + 1, updated_at = excluded.updated_at
-RETURNING turn_count`)
+	// A new session row starts at a random version, so that a session
+	// cleared and saved again never repeats a version a cache may hold.
+	b.saveSession = db.Rebind(`INSERT INTO ` + SessionsTable + ` (id, turn_count, version, created_at, updated_at) VALUES (?, 1, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = ` + SessionsTable + `.turn_count + 1, version = ` + SessionsTable + `.version + 1, updated_at = excluded.updated_at
+RETURNING turn_count, version`)
+	b.lockSession = db.Rebind(`INSERT INTO ` + SessionsTable + ` (id, turn_count, version, created_at, updated_at) VALUES (?, 0, 0, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = ` + SessionsTable + `.turn_count`)
 	b.saveMessages = db.Rebind(`INSERT INTO ` + MessagesTable + ` (session_id, seq, pos, turn_id, role, content, metadata, created_at)
 VALUES (?, ?, 0, ?, '` + RoleUser + `', ?, ?, ?), (?, ?, 1, ?, '` + RoleAssistant + `', ?, NULL, ?)
 ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
-	// The turn count is an uncorrelated scalar subquery, evaluated once, so
-	// the messages are an index range scan in key order on every planner:
-	// (session_id = ? AND seq > count - maxTurns), no sort.
-	count := `(SELECT turn_count FROM ` + SessionsTable + ` WHERE id = ?)`
-	b.loadWindow = db.Rebind(`SELECT ` + count + `, m.seq, m.pos, m.turn_id, m.content, m.metadata, m.created_at
-FROM ` + MessagesTable + ` m
-WHERE m.session_id = ? AND m.seq > ` + count + ` - ?
-ORDER BY m.seq, m.pos`)
+	// One statement answers both a cache check and a read: the session row
+	// by primary key, then, only when its version is not the known one, an
+	// index range scan of its newest turns (session_id = ? AND seq >
+	// turn_count - maxTurns). When the version is known the range starts
+	// past the newest turn, so nothing is read. There is no ORDER BY (see
+	// scanWindow).
+	b.loadWindow = db.Rebind(`SELECT s.turn_count, s.version, m.seq, m.pos, m.turn_id, m.content, m.metadata, m.created_at
+FROM ` + SessionsTable + ` s
+LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id
+	AND m.seq > s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END
+WHERE s.id = ?`)
 	return b, nil
 }
 
 // DB returns the database the backend stores into.
-func (b *DataFlowBackend) DB() *dataflow.DB { return b.db }
+func (b *DataFlowBackend) DB() *dataflow.DB {
+	if b == nil {
+		return nil
+	}
+	return b.db
+}
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
@@ -140,7 +157,7 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // turn count in one transaction of two statements. A turn whose ID the
 // session already holds is not stored again, and nil is returned.
 func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.StoreTurn(ctx, sessionID, turn)
+	_, err := b.SaveTurnVersioned(ctx, sessionID, turn)
 	return err
 }
 
@@ -148,12 +165,19 @@ func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 // (false: the session already held its ID). It implements
 // memory.TurnStorer.
 func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
-	if err := memory.ValidateSessionID(sessionID); err != nil {
-		return false, err
+	s, err := b.SaveTurnVersioned(ctx, sessionID, turn)
+	return s.Stored, err
+}
+
+// SaveTurnVersioned is SaveTurn that also reports the turn's sequence number
+// and the session's new version. It implements memory.VersionedBackend.
+func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.Turn) (memory.Saved, error) {
+	if err := b.check(sessionID); err != nil {
+		return memory.Saved{}, err
 	}
 	t, meta, err := memory.PrepareTurn(turn, now(), b.maxBytes)
 	if err != nil {
-		return false, err
+		return memory.Saved{}, err
 	}
 	var metaArg any
 	if meta != nil {
@@ -161,19 +185,19 @@ func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn 
 	}
 	ts, err := b.db.Bind(t.Timestamp)
 	if err != nil {
-		return false, err
+		return memory.Saved{}, err
 	}
 	at, err := b.db.Bind(now())
 	if err != nil {
-		return false, err
+		return memory.Saved{}, err
 	}
+	var seq, version int64
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := tx.QueryContext(ctx, b.saveSession, sessionID, at, at)
+		rows, err := tx.QueryContext(ctx, b.saveSession, sessionID, firstVersion(), at, at)
 		if err != nil {
 			return err
 		}
-		var seq int64
-		if err := scanOne(rows, &seq); err != nil {
+		if err := scanOne(rows, &seq, &version); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, b.saveMessages,
@@ -196,13 +220,23 @@ func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn 
 	// Exactly errDuplicate, not joined with a failed rollback, which must
 	// be reported.
 	if err == errDuplicate {
-		return false, nil
+		return memory.Saved{}, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("backend: save turn: %w", err)
+		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
 	}
-	return true, nil
+	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version)}, nil
 }
+
+// firstVersion is the version column of a new session row: random, so that
+// a session cleared and created again does not repeat the versions of its
+// earlier life, and small enough never to overflow.
+func firstVersion() int64 { return rand.Int64N(1<<62) + 1 }
+
+// reported is the memory.Version of a stored version column. Rows written
+// before the column existed hold 0; shifting by one keeps every stored
+// session apart from memory.NoSession.
+func reported(column int64) memory.Version { return memory.Version(column + 1) }
 
 func scanOne(rows *sql.Rows, dest ...any) error {
 	defer rows.Close()
@@ -222,26 +256,41 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 // turn count, in one statement: the session row joined with an index range
 // scan of its newest messages.
 func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
-	if err := memory.ValidateSessionID(sessionID); err != nil {
-		return memory.Window{}, err
+	w, _, _, err := b.LoadWindowIfChanged(ctx, sessionID, maxTurns, memory.UnknownVersion)
+	return w, err
+}
+
+// LoadWindowIfChanged is LoadWindow that skips the messages when the
+// session's version is known, still in one statement. It implements
+// memory.VersionedBackend.
+func (b *DataFlowBackend) LoadWindowIfChanged(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, bool, error) {
+	if err := b.check(sessionID); err != nil {
+		return memory.Window{}, 0, false, err
 	}
 	if maxTurns < 1 {
-		return memory.Window{}, fmt.Errorf("%w: maxTurns %d, want at least 1", memory.ErrInvalidOption, maxTurns)
+		return memory.Window{}, 0, false, fmt.Errorf("%w: maxTurns %d, want at least 1", memory.ErrInvalidOption, maxTurns)
 	}
 	if err := b.ready(ctx); err != nil {
-		return memory.Window{}, err
+		return memory.Window{}, 0, false, err
 	}
+	w, v, err := b.load(ctx, sessionID, maxTurns, known)
+	if err != nil {
+		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w", err)
+	}
+	if v == known {
+		return memory.Window{}, v, false, nil
+	}
+	return w, v, true, nil
+}
+
+func (b *DataFlowBackend) load(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
-	rows, err := b.db.QueryRetry(ctx, b.loadWindow, sessionID, sessionID, sessionID, maxTurns)
+	rows, err := b.db.QueryRetry(ctx, b.loadWindow, int64(known)-1, maxTurns, sessionID)
 	if err != nil {
-		return memory.Window{}, fmt.Errorf("backend: load window: %w", err)
+		return memory.Window{}, 0, err
 	}
-	w, err := scanWindow(rows, maxTurns)
-	if err != nil {
-		return memory.Window{}, fmt.Errorf("backend: load window: %w", err)
-	}
-	return w, nil
+	return scanWindow(rows, maxTurns)
 }
 
 func (b *DataFlowBackend) ready(ctx context.Context) error {
@@ -254,68 +303,120 @@ func (b *DataFlowBackend) ready(ctx context.Context) error {
 	return nil
 }
 
-func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, error) {
+// scanWindow reads the rows of the load statement: no row for a session
+// that does not exist; else the session's count and version on every row,
+// with one message per row, or none when the messages were skipped.
+//
+// The statement has no ORDER BY, so that no plan ever sorts on the server:
+// an index scan yields key order, and the rows are sorted here only when a
+// plan yielded them otherwise (PostgreSQL may read a small table whole, in
+// heap order).
+func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, error) {
 	defer rows.Close()
 	var (
 		w       memory.Window
+		v       = memory.NoSession
 		count   int64
-		seq     int64
-		pos     int32
-		turnID  string
-		content string
-		meta    sql.RawBytes // valid until the next row: decoded at once
-		at      time.Time
-		turnSeq int64 = -1 // the sequence of the last turn appended
+		version int64
+		msgs    []messageRow
+		sorted  = true
 	)
 	for rows.Next() {
-		if err := rows.Scan(&count, &seq, &pos, &turnID, &content, &meta, &at); err != nil {
-			return memory.Window{}, err
+		var r messageRow
+		var seq sql.NullInt64
+		var pos sql.NullInt32
+		var turnID, content sql.NullString
+		var at sql.NullTime
+		if err := rows.Scan(&count, &version, &seq, &pos, &turnID, &content, &r.meta, &at); err != nil {
+			return memory.Window{}, 0, err
 		}
-		w.TurnCount = int(count)
-		if seq != turnSeq { // a turn's messages share its sequence
-			turnSeq = seq
-			if w.Turns == nil {
-				w.Turns = make([]memory.Turn, 0, min(maxTurns, int(count)))
-			}
-			w.Turns = append(w.Turns, memory.Turn{ID: turnID, Timestamp: at.UTC()})
+		w.TurnCount, v = int(count), reported(version)
+		if !seq.Valid { // the session row alone: its messages were skipped
+			continue
+		}
+		r.seq, r.pos, r.turnID, r.content, r.at = seq.Int64, pos.Int32, turnID.String, content.String, at.Time
+		if n := len(msgs); n > 0 && !msgs[n-1].before(&r) {
+			sorted = false
+		}
+		if msgs == nil {
+			msgs = make([]messageRow, 0, 2*min(maxTurns, int(count)))
+		}
+		msgs = append(msgs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return memory.Window{}, 0, err
+	}
+	if !sorted {
+		slices.SortFunc(msgs, func(a, b messageRow) int {
+			return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.pos, b.pos))
+		})
+	}
+	if len(msgs) > 0 {
+		w.Turns = make([]memory.Turn, 0, min(maxTurns, int(count)))
+	}
+	for i := range msgs {
+		r := &msgs[i]
+		if i == 0 || r.seq != msgs[i-1].seq { // a turn's messages share its sequence
+			w.Turns = append(w.Turns, memory.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
 		}
 		t := &w.Turns[len(w.Turns)-1]
-		switch pos {
+		switch r.pos {
 		case 0:
-			t.User = content
-			if meta != nil {
-				if err := json.Unmarshal(meta, &t.Metadata); err != nil {
-					return memory.Window{}, fmt.Errorf("decode metadata of turn %s: %w", turnID, err)
+			t.User = r.content
+			if r.meta != nil {
+				if err := json.Unmarshal(r.meta, &t.Metadata); err != nil {
+					return memory.Window{}, 0, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
 				}
 			}
 		case 1:
-			t.Agent = content
+			t.Agent = r.content
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return memory.Window{}, err
-	}
-	return w, rows.Close()
+	return w, v, rows.Close()
+}
+
+// messageRow is one message as the load statement reads it.
+type messageRow struct {
+	seq     int64
+	pos     int32
+	turnID  string
+	content string
+	meta    []byte
+	at      time.Time
+}
+
+func (r *messageRow) before(o *messageRow) bool {
+	return r.seq < o.seq || r.seq == o.seq && r.pos < o.pos
 }
 
 // ClearSession removes the session's messages and its session row in one
 // transaction.
 //
-// The session row goes first, as in SaveTurn: its row lock orders a clear
-// after every save already under way and before every later one. Deleting
-// the messages first would, on PostgreSQL (READ COMMITTED), let a
-// concurrent save commit messages the clear never saw, leave them behind
-// without their session row (later saves then collide on the primary key),
-// and deadlock against saves taking the locks the other way.
+// It first takes the session row's lock, inserting the row if there is
+// none, as SaveTurn's upsert does: so a clear is ordered after every save
+// already under way and before every later one, even the first save of a
+// new session. Without the inserted row, on PostgreSQL (READ COMMITTED) a
+// first save racing a clear could commit between the clear's statements:
+// the clear would then delete the new turn's messages but not its session
+// row, losing an acknowledged turn. Deleting the messages before taking
+// the lock would also deadlock against saves taking the locks the other
+// way.
 func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) error {
-	if err := memory.ValidateSessionID(sessionID); err != nil {
+	if err := b.check(sessionID); err != nil {
 		return err
 	}
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		if _, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID}); err != nil {
+	at, err := b.db.Bind(now())
+	if err != nil {
+		return err
+	}
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		if _, err := tx.ExecContext(ctx, b.lockSession, sessionID, at, at); err != nil {
 			return err
 		}
-		_, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID})
+		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
+			return err
+		}
+		_, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID})
 		return err
 	}, b.sessions, b.messages)
 	if err != nil {
@@ -327,7 +428,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 // SessionInfo reads the session row; a session with no turns is
 // memory.ErrSessionNotFound.
 func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
-	if err := memory.ValidateSessionID(sessionID); err != nil {
+	if err := b.check(sessionID); err != nil {
 		return memory.SessionInfo{}, err
 	}
 	row, err := b.sessions.Read(ctx, sessionID)
@@ -342,4 +443,27 @@ func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (me
 		CreatedAt: row.CreatedAt.UTC(),
 		UpdatedAt: row.UpdatedAt.UTC(),
 	}, nil
+}
+
+// Err returns dataflow.ErrClosed once the database is closed, and
+// memory.ErrClosed for a backend not made by NewDataFlowBackend; nil
+// otherwise. A PersistentBufferMemory asks it before answering from its
+// cache without a read.
+func (b *DataFlowBackend) Err() error {
+	if b == nil || b.db == nil {
+		return fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)
+	}
+	if b.db.Closed() {
+		return dataflow.ErrClosed
+	}
+	return nil
+}
+
+// check fails for a backend without a database, then validates the
+// session ID.
+func (b *DataFlowBackend) check(sessionID string) error {
+	if b == nil || b.db == nil {
+		return fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)
+	}
+	return memory.ValidateSessionID(sessionID)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ type InMemoryBackend struct {
 type inMemorySession struct {
 	turns     []storedTurn // in save order
 	ids       map[string]struct{}
+	version   memory.Version // random at creation, then one more per stored turn
 	createdAt time.Time
 	updatedAt time.Time
 }
@@ -32,8 +34,8 @@ type storedTurn struct {
 }
 
 var (
-	_ memory.Backend    = (*InMemoryBackend)(nil)
-	_ memory.TurnStorer = (*InMemoryBackend)(nil)
+	_ memory.VersionedBackend = (*InMemoryBackend)(nil)
+	_ memory.TurnStorer       = (*InMemoryBackend)(nil)
 )
 
 // NewInMemoryBackend returns an empty InMemoryBackend. The zero value is
@@ -54,13 +56,20 @@ func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 // (false: the session already held its ID). It implements
 // memory.TurnStorer.
 func (b *InMemoryBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
+	s, err := b.SaveTurnVersioned(ctx, sessionID, turn)
+	return s.Stored, err
+}
+
+// SaveTurnVersioned is SaveTurn that also reports the turn's sequence number
+// and the session's new version. It implements memory.VersionedBackend.
+func (b *InMemoryBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.Turn) (memory.Saved, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return false, fmt.Errorf("backend: save turn: %w", err)
+		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	t, metadata, err := memory.PrepareTurn(turn, now, memory.DefaultMaxMessageBytes)
 	if err != nil {
-		return false, fmt.Errorf("backend: save turn: %w", err)
+		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
 	}
 	t.Metadata = nil
 
@@ -68,40 +77,55 @@ func (b *InMemoryBackend) StoreTurn(ctx context.Context, sessionID string, turn 
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if s == nil {
-		s = &inMemorySession{ids: make(map[string]struct{}), createdAt: now}
+		s = &inMemorySession{ids: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
 		if b.sessions == nil {
 			b.sessions = make(map[string]*inMemorySession)
 		}
 		b.sessions[sessionID] = s
 	}
 	if _, ok := s.ids[t.ID]; ok {
-		return false, nil
+		return memory.Saved{}, nil
 	}
 	s.ids[t.ID] = struct{}{}
 	s.turns = append(s.turns, storedTurn{turn: t, metadata: metadata})
 	s.updatedAt = now
-	return true, nil
+	if len(s.turns) > 1 {
+		s.version++
+	}
+	return memory.Saved{Stored: true, Seq: len(s.turns), Version: s.version}, nil
 }
 
 // LoadWindow returns the newest maxTurns turns, oldest first, and the total
 // turn count; an unknown session yields an empty Window. maxTurns < 1 is an
 // error wrapping memory.ErrInvalidOption.
 func (b *InMemoryBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
+	w, _, _, err := b.LoadWindowIfChanged(ctx, sessionID, maxTurns, memory.UnknownVersion)
+	return w, err
+}
+
+// LoadWindowIfChanged is LoadWindow that returns only the session's version
+// when it is known. It implements memory.VersionedBackend.
+func (b *InMemoryBackend) LoadWindowIfChanged(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, bool, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.Window{}, fmt.Errorf("backend: load window: %w", err)
+		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w", err)
 	}
 	if maxTurns < 1 {
-		return memory.Window{}, fmt.Errorf("backend: load window: %w: max turns must be at least 1, got %d", memory.ErrInvalidOption, maxTurns)
+		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w: max turns must be at least 1, got %d", memory.ErrInvalidOption, maxTurns)
 	}
 	b.mu.Lock()
 	s := b.sessions[sessionID]
 	var stored []storedTurn
 	var count int
+	v := memory.NoSession
 	if s != nil {
+		v = s.version
 		count = len(s.turns)
 		stored = s.turns[max(0, count-maxTurns):] // stored turns are never modified
 	}
 	b.mu.Unlock()
+	if v == known {
+		return memory.Window{}, v, false, nil
+	}
 
 	w := memory.Window{TurnCount: count}
 	if len(stored) > 0 {
@@ -111,11 +135,11 @@ func (b *InMemoryBackend) LoadWindow(ctx context.Context, sessionID string, maxT
 		w.Turns[i] = st.turn
 		if st.metadata != nil {
 			if err := json.Unmarshal(st.metadata, &w.Turns[i].Metadata); err != nil {
-				return memory.Window{}, fmt.Errorf("backend: load window: turn %s metadata: %w", st.turn.ID, err)
+				return memory.Window{}, 0, false, fmt.Errorf("backend: load window: turn %s metadata: %w", st.turn.ID, err)
 			}
 		}
 	}
-	return w, nil
+	return w, v, true, nil
 }
 
 // ClearSession removes every turn of the session.

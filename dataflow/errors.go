@@ -14,7 +14,9 @@ var (
 	// of a table that does not exist when auto-migration is off.
 	ErrTableMissing = errors.New("dataflow: table missing")
 	// ErrSchemaMismatch is returned (wrapped in ErrEnsureFailed) at first
-	// use when auto-migration is off and the table lacks a model column.
+	// use when auto-migration is off and the table lacks a model column or
+	// differs from it in a way that breaks the model, and by any operation
+	// whose statement names a model column the live table lacks.
 	ErrSchemaMismatch = errors.New("dataflow: schema does not match model")
 	// ErrUnknownColumn is returned before any SQL runs when a filter, an
 	// order or a set names a column the model does not have.

@@ -14,16 +14,28 @@
 //	}
 //	w, err := m.LoadContext(ctx, "session-1") // w.Turns oldest first, w.TurnCount all turns
 //
-// Both types are safe for concurrent use. Within one process the cache of a
-// PersistentBufferMemory always equals what reading the backend would
-// return: SaveTurn, Clear and reads that miss the cache are serialized per
-// session, a turn is cached only after the backend stored it, and a failed
-// save drops the session's window, so the next load reads what was really
-// stored. Writes by other processes (or by other
-// PersistentBufferMemory values over the same store) become visible when a
-// cached window expires, so staleness across processes is bounded by the
-// cache TTL (WithCacheTTL; 0 disables the cache); InvalidateCache makes them
-// visible at once.
+// Both types are safe for concurrent use.
+//
+// The cache of a PersistentBufferMemory is coherent across processes by
+// default: after a SaveTurn or Clear has returned on any process (or on any
+// other memory over the same store), the next LoadContext on every process
+// shows it. A VersionedBackend (both backends in package backend are one)
+// gives every stored state of a session a version; LoadContext sends the
+// cached window's version with its one read, and the backend answers with
+// the session row alone when nothing changed, or with the new window. So a
+// hit costs one small round trip and reads no turns. A save appends to a
+// cached window only when the backend's answer proves the window was the
+// session's newest state just before it (turn count and version moved by
+// exactly this turn), so a save never appends onto a stale window; else the
+// window is dropped. Within one process, SaveTurn and Clear are serialized
+// per session, a turn is cached only after the backend stored it, and a
+// failed save drops the session's window.
+//
+// WithStaleReads(d) trades that guarantee for loads without a round trip:
+// a window confirmed within d is served as it is, so another process's
+// writes can go unseen for up to d (this process's own never are). A
+// backend that is not a VersionedBackend is read through on every load,
+// unless WithStaleReads allows caching it.
 //
 // Input is validated before anything is stored; errors wrap the sentinels
 // ErrInvalidSessionID, ErrInvalidTurn and ErrTurnTooLarge and are compared

@@ -25,4 +25,9 @@ var (
 	// option or a nil backend, by every method of a BufferMemory built with an
 	// invalid option, and by backends for an invalid maxTurns.
 	ErrInvalidOption = errors.New("memory: invalid option")
+
+	// ErrClosed is returned by every method of a PersistentBufferMemory
+	// after Close, and of one not made by NewPersistentBufferMemory (the
+	// zero value), and by a backend's methods when it has no store.
+	ErrClosed = errors.New("memory: closed")
 )

@@ -13,6 +13,7 @@ const (
 	DefaultMaxMessageBytes   = 1 << 20 // 1 MiB
 	MaxSessionIDBytes        = 255
 	MaxTurnIDBytes           = 128
+	MaxMetadataDepth         = 100 // levels of nested objects and arrays in a turn's metadata
 )
 
 // An Option configures NewBufferMemory or NewPersistentBufferMemory.
@@ -24,6 +25,7 @@ type config struct {
 	cacheTTL          time.Duration
 	maxCachedSessions int
 	maxMessageBytes   int
+	staleReads        time.Duration
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -56,9 +58,9 @@ func WithMaxTurns(n int) Option {
 	}
 }
 
-// WithCacheTTL sets how long a cached window is served before it is read
-// from the backend again. The default is DefaultCacheTTL; 0 disables the
-// cache; d < 0 is an error.
+// WithCacheTTL sets how long a cached window is kept after the backend last
+// confirmed it; a window the backend keeps confirming stays cached. The
+// default is DefaultCacheTTL; 0 disables the cache; d < 0 is an error.
 func WithCacheTTL(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -92,6 +94,25 @@ func WithMaxMessageBytes(n int) Option {
 			return fmt.Errorf("%w: max message bytes must be at least 1, got %d", ErrInvalidOption, n)
 		}
 		c.maxMessageBytes = n
+		return nil
+	}
+}
+
+// WithStaleReads lets LoadContext answer from a cached window without asking
+// the backend, for up to d after the backend last confirmed it (by a load or
+// a save through this memory). Writes by other processes, or by other
+// memories over the same store, can then go unseen for up to d: it trades
+// read-your-writes across servers for loads with no round trip. This
+// process's own saves and clears are always seen, and a save still never
+// appends onto a stale window. The default, 0, confirms every cached window
+// with the backend; d < 0 is an error. It also lets a backend that is not a
+// VersionedBackend be cached.
+func WithStaleReads(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: stale reads must not be negative, got %v", ErrInvalidOption, d)
+		}
+		c.staleReads = d
 		return nil
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -63,7 +64,8 @@ func NewTurnID() string {
 //
 // Errors wrap ErrInvalidTurn (no message; NUL or invalid UTF-8 in a message,
 // the ID, or any metadata key or string; ID longer than MaxTurnIDBytes;
-// metadata that encoding/json cannot encode or decode back; a Timestamp
+// metadata nested more than MaxMetadataDepth levels, or that encoding/json
+// cannot encode or decode back; a Timestamp
 // outside the years 1 to 9999 in UTC) or
 // ErrTurnTooLarge (a message or the metadata JSON over maxMessageBytes).
 //
@@ -97,6 +99,9 @@ func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, erro
 	if len(t.Metadata) == 0 {
 		t.Metadata = nil
 	} else {
+		if metadataTooDeep(t.Metadata, MaxMetadataDepth) {
+			return Turn{}, nil, fmt.Errorf("%w: metadata nests deeper than %d levels", ErrInvalidTurn, MaxMetadataDepth)
+		}
 		var err error
 		if data, err = json.Marshal(t.Metadata); err != nil {
 			return Turn{}, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
@@ -128,6 +133,80 @@ func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, erro
 		return Turn{}, nil, fmt.Errorf("%w: timestamp %s is outside the years 1 to 9999 (UTC)", ErrInvalidTurn, t.Timestamp.Format(time.RFC3339Nano))
 	}
 	return t, data, nil
+}
+
+// metadataTooDeep reports whether v nests maps, slices, arrays, structs or
+// pointers more than limit levels deep. It stops at the limit, so it costs
+// at most what the first limit levels do, and encoding/json never recurses
+// far enough to exhaust the stack.
+func metadataTooDeep(v any, limit int) bool {
+	if limit < 0 {
+		return true
+	}
+	switch v := v.(type) {
+	case nil, string, bool, float64, int, int64, json.Number, json.RawMessage:
+		return false
+	case map[string]any:
+		for _, e := range v {
+			if metadataTooDeep(e, limit-1) {
+				return true
+			}
+		}
+		return false
+	case []any:
+		for _, e := range v {
+			if metadataTooDeep(e, limit-1) {
+				return true
+			}
+		}
+		return false
+	}
+	return valueTooDeep(reflect.ValueOf(v), limit)
+}
+
+// valueTooDeep is metadataTooDeep for any other type, by reflection.
+func valueTooDeep(rv reflect.Value, limit int) bool {
+	if limit < 0 {
+		return true
+	}
+	switch rv.Kind() {
+	case reflect.Interface, reflect.Pointer:
+		return !rv.IsNil() && valueTooDeep(rv.Elem(), limit-1)
+	case reflect.Map:
+		if !nests(rv.Type().Elem()) {
+			return false
+		}
+		for it := rv.MapRange(); it.Next(); {
+			if valueTooDeep(it.Value(), limit-1) {
+				return true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if !nests(rv.Type().Elem()) {
+			return false
+		}
+		for i := range rv.Len() {
+			if valueTooDeep(rv.Index(i), limit-1) {
+				return true
+			}
+		}
+	case reflect.Struct:
+		for i := range rv.NumField() {
+			if rv.Type().Field(i).IsExported() && valueTooDeep(rv.Field(i), limit-1) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nests reports whether values of type t can hold further levels.
+func nests(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Interface, reflect.Pointer, reflect.Map, reflect.Slice, reflect.Array, reflect.Struct:
+		return true
+	}
+	return false
 }
 
 // badText says why s cannot be stored as text, or returns "".
