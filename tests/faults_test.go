@@ -166,9 +166,18 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_n
 	// idle in the pool.
 	probe := memoryOn(t, db, memory.WithCacheTTL(0))
 	recovery := 0
-	for op("LoadContext", func(ctx context.Context) error { _, err := probe.LoadContext(ctx, "own-0"); return err }) != nil {
+	for {
+		err := op("LoadContext", func(ctx context.Context) error { _, err := probe.LoadContext(ctx, "own-0"); return err })
+		if err == nil {
+			break
+		}
 		if recovery++; recovery > 2*dataflow.DefaultMaxOpenConns {
-			t.Fatalf("no call works after the fault: %d failed", recovery)
+			t.Fatalf("no call works after the fault: %d failed: %v", recovery, err)
+		}
+		// A first use that failed during the fault is retried once its
+		// backoff (at most 100 ms here) has passed, not at once.
+		if errors.Is(err, dataflow.ErrEnsureFailed) {
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	// Then the terminator's last act kills the idle connections, as a
