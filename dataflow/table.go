@@ -285,6 +285,13 @@ func (db *DB) run(ctx context.Context, st *tableState) error {
 	err := st.ens.Ensure(ctx, func(ctx context.Context) error {
 		db.stats.runs.Add(1)
 		err := db.ensureOnce(ctx, st)
+		// A pooled connection found dead (the server restarted or
+		// terminated it) failed the run without doing anything wrong: run
+		// again on another, as BEGIN and reads do. A run is safe to repeat:
+		// it checks again, and migrates under the cross-process lock.
+		for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
+			err = db.ensureOnce(ctx, st)
+		}
 		if err != nil {
 			db.stats.failures.Add(1)
 		}
