@@ -159,11 +159,13 @@ func (c *sessionCache) update(e *entry, now time.Time, f func(*snapshot) *snapsh
 	if c.liveLocked(e, now) {
 		s = e.snap
 	}
+	// A write ended: a read that began before it must not install what it
+	// read, even when the window itself does not change.
+	e.gen++
 	switch ns := f(s); {
 	case ns == s:
 	case ns == nil:
 		c.stats.stale.Add(1)
-		e.gen++
 		c.dropLocked(e)
 	default:
 		c.setLocked(e, ns, now)

@@ -20,6 +20,7 @@ func TestInvalidOptions(t *testing.T) {
 		{"max turns 0", memory.WithMaxTurns(0)},
 		{"max turns -1", memory.WithMaxTurns(-1)},
 		{"cache ttl -1ns", memory.WithCacheTTL(-time.Nanosecond)},
+		{"stale reads -1ns", memory.WithStaleReads(-time.Nanosecond)},
 		{"max cached sessions 0", memory.WithMaxCachedSessions(0)},
 		{"max message bytes 0", memory.WithMaxMessageBytes(0)},
 		{"nil option", nil},
@@ -61,6 +62,7 @@ func TestValidOptionsApply(t *testing.T) {
 	_, err = m.LoadContext(ctx, "s")
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), b.loads.Load(), "ttl 0 must read through every time")
+	assert.Zero(t, b.checks.Load())
 }
 
 func users(w memory.Window) []string {

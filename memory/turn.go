@@ -99,7 +99,16 @@ func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, erro
 	if len(t.Metadata) == 0 {
 		t.Metadata = nil
 	} else {
-		if metadataTooDeep(t.Metadata, MaxMetadataDepth) {
+		// Every value but the last takes at least two bytes of JSON (itself
+		// and a comma), so more than half the limit could never be stored.
+		w := metadataWalk{values: maxMessageBytes/2 + 1, path: make([]uintptr, 0, 16)}
+		if w.tooDeep(t.Metadata, MaxMetadataDepth) {
+			switch {
+			case w.cycle:
+				return Turn{}, nil, fmt.Errorf("%w: metadata contains a cycle", ErrInvalidTurn)
+			case w.values < 0:
+				return Turn{}, nil, fmt.Errorf("%w: metadata holds more values than %d bytes of JSON can", ErrTurnTooLarge, maxMessageBytes)
+			}
 			return Turn{}, nil, fmt.Errorf("%w: metadata nests deeper than %d levels", ErrInvalidTurn, MaxMetadataDepth)
 		}
 		var err error
@@ -135,49 +144,95 @@ func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, erro
 	return t, data, nil
 }
 
-// metadataTooDeep reports whether v nests maps, slices, arrays, structs or
-// pointers more than limit levels deep. It stops at the limit, so it costs
-// at most what the first limit levels do, and encoding/json never recurses
-// far enough to exhaust the stack.
-func metadataTooDeep(v any, limit int) bool {
-	if limit < 0 {
-		return true
-	}
-	switch v := v.(type) {
-	case nil, string, bool, float64, int, int64, json.Number, json.RawMessage:
-		return false
-	case map[string]any:
-		for _, e := range v {
-			if metadataTooDeep(e, limit-1) {
-				return true
-			}
-		}
-		return false
-	case []any:
-		for _, e := range v {
-			if metadataTooDeep(e, limit-1) {
-				return true
-			}
-		}
-		return false
-	}
-	return valueTooDeep(reflect.ValueOf(v), limit)
+// A metadataWalk bounds metadata before encoding/json sees it: how deep it
+// nests (maps, slices, arrays, structs, pointers), and how many values it
+// holds, counting a value each time it is reached, so that a map shared
+// many times over cannot make encoding take exponential time, and finding
+// cycles. It stops at the first bound it passes, so it costs
+// at most what the bounds allow, and encoding/json never recurses far
+// enough to exhaust the stack.
+type metadataWalk struct {
+	values int       // still allowed
+	path   []uintptr // the maps, slices and pointers being walked, to find cycles
+	cycle  bool      // the walk stopped at a cycle
 }
 
-// valueTooDeep is metadataTooDeep for any other type, by reflection.
-func valueTooDeep(rv reflect.Value, limit int) bool {
-	if limit < 0 {
+// enter records a container on the path, reporting a cycle if it is on it
+// already; leave takes it off.
+func (w *metadataWalk) enter(p uintptr) bool {
+	if p == 0 {
 		return true
 	}
+	for _, q := range w.path {
+		if q == p {
+			w.cycle = true
+			return false
+		}
+	}
+	w.path = append(w.path, p)
+	return true
+}
+
+func (w *metadataWalk) leave(p uintptr) {
+	if p != 0 {
+		w.path = w.path[:len(w.path)-1]
+	}
+}
+
+// tooDeep reports whether v nests more than limit levels deep; w.values < 0
+// afterwards means it holds too many values.
+func (w *metadataWalk) tooDeep(v any, limit int) bool {
+	switch v.(type) {
+	case nil, string, bool, float64, int, int64, json.Number, json.RawMessage:
+		w.values--
+		return limit < 0 || w.values < 0
+	case map[string]any: // the common case, without reflection
+		w.values--
+		p := reflect.ValueOf(v).Pointer()
+		if limit < 0 || w.values < 0 || !w.enter(p) {
+			return true
+		}
+		defer w.leave(p)
+		for _, e := range v.(map[string]any) {
+			if w.tooDeep(e, limit-1) {
+				return true
+			}
+		}
+		return false
+	}
+	return w.valueTooDeep(reflect.ValueOf(v), limit)
+}
+
+// valueTooDeep is tooDeep for any other type, by reflection.
+func (w *metadataWalk) valueTooDeep(rv reflect.Value, limit int) bool {
+	if w.values--; limit < 0 || w.values < 0 {
+		return true
+	}
+	var p uintptr
 	switch rv.Kind() {
-	case reflect.Interface, reflect.Pointer:
-		return !rv.IsNil() && valueTooDeep(rv.Elem(), limit-1)
+	case reflect.Pointer, reflect.Map:
+		p = rv.Pointer()
+	case reflect.Slice:
+		if rv.Len() > 0 {
+			p = rv.Pointer()
+		}
+	}
+	if !w.enter(p) {
+		return true
+	}
+	defer w.leave(p)
+	switch rv.Kind() {
+	case reflect.Interface: // a box, not a level
+		w.values++
+		return !rv.IsNil() && w.valueTooDeep(rv.Elem(), limit)
+	case reflect.Pointer:
+		return !rv.IsNil() && w.valueTooDeep(rv.Elem(), limit-1)
 	case reflect.Map:
 		if !nests(rv.Type().Elem()) {
 			return false
 		}
 		for it := rv.MapRange(); it.Next(); {
-			if valueTooDeep(it.Value(), limit-1) {
+			if w.valueTooDeep(it.Value(), limit-1) {
 				return true
 			}
 		}
@@ -186,13 +241,13 @@ func valueTooDeep(rv reflect.Value, limit int) bool {
 			return false
 		}
 		for i := range rv.Len() {
-			if valueTooDeep(rv.Index(i), limit-1) {
+			if w.valueTooDeep(rv.Index(i), limit-1) {
 				return true
 			}
 		}
 	case reflect.Struct:
 		for i := range rv.NumField() {
-			if rv.Type().Field(i).IsExported() && valueTooDeep(rv.Field(i), limit-1) {
+			if rv.Type().Field(i).IsExported() && w.valueTooDeep(rv.Field(i), limit-1) {
 				return true
 			}
 		}

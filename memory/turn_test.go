@@ -100,15 +100,96 @@ func TestPrepareTurnRejects(t *testing.T) {
 	}
 }
 
-func TestPrepareTurnRejectsTooDeepMetadata(t *testing.T) {
-	// Large enough that only the depth limit of json.Unmarshal (10000) can fail.
-	_, _, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: nested(10001, 1)}, time.Now(), 0)
-	require.ErrorIs(t, err, memory.ErrInvalidTurn)
-	var syntaxErr *json.SyntaxError
-	assert.ErrorAs(t, err, &syntaxErr, "got %v; want the json error wrapped", err)
+// nestedSlices returns map{"a": ...} around depth-1 nested []any, leaf
+// innermost: depth containers in all.
+func nestedSlices(depth int, leaf any) map[string]any {
+	v := leaf
+	for i := 1; i < depth; i++ {
+		v = []any{v}
+	}
+	return map[string]any{"a": v}
+}
 
-	_, _, err = memory.PrepareTurn(memory.Turn{User: "u", Metadata: nested(9999, 1)}, time.Now(), 0)
-	assert.NoError(t, err)
+// node is a user type that nests through pointers.
+type node struct{ Next *node }
+
+func chain(n int) *node {
+	var head *node
+	for range n {
+		head = &node{Next: head}
+	}
+	return head
+}
+
+// The boundary, as metadataTooDeep draws it: the Metadata map is level 1 and
+// every object or array inside adds one, so a scalar inside 100 nested
+// objects or arrays (JSON nesting 100) is accepted and inside 101 refused.
+// For a Go type, pointers and interfaces count as levels too, so a chain of
+// *node holds about half as many JSON levels.
+func TestPrepareTurnMetadataDepthLimit(t *testing.T) {
+	tests := []struct {
+		name    string
+		meta    map[string]any
+		wantErr bool
+	}{
+		{"maps 100", nested(memory.MaxMetadataDepth, 1), false},
+		{"maps 101", nested(memory.MaxMetadataDepth+1, 1), true},
+		{"arrays 100", nestedSlices(memory.MaxMetadataDepth, 1), false},
+		{"arrays 101", nestedSlices(memory.MaxMetadataDepth+1, 1), true},
+		{"nil leaf 101", nested(memory.MaxMetadataDepth+1, nil), true},
+		{"struct chain 10", map[string]any{"n": chain(10)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, data, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: tt.meta}, time.Now(), 0)
+			if !tt.wantErr {
+				require.NoError(t, err)
+				assert.NotEmpty(t, data)
+				return
+			}
+			require.ErrorIs(t, err, memory.ErrInvalidTurn)
+			assert.Contains(t, err.Error(), "deeper than 100 levels")
+			assert.Nil(t, data)
+		})
+	}
+}
+
+// Metadata a million levels deep is refused before encoding/json walks it
+// (which took 2.7 s and 1 GB), in a handful of allocations, and never
+// stored.
+func TestMetadataMillionLevelsDeep(t *testing.T) {
+	const depth = 1_000_000
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		meta map[string]any
+	}{
+		{"maps", nested(depth, 1)},
+		{"arrays", nestedSlices(depth, 1)},
+		{"struct chain", map[string]any{"n": chain(depth)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			turn := memory.Turn{User: "u", Metadata: tt.meta}
+			start := time.Now()
+			_, _, err := memory.PrepareTurn(turn, start, 0)
+			elapsed := time.Since(start)
+			require.ErrorIs(t, err, memory.ErrInvalidTurn)
+			allocs := testing.AllocsPerRun(10, func() { _, _, _ = memory.PrepareTurn(turn, start, 0) })
+			t.Logf("refused in %v, %.0f allocations", elapsed, allocs)
+			assert.Less(t, elapsed, time.Second)
+			assert.Less(t, allocs, 100.0)
+
+			b := newRecordingBackend()
+			m, err := memory.NewPersistentBufferMemory(b)
+			require.NoError(t, err)
+			require.ErrorIs(t, m.SaveTurn(ctx, "s", turn), memory.ErrInvalidTurn)
+			assert.Zero(t, b.calls(), "an invalid turn reached the backend")
+			require.ErrorIs(t, b.InMemoryBackend.SaveTurn(ctx, "s", turn), memory.ErrInvalidTurn)
+			_, err = b.InMemoryBackend.SessionInfo(ctx, "s")
+			assert.ErrorIs(t, err, memory.ErrSessionNotFound, "something was stored")
+		})
+	}
 }
 
 func TestPrepareTurnWrapsJSONError(t *testing.T) {
@@ -239,4 +320,24 @@ func TestInvalidInputNeverReachesBackend(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Metadata that shares one map many times over (a DAG, not a cycle) holds
+// 2^60 values once encoded: it is refused as too large before encoding,
+// in bounded time, instead of encoding for ever.
+func TestPrepareTurnMetadataSharedMaps(t *testing.T) {
+	m := map[string]any{"leaf": "x"}
+	for range 60 {
+		m = map[string]any{"a": m, "b": m}
+	}
+	start := time.Now()
+	_, _, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: m}, time.Now(), 0)
+	t.Logf("refused in %v", time.Since(start))
+	require.ErrorIs(t, err, memory.ErrTurnTooLarge)
+
+	cyclic := map[string]any{}
+	cyclic["self"] = []any{cyclic}
+	_, _, err = memory.PrepareTurn(memory.Turn{User: "u", Metadata: cyclic}, time.Now(), 0)
+	require.ErrorIs(t, err, memory.ErrInvalidTurn)
+	require.ErrorContains(t, err, "cycle")
 }
