@@ -149,7 +149,6 @@ func TestSaveNeverAppendsOntoStaleWindow(t *testing.T) {
 				require.Equal(t, 2, old.TurnCount)
 
 				mv.move(t, a)
-				want := readThrough(t, store.InMemoryBackend, "s", maxTurns)
 				if mode.opts != nil {
 					// The documented trade: B has not written since, so it
 					// may serve its window; it must be the one it had.
@@ -157,7 +156,7 @@ func TestSaveNeverAppendsOntoStaleWindow(t *testing.T) {
 				}
 
 				save(t, b, "s", memory.Turn{User: "b"})
-				want = readThrough(t, store.InMemoryBackend, "s", maxTurns)
+				want := readThrough(t, store.InMemoryBackend, "s", maxTurns)
 				if w, ok := memory.CachedWindow(b, "s"); ok {
 					require.Equal(t, want, w, "B's save produced a window that never existed")
 				}

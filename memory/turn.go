@@ -182,18 +182,18 @@ func (w *metadataWalk) leave(p uintptr) {
 // tooDeep reports whether v nests more than limit levels deep; w.values < 0
 // afterwards means it holds too many values.
 func (w *metadataWalk) tooDeep(v any, limit int) bool {
-	switch v.(type) {
+	switch m := v.(type) {
 	case nil, string, bool, float64, int, int64, json.Number, json.RawMessage:
 		w.values--
 		return limit < 0 || w.values < 0
 	case map[string]any: // the common case, without reflection
 		w.values--
-		p := reflect.ValueOf(v).Pointer()
+		p := reflect.ValueOf(m).Pointer()
 		if limit < 0 || w.values < 0 || !w.enter(p) {
 			return true
 		}
 		defer w.leave(p)
-		for _, e := range v.(map[string]any) {
+		for _, e := range m {
 			if w.tooDeep(e, limit-1) {
 				return true
 			}
