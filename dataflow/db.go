@@ -24,10 +24,13 @@ type DB struct {
 	cfg     config
 	mig     *migrate.Migrator
 	ownsDB  bool
-	maxIdle int     // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
-	file    *dbFile // the SQLite file Open opened; nil for memory and for New
+	maxIdle int           // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
+	file    *dbFile       // the SQLite file Open opened; nil for memory and for New
+	ckpt    *checkpointer // background checkpoints of file; nil if none
 	closed  atomic.Bool
 	stats   counters
+	// prepared holds the statements Stmt prepared, closed with the DB.
+	prepared stmtRegistry
 
 	mu        sync.Mutex // protects tables and tablesGen
 	tables    map[string]*tableState
@@ -65,6 +68,9 @@ func New(db *bun.DB, opts ...Option) (*DB, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.checkpointSet {
+		return nil, fmt.Errorf("%w: WithCheckpointEvery is Open-only: New cannot set wal_autocheckpoint on the caller's connections", ErrInvalidOption)
 	}
 	return newDB(db, cfg, false)
 }
@@ -128,8 +134,10 @@ func (db *DB) Close() error {
 	if db == nil || db.closed.Swap(true) {
 		return nil
 	}
+	db.closeStmts()
 	if db.ownsDB {
-		return db.bun.Close()
+		ckptErr := db.ckpt.close() // needs the pool: first
+		return errors.Join(ckptErr, db.bun.Close())
 	}
 	return nil
 }
@@ -208,7 +216,11 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 		return err // as fn returned it
 	}
 	done = true
-	return tx.commit(ctx)
+	if err := tx.commit(ctx); err != nil {
+		return err
+	}
+	db.ckpt.committed()
+	return nil
 }
 
 // readyAll ensures every registered table, in name order; it fails only

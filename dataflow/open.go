@@ -155,6 +155,11 @@ func sqlitePragmas(cfg config, memory bool) string {
 		// the file, and setting it on every new connection can fail with
 		// SQLITE_BUSY while another process opens the same file.
 		b.WriteString("&_pragma=synchronous(" + sync + ")")
+		if cfg.checkpointEvery > 0 {
+			// The DB's checkpointer checkpoints, not COMMIT (see
+			// checkpointer).
+			b.WriteString("&_pragma=wal_autocheckpoint(0)")
+		}
 	}
 	b.WriteString("&_txlock=immediate")
 	return b.String()
@@ -233,6 +238,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 			db.Close()
 			return nil, fmt.Errorf("open %s: %w", t.redacted, err)
 		}
+		db.ckpt = startCheckpointer(sqldb, t.path, cfg)
 	}
 	return db, nil
 }

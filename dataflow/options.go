@@ -18,6 +18,11 @@ const (
 	DefaultMinBackoff    = cache.DefaultMinBackoff
 	DefaultMaxBackoff    = cache.DefaultMaxBackoff
 	DefaultMaxOpenConns  = 32 // PostgreSQL pool size for Open
+
+	// DefaultCheckpointEvery is the WAL size, in pages, at which Open's
+	// background checkpoint of a SQLite file starts (SQLite's own
+	// automatic threshold).
+	DefaultCheckpointEvery = 1000
 )
 
 // Option configures a DB.
@@ -37,6 +42,9 @@ type config struct {
 	maxBackoff     time.Duration
 	maxOpenConns   int
 	historyTable   string
+
+	checkpointEvery int  // WAL pages; 0: SQLite checkpoints in COMMIT
+	checkpointSet   bool // WithCheckpointEvery was given: Open only
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -49,6 +57,8 @@ func newConfig(opts []Option) (config, error) {
 		maxBackoff:    DefaultMaxBackoff,
 		maxOpenConns:  DefaultMaxOpenConns,
 		historyTable:  migrate.DefaultHistoryTable,
+
+		checkpointEvery: DefaultCheckpointEvery,
 	}
 	for _, opt := range opts {
 		if opt == nil {
@@ -164,6 +174,36 @@ func WithMaxOpenConns(n int) Option {
 			return fmt.Errorf("%w: max open conns must be at least 1", ErrInvalidOption)
 		}
 		c.maxOpenConns = n
+		return nil
+	}
+}
+
+// WithCheckpointEvery sets when Open checkpoints a SQLite file: once the
+// WAL holds pages pages that are not yet in the database file (default
+// DefaultCheckpointEvery). Open turns SQLite's automatic checkpoint off on
+// its connections, so that no COMMIT pays for copying the WAL into the
+// database file, and a goroutine of the DB checkpoints in the background
+// on a connection of its own (PASSIVE, which never blocks readers or
+// writers, then RESTART when the WAL did not start over, and TRUNCATE when
+// a long reader made the file grow); Close stops it and folds the WAL into
+// the database file. Under sustained writes the WAL file stays within
+// 8×pages pages (for pages >= DefaultCheckpointEvery; smaller thresholds
+// mainly add checkpoints) while no reader holds a snapshot for long; a reader
+// that does pins what was written after its snapshot, and the file shrinks
+// back once it ends. Durability is unchanged. These checkpoints are not
+// statements of the engine's operations: query hooks do not see them.
+//
+// 0 restores SQLite's automatic checkpoint (wal_autocheckpoint=1000, run
+// inside the COMMIT that crosses it); a negative value is invalid. It has
+// no effect on in-memory databases and PostgreSQL. It is Open-only: New,
+// which cannot configure the caller's connections, returns
+// ErrInvalidOption when given it.
+func WithCheckpointEvery(pages int) Option {
+	return func(c *config) error {
+		if pages < 0 {
+			return fmt.Errorf("%w: negative checkpoint threshold", ErrInvalidOption)
+		}
+		c.checkpointEvery, c.checkpointSet = pages, true
 		return nil
 	}
 }
