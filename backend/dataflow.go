@@ -78,10 +78,11 @@ type DataFlowBackend struct {
 	messages *dataflow.Table[MessageRow]
 	maxBytes int
 
-	saveSession  string // upsert of the session row, returning the new count and version
-	saveMessages string // insert of the turn's messages, skipping a known turn ID
-	loadWindow   string // session count and version, plus the newest turns' messages if the version moved
-	lockSession  string // takes the session row's lock, creating the row if need be
+	saveSession  *dataflow.Stmt // upsert of the session row, returning the new count and version
+	saveMessages *dataflow.Stmt // insert of the turn's messages, skipping a known turn ID
+	loadWindow   *dataflow.Stmt // session count and version, plus the newest turns' messages if the version moved
+	lockSession  *dataflow.Stmt // takes the session row's lock, creating the row if need be
+	saveTurn     *dataflow.Stmt // PostgreSQL: the whole save in one statement; nil on SQLite
 }
 
 var (
@@ -121,25 +122,49 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	}
 	// A new session row starts at a random version, so that a session
 	// cleared and saved again never repeats a version a cache may hold.
-	b.saveSession = db.Rebind(`INSERT INTO ` + SessionsTable + ` (id, turn_count, version, created_at, updated_at) VALUES (?, 1, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET turn_count = ` + SessionsTable + `.turn_count + 1, version = ` + SessionsTable + `.version + 1, updated_at = excluded.updated_at
-RETURNING turn_count, version`)
-	b.lockSession = db.Rebind(`INSERT INTO ` + SessionsTable + ` (id, turn_count, version, created_at, updated_at) VALUES (?, 0, 0, ?, ?)
-ON CONFLICT (id) DO UPDATE SET turn_count = ` + SessionsTable + `.turn_count`)
-	b.saveMessages = db.Rebind(`INSERT INTO ` + MessagesTable + ` (session_id, seq, pos, turn_id, role, content, metadata, created_at)
-VALUES (?, ?, 0, ?, '` + RoleUser + `', ?, ?, ?), (?, ?, 1, ?, '` + RoleAssistant + `', ?, NULL, ?)
-ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
+	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at) VALUES (?, 1, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1, updated_at = excluded.updated_at
+RETURNING turn_count, version`, b.sessions)
+	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at) VALUES (?, 0, 0, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
+	b.saveMessages = db.NewStmt(`INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, metadata, created_at)
+VALUES (?, ?, 0, ?, '`+RoleUser+`', ?, ?, ?), (?, ?, 1, ?, '`+RoleAssistant+`', ?, NULL, ?)
+ON CONFLICT (session_id, turn_id, pos) DO NOTHING`, b.messages)
+	if db.Dialect() == "pg" {
+		// The whole save in one statement, so one round trip, atomic as
+		// any statement is. A turn ID the session holds is seen by the
+		// first CTE, and then nothing is bumped or inserted (no row comes
+		// back). Two saves of one new ID at once both miss it: the session
+		// row lock orders them, and the second's insert then violates the
+		// turn index, which aborts its whole statement, its bump included.
+		// A clear holds the session row lock (inserting the row if need
+		// be), so the upsert waits for it, as the two-statement save does.
+		b.saveTurn = db.NewStmt(`WITH known AS (
+	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+), s AS (
+	INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at)
+	SELECT ?, 1, CAST(? AS BIGINT), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
+	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1, updated_at = excluded.updated_at
+	RETURNING turn_count, version
+), m AS (
+	INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, metadata, created_at)
+	SELECT ?, s.turn_count, v.pos, ?, v.role, v.content, v.metadata, CAST(? AS TIMESTAMPTZ)
+	FROM s, (VALUES (0, '`+RoleUser+`', CAST(? AS TEXT), CAST(? AS TEXT)), (1, '`+RoleAssistant+`', CAST(? AS TEXT), NULL)) AS v (pos, role, content, metadata)
+)
+SELECT turn_count, version FROM s`, b.sessions, b.messages)
+	}
 	// One statement answers both a cache check and a read: the session row
 	// by primary key, then, only when its version is not the known one, an
 	// index range scan of its newest turns (session_id = ? AND seq >
 	// turn_count - maxTurns). When the version is known the range starts
 	// past the newest turn, so nothing is read. There is no ORDER BY (see
 	// scanWindow).
-	b.loadWindow = db.Rebind(`SELECT s.turn_count, s.version, m.seq, m.pos, m.turn_id, m.content, m.metadata, m.created_at
-FROM ` + SessionsTable + ` s
-LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id
+	// Times are read in the stored form (dataflow.TimeColumn), not guessed.
+	b.loadWindow = db.NewReadStmt(`SELECT s.turn_count, s.version, m.seq, m.pos, m.turn_id, m.content, m.metadata, `+db.TimeColumn("m.created_at")+`
+FROM `+SessionsTable+` s
+LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
 	AND m.seq > s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END
-WHERE s.id = ?`)
+WHERE s.id = ?`, b.sessions, b.messages)
 	return b, nil
 }
 
@@ -183,24 +208,20 @@ func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID strin
 	if meta != nil {
 		metaArg = string(meta)
 	}
-	ts, err := b.db.Bind(t.Timestamp)
-	if err != nil {
-		return memory.Saved{}, err
-	}
-	at, err := b.db.Bind(now())
-	if err != nil {
-		return memory.Saved{}, err
+	ts, at := t.Timestamp, now()
+	if b.saveTurn != nil {
+		return b.saveInOne(ctx, sessionID, t, metaArg, at)
 	}
 	var seq, version int64
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := tx.QueryContext(ctx, b.saveSession, sessionID, firstVersion(), at, at)
+		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, firstVersion(), at, at)
 		if err != nil {
 			return err
 		}
 		if err := scanOne(rows, &seq, &version); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, b.saveMessages,
+		res, err := b.saveMessages.ExecTx(ctx, tx,
 			sessionID, seq, t.ID, t.User, metaArg, ts,
 			sessionID, seq, t.ID, t.Agent, ts)
 		if err != nil {
@@ -226,6 +247,34 @@ func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID strin
 		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
 	}
 	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version)}, nil
+}
+
+// saveInOne is SaveTurnVersioned on PostgreSQL: one statement, one round
+// trip.
+func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, t memory.Turn, metaArg any, at time.Time) (memory.Saved, error) {
+	if err := ctx.Err(); err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err) // nothing sent
+	}
+	var seq, version int64
+	rows, err := b.saveTurn.Query(ctx,
+		sessionID, t.ID,
+		sessionID, firstVersion(), at, at,
+		sessionID, t.ID, t.Timestamp, t.User, metaArg, t.Agent)
+	if err == nil {
+		err = scanOne(rows, &seq, &version)
+	}
+	switch {
+	case err == nil:
+		return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version)}, nil
+	case errors.Is(err, sql.ErrNoRows):
+		return memory.Saved{}, nil // the session holds the turn's ID
+	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
+		return memory.Saved{}, nil // a concurrent save of the same ID won
+	}
+	// A statement sent and then cut off by the context or a lost
+	// connection may have committed: ErrOutcomeUnknown. A retry with the
+	// same turn ID stores nothing twice.
+	return memory.Saved{}, fmt.Errorf("backend: save turn: %w", dataflow.WriteOutcome(ctx, err))
 }
 
 // firstVersion is the version column of a new session row: random, so that
@@ -270,9 +319,6 @@ func (b *DataFlowBackend) LoadWindowIfChanged(ctx context.Context, sessionID str
 	if maxTurns < 1 {
 		return memory.Window{}, 0, false, fmt.Errorf("%w: maxTurns %d, want at least 1", memory.ErrInvalidOption, maxTurns)
 	}
-	if err := b.ready(ctx); err != nil {
-		return memory.Window{}, 0, false, err
-	}
 	w, v, err := b.load(ctx, sessionID, maxTurns, known)
 	if err != nil {
 		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w", err)
@@ -286,21 +332,11 @@ func (b *DataFlowBackend) LoadWindowIfChanged(ctx context.Context, sessionID str
 func (b *DataFlowBackend) load(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
-	rows, err := b.db.QueryRetry(ctx, b.loadWindow, int64(known)-1, maxTurns, sessionID)
+	rows, err := b.loadWindow.Query(ctx, int64(known)-1, maxTurns, sessionID)
 	if err != nil {
 		return memory.Window{}, 0, err
 	}
 	return scanWindow(rows, maxTurns)
-}
-
-func (b *DataFlowBackend) ready(ctx context.Context) error {
-	if err := b.sessions.Ready(ctx); err != nil {
-		return fmt.Errorf("backend: %w", err)
-	}
-	if err := b.messages.Ready(ctx); err != nil {
-		return fmt.Errorf("backend: %w", err)
-	}
-	return nil
 }
 
 // scanWindow reads the rows of the load statement: no row for a session
@@ -326,7 +362,7 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, er
 		var seq sql.NullInt64
 		var pos sql.NullInt32
 		var turnID, content sql.NullString
-		var at sql.NullTime
+		var at dataflow.Time
 		if err := rows.Scan(&count, &version, &seq, &pos, &turnID, &content, &r.meta, &at); err != nil {
 			return memory.Window{}, 0, err
 		}
@@ -405,12 +441,9 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 	if err := b.check(sessionID); err != nil {
 		return err
 	}
-	at, err := b.db.Bind(now())
-	if err != nil {
-		return err
-	}
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		if _, err := tx.ExecContext(ctx, b.lockSession, sessionID, at, at); err != nil {
+	at := now()
+	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, at, at); err != nil {
 			return err
 		}
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func explainWith(t *testing.T, b *DataFlowBackend, prefix, sessionID string, max
 	t.Helper()
 	ctx := context.Background()
 	pg := b.db.Dialect() == "pg"
-	rows, err := b.db.QueryContext(ctx, prefix+b.loadWindow, int64(memory.UnknownVersion)-1, maxTurns, sessionID)
+	rows, err := b.db.QueryContext(ctx, prefix+b.loadWindow.String(), int64(memory.UnknownVersion)-1, maxTurns, sessionID)
 	require.NoError(t, err)
 	defer rows.Close()
 	var plan []string
@@ -213,10 +214,11 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return b.SaveTurn(ctx, id, turn) }
 	}
 	const (
-		upsert = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version$`
-		lock   = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
-		insert = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
-		load   = `^SELECT s\.turn_count, s\.version, .* FROM turnkeep_sessions s LEFT JOIN turnkeep_messages m ON .* WHERE s\.id = (\?|\$3)$`
+		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version$`
+		saveOne = `^WITH known AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*SELECT turn_count, version FROM s$`
+		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
+		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
+		load    = `^SELECT s\.turn_count, s\.version, .* FROM turnkeep_sessions s LEFT JOIN turnkeep_messages m ON .* WHERE s\.id = (\?|\$3)$`
 	)
 	ops := []op{
 		{name: "SaveTurn new session", run: save("new", memory.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert}, wantTx: true},
@@ -267,6 +269,11 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 			len(warm[kindCatalog]), len(warm[kindDDL]), len(warm[kindHistory]), len(warm[kindData]), len(warm[kindTx]))
 
 		for _, o := range ops {
+			if d.Name == "pg" && slices.Equal(o.wantData, []string{upsert, insert}) {
+				// On PostgreSQL a save is one statement, outside any
+				// explicit transaction: one round trip.
+				o.wantData, o.wantTx = []string{saveOne}, false
+			}
 			t.Run(o.name, func(t *testing.T) {
 				for round := range 3 { // the count is the same every time
 					rec.take()
