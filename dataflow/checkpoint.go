@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // Background WAL checkpoints of the SQLite files Open opens.
@@ -130,7 +132,8 @@ const (
 )
 
 // startCheckpointer starts the checkpointer of the SQLite file at path,
-// whose connections sqldb opens with wal_autocheckpoint=0. It returns nil
+// whose connections are opened with wal_autocheckpoint=0, on sqldb, a pool
+// of its own that close closes. It returns nil
 // when cfg leaves checkpoints to SQLite.
 func startCheckpointer(sqldb *sql.DB, path string, cfg config) *checkpointer {
 	if cfg.checkpointEvery == 0 {
@@ -238,7 +241,7 @@ func (c *checkpointer) checkpoint(ctx context.Context, mode ckptMode) (busy bool
 	}
 	err = c.conn.QueryRowContext(ctx, ckptStatements[mode]).Scan(&busy, &log, &done)
 	if err != nil {
-		discard(c.conn)
+		sqlcore.Discard(c.conn)
 		c.conn = nil
 		return false, 0, 0, fmt.Errorf("checkpoint: %w", withCtxErr(ctx, err))
 	}
@@ -262,7 +265,7 @@ func (c *checkpointer) connect(ctx context.Context, busyTimeout time.Duration) e
 		err = conn.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize)
 	}
 	if err != nil {
-		discard(conn)
+		sqlcore.Discard(conn)
 		return fmt.Errorf("checkpoint: %w", withCtxErr(ctx, err))
 	}
 	c.conn, c.pageSize = conn, pageSize
@@ -294,7 +297,8 @@ func (c *checkpointer) close() error {
 	if c == nil {
 		return nil
 	}
-	c.cancel() // interrupts a running checkpoint
+	c.cancel()          // interrupts a running checkpoint
+	defer c.sql.Close() // the checkpointer's own pool
 	select {
 	case <-c.done:
 	case <-time.After(stopTimeout):
@@ -303,14 +307,14 @@ func (c *checkpointer) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	if c.conn != nil {
-		discard(c.conn) // its busy timeout is the background one
+		sqlcore.Discard(c.conn) // its busy timeout is the background one
 		c.conn = nil
 	}
 	if err := c.connect(ctx, closeBusyTimeout); err != nil {
 		return err
 	}
 	defer func() {
-		discard(c.conn)
+		sqlcore.Discard(c.conn)
 		c.conn = nil
 	}()
 	_, _, _, err := c.checkpoint(ctx, ckptTruncate)

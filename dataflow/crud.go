@@ -60,7 +60,7 @@ func (t *Table[T]) insert(ctx context.Context, row *T, upsert bool) error {
 	ins := t.st.sql.insertFor(t.st.st, omitMask(t.st.st.Fields, rv), 1, upsert)
 	args := make([]any, len(ins.fields))
 	for i, f := range ins.fields {
-		if args[i], err = fieldArg(t.db.pg, f, rv); err != nil {
+		if args[i], err = fieldArg(t.db.d, f, rv); err != nil {
 			return fmt.Errorf("%s %s: column %s: %w", opName(upsert), t.st.name, f.Name, err)
 		}
 	}
@@ -202,7 +202,7 @@ func (t *Table[T]) Read(ctx context.Context, pk ...any) (*T, error) {
 			return nil, fmt.Errorf("%w: read %s: nil key", ErrInvalidArgument, t.st.name)
 		}
 		var err error
-		if args[i], err = bindValue(t.db.pg, v); err != nil {
+		if args[i], err = bindValue(t.db.d, v); err != nil {
 			return nil, err
 		}
 	}
@@ -232,7 +232,7 @@ func (t *Table[T]) Read(ctx context.Context, pk ...any) (*T, error) {
 // pkArgs are the bound primary key values of row, after its other args.
 func (t *Table[T]) pkArgs(rv reflect.Value, args []any) ([]any, error) {
 	for _, f := range t.st.st.PKs {
-		v, err := fieldArg(t.db.pg, f, rv)
+		v, err := fieldArg(t.db.d, f, rv)
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +259,7 @@ func (t *Table[T]) Update(ctx context.Context, row *T) error {
 	}
 	args := make([]any, 0, len(t.st.st.Fields))
 	for _, f := range t.st.st.DataFields {
-		v, err := fieldArg(t.db.pg, f, rv)
+		v, err := fieldArg(t.db.d, f, rv)
 		if err != nil {
 			return fmt.Errorf("update %s: column %s: %w", t.st.name, f.Name, err)
 		}
@@ -318,7 +318,7 @@ func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
 	if q.Limit < 0 || q.Offset < 0 {
 		return nil, fmt.Errorf("%w: list %s: negative limit or offset", ErrInvalidArgument, t.st.name)
 	}
-	b := sqlBuilder{pg: t.db.pg}
+	b := sqlBuilder{d: t.db.d}
 	b.WriteString("SELECT " + t.st.sql.selectCols + " FROM " + t.st.sql.table)
 	if err := appendWhere(&b, t.st, q.Filter); err != nil {
 		return nil, fmt.Errorf("list %s: %w", t.st.name, err)
@@ -330,7 +330,7 @@ func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
 	case q.Limit > 0:
 		b.WriteString(" LIMIT ")
 		b.rawArg(int64(q.Limit))
-	case q.Offset > 0 && !t.db.pg:
+	case q.Offset > 0 && !t.db.d.PG:
 		b.WriteString(" LIMIT -1") // SQLite needs a LIMIT before OFFSET
 	}
 	if q.Offset > 0 {
@@ -362,7 +362,7 @@ func (t *Table[T]) Count(ctx context.Context, f Filter) (int, error) {
 	if err := t.usable(); err != nil {
 		return 0, err
 	}
-	b := sqlBuilder{pg: t.db.pg}
+	b := sqlBuilder{d: t.db.d}
 	b.WriteString("SELECT count(*) FROM " + t.st.sql.table)
 	if err := appendWhere(&b, t.st, f); err != nil {
 		return 0, fmt.Errorf("count %s: %w", t.st.name, err)
@@ -427,7 +427,7 @@ func (t *Table[T]) bulkInsert(ctx context.Context, rows []T, upsert bool) error 
 		omit := omitMask(t.st.st.Fields, reflect.ValueOf(&rows[start]).Elem())
 		cols := len(t.st.st.Fields) - bitCount(omit)
 		per := max(1, maxParams/max(1, cols))
-		if cols == 0 && !t.db.pg {
+		if cols == 0 && !t.db.d.PG {
 			per = 1 // SQLite has only DEFAULT VALUES, one row at a time
 		}
 		var part []reflect.Value
@@ -443,7 +443,7 @@ func (t *Table[T]) bulkInsert(ctx context.Context, rows []T, upsert bool) error 
 		args := make([]any, 0, len(part)*len(ins.fields))
 		for _, rv := range part {
 			for _, f := range ins.fields {
-				v, err := fieldArg(t.db.pg, f, rv)
+				v, err := fieldArg(t.db.d, f, rv)
 				if err != nil {
 					return fmt.Errorf("%s %s: column %s: %w", op, t.st.name, f.Name, err)
 				}
@@ -506,7 +506,7 @@ func (t *Table[T]) BulkUpdate(ctx context.Context, f Filter, set map[string]any)
 	if len(set) == 0 {
 		return 0, fmt.Errorf("%w: bulk update %s: nothing to set", ErrInvalidArgument, t.st.name)
 	}
-	b := sqlBuilder{pg: t.db.pg}
+	b := sqlBuilder{d: t.db.d}
 	b.WriteString("UPDATE " + t.st.sql.table + " SET ")
 	keys := make([]string, 0, len(set))
 	for k := range set {
@@ -540,7 +540,7 @@ func (t *Table[T]) BulkDelete(ctx context.Context, f Filter) (int64, error) {
 	if len(f) == 0 {
 		return 0, fmt.Errorf("bulk delete %s: %w", t.st.name, ErrEmptyFilter)
 	}
-	b := sqlBuilder{pg: t.db.pg}
+	b := sqlBuilder{d: t.db.d}
 	b.WriteString("DELETE FROM " + t.st.sql.table)
 	if err := appendWhere(&b, t.st, f); err != nil {
 		return 0, fmt.Errorf("bulk delete %s: %w", t.st.name, err)

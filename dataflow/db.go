@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -20,7 +20,7 @@ import (
 type DB struct {
 	bun     *bun.DB // carries the configured query hooks
 	sql     *sql.DB
-	pg      bool
+	d       sqlcore.Dialect
 	cfg     config
 	mig     *migrate.Migrator
 	ownsDB  bool
@@ -34,9 +34,9 @@ type DB struct {
 
 	mu        sync.Mutex // protects tables and tablesGen
 	tables    map[string]*tableState
-	tablesGen uint64      // bumped by every Register that adds a table
-	allReady  atomic.Bool // every registered table is ready; reset by Register
-	invalid   sync.Map    // reflect.Type -> error: models bun could not build
+	tablesGen uint64         // bumped by every Register that adds a table
+	allReady  atomic.Bool    // every registered table is ready; reset by Register
+	models    sqlcore.Models // the bun tables of models, and the ones bun could not build
 }
 
 // Stats are counters of the engine's table ensurer since the DB was made.
@@ -76,12 +76,8 @@ func New(db *bun.DB, opts ...Option) (*DB, error) {
 }
 
 func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
-	var pg bool
-	switch bdb.Dialect().Name() {
-	case dialect.SQLite:
-	case dialect.PG:
-		pg = true
-	default:
+	d, ok := sqlcore.Detect(bdb)
+	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s (want sqlite or pg)", ErrInvalidArgument, bdb.Dialect().Name())
 	}
 	for _, h := range cfg.hooks {
@@ -94,7 +90,7 @@ func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
 	return &DB{
 		bun:    bdb,
 		sql:    bdb.DB,
-		pg:     pg,
+		d:      d,
 		cfg:    cfg,
 		mig:    mig,
 		ownsDB: owns,
@@ -125,7 +121,7 @@ func (db *DB) Dialect() string {
 	if db == nil || db.bun == nil {
 		return ""
 	}
-	return db.bun.Dialect().Name().String()
+	return db.d.Name()
 }
 
 // Close makes every later operation return ErrClosed and, if Open made the

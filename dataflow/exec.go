@@ -3,17 +3,13 @@ package dataflow
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // querier is what runs statements: *sql.DB, *sql.Conn or *sql.Tx.
@@ -66,31 +62,10 @@ func (db *DB) afterQuery(ctx context.Context, ev *bun.QueryEvent) {
 // PostgreSQL). ? inside quoted strings and identifiers is left alone. Do it
 // once per statement, not per call.
 func (db *DB) Rebind(query string) string {
-	if db == nil || !db.pg {
+	if db == nil {
 		return query
 	}
-	var b strings.Builder
-	b.Grow(len(query) + 8)
-	n := 0
-	var quote byte
-	for i := 0; i < len(query); i++ {
-		c := query[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '\'' || c == '"':
-			quote = c
-		case c == '?':
-			n++
-			b.WriteByte('$')
-			b.WriteString(strconv.Itoa(n))
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
+	return db.d.Rebind(query)
 }
 
 // ExecContext runs a statement written in the dialect's placeholder form
@@ -129,7 +104,7 @@ type Tx struct {
 	db   *DB
 	q    querier
 	conn *sql.Conn // the transaction's connection; nil once it ended
-	tx   *sql.Tx   // PostgreSQL; SQLite runs BEGIN IMMEDIATE on conn
+	tx   *sql.Tx   // PostgreSQL; SQLite runs BEGIN IMMEDIATE on conn (see sqlcore)
 }
 
 // begin starts a transaction. A BEGIN that fails because its pooled
@@ -143,7 +118,7 @@ func (db *DB) begin(ctx context.Context) (*Tx, error) {
 		if tx, err = db.beginOnce(ctx); err == nil {
 			return tx, nil
 		}
-		if ctx.Err() != nil || !connLost(err) {
+		if ctx.Err() != nil || !sqlcore.ConnLost(err) {
 			break
 		}
 	}
@@ -174,19 +149,18 @@ func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	if db.pg {
+	if db.d.PG {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
-			discard(conn) // BEGIN may have been interrupted half way
+			sqlcore.Discard(conn) // BEGIN may have been interrupted half way
 			return nil, err
 		}
 		return &Tx{db: db, q: tx, tx: tx, conn: conn}, nil
 	}
-	if _, err := db.exec(ctx, conn, "BEGIN IMMEDIATE", nil); err != nil {
-		discard(conn)
+	tx := &Tx{db: db, q: conn, conn: conn}
+	if err := sqlcore.BeginImmediate(ctx, conn, tx); err != nil {
 		return nil, err
 	}
-	tx := &Tx{db: db, q: conn, conn: conn}
 	if db.file != nil {
 		if err := db.file.check(); err != nil {
 			return nil, errors.Join(err, tx.rollback(ctx))
@@ -211,16 +185,9 @@ func (tx *Tx) commit(ctx context.Context) error {
 		}
 		return commitFailed(ctx, conn, err)
 	}
-	// SQLite's COMMIT is local: a write and an fsync, and a wait for
-	// readers bounded by the busy timeout. Interrupting it would only leave
-	// its outcome unknown, so it runs to the end; and a context that can
-	// never end lets the driver skip its interrupt watcher.
-	if _, err := tx.db.exec(context.WithoutCancel(ctx), tx.conn, "COMMIT", nil); err != nil {
-		return errors.Join(fmt.Errorf("commit: %w", err), tx.rollback(ctx))
-	}
-	tx.conn.Close()
+	conn := tx.conn
 	tx.conn = nil
-	return nil
+	return sqlcore.Commit(ctx, conn, tx) // runs to the end: it is local
 }
 
 // commitFailed reports a failed PostgreSQL COMMIT and ends its connection.
@@ -237,17 +204,13 @@ func (tx *Tx) commit(ctx context.Context) error {
 // send as pgx does for one it interrupted. The outcome is known unsent only
 // when ctx ended before commit began, which commit checks.
 func commitFailed(ctx context.Context, conn *sql.Conn, err error) error {
-	if ctx.Err() != nil || connLost(err) {
-		discard(conn)
+	if ctx.Err() != nil || sqlcore.ConnLost(err) {
+		sqlcore.Discard(conn)
 		return fmt.Errorf("commit: %w: %w", ErrOutcomeUnknown, withCtxErr(ctx, err))
 	}
 	conn.Close()
 	return fmt.Errorf("commit: %w", err)
 }
-
-// rollbackTimeout bounds a SQLite ROLLBACK that the caller's context no
-// longer bounds.
-const rollbackTimeout = 30 * time.Second
 
 // rollback ends the transaction, so that no pooled connection is ever left
 // inside a transaction.
@@ -258,7 +221,7 @@ const rollbackTimeout = 30 * time.Second
 // Either way the transaction is rolled back, and no error is reported.
 //
 // On SQLite, ROLLBACK is local and runs on a context that the caller's
-// cancellation cannot stop, bounded by rollbackTimeout; the connection is
+// cancellation cannot stop (see sqlcore.Rollback); the connection is
 // discarded if it fails.
 func (tx *Tx) rollback(ctx context.Context) error {
 	if tx.conn == nil {
@@ -272,32 +235,16 @@ func (tx *Tx) rollback(ctx context.Context) error {
 			err = nil // database/sql rolled back when ctx ended
 		}
 		if ctx.Err() != nil || err != nil {
-			discard(conn)
+			sqlcore.Discard(conn)
 		} else {
 			conn.Close()
 		}
-		if err != nil && ctx.Err() == nil && !connLost(err) {
+		if err != nil && ctx.Err() == nil && !sqlcore.ConnLost(err) {
 			return fmt.Errorf("rollback: %w", err)
 		}
 		return nil
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
-	defer cancel()
-	if _, err := tx.db.exec(rctx, conn, "ROLLBACK", nil); err != nil {
-		// "no transaction is active" means SQLite already rolled back.
-		if !strings.Contains(err.Error(), "no transaction is active") {
-			discard(conn)
-			return fmt.Errorf("rollback: %w", err)
-		}
-	}
-	conn.Close()
-	return nil
-}
-
-// discard closes conn and tells the pool not to reuse its driver connection.
-func discard(conn *sql.Conn) {
-	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-	conn.Close()
+	return sqlcore.Rollback(ctx, conn, tx)
 }
 
 // ExecContext runs a statement in the transaction (placeholders as for
@@ -325,7 +272,7 @@ func (db *DB) Bind(v any) (any, error) {
 	if err := db.usable(); err != nil {
 		return nil, err
 	}
-	return bindValue(db.pg, v)
+	return bindValue(db.d, v)
 }
 
 // withCtxErr makes an error that happened while ctx was ending say so: a
@@ -335,71 +282,22 @@ func withCtxErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		// The driver's own timer (a dial timeout taken from the
+		// deadline) may fire a moment before the context's.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("%w: %w", cerr, err)
 	}
 	return err
 }
 
-// connLost reports whether err says the connection died (rather than the
-// statement failed, or the caller gave up), so that a BEGIN or a read may
-// run again on another connection: a driver's ErrBadConn, an EOF, a closed
-// or reset connection or a network timeout (see netLost), pgx's closed
-// connection, or a PostgreSQL error of class 08 (connection exception) or
-// 57P01-57P03 and 57P05 (the server terminated the session: an
-// administrator, a shutdown, a server not accepting connections yet, an
-// idle session timeout). It is false for an error that involves the
-// context ending, and for local failures such as a missing file or a full
-// disk.
-func connLost(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false // the caller gave up; DeadlineExceeded is also a net.Error
-	}
-	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || netLost(err) {
-		return true
-	}
-	if code, ok := sqlState(err); ok {
-		switch code {
-		case "57P01", "57P02", "57P03", "57P05":
-			return true
-		}
-		return strings.HasPrefix(code, "08")
-	}
-	return strings.Contains(err.Error(), "conn closed")
-}
-
-// netLost reports whether err is a network failure that another attempt
-// may not meet: a connection reset, refused (the server is restarting),
-// aborted or broken, an unreachable network or host, or a timeout. Other
-// system errors (a missing socket file, permissions, a full disk) are not.
-func netLost(err error) bool {
-	for _, errno := range [...]syscall.Errno{
-		syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.ECONNABORTED, syscall.EPIPE,
-		syscall.ETIMEDOUT, syscall.ENETUNREACH, syscall.EHOSTUNREACH, syscall.ENETDOWN, syscall.ENETRESET,
-	} {
-		if errors.Is(err, errno) {
-			return true
-		}
-	}
-	var netErr net.Error
-	return errors.As(err, &netErr) && netErr.Timeout()
-}
-
-// sqlState returns the SQLSTATE of a PostgreSQL error in err's chain.
-func sqlState(err error) (string, bool) {
-	var state interface{ SQLState() string }
-	if !errors.As(err, &state) {
-		return "", false
-	}
-	return state.SQLState(), true
-}
-
 // Retryable reports whether err is transient, so that a read, or a write
 // that is idempotent (such as a turn saved with its ID), may be tried
-// again, preferably after a pause: the connection was lost (as connLost
-// reports, which QueryRetry and the BEGIN of RunInTx act on at once), the
-// transaction lost a serialization conflict (40001) or a deadlock (40P01)
+// again, preferably after a pause: the connection was lost (which
+// QueryRetry and the BEGIN of RunInTx act on at once), the transaction lost a serialization conflict (40001) or a deadlock (40P01)
 // on PostgreSQL, or SQLite stayed busy for the whole busy timeout, because
 // another writer held the lock that long.
 //
@@ -409,13 +307,13 @@ func sqlState(err error) (string, bool) {
 // wrapping ErrOutcomeUnknown may be retryable: retry only an idempotent
 // write.
 func Retryable(err error) bool {
-	if connLost(err) {
+	if sqlcore.ConnLost(err) {
 		return true
 	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	if code, ok := sqlState(err); ok {
+	if code, ok := sqlcore.SQLState(err); ok {
 		return code == "40001" || code == "40P01"
 	}
 	return isBusy(err)
@@ -429,7 +327,7 @@ func (db *DB) QueryRetry(ctx context.Context, query string, args ...any) (*sql.R
 		return nil, err
 	}
 	rows, err := db.QueryContext(ctx, query, args...)
-	for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
+	for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
 		rows, err = db.QueryContext(ctx, query, args...)
 	}
 	return rows, err

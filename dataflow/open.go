@@ -238,7 +238,18 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 			db.Close()
 			return nil, fmt.Errorf("open %s: %w", t.redacted, err)
 		}
-		db.ckpt = startCheckpointer(sqldb, t.path, cfg)
+		if cfg.checkpointEvery > 0 {
+			// A pool of its own: the checkpointer's connection, with its
+			// own busy timeout, is never one the application's
+			// transactions get, nor counted among them.
+			ckdb, err := sql.Open(t.driver, t.dsn)
+			if err != nil {
+				db.Close()
+				return nil, fmt.Errorf("open %s: %w", t.redacted, err)
+			}
+			ckdb.SetMaxOpenConns(1)
+			db.ckpt = startCheckpointer(ckdb, t.path, cfg)
+		}
 	}
 	return db, nil
 }

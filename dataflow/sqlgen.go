@@ -1,18 +1,23 @@
 package dataflow
 
 import (
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/uptrace/bun/schema"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // statements holds the SQL a table's operations reuse. Single-row inserts
 // are cached by the set of columns they leave to the database. Column
-// names are quoted by quoteIdent.
+// names are quoted by sqlcore.Dialect.Quote (backquoted on SQLite, so that a
+// column missing from the live table is "no such column", which the
+// operations report as ErrSchemaMismatch, not a string literal). Table
+// names keep bun's double quotes: they stand only where SQLite wants a
+// table (FROM, INTO, UPDATE), and an unknown one is "no such table".
 type statements struct {
-	pg         bool
+	d          sqlcore.Dialect
 	table      string            // quoted by bun
 	idents     map[string]string // quoted column names, by SQL name
 	selectCols string            // "a", "b", … (`a`, `b`, … on SQLite)
@@ -29,36 +34,11 @@ type insertStmt struct {
 	returning []*schema.Field // the columns left to the database, read back
 }
 
-// quoteIdent quotes a column name: "name" on PostgreSQL, `name` on
-// SQLite.
-//
-// SQLite reads a double-quoted identifier that names no column as a string
-// literal (the "DQS" misfeature, on in the default build): a model column
-// missing from the live table would select, compare and order as its own
-// name, so that "tag" IS NOT NULL held on every row. A backquoted
-// identifier is never a literal: an unknown one is the error "no such
-// column", which the operations report as ErrSchemaMismatch. Table names
-// keep bun's double quotes: they stand only where SQLite wants a table
-// (FROM, INTO, UPDATE), and an unknown one is "no such table".
-func quoteIdent(pg bool, name string) string {
-	if pg {
-		return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
-	}
-	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
-}
-
-func placeholder(pg bool, n int) string {
-	if pg {
-		return "$" + strconv.Itoa(n)
-	}
-	return "?"
-}
-
-func buildStatements(pg bool, t *schema.Table) *statements {
-	s := &statements{pg: pg, table: string(t.SQLName), idents: make(map[string]string, len(t.Fields))}
+func buildStatements(d sqlcore.Dialect, t *schema.Table) *statements {
+	s := &statements{d: d, table: string(t.SQLName), idents: make(map[string]string, len(t.Fields))}
 	names := make([]string, len(t.Fields))
 	for i, f := range t.Fields {
-		names[i] = quoteIdent(pg, f.Name)
+		names[i] = d.Quote(f.Name)
 		s.idents[f.Name] = names[i]
 	}
 	s.selectCols = strings.Join(names, ", ")
@@ -70,7 +50,7 @@ func buildStatements(pg bool, t *schema.Table) *statements {
 		conds := make([]string, len(t.PKs))
 		for i, f := range t.PKs {
 			n++
-			conds[i] = s.ident(f) + " = " + placeholder(pg, n)
+			conds[i] = s.ident(f) + " = " + d.Placeholder(n)
 		}
 		return " WHERE " + strings.Join(conds, " AND ")
 	}
@@ -82,7 +62,7 @@ func buildStatements(pg bool, t *schema.Table) *statements {
 	excluded := make([]string, 0, len(t.DataFields))
 	for _, f := range t.DataFields {
 		n++
-		sets = append(sets, s.ident(f)+" = "+placeholder(pg, n))
+		sets = append(sets, s.ident(f)+" = "+d.Placeholder(n))
 		excluded = append(excluded, s.ident(f)+" = EXCLUDED."+s.ident(f))
 	}
 	if len(sets) > 0 {
@@ -155,7 +135,7 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 					b.WriteString(", ")
 				}
 				n++
-				b.WriteString(placeholder(s.pg, n))
+				b.WriteString(s.d.Placeholder(n))
 			}
 			b.WriteByte(')')
 		}

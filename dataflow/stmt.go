@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // A Stmt is a raw statement a client builds once, from its SQL text (with ?
@@ -51,6 +53,14 @@ func (db *DB) NewReadStmt(query string, tables ...Readier) *Stmt {
 	return s
 }
 
+// NewIdempotentStmt returns a statement that writes and commits on its own
+// but is safe to repeat (running it twice stores what running it once
+// does, as a save keyed by an idempotency key), so that, like a read, it is
+// run again when its pooled connection turns out dead.
+func (db *DB) NewIdempotentStmt(query string, tables ...Readier) *Stmt {
+	return db.NewReadStmt(query, tables...)
+}
+
 // String returns the statement's SQL in the dialect's placeholder form.
 func (s *Stmt) String() string { return s.query }
 
@@ -65,7 +75,7 @@ func (s *Stmt) Query(ctx context.Context, args ...any) (*sql.Rows, error) {
 		return nil, err
 	}
 	rows, err := s.db.query(ctx, q, s.query, args)
-	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
+	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
 		rows, err = s.db.query(ctx, q, s.query, args)
 	}
 	return rows, err
@@ -82,7 +92,7 @@ func (s *Stmt) Exec(ctx context.Context, args ...any) (sql.Result, error) {
 		return nil, err
 	}
 	res, err := s.db.exec(ctx, q, s.query, args)
-	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
+	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
 		res, err = s.db.exec(ctx, q, s.query, args)
 	}
 	return res, err
@@ -133,7 +143,7 @@ func (s *Stmt) start(ctx context.Context, args []any) ([]any, error) {
 	}
 	bound := make([]any, len(args))
 	for i, a := range args {
-		b, err := bindValue(s.db.pg, a)
+		b, err := bindValue(s.db.d, a)
 		if err != nil {
 			return nil, fmt.Errorf("argument %d: %w", i+1, err)
 		}
@@ -145,7 +155,7 @@ func (s *Stmt) start(ctx context.Context, args []any) ([]any, error) {
 // prepared returns what runs the statement outside a transaction: the
 // prepared statement on SQLite, the pool on PostgreSQL.
 func (s *Stmt) prepared(ctx context.Context) (querier, error) {
-	if s.db.pg {
+	if s.db.d.PG {
 		return s.db.sql, nil
 	}
 	if p := s.prep.Load(); p != nil {
@@ -183,7 +193,7 @@ func (p preparedQuerier) QueryContext(ctx context.Context, _ string, args ...any
 // index or constraint (PostgreSQL SQLSTATE 23505), so that a caller can
 // tell a write that lost a race for a key from any other failure.
 func IsUniqueViolation(err error, name string) bool {
-	code, ok := sqlState(err)
+	code, ok := sqlcore.SQLState(err)
 	return ok && code == "23505" && strings.Contains(err.Error(), `"`+name+`"`)
 }
 
@@ -195,7 +205,11 @@ func WriteOutcome(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
 		return err
 	}
-	if ctx.Err() != nil || connLost(err) {
+	var unsent interface{ SafeToRetry() bool }
+	if errors.As(err, &unsent) && unsent.SafeToRetry() {
+		return withCtxErr(ctx, err) // the driver says nothing was sent
+	}
+	if ctx.Err() != nil || sqlcore.ConnLost(err) {
 		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, withCtxErr(ctx, err))
 	}
 	return err

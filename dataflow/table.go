@@ -12,6 +12,8 @@ import (
 
 	"github.com/turnkeep/turnkeep/internal/cache"
 	"github.com/turnkeep/turnkeep/migrate"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // tableState is shared by every Table handle of one registered model.
@@ -101,24 +103,12 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 	return &Table[T]{db: db, st: st}, nil
 }
 
-func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, err error) {
-	if err, ok := db.invalid.Load(typ); ok {
-		return nil, err.(error)
+func newTableState(db *DB, typ reflect.Type, mc modelConfig) (*tableState, error) {
+	t, err := db.models.Table(db.bun, typ)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidModel, err)
 	}
-	defer func() {
-		// bun panics on a malformed struct tag, but only the first time:
-		// it keeps the half-built table and hands it out afterwards. So
-		// the verdict is remembered.
-		if r := recover(); r != nil {
-			st, err = nil, fmt.Errorf("%w: %s: %v", ErrInvalidModel, typ, r)
-			db.invalid.Store(typ, err)
-		}
-	}()
-	t := db.bun.Table(typ)
-	if len(t.Fields) == 0 {
-		return nil, fmt.Errorf("%w: %s has no columns", ErrInvalidModel, typ)
-	}
-	st = &tableState{
+	st := &tableState{
 		name:  t.Name,
 		typ:   typ,
 		st:    t,
@@ -144,7 +134,7 @@ func newTableState(db *DB, typ reflect.Type, mc modelConfig) (st *tableState, er
 	st.ens.Timeout = db.cfg.ensureTimeout
 	st.ens.MinBackoff = db.cfg.minBackoff
 	st.ens.MaxBackoff = db.cfg.maxBackoff
-	st.sql = buildStatements(db.pg, t)
+	st.sql = buildStatements(db.d, t)
 	return st, nil
 }
 
@@ -289,7 +279,7 @@ func (db *DB) run(ctx context.Context, st *tableState) error {
 		// terminated it) failed the run without doing anything wrong: run
 		// again on another, as BEGIN and reads do. A run is safe to repeat:
 		// it checks again, and migrates under the cross-process lock.
-		for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && connLost(err); attempt++ {
+		for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
 			err = db.ensureOnce(ctx, st)
 		}
 		if err != nil {

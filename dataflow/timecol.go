@@ -8,7 +8,7 @@ import (
 // SQLiteTimeLayout is the form every time takes on SQLite when dataflow
 // binds it: UTC, fixed width, with nanoseconds, so that text order is time
 // order. A Time reads it with exactly this layout.
-const SQLiteTimeLayout = sqliteTime
+const SQLiteTimeLayout = "2006-01-02 15:04:05.000000000+00:00" // spelt out for the docs; a test checks it is sqlcore's
 
 // TimeColumn returns an expression that selects the time column expr as
 // dataflow stored it, for scanning into a Time: on SQLite the stored text
@@ -16,7 +16,7 @@ const SQLiteTimeLayout = sqliteTime
 // (modernc guesses the format of a column declared as a time, starting with
 // one that always fails); on PostgreSQL expr itself.
 func (db *DB) TimeColumn(expr string) string {
-	if db == nil || db.pg {
+	if db == nil || db.d.PG {
 		return expr
 	}
 	return "CAST(" + expr + " AS TEXT)"

@@ -6,23 +6,20 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/schema"
-)
 
-// sqliteTime is the fixed-width UTC text form times take on SQLite, so that
-// text order is time order.
-const sqliteTime = "2006-01-02 15:04:05.000000000+00:00"
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
+)
 
 // bindValue turns a Go value into a bound parameter: times in UTC (as
 // fixed-width text on SQLite), composite values as JSON, everything else as
 // database/sql would take it.
-func bindValue(pg bool, v any) (any, error) {
+func bindValue(d sqlcore.Dialect, v any) (any, error) {
 	switch x := v.(type) {
 	case nil, []byte, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, float32, float64:
 		return v, nil
@@ -36,10 +33,7 @@ func bindValue(pg bool, v any) (any, error) {
 		if y := x.UTC().Year(); y < 1 || y > 9999 {
 			return nil, fmt.Errorf("%w: time %s outside years 1-9999", ErrInvalidArgument, x)
 		}
-		if pg {
-			return x.UTC(), nil
-		}
-		return x.UTC().Format(sqliteTime), nil
+		return d.BindTime(x), nil
 	case driver.Valuer:
 		return x, nil
 	case Op, *Op:
@@ -51,7 +45,7 @@ func bindValue(pg bool, v any) (any, error) {
 		if rv.IsNil() {
 			return nil, nil
 		}
-		return bindValue(pg, rv.Elem().Interface())
+		return bindValue(d, rv.Elem().Interface())
 	case reflect.Map, reflect.Struct, reflect.Array:
 		return jsonValue(v)
 	case reflect.Slice:
@@ -102,15 +96,15 @@ func jsonValue(v any) (any, error) {
 }
 
 // fieldArg is the bound parameter for one field of a model struct.
-func fieldArg(pg bool, f *schema.Field, strct reflect.Value) (any, error) {
+func fieldArg(d sqlcore.Dialect, f *schema.Field, strct reflect.Value) (any, error) {
 	if (f.IsPtr && f.HasNilValue(strct)) || (f.NullZero && f.HasZeroValue(strct)) {
 		return nil, nil
 	}
 	fv := f.Value(strct)
-	if pg && f.Tag.HasOption("array") {
+	if d.PG && f.Tag.HasOption("array") {
 		return pgdialect.Array(fv.Interface()), nil
 	}
-	return bindValue(pg, fv.Interface())
+	return bindValue(d, fv.Interface())
 }
 
 // usesDefault reports whether an insert should leave the column to the
@@ -133,7 +127,7 @@ func omitMask(fields []*schema.Field, strct reflect.Value) uint64 {
 
 // sqlBuilder writes SQL with numbered or positional placeholders.
 type sqlBuilder struct {
-	pg   bool
+	d    sqlcore.Dialect
 	b    strings.Builder
 	args []any
 }
@@ -142,7 +136,7 @@ func (b *sqlBuilder) WriteString(s string) { b.b.WriteString(s) }
 
 // arg appends a placeholder for v, converted by bindValue.
 func (b *sqlBuilder) arg(v any) error {
-	bv, err := bindValue(b.pg, v)
+	bv, err := bindValue(b.d, v)
 	if err != nil {
 		return err
 	}
@@ -153,12 +147,7 @@ func (b *sqlBuilder) arg(v any) error {
 // rawArg appends a placeholder for an already converted value.
 func (b *sqlBuilder) rawArg(v any) {
 	b.args = append(b.args, v)
-	if b.pg {
-		b.b.WriteByte('$')
-		b.b.WriteString(strconv.Itoa(len(b.args)))
-	} else {
-		b.b.WriteByte('?')
-	}
+	b.d.WritePlaceholder(&b.b, len(b.args))
 }
 
 func (b *sqlBuilder) String() string { return b.b.String() }

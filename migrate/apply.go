@@ -3,7 +3,6 @@ package migrate
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -59,7 +58,7 @@ func (m *Migrator) Check(ctx context.Context, model Model) (Status, error) {
 	if err != nil {
 		return Changed, err
 	}
-	return m.check(ctx, m.db, t.Name, checksum(m.db.Dialect().Name().String(), t, model))
+	return m.check(ctx, m.db, t.Name, checksum(m.d.Name(), t, model))
 }
 
 func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (Status, error) {
@@ -93,7 +92,7 @@ func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (S
 // one catalog query.
 func (m *Migrator) existing(ctx context.Context, c bun.IConn, names ...string) (map[string]bool, error) {
 	q := `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)`
-	if m.pg {
+	if m.d.PG {
 		q = `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (?)`
 	}
@@ -144,7 +143,7 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 		if err := m.createHistory(ctx, c); err != nil {
 			return err
 		}
-		sum := checksum(m.db.Dialect().Name().String(), t, model)
+		sum := checksum(m.d.Name(), t, model)
 		status, err := m.check(ctx, c, t.Name, sum)
 		if err != nil {
 			return err
@@ -209,55 +208,16 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 	return res, nil
 }
 
-// locked runs fn in a transaction that holds the migration lock: a
-// transaction-scoped advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite.
+// locked runs fn in a transaction that holds the migration lock (see
+// sqlcore.Dialect.Locked).
 func (m *Migrator) locked(ctx context.Context, fn func(bun.IConn) error) error {
-	if m.pg {
-		return m.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(? || current_schema()))`,
-				"turnkeep.migrate:"+m.history+":"); err != nil {
-				return fmt.Errorf("migration lock: %w", err)
-			}
-			return fn(tx)
-		})
-	}
-	conn, err := m.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("migration lock: %w", err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		conn.Close()
-		return fmt.Errorf("migration lock: %w", err)
-	}
-	committed := false
-	defer func() {
-		// Also when fn panics: never hand a connection inside a
-		// transaction back to the pool. The rollback runs on a context a
-		// cancelled caller cannot stop; if even it fails, the connection
-		// is discarded.
-		if !committed {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if _, rbErr := conn.ExecContext(rctx, "ROLLBACK"); rbErr != nil {
-				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-			}
-		}
-		conn.Close()
-	}()
-	if err := fn(conn); err != nil {
-		return err
-	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("commit migration: %w", err)
-	}
-	committed = true
-	return nil
+	return m.d.Locked(ctx, m.db, "turnkeep.migrate:"+m.history+":", fn)
 }
 
 func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
 	id := "id INTEGER PRIMARY KEY AUTOINCREMENT"
 	ts := "TIMESTAMP"
-	if m.pg {
+	if m.d.PG {
 		id, ts = "id BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"
 	}
 	stmts := []string{

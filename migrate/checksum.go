@@ -18,7 +18,7 @@ func (m *Migrator) Checksum(model Model) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return checksum(m.db.Dialect().Name().String(), t, model), nil
+	return checksum(m.d.Name(), t, model), nil
 }
 
 func checksum(dialectName string, t *schema.Table, model Model) string {

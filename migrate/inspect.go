@@ -80,7 +80,7 @@ ORDER BY i.relname, k.ord`
 
 func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*TableInfo, error) {
 	colsQuery, idxQuery := sqliteColumns, sqliteIndexes
-	if m.pg {
+	if m.d.PG {
 		colsQuery, idxQuery = pgColumns, pgIndexes
 	}
 	ti := &TableInfo{Name: table}
@@ -91,7 +91,7 @@ func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*Tab
 	for rows.Next() {
 		var col Column
 		var pk int64
-		if m.pg {
+		if m.d.PG {
 			err = rows.Scan(&col.Name, &col.Type, &col.NotNull, &col.PK, &col.HasDefault)
 		} else {
 			var notNull, hasDefault int64

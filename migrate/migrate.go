@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"strings"
-	"sync"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/schema"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // DefaultHistoryTable is the name of the table that records migrations.
@@ -75,10 +74,10 @@ func WithLogger(l *slog.Logger) Option {
 // Migrator plans and applies migrations on one database.
 type Migrator struct {
 	db      *bun.DB
-	pg      bool
+	d       sqlcore.Dialect
 	history string
 	log     *slog.Logger
-	invalid sync.Map // reflect.Type -> error: models bun could not build
+	models  sqlcore.Models // the bun tables of models, and the ones bun could not build
 }
 
 // New returns a Migrator for db, which must use the SQLite or PostgreSQL
@@ -87,14 +86,11 @@ func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 	if db == nil {
 		return nil, errors.New("migrate: db must not be nil")
 	}
-	m := &Migrator{db: db, history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
-	switch db.Dialect().Name() {
-	case dialect.SQLite:
-	case dialect.PG:
-		m.pg = true
-	default:
+	d, ok := sqlcore.Detect(db)
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, db.Dialect().Name())
 	}
+	m := &Migrator{db: db, d: d, history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		if err := opt(m); err != nil {
 			return nil, err
@@ -107,7 +103,7 @@ func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 func (m *Migrator) HistoryTable() string { return m.history }
 
 // table resolves the bun schema of a model and checks its indexes.
-func (m *Migrator) table(model Model) (t *schema.Table, err error) {
+func (m *Migrator) table(model Model) (*schema.Table, error) {
 	typ := reflect.TypeOf(model.Value)
 	for typ != nil && typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
@@ -115,21 +111,9 @@ func (m *Migrator) table(model Model) (t *schema.Table, err error) {
 	if typ == nil || typ.Kind() != reflect.Struct {
 		return nil, fmt.Errorf("%w: %T is not a pointer to a struct", ErrInvalidModel, model.Value)
 	}
-	if err, ok := m.invalid.Load(typ); ok {
-		return nil, err.(error)
-	}
-	defer func() {
-		// bun panics on malformed struct tags, but only the first time:
-		// it keeps the half-built table and hands it out afterwards. So
-		// the verdict is remembered, and every later call fails the same.
-		if r := recover(); r != nil {
-			t, err = nil, fmt.Errorf("%w: %s: %v", ErrInvalidModel, typ, r)
-			m.invalid.Store(typ, err)
-		}
-	}()
-	t = m.db.Table(typ)
-	if len(t.Fields) == 0 {
-		return nil, fmt.Errorf("%w: %s has no columns", ErrInvalidModel, typ)
+	t, err := m.models.Table(m.db, typ)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidModel, err)
 	}
 	if model.WithoutRowID && len(t.PKs) == 0 {
 		return nil, fmt.Errorf("%w: %s: WITHOUT ROWID needs a primary key", ErrInvalidModel, typ)
@@ -139,7 +123,7 @@ func (m *Migrator) table(model Model) (t *schema.Table, err error) {
 			return nil, fmt.Errorf("%w: index on %s needs a name and columns", ErrInvalidModel, t.Name)
 		}
 		for _, c := range idx.Columns {
-			if !hasColumn(t, c) {
+			if !sqlcore.HasColumn(t, c) {
 				return nil, fmt.Errorf("%w: index %s: table %s has no column %q", ErrInvalidModel, idx.Name, t.Name, c)
 			}
 		}
@@ -147,21 +131,5 @@ func (m *Migrator) table(model Model) (t *schema.Table, err error) {
 	return t, nil
 }
 
-func hasColumn(t *schema.Table, name string) bool {
-	for _, f := range t.Fields {
-		if f.Name == name {
-			return true
-		}
-	}
-	return false
-}
-
-// ident quotes an identifier: "name" on PostgreSQL, `name` on SQLite,
-// where a double-quoted name that matches no column is taken for a string
-// literal (CREATE INDEX … ("gone") would index a constant).
-func (m *Migrator) ident(name string) string {
-	if m.pg {
-		return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
-	}
-	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
-}
+// ident quotes an identifier (see sqlcore.Dialect.Quote).
+func (m *Migrator) ident(name string) string { return m.d.Quote(name) }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // StepKind names what a Step does.
@@ -111,13 +113,13 @@ func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, e
 
 func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, error) {
 	indexes := model.Indexes
-	p := &Plan{Table: t.Name, Checksum: checksum(m.db.Dialect().Name().String(), t, model), Exists: ti.Exists}
+	p := &Plan{Table: t.Name, Checksum: checksum(m.d.Name(), t, model), Exists: ti.Exists}
 	if !ti.Exists {
 		b, err := m.db.NewCreateTable().Model(t.ZeroIface).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
 		}
-		if model.WithoutRowID && !m.pg {
+		if model.WithoutRowID && !m.d.PG {
 			b = append(b, " WITHOUT ROWID"...)
 		}
 		p.Steps = append(p.Steps, Step{Kind: CreateTable, Table: t.Name, SQL: string(b)})
@@ -128,12 +130,12 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 				p.Steps = append(p.Steps, m.addColumn(t, f))
 				continue
 			}
-			if normType(m.pg, col.Type) != normType(m.pg, f.CreateTableSQLType) {
+			if normType(m.d.PG, col.Type) != normType(m.d.PG, f.CreateTableSQLType) {
 				p.Steps = append(p.Steps, m.alterType(t, f, col))
 			}
 		}
 		for _, col := range ti.Columns {
-			if !hasColumn(t, col.Name) {
+			if !sqlcore.HasColumn(t, col.Name) {
 				s := Step{
 					Kind: DropColumn, Table: t.Name, Name: col.Name, Destructive: true,
 					SQL:  fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", m.ident(t.Name), m.ident(col.Name)),
@@ -187,7 +189,7 @@ func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
 	case f.NotNull:
 		// Existing rows need a value: use the type's zero, or leave the
 		// column nullable when the type has none we know.
-		if z := zeroDefault(normType(m.pg, f.CreateTableSQLType)); z != "" {
+		if z := zeroDefault(normType(m.d.PG, f.CreateTableSQLType)); z != "" {
 			def += " NOT NULL DEFAULT " + z
 		}
 	}
@@ -202,7 +204,7 @@ func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step 
 		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true, Breaks: true,
 		Note: fmt.Sprintf("live type %s, model type %s", col.Type, f.CreateTableSQLType),
 	}
-	if m.pg {
+	if m.d.PG {
 		s.SQL = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s",
 			m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType, m.ident(f.Name), f.CreateTableSQLType)
 	} else {
