@@ -34,7 +34,7 @@ func backendCalls() []struct {
 			return err
 		}},
 		{"SaveTurnVersioned", func(ctx context.Context, b *DataFlowBackend) error {
-			s, err := b.SaveTurnVersioned(ctx, "s", turn)
+			s, err := b.SaveTurnVersioned(ctx, "s", memory.PreparedTurn{Turn: turn})
 			if s != (memory.Saved{}) {
 				return errors.New("SaveTurnVersioned reported a save")
 			}

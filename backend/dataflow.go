@@ -139,7 +139,9 @@ ON CONFLICT (session_id, turn_id, pos) DO NOTHING`, b.messages)
 		// turn index, which aborts its whole statement, its bump included.
 		// A clear holds the session row lock (inserting the row if need
 		// be), so the upsert waits for it, as the two-statement save does.
-		b.saveTurn = db.NewStmt(`WITH known AS (
+		// Repeating it stores nothing twice, so it is run again on a
+		// pooled connection found dead, as BEGIN was.
+		b.saveTurn = db.NewIdempotentStmt(`WITH known AS (
 	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
 ), s AS (
 	INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at)
@@ -182,7 +184,7 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // turn count in one transaction of two statements. A turn whose ID the
 // session already holds is not stored again, and nil is returned.
 func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.SaveTurnVersioned(ctx, sessionID, turn)
+	_, err := b.SaveTurnVersioned(ctx, sessionID, memory.PreparedTurn{Turn: turn})
 	return err
 }
 
@@ -190,20 +192,34 @@ func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 // (false: the session already held its ID). It implements
 // memory.TurnStorer.
 func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, sessionID, turn)
+	s, err := b.SaveTurnVersioned(ctx, sessionID, memory.PreparedTurn{Turn: turn})
 	return s.Stored, err
 }
 
+// MaxMessageBytes is the backend's size limit (WithMaxMessageBytes). It
+// implements memory.VersionedBackend.
+func (b *DataFlowBackend) MaxMessageBytes() int {
+	if b == nil {
+		return 0
+	}
+	return b.maxBytes
+}
+
 // SaveTurnVersioned is SaveTurn that also reports the turn's sequence number
-// and the session's new version. It implements memory.VersionedBackend.
-func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.Turn) (memory.Saved, error) {
+// and the session's new version. A turn memory.Prepare made within the
+// backend's limit is stored as it is; any other is validated first. It
+// implements memory.VersionedBackend.
+func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
 	if err := b.check(sessionID); err != nil {
 		return memory.Saved{}, err
 	}
-	t, meta, err := memory.PrepareTurn(turn, now(), b.maxBytes)
-	if err != nil {
-		return memory.Saved{}, err
+	if !turn.Prepared(b.maxBytes) {
+		var err error
+		if turn, err = memory.Prepare(turn.Turn, now(), b.maxBytes); err != nil {
+			return memory.Saved{}, err
+		}
 	}
+	t, meta := turn.Turn, turn.Metadata
 	var metaArg any
 	if meta != nil {
 		metaArg = string(meta)
@@ -213,7 +229,7 @@ func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID strin
 		return b.saveInOne(ctx, sessionID, t, metaArg, at)
 	}
 	var seq, version int64
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, firstVersion(), at, at)
 		if err != nil {
 			return err

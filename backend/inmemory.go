@@ -56,21 +56,29 @@ func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn m
 // (false: the session already held its ID). It implements
 // memory.TurnStorer.
 func (b *InMemoryBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, sessionID, turn)
+	s, err := b.SaveTurnVersioned(ctx, sessionID, memory.PreparedTurn{Turn: turn})
 	return s.Stored, err
 }
 
+// MaxMessageBytes is memory.DefaultMaxMessageBytes, the limit the backend
+// validates with. It implements memory.VersionedBackend.
+func (b *InMemoryBackend) MaxMessageBytes() int { return memory.DefaultMaxMessageBytes }
+
 // SaveTurnVersioned is SaveTurn that also reports the turn's sequence number
-// and the session's new version. It implements memory.VersionedBackend.
-func (b *InMemoryBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.Turn) (memory.Saved, error) {
+// and the session's new version. A turn memory.Prepare made is stored as it
+// is; any other is validated first. It implements memory.VersionedBackend.
+func (b *InMemoryBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	t, metadata, err := memory.PrepareTurn(turn, now, memory.DefaultMaxMessageBytes)
-	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
+	if !turn.Prepared(memory.DefaultMaxMessageBytes) {
+		var err error
+		if turn, err = memory.Prepare(turn.Turn, now, memory.DefaultMaxMessageBytes); err != nil {
+			return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
+		}
 	}
+	t, metadata := turn.Turn, turn.Metadata
 	t.Metadata = nil
 
 	b.mu.Lock()

@@ -103,13 +103,13 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 			const session = "seq"
 			for _, id := range []string{"t1", "t2"} {
 				before := readSessionState(t, b, session, id)
-				s, err := b.SaveTurnVersioned(ctx, session, memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id, Metadata: map[string]any{"k": 1}})
+				s, err := b.SaveTurnVersioned(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id, Metadata: map[string]any{"k": 1}}})
 				require.NoError(t, err)
 				assertStoredOnce(t, before, readSessionState(t, b, session, id), s, "new turn "+id)
 			}
 			for _, id := range []string{"t1", "t2"} {
 				before := readSessionState(t, b, session, id)
-				s, err := b.SaveTurnVersioned(ctx, session, memory.Turn{ID: id, User: "retry", Agent: "retry"})
+				s, err := b.SaveTurnVersioned(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "retry", Agent: "retry"}})
 				require.NoError(t, err)
 				assert.Equal(t, memory.Saved{}, s, "duplicate %s: reported", id)
 				assert.Equal(t, before, readSessionState(t, b, session, id), "duplicate %s changed the session", id)
@@ -181,7 +181,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				defer func() { _ = tx.Rollback(); wg.Wait() }() // after a failure: release, let the saves end
 				for i := range saved {
 					wg.Go(func() {
-						saved[i], errs[i] = b.SaveTurnVersioned(saveCtx, tt.session, memory.Turn{ID: "x", User: fmt.Sprint("save ", i), Agent: "a"})
+						saved[i], errs[i] = b.SaveTurnVersioned(saveCtx, tt.session, memory.PreparedTurn{Turn: memory.Turn{ID: "x", User: fmt.Sprint("save ", i), Agent: "a"}})
 					})
 				}
 				waitUntil(t, "both saves waiting for the lock", func() bool {
@@ -228,7 +228,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				for g := range goroutines {
 					wg.Go(func() {
 						<-start
-						saved[g], errs[g] = b.SaveTurnVersioned(saveCtx, session, memory.Turn{ID: id, User: fmt.Sprint("g", g), Agent: "a"})
+						saved[g], errs[g] = b.SaveTurnVersioned(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: fmt.Sprint("g", g), Agent: "a"}})
 					})
 				}
 				close(start)
@@ -266,7 +266,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 					<-start
 					for i := range each {
 						id := fmt.Sprintf("g%d-%d", g, i)
-						s, err := b.SaveTurnVersioned(saveCtx, session, memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id})
+						s, err := b.SaveTurnVersioned(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id}})
 						if !assert.NoError(t, err, "save %s", id) {
 							return
 						}
@@ -321,7 +321,7 @@ WHERE session_id = ? AND NOT (pos = 0 AND role = '`+RoleUser+`' OR pos = 1 AND r
 			at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
 			c1 := memory.Turn{ID: "c1", User: "hello", Agent: "world", Timestamp: at, Metadata: map[string]any{"model": "m"}}
 			c2 := memory.Turn{ID: "c2", User: "u2", Agent: "a2", Timestamp: at.Add(time.Second)}
-			s1, err := b.SaveTurnVersioned(ctx, session, c1)
+			s1, err := b.SaveTurnVersioned(ctx, session, memory.PreparedTurn{Turn: c1})
 			require.NoError(t, err)
 			require.True(t, s1.Stored)
 			require.NoError(t, b.SaveTurn(ctx, session, c2))

@@ -48,20 +48,20 @@ func (b *recordingBackend) errs() (save, load, clear error) {
 }
 
 func (b *recordingBackend) SaveTurn(ctx context.Context, id string, t memory.Turn) error {
-	_, err := b.SaveTurnVersioned(ctx, id, t)
+	_, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
 	return err
 }
 
 // StoreTurn shadows the in-memory backend's, so that memory's TurnStorer
 // path is recorded and fails on demand too.
 func (b *recordingBackend) StoreTurn(ctx context.Context, id string, t memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, id, t)
+	s, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
 	return s.Stored, err
 }
 
 // SaveTurnVersioned shadows the in-memory backend's, so that memory's
 // VersionedBackend path is recorded and fails on demand too.
-func (b *recordingBackend) SaveTurnVersioned(ctx context.Context, id string, t memory.Turn) (memory.Saved, error) {
+func (b *recordingBackend) SaveTurnVersioned(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
 	b.saves.Add(1)
 	if err, _, _ := b.errs(); err != nil {
 		return memory.Saved{}, err

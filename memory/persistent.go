@@ -87,12 +87,13 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 	if err := m.check(sessionID); err != nil {
 		return err
 	}
-	t, _, err := PrepareTurn(turn, m.now(), m.maxBytes)
+	p, err := Prepare(turn, m.now(), m.limit())
 	if err != nil {
 		return err
 	}
+	t := p.Turn
 	if !m.cached {
-		if _, err := m.store(ctx, sessionID, t); err != nil {
+		if _, err := m.store(ctx, sessionID, p); err != nil {
 			return fmt.Errorf("memory: save turn: %w", err)
 		}
 		return nil
@@ -103,7 +104,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 		return fmt.Errorf("memory: save turn: %w", err)
 	}
 	defer m.cache.release(e)
-	res, err := m.store(ctx, sessionID, t)
+	res, err := m.store(ctx, sessionID, p)
 	if err != nil {
 		// Drop the window rather than keep it: the turn is not in it, and
 		// if the failure left the outcome unknown (a connection lost during
@@ -256,12 +257,25 @@ type storeResult struct {
 	known bool // false: a plain Backend, which says nothing of what it did
 }
 
-// store saves t in the backend, learning as much as the backend tells.
-func (m *PersistentBufferMemory) store(ctx context.Context, sessionID string, t Turn) (storeResult, error) {
+// limit is the size limit turns are prepared with: the smaller of the
+// memory's and a VersionedBackend's, so that the backend stores them
+// without validating them again.
+func (m *PersistentBufferMemory) limit() int {
 	if m.versioned != nil {
-		s, err := m.versioned.SaveTurnVersioned(ctx, sessionID, t)
+		if b := m.versioned.MaxMessageBytes(); b > 0 && b < m.maxBytes {
+			return b
+		}
+	}
+	return m.maxBytes
+}
+
+// store saves p in the backend, learning as much as the backend tells.
+func (m *PersistentBufferMemory) store(ctx context.Context, sessionID string, p PreparedTurn) (storeResult, error) {
+	if m.versioned != nil {
+		s, err := m.versioned.SaveTurnVersioned(ctx, sessionID, p)
 		return storeResult{Saved: s, known: true}, err
 	}
+	t := p.Turn
 	if ts, ok := m.backend.(TurnStorer); ok {
 		stored, err := ts.StoreTurn(ctx, sessionID, t)
 		return storeResult{Saved: Saved{Stored: stored, Version: UnknownVersion}, known: true}, err

@@ -460,16 +460,16 @@ func (b *gatedBackend) LoadWindowIfChanged(ctx context.Context, id string, n int
 }
 
 func (b *gatedBackend) SaveTurn(ctx context.Context, id string, t memory.Turn) error {
-	_, err := b.SaveTurnVersioned(ctx, id, t)
+	_, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
 	return err
 }
 
 func (b *gatedBackend) StoreTurn(ctx context.Context, id string, t memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, id, t)
+	s, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
 	return s.Stored, err
 }
 
-func (b *gatedBackend) SaveTurnVersioned(ctx context.Context, id string, t memory.Turn) (memory.Saved, error) {
+func (b *gatedBackend) SaveTurnVersioned(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
 	if err := b.wait(ctx); err != nil {
 		return memory.Saved{}, err
 	}

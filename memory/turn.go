@@ -74,6 +74,43 @@ func NewTurnID() string {
 // is replaced by its JSON round trip, so the caller's map is never aliased
 // and the turn equals what a database read returns. Empty metadata is nil.
 func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
+	p, err := Prepare(t, now, maxMessageBytes)
+	return p.Turn, p.Metadata, err
+}
+
+// A PreparedTurn is a turn validated and normalized by Prepare, with the
+// JSON of its metadata, so that it is validated and encoded once per save:
+// a VersionedBackend given one that Prepare made stores it as it is, and
+// validates any other itself.
+type PreparedTurn struct {
+	Turn            // normalized as PrepareTurn says
+	Metadata []byte // the JSON of Turn.Metadata; nil when there is none
+	limit    int    // the size limit it was checked against; 0: not prepared
+}
+
+// Prepared reports whether Prepare made p (with a size limit of at least
+// maxMessageBytes), so that a backend may store it without validating it
+// again.
+func (p PreparedTurn) Prepared(maxMessageBytes int) bool {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxMessageBytes
+	}
+	return p.limit > 0 && p.limit <= maxMessageBytes
+}
+
+// Prepare is PrepareTurn returning a PreparedTurn.
+func Prepare(t Turn, now time.Time, maxMessageBytes int) (PreparedTurn, error) {
+	t, data, err := prepare(t, now, maxMessageBytes)
+	if err != nil {
+		return PreparedTurn{}, err
+	}
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxMessageBytes
+	}
+	return PreparedTurn{Turn: t, Metadata: data, limit: maxMessageBytes}, nil
+}
+
+func prepare(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
 	if maxMessageBytes <= 0 {
 		maxMessageBytes = DefaultMaxMessageBytes
 	}

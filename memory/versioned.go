@@ -33,7 +33,12 @@ type Saved struct {
 type VersionedBackend interface {
 	Backend
 	// SaveTurnVersioned stores turn like SaveTurn and reports what it did.
-	SaveTurnVersioned(ctx context.Context, sessionID string, turn Turn) (Saved, error)
+	// A turn Prepare made within the backend's size limit is stored as it
+	// is, not validated again; any other is validated first.
+	SaveTurnVersioned(ctx context.Context, sessionID string, turn PreparedTurn) (Saved, error)
+	// MaxMessageBytes is the backend's size limit; a memory prepares turns
+	// within the smaller of it and its own.
+	MaxMessageBytes() int
 	// LoadWindowIfChanged returns the session's version and, when it is
 	// not known (changed), the window LoadWindow returns, read in the same
 	// snapshot. When the version is known, w is empty and nothing else is
