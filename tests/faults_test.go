@@ -247,11 +247,19 @@ func TestFaultStatementFailsMidSave(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		dbURL, app := faultURL(t, d)
 		hook := &cancelHook{match: "INSERT INTO " + backend.MessagesTable}
+		if d.Name == "pg" {
+			// On PostgreSQL a save is one statement: the messages are
+			// inserted by it, and it is the whole transaction.
+			hook.match = "WITH known AS"
+		}
 		db := openDB(t, dbURL, dataflow.WithQueryHook(hook))
 		for _, after := range []bool{false, true} {
 			for _, warm := range []bool{true, false} {
 				name := fmt.Sprintf("cancel %s INSERT, cache %s", map[bool]string{false: "before", true: "after"}[after], map[bool]string{false: "cold", true: "warm"}[warm])
 				t.Run(name, func(t *testing.T) {
+					if after && d.Name == "pg" {
+						t.Skip("on PostgreSQL the save is one statement: once it has run it has committed, so there is no point between the INSERT and COMMIT to cancel at")
+					}
 					session := strings.ReplaceAll(name, " ", "-")
 					m := memoryOn(t, db)
 					for _, id := range []string{"t1", "t2", "t3"} {
