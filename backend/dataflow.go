@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -368,25 +369,31 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, er
 	var (
 		w       memory.Window
 		v       = memory.NoSession
-		count   int64
-		version int64
 		msgs    []messageRow
 		sorted  = true
+		count   int64
+		version int64
+		// Scanned into once per row and reused: declared in the loop they
+		// would escape, a few allocations a row.
+		seq             sql.NullInt64
+		pos             sql.NullInt32
+		turnID, content sql.NullString
+		meta            sql.RawBytes // valid until the next row: copied if present
+		at              dataflow.Time
+		dest            = []any{&count, &version, &seq, &pos, &turnID, &content, &meta, &at}
 	)
 	for rows.Next() {
-		var r messageRow
-		var seq sql.NullInt64
-		var pos sql.NullInt32
-		var turnID, content sql.NullString
-		var at dataflow.Time
-		if err := rows.Scan(&count, &version, &seq, &pos, &turnID, &content, &r.meta, &at); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return memory.Window{}, 0, err
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
 			continue
 		}
-		r.seq, r.pos, r.turnID, r.content, r.at = seq.Int64, pos.Int32, turnID.String, content.String, at.Time
+		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, content: content.String, at: at.Time}
+		if meta != nil {
+			r.meta = bytes.Clone(meta)
+		}
 		if n := len(msgs); n > 0 && !msgs[n-1].before(&r) {
 			sorted = false
 		}
