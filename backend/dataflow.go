@@ -101,9 +101,9 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
 	b := &DataFlowBackend{db: db, maxBytes: memory.DefaultMaxMessageBytes}
-	for _, opt := range opts {
+	for i, opt := range opts {
 		if opt == nil {
-			continue
+			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
 		}
 		if err := opt(b); err != nil {
 			return nil, err

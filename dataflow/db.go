@@ -69,8 +69,9 @@ func New(db *bun.DB, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.checkpointSet {
-		return nil, fmt.Errorf("%w: WithCheckpointEvery is Open-only: New cannot set wal_autocheckpoint on the caller's connections", ErrInvalidOption)
+	if len(cfg.openOnly) > 0 {
+		// They configure connections, which New's caller made.
+		return nil, fmt.Errorf("%w: %s: Open-only (New uses the caller's connections as they are)", ErrInvalidOption, strings.Join(cfg.openOnly, ", "))
 	}
 	return newDB(db, cfg, false)
 }

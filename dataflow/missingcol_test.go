@@ -45,7 +45,7 @@ func TestMissingColumnIsSchemaMismatch(t *testing.T) {
 	}{
 		{"existing schema", dataflow.WithExistingSchemaMode(true)},
 		{"skip table checks", dataflow.WithSkipTableChecks(true)},
-		{"auto-migrate, checksum still recorded", nil},
+		{"auto-migrate, checksum still recorded", dataflow.WithAutoMigrate(true)},
 		{"auto-migrate off", dataflow.WithAutoMigrate(false)},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {

@@ -43,8 +43,8 @@ type config struct {
 	maxOpenConns   int
 	historyTable   string
 
-	checkpointEvery int  // WAL pages; 0: SQLite checkpoints in COMMIT
-	checkpointSet   bool // WithCheckpointEvery was given: Open only
+	checkpointEvery int      // WAL pages; 0: SQLite checkpoints in COMMIT
+	openOnly        []string // the Open-only options given, which New refuses
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -60,9 +60,9 @@ func newConfig(opts []Option) (config, error) {
 
 		checkpointEvery: DefaultCheckpointEvery,
 	}
-	for _, opt := range opts {
+	for i, opt := range opts {
 		if opt == nil {
-			continue
+			return config{}, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
 		}
 		if err := opt(&c); err != nil {
 			return config{}, err
@@ -123,19 +123,25 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithSynchronousFull makes Open use PRAGMA synchronous=FULL on SQLite
 // files (default NORMAL, which in WAL mode may lose the last commits on
-// power loss but never corrupts; FULL survives power loss too).
+// power loss but never corrupts; FULL survives power loss too). Open-only:
+// New returns ErrInvalidOption.
 func WithSynchronousFull(on bool) Option {
-	return func(c *config) error { c.syncFull = on; return nil }
+	return func(c *config) error {
+		c.syncFull = on
+		c.openOnly = append(c.openOnly, "WithSynchronousFull")
+		return nil
+	}
 }
 
 // WithBusyTimeout sets how long SQLite waits for a lock before failing
-// (default DefaultBusyTimeout). Used by Open.
+// (default DefaultBusyTimeout). Open-only: New returns ErrInvalidOption.
 func WithBusyTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
 			return fmt.Errorf("%w: negative busy timeout", ErrInvalidOption)
 		}
 		c.busyTimeout = d
+		c.openOnly = append(c.openOnly, "WithBusyTimeout")
 		return nil
 	}
 }
@@ -165,7 +171,8 @@ func WithEnsureBackoff(minWait, maxWait time.Duration) Option {
 	}
 }
 
-// WithMaxOpenConns sets the PostgreSQL pool size for Open (default
+// WithMaxOpenConns sets the PostgreSQL pool size for Open (Open-only: New
+// returns ErrInvalidOption; default
 // DefaultMaxOpenConns). SQLite files use the database/sql default; the
 // shared in-memory database always uses one connection.
 func WithMaxOpenConns(n int) Option {
@@ -174,6 +181,7 @@ func WithMaxOpenConns(n int) Option {
 			return fmt.Errorf("%w: max open conns must be at least 1", ErrInvalidOption)
 		}
 		c.maxOpenConns = n
+		c.openOnly = append(c.openOnly, "WithMaxOpenConns")
 		return nil
 	}
 }
@@ -203,7 +211,8 @@ func WithCheckpointEvery(pages int) Option {
 		if pages < 0 {
 			return fmt.Errorf("%w: negative checkpoint threshold", ErrInvalidOption)
 		}
-		c.checkpointEvery, c.checkpointSet = pages, true
+		c.checkpointEvery = pages
+		c.openOnly = append(c.openOnly, "WithCheckpointEvery")
 		return nil
 	}
 }

@@ -205,6 +205,9 @@ func WriteOutcome(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
 		return err
 	}
+	if errors.Is(err, ErrEnsureFailed) || errors.Is(err, ErrClosed) || errors.Is(err, ErrInvalidArgument) {
+		return err // failed before anything was sent
+	}
 	var unsent interface{ SafeToRetry() bool }
 	if errors.As(err, &unsent) && unsent.SafeToRetry() {
 		return withCtxErr(ctx, err) // the driver says nothing was sent

@@ -270,6 +270,12 @@ func (db *DB) ready(ctx context.Context, st *tableState) error {
 	return db.run(ctx, st)
 }
 
+// ensureConnRetries bounds how often a first-use run is repeated after
+// meeting a dead connection: more than a statement's retries, since a run
+// is several statements, each of which may meet one while a server
+// terminates connections.
+const ensureConnRetries = 10
+
 // run ensures the table through the shared, deduplicated, backed-off run.
 func (db *DB) run(ctx context.Context, st *tableState) error {
 	err := st.ens.Ensure(ctx, func(ctx context.Context) error {
@@ -279,7 +285,7 @@ func (db *DB) run(ctx context.Context, st *tableState) error {
 		// terminated it) failed the run without doing anything wrong: run
 		// again on another, as BEGIN and reads do. A run is safe to repeat:
 		// it checks again, and migrates under the cross-process lock.
-		for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
+		for attempt := 0; err != nil && attempt < ensureConnRetries && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
 			err = db.ensureOnce(ctx, st)
 		}
 		if err != nil {

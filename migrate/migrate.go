@@ -25,6 +25,9 @@ var (
 	// ErrDestructive is returned by Apply when a forced destructive step
 	// cannot be carried out on this dialect.
 	ErrDestructive = errors.New("migrate: destructive change not supported")
+	// ErrInvalidOption is returned by New for a nil option or one with an
+	// invalid value.
+	ErrInvalidOption = errors.New("migrate: invalid option")
 )
 
 // Index describes an index the table should have.
@@ -91,7 +94,10 @@ func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, db.Dialect().Name())
 	}
 	m := &Migrator{db: db, d: d, history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
-	for _, opt := range opts {
+	for i, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
+		}
 		if err := opt(m); err != nil {
 			return nil, err
 		}
