@@ -66,36 +66,38 @@ func (s *Stmt) String() string { return s.query }
 
 // Query runs the statement outside any transaction.
 func (s *Stmt) Query(ctx context.Context, args ...any) (*sql.Rows, error) {
-	args, err := s.start(ctx, args)
-	if err != nil {
-		return nil, err
+	if s == nil || s.db == nil {
+		return nil, errNotOpen
 	}
-	q, err := s.prepared(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.db.query(ctx, q, s.query, args)
-	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
-		rows, err = s.db.query(ctx, q, s.query, args)
-	}
-	return rows, err
+	return runStmt(ctx, s, args, s.db.query)
 }
 
 // Exec runs the statement outside any transaction.
 func (s *Stmt) Exec(ctx context.Context, args ...any) (sql.Result, error) {
+	if s == nil || s.db == nil {
+		return nil, errNotOpen
+	}
+	return runStmt(ctx, s, args, s.db.exec)
+}
+
+// runStmt runs s outside any transaction with do (DB.query or DB.exec),
+// again on another connection while a statement safe to repeat finds its
+// pooled connection dead.
+func runStmt[R any](ctx context.Context, s *Stmt, args []any, do func(context.Context, querier, string, []any) (R, error)) (R, error) {
+	var zero R
 	args, err := s.start(ctx, args)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	q, err := s.prepared(ctx)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	res, err := s.db.exec(ctx, q, s.query, args)
+	r, err := do(ctx, q, s.query, args)
 	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
-		res, err = s.db.exec(ctx, q, s.query, args)
+		r, err = do(ctx, q, s.query, args)
 	}
-	return res, err
+	return r, err
 }
 
 // QueryTx runs the statement in tx. RunInTx made the tables it was given
