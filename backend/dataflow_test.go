@@ -332,7 +332,10 @@ func TestNewDataFlowBackend(t *testing.T) {
 		_, err := NewDataFlowBackend(db, WithMaxMessageBytes(0))
 		assert.ErrorIs(t, err, memory.ErrInvalidOption, "max message bytes 0")
 
-		b, err := NewDataFlowBackend(db, nil, WithMaxMessageBytes(10))
+		_, err = NewDataFlowBackend(db, nil, WithMaxMessageBytes(10))
+		assert.ErrorIs(t, err, memory.ErrInvalidOption, "a nil option is an error, as in every constructor")
+
+		b, err := NewDataFlowBackend(db, WithMaxMessageBytes(10))
 		require.NoError(t, err)
 		assert.Same(t, db, b.DB())
 		// A second backend on the same DB shares the registered tables.
