@@ -507,7 +507,7 @@ func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (me
 // cache without a read.
 func (b *DataFlowBackend) Err() error {
 	if b == nil || b.db == nil {
-		return fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)
+		return errNoDB
 	}
 	if b.db.Closed() {
 		return dataflow.ErrClosed
@@ -519,7 +519,10 @@ func (b *DataFlowBackend) Err() error {
 // session ID.
 func (b *DataFlowBackend) check(sessionID string) error {
 	if b == nil || b.db == nil {
-		return fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)
+		return errNoDB
 	}
 	return memory.ValidateSessionID(sessionID)
 }
+
+// errNoDB is what a backend not made by NewDataFlowBackend returns.
+var errNoDB = fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)

@@ -30,10 +30,10 @@ import (
 //
 // A Stmt is safe for concurrent use.
 type Stmt struct {
-	db     *DB
-	query  string // in the dialect's placeholder form
-	tables []Readier
-	read   bool // safe to repeat on a lost connection
+	db         *DB
+	query      string // in the dialect's placeholder form
+	tables     []Readier
+	repeatable bool // safe to repeat on a lost connection: a read, or an idempotent write
 
 	mu   sync.Mutex               // serializes preparing
 	prep atomic.Pointer[sql.Stmt] // SQLite, outside transactions; prepared on first use
@@ -49,7 +49,7 @@ func (db *DB) NewStmt(query string, tables ...Readier) *Stmt {
 // when its pooled connection turns out dead.
 func (db *DB) NewReadStmt(query string, tables ...Readier) *Stmt {
 	s := db.NewStmt(query, tables...)
-	s.read = true
+	s.repeatable = true
 	return s
 }
 
@@ -94,7 +94,7 @@ func runStmt[R any](ctx context.Context, s *Stmt, args []any, do func(context.Co
 		return zero, err
 	}
 	r, err := do(ctx, q, s.query, args)
-	for attempt := 0; s.read && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
+	for attempt := 0; s.repeatable && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
 		r, err = do(ctx, q, s.query, args)
 	}
 	return r, err

@@ -122,7 +122,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 			// The session held nothing before this turn, whatever the
 			// window said: it is exactly this turn now.
 			return &snapshot{turns: []Turn{t}, count: 1, version: res.Version}
-		case s == nil || s.count+1 != res.Seq || s.version == UnknownVersion || s.version+1 != res.Version:
+		case s == nil || s.count+1 != res.Seq || s.version+1 != res.Version:
 			return nil // another writer moved the session: the window is stale
 		}
 		return &snapshot{turns: appendTrim(s.turns, t, m.maxTurns), count: res.Seq, version: res.Version}
