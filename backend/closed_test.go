@@ -26,17 +26,28 @@ func backendCalls() []struct {
 		call func(ctx context.Context, b *DataFlowBackend) error
 	}{
 		{"SaveTurn", func(ctx context.Context, b *DataFlowBackend) error { return b.SaveTurn(ctx, "s", turn) }},
-		{"StoreTurn", func(ctx context.Context, b *DataFlowBackend) error {
-			stored, err := b.StoreTurn(ctx, "s", turn)
-			if stored {
-				return errors.New("StoreTurn reported the turn stored")
+		{"Save", func(ctx context.Context, b *DataFlowBackend) error {
+			s, err := b.Save(ctx, "s", memory.PreparedTurn{Turn: turn})
+			if s != (memory.Saved{}) {
+				return errors.New("Save reported a save")
 			}
 			return err
 		}},
-		{"SaveTurnVersioned", func(ctx context.Context, b *DataFlowBackend) error {
-			s, err := b.SaveTurnVersioned(ctx, "s", memory.PreparedTurn{Turn: turn})
+		{"Save prepared", func(ctx context.Context, b *DataFlowBackend) error {
+			p, err := memory.Prepare(turn, time.Now(), 0)
+			if err != nil {
+				return err
+			}
+			s, err := b.Save(ctx, "s", p)
 			if s != (memory.Saved{}) {
-				return errors.New("SaveTurnVersioned reported a save")
+				return errors.New("Save reported a save")
+			}
+			return err
+		}},
+		{"Append", func(ctx context.Context, b *DataFlowBackend) error {
+			s, err := b.Append(ctx, "s", "t", []memory.PreparedMessage{{Message: memory.Message{Role: memory.RoleAssistant, Content: "more"}}})
+			if s != (memory.Saved{}) {
+				return errors.New("Append reported a save")
 			}
 			return err
 		}},
@@ -47,17 +58,17 @@ func backendCalls() []struct {
 			}
 			return err
 		}},
-		{"LoadWindowIfChanged", func(ctx context.Context, b *DataFlowBackend) error {
-			w, v, changed, err := b.LoadWindowIfChanged(ctx, "s", 10, memory.UnknownVersion)
-			if w.TurnCount != 0 || len(w.Turns) != 0 || v != 0 || changed {
-				return errors.New("LoadWindowIfChanged returned a window")
+		{"Load", func(ctx context.Context, b *DataFlowBackend) error {
+			w, v, err := b.Load(ctx, "s", memory.WindowQuery{MaxTurns: 10, Known: memory.UnknownVersion})
+			if w.TurnCount != 0 || len(w.Turns) != 0 || v != 0 {
+				return errors.New("Load returned a window")
 			}
 			return err
 		}},
-		{"LoadWindowIfChanged known", func(ctx context.Context, b *DataFlowBackend) error {
-			_, _, changed, err := b.LoadWindowIfChanged(ctx, "s", 10, memory.NoSession)
-			if changed {
-				return errors.New("LoadWindowIfChanged reported a change")
+		{"Load known", func(ctx context.Context, b *DataFlowBackend) error {
+			w, v, err := b.Load(ctx, "s", memory.WindowQuery{MaxTurns: 10, Known: memory.NoSession})
+			if w.TurnCount != 0 || len(w.Turns) != 0 || v != 0 {
+				return errors.New("Load reported a change")
 			}
 			return err
 		}},

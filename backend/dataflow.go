@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -24,36 +26,50 @@ const (
 	MessagesTable = "turnkeep_messages"
 )
 
-// Message roles as stored.
-const (
-	RoleUser      = "user"
-	RoleAssistant = "assistant"
-)
-
 // SessionRow is a session as stored: one row per session.
 type SessionRow struct {
 	bun.BaseModel `bun:"table:turnkeep_sessions"`
 
 	ID        string    `bun:"id,pk,type:varchar(255)"`
 	TurnCount int64     `bun:"turn_count,notnull"`
-	Version   int64     `bun:"version,notnull"` // changes with every write; see memory.Version
+	Version   int64     `bun:"version,notnull"`           // changes with every write; see memory.Version
+	Tokens    int64     `bun:"tokens,notnull,default:0"`  // the tokens of every stored message
+	Counted   int16     `bun:"counted,notnull,default:0"` // 1: every message has its ID and count; 0: rows of a release before counts may remain
 	CreatedAt time.Time `bun:"created_at,notnull"`
 	UpdatedAt time.Time `bun:"updated_at,notnull"`
 }
 
 // MessageRow is a message as stored: one row per message, keyed by session,
 // turn sequence and position within the turn.
+//
+// TokensBefore is the tokens of every turn of the session before this
+// one, the same on every message of a turn, so that a token-budget window
+// is a range of one index: the turns whose TokensBefore is at least the
+// session's tokens minus the budget. Rows written before messages had IDs
+// and counts hold a NULL MsgID and 0 tokens; they read back with
+// memory.DerivedMessageID. Their session's row has Counted 0 until the
+// first load or write of the session fills in their IDs and counts, once
+// (see backfill). The new columns have defaults, so rows inserted as the
+// previous release wrote them stay valid.
 type MessageRow struct {
 	bun.BaseModel `bun:"table:turnkeep_messages"`
 
-	SessionID string         `bun:"session_id,pk,type:varchar(255)"`
-	Seq       int64          `bun:"seq,pk"`
-	Pos       int32          `bun:"pos,pk"`
-	TurnID    string         `bun:"turn_id,notnull,type:varchar(128)"`
-	Role      string         `bun:"role,notnull,type:varchar(32)"`
-	Content   string         `bun:"content,notnull,type:text"`
-	Metadata  sql.NullString `bun:"metadata,type:text"`
-	CreatedAt time.Time      `bun:"created_at,notnull"`
+	SessionID    string         `bun:"session_id,pk,type:varchar(255)"`
+	Seq          int64          `bun:"seq,pk"`
+	Pos          int32          `bun:"pos,pk"`
+	TurnID       string         `bun:"turn_id,notnull,type:varchar(128)"`
+	Role         string         `bun:"role,notnull,type:varchar(32)"`
+	Content      string         `bun:"content,notnull,type:text"`
+	Metadata     sql.NullString `bun:"metadata,type:text"` // the turn's, on its first message
+	CreatedAt    time.Time      `bun:"created_at,notnull"` // the turn's timestamp
+	MsgID        sql.NullString `bun:"msg_id,type:varchar(160)"`
+	Name         string         `bun:"name,notnull,type:text,default:''"`
+	ToolCalls    sql.NullString `bun:"tool_calls,type:text"`
+	ToolCallID   string         `bun:"tool_call_id,notnull,type:text,default:''"`
+	Parts        sql.NullString `bun:"parts,type:text"`
+	MsgMetadata  sql.NullString `bun:"msg_metadata,type:text"`
+	Tokens       int64          `bun:"tokens,notnull,default:0"`
+	TokensBefore int64          `bun:"tokens_before,notnull,default:0"`
 }
 
 // Option configures a DataFlowBackend.
@@ -79,20 +95,36 @@ type DataFlowBackend struct {
 	messages *dataflow.Table[MessageRow]
 	maxBytes int
 
-	saveSession  *dataflow.Stmt // upsert of the session row, returning the new count and version
-	saveMessages *dataflow.Stmt // insert of the turn's messages, skipping a known turn ID
-	loadWindow   *dataflow.Stmt // session count and version, plus the newest turns' messages if the version moved
-	lockSession  *dataflow.Stmt // takes the session row's lock, creating the row if need be
-	saveTurn     *dataflow.Stmt // PostgreSQL: the whole save in one statement; nil on SQLite
+	saveSession *dataflow.Stmt // SQLite: upsert of the session row, returning the new count, version and tokens
+	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
+	loadWindow  *dataflow.Stmt // session count and version, plus the newest turns' messages if the version moved
+	loadBudget  *dataflow.Stmt // loadWindow within a token budget
+	backfillRd  *dataflow.Stmt // backfill: a session's rows
+	backfillRow *dataflow.Stmt // backfill: a row's ID, count and tokens before it
+	backfillDel *dataflow.Stmt // backfill: an empty row of a one-sided turn
+	backfillEnd *dataflow.Stmt // backfill: the session's tokens, and the mark that it is done
+	counted     *dataflow.Stmt // backfill: whether the session is done, its row locked on PostgreSQL
+	lockSession *dataflow.Stmt // takes the session row's lock, creating the row if need be
+	saveTurn    *dataflow.Stmt // PostgreSQL: the whole save in one statement; nil on SQLite
+	appendNew   *dataflow.Stmt // PostgreSQL: an append to the newest turn in one statement; nil on SQLite
+	lockRow     *dataflow.Stmt // PostgreSQL: locks an existing session row; nil on SQLite
+	findTurn    *dataflow.Stmt // a turn's sequence, tokens before it, timestamp and last position
+	heldTokens  *dataflow.Stmt // the tokens of a turn's messages past a position
+	bumpSession *dataflow.Stmt // an append's update of the session row
+	shiftBefore *dataflow.Stmt // an append's update of the later turns' tokens before them
+
+	insertMu sync.Mutex
+	inserts  map[insertKind]*dataflow.Stmt // inserts of message rows, made as needed
 }
 
-var (
-	_ memory.VersionedBackend = (*DataFlowBackend)(nil)
-	_ memory.TurnStorer       = (*DataFlowBackend)(nil)
-)
+var _ memory.Backend = (*DataFlowBackend)(nil)
 
-// errDuplicate aborts the transaction of a turn whose ID is already stored.
+// errDuplicate aborts the transaction of a save whose turn ID the session
+// holds already.
 var errDuplicate = errors.New("turn already stored")
+
+// messageColumns are the columns an insert of message rows binds, in order.
+const messageColumns = `session_id, seq, pos, turn_id, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata, tokens, tokens_before, metadata, created_at`
 
 // NewDataFlowBackend returns a backend on db. It does no I/O: the tables are
 // created or checked on first use.
@@ -100,7 +132,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, maxBytes: memory.DefaultMaxMessageBytes}
+	b := &DataFlowBackend{db: db, maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
@@ -118,57 +150,182 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// interleave (it kept LoadWindow within 1.3x from 1,000 to 1,000,000
 	// messages; tests/scale_test.go).
 	if b.messages, err = dataflow.Register[MessageRow](db, dataflow.WithoutRowID(),
-		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos")); err != nil {
+		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos"),
+		dataflow.WithUniqueIndex(MessagesTable+"_msg_idx", "session_id", "msg_id"),
+		dataflow.WithIndex(MessagesTable+"_budget_idx", "session_id", "tokens_before", "seq")); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	// A new session row starts at a random version, so that a session
 	// cleared and saved again never repeats a version a cache may hold.
-	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at) VALUES (?, 1, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1, updated_at = excluded.updated_at
-RETURNING turn_count, version`, b.sessions)
-	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at) VALUES (?, 0, 0, ?, ?)
+	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, 1, ?, ?, 1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
+	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
+RETURNING turn_count, version, tokens, counted`, b.sessions)
+	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, 0, 0, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
-	b.saveMessages = db.NewStmt(`INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, metadata, created_at)
-VALUES (?, ?, 0, ?, '`+RoleUser+`', ?, ?, ?), (?, ?, 1, ?, '`+RoleAssistant+`', ?, NULL, ?)
-ON CONFLICT (session_id, turn_id, pos) DO NOTHING`, b.messages)
+	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
+	b.findTurn = db.NewStmt(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
+	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq),
+	(SELECT s.counted FROM `+SessionsTable+` s WHERE s.id = m.session_id)
+FROM `+MessagesTable+` m WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0`, b.sessions, b.messages)
+	b.heldTokens = db.NewStmt(`SELECT COALESCE(SUM(tokens), 0) FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos > ?`, b.messages)
+	b.bumpSession = db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
+RETURNING turn_count, version`, b.sessions)
+	b.backfillRd = db.NewStmt(`SELECT seq, pos, turn_id, msg_id, role, content, tokens FROM `+MessagesTable+` WHERE session_id = ?`, b.messages)
+	b.backfillRow = db.NewStmt(`UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ? WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
+	b.backfillDel = db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
+	b.backfillEnd = db.NewStmt(`UPDATE `+SessionsTable+` SET tokens = ?, counted = 1 WHERE id = ?`, b.sessions)
+	forUpdate := ""
 	if db.Dialect() == "pg" {
-		// The whole save in one statement, so one round trip, atomic as
-		// any statement is. A turn ID the session holds is seen by the
-		// first CTE, and then nothing is bumped or inserted (no row comes
-		// back). Two saves of one new ID at once both miss it: the session
-		// row lock orders them, and the second's insert then violates the
-		// turn index, which aborts its whole statement, its bump included.
-		// A clear holds the session row lock (inserting the row if need
-		// be), so the upsert waits for it, as the two-statement save does.
-		// Repeating it stores nothing twice, so it is run again on a
-		// pooled connection found dead, as BEGIN was.
-		b.saveTurn = db.NewIdempotentStmt(`WITH known AS (
-	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
-), s AS (
-	INSERT INTO `+SessionsTable+` (id, turn_count, version, created_at, updated_at)
-	SELECT ?, 1, CAST(? AS BIGINT), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
-	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1, updated_at = excluded.updated_at
-	RETURNING turn_count, version
-), m AS (
-	INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, metadata, created_at)
-	SELECT ?, s.turn_count, v.pos, ?, v.role, v.content, v.metadata, CAST(? AS TIMESTAMPTZ)
-	FROM s, (VALUES (0, '`+RoleUser+`', CAST(? AS TEXT), CAST(? AS TEXT)), (1, '`+RoleAssistant+`', CAST(? AS TEXT), NULL)) AS v (pos, role, content, metadata)
-)
-SELECT turn_count, version FROM s`, b.sessions, b.messages)
+		forUpdate = " FOR UPDATE"
+	}
+	b.counted = db.NewStmt(`SELECT counted FROM `+SessionsTable+` WHERE id = ?`+forUpdate, b.sessions)
+	b.shiftBefore = db.NewStmt(`UPDATE `+MessagesTable+` SET tokens_before = tokens_before + ? WHERE session_id = ? AND seq > ?`, b.messages)
+	if db.Dialect() == "pg" {
+		b.preparePG()
 	}
 	// One statement answers both a cache check and a read: the session row
 	// by primary key, then, only when its version is not the known one, an
 	// index range scan of its newest turns (session_id = ? AND seq >
-	// turn_count - maxTurns). When the version is known the range starts
-	// past the newest turn, so nothing is read. There is no ORDER BY (see
-	// scanWindow).
+	// turn_count - maxTurns). With a token budget the range starts no
+	// earlier than the oldest turn within it: the first entry of the budget
+	// index at tokens_before >= tokens - budget (the turns of a session
+	// have ascending tokens_before, so the turns from it on are the newest
+	// that fit), one index seek; when no turn fits, past the newest. When
+	// the version is known the range starts past the newest turn, so
+	// nothing is read. There is no ORDER BY (see scanWindow).
 	// Times are read in the stored form (dataflow.TimeColumn), not guessed.
-	b.loadWindow = db.NewReadStmt(`SELECT s.turn_count, s.version, m.seq, m.pos, m.turn_id, m.content, m.metadata, `+db.TimeColumn("m.created_at")+`
+	// With a budget, one bound, the greater, so that it bounds the range
+	// scan; a statement of its own, so that the plan of a window without a
+	// budget never depends on it.
+	greatest := "MAX"
+	if db.Dialect() == "pg" {
+		greatest = "GREATEST"
+	}
+	const columns = `SELECT s.turn_count, s.version, s.counted, m.seq, m.pos, m.turn_id, m.msg_id, m.role, m.content, m.name,
+	m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens, m.metadata, `
+	b.loadWindow = db.NewReadStmt(columns+db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
 	AND m.seq > s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END
 WHERE s.id = ?`, b.sessions, b.messages)
+	b.loadBudget = db.NewReadStmt(columns+db.TimeColumn("m.created_at")+`
+FROM `+SessionsTable+` s
+LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
+	AND m.seq > `+greatest+`(s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END,
+		COALESCE((
+			SELECT x.seq FROM `+MessagesTable+` x WHERE x.session_id = s.id AND x.tokens_before >= s.tokens - CAST(? AS BIGINT)
+			ORDER BY x.tokens_before, x.seq LIMIT 1) - 1, s.turn_count))
+WHERE s.id = ?`, b.sessions, b.messages)
 	return b, nil
+}
+
+// preparePG makes the PostgreSQL statements that do a write in one round
+// trip.
+func (b *DataFlowBackend) preparePG() {
+	// The whole save in one statement, so one round trip, atomic as any
+	// statement is. A turn ID the session holds is seen by the first CTE,
+	// and then nothing is bumped or inserted (no row comes back). Two
+	// saves of one new ID at once both miss it: the session row lock
+	// orders them, and the second's insert then violates a unique index,
+	// which aborts its whole statement, its bump included. A clear holds
+	// the session row lock (inserting the row if need be), so the upsert
+	// waits for it, as the two-statement save does. Repeating it stores
+	// nothing twice, so it is run again on a pooled connection found dead,
+	// as BEGIN was. The messages come as one JSON array, so one statement
+	// text serves every number of messages.
+	b.saveTurn = b.db.NewIdempotentStmt(`WITH known AS (
+	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+), s AS (
+	INSERT INTO `+SessionsTable+` (id, turn_count, version, tokens, counted, created_at, updated_at)
+	SELECT ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
+	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
+		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
+	RETURNING turn_count, version, tokens, counted
+), m AS (
+	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
+	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
+		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ)
+	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT)
+)
+SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
+	// An append to the newest turn in one statement. The session row's
+	// update re-checks, under its lock, that the turn is still the newest
+	// (turn_count = seq): a turn saved meanwhile would need its
+	// tokens_before moved too, which only the transaction path does, so
+	// then nothing is written (no version comes back) and that path runs.
+	// Two appends to one turn at once pick the same positions; the second
+	// then violates the primary key, aborts whole, and is run again.
+	b.appendNew = b.db.NewStmt(`WITH t AS (
+	SELECT seq, tokens_before, created_at FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+), u AS (
+	SELECT u.* FROM json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT)
+	WHERE NOT EXISTS (SELECT 1 FROM `+MessagesTable+` x WHERE x.session_id = ? AND x.msg_id = u.id)
+), n AS (
+	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
+), s AS (
+	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
+	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
+	RETURNING `+SessionsTable+`.version, `+SessionsTable+`.counted
+), p AS (
+	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
+), i AS (
+	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
+	SELECT ?, t.seq, p.pos + u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
+		t.tokens_before, NULL, t.created_at
+	FROM s, t, p, u
+)
+SELECT t.seq, n.n, s.version, s.counted FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
+	b.lockRow = b.db.NewStmt(`SELECT turn_count FROM `+SessionsTable+` WHERE id = ? FOR UPDATE`, b.sessions)
+}
+
+// An insertKind names an insert of message rows: how many, and whether it
+// skips rows of a held message ID (an append) or only of a held turn (a
+// save, where another turn's message ID is an error).
+type insertKind struct {
+	rows   int
+	append bool
+}
+
+// insertRows returns the insert of n message rows.
+func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
+	k := insertKind{rows: n, append: append}
+	b.insertMu.Lock()
+	defer b.insertMu.Unlock()
+	if st := b.inserts[k]; st != nil {
+		return st
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	if append {
+		q.WriteString(` ON CONFLICT DO NOTHING`)
+	} else {
+		q.WriteString(` ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
+	}
+	st := b.db.NewStmt(q.String(), b.messages)
+	b.inserts[k] = st
+	return st
+}
+
+// msgIDConflict reports whether err is a violation of the message ID
+// index: a message ID the session holds in another turn.
+func (b *DataFlowBackend) msgIDConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if b.db.Dialect() == "pg" {
+		return dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") && strings.Contains(msg, MessagesTable+".msg_id")
 }
 
 // DB returns the database the backend stores into.
@@ -181,117 +338,392 @@ func (b *DataFlowBackend) DB() *dataflow.DB {
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
-// SaveTurn stores the turn's user and agent messages and bumps the session's
-// turn count in one transaction of two statements. A turn whose ID the
-// session already holds is not stored again, and nil is returned.
+// SaveTurn stores the turn's messages and bumps the session's turn count,
+// atomically. A turn whose ID the session already holds is not stored
+// again, and nil is returned.
 func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.SaveTurnVersioned(ctx, sessionID, memory.PreparedTurn{Turn: turn})
+	_, err := b.Save(ctx, sessionID, memory.PreparedTurn{Turn: turn})
 	return err
 }
 
-// StoreTurn is SaveTurn that also reports whether the turn was stored
-// (false: the session already held its ID). It implements
-// memory.TurnStorer.
-func (b *DataFlowBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, sessionID, memory.PreparedTurn{Turn: turn})
-	return s.Stored, err
-}
-
-// MaxMessageBytes is the backend's size limit (WithMaxMessageBytes). It
-// implements memory.VersionedBackend.
-func (b *DataFlowBackend) MaxMessageBytes() int {
-	if b == nil {
-		return 0
-	}
-	return b.maxBytes
-}
-
-// SaveTurnVersioned is SaveTurn that also reports the turn's sequence number
-// and the session's new version. A turn memory.Prepare made within the
-// backend's limit is stored as it is; any other is validated first. It
-// implements memory.VersionedBackend.
-func (b *DataFlowBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
+// Save stores turn as the newest turn of the session and reports what it
+// did: on SQLite in one transaction of two statements, on PostgreSQL in
+// one statement. A turn memory.Prepare made is stored as it is; any other
+// is validated first, within WithMaxMessageBytes. A message ID the session
+// holds in another turn is an error wrapping memory.ErrInvalidTurn, and
+// nothing is stored. It implements memory.Backend.
+func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
 	if err := b.check(sessionID); err != nil {
 		return memory.Saved{}, err
 	}
-	if !turn.Prepared(b.maxBytes) {
+	if !turn.Prepared() {
 		var err error
 		if turn, err = memory.Prepare(turn.Turn, now(), b.maxBytes); err != nil {
-			return memory.Saved{}, err
+			return memory.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
-	t, meta := turn.Turn, turn.Metadata
-	var metaArg any
-	if meta != nil {
-		metaArg = string(meta)
-	}
-	ts, at := t.Timestamp, now()
-	if b.saveTurn != nil {
-		return b.saveInOne(ctx, sessionID, t, metaArg, at)
-	}
-	var seq, version int64
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, firstVersion(), at, at)
-		if err != nil {
-			return err
-		}
-		if err := scanOne(rows, &seq, &version); err != nil {
-			return err
-		}
-		res, err := b.saveMessages.ExecTx(ctx, tx,
-			sessionID, seq, t.ID, t.User, metaArg, ts,
-			sessionID, seq, t.ID, t.Agent, ts)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		switch {
-		case err != nil:
-			return err
-		case n == 0:
-			return errDuplicate
-		case n != 2:
-			return fmt.Errorf("stored %d of 2 messages", n)
-		}
-		return nil
-	}, b.sessions, b.messages)
-	// Exactly errDuplicate, not joined with a failed rollback, which must
-	// be reported.
-	if err == errDuplicate {
+	saved, err := b.save(ctx, sessionID, turn, turn.Counter())
+	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
 		return memory.Saved{}, nil
 	}
-	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
+	if b.msgIDConflict(err) {
+		// Either the turn is stored (a concurrent save of the same ID won,
+		// and its derived message IDs met first) or a message ID is
+		// another turn's.
+		known, kerr := b.holds(ctx, sessionID, turn.ID)
+		switch {
+		case kerr != nil:
+			return memory.Saved{}, fmt.Errorf("backend: %w", kerr)
+		case known:
+			return memory.Saved{}, nil
+		}
+		return memory.Saved{}, fmt.Errorf("backend: %w: a message id of turn %s is stored in another turn of the session", memory.ErrInvalidTurn, turn.ID)
 	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version)}, nil
+	if err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	return saved, nil
 }
 
-// saveInOne is SaveTurnVersioned on PostgreSQL: one statement, one round
-// trip.
-func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, t memory.Turn, metaArg any, at time.Time) (memory.Saved, error) {
+// holds reports whether the session holds the turn ID.
+func (b *DataFlowBackend) holds(ctx context.Context, sessionID, turnID string) (bool, error) {
+	rows, err := b.knownTurn.Query(ctx, sessionID, turnID)
+	if err != nil {
+		return false, err
+	}
+	var one int
+	err = scanOne(rows, &one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, counter memory.TokenCounter) (memory.Saved, error) {
+	t := &turn.Turn
+	var metaArg any
+	if turn.Metadata != nil {
+		metaArg = string(turn.Metadata)
+	}
+	tokens := int64(t.Tokens())
+	at := now()
+	if b.saveTurn != nil {
+		return b.saveInOne(ctx, sessionID, turn, metaArg, tokens, at, counter)
+	}
+	var seq, version, total int64
+	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, firstVersion(), tokens, at, at)
+		if err != nil {
+			return err
+		}
+		var counted int16
+		if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+			return err
+		}
+		if counted == 0 { // rows of a release before counts: fill them in first
+			before, err := b.backfillTx(ctx, tx, sessionID, counter, tokens)
+			if err != nil {
+				return err
+			}
+			total = before + tokens
+		}
+		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp)
+		return b.insert(ctx, tx, len(turn.Encoded), args) // errDuplicate when the turn is held
+	}, b.sessions, b.messages)
+	if err != nil {
+		return memory.Saved{}, err
+	}
+	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
+}
+
+// insert runs a save's insert of n message rows, failing with errDuplicate
+// unless it stored them all (the rows of a held turn are skipped).
+func (b *DataFlowBackend) insert(ctx context.Context, tx *dataflow.Tx, n int, args []any) error {
+	res, err := b.insertRows(n, false).ExecTx(ctx, tx, args...)
+	if err != nil {
+		return err
+	}
+	stored, err := res.RowsAffected()
+	switch {
+	case err != nil:
+		return err
+	case stored != int64(n):
+		return errDuplicate
+	}
+	return nil
+}
+
+// rowArgs appends the arguments of an insert of msgs as rows of one turn,
+// from position pos on.
+func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []memory.PreparedMessage, before int64, turnMeta any, at time.Time) []any {
+	if args == nil {
+		args = make([]any, 0, 16*len(msgs))
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		var meta any
+		if i == 0 {
+			meta = turnMeta
+		}
+		args = append(args, sessionID, seq, pos+int32(i), turnID, m.ID, string(m.Role), m.Content, m.Name,
+			jsonArg(m.ToolCallsJSON), m.ToolCallID, jsonArg(m.PartsJSON), jsonArg(m.MetadataJSON),
+			int64(m.Tokens), before, meta, at)
+	}
+	return args
+}
+
+// jsonArg binds stored JSON as text, or NULL for none.
+func jsonArg(data []byte) any {
+	if data == nil {
+		return nil
+	}
+	return string(data)
+}
+
+// jsonRow is a message as the PostgreSQL statements take it, in a JSON
+// array: every key present, so that json_to_recordset never yields NULL
+// for a NOT NULL column.
+type jsonRow struct {
+	Pos        int32   `json:"pos"`
+	ID         string  `json:"id"`
+	Role       string  `json:"role"`
+	Content    string  `json:"content"`
+	Name       string  `json:"name"`
+	ToolCalls  *string `json:"tool_calls"`
+	ToolCallID string  `json:"tool_call_id"`
+	Parts      *string `json:"parts"`
+	Meta       *string `json:"meta"`
+	Tokens     int64   `json:"tokens"`
+}
+
+// jsonRows encodes msgs for the PostgreSQL statements, numbering them from
+// first.
+func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
+	rows := make([]jsonRow, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
+			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
+			Tokens: int64(m.Tokens)}
+	}
+	data, err := json.Marshal(rows)
+	return string(data), err
+}
+
+func jsonText(data []byte) *string {
+	if data == nil {
+		return nil
+	}
+	s := string(data)
+	return &s
+}
+
+// saveInOne is Save on PostgreSQL: one statement, one round trip.
+func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter) (memory.Saved, error) {
 	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err) // nothing sent
+		return memory.Saved{}, err // nothing sent
+	}
+	t := &turn.Turn
+	rowsJSON, err := jsonRows(turn.Encoded, 0)
+	if err != nil {
+		return memory.Saved{}, err
 	}
 	var seq, version int64
+	var counted int16
 	rows, err := b.saveTurn.Query(ctx,
 		sessionID, t.ID,
-		sessionID, firstVersion(), at, at,
-		sessionID, t.ID, t.Timestamp, t.User, metaArg, t.Agent)
+		sessionID, firstVersion(), tokens, at, at,
+		sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON)
 	if err == nil {
-		err = scanOne(rows, &seq, &version)
+		err = scanOne(rows, &seq, &version, &counted)
 	}
 	switch {
 	case err == nil:
-		return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version)}, nil
+		if counted == 0 {
+			// The turn is stored; the session's rows of a release before
+			// counts are filled in now, its tokens_before included.
+			if err := b.backfill(ctx, sessionID, counter); err != nil {
+				return memory.Saved{}, err
+			}
+		}
+		return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
 	case errors.Is(err, sql.ErrNoRows):
 		return memory.Saved{}, nil // the session holds the turn's ID
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
 		return memory.Saved{}, nil // a concurrent save of the same ID won
+	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
+		return memory.Saved{}, err // the caller tells which
 	}
 	// A statement sent and then cut off by the context or a lost
 	// connection may have committed: ErrOutcomeUnknown. A retry with the
 	// same turn ID stores nothing twice.
-	return memory.Saved{}, fmt.Errorf("backend: save turn: %w", dataflow.WriteOutcome(ctx, err))
+	return memory.Saved{}, dataflow.WriteOutcome(ctx, err)
+}
+
+// Append adds msgs to the session's turn turnID, atomically, skipping every
+// message whose ID the session holds already. Messages not made by
+// memory.PrepareMessages are validated first. On PostgreSQL an append to
+// the newest turn is one statement; any other append is one transaction,
+// which also moves the token counts of the later turns so token windows
+// stay exact. It implements memory.Backend.
+func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+	if err := b.check(sessionID); err != nil {
+		return memory.Saved{}, err
+	}
+	msgs, err := preparedMessages(msgs)
+	if err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	if b.appendNew != nil {
+		for attempt := 0; ; attempt++ {
+			saved, done, err := b.appendInOne(ctx, sessionID, turnID, msgs)
+			if err != nil && attempt < 3 && (dataflow.IsUniqueViolation(err, MessagesTable+"_pkey") || dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")) {
+				continue // a concurrent append to the turn: run again, seeing it
+			}
+			if err != nil {
+				return memory.Saved{}, fmt.Errorf("backend: %w", err)
+			}
+			if done {
+				return saved, nil
+			}
+			break
+		}
+	}
+	saved, err := b.appendInTx(ctx, sessionID, turnID, msgs)
+	if err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	return saved, nil
+}
+
+// appendInOne is Append to the newest turn on PostgreSQL; done is false
+// when the turn is not the newest.
+func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return memory.Saved{}, false, err
+	}
+	rowsJSON, err := jsonRows(msgs, 1)
+	if err != nil {
+		return memory.Saved{}, false, err
+	}
+	rows, err := b.appendNew.Query(ctx, sessionID, turnID, rowsJSON, sessionID, now(), sessionID, sessionID, sessionID, turnID)
+	if err != nil {
+		return memory.Saved{}, false, dataflow.WriteOutcome(ctx, err)
+	}
+	var seq, n int64
+	var version sql.NullInt64
+	var counted sql.NullInt16 // 0: rows of a release before counts; the transaction path fills them in first
+	err = scanOne(rows, &seq, &n, &version, &counted)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return memory.Saved{}, false, fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+	case err != nil:
+		return memory.Saved{}, false, dataflow.WriteOutcome(ctx, err)
+	case n == 0:
+		return memory.Saved{}, true, nil // every message is held
+	case !version.Valid:
+		return memory.Saved{}, false, nil // not the newest turn, or not counted
+	}
+	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
+}
+
+// appendInTx is Append in a transaction: the session row locked, the turn
+// found, its new rows inserted, the session and the later turns' counts
+// moved.
+func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+	var saved memory.Saved
+	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		saved = memory.Saved{}
+		if b.lockRow != nil {
+			rows, err := b.lockRow.QueryTx(ctx, tx, sessionID)
+			if err != nil {
+				return err
+			}
+			var count int64
+			if err := scanOne(rows, &count); errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+			} else if err != nil {
+				return err
+			}
+		}
+		var seq, before int64
+		var at dataflow.Time
+		var last int32
+		for counted := int16(0); counted == 0; {
+			rows, err := b.findTurn.QueryTx(ctx, tx, sessionID, turnID)
+			if err != nil {
+				return err
+			}
+			if err := scanOne(rows, &seq, &before, &at, &last, &counted); errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+			} else if err != nil {
+				return err
+			}
+			if counted == 0 {
+				// Rows of a release before counts: filled in first, so that
+				// their derived IDs are held, and the turn found again.
+				if _, err := b.backfillTx(ctx, tx, sessionID, nil, 0); err != nil {
+					return err
+				}
+			}
+		}
+		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time)...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil || n == 0 {
+			return err
+		}
+		var tokens int64
+		if int(n) == len(msgs) {
+			for i := range msgs {
+				tokens += int64(msgs[i].Tokens)
+			}
+		} else {
+			rows, err := b.heldTokens.QueryTx(ctx, tx, sessionID, seq, last)
+			if err != nil {
+				return err
+			}
+			if err := scanOne(rows, &tokens); err != nil {
+				return err
+			}
+		}
+		rows, err := b.bumpSession.QueryTx(ctx, tx, tokens, now(), sessionID)
+		if err != nil {
+			return err
+		}
+		var count, version int64
+		if err := scanOne(rows, &count, &version); err != nil {
+			return err
+		}
+		if seq < count {
+			if _, err := b.shiftBefore.ExecTx(ctx, tx, tokens, sessionID, seq); err != nil {
+				return err
+			}
+		}
+		saved = memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: int(n)}
+		return nil
+	}, b.sessions, b.messages)
+	return saved, err
+}
+
+// preparedMessages returns msgs validated, unless PrepareMessages made
+// them (their IDs are set then).
+func preparedMessages(msgs []memory.PreparedMessage) ([]memory.PreparedMessage, error) {
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("%w: no messages", memory.ErrInvalidTurn)
+	}
+	for i := range msgs {
+		if msgs[i].ID == "" {
+			raw := make([]memory.Message, len(msgs))
+			for j := range msgs {
+				raw[j] = msgs[j].Message
+			}
+			return memory.PrepareMessages(raw, memory.DefaultMaxMessageBytes, nil)
+		}
+	}
+	return msgs, nil
 }
 
 // firstVersion is the version column of a new session row: random, so that
@@ -322,38 +754,162 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 // turn count, in one statement: the session row joined with an index range
 // scan of its newest messages.
 func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
-	w, _, _, err := b.LoadWindowIfChanged(ctx, sessionID, maxTurns, memory.UnknownVersion)
+	w, _, err := b.Load(ctx, sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
 	return w, err
 }
 
-// LoadWindowIfChanged is LoadWindow that skips the messages when the
-// session's version is known, still in one statement. It implements
-// memory.VersionedBackend.
-func (b *DataFlowBackend) LoadWindowIfChanged(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, bool, error) {
+// Load returns the session's version and, unless it is q.Known, the window
+// q asks for, exactly, in one statement. It implements memory.Backend.
+func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Window{}, 0, false, err
-	}
-	if maxTurns < 1 {
-		return memory.Window{}, 0, false, fmt.Errorf("%w: maxTurns %d, want at least 1", memory.ErrInvalidOption, maxTurns)
-	}
-	w, v, err := b.load(ctx, sessionID, maxTurns, known)
-	if err != nil {
-		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w", err)
-	}
-	if v == known {
-		return memory.Window{}, v, false, nil
-	}
-	return w, v, true, nil
-}
-
-func (b *DataFlowBackend) load(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, error) {
-	// A read is safe to retry when a pooled connection turns out to have
-	// died since its last use (the server restarted or terminated it).
-	rows, err := b.loadWindow.Query(ctx, int64(known)-1, maxTurns, sessionID)
-	if err != nil {
 		return memory.Window{}, 0, err
 	}
-	return scanWindow(rows, maxTurns)
+	if err := checkQuery(q); err != nil {
+		return memory.Window{}, 0, err
+	}
+	w, v, counted, err := b.load(ctx, sessionID, q)
+	if err == nil && !counted {
+		// The session holds rows of a release before counts: fill in
+		// their IDs and counts once, then read them as any others.
+		if err = b.backfill(ctx, sessionID, q.Counter); err == nil {
+			w, v, _, err = b.load(ctx, sessionID, q)
+		}
+	}
+	if err != nil {
+		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
+	}
+	if v == q.Known {
+		return memory.Window{}, v, nil
+	}
+	// Rows stored without counts count 0 in the statement's filter, so it
+	// may return more turns than fit: cut them here.
+	return memory.TrimWindow(w, q.MaxTurns, q.TokenBudget), v, nil
+}
+
+// backfill fills in, once, the IDs and counts of the session's rows written
+// by a release before messages had them (see backfillTx), in a
+// transaction of its own.
+func (b *DataFlowBackend) backfill(ctx context.Context, sessionID string, counter memory.TokenCounter) error {
+	return b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		_, err := b.backfillTx(ctx, tx, sessionID, counter, 0)
+		return err
+	}, b.sessions, b.messages)
+}
+
+// backfillTx fills in the IDs and counts of the session's rows written by a
+// release before messages had them, and the tokens before every turn, so
+// that windows read them as any others; it marks the session counted, with
+// its tokens and plus. It returns the tokens of the session's rows. A
+// session already counted (another process may have been first: the row
+// is locked, on SQLite by the transaction) is left as it is.
+//
+// A row gets memory.DerivedMessageID (made unique within the session if a
+// message appended since holds it) and counter's count (nil:
+// memory.DefaultTokenCounter). The empty message such a release stored for
+// a one-sided turn is deleted: the conversation model has no empty
+// messages, and it carried nothing.
+func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessionID string, counter memory.TokenCounter, plus int64) (int64, error) {
+	if counter == nil {
+		counter = memory.DefaultTokenCounter
+	}
+	rows, err := b.counted.QueryTx(ctx, tx, sessionID)
+	if err != nil {
+		return 0, err
+	}
+	var counted int16
+	if err := scanOne(rows, &counted); err != nil {
+		return 0, err
+	}
+	type row struct {
+		seq           int64
+		pos           int32
+		turnID, msgID string
+		counted       bool
+		role, content string
+		tokens        int64
+	}
+	var all []row
+	rows, err = b.backfillRd.QueryTx(ctx, tx, sessionID)
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var r row
+		var id sql.NullString
+		if err := rows.Scan(&r.seq, &r.pos, &r.turnID, &id, &r.role, &r.content, &r.tokens); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		r.msgID, r.counted = id.String, id.Valid
+		all = append(all, r)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var total int64
+	if counted != 0 {
+		for _, r := range all {
+			total += r.tokens
+		}
+		return total, nil
+	}
+	slices.SortFunc(all, func(a, b row) int { return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.pos, b.pos)) })
+	held := make(map[string]bool, len(all))
+	for _, r := range all {
+		if r.counted {
+			held[r.msgID] = true
+		}
+	}
+	var before int64
+	for i, r := range all {
+		if i == 0 || r.seq != all[i-1].seq {
+			before = total
+		}
+		if !r.counted {
+			if r.content == "" {
+				if _, err := b.backfillDel.ExecTx(ctx, tx, sessionID, r.seq, r.pos); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			id := memory.DerivedMessageID(r.turnID, int(r.pos))
+			for held[id] {
+				id += "+"
+			}
+			held[id] = true
+			r.msgID = id
+			r.tokens = int64(max(counter.CountTokens(memory.Message{ID: id, Role: memory.Role(r.role), Content: r.content}), 0))
+		}
+		total += r.tokens
+		if _, err := b.backfillRow.ExecTx(ctx, tx, r.msgID, r.tokens, before, sessionID, r.seq, r.pos); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := b.backfillEnd.ExecTx(ctx, tx, total+plus, sessionID); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// load runs the load statement: the window, the version and whether the
+// session's rows are all counted (true for no session).
+func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, bool, error) {
+	// A read is safe to retry when a pooled connection turns out to have
+	// died since its last use (the server restarted or terminated it).
+	var rows *sql.Rows
+	var err error
+	if q.TokenBudget > 0 {
+		rows, err = b.loadBudget.Query(ctx, int64(q.Known)-1, q.MaxTurns, q.TokenBudget, sessionID)
+	} else {
+		rows, err = b.loadWindow.Query(ctx, int64(q.Known)-1, q.MaxTurns, sessionID)
+	}
+	if err != nil {
+		return memory.Window{}, 0, false, err
+	}
+	return scanWindow(rows, q)
 }
 
 // scanWindow reads the rows of the load statement: no row for a session
@@ -364,7 +920,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, maxTurns i
 // an index scan yields key order, and the rows are sorted here only when a
 // plan yielded them otherwise (PostgreSQL may read a small table whole, in
 // heap order).
-func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, error) {
+func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Version, bool, error) {
 	defer rows.Close()
 	var (
 		w       memory.Window
@@ -373,37 +929,42 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, er
 		sorted  = true
 		count   int64
 		version int64
+		counted int16 = 1
 		// Scanned into once per row and reused: declared in the loop they
 		// would escape, a few allocations a row.
-		seq             sql.NullInt64
-		pos             sql.NullInt32
-		turnID, content sql.NullString
-		meta            sql.RawBytes // valid until the next row: copied if present
-		at              dataflow.Time
-		dest            = []any{&count, &version, &seq, &pos, &turnID, &content, &meta, &at}
+		seq                                      sql.NullInt64
+		pos                                      sql.NullInt32
+		tokens                                   sql.NullInt64
+		turnID, msgID, role, content, name, tcID sql.NullString
+		calls, parts, msgMeta, meta              sql.RawBytes // valid until the next row: copied if present
+		at                                       dataflow.Time
+		dest                                     = []any{&count, &version, &counted, &seq, &pos, &turnID, &msgID, &role, &content, &name, &calls, &tcID, &parts, &msgMeta, &tokens, &meta, &at}
 	)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return memory.Window{}, 0, err
+			return memory.Window{}, 0, false, err
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
 			continue
 		}
-		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, content: content.String, at: at.Time}
-		if meta != nil {
-			r.meta = bytes.Clone(meta)
+		if !msgID.Valid && content.String == "" {
+			continue // a release before messages stored one-sided turns with an empty message
 		}
+		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, at: at.Time, counted: msgID.Valid,
+			msg: memory.Message{ID: msgID.String, Role: memory.Role(role.String), Content: content.String, Name: name.String,
+				ToolCallID: tcID.String, Tokens: int(tokens.Int64)},
+			calls: cloneJSON(calls), parts: cloneJSON(parts), msgMeta: cloneJSON(msgMeta), meta: cloneJSON(meta)}
 		if n := len(msgs); n > 0 && !msgs[n-1].before(&r) {
 			sorted = false
 		}
 		if msgs == nil {
-			msgs = make([]messageRow, 0, 2*min(maxTurns, int(count)))
+			msgs = make([]messageRow, 0, 2*min(q.MaxTurns, int(count)))
 		}
 		msgs = append(msgs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return memory.Window{}, 0, err
+		return memory.Window{}, 0, false, err
 	}
 	if !sorted {
 		slices.SortFunc(msgs, func(a, b messageRow) int {
@@ -411,7 +972,11 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, er
 		})
 	}
 	if len(msgs) > 0 {
-		w.Turns = make([]memory.Turn, 0, min(maxTurns, int(count)))
+		w.Turns = make([]memory.Turn, 0, min(q.MaxTurns, int(count)))
+	}
+	counter := q.Counter
+	if counter == nil {
+		counter = memory.DefaultTokenCounter
 	}
 	for i := range msgs {
 		r := &msgs[i]
@@ -419,29 +984,44 @@ func scanWindow(rows *sql.Rows, maxTurns int) (memory.Window, memory.Version, er
 			w.Turns = append(w.Turns, memory.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
 		}
 		t := &w.Turns[len(w.Turns)-1]
-		switch r.pos {
-		case 0:
-			t.User = r.content
-			if r.meta != nil {
-				if err := json.Unmarshal(r.meta, &t.Metadata); err != nil {
-					return memory.Window{}, 0, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
-				}
+		if r.meta != nil {
+			if err := json.Unmarshal(r.meta, &t.Metadata); err != nil {
+				return memory.Window{}, 0, false, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
 			}
-		case 1:
-			t.Agent = r.content
 		}
+		m := r.msg
+		if err := memory.DecodeMessage(&m, r.calls, r.parts, r.msgMeta); err != nil {
+			return memory.Window{}, 0, false, err
+		}
+		if !r.counted { // stored before messages had IDs and counts
+			m.ID = memory.DerivedMessageID(r.turnID, int(r.pos))
+			m.Tokens = max(counter.CountTokens(m), 0)
+		}
+		t.Messages = append(t.Messages, m)
+		w.Tokens += m.Tokens
 	}
-	return w, v, rows.Close()
+	for i := range w.Turns {
+		memory.FillShorthand(&w.Turns[i])
+	}
+	return w, v, counted != 0, rows.Close()
+}
+
+func cloneJSON(b sql.RawBytes) []byte {
+	if b == nil {
+		return nil
+	}
+	return bytes.Clone(b)
 }
 
 // messageRow is one message as the load statement reads it.
 type messageRow struct {
-	seq     int64
-	pos     int32
-	turnID  string
-	content string
-	meta    []byte
-	at      time.Time
+	seq                         int64
+	pos                         int32
+	turnID                      string
+	at                          time.Time
+	msg                         memory.Message
+	counted                     bool // the row has an ID and a count
+	calls, parts, msgMeta, meta []byte
 }
 
 func (r *messageRow) before(o *messageRow) bool {
@@ -476,7 +1056,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		return err
 	}, b.sessions, b.messages)
 	if err != nil {
-		return fmt.Errorf("backend: clear session: %w", err)
+		return fmt.Errorf("backend: %w", err)
 	}
 	return nil
 }
@@ -492,7 +1072,7 @@ func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (me
 		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
 	}
 	if err != nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: session info: %w", err)
+		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
 	}
 	return memory.SessionInfo{
 		TurnCount: int(row.TurnCount),

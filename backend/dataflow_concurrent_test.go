@@ -20,8 +20,9 @@ import (
 )
 
 // checkSession asserts the stored invariants of a session: turn_count equals
-// the number of turns, seqs are exactly 1..count, every turn has both rows.
-func checkSession(t *testing.T, b *DataFlowBackend, sessionID string, wantCount int) {
+// the number of turns, seqs are exactly 1..count, every turn has all its
+// perTurn message rows (2 for a turn of User and Agent, 1 for User alone).
+func checkSession(t *testing.T, b *DataFlowBackend, sessionID string, wantCount, perTurn int) {
 	t.Helper()
 	want := make([]int64, wantCount)
 	for i := range want {
@@ -31,7 +32,7 @@ func checkSession(t *testing.T, b *DataFlowBackend, sessionID string, wantCount 
 		want = nil
 	}
 	assert.Equal(t, want, seqs(t, b, sessionID), "seqs of %s", sessionID)
-	assert.Equal(t, 2*wantCount, countMessages(t, b, sessionID), "message rows of %s", sessionID)
+	assert.Equal(t, perTurn*wantCount, countMessages(t, b, sessionID), "message rows of %s", sessionID)
 	info, err := b.SessionInfo(context.Background(), sessionID)
 	if wantCount == 0 {
 		assert.ErrorIs(t, err, memory.ErrSessionNotFound)
@@ -111,7 +112,7 @@ func TestDataFlowBackendConcurrentSaves(t *testing.T) {
 				assert.Len(t, ids, goroutines*saves, "distinct turn IDs")
 				per := assertPerGoroutineOrder(t, w.Turns)
 				assert.Equal(t, map[int]int{0: saves, 1: saves, 2: saves}, per, "turns per goroutine")
-				checkSession(t, b, sid, goroutines*saves)
+				checkSession(t, b, sid, goroutines*saves, 2)
 				if via == "memory" {
 					assert.Equal(t, loadWindow(t, b, sid, 5), loadContext(t, mem, sid), "cached window differs from read-through")
 				}
@@ -139,7 +140,7 @@ func TestDataFlowBackendConcurrentDuplicates(t *testing.T) {
 		}
 		close(start)
 		testutil.Wait(t, &wg, 60*time.Second)
-		checkSession(t, b, "s", ids)
+		checkSession(t, b, "s", ids, 1)
 		w := loadWindow(t, b, "s", 100)
 		for i, turn := range w.Turns {
 			assert.Equal(t, fmt.Sprint("id-", i), turn.ID, "turn %d", i)
@@ -192,9 +193,9 @@ func TestDataFlowBackendConcurrentMixed(t *testing.T) {
 		require.EqualValues(t, (solo+shared)*saves, loads.Load(), "successful loads")
 
 		for g := range solo {
-			checkSession(t, b, fmt.Sprint("solo-", g), saves)
+			checkSession(t, b, fmt.Sprint("solo-", g), saves, 2)
 		}
-		checkSession(t, b, "shared", shared*saves)
+		checkSession(t, b, "shared", shared*saves, 2)
 		w := loadWindow(t, b, "shared", 1000)
 		require.Len(t, w.Turns, shared*saves)
 		per := assertPerGoroutineOrder(t, w.Turns)
@@ -237,7 +238,7 @@ func TestDataFlowBackendConcurrentSaveAndClear(t *testing.T) {
 		w := loadWindow(t, b, "s", 1000)
 		t.Logf("%d turns left after the clears", w.TurnCount)
 		assert.Len(t, w.Turns, w.TurnCount, "turns the window shows vs the count")
-		checkSession(t, b, "s", w.TurnCount)
+		checkSession(t, b, "s", w.TurnCount, 1)
 		assertPerGoroutineOrder(t, w.Turns)
 
 		// A window never shows turns that the count does not include.
@@ -310,7 +311,7 @@ func TestPersistentMemoryOverDataFlowCacheEqualsReadThrough(t *testing.T) {
 				hits++ // served from the cache
 			}
 			assert.Equal(t, want, got, "session %s: cached window differs from a fresh read-through", id)
-			checkSession(t, fresh, id, want.TurnCount)
+			checkSession(t, fresh, id, want.TurnCount, 1)
 		}
 		t.Logf("%d of %d sessions compared from the cache", hits, len(sessions))
 		// Make sure at least one comparison was of a cached window: load

@@ -144,7 +144,7 @@ func prepared(t *testing.T, turn memory.Turn) memory.Turn {
 
 func loadWindow(t *testing.T, b memory.Backend, sessionID string, maxTurns int) memory.Window {
 	t.Helper()
-	w, err := b.LoadWindow(context.Background(), sessionID, maxTurns)
+	w, _, err := b.Load(context.Background(), sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
 	require.NoError(t, err)
 	return w
 }
@@ -162,4 +162,14 @@ func users(w memory.Window) []string {
 		out = append(out, t.User)
 	}
 	return out
+}
+
+// wantWindow is the memory.Window of turns out of count stored, its Tokens
+// summed from the turns'.
+func wantWindow(turns []memory.Turn, count int) memory.Window {
+	w := memory.Window{Turns: turns, TurnCount: count}
+	for _, t := range turns {
+		w.Tokens += t.Tokens()
+	}
+	return w
 }

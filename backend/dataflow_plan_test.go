@@ -31,9 +31,9 @@ func fillSessions(t *testing.T, b *DataFlowBackend, sessions, turns int) {
 			turnID := fmt.Sprintf("%s-turn-%03d", id, i)
 			ts := at.Add(time.Duration(i) * time.Second)
 			mrows = append(mrows,
-				MessageRow{SessionID: id, Seq: int64(i), Pos: 0, TurnID: turnID, Role: RoleUser,
+				MessageRow{SessionID: id, Seq: int64(i), Pos: 0, TurnID: turnID, Role: string(memory.RoleUser),
 					Content: fmt.Sprintf("question %d of %s, with some realistic length to it", i, id), CreatedAt: ts},
-				MessageRow{SessionID: id, Seq: int64(i), Pos: 1, TurnID: turnID, Role: RoleAssistant,
+				MessageRow{SessionID: id, Seq: int64(i), Pos: 1, TurnID: turnID, Role: string(memory.RoleAssistant),
 					Content: fmt.Sprintf("answer %d of %s, usually longer than the question that came before", i, id), CreatedAt: ts})
 		}
 	}
@@ -58,6 +58,7 @@ func explainWith(t *testing.T, b *DataFlowBackend, prefix, sessionID string, max
 	t.Helper()
 	ctx := context.Background()
 	pg := b.db.Dialect() == "pg"
+	// The arguments Load binds for a window with no token budget.
 	rows, err := b.db.QueryContext(ctx, prefix+b.loadWindow.String(), int64(memory.UnknownVersion)-1, maxTurns, sessionID)
 	require.NoError(t, err)
 	defer rows.Close()
@@ -214,11 +215,11 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return b.SaveTurn(ctx, id, turn) }
 	}
 	const (
-		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version$`
-		saveOne = `^WITH known AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*SELECT turn_count, version FROM s$`
+		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens, counted$`
+		saveOne = `^WITH known AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*SELECT turn_count, version, counted FROM s$`
 		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
 		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
-		load    = `^SELECT s\.turn_count, s\.version, .* FROM turnkeep_sessions s LEFT JOIN turnkeep_messages m ON .* WHERE s\.id = (\?|\$3)$`
+		load    = `^SELECT s\.turn_count, s\.version, .* FROM turnkeep_sessions s LEFT JOIN turnkeep_messages m ON .* WHERE s\.id = (\?|\$\d+)$`
 	)
 	ops := []op{
 		{name: "SaveTurn new session", run: save("new", memory.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert}, wantTx: true},

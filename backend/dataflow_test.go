@@ -81,7 +81,7 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 				want := prepared(t, tt.turn)
 				require.NoError(t, b.SaveTurn(ctx, sid, tt.turn))
 				w := loadWindow(t, b, sid, 10)
-				require.Equal(t, memory.Window{Turns: []memory.Turn{want}, TurnCount: 1}, w)
+				require.Equal(t, wantWindow([]memory.Turn{want}, 1), w)
 				assert.Same(t, time.UTC, w.Turns[0].Timestamp.Location(), "timestamp location")
 				assert.True(t, w.Turns[0].Timestamp.Equal(tt.turn.Timestamp.Truncate(time.Microsecond)),
 					"got %v; want the same instant as %v", w.Turns[0].Timestamp, tt.turn.Timestamp)
@@ -94,7 +94,7 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 				require.NoError(t, b.SaveTurn(ctx, "rt-all", tt.turn))
 				want = append(want, prepared(t, tt.turn))
 			}
-			require.Equal(t, memory.Window{Turns: want, TurnCount: len(tests)}, loadWindow(t, b, "rt-all", 100))
+			require.Equal(t, wantWindow(want, len(tests)), loadWindow(t, b, "rt-all", 100))
 		})
 
 		t.Run("generated ID and timestamp", func(t *testing.T) {
@@ -284,7 +284,7 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 
 		require.NoError(t, b.ClearSession(ctx, "s"))
 		assert.Zero(t, countMessages(t, b, "s"), "message rows left")
-		assert.Equal(t, [2]int{1, 2}, tableCounts(t, b), "rows of the other session")
+		assert.Equal(t, [2]int{1, 1}, tableCounts(t, b), "rows of the other session (its one user message)")
 		_, err = b.SessionInfo(ctx, "s")
 		assert.ErrorIs(t, err, memory.ErrSessionNotFound)
 		assert.Equal(t, memory.Window{}, loadWindow(t, b, "s", 10))
@@ -418,7 +418,8 @@ func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
 					after := tableCounts(t, b)
 					if tt.wantErr == nil {
 						require.NoError(t, err, via.name)
-						assert.Equal(t, before[1]+2, after[1], "%s: message rows of an accepted turn", via.name)
+						// One row per message: the user's, and the agent's if any.
+						assert.Equal(t, before[1]+len(prepared(t, tt.turn).Messages), after[1], "%s: message rows of an accepted turn", via.name)
 						continue
 					}
 					require.ErrorIs(t, err, tt.wantErr, via.name)
@@ -441,9 +442,9 @@ func TestDataFlowBackendTablesMissing(t *testing.T) {
 		t.Cleanup(func() { _ = db.Close() })
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
-		_, err = b.StoreTurn(ctx, "s", memory.Turn{User: "u", Agent: "a"})
-		require.ErrorIs(t, err, dataflow.ErrTableMissing, "StoreTurn")
-		require.ErrorIs(t, err, dataflow.ErrEnsureFailed, "StoreTurn")
+		_, err = b.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: "u", Agent: "a"}})
+		require.ErrorIs(t, err, dataflow.ErrTableMissing, "Save")
+		require.ErrorIs(t, err, dataflow.ErrEnsureFailed, "Save")
 		require.ErrorIs(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u", Agent: "a"}), dataflow.ErrTableMissing, "SaveTurn")
 		_, err = b.LoadWindow(ctx, "s", 10)
 		require.ErrorIs(t, err, dataflow.ErrTableMissing, "LoadWindow")

@@ -30,9 +30,10 @@ var fuzzTimestamp = time.Date(2025, 3, 4, 5, 6, 7, 891234567, time.UTC)
 // through DataFlowBackend, on one SQLite file per fuzzing process, and
 // loads it back. Either the save fails with the typed error that
 // memory.ValidateSessionID or memory.PrepareTurn gives for the input and
-// stores nothing, or it succeeds, stores exactly two messages, bumps the
-// session's turn count by one, and LoadWindow returns exactly the turn
-// PrepareTurn produced.
+// stores nothing, or it succeeds, stores exactly the turn's messages (one
+// for each of user and agent that is not empty), bumps the session's turn
+// count by one, and LoadWindow returns exactly the turn PrepareTurn
+// produced.
 //
 // shape selects the metadata: 0 none, 1 {key: value}, 2 value nested in
 // maps and an array, 3 value parsed as JSON when it is JSON (any structure
@@ -113,8 +114,8 @@ func FuzzSaveLoad(f *testing.F) {
 		if err != nil {
 			t.Fatalf("SaveTurn(%q, %+v): %v", session, turn, err)
 		}
-		if n := fuzzCount(ctx, t, db, backend.MessagesTable); n != msgsBefore+2 {
-			t.Fatalf("messages went from %d to %d; want +2", msgsBefore, n)
+		if n := fuzzCount(ctx, t, db, backend.MessagesTable); n != msgsBefore+len(want.Messages) {
+			t.Fatalf("messages went from %d to %d; want +%d", msgsBefore, n, len(want.Messages))
 		}
 
 		w, err := be.LoadWindow(ctx, session, 1)
@@ -127,7 +128,7 @@ func FuzzSaveLoad(f *testing.F) {
 		got := w.Turns[0]
 		if got.ID != want.ID || got.User != want.User || got.Agent != want.Agent ||
 			!got.Timestamp.Equal(want.Timestamp) || got.Timestamp.Location() != time.UTC ||
-			!reflect.DeepEqual(got.Metadata, want.Metadata) {
+			!reflect.DeepEqual(got.Metadata, want.Metadata) || !reflect.DeepEqual(got.Messages, want.Messages) {
 			t.Fatalf("LoadWindow(%q) =\n\t%#v\nwant\n\t%#v", session, got, want)
 		}
 	})

@@ -21,22 +21,26 @@ type InMemoryBackend struct {
 }
 
 type inMemorySession struct {
-	turns     []storedTurn // in save order
-	ids       map[string]struct{}
-	version   memory.Version // random at creation, then one more per stored turn
+	turns     []storedTurn        // in save order
+	ids       map[string]struct{} // turn IDs
+	msgIDs    map[string]struct{} // message IDs
+	version   memory.Version      // random at creation, then one more per stored turn
 	createdAt time.Time
 	updatedAt time.Time
 }
 
+// storedTurn is a turn as stored: its messages encoded, so that every read
+// decodes fresh values and callers never share the backend's state. A
+// stored turn is never modified: an append replaces it.
 type storedTurn struct {
-	turn     memory.Turn // Metadata is nil; see metadata
-	metadata []byte      // JSON, nil for none
+	id       string
+	at       time.Time
+	metadata []byte // JSON, nil for none
+	msgs     []memory.PreparedMessage
+	tokens   int
 }
 
-var (
-	_ memory.VersionedBackend = (*InMemoryBackend)(nil)
-	_ memory.TurnStorer       = (*InMemoryBackend)(nil)
-)
+var _ memory.Backend = (*InMemoryBackend)(nil)
 
 // NewInMemoryBackend returns an empty InMemoryBackend. The zero value is
 // ready to use too.
@@ -48,77 +52,118 @@ func NewInMemoryBackend() *InMemoryBackend {
 // and appends it to the session. A turn whose ID the session already holds
 // is not stored again, and nil is returned.
 func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.StoreTurn(ctx, sessionID, turn)
+	_, err := b.Save(ctx, sessionID, memory.PreparedTurn{Turn: turn})
 	return err
 }
 
-// StoreTurn is SaveTurn that also reports whether the turn was stored
-// (false: the session already held its ID). It implements
-// memory.TurnStorer.
-func (b *InMemoryBackend) StoreTurn(ctx context.Context, sessionID string, turn memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, sessionID, memory.PreparedTurn{Turn: turn})
-	return s.Stored, err
-}
-
-// MaxMessageBytes is memory.DefaultMaxMessageBytes, the limit the backend
-// validates with. It implements memory.VersionedBackend.
-func (b *InMemoryBackend) MaxMessageBytes() int { return memory.DefaultMaxMessageBytes }
-
-// SaveTurnVersioned is SaveTurn that also reports the turn's sequence number
-// and the session's new version. A turn memory.Prepare made is stored as it
-// is; any other is validated first. It implements memory.VersionedBackend.
-func (b *InMemoryBackend) SaveTurnVersioned(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
+// Save stores turn as the newest turn of the session and reports what it
+// did. A turn memory.Prepare made is stored as it is; any other is
+// validated first (DefaultMaxMessageBytes). It implements memory.Backend.
+func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	if !turn.Prepared(memory.DefaultMaxMessageBytes) {
+	if !turn.Prepared() {
 		var err error
 		if turn, err = memory.Prepare(turn.Turn, now, memory.DefaultMaxMessageBytes); err != nil {
-			return memory.Saved{}, fmt.Errorf("backend: save turn: %w", err)
+			return memory.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
-	t, metadata := turn.Turn, turn.Metadata
-	t.Metadata = nil
+	st := storedTurn{id: turn.ID, at: turn.Timestamp, metadata: turn.Metadata, msgs: turn.Encoded, tokens: turn.Tokens()}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if s == nil {
-		s = &inMemorySession{ids: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
+		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
 		if b.sessions == nil {
 			b.sessions = make(map[string]*inMemorySession)
 		}
 		b.sessions[sessionID] = s
 	}
-	if _, ok := s.ids[t.ID]; ok {
+	if _, ok := s.ids[st.id]; ok {
 		return memory.Saved{}, nil
 	}
-	s.ids[t.ID] = struct{}{}
-	s.turns = append(s.turns, storedTurn{turn: t, metadata: metadata})
+	for i := range st.msgs {
+		if _, ok := s.msgIDs[st.msgs[i].ID]; ok {
+			return memory.Saved{}, fmt.Errorf("backend: %w: message id %q is stored in another turn of the session", memory.ErrInvalidTurn, st.msgs[i].ID)
+		}
+	}
+	s.ids[st.id] = struct{}{}
+	for i := range st.msgs {
+		s.msgIDs[st.msgs[i].ID] = struct{}{}
+	}
+	s.turns = append(s.turns, st)
 	s.updatedAt = now
 	if len(s.turns) > 1 {
 		s.version++
 	}
-	return memory.Saved{Stored: true, Seq: len(s.turns), Version: s.version}, nil
+	return memory.Saved{Stored: true, Seq: len(s.turns), Version: s.version, Messages: len(st.msgs)}, nil
+}
+
+// Append adds msgs to the session's turn turnID, skipping every message
+// whose ID the session holds already. It implements memory.Backend.
+func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+	if err := checkRequest(ctx, sessionID); err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	msgs, err := preparedMessages(msgs)
+	if err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[sessionID]
+	i := -1
+	if s != nil {
+		for j := range s.turns {
+			if s.turns[j].id == turnID {
+				i = j
+				break
+			}
+		}
+	}
+	if i < 0 {
+		return memory.Saved{}, fmt.Errorf("backend: session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+	}
+	st := s.turns[i]
+	st.msgs = append([]memory.PreparedMessage(nil), st.msgs...)
+	n := 0
+	for _, m := range msgs {
+		if _, ok := s.msgIDs[m.ID]; ok {
+			continue
+		}
+		s.msgIDs[m.ID] = struct{}{}
+		st.msgs = append(st.msgs, m)
+		st.tokens += m.Tokens
+		n++
+	}
+	if n == 0 {
+		return memory.Saved{}, nil
+	}
+	s.turns[i] = st
+	s.version++
+	s.updatedAt = time.Now().UTC().Truncate(time.Microsecond)
+	return memory.Saved{Stored: true, Seq: i + 1, Version: s.version, Messages: n}, nil
 }
 
 // LoadWindow returns the newest maxTurns turns, oldest first, and the total
 // turn count; an unknown session yields an empty Window. maxTurns < 1 is an
 // error wrapping memory.ErrInvalidOption.
 func (b *InMemoryBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
-	w, _, _, err := b.LoadWindowIfChanged(ctx, sessionID, maxTurns, memory.UnknownVersion)
+	w, _, err := b.Load(ctx, sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
 	return w, err
 }
 
-// LoadWindowIfChanged is LoadWindow that returns only the session's version
-// when it is known. It implements memory.VersionedBackend.
-func (b *InMemoryBackend) LoadWindowIfChanged(ctx context.Context, sessionID string, maxTurns int, known memory.Version) (memory.Window, memory.Version, bool, error) {
+// Load returns the window q asks for, exactly, unless the session's
+// version is q.Known. It implements memory.Backend.
+func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w", err)
+		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
-	if maxTurns < 1 {
-		return memory.Window{}, 0, false, fmt.Errorf("backend: load window: %w: max turns must be at least 1, got %d", memory.ErrInvalidOption, maxTurns)
+	if err := checkQuery(q); err != nil {
+		return memory.Window{}, 0, err
 	}
 	b.mu.Lock()
 	s := b.sessions[sessionID]
@@ -128,11 +173,16 @@ func (b *InMemoryBackend) LoadWindowIfChanged(ctx context.Context, sessionID str
 	if s != nil {
 		v = s.version
 		count = len(s.turns)
-		stored = s.turns[max(0, count-maxTurns):] // stored turns are never modified
+		stored = s.turns[max(0, count-q.MaxTurns):] // stored turns are never modified
+		sum, first := 0, len(stored)
+		for i := len(stored) - 1; i >= 0 && (q.TokenBudget == 0 || sum+stored[i].tokens <= q.TokenBudget); i-- {
+			sum, first = sum+stored[i].tokens, i
+		}
+		stored = stored[first:]
 	}
 	b.mu.Unlock()
-	if v == known {
-		return memory.Window{}, v, false, nil
+	if v == q.Known {
+		return memory.Window{}, v, nil
 	}
 
 	w := memory.Window{TurnCount: count}
@@ -140,20 +190,42 @@ func (b *InMemoryBackend) LoadWindowIfChanged(ctx context.Context, sessionID str
 		w.Turns = make([]memory.Turn, len(stored))
 	}
 	for i, st := range stored {
-		w.Turns[i] = st.turn
+		t := memory.Turn{ID: st.id, Timestamp: st.at, Messages: make([]memory.Message, len(st.msgs))}
 		if st.metadata != nil {
-			if err := json.Unmarshal(st.metadata, &w.Turns[i].Metadata); err != nil {
-				return memory.Window{}, 0, false, fmt.Errorf("backend: load window: turn %s metadata: %w", st.turn.ID, err)
+			if err := json.Unmarshal(st.metadata, &t.Metadata); err != nil {
+				return memory.Window{}, 0, fmt.Errorf("backend: turn %s metadata: %w", st.id, err)
 			}
 		}
+		for j := range st.msgs {
+			p := &st.msgs[j]
+			m := p.Message
+			if err := memory.DecodeMessage(&m, p.ToolCallsJSON, p.PartsJSON, p.MetadataJSON); err != nil {
+				return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
+			}
+			t.Messages[j] = m
+		}
+		memory.FillShorthand(&t)
+		w.Turns[i] = t
+		w.Tokens += st.tokens
 	}
-	return w, v, true, nil
+	return w, v, nil
+}
+
+// checkQuery refuses a window query with no turns or a negative budget.
+func checkQuery(q memory.WindowQuery) error {
+	if q.MaxTurns < 1 {
+		return fmt.Errorf("backend: %w: max turns must be at least 1, got %d", memory.ErrInvalidOption, q.MaxTurns)
+	}
+	if q.TokenBudget < 0 {
+		return fmt.Errorf("backend: %w: token budget must not be negative, got %d", memory.ErrInvalidOption, q.TokenBudget)
+	}
+	return nil
 }
 
 // ClearSession removes every turn of the session.
 func (b *InMemoryBackend) ClearSession(ctx context.Context, sessionID string) error {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return fmt.Errorf("backend: clear session: %w", err)
+		return fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
 	delete(b.sessions, sessionID)
@@ -165,13 +237,13 @@ func (b *InMemoryBackend) ClearSession(ctx context.Context, sessionID string) er
 // save; a session with no turns yields memory.ErrSessionNotFound.
 func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: session info: %w", err)
+		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if s == nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: session info %q: %w", sessionID, memory.ErrSessionNotFound)
+		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
 	}
 	return memory.SessionInfo{TurnCount: len(s.turns), CreatedAt: s.createdAt, UpdatedAt: s.updatedAt}, nil
 }

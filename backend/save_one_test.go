@@ -49,7 +49,7 @@ func readSessionState(t *testing.T, b *DataFlowBackend, sessionID, turnID string
 // session that existed, the version bumped by one, and s reporting them.
 func assertStoredOnce(t *testing.T, before, after sessionState, s memory.Saved, what string) {
 	t.Helper()
-	assert.Equal(t, memory.Saved{Stored: true, Seq: int(before.count) + 1, Version: reported(after.version)}, s, "%s: reported", what)
+	assert.Equal(t, memory.Saved{Stored: true, Seq: int(before.count) + 1, Version: reported(after.version), Messages: 2}, s, "%s: reported", what)
 	assert.Equal(t, before.count+1, after.count, "%s: turn_count", what)
 	assert.Equal(t, before.messages+2, after.messages, "%s: message rows of the session", what)
 	assert.Equal(t, 2, after.turnMessages, "%s: message rows of the turn", what)
@@ -103,13 +103,13 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 			const session = "seq"
 			for _, id := range []string{"t1", "t2"} {
 				before := readSessionState(t, b, session, id)
-				s, err := b.SaveTurnVersioned(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id, Metadata: map[string]any{"k": 1}}})
+				s, err := b.Save(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id, Metadata: map[string]any{"k": 1}}})
 				require.NoError(t, err)
 				assertStoredOnce(t, before, readSessionState(t, b, session, id), s, "new turn "+id)
 			}
 			for _, id := range []string{"t1", "t2"} {
 				before := readSessionState(t, b, session, id)
-				s, err := b.SaveTurnVersioned(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "retry", Agent: "retry"}})
+				s, err := b.Save(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "retry", Agent: "retry"}})
 				require.NoError(t, err)
 				assert.Equal(t, memory.Saved{}, s, "duplicate %s: reported", id)
 				assert.Equal(t, before, readSessionState(t, b, session, id), "duplicate %s changed the session", id)
@@ -181,7 +181,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				defer func() { _ = tx.Rollback(); wg.Wait() }() // after a failure: release, let the saves end
 				for i := range saved {
 					wg.Go(func() {
-						saved[i], errs[i] = b.SaveTurnVersioned(saveCtx, tt.session, memory.PreparedTurn{Turn: memory.Turn{ID: "x", User: fmt.Sprint("save ", i), Agent: "a"}})
+						saved[i], errs[i] = b.Save(saveCtx, tt.session, memory.PreparedTurn{Turn: memory.Turn{ID: "x", User: fmt.Sprint("save ", i), Agent: "a"}})
 					})
 				}
 				waitUntil(t, "both saves waiting for the lock", func() bool {
@@ -228,7 +228,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				for g := range goroutines {
 					wg.Go(func() {
 						<-start
-						saved[g], errs[g] = b.SaveTurnVersioned(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: fmt.Sprint("g", g), Agent: "a"}})
+						saved[g], errs[g] = b.Save(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: fmt.Sprint("g", g), Agent: "a"}})
 					})
 				}
 				close(start)
@@ -266,7 +266,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 					<-start
 					for i := range each {
 						id := fmt.Sprintf("g%d-%d", g, i)
-						s, err := b.SaveTurnVersioned(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id}})
+						s, err := b.Save(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id}})
 						if !assert.NoError(t, err, "save %s", id) {
 							return
 						}
@@ -280,7 +280,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				return
 			}
 
-			checkSession(t, b, session, n) // seqs 1..n, 2n messages, turn_count n
+			checkSession(t, b, session, n, 2) // seqs 1..n, 2n messages, turn_count n
 			after := readSessionState(t, b, session, "")
 			var bySeq [n]string // turn ID by the sequence number its save reported
 			for g := range goroutines {
@@ -307,7 +307,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				assert.Equal(t, "agent "+bySeq[k], turn.Agent, "turn %d", k+1)
 			}
 			rows, err := b.db.QueryContext(ctx, b.db.Rebind(`SELECT count(*) FROM `+MessagesTable+`
-WHERE session_id = ? AND NOT (pos = 0 AND role = '`+RoleUser+`' OR pos = 1 AND role = '`+RoleAssistant+`')`), session)
+WHERE session_id = ? AND NOT (pos = 0 AND role = '`+string(memory.RoleUser)+`' OR pos = 1 AND role = '`+string(memory.RoleAssistant)+`')`), session)
 			require.NoError(t, err)
 			defer rows.Close()
 			require.True(t, rows.Next(), "no row: %v", rows.Err())
@@ -321,20 +321,21 @@ WHERE session_id = ? AND NOT (pos = 0 AND role = '`+RoleUser+`' OR pos = 1 AND r
 			at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
 			c1 := memory.Turn{ID: "c1", User: "hello", Agent: "world", Timestamp: at, Metadata: map[string]any{"model": "m"}}
 			c2 := memory.Turn{ID: "c2", User: "u2", Agent: "a2", Timestamp: at.Add(time.Second)}
-			s1, err := b.SaveTurnVersioned(ctx, session, memory.PreparedTurn{Turn: c1})
+			s1, err := b.Save(ctx, session, memory.PreparedTurn{Turn: c1})
 			require.NoError(t, err)
 			require.True(t, s1.Stored)
 			require.NoError(t, b.SaveTurn(ctx, session, c2))
-			_, v, _, err := b.LoadWindowIfChanged(ctx, session, 10, memory.UnknownVersion)
+			_, v, err := b.Load(ctx, session, memory.WindowQuery{MaxTurns: 10, Known: memory.UnknownVersion})
 			require.NoError(t, err)
 			assert.Equal(t, s1.Version+1, v, "version after two saves")
 
 			require.NoError(t, b.SaveTurn(ctx, session, memory.Turn{ID: "c1", User: "again", Agent: "again"})) // a duplicate
-			assert.Equal(t, memory.Window{Turns: []memory.Turn{prepared(t, c1), prepared(t, c2)}, TurnCount: 2},
+			assert.Equal(t, wantWindow([]memory.Turn{prepared(t, c1), prepared(t, c2)}, 2),
 				loadWindow(t, b, session, 10))
-			_, _, changed, err := b.LoadWindowIfChanged(ctx, session, 10, v)
+			w, v2, err := b.Load(ctx, session, memory.WindowQuery{MaxTurns: 10, Known: v})
 			require.NoError(t, err)
-			assert.False(t, changed, "a duplicate moved the version")
+			assert.Equal(t, v, v2, "a duplicate moved the version")
+			assert.Equal(t, memory.Window{}, w, "the window of an unchanged session")
 		})
 	})
 }

@@ -125,31 +125,36 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			for s := 1; s <= upgradeSessions; s++ {
 				w, err := m1.LoadContext(ctx, upgradeSession(s))
 				require.NoError(t, err)
-				want := memory.Window{TurnCount: upgradeTurns}
+				var turns []memory.Turn
 				for i := 1; i <= upgradeTurns; i++ {
-					want.Turns = append(want.Turns, upgradeTurn(s, i))
+					// Stored without message IDs or counts: read back with
+					// derived IDs and counted tokens, as PrepareTurn makes them.
+					turns = append(turns, prepared(t, upgradeTurn(s, i)))
 				}
-				assert.Equal(t, want, w, "session %d", s)
+				assert.Equal(t, wantWindow(turns, upgradeTurns), w, "session %d", s)
 			}
 
-			// The column was added, nothing else changed, and the history
-			// records it after the previous release's entry.
-			assert.Equal(t, []string{"id", "turn_count", "created_at", "updated_at", "version"}, sessionColumns(t, db))
+			// The columns were added (version, and tokens of the
+			// conversation model), nothing else changed, and the history
+			// records them after the previous release's entry.
+			assert.Equal(t, []string{"id", "turn_count", "created_at", "updated_at", "version", "tokens", "counted"}, sessionColumns(t, db))
 			after, err := db.Migrator().History(ctx, SessionsTable)
 			require.NoError(t, err)
 			if assert.Len(t, after, 2, "history of %s", SessionsTable) {
 				assert.Equal(t, before[0], after[0], "the previous release's entry")
 				q := "[\"`]?" // SQLite quotes with backticks here
-				assert.Regexp(t, `(?i)^ALTER TABLE `+q+SessionsTable+q+` ADD COLUMN `+q+`version`+q+` (BIGINT|INTEGER) NOT NULL DEFAULT 0$`,
-					after[1].Statements, "the upgrade")
+				add := func(col string) string {
+					return `ALTER TABLE ` + q + SessionsTable + q + ` ADD COLUMN ` + q + col + q + ` (BIGINT|INTEGER|SMALLINT) NOT NULL DEFAULT 0`
+				}
+				assert.Regexp(t, `(?i)^`+add("version")+`;\n`+add("tokens")+`;\n`+add("counted")+`$`, after[1].Statements, "the upgrade")
 				assert.NotEmpty(t, after[1].Checksum, "the upgrade is recorded as complete")
 				assert.NotEqual(t, before[0].Checksum, after[1].Checksum)
 			}
 			// A session row written before the column existed is not
 			// reported as missing.
-			_, v, changed, err := b.LoadWindowIfChanged(ctx, upgradeSession(1), 10, memory.UnknownVersion)
+			w, v, err := b.Load(ctx, upgradeSession(1), memory.WindowQuery{MaxTurns: 10, Known: memory.UnknownVersion})
 			require.NoError(t, err)
-			assert.True(t, changed)
+			assert.Equal(t, upgradeTurns, w.TurnCount)
 			assert.NotEqual(t, memory.NoSession, v, "version of a session the previous release wrote")
 			assert.Equal(t, [2]int{upgradeSessions, 2 * upgradeSessions * upgradeTurns}, tableCounts(t, b), "rows after the upgrade")
 
@@ -161,7 +166,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, upgradeTurns+1, w1.TurnCount)
 			if assert.Len(t, w1.Turns, upgradeTurns+1) {
-				assert.Equal(t, upgradeTurn(2, 1), w1.Turns[0])
+				assert.Equal(t, prepared(t, upgradeTurn(2, 1)), w1.Turns[0])
 				last := w1.Turns[upgradeTurns]
 				assert.Equal(t, []any{extra.ID, extra.User, extra.Agent, extra.Metadata}, []any{last.ID, last.User, last.Agent, last.Metadata})
 			}
@@ -194,7 +199,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			defer db2.Close()
 			b2, err := NewDataFlowBackend(db2)
 			require.NoError(t, err)
-			w, err := b2.LoadWindow(ctx, upgradeSession(2), 10)
+			w, err = b2.LoadWindow(ctx, upgradeSession(2), 10)
 			require.NoError(t, err)
 			assert.Equal(t, w1, w, "session 2 read by a new process")
 			again, err := db2.Migrator().History(ctx, SessionsTable)

@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -10,9 +11,10 @@ import (
 // for tests, demos and programs that need no persistence. It holds every
 // session until Clear, so its size grows with the number of sessions.
 //
-// SaveTurn is idempotent on Turn.ID for the turns the window still holds: a
-// second save of such an ID changes nothing. An ID that has left the window
-// is stored again.
+// SaveTurn is idempotent on Turn.ID, and AppendMessages on Message.ID, for
+// the turns the window still holds: a second save of such an ID changes
+// nothing. An ID that has left the window is stored again, and appending
+// to a turn that has left it is ErrTurnNotFound.
 //
 // The zero value is ready to use with the defaults. A BufferMemory is safe
 // for concurrent use.
@@ -20,6 +22,8 @@ type BufferMemory struct {
 	err             error // from NewBufferMemory's options; returned by every method
 	maxTurns        int   // 0 means DefaultMaxTurns
 	maxMessageBytes int   // 0 means DefaultMaxMessageBytes
+	tokenBudget     int
+	counter         TokenCounter // nil means DefaultTokenCounter
 
 	mu       sync.Mutex // protects sessions
 	sessions map[string]*ring
@@ -33,7 +37,22 @@ func NewBufferMemory(opts ...Option) *BufferMemory {
 	if err != nil {
 		return &BufferMemory{err: err}
 	}
-	return &BufferMemory{maxTurns: c.maxTurns, maxMessageBytes: c.maxMessageBytes}
+	return &BufferMemory{maxTurns: c.maxTurns, maxMessageBytes: c.maxMessageBytes, tokenBudget: c.tokenBudget, counter: c.counter}
+}
+
+func (m *BufferMemory) limits() limits {
+	l := limits{maxTurns: m.maxTurns, tokenBudget: m.tokenBudget}
+	if l.maxTurns == 0 {
+		l.maxTurns = DefaultMaxTurns
+	}
+	return l
+}
+
+func (m *BufferMemory) tokenCounter() TokenCounter {
+	if m.counter == nil {
+		return DefaultTokenCounter
+	}
+	return m.counter
 }
 
 // SaveTurn validates turn like PrepareTurn and keeps it as the newest turn
@@ -45,14 +64,11 @@ func (m *BufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn
 	if err := ValidateSessionID(sessionID); err != nil {
 		return err
 	}
-	t, _, err := PrepareTurn(turn, time.Now(), m.maxMessageBytes)
+	p, err := prepare(turn, time.Now(), m.maxMessageBytes, m.tokenCounter())
 	if err != nil {
 		return err
 	}
-	maxTurns := m.maxTurns
-	if maxTurns == 0 {
-		maxTurns = DefaultMaxTurns
-	}
+	t := p.Turn
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -65,20 +81,60 @@ func (m *BufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn
 		m.sessions[sessionID] = r
 	}
 	if !r.has(t.ID) {
-		r.push(t, maxTurns)
+		r.push(t, m.limits().maxTurns)
 	}
 	return nil
 }
 
-// LoadContext returns the newest turns of the session, oldest first, and
-// its total turn count; an unknown session yields an empty Window. The
-// Turns slice is the caller's; the Metadata maps are shared and must be
-// treated as read-only.
-func (m *BufferMemory) LoadContext(ctx context.Context, sessionID string) (Window, error) {
+// AppendMessages adds msgs to the session's turn turnID, skipping every
+// message whose ID a held turn has already. It is ErrTurnNotFound if no
+// held turn has that ID.
+func (m *BufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) error {
+	if m.err != nil {
+		return m.err
+	}
+	if err := ValidateSessionID(sessionID); err != nil {
+		return err
+	}
+	enc, err := PrepareMessages(msgs, m.maxMessageBytes, m.tokenCounter())
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.sessions[sessionID]
+	i := -1
+	if r != nil {
+		i = indexID(r.buf, turnID)
+	}
+	if i < 0 {
+		return fmt.Errorf("%w: session %q has no turn %q", ErrTurnNotFound, sessionID, turnID)
+	}
+	t := r.buf[i]
+	t.Messages = append([]Message(nil), t.Messages...) // a loaded window may share the old slice
+	for _, p := range enc {
+		if !r.hasMessage(p.ID) {
+			t.Messages = append(t.Messages, p.Message)
+		}
+	}
+	t.shorthand()
+	r.buf[i] = t
+	return nil
+}
+
+// LoadContext returns the newest turns of the session, oldest first,
+// within the window's limits, and its total turn count; an unknown session
+// yields an empty Window. The Turns slice is the caller's; the messages
+// and Metadata maps are shared and must be treated as read-only.
+func (m *BufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (Window, error) {
 	if m.err != nil {
 		return Window{}, m.err
 	}
 	if err := ValidateSessionID(sessionID); err != nil {
+		return Window{}, err
+	}
+	l, err := m.limits().apply(opts)
+	if err != nil {
 		return Window{}, err
 	}
 	m.mu.Lock()
@@ -87,7 +143,7 @@ func (m *BufferMemory) LoadContext(ctx context.Context, sessionID string) (Windo
 	if r == nil {
 		return Window{}, nil
 	}
-	return Window{Turns: r.turns(), TurnCount: r.total}, nil
+	return TrimWindow(Window{Turns: r.turns(), TurnCount: r.total}, l.maxTurns, l.tokenBudget), nil
 }
 
 // Clear forgets the session.
@@ -133,6 +189,17 @@ func (r *ring) turns() []Turn {
 	out := make([]Turn, 0, len(r.buf))
 	out = append(out, r.buf[r.head:]...)
 	return append(out, r.buf[:r.head]...)
+}
+
+func (r *ring) hasMessage(id string) bool {
+	for i := range r.buf {
+		for j := range r.buf[i].Messages {
+			if r.buf[i].Messages[j].ID == id {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func indexID(turns []Turn, id string) int {

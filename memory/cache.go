@@ -13,11 +13,12 @@ import (
 type snapshot struct {
 	turns   []Turn
 	count   int
+	tokens  int
 	version Version // the backend's version of this state; UnknownVersion if it has none
 }
 
 func (s *snapshot) window() Window {
-	return Window{Turns: cloneTurns(s.turns), TurnCount: s.count}
+	return Window{Turns: cloneTurns(s.turns), TurnCount: s.count, Tokens: s.tokens}
 }
 
 // An entry is the per-session state of a sessionCache: the lock that orders

@@ -221,19 +221,19 @@ func TestStaleReadsBound(t *testing.T) {
 	assert.ErrorIs(t, err, memory.ErrInvalidOption)
 }
 
-// pausingBackend lets a test hold a LoadWindowIfChanged after it has read
-// the store and before it returns, to order it against a save.
+// pausingBackend lets a test hold a Load after it has read the store and
+// before it returns, to order it against a save.
 type pausingBackend struct {
 	*recordingBackend
 	read   chan struct{} // receives when a paused load has read
 	resume chan struct{} // closed to let it return
 }
 
-func (b *pausingBackend) LoadWindowIfChanged(ctx context.Context, id string, n int, known memory.Version) (memory.Window, memory.Version, bool, error) {
-	w, v, changed, err := b.recordingBackend.LoadWindowIfChanged(ctx, id, n, known)
+func (b *pausingBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+	w, v, err := b.recordingBackend.Load(ctx, id, q)
 	b.read <- struct{}{}
 	<-b.resume
-	return w, v, changed, err
+	return w, v, err
 }
 
 // A load that read the session before this server's save, and returns

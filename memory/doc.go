@@ -1,5 +1,12 @@
 // Package memory gives chat applications conversation memory: save a turn,
-// load the recent context of a session.
+// append to it as an answer streams, load the recent context of a session.
+//
+// A Turn is one exchange: the user's message and everything up to the
+// answer, as Messages with roles, tool calls, tool results and parts, or as
+// the shorthand User and Agent. A window holds the newest whole turns
+// within WithMaxTurns and WithTokenBudget, so it never separates a tool
+// call from its result. Tokens are counted once per message, when it is
+// stored (WithTokenCounter).
 //
 // BufferMemory keeps sessions in process memory. PersistentBufferMemory
 // stores them in a Backend (see package backend) and caches each session's
@@ -17,9 +24,9 @@
 // Both types are safe for concurrent use.
 //
 // The cache of a PersistentBufferMemory is coherent across processes by
-// default: after a SaveTurn or Clear has returned on any process (or on any
+// default: after a SaveTurn, AppendMessages or Clear has returned on any process (or on any
 // other memory over the same store), the next LoadContext on every process
-// shows it. A VersionedBackend (both backends in package backend are one)
+// shows it. A Backend (both backends in package backend)
 // gives every stored state of a session a version; LoadContext sends the
 // cached window's version with its one read, and the backend answers with
 // the session row alone when nothing changed, or with the new window. So a
@@ -27,14 +34,14 @@
 // cached window only when the backend's answer proves the window was the
 // session's newest state just before it (turn count and version moved by
 // exactly this turn), so a save never appends onto a stale window; else the
-// window is dropped. Within one process, SaveTurn and Clear are serialized
+// window is dropped (an append likewise). Within one process, writes are serialized
 // per session, a turn is cached only after the backend stored it, and a
 // failed save drops the session's window.
 //
 // WithStaleReads(d) trades that guarantee for loads without a round trip:
 // a window confirmed within d is served as it is, so another process's
 // writes can go unseen for up to d (this process's own never are). A
-// backend that is not a VersionedBackend is read through on every load,
+// backend that does not version its sessions is read through on every load,
 // unless WithStaleReads allows caching it.
 //
 // Input is validated before anything is stored; errors wrap the sentinels

@@ -21,6 +21,10 @@ var (
 	// holds no turns.
 	ErrSessionNotFound = errors.New("memory: session not found")
 
+	// ErrTurnNotFound is returned by AppendMessages when the session holds
+	// no turn with the given ID.
+	ErrTurnNotFound = errors.New("memory: turn not found")
+
 	// ErrInvalidOption is returned by NewPersistentBufferMemory for an invalid
 	// option or a nil backend, by every method of a BufferMemory built with an
 	// invalid option, and by backends for an invalid maxTurns.

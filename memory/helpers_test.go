@@ -13,23 +13,23 @@ import (
 )
 
 // recordingBackend counts the calls that reach a real in-memory store and
-// can fail them on demand. It is a memory.VersionedBackend: every method
-// through which memory may reach the store is shadowed here, so none of them
+// can fail them on demand. It is a memory.Backend: every method through
+// which memory may reach the store is shadowed here, so none of them
 // bypasses the counting or the injected errors.
 //
-// loads counts the reads that returned a whole window (LoadWindow, and
-// LoadWindowIfChanged with changed == true, or failed); checks counts the
-// LoadWindowIfChanged calls that only confirmed a known version
-// (changed == false), which is what a coherent cache hit costs.
+// loads counts the reads that returned a whole window (Load of a version
+// other than the known one, or failed); checks counts the Load calls that
+// only confirmed a known version (the window left empty), which is what a
+// coherent cache hit costs. Appends fail with the save error.
 type recordingBackend struct {
 	*backend.InMemoryBackend
-	saves, loads, checks, clears, infos atomic.Int64
+	saves, appends, loads, checks, clears, infos atomic.Int64
 
 	mu                         sync.Mutex // protects the errors
 	saveErr, loadErr, clearErr error
 }
 
-var _ memory.VersionedBackend = (*recordingBackend)(nil)
+var _ memory.Backend = (*recordingBackend)(nil)
 
 func newRecordingBackend() *recordingBackend {
 	return &recordingBackend{InMemoryBackend: backend.NewInMemoryBackend()}
@@ -47,50 +47,53 @@ func (b *recordingBackend) errs() (save, load, clear error) {
 	return b.saveErr, b.loadErr, b.clearErr
 }
 
+// SaveTurn shadows the in-memory backend's, so that a test's own saves
+// through it are recorded and fail on demand too.
 func (b *recordingBackend) SaveTurn(ctx context.Context, id string, t memory.Turn) error {
-	_, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
+	_, err := b.Save(ctx, id, memory.PreparedTurn{Turn: t})
 	return err
 }
 
-// StoreTurn shadows the in-memory backend's, so that memory's TurnStorer
-// path is recorded and fails on demand too.
-func (b *recordingBackend) StoreTurn(ctx context.Context, id string, t memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
-	return s.Stored, err
-}
-
-// SaveTurnVersioned shadows the in-memory backend's, so that memory's
-// VersionedBackend path is recorded and fails on demand too.
-func (b *recordingBackend) SaveTurnVersioned(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
+// Save shadows the in-memory backend's, so that memory's saves are
+// recorded and fail on demand.
+func (b *recordingBackend) Save(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
 	b.saves.Add(1)
 	if err, _, _ := b.errs(); err != nil {
 		return memory.Saved{}, err
 	}
-	return b.InMemoryBackend.SaveTurnVersioned(ctx, id, t)
+	return b.InMemoryBackend.Save(ctx, id, t)
 }
 
-func (b *recordingBackend) LoadWindow(ctx context.Context, id string, n int) (memory.Window, error) {
-	b.loads.Add(1)
-	if _, err, _ := b.errs(); err != nil {
-		return memory.Window{}, err
+// Append shadows the in-memory backend's, so that memory's appends are
+// recorded and fail on demand (with the save error).
+func (b *recordingBackend) Append(ctx context.Context, id, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+	b.appends.Add(1)
+	if err, _, _ := b.errs(); err != nil {
+		return memory.Saved{}, err
 	}
-	return b.InMemoryBackend.LoadWindow(ctx, id, n)
+	return b.InMemoryBackend.Append(ctx, id, turnID, msgs)
 }
 
-// LoadWindowIfChanged shadows the in-memory backend's: a call that only
-// confirmed the known version counts as a check, any other as a load.
-func (b *recordingBackend) LoadWindowIfChanged(ctx context.Context, id string, n int, known memory.Version) (memory.Window, memory.Version, bool, error) {
+// LoadWindow shadows the in-memory backend's: it is a recorded Load.
+func (b *recordingBackend) LoadWindow(ctx context.Context, id string, n int) (memory.Window, error) {
+	w, _, err := b.Load(ctx, id, memory.WindowQuery{MaxTurns: n, Known: memory.UnknownVersion})
+	return w, err
+}
+
+// Load shadows the in-memory backend's: a call that only confirmed the
+// known version counts as a check, any other as a load.
+func (b *recordingBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
 	if _, err, _ := b.errs(); err != nil {
 		b.loads.Add(1)
-		return memory.Window{}, 0, false, err
+		return memory.Window{}, 0, err
 	}
-	w, v, changed, err := b.InMemoryBackend.LoadWindowIfChanged(ctx, id, n, known)
-	if err == nil && !changed {
+	w, v, err := b.InMemoryBackend.Load(ctx, id, q)
+	if err == nil && v == q.Known {
 		b.checks.Add(1)
 	} else {
 		b.loads.Add(1)
 	}
-	return w, v, changed, err
+	return w, v, err
 }
 
 func (b *recordingBackend) ClearSession(ctx context.Context, id string) error {
@@ -107,19 +110,52 @@ func (b *recordingBackend) SessionInfo(ctx context.Context, id string) (memory.S
 }
 
 func (b *recordingBackend) calls() int64 {
-	return b.saves.Load() + b.loads.Load() + b.checks.Load() + b.clears.Load() + b.infos.Load()
+	return b.saves.Load() + b.appends.Load() + b.loads.Load() + b.checks.Load() + b.clears.Load() + b.infos.Load()
 }
 
-// saveOnly hides a backend's StoreTurn and its versioned methods, so memory
-// cannot tell a stored turn from a known ID, nor whether a session changed.
-type saveOnly struct{ memory.Backend }
+// unversioned is a backend that does not version its sessions: it reports
+// memory.UnknownVersion for every state, so memory knows whether a save
+// stored its turn, never whether a session changed. Every Load reads the
+// whole window.
+type unversioned struct{ memory.Backend }
 
-// unversioned hides a backend's versioned methods but keeps StoreTurn:
-// memory knows whether a save stored its turn, never whether a session
-// changed.
-type unversioned struct {
-	memory.Backend
-	memory.TurnStorer
+func (u unversioned) Save(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
+	s, err := u.Backend.Save(ctx, id, t)
+	if s.Stored {
+		s.Version = memory.UnknownVersion
+	}
+	return s, err
+}
+
+func (u unversioned) Append(ctx context.Context, id, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+	s, err := u.Backend.Append(ctx, id, turnID, msgs)
+	if s.Stored {
+		s.Version = memory.UnknownVersion
+	}
+	return s, err
+}
+
+func (u unversioned) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+	q.Known = memory.UnknownVersion
+	w, _, err := u.Backend.Load(ctx, id, q)
+	if err != nil {
+		return memory.Window{}, 0, err
+	}
+	return w, memory.UnknownVersion, nil
+}
+
+// saveOnly is unversioned, and its saves say nothing of what they did: a
+// save reports its turn stored even when the session held its ID, so
+// memory cannot tell a stored turn from a known ID either.
+type saveOnly struct{ unversioned }
+
+func newSaveOnly(b memory.Backend) saveOnly { return saveOnly{unversioned{b}} }
+
+func (s saveOnly) Save(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
+	if _, err := s.Backend.Save(ctx, id, t); err != nil {
+		return memory.Saved{}, err
+	}
+	return memory.Saved{Stored: true, Version: memory.UnknownVersion}, nil
 }
 
 func newPersistent(t testing.TB, b memory.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
@@ -132,7 +168,7 @@ func newPersistent(t testing.TB, b memory.Backend, opts ...memory.Option) *memor
 // readThrough is what the backend holds: the reference the cache must equal.
 func readThrough(t testing.TB, b memory.Backend, sessionID string, maxTurns int) memory.Window {
 	t.Helper()
-	w, err := b.LoadWindow(context.Background(), sessionID, maxTurns)
+	w, _, err := b.Load(context.Background(), sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
 	require.NoError(t, err)
 	return w
 }

@@ -2,37 +2,50 @@ package memory
 
 import "context"
 
-// Memory is what a chat application uses: save a turn, load the recent
-// context of a session, forget a session.
+// Memory is what a chat application uses: save a turn, append to it as an
+// answer streams, load the recent context of a session, forget a session.
 type Memory interface {
 	SaveTurn(ctx context.Context, sessionID string, turn Turn) error
-	LoadContext(ctx context.Context, sessionID string) (Window, error)
+	AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) error
+	LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (Window, error)
 	Clear(ctx context.Context, sessionID string) error
 }
 
 // Backend is the storage a PersistentBufferMemory needs. Implementations
-// must be safe for concurrent use, validate with ValidateSessionID and
-// PrepareTurn, and store a turn whose ID the session already holds only once
-// (a second save of that ID returns nil and changes nothing).
+// must be safe for concurrent use, validate session IDs with
+// ValidateSessionID, store a turn whose ID the session already holds only
+// once, and store a message whose ID the session already holds only once.
+// Both backends in package backend implement it.
+//
+// A backend given a PreparedTurn or PreparedMessages that Prepare or
+// PrepareMessages made stores them as they are; it validates any other
+// itself.
 type Backend interface {
-	// SaveTurn stores turn atomically as the newest turn of the session.
-	SaveTurn(ctx context.Context, sessionID string, turn Turn) error
-	// LoadWindow returns the newest maxTurns turns, oldest first, and the
-	// session's total turn count. An unknown session yields an empty Window.
-	LoadWindow(ctx context.Context, sessionID string, maxTurns int) (Window, error)
+	// Save stores turn atomically as the newest turn of the session and
+	// reports what it did.
+	Save(ctx context.Context, sessionID string, turn PreparedTurn) (Saved, error)
+	// Append adds msgs to the session's turn turnID atomically, skipping
+	// every message whose ID the session holds already. It returns an
+	// error wrapping ErrTurnNotFound if the session has no such turn.
+	Append(ctx context.Context, sessionID, turnID string, msgs []PreparedMessage) (Saved, error)
+	// Load returns the session's version and, when it is not q.Known, the
+	// window q asks for, read in the same snapshot: at least every turn of
+	// TrimWindow's answer, and at most q.MaxTurns turns. When the version
+	// is q.Known, w is empty and nothing else is read. An unknown session
+	// has version NoSession and an empty window.
+	Load(ctx context.Context, sessionID string, q WindowQuery) (w Window, v Version, err error)
 	// ClearSession removes every turn of the session.
 	ClearSession(ctx context.Context, sessionID string) error
 	// SessionInfo returns ErrSessionNotFound for a session with no turns.
 	SessionInfo(ctx context.Context, sessionID string) (SessionInfo, error)
 }
 
-// A TurnStorer is a Backend that also reports whether a save stored the
-// turn (true) or found its ID already stored and changed nothing (false).
-// PersistentBufferMemory uses it, when the backend has it, to keep a cached
-// window exact after a retry with a caller-chosen ID, without reading
-// through. Both backends in package backend implement it.
-type TurnStorer interface {
-	StoreTurn(ctx context.Context, sessionID string, turn Turn) (stored bool, err error)
+// A WindowQuery says which window Backend.Load returns.
+type WindowQuery struct {
+	MaxTurns    int          // at most the newest MaxTurns turns; at least 1
+	TokenBudget int          // > 0: only the newest whole turns whose tokens fit it
+	Known       Version      // the version the caller holds; UnknownVersion for none
+	Counter     TokenCounter // counts messages stored without a count, by a release before counts were stored; nil: DefaultTokenCounter
 }
 
 var (

@@ -26,6 +26,8 @@ type config struct {
 	maxCachedSessions int
 	maxMessageBytes   int
 	staleReads        time.Duration
+	tokenBudget       int
+	counter           TokenCounter
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -34,6 +36,7 @@ func newConfig(opts []Option) (config, error) {
 		cacheTTL:          DefaultCacheTTL,
 		maxCachedSessions: DefaultMaxCachedSessions,
 		maxMessageBytes:   DefaultMaxMessageBytes,
+		counter:           DefaultTokenCounter,
 	}
 	for i, opt := range opts {
 		if opt == nil {
@@ -84,10 +87,10 @@ func WithMaxCachedSessions(n int) Option {
 	}
 }
 
-// WithMaxMessageBytes bounds the size of each message and of the metadata
-// JSON of a turn. The default is DefaultMaxMessageBytes; n < 1 is an error.
-// A backend validates again with its own limit (backend.DataFlowBackend
-// takes backend.WithMaxMessageBytes), so a larger limit must be set on both.
+// WithMaxMessageBytes bounds the size of each message's content, tool
+// calls, parts and metadata, and of a turn's metadata JSON. The default is
+// DefaultMaxMessageBytes; n < 1 is an error. It is the one limit of the
+// turns a memory saves: its backend stores them as they were validated.
 func WithMaxMessageBytes(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
@@ -105,8 +108,8 @@ func WithMaxMessageBytes(n int) Option {
 // read-your-writes across servers for loads with no round trip. This
 // process's own saves and clears are always seen, and a save still never
 // appends onto a stale window. The default, 0, confirms every cached window
-// with the backend; d < 0 is an error. It also lets a backend that is not a
-// VersionedBackend be cached.
+// with the backend; d < 0 is an error. It also lets the windows of a
+// backend that does not version sessions (UnknownVersion) be cached.
 func WithStaleReads(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -115,4 +118,84 @@ func WithStaleReads(d time.Duration) Option {
 		c.staleReads = d
 		return nil
 	}
+}
+
+// WithTokenBudget makes a window hold only the newest whole turns whose
+// tokens fit n (and at most MaxTurns turns): a turn that would not fit is
+// left out with every older one, so a window never splits a turn, nor a
+// tool call from its result. The default, 0, sets no budget; n < 0 is an
+// error. Tokens are counted once per message, when it is stored, by the
+// WithTokenCounter counter.
+func WithTokenBudget(n int) Option {
+	return func(c *config) error {
+		if n < 0 {
+			return fmt.Errorf("%w: token budget must not be negative, got %d", ErrInvalidOption, n)
+		}
+		c.tokenBudget = n
+		return nil
+	}
+}
+
+// WithTokenCounter sets how the tokens of a message are counted; the
+// default is DefaultTokenCounter. A nil c is an error.
+func WithTokenCounter(c TokenCounter) Option {
+	return func(cfg *config) error {
+		if c == nil {
+			return fmt.Errorf("%w: token counter must not be nil", ErrInvalidOption)
+		}
+		cfg.counter = c
+		return nil
+	}
+}
+
+// A LoadOption overrides a limit of the window for one LoadContext call.
+type LoadOption func(*limits) error
+
+// limits are the two limits of a window.
+type limits struct {
+	maxTurns    int
+	tokenBudget int
+}
+
+// LoadMaxTurns makes one LoadContext return at most the newest n turns
+// instead of the WithMaxTurns number; n < 1 is an error.
+func LoadMaxTurns(n int) LoadOption {
+	return func(l *limits) error {
+		if n < 1 {
+			return fmt.Errorf("%w: max turns must be at least 1, got %d", ErrInvalidOption, n)
+		}
+		l.maxTurns = n
+		return nil
+	}
+}
+
+// LoadTokenBudget makes one LoadContext use the token budget n instead of
+// the WithTokenBudget one; 0 sets none, n < 0 is an error.
+func LoadTokenBudget(n int) LoadOption {
+	return func(l *limits) error {
+		if n < 0 {
+			return fmt.Errorf("%w: token budget must not be negative, got %d", ErrInvalidOption, n)
+		}
+		l.tokenBudget = n
+		return nil
+	}
+}
+
+// apply returns l changed by opts.
+func (l limits) apply(opts []LoadOption) (limits, error) {
+	for i, opt := range opts {
+		if opt == nil {
+			return limits{}, fmt.Errorf("%w: load option %d is nil", ErrInvalidOption, i)
+		}
+		if err := opt(&l); err != nil {
+			return limits{}, err
+		}
+	}
+	return l, nil
+}
+
+// within reports whether a window of l is contained in a window of o:
+// then it can be cut from it.
+func (l limits) within(o limits) bool {
+	return l.maxTurns <= o.maxTurns && (o.tokenBudget == 0 || l.tokenBudget > 0 && l.tokenBudget <= o.tokenBudget)
 }

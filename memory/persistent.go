@@ -13,23 +13,23 @@ import (
 // not usable (its methods return ErrClosed): make one with
 // NewPersistentBufferMemory.
 type PersistentBufferMemory struct {
-	backend   Backend
-	versioned VersionedBackend // backend, when it versions sessions; else nil
-	maxTurns  int
-	maxBytes  int
-	cached    bool          // windows are cached
-	stale     time.Duration // WithStaleReads: how long a hit may skip the backend
-	now       func() time.Time
-	cache     *sessionCache
-	closed    atomic.Bool
+	backend  Backend
+	limits   limits // the window cached and returned by default
+	maxBytes int
+	counter  TokenCounter
+	cached   bool          // windows are cached
+	stale    time.Duration // WithStaleReads: how long a hit may skip the backend
+	now      func() time.Time
+	cache    *sessionCache
+	closed   atomic.Bool
 }
 
 // NewPersistentBufferMemory returns a Memory over b. An invalid option or a
 // nil b yields an error wrapping ErrInvalidOption.
 //
-// Windows are cached when b is a VersionedBackend (every backend in package
-// backend is), or when WithStaleReads allows stale windows; otherwise every
-// LoadContext reads through.
+// Windows are cached unless WithCacheTTL(0) says otherwise; a backend that
+// does not version sessions (it reports UnknownVersion) is read through on
+// every load unless WithStaleReads allows stale windows.
 func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemory, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: backend must not be nil", ErrInvalidOption)
@@ -40,14 +40,14 @@ func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemo
 	}
 	m := &PersistentBufferMemory{
 		backend:  b,
-		maxTurns: c.maxTurns,
+		limits:   limits{maxTurns: c.maxTurns, tokenBudget: c.tokenBudget},
 		maxBytes: c.maxMessageBytes,
+		counter:  c.counter,
 		stale:    c.staleReads,
 		now:      time.Now,
 		cache:    newSessionCache(c.maxCachedSessions, c.cacheTTL),
 	}
-	m.versioned, _ = b.(VersionedBackend)
-	m.cached = c.cacheTTL > 0 && (m.versioned != nil || m.stale > 0)
+	m.cached = c.cacheTTL > 0
 	return m, nil
 }
 
@@ -73,10 +73,10 @@ func (m *PersistentBufferMemory) check(sessionID string) error {
 	return ValidateSessionID(sessionID)
 }
 
-// SaveTurn validates turn like PrepareTurn and stores it in the backend;
-// invalid input never reaches the backend. If the backend fails, the error
-// is returned and the session's cached window is dropped, so the next
-// LoadContext reads what the backend really holds.
+// SaveTurn validates turn like PrepareTurn, counts its messages' tokens and
+// stores it in the backend; invalid input never reaches the backend. If the
+// backend fails, the error is returned and the session's cached window is
+// dropped, so the next LoadContext reads what the backend really holds.
 //
 // The turn is appended to a cached window only when the backend's answer
 // proves the window was the session's newest state just before the save
@@ -87,13 +87,13 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 	if err := m.check(sessionID); err != nil {
 		return err
 	}
-	p, err := Prepare(turn, m.now(), m.limit())
+	p, err := prepare(turn, m.now(), m.maxBytes, m.counter)
 	if err != nil {
 		return err
 	}
 	t := p.Turn
 	if !m.cached {
-		if _, err := m.store(ctx, sessionID, p); err != nil {
+		if _, err := m.backend.Save(ctx, sessionID, p); err != nil {
 			return fmt.Errorf("memory: save turn: %w", err)
 		}
 		return nil
@@ -104,7 +104,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 		return fmt.Errorf("memory: save turn: %w", err)
 	}
 	defer m.cache.release(e)
-	res, err := m.store(ctx, sessionID, p)
+	res, err := m.backend.Save(ctx, sessionID, p)
 	if err != nil {
 		// Drop the window rather than keep it: the turn is not in it, and
 		// if the failure left the outcome unknown (a connection lost during
@@ -114,50 +114,158 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 	}
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
 		switch {
-		case res.known && !res.Stored:
+		case !res.Stored:
 			return s // the backend already held the ID and changed nothing
-		case !res.known || res.Version == UnknownVersion:
+		case res.Version == UnknownVersion:
 			return nil // only a read can tell what the session holds now
 		case res.Seq == 1:
 			// The session held nothing before this turn, whatever the
 			// window said: it is exactly this turn now.
-			return &snapshot{turns: []Turn{t}, count: 1, version: res.Version}
+			return m.snapshot([]Turn{t}, 1, res.Version)
 		case s == nil || s.count+1 != res.Seq || s.version+1 != res.Version:
 			return nil // another writer moved the session: the window is stale
 		}
-		return &snapshot{turns: appendTrim(s.turns, t, m.maxTurns), count: res.Seq, version: res.Version}
+		turns := make([]Turn, 0, len(s.turns)+1)
+		return m.snapshot(append(append(turns, s.turns...), t), res.Seq, res.Version)
 	})
 	return nil
 }
 
-// LoadContext returns the newest turns of the session, oldest first, and
-// its total turn count. A cached window is returned only once the backend
-// confirms, in one small read, that the session has not changed (or, under
-// WithStaleReads, while the window was confirmed within that bound). The
-// Turns slice is the caller's; the Metadata maps are shared with the cache
-// and must be treated as read-only. A context that is already done is an
-// error, even when the cache could answer.
-func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string) (Window, error) {
+// AppendMessages adds msgs to the session's stored turn turnID, atomically:
+// all of them are stored or none. A message whose ID the session already
+// holds is not stored again, so a retry stores nothing twice; give each
+// message an ID for that (an empty one gets a random ID). It is
+// ErrTurnNotFound if the session has no such turn. Any turn may be
+// appended to, not only the newest, and token windows stay exact.
+//
+// This is how an answer is stored as it streams: SaveTurn the user's
+// message before calling the model, then append the answer's messages as
+// they come, and a crash mid-answer loses nothing the user typed.
+func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) error {
 	if err := m.check(sessionID); err != nil {
+		return err
+	}
+	if err := validTurnID(turnID); err != nil {
+		return err
+	}
+	enc, err := PrepareMessages(msgs, m.maxBytes, m.counter)
+	if err != nil {
+		return err
+	}
+	if !m.cached {
+		if _, err := m.backend.Append(ctx, sessionID, turnID, enc); err != nil {
+			return fmt.Errorf("memory: append messages: %w", err)
+		}
+		return nil
+	}
+	e, err := m.cache.acquire(ctx, sessionID, m.now())
+	if err != nil {
+		return fmt.Errorf("memory: append messages: %w", err)
+	}
+	defer m.cache.release(e)
+	res, err := m.backend.Append(ctx, sessionID, turnID, enc)
+	if err != nil {
+		m.cache.invalidate(sessionID)
+		return fmt.Errorf("memory: append messages: %w", err)
+	}
+	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
+		switch {
+		case !res.Stored:
+			return s // every message was stored already
+		case s == nil || res.Version == UnknownVersion || res.Messages != len(enc) || s.version+1 != res.Version:
+			return nil // another writer moved the session, or some messages were held
+		}
+		i := indexID(s.turns, turnID)
+		if i < 0 {
+			// The turn is older than the window, or too large for its
+			// budget: growing it leaves the window as it is.
+			return &snapshot{turns: s.turns, count: s.count, tokens: s.tokens, version: res.Version}
+		}
+		turns := append([]Turn(nil), s.turns...)
+		t := turns[i]
+		t.Messages = append(append(make([]Message, 0, len(t.Messages)+len(enc)), t.Messages...), messagesOf(enc)...)
+		t.shorthand()
+		turns[i] = t
+		return m.snapshot(turns, s.count, res.Version)
+	})
+	return nil
+}
+
+// snapshot makes the cached window of turns: cut to the memory's limits.
+func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v Version) *snapshot {
+	w := TrimWindow(Window{Turns: turns, TurnCount: count}, m.limits.maxTurns, m.limits.tokenBudget)
+	return &snapshot{turns: w.Turns, count: count, tokens: w.Tokens, version: v}
+}
+
+func messagesOf(enc []PreparedMessage) []Message {
+	out := make([]Message, len(enc))
+	for i := range enc {
+		out[i] = enc[i].Message
+	}
+	return out
+}
+
+// validTurnID refuses a turn ID no turn can have.
+func validTurnID(id string) error {
+	if id == "" || len(id) > MaxTurnIDBytes {
+		return fmt.Errorf("%w: turn id is %d bytes, want 1 to %d", ErrInvalidTurn, len(id), MaxTurnIDBytes)
+	}
+	if reason := badText(id); reason != "" {
+		return fmt.Errorf("%w: turn id %s", ErrInvalidTurn, reason)
+	}
+	return nil
+}
+
+// LoadContext returns the newest whole turns of the session, oldest first,
+// within the window's limits (WithMaxTurns and WithTokenBudget, or opts
+// for this call), its total turn count and the window's tokens. A cached
+// window is returned only once the backend confirms, in one small read,
+// that the session has not changed (or, under WithStaleReads, while the
+// window was confirmed within that bound). A call whose opts ask for more
+// than the cached window holds reads through. The Turns slice is the
+// caller's; the messages and Metadata maps are shared with the cache and
+// must be treated as read-only. A context that is already done is an
+// error, even when the cache could answer.
+func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (Window, error) {
+	if err := m.check(sessionID); err != nil {
+		return Window{}, err
+	}
+	l, err := m.limits.apply(opts)
+	if err != nil {
 		return Window{}, err
 	}
 	if err := ctx.Err(); err != nil { // even when the cache could answer
 		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
-	if !m.cached {
+	if !m.cached || !l.within(m.limits) {
 		m.cache.stats.misses.Add(1)
-		w, err := m.backend.LoadWindow(ctx, sessionID, m.maxTurns)
+		w, _, err := m.backend.Load(ctx, sessionID, m.query(l, UnknownVersion))
 		if err != nil {
 			return Window{}, fmt.Errorf("memory: load context: %w", err)
 		}
-		return Window{Turns: lastTurns(w.Turns, m.maxTurns), TurnCount: w.TurnCount}, nil // the backend's slice is ours
+		return TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
 	}
+	w, err := m.loadCached(ctx, sessionID)
+	if err != nil {
+		return Window{}, fmt.Errorf("memory: load context: %w", err)
+	}
+	if l != m.limits {
+		w = TrimWindow(w, l.maxTurns, l.tokenBudget)
+	}
+	return w, nil
+}
 
+func (m *PersistentBufferMemory) query(l limits, known Version) WindowQuery {
+	return WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
+}
+
+// loadCached is LoadContext of the memory's own window, through the cache.
+func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID string) (Window, error) {
 	start := m.now()
 	if m.stale > 0 {
 		if s, checked := m.cache.get(sessionID, start); s != nil && start.Sub(checked) < m.stale {
 			if err := m.backendErr(); err != nil {
-				return Window{}, fmt.Errorf("memory: load context: %w", err)
+				return Window{}, err
 			}
 			m.cache.stats.hits.Add(1)
 			return s.window(), nil
@@ -169,11 +277,11 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	if s != nil {
 		known = s.version
 	}
-	w, v, changed, err := m.loadIfChanged(ctx, sessionID, known)
+	w, v, err := m.backend.Load(ctx, sessionID, m.query(m.limits, known))
 	if err != nil {
-		return Window{}, fmt.Errorf("memory: load context: %w", err)
+		return Window{}, err
 	}
-	if !changed {
+	if v == known && v != UnknownVersion {
 		m.cache.stats.hits.Add(1)
 		m.cache.confirm(e, gen, start)
 		return s.window(), nil
@@ -184,7 +292,12 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	m.cache.stats.misses.Add(1)
 	// The backend's slice is ours: kept as the immutable snapshot, cloned
 	// once for the caller.
-	s = &snapshot{turns: lastTurns(w.Turns, m.maxTurns), count: w.TurnCount, version: v}
+	s = m.snapshot(w.Turns, w.TurnCount, v)
+	if v == UnknownVersion && m.stale == 0 {
+		// A backend that does not version sessions cannot confirm a
+		// cached window: keeping one would only cost memory.
+		return s.window(), nil
+	}
 	m.cache.install(e, gen, s, start)
 	return s.window(), nil
 }
@@ -195,16 +308,6 @@ func (m *PersistentBufferMemory) Stats() CacheStats {
 		return CacheStats{}
 	}
 	return m.cache.stats.snapshot()
-}
-
-// loadIfChanged asks a VersionedBackend whether the session moved from
-// known, and reads any other backend through.
-func (m *PersistentBufferMemory) loadIfChanged(ctx context.Context, sessionID string, known Version) (Window, Version, bool, error) {
-	if m.versioned != nil {
-		return m.versioned.LoadWindowIfChanged(ctx, sessionID, m.maxTurns, known)
-	}
-	w, err := m.backend.LoadWindow(ctx, sessionID, m.maxTurns)
-	return w, UnknownVersion, true, err
 }
 
 // backendErr reports a backend that can say it is closed (such as one
@@ -249,52 +352,4 @@ func (m *PersistentBufferMemory) InvalidateCache(sessionID string) {
 		return
 	}
 	m.cache.invalidate(sessionID)
-}
-
-// storeResult is Saved, and whether the backend could report it.
-type storeResult struct {
-	Saved
-	known bool // false: a plain Backend, which says nothing of what it did
-}
-
-// limit is the size limit turns are prepared with: the smaller of the
-// memory's and a VersionedBackend's, so that the backend stores them
-// without validating them again.
-func (m *PersistentBufferMemory) limit() int {
-	if m.versioned != nil {
-		if b := m.versioned.MaxMessageBytes(); b > 0 && b < m.maxBytes {
-			return b
-		}
-	}
-	return m.maxBytes
-}
-
-// store saves p in the backend, learning as much as the backend tells.
-func (m *PersistentBufferMemory) store(ctx context.Context, sessionID string, p PreparedTurn) (storeResult, error) {
-	if m.versioned != nil {
-		s, err := m.versioned.SaveTurnVersioned(ctx, sessionID, p)
-		return storeResult{Saved: s, known: true}, err
-	}
-	t := p.Turn
-	if ts, ok := m.backend.(TurnStorer); ok {
-		stored, err := ts.StoreTurn(ctx, sessionID, t)
-		return storeResult{Saved: Saved{Stored: stored, Version: UnknownVersion}, known: true}, err
-	}
-	return storeResult{}, m.backend.SaveTurn(ctx, sessionID, t)
-}
-
-// appendTrim returns a new slice: the newest maxTurns-1 of turns, then t.
-func appendTrim(turns []Turn, t Turn, maxTurns int) []Turn {
-	turns = lastTurns(turns, maxTurns-1)
-	out := make([]Turn, 0, len(turns)+1)
-	out = append(out, turns...)
-	return append(out, t)
-}
-
-// lastTurns returns the newest n of turns.
-func lastTurns(turns []Turn, n int) []Turn {
-	if len(turns) > n {
-		return turns[len(turns)-n:]
-	}
-	return turns
 }

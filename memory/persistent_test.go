@@ -219,8 +219,8 @@ func TestPersistentSaveUncachedKeepsHistory(t *testing.T) {
 func TestPersistentIdempotentSave(t *testing.T) {
 	type kind int
 	const (
-		versioned kind = iota // recordingBackend: a memory.VersionedBackend
-		storer                // unversioned: StoreTurn, no versions
+		versioned kind = iota // recordingBackend: versions its sessions
+		storer                // unversioned: says whether a save stored, no versions
 		plain                 // saveOnly: neither
 	)
 	stale := []memory.Option{memory.WithStaleReads(time.Hour)}
@@ -241,7 +241,7 @@ func TestPersistentIdempotentSave(t *testing.T) {
 		{"new ID, whole session cached", versioned, nil, 2, "fresh", 3, 0},
 		{"ID outside window", versioned, nil, 5, "t0", 5, 0},
 		{"new ID outside window", versioned, nil, 5, "fresh", 6, 0},
-		// StoreTurn without versions, under WithStaleReads: a save that
+		// Stored without versions, under WithStaleReads: a save that
 		// stored nothing keeps the window; one that stored drops it, since
 		// nothing proves the window was the session's newest state.
 		{"in window, storer", storer, stale, 2, "t1", 2, 1},
@@ -262,9 +262,9 @@ func TestPersistentIdempotentSave(t *testing.T) {
 			var mb memory.Backend = b
 			switch tt.kind {
 			case storer:
-				mb = unversioned{b, b}
+				mb = unversioned{b}
 			case plain:
-				mb = saveOnly{b}
+				mb = newSaveOnly(b)
 			}
 			m := newPersistent(t, mb, append([]memory.Option{memory.WithMaxTurns(maxTurns)}, tt.opts...)...)
 			for i := range tt.prefill {
@@ -322,14 +322,15 @@ func TestPersistentFirstSaveCaches(t *testing.T) {
 	save(t, m, "s", memory.Turn{User: "again"})
 	w, ok := memory.CachedWindow(m, "s")
 	require.True(t, ok)
-	assert.Equal(t, memory.Window{Turns: w.Turns, TurnCount: 1}, w)
+	assert.Equal(t, memory.Window{Turns: w.Turns, TurnCount: 1, Tokens: w.Turns[0].Tokens()}, w)
 	assert.Equal(t, []string{"again"}, users(w))
 	requireCacheConsistent(t, m, b.InMemoryBackend, "s")
 	assert.Equal(t, w, load(t, m, "s"))
 	assert.Zero(t, b.loads.Load())
 }
 
-// A backend that is not a VersionedBackend cannot confirm a window: without
+// A backend that does not version its sessions (it reports UnknownVersion)
+// cannot confirm a window: without
 // WithStaleReads nothing is cached and every load reads through; with it,
 // windows are cached and every save that stores a turn drops the window.
 func TestPersistentUnversionedBackend(t *testing.T) {
@@ -338,13 +339,16 @@ func TestPersistentUnversionedBackend(t *testing.T) {
 		name string
 		wrap func(*recordingBackend) memory.Backend
 	}{
-		{"storer", func(b *recordingBackend) memory.Backend { return unversioned{b, b} }},
-		{"save only", func(b *recordingBackend) memory.Backend { return saveOnly{b} }},
+		{"storer", func(b *recordingBackend) memory.Backend { return unversioned{b} }},
+		{"save only", func(b *recordingBackend) memory.Backend { return newSaveOnly(b) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mb := tt.wrap(newRecordingBackend())
-			_, isVersioned := mb.(memory.VersionedBackend)
-			require.False(t, isVersioned, "precondition: the wrapper hides the versioned methods")
+			_, err := mb.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: "u"}})
+			require.NoError(t, err)
+			_, v, err := mb.Load(ctx, "s", memory.WindowQuery{MaxTurns: 1, Known: memory.UnknownVersion})
+			require.NoError(t, err)
+			require.Equal(t, memory.UnknownVersion, v, "precondition: the wrapper hides the versions")
 
 			t.Run("no stale reads", func(t *testing.T) {
 				b := newRecordingBackend()
@@ -445,35 +449,25 @@ func (b *gatedBackend) wait(ctx context.Context) error {
 	}
 }
 
-func (b *gatedBackend) LoadWindow(ctx context.Context, id string, n int) (memory.Window, error) {
+func (b *gatedBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
 	if err := b.wait(ctx); err != nil {
-		return memory.Window{}, err
+		return memory.Window{}, 0, err
 	}
-	return b.recordingBackend.LoadWindow(ctx, id, n)
+	return b.recordingBackend.Load(ctx, id, q)
 }
 
-func (b *gatedBackend) LoadWindowIfChanged(ctx context.Context, id string, n int, known memory.Version) (memory.Window, memory.Version, bool, error) {
-	if err := b.wait(ctx); err != nil {
-		return memory.Window{}, 0, false, err
-	}
-	return b.recordingBackend.LoadWindowIfChanged(ctx, id, n, known)
-}
-
-func (b *gatedBackend) SaveTurn(ctx context.Context, id string, t memory.Turn) error {
-	_, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
-	return err
-}
-
-func (b *gatedBackend) StoreTurn(ctx context.Context, id string, t memory.Turn) (bool, error) {
-	s, err := b.SaveTurnVersioned(ctx, id, memory.PreparedTurn{Turn: t})
-	return s.Stored, err
-}
-
-func (b *gatedBackend) SaveTurnVersioned(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
+func (b *gatedBackend) Save(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
 	if err := b.wait(ctx); err != nil {
 		return memory.Saved{}, err
 	}
-	return b.recordingBackend.SaveTurnVersioned(ctx, id, t)
+	return b.recordingBackend.Save(ctx, id, t)
+}
+
+func (b *gatedBackend) Append(ctx context.Context, id, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+	if err := b.wait(ctx); err != nil {
+		return memory.Saved{}, err
+	}
+	return b.recordingBackend.Append(ctx, id, turnID, msgs)
 }
 
 func newGatedBackend() *gatedBackend {

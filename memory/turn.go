@@ -12,20 +12,29 @@ import (
 	"unicode/utf8"
 )
 
-// A Turn is one exchange of a conversation: what the user said and what the
-// agent answered.
+// A Turn is one exchange of a conversation: what the user said and
+// everything up to the answer, such as the assistant's tool calls and their
+// results.
+//
+// Set Messages, or the shorthand User and Agent (a user message and an
+// assistant message), not both. A turn saved and loaded always has Messages
+// filled, and then User is the content of its first user message and Agent
+// that of its last assistant message; a turn giving both is accepted when
+// they agree so, so a loaded turn can be saved again as it is.
 type Turn struct {
-	ID        string // idempotency key; generated (NewTurnID) when empty. Saving the same ID twice stores it once.
-	User      string
-	Agent     string
+	ID        string         // idempotency key; generated (NewTurnID) when empty. Saving the same ID twice stores it once.
+	User      string         // shorthand: a user message
+	Agent     string         // shorthand: an assistant message
+	Messages  []Message      // the whole exchange in order; set this or User/Agent, not both
 	Timestamp time.Time      // zero: now; stored in UTC, truncated to microseconds; years 1 to 9999
 	Metadata  map[string]any // JSON; round-trips through encoding/json (numbers come back float64)
 }
 
 // A Window is the recent context of a session.
 type Window struct {
-	Turns     []Turn // the newest turns, oldest first, at most MaxTurns
+	Turns     []Turn // the newest whole turns, oldest first, within the turn and token limits
 	TurnCount int    // every turn the session holds
+	Tokens    int    // the tokens of the turns in the window
 }
 
 // SessionInfo describes a stored session.
@@ -62,108 +71,104 @@ func NewTurnID() string {
 // metadata (nil when there is none). maxMessageBytes <= 0 means
 // DefaultMaxMessageBytes.
 //
-// Errors wrap ErrInvalidTurn (no message; NUL or invalid UTF-8 in a message,
-// the ID, or any metadata key or string; ID longer than MaxTurnIDBytes;
-// metadata nested more than MaxMetadataDepth levels, or that encoding/json
-// cannot encode or decode back; a Timestamp
-// outside the years 1 to 9999 in UTC) or
-// ErrTurnTooLarge (a message or the metadata JSON over maxMessageBytes).
+// Errors wrap ErrInvalidTurn (no message; both Messages and a User or
+// Agent that disagrees with them; a message PrepareMessages refuses; NUL
+// or invalid UTF-8 in any text; an ID longer than MaxTurnIDBytes; message
+// IDs repeated; metadata nested more than MaxMetadataDepth levels, or
+// that encoding/json cannot encode or decode back; a Timestamp outside the
+// years 1 to 9999 in UTC) or ErrTurnTooLarge (a message, its tool calls,
+// parts or metadata, or the turn's metadata JSON over maxMessageBytes;
+// more than MaxTurnMessages messages).
 //
-// Normalization: an empty ID becomes NewTurnID(), a zero Timestamp becomes
-// now, the Timestamp is made UTC and truncated to microseconds, and Metadata
-// is replaced by its JSON round trip, so the caller's map is never aliased
-// and the turn equals what a database read returns. Empty metadata is nil.
+// Normalization: an empty ID becomes NewTurnID(); User and Agent become
+// Messages; an empty message ID becomes DerivedMessageID(turn ID,
+// position); tokens are counted with DefaultTokenCounter; a zero Timestamp
+// becomes now, the Timestamp is made UTC and truncated to microseconds;
+// Metadata is replaced by its JSON round trip, so the caller's maps are
+// never aliased and the turn equals what a database read returns. Empty
+// metadata, parts and tool calls are nil.
 func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
 	p, err := Prepare(t, now, maxMessageBytes)
 	return p.Turn, p.Metadata, err
 }
 
 // A PreparedTurn is a turn validated and normalized by Prepare, with the
-// JSON of its metadata, so that it is validated and encoded once per save:
-// a VersionedBackend given one that Prepare made stores it as it is, and
-// validates any other itself.
+// JSON of its metadata and its messages encoded, so that it is validated
+// and encoded once per save: a Backend given one that Prepare made stores
+// it as it is, and validates any other itself.
 type PreparedTurn struct {
-	Turn            // normalized as PrepareTurn says
-	Metadata []byte // the JSON of Turn.Metadata; nil when there is none
-	limit    int    // the size limit it was checked against; 0: not prepared
+	Turn                       // normalized as PrepareTurn says
+	Metadata []byte            // the JSON of Turn.Metadata; nil when there is none
+	Encoded  []PreparedMessage // Turn.Messages encoded, in order
+	limit    int               // the size limit it was checked against; 0: not prepared
+	counter  TokenCounter      // what counted the tokens
 }
 
-// Prepared reports whether Prepare made p (with a size limit of at least
-// maxMessageBytes), so that a backend may store it without validating it
-// again.
-func (p PreparedTurn) Prepared(maxMessageBytes int) bool {
-	if maxMessageBytes <= 0 {
-		maxMessageBytes = DefaultMaxMessageBytes
+// Counter is the TokenCounter that counted the turn's tokens:
+// DefaultTokenCounter unless a memory with WithTokenCounter prepared it. A
+// backend counts with it what it must count for the save, such as rows a
+// previous release stored without counts.
+func (p PreparedTurn) Counter() TokenCounter {
+	if p.counter == nil {
+		return DefaultTokenCounter
 	}
-	return p.limit > 0 && p.limit <= maxMessageBytes
+	return p.counter
 }
+
+// Prepared reports whether Prepare made p, so that a backend may store it
+// without validating it again.
+func (p PreparedTurn) Prepared() bool { return p.limit > 0 }
 
 // Prepare is PrepareTurn returning a PreparedTurn.
 func Prepare(t Turn, now time.Time, maxMessageBytes int) (PreparedTurn, error) {
-	t, data, err := prepare(t, now, maxMessageBytes)
+	return prepare(t, now, maxMessageBytes, DefaultTokenCounter)
+}
+
+func prepare(t Turn, now time.Time, limit int, counter TokenCounter) (PreparedTurn, error) {
+	if limit <= 0 {
+		limit = DefaultMaxMessageBytes
+	}
+	msgs := t.Messages
+	if len(msgs) == 0 {
+		if t.User == "" && t.Agent == "" {
+			return PreparedTurn{}, fmt.Errorf("%w: no messages: user and agent are both empty", ErrInvalidTurn)
+		}
+		for _, f := range [...]struct{ name, s string }{{"user message", t.User}, {"agent message", t.Agent}} {
+			if len(f.s) > limit {
+				return PreparedTurn{}, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTurnTooLarge, f.name, len(f.s), limit)
+			}
+			if reason := badText(f.s); reason != "" {
+				return PreparedTurn{}, fmt.Errorf("%w: %s %s", ErrInvalidTurn, f.name, reason)
+			}
+		}
+		msgs = make([]Message, 0, 2)
+		if t.User != "" {
+			msgs = append(msgs, Message{Role: RoleUser, Content: t.User})
+		}
+		if t.Agent != "" {
+			msgs = append(msgs, Message{Role: RoleAssistant, Content: t.Agent})
+		}
+	} else if t.User != "" || t.Agent != "" {
+		u, a := t.User, t.Agent
+		t.shorthand()
+		if t.User != u || t.Agent != a {
+			return PreparedTurn{}, fmt.Errorf("%w: set Messages or User and Agent, not both", ErrInvalidTurn)
+		}
+	}
+	if len(msgs) > MaxTurnMessages {
+		return PreparedTurn{}, fmt.Errorf("%w: %d messages, limit %d", ErrTurnTooLarge, len(msgs), MaxTurnMessages)
+	}
+	if len(t.ID) > MaxTurnIDBytes {
+		return PreparedTurn{}, fmt.Errorf("%w: id is %d bytes, limit %d", ErrInvalidTurn, len(t.ID), MaxTurnIDBytes)
+	}
+	if reason := badText(t.ID); reason != "" {
+		return PreparedTurn{}, fmt.Errorf("%w: id %s", ErrInvalidTurn, reason)
+	}
+	meta, data, err := prepareMetadata(t.Metadata, limit)
 	if err != nil {
 		return PreparedTurn{}, err
 	}
-	if maxMessageBytes <= 0 {
-		maxMessageBytes = DefaultMaxMessageBytes
-	}
-	return PreparedTurn{Turn: t, Metadata: data, limit: maxMessageBytes}, nil
-}
-
-func prepare(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
-	if maxMessageBytes <= 0 {
-		maxMessageBytes = DefaultMaxMessageBytes
-	}
-	if t.User == "" && t.Agent == "" {
-		return Turn{}, nil, fmt.Errorf("%w: user and agent are both empty", ErrInvalidTurn)
-	}
-	for _, f := range [...]struct{ name, s string }{{"user message", t.User}, {"agent message", t.Agent}} {
-		if len(f.s) > maxMessageBytes {
-			return Turn{}, nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTurnTooLarge, f.name, len(f.s), maxMessageBytes)
-		}
-		if reason := badText(f.s); reason != "" {
-			return Turn{}, nil, fmt.Errorf("%w: %s %s", ErrInvalidTurn, f.name, reason)
-		}
-	}
-	if len(t.ID) > MaxTurnIDBytes {
-		return Turn{}, nil, fmt.Errorf("%w: id is %d bytes, limit %d", ErrInvalidTurn, len(t.ID), MaxTurnIDBytes)
-	}
-	if reason := badText(t.ID); reason != "" {
-		return Turn{}, nil, fmt.Errorf("%w: id %s", ErrInvalidTurn, reason)
-	}
-
-	var data []byte
-	if len(t.Metadata) == 0 {
-		t.Metadata = nil
-	} else {
-		// Every value but the last takes at least two bytes of JSON (itself
-		// and a comma), so more than half the limit could never be stored.
-		w := metadataWalk{values: maxMessageBytes/2 + 1, path: make([]uintptr, 0, 16)}
-		if w.tooDeep(t.Metadata, MaxMetadataDepth) {
-			switch {
-			case w.cycle:
-				return Turn{}, nil, fmt.Errorf("%w: metadata contains a cycle", ErrInvalidTurn)
-			case w.values < 0:
-				return Turn{}, nil, fmt.Errorf("%w: metadata holds more values than %d bytes of JSON can", ErrTurnTooLarge, maxMessageBytes)
-			}
-			return Turn{}, nil, fmt.Errorf("%w: metadata nests deeper than %d levels", ErrInvalidTurn, MaxMetadataDepth)
-		}
-		var err error
-		if data, err = json.Marshal(t.Metadata); err != nil {
-			return Turn{}, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
-		}
-		if len(data) > maxMessageBytes {
-			return Turn{}, nil, fmt.Errorf("%w: metadata is %d bytes of JSON, limit %d", ErrTurnTooLarge, len(data), maxMessageBytes)
-		}
-		if reason := badJSONText(data); reason != "" {
-			return Turn{}, nil, fmt.Errorf("%w: metadata %s", ErrInvalidTurn, reason)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			return Turn{}, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
-		}
-		t.Metadata = m
-	}
+	t.Metadata = meta
 
 	if t.ID == "" {
 		t.ID = NewTurnID()
@@ -176,9 +181,63 @@ func prepare(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
 		// Outside these years SQLite's fixed-width text form breaks (a
 		// stored turn would make its session unreadable) and PostgreSQL
 		// fails with an untyped error.
-		return Turn{}, nil, fmt.Errorf("%w: timestamp %s is outside the years 1 to 9999 (UTC)", ErrInvalidTurn, t.Timestamp.Format(time.RFC3339Nano))
+		return PreparedTurn{}, fmt.Errorf("%w: timestamp %s is outside the years 1 to 9999 (UTC)", ErrInvalidTurn, t.Timestamp.Format(time.RFC3339Nano))
 	}
-	return t, data, nil
+
+	enc := make([]PreparedMessage, len(msgs))
+	for i, m := range msgs {
+		derived := m.ID == ""
+		if derived {
+			m.ID = DerivedMessageID(t.ID, i)
+		}
+		if enc[i], err = prepareMessage(m, i, limit, counter, derived); err != nil {
+			return PreparedTurn{}, err
+		}
+	}
+	if err := uniqueIDs(enc); err != nil {
+		return PreparedTurn{}, err
+	}
+	t.Messages = make([]Message, len(enc))
+	for i := range enc {
+		t.Messages[i] = enc[i].Message
+	}
+	t.shorthand()
+	return PreparedTurn{Turn: t, Metadata: data, Encoded: enc, limit: limit, counter: counter}, nil
+}
+
+// prepareMetadata validates metadata and returns its JSON round trip and
+// the JSON; both nil for empty metadata.
+func prepareMetadata(meta map[string]any, limit int) (map[string]any, []byte, error) {
+	if len(meta) == 0 {
+		return nil, nil, nil
+	}
+	// Every value but the last takes at least two bytes of JSON (itself
+	// and a comma), so more than half the limit could never be stored.
+	w := metadataWalk{values: limit/2 + 1, path: make([]uintptr, 0, 16)}
+	if w.tooDeep(meta, MaxMetadataDepth) {
+		switch {
+		case w.cycle:
+			return nil, nil, fmt.Errorf("%w: metadata contains a cycle", ErrInvalidTurn)
+		case w.values < 0:
+			return nil, nil, fmt.Errorf("%w: metadata holds more values than %d bytes of JSON can", ErrTurnTooLarge, limit)
+		}
+		return nil, nil, fmt.Errorf("%w: metadata nests deeper than %d levels", ErrInvalidTurn, MaxMetadataDepth)
+	}
+	data, err := json.Marshal(meta)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
+	}
+	if len(data) > limit {
+		return nil, nil, fmt.Errorf("%w: metadata is %d bytes of JSON, limit %d", ErrTurnTooLarge, len(data), limit)
+	}
+	if reason := badJSONText(data); reason != "" {
+		return nil, nil, fmt.Errorf("%w: metadata %s", ErrInvalidTurn, reason)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, nil, fmt.Errorf("%w: metadata: %w", ErrInvalidTurn, err)
+	}
+	return m, data, nil
 }
 
 // A metadataWalk bounds metadata before encoding/json sees it: how deep it

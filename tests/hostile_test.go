@@ -404,7 +404,8 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				hostileNoDBError(t, err)
 				require.NoError(t, err)
 				stored[i] = true
-				require.Equal(t, hostileCounts{before.messages + 2, before.sessions + 1}, e.counts(t), "rows after save")
+				rows := len(want.Messages) // one per message: a user's, an agent's, or both
+				require.Equal(t, hostileCounts{before.messages + rows, before.sessions + 1}, e.counts(t), "rows after save")
 
 				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
 				require.NoError(t, err)
@@ -419,7 +420,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				// A retry of the same turn (same ID) stores nothing.
 				require.NoError(t, s.mem.SaveTurn(e.ctx, c.session, c.turn))
 				require.NoError(t, s.be.SaveTurn(e.ctx, c.session, c.turn))
-				require.Equal(t, hostileCounts{before.messages + 2, before.sessions + 1}, e.counts(t), "rows after retries")
+				require.Equal(t, hostileCounts{before.messages + rows, before.sessions + 1}, e.counts(t), "rows after retries")
 				e.checkVictim(t)
 			})
 		}
@@ -427,18 +428,19 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 		// Every session still holds exactly its own turn: no pattern, quote
 		// or placeholder in one reached another.
 		t.Run("all-intact", func(t *testing.T) {
-			n := 0
+			n, rows := 0, len(e.victim.Messages)
 			for i, c := range cases {
 				if !stored[i] {
 					continue
 				}
-				n++
+				want := hostilePrepared(t, c.turn, c.maxBytes)
+				n, rows = n+1, rows+len(want.Messages)
 				s := e.side(t, c.maxBytes)
 				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
 				require.NoError(t, err, c.name)
-				hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, c.turn, c.maxBytes)}, w)
+				hostileRequireWindow(t, []memory.Turn{want}, w)
 			}
-			require.Equal(t, hostileCounts{2 * (n + 1), n + 1}, e.counts(t))
+			require.Equal(t, hostileCounts{rows, n + 1}, e.counts(t))
 			e.checkVictim(t)
 		})
 
@@ -450,7 +452,8 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				s := e.side(t, c.maxBytes)
 				before := e.counts(t)
 				require.NoError(t, s.mem.Clear(e.ctx, c.session))
-				require.Equal(t, hostileCounts{before.messages - 2, before.sessions - 1}, e.counts(t), "rows after clear")
+				rows := len(hostilePrepared(t, c.turn, c.maxBytes).Messages)
+				require.Equal(t, hostileCounts{before.messages - rows, before.sessions - 1}, e.counts(t), "rows after clear")
 				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
 				require.NoError(t, err)
 				require.Equal(t, memory.Window{}, w)
@@ -459,7 +462,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				e.checkVictim(t)
 			})
 		}
-		require.Equal(t, hostileCounts{2, 1}, e.counts(t), "only the victim is left")
+		require.Equal(t, hostileCounts{len(e.victim.Messages), 1}, e.counts(t), "only the victim is left")
 	})
 }
 
@@ -516,8 +519,12 @@ func TestHostileInputRejected(t *testing.T) {
 }
 
 // TestHostileInputSmallerBackendLimit puts a memory with the default limit
-// in front of a backend with a smaller one: the backend's ErrTurnTooLarge
-// reaches the caller and the cached window stays as it was.
+// in front of a backend with a smaller one. The memory's limit is the one
+// limit: a turn the memory prepared is stored as it is, even over the
+// backend's limit, and reads back verbatim from the cache and the
+// database. A turn given to the backend directly is validated with the
+// backend's own limit: its ErrTurnTooLarge reaches the caller, nothing is
+// written, and the memory's cached window stays exact.
 func TestHostileInputSmallerBackendLimit(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newHostileEnv(t, d)
@@ -530,14 +537,30 @@ func TestHostileInputSmallerBackendLimit(t *testing.T) {
 		require.NoError(t, err)
 		hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, first, 64)}, w)
 
+		// Through the memory: within its limit, so stored.
 		before := e.counts(t)
-		err = mem.SaveTurn(e.ctx, "s", memory.Turn{ID: "t2", User: strings.Repeat("x", 65)})
+		big := memory.Turn{ID: "t2", User: strings.Repeat("x", 65), Timestamp: hostileNow}
+		err = mem.SaveTurn(e.ctx, "s", big)
+		hostileNoDBError(t, err)
+		require.NoError(t, err)
+		require.Equal(t, hostileCounts{before.messages + 1, before.sessions}, e.counts(t))
+		want := []memory.Turn{hostilePrepared(t, first, 64), hostilePrepared(t, big, 0)}
+		w, err = mem.LoadContext(e.ctx, "s")
+		require.NoError(t, err)
+		hostileRequireWindow(t, want, w)
+		w, err = be.LoadWindow(e.ctx, "s", 10)
+		require.NoError(t, err)
+		hostileRequireWindow(t, want, w)
+
+		// To the backend directly: over its limit, so refused.
+		before = e.counts(t)
+		err = be.SaveTurn(e.ctx, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", 65), Timestamp: hostileNow})
 		hostileNoDBError(t, err)
 		require.ErrorIs(t, err, memory.ErrTurnTooLarge)
 		require.Equal(t, before, e.counts(t))
 		w, err = mem.LoadContext(e.ctx, "s")
 		require.NoError(t, err)
-		hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, first, 64)}, w)
+		hostileRequireWindow(t, want, w)
 		e.checkVictim(t)
 	})
 }

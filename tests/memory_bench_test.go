@@ -154,8 +154,8 @@ func (r *rawStore) save(ctx context.Context, sessionID string, turn memory.Turn)
 			return err
 		}
 		msgs := []backend.MessageRow{
-			{SessionID: sessionID, Seq: s.TurnCount, Pos: 0, TurnID: turnID, Role: backend.RoleUser, Content: turn.User, Metadata: meta, CreatedAt: ts},
-			{SessionID: sessionID, Seq: s.TurnCount, Pos: 1, TurnID: turnID, Role: backend.RoleAssistant, Content: turn.Agent, CreatedAt: ts},
+			{SessionID: sessionID, Seq: s.TurnCount, Pos: 0, TurnID: turnID, Role: string(memory.RoleUser), Content: turn.User, Metadata: meta, CreatedAt: ts},
+			{SessionID: sessionID, Seq: s.TurnCount, Pos: 1, TurnID: turnID, Role: string(memory.RoleAssistant), Content: turn.Agent, CreatedAt: ts},
 		}
 		_, err := tx.NewInsert().Model(&msgs).Exec(ctx)
 		return err

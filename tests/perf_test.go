@@ -233,9 +233,13 @@ func TestPerfSeedScenario(t *testing.T) {
 			require.Lenf(t, w.Turns, 1, "session %s: turns", ids[i])
 			got := w.Turns[0]
 			require.Lenf(t, got.ID, 32, "session %s: generated turn ID %q", ids[i], got.ID)
-			got.ID = ""
-			want := turns[i]
-			want.Timestamp = want.Timestamp.UTC().Truncate(time.Microsecond)
+			require.Equalf(t, turns[i].Timestamp.UTC().Truncate(time.Microsecond), got.Timestamp, "session %s: timestamp read back", ids[i])
+			// The rest as PrepareTurn normalizes it (its messages included)
+			// with the generated ID.
+			in := turns[i]
+			in.ID = got.ID
+			want, _, err := memory.PrepareTurn(in, time.Now(), 0)
+			require.NoError(t, err)
 			require.Equalf(t, want, got, "session %s: turn read back", ids[i])
 		}
 		require.Equalf(t, seedTurns*saveStatements, saves[stmtData], "phase 1 data statements: got %d; want %d", saves[stmtData], seedTurns*saveStatements)

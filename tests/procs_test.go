@@ -488,7 +488,7 @@ func readStore(t testing.TB, url string) storeView {
 		slices.SortFunc(ms, func(a, b msg) int { return int(a.pos - b.pos) })
 		want := idTurn(k.turn)
 		if len(ms) != 2 || ms[0].pos != 0 || ms[1].pos != 1 || ms[0].seq != ms[1].seq ||
-			ms[0].role != backend.RoleUser || ms[1].role != backend.RoleAssistant ||
+			ms[0].role != string(memory.RoleUser) || ms[1].role != string(memory.RoleAssistant) ||
 			ms[0].content != want.User || ms[1].content != want.Agent {
 			report("session %q, turn %q: messages %+v; want one user and one assistant message with the same seq", k.session, k.turn, ms)
 			continue

@@ -190,12 +190,12 @@ func scaleBuild(ctx context.Context, t *testing.T, d dbtest.Dialect, name string
 			sid, tid := scaleSessionID(s), scaleTurnID(s, seq)
 			at := scaleEpoch.Add(time.Duration(seq)*time.Minute + time.Duration(s)*time.Millisecond)
 			user := backend.MessageRow{SessionID: sid, Seq: seq, Pos: 0, TurnID: tid,
-				Role: backend.RoleUser, Content: scaleUser(s, seq), CreatedAt: at}
+				Role: string(memory.RoleUser), Content: scaleUser(s, seq), CreatedAt: at}
 			if m, ok := scaleMeta(seq); ok {
 				user.Metadata.String, user.Metadata.Valid = m, true
 			}
 			mrows = append(mrows, user, backend.MessageRow{SessionID: sid, Seq: seq, Pos: 1, TurnID: tid,
-				Role: backend.RoleAssistant, Content: scaleAgent(s, seq), CreatedAt: at})
+				Role: string(memory.RoleAssistant), Content: scaleAgent(s, seq), CreatedAt: at})
 		}
 		err := loader.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 			if err := sessions.WithTx(tx).BulkCreate(ctx, srows); err != nil {

@@ -1,0 +1,123 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// fillCounted stores sessions × turns rows shaped exactly as SaveTurn
+// writes them now, counts included (each message 10 tokens), in bulk.
+func fillCounted(t *testing.T, b *DataFlowBackend, first, sessions, turns int) {
+	t.Helper()
+	ctx := context.Background()
+	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	const perMessage = 10
+	for s := first; s < first+sessions; s += 100 {
+		var srows []SessionRow
+		var mrows []MessageRow
+		for k := s; k < min(s+100, first+sessions); k++ {
+			id := fmt.Sprintf("session-%06d", k)
+			srows = append(srows, SessionRow{ID: id, TurnCount: int64(turns), Version: 1, Tokens: int64(2 * perMessage * turns), Counted: 1, CreatedAt: at, UpdatedAt: at})
+			for i := 1; i <= turns; i++ {
+				turnID := fmt.Sprintf("t%03d", i)
+				before := int64(2 * perMessage * (i - 1))
+				for pos, role := range []memory.Role{memory.RoleUser, memory.RoleAssistant} {
+					mrows = append(mrows, MessageRow{SessionID: id, Seq: int64(i), Pos: int32(pos), TurnID: turnID,
+						MsgID: sql.NullString{String: memory.DerivedMessageID(turnID, pos), Valid: true},
+						Role:  string(role), Content: fmt.Sprintf("message %d.%d of %s, of a realistic length", i, pos, id),
+						Tokens: perMessage, TokensBefore: before, CreatedAt: at})
+				}
+			}
+		}
+		require.NoError(t, b.sessions.BulkCreate(ctx, srows))
+		require.NoError(t, b.messages.BulkCreate(ctx, mrows))
+	}
+}
+
+// explainBudget returns the plan of the load statement for a budget window.
+func explainBudget(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns, budget int) string {
+	t.Helper()
+	prefix := "EXPLAIN QUERY PLAN "
+	pg := b.db.Dialect() == "pg"
+	if pg {
+		prefix = "EXPLAIN "
+	}
+	rows, err := b.db.QueryContext(context.Background(), prefix+b.loadBudget.String(),
+		int64(memory.UnknownVersion)-1, maxTurns, budget, sessionID)
+	require.NoError(t, err)
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		if pg {
+			var line string
+			require.NoError(t, rows.Scan(&line))
+			plan = append(plan, line)
+			continue
+		}
+		var id, parent, notUsed int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &notUsed, &detail))
+		plan = append(plan, detail)
+	}
+	require.NoError(t, rows.Err())
+	return strings.Join(plan, "\n")
+}
+
+// A budget window is answered by index range scans with no sort, at 1,000
+// messages and (with TURNKEEP_SCALE=1) at 1,000,000: the budget index finds
+// the oldest turn that fits in one seek, and the messages are a primary-key
+// range from there.
+func TestBudgetWindowPlan(t *testing.T) {
+	sizes := []int{10} // sessions of 50 turns: 1,000 messages
+	if os.Getenv("TURNKEEP_SCALE") != "" {
+		sizes = append(sizes, 10_000) // 1,000,000 messages
+	}
+	const turns = 50
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		filled := 0
+		for _, n := range sizes {
+			t.Run(fmt.Sprintf("%d-messages", n*turns*2), func(t *testing.T) {
+				fillCounted(t, b, filled, n-filled, turns)
+				filled = n
+				_, err := b.db.ExecContext(ctx, "ANALYZE")
+				require.NoError(t, err)
+				session := fmt.Sprintf("session-%06d", n/2)
+
+				// 85 tokens hold the newest 4 turns of 20: turns 47..50.
+				w, _, err := b.Load(ctx, session, memory.WindowQuery{MaxTurns: 1000, TokenBudget: 85, Known: memory.UnknownVersion})
+				require.NoError(t, err)
+				require.Len(t, w.Turns, 4)
+				assert.Equal(t, "t047", w.Turns[0].ID)
+				assert.Equal(t, 80, w.Tokens)
+
+				plan := explainBudget(t, b, session, 1000, 85)
+				t.Logf("plan:\n%s", plan)
+				assert.NotContains(t, plan, "SCAN", "no full scan")
+				// (A table of 10 sessions may be read whole: it is one page.)
+				assert.NotContains(t, plan, "Seq Scan on "+MessagesTable, "no sequential scan of the messages")
+				assert.NotContains(t, plan, "TEMP B-TREE", "no sort")
+				if d.Name == "pg" {
+					assert.NotRegexp(t, `(?m)^\s*(->\s*)?Sort\b`, plan, "no sort")
+					assert.Contains(t, plan, MessagesTable+"_budget_idx", "the budget index finds the oldest turn that fits")
+					assert.Contains(t, plan, MessagesTable+"_pkey", "the messages are a primary-key range")
+				} else {
+					assert.Contains(t, plan, "USING COVERING INDEX "+MessagesTable+"_budget_idx (session_id=? AND tokens_before>?)")
+					assert.Contains(t, plan, "SEARCH m USING PRIMARY KEY (session_id=? AND seq>?)")
+				}
+			})
+		}
+	})
+}

@@ -1,0 +1,395 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// backends runs fn on every memory.Backend: in process, and DataFlowBackend
+// on each dialect.
+func backends(t *testing.T, fn func(t *testing.T, b memory.Backend)) {
+	t.Run("inmemory", func(t *testing.T) { fn(t, NewInMemoryBackend()) })
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		b, _ := newEnv(t, d)
+		fn(t, b)
+	})
+}
+
+// unitCounter counts every message as its Tokens hint in Metadata["t"],
+// or 1, so windows are easy to reason about.
+var unitCounter = memory.TokenCounterFunc(func(m memory.Message) int {
+	if n, ok := m.Metadata["t"].(float64); ok {
+		return int(n)
+	}
+	return 1
+})
+
+// agentTurn is an agent loop's turn: user, assistant with 2 tool calls, the
+// 2 tool results, the final answer.
+func agentTurn(id string) memory.Turn {
+	return memory.Turn{ID: id, Messages: []memory.Message{
+		{Role: memory.RoleUser, Content: "what is 6*7 and 2+2? " + id, Name: "ada"},
+		{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{
+			{ID: "call-a-" + id, Name: "calc", Arguments: `{"expr": "6*7"}`},
+			{ID: "call-b-" + id, Name: "calc", Arguments: "{\"expr\":\"2+2\",\n \"unicode\":\"\u00e9\\u00e9 <&>\"}"},
+		}},
+		{Role: memory.RoleTool, ToolCallID: "call-a-" + id, Content: "42"},
+		{Role: memory.RoleTool, ToolCallID: "call-b-" + id, Content: "4", Metadata: map[string]any{"ms": 3.5}},
+		{Role: memory.RoleAssistant, Content: "42 and 4 " + id},
+	}}
+}
+
+// richTurn holds every field a message has.
+func richTurn() memory.Turn {
+	return memory.Turn{ID: "rich", Metadata: map[string]any{"model": "m1"}, Messages: []memory.Message{
+		{ID: "sys", Role: memory.RoleSystem, Content: "be brief"},
+		{ID: "u1", Role: memory.RoleUser, Content: "look", Parts: []memory.Part{
+			{Type: "text", Text: "this picture"},
+			{Type: "image", URL: "https://example.com/a.png", MIMEType: "image/png"},
+			{Type: "audio", MIMEType: "audio/wav", Data: []byte{0, 1, 2, 0xff, 0xfe, 'R', 'I', 'F', 'F'}},
+		}, Metadata: map[string]any{"client": "web", "n": []any{1.0, "x"}}},
+		{ID: "a1", Role: memory.RoleAssistant, Content: "a cat", Name: "bot"},
+	}}
+}
+
+func TestConversationRoundTrip(t *testing.T) {
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		for _, cached := range []bool{false, true} {
+			t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
+				ttl := time.Duration(0)
+				if cached {
+					ttl = time.Minute
+				}
+				m := newMemory(t, b, memory.WithCacheTTL(ttl))
+				sid := fmt.Sprintf("rt-%v", cached)
+				want := []memory.Turn{prepared(t, richTurn()), prepared(t, agentTurn("t2")), prepared(t, memory.Turn{ID: "t3", User: "hi", Agent: "hello"})}
+				for _, turn := range []memory.Turn{richTurn(), agentTurn("t2"), {ID: "t3", User: "hi", Agent: "hello"}} {
+					require.NoError(t, m.SaveTurn(ctx, sid, turn))
+				}
+				for pass := range 2 { // the second pass is a cache hit when cached
+					w, err := m.LoadContext(ctx, sid)
+					require.NoError(t, err)
+					require.Len(t, w.Turns, 3, "pass %d", pass)
+					for i := range want {
+						got := w.Turns[i]
+						assert.Equal(t, want[i].ID, got.ID)
+						assert.Equal(t, want[i].Metadata, got.Metadata)
+						assert.Equal(t, want[i].Messages, got.Messages, "turn %d pass %d", i, pass)
+						assert.Equal(t, want[i].User, got.User)
+						assert.Equal(t, want[i].Agent, got.Agent)
+					}
+					assert.Equal(t, "look", w.Turns[0].User)
+					assert.Equal(t, "a cat", w.Turns[0].Agent)
+					assert.Equal(t, "42 and 4 t2", w.Turns[1].Agent, "Agent is the last assistant message")
+					assert.Equal(t, `{"expr": "6*7"}`, w.Turns[1].Messages[1].ToolCalls[0].Arguments, "arguments verbatim")
+					assert.Equal(t, []byte{0, 1, 2, 0xff, 0xfe, 'R', 'I', 'F', 'F'}, w.Turns[0].Messages[1].Parts[2].Data)
+					assert.Equal(t, "t3/0", w.Turns[2].Messages[0].ID, "derived message ID")
+					sum := 0
+					for _, turn := range w.Turns {
+						for _, msg := range turn.Messages {
+							assert.Positive(t, msg.Tokens)
+							sum += msg.Tokens
+						}
+					}
+					assert.Equal(t, sum, w.Tokens)
+				}
+				// A loaded turn saves again as it is (a retry: nothing stored).
+				w, err := m.LoadContext(ctx, sid)
+				require.NoError(t, err)
+				require.NoError(t, m.SaveTurn(ctx, sid, w.Turns[1]))
+				w2, err := m.LoadContext(ctx, sid)
+				require.NoError(t, err)
+				assert.Equal(t, 3, w2.TurnCount)
+			})
+		}
+	})
+}
+
+// Invalid messages are refused with a typed error and write nothing.
+func TestConversationValidation(t *testing.T) {
+	big := strings.Repeat("x", 100)
+	cases := []struct {
+		name string
+		turn memory.Turn
+		err  error
+	}{
+		{"unknown role", memory.Turn{Messages: []memory.Message{{Role: "narrator", Content: "x"}}}, memory.ErrInvalidTurn},
+		{"no role", memory.Turn{Messages: []memory.Message{{Content: "x"}}}, memory.ErrInvalidTurn},
+		{"tool without call id", memory.Turn{Messages: []memory.Message{{Role: memory.RoleTool, Content: "x"}}}, memory.ErrInvalidTurn},
+		{"call id on user", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", ToolCallID: "c"}}}, memory.ErrInvalidTurn},
+		{"tool calls on user", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", ToolCalls: []memory.ToolCall{{ID: "c", Name: "f"}}}}}, memory.ErrInvalidTurn},
+		{"arguments not JSON", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c", Name: "f", Arguments: "{nope"}}}}}, memory.ErrInvalidTurn},
+		{"tool call without id", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{Name: "f"}}}}}, memory.ErrInvalidTurn},
+		{"empty message", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser}}}, memory.ErrInvalidTurn},
+		{"nul in content", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "a\x00b"}}}, memory.ErrInvalidTurn},
+		{"invalid utf-8 in name", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", Name: "\xff"}}}, memory.ErrInvalidTurn},
+		{"nul in arguments", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c", Name: "f", Arguments: "\"\x00\""}}}}}, memory.ErrInvalidTurn},
+		{"nul in part text", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Parts: []memory.Part{{Type: "text", Text: "\x00"}}}}}, memory.ErrInvalidTurn},
+		{"part without type", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Parts: []memory.Part{{Text: "x"}}}}}, memory.ErrInvalidTurn},
+		{"nul in metadata", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", Metadata: map[string]any{"k": "\x00"}}}}, memory.ErrInvalidTurn},
+		{"duplicate message ids", memory.Turn{Messages: []memory.Message{{ID: "a", Role: memory.RoleUser, Content: "x"}, {ID: "a", Role: memory.RoleAssistant, Content: "y"}}}, memory.ErrInvalidTurn},
+		{"both forms disagreeing", memory.Turn{User: "other", Messages: []memory.Message{{Role: memory.RoleUser, Content: "x"}}}, memory.ErrInvalidTurn},
+		{"content too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: big}}}, memory.ErrTurnTooLarge},
+		{"arguments too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c", Name: "f", Arguments: `"` + big + `"`}}}}}, memory.ErrTurnTooLarge},
+		{"part data too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Parts: []memory.Part{{Type: "file", Data: []byte(big)}}}}}, memory.ErrTurnTooLarge},
+		{"message metadata too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", Metadata: map[string]any{"k": big}}}}, memory.ErrTurnTooLarge},
+		{"too many messages", memory.Turn{Messages: make([]memory.Message, memory.MaxTurnMessages+1)}, memory.ErrTurnTooLarge},
+	}
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		m := newMemory(t, b, memory.WithMaxMessageBytes(50))
+		require.NoError(t, m.SaveTurn(ctx, "v", memory.Turn{ID: "t0", User: "u"}))
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				require.ErrorIs(t, m.SaveTurn(ctx, "v", c.turn), c.err)
+				if len(c.turn.Messages) <= memory.MaxTurnMessages && c.turn.User == "" { // the messages alone are invalid
+					require.ErrorIs(t, m.AppendMessages(ctx, "v", "t0", c.turn.Messages...), c.err, "append")
+				}
+				w, err := m.LoadContext(ctx, "v")
+				require.NoError(t, err)
+				require.Equal(t, 1, w.TurnCount, "nothing written")
+				require.Len(t, w.Turns[0].Messages, 1, "nothing appended")
+			})
+		}
+	})
+}
+
+func TestAppendMessages(t *testing.T) {
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		m := newMemory(t, b, memory.WithTokenCounter(unitCounter))
+		other := newMemory(t, b, memory.WithTokenCounter(unitCounter)) // another server
+		sid := "append"
+
+		// A user message saved before the model answers, the answer
+		// appended as it streams.
+		require.NoError(t, m.SaveTurn(ctx, sid, memory.Turn{ID: "t1", Messages: []memory.Message{{Role: memory.RoleUser, Content: "hi"}}}))
+		_, err := m.LoadContext(ctx, sid) // cached
+		require.NoError(t, err)
+		require.NoError(t, m.AppendMessages(ctx, sid, "t1", memory.Message{ID: "a1", Role: memory.RoleAssistant, Content: "hel"}))
+		require.NoError(t, m.AppendMessages(ctx, sid, "t1", memory.Message{ID: "a2", Role: memory.RoleAssistant, Content: "lo"}))
+		// A retry stores nothing twice, also through another memory.
+		require.NoError(t, other.AppendMessages(ctx, sid, "t1", memory.Message{ID: "a2", Role: memory.RoleAssistant, Content: "lo"}))
+		require.NoError(t, m.AppendMessages(ctx, sid, "t1",
+			memory.Message{ID: "a1", Role: memory.RoleAssistant, Content: "hel"},
+			memory.Message{ID: "a3", Role: memory.RoleAssistant, Content: "!"}))
+		for _, mem := range []*memory.PersistentBufferMemory{m, other} {
+			w, err := mem.LoadContext(ctx, sid)
+			require.NoError(t, err)
+			require.Len(t, w.Turns, 1)
+			var ids []string
+			for _, msg := range w.Turns[0].Messages {
+				ids = append(ids, msg.ID)
+			}
+			assert.Equal(t, []string{"t1/0", "a1", "a2", "a3"}, ids)
+			assert.Equal(t, "!", w.Turns[0].Agent, "Agent is the last assistant message")
+			assert.Equal(t, 4, w.Tokens)
+			assert.Equal(t, 1, w.TurnCount, "an append is not a turn")
+		}
+
+		// Unknown turn or session: ErrTurnNotFound, nothing written.
+		require.ErrorIs(t, m.AppendMessages(ctx, sid, "nope", memory.Message{Role: memory.RoleAssistant, Content: "x"}), memory.ErrTurnNotFound)
+		require.ErrorIs(t, m.AppendMessages(ctx, "no-session", "t1", memory.Message{Role: memory.RoleAssistant, Content: "x"}), memory.ErrTurnNotFound)
+		_, err = b.SessionInfo(ctx, "no-session")
+		require.ErrorIs(t, err, memory.ErrSessionNotFound, "a failed append creates no session")
+
+		// Appending to an older turn is supported: token windows stay exact.
+		require.NoError(t, m.SaveTurn(ctx, sid, memory.Turn{ID: "t2", User: "u2", Agent: "a2"}))
+		require.NoError(t, m.SaveTurn(ctx, sid, memory.Turn{ID: "t3", User: "u3", Agent: "a3"}))
+		w, err := m.LoadContext(ctx, sid, memory.LoadTokenBudget(4))
+		require.NoError(t, err)
+		require.Equal(t, []string{"t2", "t3"}, turnIDs(w))
+		require.NoError(t, other.AppendMessages(ctx, sid, "t2", memory.Message{Role: memory.RoleAssistant, Content: "more", Metadata: map[string]any{"t": 2.0}}))
+		for _, mem := range []*memory.PersistentBufferMemory{m, other} {
+			w, err = mem.LoadContext(ctx, sid, memory.LoadTokenBudget(4))
+			require.NoError(t, err)
+			assert.Equal(t, []string{"t3"}, turnIDs(w), "t2 grew to 4 tokens and no longer fits beside t3")
+			assert.Equal(t, 2, w.Tokens)
+			w, err = mem.LoadContext(ctx, sid, memory.LoadTokenBudget(6))
+			require.NoError(t, err)
+			assert.Equal(t, []string{"t2", "t3"}, turnIDs(w))
+			assert.Equal(t, 6, w.Tokens)
+		}
+	})
+}
+
+// Concurrent appends of the same messages store each once.
+func TestAppendMessagesConcurrent(t *testing.T) {
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		sid := "append-race"
+		seed := newMemory(t, b)
+		require.NoError(t, seed.SaveTurn(ctx, sid, memory.Turn{ID: "t1", User: "go"}))
+		var wg sync.WaitGroup
+		errs := make(chan error, 16)
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m := newMemory(t, b)
+				for i := range 8 {
+					msg := memory.Message{ID: fmt.Sprintf("m%d", (i+g)%8), Role: memory.RoleAssistant, Content: fmt.Sprintf("part %d", (i+g)%8)}
+					if err := m.AppendMessages(ctx, sid, "t1", msg); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+		w, err := seed.LoadContext(ctx, sid)
+		require.NoError(t, err)
+		require.Len(t, w.Turns, 1)
+		assert.Len(t, w.Turns[0].Messages, 9, "the user message and 8 distinct appended ones")
+		seen := map[string]bool{}
+		for _, msg := range w.Turns[0].Messages {
+			assert.False(t, seen[msg.ID], "message %s stored twice", msg.ID)
+			seen[msg.ID] = true
+		}
+	})
+}
+
+func turnIDs(w memory.Window) []string {
+	var ids []string
+	for _, t := range w.Turns {
+		ids = append(ids, t.ID)
+	}
+	return ids
+}
+
+// Windows never split a turn: with an agent-loop session and limits that
+// fall in every place, both limit kinds, every window is whole turns, the
+// newest ones that fit.
+func TestWindowsNeverSplitTurns(t *testing.T) {
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		m := newMemory(t, b)
+		sid := "agent-loop"
+		var all []memory.Turn
+		for i := range 4 {
+			turn := agentTurn(fmt.Sprintf("t%d", i))
+			if i%2 == 1 {
+				turn = memory.Turn{ID: fmt.Sprintf("t%d", i), User: "short", Agent: "reply"}
+			}
+			require.NoError(t, m.SaveTurn(ctx, sid, turn))
+			p, err := m.LoadContext(ctx, sid, memory.LoadMaxTurns(1))
+			require.NoError(t, err)
+			all = append(all, p.Turns[0])
+		}
+		total := 0
+		for _, turn := range all {
+			total += turn.Tokens()
+		}
+		for maxTurns := 1; maxTurns <= 5; maxTurns++ {
+			for budget := 0; budget <= total+1; budget++ {
+				w, err := m.LoadContext(ctx, sid, memory.LoadMaxTurns(maxTurns), memory.LoadTokenBudget(budget))
+				require.NoError(t, err)
+				want := memory.TrimWindow(memory.Window{Turns: all, TurnCount: 4}, maxTurns, budget)
+				require.Equal(t, turnIDs(want), turnIDs(w), "maxTurns %d budget %d", maxTurns, budget)
+				require.Equal(t, want.Tokens, w.Tokens)
+				sum := 0
+				for _, turn := range w.Turns {
+					require.Len(t, turn.Messages, len(all[turnIndex(all, turn.ID)].Messages), "turn %s split", turn.ID)
+					sum += turn.Tokens()
+					calls := map[string]bool{}
+					for _, msg := range turn.Messages {
+						for _, c := range msg.ToolCalls {
+							calls[c.ID] = true
+						}
+						if msg.Role == memory.RoleTool {
+							require.True(t, calls[msg.ToolCallID], "tool result %s without its call", msg.ToolCallID)
+						}
+					}
+				}
+				require.Equal(t, sum, w.Tokens)
+				if budget > 0 {
+					require.LessOrEqual(t, w.Tokens, budget, "never more than the budget")
+				}
+			}
+		}
+	})
+}
+
+func turnIndex(turns []memory.Turn, id string) int {
+	for i := range turns {
+		if turns[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// A budget window is the newest whole turns that fit; with both limits the
+// stricter wins; the default limits come from the options, and a per-call
+// override reads through when it asks for more than the cache holds.
+func TestTokenBudgetWindow(t *testing.T) {
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		m := newMemory(t, b, memory.WithTokenCounter(unitCounter), memory.WithTokenBudget(4), memory.WithMaxTurns(3))
+		sid := "budget"
+		// Turn tokens: 2, 4, 1, 2, 2.
+		sizes := []float64{1, 3, 0, 1, 1}
+		for i, agent := range sizes {
+			turn := memory.Turn{ID: fmt.Sprintf("t%d", i), Messages: []memory.Message{{Role: memory.RoleUser, Content: "u"}}}
+			if agent > 0 {
+				turn.Messages = append(turn.Messages, memory.Message{Role: memory.RoleAssistant, Content: "a", Metadata: map[string]any{"t": agent}})
+			}
+			require.NoError(t, m.SaveTurn(ctx, sid, turn))
+		}
+		w, err := m.LoadContext(ctx, sid)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"t3", "t4"}, turnIDs(w), "budget 4: t4 and t3 (2+2) fit, t2 (1) no longer")
+		assert.Equal(t, 4, w.Tokens)
+		w, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(0))
+		require.NoError(t, err)
+		assert.Equal(t, []string{"t2", "t3", "t4"}, turnIDs(w), "no budget: the 3 newest")
+		w, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(100), memory.LoadMaxTurns(5))
+		require.NoError(t, err)
+		assert.Equal(t, []string{"t0", "t1", "t2", "t3", "t4"}, turnIDs(w))
+		assert.Equal(t, 11, w.Tokens)
+		assert.Equal(t, 5, w.TurnCount)
+		w, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(1))
+		require.NoError(t, err)
+		assert.Empty(t, w.Turns, "the newest turn alone is over the budget")
+		assert.Equal(t, 5, w.TurnCount)
+		_, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(-1))
+		require.ErrorIs(t, err, memory.ErrInvalidOption)
+		_, err = m.LoadContext(ctx, sid, memory.LoadMaxTurns(0))
+		require.ErrorIs(t, err, memory.ErrInvalidOption)
+	})
+}
+
+// The budget statement reads only the window: a budget window's plan is an
+// index range scan with no sort, like the turn window's.
+func TestBudgetWindowReadsOnlyTheWindow(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		b, rec := newEnv(t, d)
+		m := newMemory(t, b, memory.WithCacheTTL(0), memory.WithTokenBudget(40), memory.WithMaxTurns(1000))
+		for i := range 50 {
+			require.NoError(t, m.SaveTurn(ctx, "big", memory.Turn{ID: fmt.Sprint(i), User: "hello there", Agent: "general kenobi"}))
+		}
+		rec.take()
+		w, err := m.LoadContext(ctx, "big")
+		require.NoError(t, err)
+		require.NotEmpty(t, w.Turns)
+		require.LessOrEqual(t, w.Tokens, 40)
+		qs := rec.take()
+		require.Len(t, qs, 1, "one statement: %v", qs)
+	})
+}

@@ -1,0 +1,702 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/uptrace/bun"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// The fixtures of testdata/upgrade/v1 hold what the release b1aee53, the
+// last before the conversation model, wrote: sessions 1 to 3 of 6 turns
+// each (v1Turn; session 3 cleared once before them), and session 4 of two
+// turns with one side empty. See testdata/upgrade/v1/README.md.
+const (
+	v1Sessions = 3 // sessions of v1Turn
+	v1Turns    = 6
+	v1AllRows  = 2 * (v1Sessions*v1Turns + 2) // every turn is two rows
+)
+
+// The columns of the release's tables, and those this release adds.
+var (
+	v1SessionCols  = []string{"id", "turn_count", "version", "created_at", "updated_at"}
+	v1MessageCols  = []string{"session_id", "seq", "pos", "turn_id", "role", "content", "metadata", "created_at"}
+	v1AddedMsgCols = []string{"msg_id", "name", "tool_calls", "tool_call_id", "parts", "msg_metadata", "tokens", "tokens_before"}
+)
+
+var v1Base = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+
+// v1Turn is turn i of session s as testdata/upgrade/v1/genfixture saved it.
+func v1Turn(s, i int) memory.Turn {
+	t := memory.Turn{
+		ID:        fmt.Sprintf("v1-s%d-t%d", s, i),
+		User:      fmt.Sprintf("question %d of session %d?", i, s),
+		Agent:     fmt.Sprintf("answer %d of session %d: %s", i, s, strings.Repeat("lorem ipsum dolor ", i*s)),
+		Timestamp: v1Base.Add(time.Duration(s*1000+i) * time.Second),
+		Metadata:  map[string]any{"session": float64(s), "turn": float64(i), "tags": []any{"v1", fmt.Sprint(i)}, "nested": map[string]any{"ok": i%2 == 0}},
+	}
+	if i%3 == 0 {
+		t.Metadata = nil
+	}
+	if s == 2 && i == 4 {
+		t.User = "日本語の質問です 🙂"
+		t.Agent = "Ответ по-русски, with code: func main() { fmt.Println(42) }"
+	}
+	return t
+}
+
+func v1Session(s int) string { return fmt.Sprintf("session-%d", s) }
+
+// v1Want is turn i of session s as this release must load it: a user and
+// an assistant message with derived IDs, counted by c.
+func v1Want(s, i int, c memory.TokenCounter) memory.Turn {
+	t := v1Turn(s, i)
+	t.Messages = []memory.Message{
+		{ID: memory.DerivedMessageID(t.ID, 0), Role: memory.RoleUser, Content: t.User},
+		{ID: memory.DerivedMessageID(t.ID, 1), Role: memory.RoleAssistant, Content: t.Agent},
+	}
+	for k := range t.Messages {
+		t.Messages[k].Tokens = c.CountTokens(t.Messages[k])
+	}
+	return t
+}
+
+// v1WantWindow is the whole of session s as this release must load it.
+func v1WantWindow(s int, c memory.TokenCounter) memory.Window {
+	w := memory.Window{TurnCount: v1Turns}
+	for i := 1; i <= v1Turns; i++ {
+		t := v1Want(s, i, c)
+		w.Turns = append(w.Turns, t)
+		w.Tokens += t.Tokens()
+	}
+	return w
+}
+
+// v1Fixture returns the URL of a private copy of the release's database
+// of dialect d: the SQLite file copied, or the PostgreSQL script run in a
+// fresh schema.
+func v1Fixture(t testing.TB, d dbtest.Dialect) string {
+	t.Helper()
+	if d.Name == "pg" {
+		url := dbtest.PostgresURL(t)
+		script, err := os.ReadFile(filepath.Join("testdata", "upgrade", "v1", "release_pg.sql"))
+		require.NoError(t, err)
+		raw, err := sql.Open("pgx", url)
+		require.NoError(t, err)
+		defer raw.Close()
+		// One simple-protocol message of many statements.
+		_, err = raw.ExecContext(context.Background(), string(script))
+		require.NoError(t, err, "run release_pg.sql")
+		return url
+	}
+	data, err := os.ReadFile(filepath.Join("testdata", "upgrade", "v1", "release.db"))
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "release.db")
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	return "sqlite:///" + path
+}
+
+// v1Recorder records the statements the engine runs.
+type v1Recorder struct {
+	mu sync.Mutex
+	qs []string
+}
+
+func (r *v1Recorder) BeforeQuery(ctx context.Context, ev *bun.QueryEvent) context.Context {
+	r.mu.Lock()
+	r.qs = append(r.qs, ev.Query)
+	r.mu.Unlock()
+	return ctx
+}
+
+func (r *v1Recorder) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+func (r *v1Recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.qs
+	r.qs = nil
+	return q
+}
+
+// v1Open opens url with default options and a recorder; the database is
+// closed at cleanup unless the test closed it.
+func v1Open(t testing.TB, url string) (*dataflow.DB, *v1Recorder) {
+	t.Helper()
+	rec := &v1Recorder{}
+	db, err := dataflow.Open(context.Background(), url, dataflow.WithQueryHook(rec))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if !db.Closed() {
+			require.NoError(t, db.Close())
+		}
+	})
+	return db, rec
+}
+
+func v1Memory(t testing.TB, b memory.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
+	t.Helper()
+	m, err := memory.NewPersistentBufferMemory(b, opts...)
+	require.NoError(t, err)
+	return m
+}
+
+// v1Strings runs a query returning one text column.
+func v1Strings(t testing.TB, db *dataflow.DB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), db.Rebind(q), args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func v1Count(t testing.TB, db *dataflow.DB, q string, args ...any) int {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), db.Rebind(q), args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	require.True(t, rows.Next(), "%s: no row: %v", q, rows.Err())
+	var n int
+	require.NoError(t, rows.Scan(&n))
+	require.NoError(t, rows.Close())
+	return n
+}
+
+// v1Columns returns the columns of table from the catalog, in order.
+func v1Columns(t testing.TB, db *dataflow.DB, table string) []string {
+	t.Helper()
+	if db.Dialect() == "pg" {
+		return v1Strings(t, db, `SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position`, table)
+	}
+	return v1Strings(t, db, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, table)
+}
+
+// v1Indexes returns the names of the indexes on table, sorted.
+func v1Indexes(t testing.TB, db *dataflow.DB, table string) []string {
+	t.Helper()
+	var out []string
+	if db.Dialect() == "pg" {
+		out = v1Strings(t, db, `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?`, table)
+	} else {
+		out = v1Strings(t, db, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?`, table)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// v1Rows returns the row counts of the sessions and messages tables.
+func v1Rows(t testing.TB, db *dataflow.DB) [2]int {
+	t.Helper()
+	return [2]int{v1Count(t, db, `SELECT count(*) FROM `+SessionsTable), v1Count(t, db, `SELECT count(*) FROM `+MessagesTable)}
+}
+
+// v1Load is Backend.Load of the whole session with no budget.
+func v1Load(t testing.TB, b memory.Backend, session string, q memory.WindowQuery) memory.Window {
+	t.Helper()
+	if q.MaxTurns == 0 {
+		q.MaxTurns = 1000
+	}
+	q.Known = memory.UnknownVersion
+	w, _, err := b.Load(context.Background(), session, q)
+	require.NoError(t, err)
+	return w
+}
+
+// v1Budgets are the token budgets around every boundary of w's turns: each
+// suffix sum and its neighbours, and none.
+func v1Budgets(w memory.Window) []int {
+	out := []int{0, 1}
+	sum := 0
+	for i := len(w.Turns) - 1; i >= 0; i-- {
+		sum += w.Turns[i].Tokens()
+		out = append(out, sum-1, sum, sum+1)
+	}
+	return out
+}
+
+// A database the release b1aee53 wrote opens under this release with no
+// option and upgrades additively: every turn loads as a user and an
+// assistant message with derived IDs and counted tokens, metadata intact,
+// no row lost, the new columns and index in the catalog.
+func TestUpgradeModelV1Loads(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		db, rec := v1Open(t, v1Fixture(t, d))
+		require.Equal(t, v1SessionCols, v1Columns(t, db, SessionsTable), "the fixture is not the release's")
+		require.Equal(t, v1MessageCols, v1Columns(t, db, MessagesTable), "the fixture is not the release's")
+		rowsBefore := v1Rows(t, db)
+		require.Equal(t, [2]int{v1Sessions + 1, v1AllRows}, rowsBefore)
+		histBefore := map[string][]string{}
+		for _, table := range []string{SessionsTable, MessagesTable} {
+			h, err := db.Migrator().History(ctx, table)
+			require.NoError(t, err)
+			require.Len(t, h, 1, "history of %s in the fixture", table)
+			histBefore[table] = []string{h[0].Checksum, h[0].Statements}
+		}
+		rec.take()
+
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithCacheTTL(time.Hour))
+		for s := 1; s <= v1Sessions; s++ {
+			w := v1LoadContext(t, m, v1Session(s))
+			assert.Equal(t, v1WantWindow(s, memory.DefaultTokenCounter), w, "session %d", s)
+			// Twice: the second answer comes from the cache, confirmed.
+			assert.Equal(t, w, v1LoadContext(t, m, v1Session(s)), "session %d from the cache", s)
+		}
+
+		// What the upgrade ran: additions only.
+		var ddl []string
+		for _, q := range rec.take() {
+			if dbtest.Classify(q) == dbtest.KindDDL {
+				ddl = append(ddl, q)
+			}
+		}
+		require.NotEmpty(t, ddl, "the first use upgrades the schema")
+		for _, q := range ddl {
+			t.Logf("upgrade: %s", q)
+			// Columns and indexes added; the history table's own
+			// idempotent CREATE ... IF NOT EXISTS; nothing dropped or rebuilt.
+			assert.Regexp(t, `(?i)^(ALTER TABLE \S+ ADD COLUMN |CREATE (UNIQUE )?INDEX IF NOT EXISTS \S*`+MessagesTable+`_|CREATE (TABLE|INDEX) IF NOT EXISTS \S*turnkeep_migrations)`, q,
+				"the upgrade only adds columns and indexes")
+		}
+
+		// The catalog: the release's columns first and unchanged, then the new ones.
+		assert.Equal(t, append(slices.Clone(v1SessionCols), "tokens", "counted"), v1Columns(t, db, SessionsTable))
+		assert.Equal(t, append(slices.Clone(v1MessageCols), v1AddedMsgCols...), v1Columns(t, db, MessagesTable))
+		assert.Contains(t, v1Indexes(t, db, MessagesTable), MessagesTable+"_msg_idx")
+		assert.Contains(t, v1Indexes(t, db, MessagesTable), MessagesTable+"_turn_idx")
+		assert.Equal(t, rowsBefore, v1Rows(t, db), "rows after the upgrade")
+		// The first load of each session filled in its rows' IDs and
+		// counts, once; session 4, not read yet, holds what the release
+		// wrote: no ID, no counts, and is marked so.
+		assert.Zero(t, v1Count(t, db, `SELECT count(*) FROM `+MessagesTable+` WHERE msg_id IS NULL AND session_id <> 'session-4'`))
+		assert.Equal(t, v1Count(t, db, `SELECT count(*) FROM `+MessagesTable+` WHERE session_id = 'session-4'`),
+			v1Count(t, db, `SELECT count(*) FROM `+MessagesTable+` WHERE msg_id IS NULL AND tokens = 0 AND tokens_before = 0 AND name = '' AND tool_call_id = ''
+			AND tool_calls IS NULL AND parts IS NULL AND msg_metadata IS NULL`))
+		assert.Equal(t, []string{"session-4"}, v1Strings(t, db, `SELECT id FROM `+SessionsTable+` WHERE counted = 0`))
+		for s := 1; s <= v1Sessions; s++ {
+			want := v1WantWindow(s, memory.DefaultTokenCounter)
+			assert.Equal(t, want.Tokens, v1Count(t, db, `SELECT tokens FROM `+SessionsTable+` WHERE id = ?`, v1Session(s)), "session %d tokens", s)
+		}
+		for _, table := range []string{SessionsTable, MessagesTable} {
+			h, err := db.Migrator().History(ctx, table)
+			require.NoError(t, err)
+			if assert.Len(t, h, 2, "history of %s", table) {
+				assert.Equal(t, histBefore[table], []string{h[0].Checksum, h[0].Statements}, "the release's entry of %s", table)
+				assert.NotEmpty(t, h[1].Checksum, "the upgrade of %s is recorded as complete", table)
+			}
+		}
+
+		// Session 3 was cleared by the release before its 6 turns: its
+		// earlier turns stay gone, and sequences start at 1.
+		assert.Equal(t, []int64{1, 2, 3, 4, 5, 6}, v1Seqs(t, db, v1Session(3)))
+		assert.Zero(t, v1Count(t, db, `SELECT count(*) FROM `+MessagesTable+` WHERE turn_id LIKE 'v1-s3-old%'`))
+
+		// Counts and info.
+		for s := 1; s <= v1Sessions; s++ {
+			info, err := b.SessionInfo(ctx, v1Session(s))
+			require.NoError(t, err)
+			assert.Equal(t, v1Turns, info.TurnCount)
+		}
+
+		// Old rows are counted once, by the counter of the memory that
+		// first reads (or writes) their session, and keep that count, as
+		// every stored message does.
+		words := memory.TokenCounterFunc(func(m memory.Message) int { return len(strings.Fields(m.Content)) })
+		mw := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithTokenCounter(words))
+		assert.Equal(t, v1WantWindow(1, memory.DefaultTokenCounter), v1LoadContext(t, mw, v1Session(1)), "counted already")
+		db2, _ := v1Open(t, v1Fixture(t, d))
+		b2, err := NewDataFlowBackend(db2)
+		require.NoError(t, err)
+		mw2 := v1Memory(t, b2, memory.WithMaxTurns(100), memory.WithTokenCounter(words))
+		assert.Equal(t, v1WantWindow(1, words), v1LoadContext(t, mw2, v1Session(1)), "counted by WithTokenCounter")
+		assert.Equal(t, v1WantWindow(2, memory.DefaultTokenCounter), v1Load(t, b2, v1Session(2), memory.WindowQuery{MaxTurns: 100}), "nil counter")
+	})
+}
+
+func v1LoadContext(t testing.TB, m memory.Memory, session string, opts ...memory.LoadOption) memory.Window {
+	t.Helper()
+	w, err := m.LoadContext(context.Background(), session, opts...)
+	require.NoError(t, err)
+	return w
+}
+
+// v1Prepared is turn as a load returns it, counted by DefaultTokenCounter.
+func v1Prepared(t testing.TB, turn memory.Turn) memory.Turn {
+	t.Helper()
+	p, _, err := memory.PrepareTurn(turn, time.Now(), 0)
+	require.NoError(t, err)
+	return p
+}
+
+func v1IDs(msgs []memory.Message) []string {
+	ids := make([]string, len(msgs))
+	for k := range msgs {
+		ids[k] = msgs[k].ID
+	}
+	return ids
+}
+
+// v1Seqs returns the sequence numbers of the session's turns.
+func v1Seqs(t testing.TB, db *dataflow.DB, session string) []int64 {
+	t.Helper()
+	var out []int64
+	for _, s := range v1Strings(t, db, `SELECT CAST(seq AS TEXT) FROM `+MessagesTable+` WHERE session_id = ? AND pos = 0 ORDER BY seq`, session) {
+		var n int64
+		_, err := fmt.Sscan(s, &n)
+		require.NoError(t, err)
+		out = append(out, n)
+	}
+	return out
+}
+
+// v1CheckWindows asserts that every turn and token window of the session,
+// through the backend (SQL filter and TrimWindow) and through memories with
+// a budget, is what TrimWindow makes of the whole session.
+func v1CheckWindows(t *testing.T, b *DataFlowBackend, session string, full memory.Window) {
+	t.Helper()
+	ctx := context.Background()
+	require.NotEmpty(t, full.Turns)
+	for _, budget := range v1Budgets(full) {
+		for maxTurns := 1; maxTurns <= len(full.Turns)+1; maxTurns++ {
+			want := memory.TrimWindow(full, maxTurns, budget)
+			got := v1Load(t, b, session, memory.WindowQuery{MaxTurns: maxTurns, TokenBudget: budget})
+			if !assert.Equal(t, want, got, "%s: Load(max %d, budget %d)", session, maxTurns, budget) {
+				return
+			}
+		}
+		// A memory with the budget (the backend filters), loading through
+		// its cache twice, and one without, cut per call.
+		m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithTokenBudget(budget), memory.WithCacheTTL(time.Hour))
+		want := memory.TrimWindow(full, 100, budget)
+		assert.Equal(t, want, v1LoadContext(t, m, session), "%s: WithTokenBudget(%d)", session, budget)
+		assert.Equal(t, want, v1LoadContext(t, m, session), "%s: WithTokenBudget(%d), cached", session, budget)
+		plain := v1Memory(t, b, memory.WithMaxTurns(100))
+		w, err := plain.LoadContext(ctx, session, memory.LoadTokenBudget(budget))
+		require.NoError(t, err)
+		assert.Equal(t, want, w, "%s: LoadTokenBudget(%d)", session, budget)
+		w, err = plain.LoadContext(ctx, session, memory.LoadTokenBudget(budget), memory.LoadMaxTurns(2))
+		require.NoError(t, err)
+		assert.Equal(t, memory.TrimWindow(full, 2, budget), w, "%s: LoadTokenBudget(%d), LoadMaxTurns(2)", session, budget)
+	}
+}
+
+// A token window works on the release's data: exactly TrimWindow's answer
+// from the whole history, though the old rows count 0 in the SQL filter.
+func TestUpgradeModelV1TokenWindow(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		db, _ := v1Open(t, v1Fixture(t, d))
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		for s := 1; s <= v1Sessions; s++ {
+			full := v1Load(t, b, v1Session(s), memory.WindowQuery{})
+			require.Equal(t, v1WantWindow(s, memory.DefaultTokenCounter), full)
+			v1CheckWindows(t, b, v1Session(s), full)
+		}
+		// A budget smaller than the newest turn: an empty window, the count kept.
+		w := v1Load(t, b, v1Session(1), memory.WindowQuery{TokenBudget: 1})
+		assert.Equal(t, memory.Window{TurnCount: v1Turns}, w)
+	})
+}
+
+// Turns saved after the upgrade into an old session, and messages
+// appended to old turns (one in the middle, one the newest): windows stay
+// exact, a retried append stores nothing twice, and what was written reads
+// back through another process.
+func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		url := v1Fixture(t, d)
+		db, _ := v1Open(t, url)
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithCacheTTL(time.Hour))
+		c := memory.DefaultTokenCounter
+		count := func(msgs ...memory.Message) []memory.Message {
+			for k := range msgs {
+				msgs[k].Tokens = c.CountTokens(msgs[k])
+			}
+			return msgs
+		}
+
+		// Session 1: an append to the newest old turn (on PostgreSQL the
+		// one-statement path), a new turn with tool calls, then an append
+		// to an old turn in the middle (the transaction path, which moves
+		// the later turns' counts).
+		want := v1WantWindow(1, c)
+		require.Equal(t, want, v1LoadContext(t, m, v1Session(1)))
+		late := count(memory.Message{ID: "late-1", Role: memory.RoleAssistant, Content: "a late addition to the newest old turn"})
+		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t6", late...))
+		want.Turns[5].Messages = append(want.Turns[5].Messages, late...)
+		want.Turns[5].Agent = late[0].Content
+
+		newTurn := memory.Turn{ID: "new-1", Timestamp: v1Base.Add(time.Hour), Metadata: map[string]any{"new": true}, Messages: []memory.Message{
+			{Role: memory.RoleUser, Content: "what is the weather in Paris?"},
+			{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "call-1", Name: "weather", Arguments: `{"city":"Paris"}`}}},
+			{Role: memory.RoleTool, ToolCallID: "call-1", Content: `{"temp":21}`},
+			{Role: memory.RoleAssistant, Content: "It is 21 degrees in Paris."},
+		}}
+		require.NoError(t, m.SaveTurn(ctx, v1Session(1), newTurn))
+		saved := v1Prepared(t, newTurn)
+		require.Equal(t, []string{"new-1/0", "new-1/1", "new-1/2", "new-1/3"}, v1IDs(saved.Messages))
+		want.Turns = append(want.Turns, saved)
+		want.TurnCount++
+
+		mid := count(
+			memory.Message{ID: "mid-1", Role: memory.RoleAssistant, Content: "a correction to answer 2", Metadata: map[string]any{"edited": true}},
+			memory.Message{ID: "mid-2", Role: memory.RoleUser, Content: "thanks", Name: "alice"},
+		)
+		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t2", mid...))
+		want.Turns[1].Messages = append(want.Turns[1].Messages, mid...)
+		want.Turns[1].Agent = mid[0].Content
+
+		want.Tokens = 0
+		for _, turn := range want.Turns {
+			want.Tokens += turn.Tokens()
+		}
+		rows := v1Rows(t, db)
+		assert.Equal(t, [2]int{v1Sessions + 1, v1AllRows + 1 + 4 + 2}, rows)
+		assert.Equal(t, want, v1LoadContext(t, m, v1Session(1)), "session 1 through the memory that wrote it")
+		full := v1Load(t, b, v1Session(1), memory.WindowQuery{})
+		assert.Equal(t, want, full, "session 1 read back")
+		v1CheckWindows(t, b, v1Session(1), full)
+
+		// Retries store nothing twice: the same appends, the same turn,
+		// and a loaded old turn saved again as it is.
+		for _, retry := range []struct {
+			turnID string
+			msgs   []memory.Message
+		}{{"v1-s1-t2", mid}, {"v1-s1-t2", mid[1:]}, {"v1-s1-t6", late}} {
+			enc, err := memory.PrepareMessages(retry.msgs, 0, nil)
+			require.NoError(t, err)
+			res, err := b.Append(ctx, v1Session(1), retry.turnID, enc)
+			require.NoError(t, err)
+			assert.False(t, res.Stored, "a retried append to %s", retry.turnID)
+			require.NoError(t, m.AppendMessages(ctx, v1Session(1), retry.turnID, retry.msgs...))
+		}
+		require.NoError(t, m.SaveTurn(ctx, v1Session(1), newTurn))
+		require.NoError(t, m.SaveTurn(ctx, v1Session(1), full.Turns[2]), "an old turn as loaded, saved again")
+		require.NoError(t, m.SaveTurn(ctx, v1Session(1), v1Turn(1, 4)), "an old turn as the release saved it, saved again")
+		assert.Equal(t, rows, v1Rows(t, db), "rows after the retries")
+		assert.Equal(t, want, v1LoadContext(t, m, v1Session(1)), "session 1 after the retries")
+		info, err := b.SessionInfo(ctx, v1Session(1))
+		require.NoError(t, err)
+		assert.Equal(t, v1Turns+1, info.TurnCount)
+
+		// Session 2: new turns only after the old ones; their token
+		// windows mix stored and load-time counts.
+		want2 := v1WantWindow(2, c)
+		for i := 1; i <= 3; i++ {
+			turn := memory.Turn{ID: fmt.Sprintf("s2-new%d", i), User: fmt.Sprintf("new question %d", i),
+				Agent: strings.Repeat("new answer ", 5*i), Timestamp: v1Base.Add(time.Duration(2*3600+i) * time.Second)}
+			require.NoError(t, m.SaveTurn(ctx, v1Session(2), turn))
+			p := v1Prepared(t, turn)
+			want2.Turns = append(want2.Turns, p)
+			want2.TurnCount++
+			want2.Tokens += p.Tokens()
+		}
+		full2 := v1Load(t, b, v1Session(2), memory.WindowQuery{})
+		assert.Equal(t, want2, full2, "session 2 read back")
+		v1CheckWindows(t, b, v1Session(2), full2)
+
+		// Another process sees the same, with no further upgrade.
+		require.NoError(t, db.Close())
+		db2, rec2 := v1Open(t, url)
+		b2, err := NewDataFlowBackend(db2)
+		require.NoError(t, err)
+		assert.Equal(t, want, v1Load(t, b2, v1Session(1), memory.WindowQuery{}), "session 1 in a new process")
+		assert.Equal(t, want2, v1Load(t, b2, v1Session(2), memory.WindowQuery{}), "session 2 in a new process")
+		for _, q := range rec2.take() {
+			assert.NotEqual(t, dbtest.KindDDL, dbtest.Classify(q), "DDL on reopening: %s", q)
+		}
+
+		// A clear of an old session removes it whole; the others stay.
+		m2 := v1Memory(t, b2, memory.WithMaxTurns(100))
+		require.NoError(t, m2.Clear(ctx, v1Session(3)))
+		assert.Equal(t, memory.Window{}, v1LoadContext(t, m2, v1Session(3)))
+		assert.Equal(t, [2]int{v1Sessions, rows[1] + 6 - 2*v1Turns}, v1Rows(t, db2), "rows after clearing session 3")
+	})
+}
+
+// An append whose message ID is the derived ID of a message the release
+// stored is a message the session holds, as it is for a message stored by
+// this release without an ID: it is not stored again.
+func TestUpgradeModelV1DerivedIDsAreHeld(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		db, _ := v1Open(t, v1Fixture(t, d))
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		m := v1Memory(t, b, memory.WithMaxTurns(100))
+
+		// New data: a turn saved without message IDs holds the derived ones.
+		require.NoError(t, m.SaveTurn(ctx, "fresh", memory.Turn{ID: "f1", User: "q", Agent: "a"}))
+		require.NoError(t, m.SaveTurn(ctx, "fresh", memory.Turn{ID: "f2", User: "q2", Agent: "a2"}))
+		require.NoError(t, m.AppendMessages(ctx, "fresh", "f2", memory.Message{ID: memory.DerivedMessageID("f1", 1), Role: memory.RoleAssistant, Content: "again"}))
+		assert.Len(t, v1LoadContext(t, m, "fresh").Messages(), 4, "new data: a held derived ID is not stored again")
+
+		// Old data: the same.
+		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t6", memory.Message{ID: memory.DerivedMessageID("v1-s1-t5", 1), Role: memory.RoleAssistant, Content: "again"}))
+		msgs := v1LoadContext(t, m, v1Session(1)).Messages()
+		assert.Len(t, msgs, 2*v1Turns, "old data: a held derived ID is not stored again; IDs %v", v1IDs(msgs))
+	})
+}
+
+// The release took turns with one side empty and stored the empty side as
+// a message of empty content; this release refuses such a message. Loaded
+// after the upgrade, such a turn must still be a valid turn: one a memory
+// accepts back as it is.
+func TestUpgradeModelV1OneSidedTurns(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		db, _ := v1Open(t, v1Fixture(t, d))
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		w := v1Load(t, b, "session-4", memory.WindowQuery{})
+		require.Len(t, w.Turns, 2)
+		assert.Equal(t, 2, w.TurnCount)
+		assert.Equal(t, "a question saved before its answer", w.Turns[0].User)
+		assert.Equal(t, "an answer with no question", w.Turns[1].Agent)
+		for _, turn := range w.Turns {
+			for _, msg := range turn.Messages {
+				assert.NotEmpty(t, msg.Content, "turn %s: message %s (%s) loads with empty content, which SaveTurn refuses", turn.ID, msg.ID, msg.Role)
+			}
+			_, _, err := memory.PrepareTurn(turn, time.Now(), 0)
+			assert.NoError(t, err, "turn %s as loaded is refused by PrepareTurn", turn.ID)
+		}
+	})
+}
+
+// Opening the upgraded database again runs no DDL and adds no history: the
+// ensure path is a no-op, on every statement kind the backend runs.
+func TestUpgradeModelV1ReopenNoDDL(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		url := v1Fixture(t, d)
+		db, _ := v1Open(t, url)
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		_ = v1Load(t, b, v1Session(1), memory.WindowQuery{}) // the upgrade
+		require.NoError(t, db.Close())
+
+		for round := 1; round <= 2; round++ {
+			db, rec := v1Open(t, url)
+			b, err := NewDataFlowBackend(db)
+			require.NoError(t, err)
+			hist, err := db.Migrator().History(ctx, MessagesTable)
+			require.NoError(t, err)
+			rec.take()
+			m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithTokenBudget(500))
+			s := v1Session(round) // untouched before this round
+			assert.Equal(t, memory.TrimWindow(v1WantWindow(round, memory.DefaultTokenCounter), 100, 500), v1LoadContext(t, m, s))
+			id := fmt.Sprintf("reopen-%d", round)
+			require.NoError(t, m.SaveTurn(ctx, s, memory.Turn{ID: id, User: "q", Agent: "a"}))
+			require.NoError(t, m.AppendMessages(ctx, s, fmt.Sprintf("v1-s%d-t1", round), memory.Message{ID: id + "-x", Role: memory.RoleAssistant, Content: "x"}))
+			_, err = b.SessionInfo(ctx, s)
+			require.NoError(t, err)
+			require.NoError(t, m.Clear(ctx, v1Session(5-round)))
+			for _, q := range rec.take() {
+				k := dbtest.Classify(q)
+				assert.NotEqual(t, dbtest.KindDDL, k, "round %d: DDL: %s", round, q)
+				if k == dbtest.KindHistory || k == dbtest.KindCatalog {
+					assert.NotRegexp(t, `(?i)^\s*(INSERT|UPDATE|DELETE)`, q, "round %d: a history write: %s", round, q)
+				}
+			}
+			again, err := db.Migrator().History(ctx, MessagesTable)
+			require.NoError(t, err)
+			assert.Equal(t, hist, again, "round %d: history", round)
+			require.NoError(t, db.Close())
+		}
+	})
+}
+
+// BenchmarkUpgradedLoad compares loads of sessions the release wrote
+// (rows with no ID and no count, counted at load) with loads of the same
+// turns saved by this release (counts stored), in the same database.
+//
+// "fixture": session 2 of the fixture (6 turns) against the same turns
+// saved anew. "long": 200 turns saved by this release, one session then
+// put back in the release's form (msg_id NULL, counts 0, as the upgrade
+// leaves old rows), the other as saved; loaded whole, as the default
+// window of 10 turns, and with a budget of about a tenth of the tokens
+// (where the SQL filter cannot skip the old rows).
+func BenchmarkUpgradedLoad(b *testing.B) {
+	ctx := context.Background()
+	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
+		b.Run(d.Name, func(b *testing.B) {
+			db, _ := v1Open(b, v1Fixture(b, d))
+			be, err := NewDataFlowBackend(db)
+			require.NoError(b, err)
+			const s = 2
+			for i := 1; i <= v1Turns; i++ {
+				require.NoError(b, be.SaveTurn(ctx, "new-session-2", v1Turn(s, i)))
+			}
+			old := v1Load(b, be, v1Session(s), memory.WindowQuery{})
+			require.Equal(b, old, v1Load(b, be, "new-session-2", memory.WindowQuery{}), "same-shaped sessions")
+
+			const long = 200
+			for _, session := range []string{"long-old", "long-new"} {
+				for i := 1; i <= long; i++ {
+					turn := v1Turn(1+i%3, 1+i%6)
+					turn.ID = fmt.Sprintf("long-t%d", i)
+					turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
+					require.NoError(b, be.SaveTurn(ctx, session, turn))
+				}
+			}
+			_, err = db.ExecContext(ctx, db.Rebind(`UPDATE `+MessagesTable+` SET msg_id = NULL, tokens = 0, tokens_before = 0 WHERE session_id = ?`), "long-old")
+			require.NoError(b, err)
+			_, err = db.ExecContext(ctx, db.Rebind(`UPDATE `+SessionsTable+` SET tokens = 0 WHERE id = ?`), "long-old")
+			require.NoError(b, err)
+			wOld := v1Load(b, be, "long-old", memory.WindowQuery{})
+			require.Equal(b, wOld, v1Load(b, be, "long-new", memory.WindowQuery{}), "same-shaped long sessions")
+			tenth := wOld.Tokens / 10
+
+			for _, c := range []struct {
+				name, session string
+				q             memory.WindowQuery
+			}{
+				{"fixture/upgraded", v1Session(s), memory.WindowQuery{MaxTurns: 100}},
+				{"fixture/new", "new-session-2", memory.WindowQuery{MaxTurns: 100}},
+				{"long-all/upgraded", "long-old", memory.WindowQuery{MaxTurns: long}},
+				{"long-all/new", "long-new", memory.WindowQuery{MaxTurns: long}},
+				{"long-10turns/upgraded", "long-old", memory.WindowQuery{MaxTurns: 10}},
+				{"long-10turns/new", "long-new", memory.WindowQuery{MaxTurns: 10}},
+				{"long-budget/upgraded", "long-old", memory.WindowQuery{MaxTurns: long, TokenBudget: tenth}},
+				{"long-budget/new", "long-new", memory.WindowQuery{MaxTurns: long, TokenBudget: tenth}},
+			} {
+				q := c.q
+				q.Known = memory.UnknownVersion
+				b.Run(c.name, func(b *testing.B) {
+					b.ReportAllocs()
+					for b.Loop() {
+						if _, _, err := be.Load(ctx, c.session, q); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		})
+	}
+}
