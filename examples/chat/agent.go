@@ -10,17 +10,25 @@ import (
 	"github.com/turnkeep/turnkeep/memory"
 )
 
-// An Agent answers a message, given the remembered window of the
-// conversation (oldest turn first; TurnCount counts every turn, also those
-// outside the window).
+// An Agent answers the user's message, given the remembered window of the
+// conversation before it (oldest turn first; TurnCount counts every turn,
+// also those outside the window).
+//
+// The agent passes each message of its answer to emit as soon as it has
+// it: an assistant message calling tools, the tools' results, and last the
+// answer, an assistant message without tool calls. The chat shows and
+// stores each one as it comes, so what the agent did before a failure is
+// kept. Reply returns an error if it could not answer.
 type Agent interface {
-	Reply(ctx context.Context, window memory.Window, message string) (string, error)
+	Reply(ctx context.Context, w memory.Window, message string, emit func(memory.Message)) error
 }
 
 // offlineAgent answers without a language model, only from the window, so
 // that the chat visibly remembers: it learns the user's name, recalls the
 // first and the last thing said, and otherwise quotes the previous message.
-// It is deterministic.
+// It shows a tool at work too: given arithmetic ("what is 6*7"), it calls
+// the calculator and answers with the result. Its answers are
+// deterministic; only the IDs of its tool calls are random.
 type offlineAgent struct{}
 
 var (
@@ -34,41 +42,71 @@ var (
 	askLastRE  = regexp.MustCompile(`(?i)\b(?:what did i (?:just|last) say|what did i say last|what was my last message)\b`)
 )
 
-func (offlineAgent) Reply(_ context.Context, w memory.Window, message string) (string, error) {
+func (offlineAgent) Reply(_ context.Context, w memory.Window, message string, emit func(memory.Message)) error {
+	if expr := expressionIn(message); expr != "" && nameIn(message) == "" {
+		call := calculatorCall(expr)
+		emit(memory.Message{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{call}})
+		result, err := callTool(call)
+		emit(result)
+		answer := fmt.Sprintf("%s = %s", expr, result.Content)
+		if err != nil {
+			answer = fmt.Sprintf("I could not work out %s: %v.", expr, err)
+		}
+		emit(memory.Message{Role: memory.RoleAssistant, Content: answer})
+		return nil
+	}
+	emit(memory.Message{Role: memory.RoleAssistant, Content: offlineAnswer(w, message)})
+	return nil
+}
+
+// offlineAnswer is the offline agent's answer to a message without
+// arithmetic.
+func offlineAnswer(w memory.Window, message string) string {
 	if name := nameIn(message); name != "" {
-		return fmt.Sprintf("Nice to meet you, %s. I will remember your name.", name), nil
+		return fmt.Sprintf("Nice to meet you, %s. I will remember your name.", name)
 	}
 	window := fmt.Sprintf("the last %s I keep in mind", turns(len(w.Turns)))
+	// Under a token budget the window may hold no turn although the
+	// session has some: none fits.
+	forgotten := len(w.Turns) == 0 && w.TurnCount > 0
 	switch {
 	case askNameRE.MatchString(message):
 		for i := len(w.Turns) - 1; i >= 0; i-- {
 			if name := nameIn(w.Turns[i].User); name != "" {
-				return fmt.Sprintf("Your name is %s.", name), nil
+				return fmt.Sprintf("Your name is %s.", name)
 			}
 		}
 		if len(w.Turns) < w.TurnCount {
-			return fmt.Sprintf("I don't know. If you told me, it was before %s.", window), nil
+			return fmt.Sprintf("I don't know. If you told me, it was before %s.", window)
 		}
-		return "You haven't told me your name yet.", nil
+		return "You haven't told me your name yet."
 	case askFirstRE.MatchString(message):
 		switch {
+		case forgotten:
+			return fmt.Sprintf("I don't know: none of the %s we had fits in what I keep in mind.", turns(w.TurnCount))
 		case len(w.Turns) == 0:
-			return "Nothing yet: this is the first thing you said.", nil
+			return "Nothing yet: this is the first thing you said."
 		case len(w.Turns) < w.TurnCount:
-			return fmt.Sprintf("Of %s, the first thing you said was %q.", window, w.Turns[0].User), nil
+			return fmt.Sprintf("Of %s, the first thing you said was %q.", window, w.Turns[0].User)
 		}
-		return fmt.Sprintf("The first thing you said was %q.", w.Turns[0].User), nil
+		return fmt.Sprintf("The first thing you said was %q.", w.Turns[0].User)
 	case askLastRE.MatchString(message):
-		if len(w.Turns) == 0 {
-			return "Nothing yet: this is the first thing you said.", nil
+		switch {
+		case forgotten:
+			return fmt.Sprintf("I don't know: none of the %s we had fits in what I keep in mind.", turns(w.TurnCount))
+		case len(w.Turns) == 0:
+			return "Nothing yet: this is the first thing you said."
 		}
-		return fmt.Sprintf("You just said %q.", w.Turns[len(w.Turns)-1].User), nil
+		return fmt.Sprintf("You just said %q.", w.Turns[len(w.Turns)-1].User)
 	}
-	if len(w.Turns) == 0 {
-		return "Hello! This is the start of our conversation; I will remember what you say.", nil
+	switch {
+	case forgotten:
+		return fmt.Sprintf("I remember %s of our conversation, but none fits in what I keep in mind.", turns(w.TurnCount))
+	case len(w.Turns) == 0:
+		return "Hello! This is the start of our conversation; I will remember what you say."
 	}
 	return fmt.Sprintf("I remember %s of our conversation. You said: %q.",
-		turns(w.TurnCount), w.Turns[len(w.Turns)-1].User), nil
+		turns(w.TurnCount), w.Turns[len(w.Turns)-1].User)
 }
 
 // nameIn returns the name the user gives in s ("my name is Ada Lovelace",

@@ -139,29 +139,79 @@ func (c *chat) handle(ctx context.Context, line string) (quit bool) {
 	return false
 }
 
-// say answers message and remembers the turn. Nothing is stored when the
-// agent fails.
+// storeTimeout bounds each write of an answer's messages. Writes run
+// detached from the chat's context, so that what the agent did before a
+// Ctrl-C is still stored.
+const storeTimeout = 10 * time.Second
+
+// say answers message and remembers the turn. The user's message is
+// stored before the agent is asked, and each message of the answer as it
+// comes, so a failure or a crash mid-answer loses nothing the user typed.
 func (c *chat) say(ctx context.Context, message string) {
-	// Refuse what the memory would refuse before asking the agent.
-	if _, _, err := memory.PrepareTurn(memory.Turn{User: message}, time.Now(), 0); err != nil {
-		fmt.Fprintf(c.errOut, "chat: cannot remember this message: %v\n", err)
-		return
-	}
 	w, err := c.mem.LoadContext(ctx, c.session)
 	if err != nil {
 		fmt.Fprintf(c.errOut, "chat: %v\n", err)
 		return
 	}
-	reply, err := c.agent.Reply(ctx, w, message)
-	if err != nil {
-		fmt.Fprintf(c.errOut, "chat: agent: %v (not remembered)\n", err)
+	tw := &turnWriter{mem: c.mem, session: c.session, turnID: memory.NewTurnID()}
+	user := memory.Message{ID: tw.nextID(), Role: memory.RoleUser, Content: message}
+	if err := c.mem.SaveTurn(ctx, c.session, memory.Turn{ID: tw.turnID, Messages: []memory.Message{user}}); err != nil {
+		fmt.Fprintf(c.errOut, "chat: cannot remember this message: %v\n", err)
 		return
 	}
-	saveErr := c.mem.SaveTurn(ctx, c.session, memory.Turn{User: message, Agent: reply})
-	fmt.Fprintf(c.out, "agent: %s\n", indent(reply, "       "))
-	if saveErr != nil {
-		fmt.Fprintf(c.errOut, "chat: this turn was not remembered: %v\n", saveErr)
+	names := toolNames{}
+	err = c.agent.Reply(ctx, w, message, func(m memory.Message) {
+		tw.add(ctx, m)
+		printMessage(c.out, m, names, "", "       ")
+		names.note(m)
+	})
+	if err != nil {
+		fmt.Fprintf(c.errOut, "chat: agent: %v (your message is remembered without an answer)\n", err)
 	}
+	if err := tw.flush(ctx); err != nil {
+		fmt.Fprintf(c.errOut, "chat: the answer was not remembered: %v\n", err)
+	}
+}
+
+// A turnWriter appends the messages of an answer to its stored turn as
+// they come. Each message gets the ID of its place in the turn
+// (memory.DerivedMessageID), so a write is idempotent: a message that
+// failed to store stays pending and is sent again with the next one, and
+// the memory skips any that an earlier, seemingly failed, write stored.
+// Later messages are never stored before an earlier one.
+type turnWriter struct {
+	mem     memory.Memory
+	session string
+	turnID  string
+	next    int              // the place in the turn of the next message
+	pending []memory.Message // not stored yet, in order
+}
+
+func (tw *turnWriter) nextID() string {
+	id := memory.DerivedMessageID(tw.turnID, tw.next)
+	tw.next++
+	return id
+}
+
+// add stores m after the pending messages; a failure leaves them pending.
+func (tw *turnWriter) add(ctx context.Context, m memory.Message) {
+	m.ID = tw.nextID()
+	tw.pending = append(tw.pending, m)
+	_ = tw.flush(ctx) // a failure is retried with the next message, and reported by the last flush
+}
+
+// flush stores the pending messages.
+func (tw *turnWriter) flush(ctx context.Context) error {
+	if len(tw.pending) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	if err := tw.mem.AppendMessages(ctx, tw.session, tw.turnID, tw.pending...); err != nil {
+		return err
+	}
+	tw.pending = tw.pending[:0]
+	return nil
 }
 
 func (c *chat) history(ctx context.Context) {
@@ -187,17 +237,101 @@ func (c *chat) clear(ctx context.Context) {
 }
 
 // printTurns lists the turns of w, numbered by their place in the whole
-// session.
+// session, with every message: what the user said, the agent's tool calls
+// and their results, and the answer.
 func printTurns(out io.Writer, w memory.Window) {
+	const margin = "      " // below the turn's number
 	first := w.TurnCount - len(w.Turns) + 1
 	for i, t := range w.Turns {
-		fmt.Fprintf(out, "%4d. you:   %s\n", first+i, indent(t.User, "             "))
-		fmt.Fprintf(out, "      agent: %s\n", indent(t.Agent, "             "))
+		names := toolNames{}
+		for j, m := range t.Messages {
+			prefix := margin
+			if j == 0 {
+				prefix = fmt.Sprintf("%4d. ", first+i)
+			}
+			printMessage(out, m, names, prefix, margin+"       ")
+			names.note(m)
+		}
+		if n := len(t.Messages); n == 0 || t.Messages[n-1].Role != memory.RoleAssistant || len(t.Messages[n-1].ToolCalls) > 0 {
+			fmt.Fprintln(out, margin+"(no answer)")
+		}
 	}
+}
+
+// printMessage writes m in lines each starting with prefix:
+//
+//	you:   what is 6*7
+//	agent → calculator({"expression":"6*7"})
+//	tool calculator: 42
+//	agent: 6*7 = 42
+//
+// Continuation lines of a multi-line text are indented by indentBy. names
+// gives the names of the tools the turn called, for a tool message that
+// does not say its own.
+func printMessage(out io.Writer, m memory.Message, names toolNames, prefix, indentBy string) {
+	var label string
+	switch m.Role {
+	case memory.RoleUser:
+		label = "you:"
+	case memory.RoleAssistant:
+		label = "agent:"
+	case memory.RoleTool:
+		name := m.Name
+		if name == "" {
+			name = names[m.ToolCallID]
+		}
+		label = "tool " + name + ":"
+		if name == "" {
+			label = "tool:"
+		}
+	default:
+		label = string(m.Role) + ":"
+	}
+	if text := messageText(m, true); text != "" || len(m.ToolCalls) == 0 {
+		fmt.Fprintf(out, "%s%-6s %s\n", prefix, label, indent(text, indentBy))
+		prefix = strings.Repeat(" ", len(prefix))
+	}
+	for _, call := range m.ToolCalls {
+		fmt.Fprintf(out, "%sagent → %s(%s)\n", prefix, call.Name, indent(call.Arguments, indentBy))
+		prefix = strings.Repeat(" ", len(prefix))
+	}
+}
+
+// toolNames maps the IDs of a turn's tool calls to the tools' names.
+type toolNames map[string]string
+
+// note records the tool calls of m.
+func (n toolNames) note(m memory.Message) {
+	for _, call := range m.ToolCalls {
+		n[call.ID] = call.Name
+	}
+}
+
+// messageText returns the text of m: its content and its text parts.
+// With placeholders, a part of another type shows as "[type url]".
+func messageText(m memory.Message, placeholders bool) string {
+	texts := make([]string, 0, 1+len(m.Parts))
+	if m.Content != "" {
+		texts = append(texts, m.Content)
+	}
+	for _, p := range m.Parts {
+		switch {
+		case p.Type == "text":
+			if p.Text != "" {
+				texts = append(texts, p.Text)
+			}
+		case placeholders:
+			texts = append(texts, strings.TrimSpace("["+p.Type+" "+p.URL)+"]")
+		}
+	}
+	return strings.Join(texts, "\n")
 }
 
 // shown says which turns of a session a listing of w shows.
 func shown(w memory.Window) string {
+	if len(w.Turns) == 0 && w.TurnCount > 0 {
+		return ", none within the token budget"
+	}
 	if len(w.Turns) < w.TurnCount {
 		return fmt.Sprintf(", the last %d shown", len(w.Turns))
 	}

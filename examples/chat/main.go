@@ -8,14 +8,23 @@
 // in the working directory, which is created on first use. On start the
 // program says how many turns it remembers and shows the recent ones. It
 // reads standard input line by line, so piped input works too; the commands
-// are /history, /clear, /help and /quit.
+// are /history, /clear, /help and /quit. -max-turns and -max-tokens bound
+// the window of recent turns the agent sees.
+//
+// Each turn is stored as the messages of the exchange: the user's message
+// is saved before the agent answers, and the agent's messages (tool calls,
+// tool results, the answer) are appended as they come, so a failure or a
+// crash mid-answer loses nothing the user typed.
 //
 // The agent answering is a language model when TURNKEEP_LLM_URL names an
 // OpenAI-compatible server (for example http://localhost:11434 for Ollama;
 // TURNKEEP_LLM_MODEL picks the model, default llama3.2, and
-// TURNKEEP_LLM_API_KEY is sent as a bearer token if set). Without it an
-// offline agent answers from the remembered turns: tell it "my name is Ada",
-// restart, and ask "what is my name?".
+// TURNKEEP_LLM_API_KEY is sent as a bearer token if set). It is sent the
+// remembered window as role-tagged messages, tool calls included, and
+// offered a calculator tool. Without it an offline agent answers from the
+// remembered turns: tell it "my name is Ada", restart, and ask "what is my
+// name?"; ask "what is 6*7" to see it call the calculator, and /history to
+// see the call stored.
 package main
 
 import (
@@ -27,6 +36,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx" for postgres:// URLs
@@ -70,6 +80,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	dbURL := fs.String("db", DefaultDB, "database `url`: sqlite:///relative.db, sqlite:////absolute.db or postgres://…")
 	session := fs.String("session", DefaultSession, "session `id` to remember the conversation under")
 	maxTurns := fs.Int("max-turns", memory.DefaultMaxTurns, "how many recent turns the agent sees")
+	maxTokens := 0
+	fs.Func("max-tokens", "token `budget` of the turns the agent sees: only the newest whole turns that fit (default 0, no budget)", func(s string) error {
+		n, err := strconv.Atoi(s)
+		switch {
+		case err != nil:
+			return errors.New("want a whole number")
+		case n < 0:
+			return errors.New("want 0 (no budget) or more")
+		}
+		maxTokens = n
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: chat [flags]\n\nA terminal chat that remembers across restarts. Set TURNKEEP_LLM_URL to an\nOpenAI-compatible server to answer with a language model.\n\n")
 		fs.PrintDefaults()
@@ -105,7 +127,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "chat: %v\n", err)
 		return exitFailure
 	}
-	mem, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(*maxTurns))
+	// -max-tokens is checked by its flag, so an invalid option is -max-turns.
+	mem, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(*maxTurns), memory.WithTokenBudget(maxTokens))
 	if err != nil {
 		fmt.Fprintf(stderr, "chat: -max-turns: %v\n", err)
 		return exitUsage

@@ -8,8 +8,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,9 +276,23 @@ type llmRequest struct {
 	raw                             map[string]any
 }
 
-// newLLMServer answers each request with reply(last user message), or
-// fails with status and body when reply returns a status other than 200.
+// newLLMServer answers each request with reply(last message), or fails
+// with status and body when reply returns a status other than 200.
 func newLLMServer(t *testing.T, reply func(message string) (status int, body string)) *llmServer {
+	return newChatServer(t, func(req chatRequest) (int, any) {
+		msgs := req.Messages
+		status, body := reply(msgs[len(msgs)-1].Content)
+		if status != http.StatusOK {
+			return status, body
+		}
+		return status, map[string]any{"role": "assistant", "content": body}
+	})
+}
+
+// newChatServer answers each request with the assistant message (a JSON
+// object) that answer returns, or fails with status and the text answer
+// returns when the status is not 200.
+func newChatServer(t *testing.T, answer func(req chatRequest) (status int, msg any)) *llmServer {
 	s := &llmServer{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data, err := io.ReadAll(r.Body)
@@ -292,21 +309,19 @@ func newLLMServer(t *testing.T, reply func(message string) (status int, body str
 		s.mu.Lock()
 		s.requests = append(s.requests, req)
 		s.mu.Unlock()
-		msgs := req.body.Messages
-		if len(msgs) == 0 {
+		if len(req.body.Messages) == 0 {
 			http.Error(w, "no messages", http.StatusBadRequest)
 			return
 		}
-		status, body := reply(msgs[len(msgs)-1].Content)
+		status, msg := answer(req.body)
 		if status != http.StatusOK {
-			http.Error(w, body, status)
+			http.Error(w, msg.(string), status)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"id": "chatcmpl-1", "object": "chat.completion", "model": req.body.Model,
-			"choices": []map[string]any{{"index": 0, "finish_reason": "stop",
-				"message": map[string]any{"role": "assistant", "content": body}}},
+			"choices": []map[string]any{{"index": 0, "finish_reason": "stop", "message": msg}},
 		})
 	}))
 	t.Cleanup(s.Close)
@@ -386,7 +401,7 @@ func TestLLMWithoutKeyOrModel(t *testing.T) {
 	}, reqs[1].body.Messages[1:], "the turn saved in this run is sent with the next")
 }
 
-func TestLLMFailureStoresNothing(t *testing.T) {
+func TestLLMFailureKeepsTheMessage(t *testing.T) {
 	dbURL := sqliteURL(t)
 	srv := newLLMServer(t, func(m string) (int, string) {
 		if m == "boom" {
@@ -394,22 +409,26 @@ func TestLLMFailureStoresNothing(t *testing.T) {
 		}
 		return http.StatusOK, "fine"
 	})
-	r := runChat(t, map[string]string{EnvLLMURL: srv.URL}, "hello\nboom\nafter\n", "-db", dbURL)
+	r := runChat(t, map[string]string{EnvLLMURL: srv.URL}, "hello\nboom\nafter\n/history\n", "-db", dbURL)
 	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
-	assert.Contains(t, r.stderr, "chat: agent: llm: 500 Internal Server Error: model exploded (not remembered)")
-	assert.Equal(t, 2, strings.Count(r.stdout, "agent: fine\n"), "the chat went on after the failure")
+	assert.Equal(t, "chat: agent: llm: 500 Internal Server Error: model exploded (your message is remembered without an answer)\n", r.stderr)
+	assert.Len(t, regexp.MustCompile(`(?m)^agent: fine$`).FindAllString(r.stdout, -1), 2, "the chat went on after the failure")
+	assert.Contains(t, r.stdout, "   2. you:   boom\n      (no answer)\n   3. you:   after\n")
 
 	w := stored(t, dbURL, DefaultSession)
-	assert.Equal(t, []string{"hello", "after"}, users(w))
-	assert.Equal(t, 2, w.TurnCount)
+	assert.Equal(t, []string{"hello", "boom", "after"}, users(w))
+	assert.Equal(t, 3, w.TurnCount)
+	assert.Len(t, w.Turns[1].Messages, 1)
+	assert.Empty(t, w.Turns[1].Agent)
 
 	reqs := srv.recorded()
 	require.Len(t, reqs, 3)
 	assert.Equal(t, []chatMessage{
 		{Role: "user", Content: "hello"},
 		{Role: "assistant", Content: "fine"},
+		{Role: "user", Content: "boom"},
 		{Role: "user", Content: "after"},
-	}, reqs[2].body.Messages[1:], "the failed message is not in the memory")
+	}, reqs[2].body.Messages[1:], "the unanswered message is remembered")
 }
 
 func TestLLMUnreachable(t *testing.T) {
@@ -420,5 +439,222 @@ func TestLLMUnreachable(t *testing.T) {
 	r := runChat(t, map[string]string{EnvLLMURL: base}, "hello\n", "-db", dbURL)
 	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
 	assert.Contains(t, r.stderr, "chat: agent: llm: Post ")
-	assert.Equal(t, 0, stored(t, dbURL, DefaultSession).TurnCount)
+	w := stored(t, dbURL, DefaultSession)
+	assert.Equal(t, []string{"hello"}, users(w), "what the user typed is kept")
+	assert.Empty(t, w.Turns[0].Agent)
+}
+
+// loadFresh reads the session back through a new memory on a new handle
+// of the database, as the next run of the program would.
+func loadFresh(t *testing.T, dbURL, session string) memory.Window {
+	t.Helper()
+	ctx := context.Background()
+	db, err := dataflow.Open(ctx, dbURL)
+	require.NoError(t, err)
+	defer db.Close()
+	b, err := backend.NewDataFlowBackend(db)
+	require.NoError(t, err)
+	mem, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(100))
+	require.NoError(t, err)
+	defer mem.Close()
+	w, err := mem.LoadContext(ctx, session)
+	require.NoError(t, err)
+	return w
+}
+
+// withoutTokens returns msgs with their token counts, which it checks
+// were counted, zeroed, to compare the rest.
+func withoutTokens(t *testing.T, msgs []memory.Message) []memory.Message {
+	t.Helper()
+	out := append([]memory.Message(nil), msgs...)
+	for i := range out {
+		assert.Positive(t, out[i].Tokens, "message %d has its tokens counted", i)
+		out[i].Tokens = 0
+	}
+	return out
+}
+
+func TestOfflineCalculatorTurn(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) { testOfflineCalculatorTurn(t, d.URL(t)) })
+}
+
+func testOfflineCalculatorTurn(t *testing.T, dbURL string) {
+	r := runChat(t, nil, "hello\nwhat is 6*7\nwhat is 1/0\n/history\n", "-db", dbURL)
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	assert.Empty(t, r.stderr)
+	assert.Contains(t, r.stdout, "\nagent → calculator({\"expression\":\"6*7\"})\ntool calculator: 42\nagent: 6*7 = 42\n", "the tool at work")
+	assert.Contains(t, r.stdout, `History of session "default": 3 turns:`+"\n"+
+		"   1. you:   hello\n"+
+		"      agent: Hello! This is the start of our conversation; I will remember what you say.\n"+
+		"   2. you:   what is 6*7\n"+
+		"      agent → calculator({\"expression\":\"6*7\"})\n"+
+		"      tool calculator: 42\n"+
+		"      agent: 6*7 = 42\n"+
+		"   3. you:   what is 1/0\n"+
+		"      agent → calculator({\"expression\":\"1/0\"})\n"+
+		"      tool calculator: error: division by zero\n"+
+		"      agent: I could not work out 1/0: division by zero.\n")
+
+	w := loadFresh(t, dbURL, DefaultSession)
+	require.Equal(t, 3, w.TurnCount)
+	turn := w.Turns[1]
+	require.Len(t, turn.Messages, 4)
+	require.Len(t, turn.Messages[1].ToolCalls, 1)
+	callID := turn.Messages[1].ToolCalls[0].ID
+	assert.NotEmpty(t, callID)
+	assert.Equal(t, []memory.Message{
+		{ID: memory.DerivedMessageID(turn.ID, 0), Role: memory.RoleUser, Content: "what is 6*7"},
+		{ID: memory.DerivedMessageID(turn.ID, 1), Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{
+			{ID: callID, Name: calculatorName, Arguments: `{"expression":"6*7"}`},
+		}},
+		{ID: memory.DerivedMessageID(turn.ID, 2), Role: memory.RoleTool, Name: calculatorName, ToolCallID: callID, Content: "42"},
+		{ID: memory.DerivedMessageID(turn.ID, 3), Role: memory.RoleAssistant, Content: "6*7 = 42"},
+	}, withoutTokens(t, turn.Messages))
+	assert.Equal(t, "what is 6*7", turn.User)
+	assert.Equal(t, "6*7 = 42", turn.Agent)
+	assert.Equal(t, turn.Tokens(), w.Tokens-w.Turns[0].Tokens()-w.Turns[2].Tokens())
+
+	// The next run shows the stored exchange when it starts.
+	r = runChat(t, nil, "", "-db", dbURL)
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	assert.Contains(t, r.stdout, "I remember 3 turns of this session:\n")
+	assert.Contains(t, r.stdout, "   2. you:   what is 6*7\n      agent → calculator({\"expression\":\"6*7\"})\n      tool calculator: 42\n")
+}
+
+func TestMaxTokens(t *testing.T) {
+	// budget gets the tokens of the newest turn and of the two newest.
+	tests := []struct {
+		name    string
+		budget  func(last, lastTwo int) int
+		history string // the start of the greeting's listing
+		reply   string
+	}{
+		{"no budget", func(int, int) int { return 0 },
+			"I remember 3 turns of this session:\n   1. you:   one\n", `agent: The first thing you said was "one".`},
+		{"two turns", func(_, lastTwo int) int { return lastTwo },
+			"I remember 3 turns of this session, the last 2 shown:\n   2. you:   two\n", `agent: Of the last 2 turns I keep in mind, the first thing you said was "two".`},
+		{"one turn", func(_, lastTwo int) int { return lastTwo - 1 },
+			"I remember 3 turns of this session, the last 1 shown:\n   3. you:   three\n", `agent: Of the last 1 turn I keep in mind, the first thing you said was "three".`},
+		{"exactly one turn", func(last, _ int) int { return last },
+			"I remember 3 turns of this session, the last 1 shown:\n   3. you:   three\n", `agent: Of the last 1 turn I keep in mind, the first thing you said was "three".`},
+		{"none", func(last, _ int) int { return last - 1 },
+			"I remember 3 turns of this session, none within the token budget:\n" + help, "agent: I don't know: none of the 3 turns we had fits in what I keep in mind."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dbURL := sqliteURL(t)
+			r := runChat(t, nil, "one\ntwo\nthree\n", "-db", dbURL)
+			require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+			w := loadFresh(t, dbURL, DefaultSession)
+			require.Len(t, w.Turns, 3)
+			budget := tt.budget(w.Turns[2].Tokens(), w.Turns[1].Tokens()+w.Turns[2].Tokens())
+
+			r = runChat(t, nil, "what did I say first?\n", "-db", dbURL, "-max-tokens", strconv.Itoa(budget))
+			require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+			assert.Empty(t, r.stderr)
+			assert.Contains(t, r.stdout, tt.history)
+			assert.Contains(t, r.stdout, tt.reply+"\n")
+		})
+	}
+
+	for _, bad := range []struct{ value, want string }{
+		{"-1", `invalid value "-1" for flag -max-tokens: want 0 (no budget) or more`},
+		{"many", `invalid value "many" for flag -max-tokens: want a whole number`},
+		{"1.5", `invalid value "1.5" for flag -max-tokens: want a whole number`},
+	} {
+		missing := filepath.Join(t.TempDir(), "not-created.db")
+		r := runChat(t, nil, "hello\n", "-db", "sqlite:///"+missing, "-max-tokens", bad.value)
+		assert.Equal(t, exitUsage, r.code, "-max-tokens %s", bad.value)
+		assert.Contains(t, r.stderr, bad.want)
+		assert.Contains(t, r.stderr, "usage: chat [flags]")
+		assert.NoFileExists(t, missing, "a usage error opens no database")
+	}
+	r := runChat(t, nil, "", "-h")
+	assert.Contains(t, r.stderr, "-max-tokens budget")
+}
+
+// An LLM turn with a tool call is stored message by message, and the
+// stored tool calls are sent back to the model, role by role.
+func TestLLMToolCallsThroughChat(t *testing.T) {
+	dbURL := sqliteURL(t)
+	// An offline calculator turn first, which the model is later sent.
+	r := runChat(t, nil, "what is 6*7\n", "-db", dbURL)
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	offline := loadFresh(t, dbURL, DefaultSession).Turns[0]
+	offlineCall := offline.Messages[1].ToolCalls[0].ID
+
+	var calls atomic.Int32
+	srv := newChatServer(t, func(req chatRequest) (int, any) {
+		switch calls.Add(1) {
+		case 1:
+			return http.StatusOK, toolCallMessage("call_1", "(2+3)*4")
+		case 2:
+			return http.StatusOK, map[string]any{"role": "assistant", "content": "It is 20."}
+		}
+		return http.StatusOK, map[string]any{"role": "assistant", "content": "ok"}
+	})
+	r = runChat(t, map[string]string{EnvLLMURL: srv.URL}, "what is (2+3)*4 in words?\nthanks\n/history\n", "-db", dbURL)
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	assert.Empty(t, r.stderr)
+	assert.Contains(t, r.stdout, "\nagent → calculator({\"expression\":\"(2+3)*4\"})\ntool calculator: 20\nagent: It is 20.\n")
+	assert.Contains(t, r.stdout, "   2. you:   what is (2+3)*4 in words?\n"+
+		"      agent → calculator({\"expression\":\"(2+3)*4\"})\n"+
+		"      tool calculator: 20\n"+
+		"      agent: It is 20.\n"+
+		"   3. you:   thanks\n      agent: ok\n")
+
+	history := []chatMessage{
+		{Role: "user", Content: "what is 6*7"},
+		{Role: "assistant", ToolCalls: []wireToolCall{{ID: offlineCall, Type: "function", Function: wireFunction{Name: calculatorName, Arguments: `{"expression":"6*7"}`}}}},
+		{Role: "tool", Content: "42", ToolCallID: offlineCall},
+		{Role: "assistant", Content: "6*7 = 42"},
+	}
+	question := chatMessage{Role: "user", Content: "what is (2+3)*4 in words?"}
+	call := chatMessage{Role: "assistant", ToolCalls: []wireToolCall{{ID: "call_1", Type: "function", Function: wireFunction{Name: calculatorName, Arguments: `{"expression":"(2+3)*4"}`}}}}
+	result := chatMessage{Role: "tool", Content: "20", ToolCallID: "call_1"}
+	reqs := srv.recorded()
+	require.Len(t, reqs, 3)
+	assert.Equal(t, "system", reqs[0].body.Messages[0].Role)
+	assert.Equal(t, append(append([]chatMessage(nil), history...), question), reqs[0].body.Messages[1:], "the stored tool call is sent role by role")
+	assert.Equal(t, append(append([]chatMessage(nil), history...), question, call, result), reqs[1].body.Messages[1:],
+		"the second request holds the assistant's tool call and its result")
+	assert.Equal(t, append(append([]chatMessage(nil), history...), question, call, result,
+		chatMessage{Role: "assistant", Content: "It is 20."}, chatMessage{Role: "user", Content: "thanks"}), reqs[2].body.Messages[1:],
+		"the stored LLM turn is sent back whole")
+
+	w := loadFresh(t, dbURL, DefaultSession)
+	require.Equal(t, 3, w.TurnCount)
+	turn := w.Turns[1]
+	assert.Equal(t, []memory.Message{
+		{ID: memory.DerivedMessageID(turn.ID, 0), Role: memory.RoleUser, Content: "what is (2+3)*4 in words?"},
+		{ID: memory.DerivedMessageID(turn.ID, 1), Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "call_1", Name: calculatorName, Arguments: `{"expression":"(2+3)*4"}`}}},
+		{ID: memory.DerivedMessageID(turn.ID, 2), Role: memory.RoleTool, Name: calculatorName, ToolCallID: "call_1", Content: "20"},
+		{ID: memory.DerivedMessageID(turn.ID, 3), Role: memory.RoleAssistant, Content: "It is 20."},
+	}, withoutTokens(t, turn.Messages))
+}
+
+// A failure after a tool call keeps what came before it: the question, the
+// call and its result.
+func TestLLMFailureMidAnswer(t *testing.T) {
+	dbURL := sqliteURL(t)
+	var calls atomic.Int32
+	srv := newChatServer(t, func(req chatRequest) (int, any) {
+		if calls.Add(1) == 1 {
+			return http.StatusOK, toolCallMessage("call_1", "6*7")
+		}
+		return http.StatusBadGateway, "upstream died"
+	})
+	r := runChat(t, map[string]string{EnvLLMURL: srv.URL}, "what is 6*7\n/history\n", "-db", dbURL)
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	assert.Contains(t, r.stderr, "chat: agent: llm: 502 Bad Gateway: upstream died (your message is remembered without an answer)")
+	assert.Contains(t, r.stdout, "   1. you:   what is 6*7\n"+
+		"      agent → calculator({\"expression\":\"6*7\"})\n"+
+		"      tool calculator: 42\n"+
+		"      (no answer)\n")
+
+	turn := loadFresh(t, dbURL, DefaultSession).Turns[0]
+	require.Len(t, turn.Messages, 3)
+	assert.Equal(t, memory.RoleTool, turn.Messages[2].Role)
+	assert.Equal(t, "call_1", turn.Messages[2].ToolCallID)
+	assert.Empty(t, turn.Agent)
 }
