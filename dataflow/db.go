@@ -24,11 +24,14 @@ type DB struct {
 	cfg     config
 	mig     *migrate.Migrator
 	ownsDB  bool
-	maxIdle int           // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
-	file    *dbFile       // the SQLite file Open opened; nil for memory and for New
-	ckpt    *checkpointer // background checkpoints of file; nil if none
-	closed  atomic.Bool
-	stats   counters
+	maxIdle int     // the idle pool size Open set on PostgreSQL, bounding retries; 0 otherwise
+	file    *dbFile // the SQLite file Open opened; nil for memory and for New
+	// txImmediate: the SQLite driver begins transactions with BEGIN
+	// IMMEDIATE, as Open's connection string tells it; false for New.
+	txImmediate bool
+	ckpt        *checkpointer // background checkpoints of file; nil if none
+	closed      atomic.Bool
+	stats       counters
 	// prepared holds the statements Stmt prepared, closed with the DB.
 	prepared stmtRegistry
 

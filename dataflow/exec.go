@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -104,7 +105,11 @@ type Tx struct {
 	db   *DB
 	q    querier
 	conn *sql.Conn // the transaction's connection; nil once it ended
-	tx   *sql.Tx   // PostgreSQL; SQLite runs BEGIN IMMEDIATE on conn (see sqlcore)
+	// tx is the transaction database/sql began: on PostgreSQL, and on a
+	// SQLite database Open opened (see beginSQLite). On a SQLite database
+	// given to New it is nil: BEGIN IMMEDIATE runs on conn (see sqlcore).
+	tx     *sql.Tx
+	cancel context.CancelFunc // SQLite with tx: releases the context tx began with
 }
 
 // begin starts a transaction. A BEGIN that fails because its pooled
@@ -157,9 +162,16 @@ func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 		}
 		return &Tx{db: db, q: tx, tx: tx, conn: conn}, nil
 	}
-	tx := &Tx{db: db, q: conn, conn: conn}
-	if err := sqlcore.BeginImmediate(ctx, conn, tx); err != nil {
-		return nil, err
+	var tx *Tx
+	if db.txImmediate {
+		if tx, err = db.beginSQLite(ctx, conn); err != nil {
+			return nil, err
+		}
+	} else {
+		tx = &Tx{db: db, q: conn, conn: conn}
+		if err := sqlcore.BeginImmediate(ctx, conn, tx); err != nil {
+			return nil, err
+		}
 	}
 	if db.file != nil {
 		if err := db.file.check(); err != nil {
@@ -169,11 +181,67 @@ func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 	return tx, nil
 }
 
+// beginSQLite begins a SQLite transaction on conn as a *sql.Tx, whose
+// driver sends BEGIN IMMEDIATE (Open's connection string sets _txlock), so
+// that a Stmt runs in it as the statement database/sql keeps prepared on
+// that connection instead of being prepared again (see Stmt.inTx).
+//
+// database/sql binds a transaction to the context it began with, and the
+// driver's COMMIT watches that context too. So that the wait for the write
+// lock ends with ctx but COMMIT still runs to the end (see sqlcore.Commit),
+// the transaction begins with a context that ctx cancels only while BEGIN
+// runs. If ctx ends then, BEGIN fails, or the transaction it began is
+// rolled back, and the connection is discarded: BEGIN may have been
+// interrupted half way.
+func (db *DB) beginSQLite(ctx context.Context, conn *sql.Conn) (*Tx, error) {
+	tctx, cancel, stop := ctx, context.CancelFunc(func() {}), func() bool { return true }
+	if ctx.Done() != nil {
+		tctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		stop = context.AfterFunc(ctx, cancel)
+	}
+	var stx *sql.Tx
+	err := db.control(ctx, "BEGIN IMMEDIATE", func() (err error) {
+		stx, err = conn.BeginTx(tctx, nil)
+		return err
+	})
+	ended := !stop()
+	if err == nil && ended {
+		_ = stx.Rollback() // database/sql may have rolled back already
+		err = ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		sqlcore.Discard(conn)
+		if ended && errors.Is(err, context.Canceled) {
+			err = ctx.Err() // the cancel was beginSQLite's, on ctx's behalf
+		}
+		return nil, err
+	}
+	return &Tx{db: db, q: stx, tx: stx, conn: conn, cancel: cancel}, nil
+}
+
+// control runs fn, a transaction control statement that database/sql
+// sends (query names it), showing it to the query hooks as if it ran as a
+// statement.
+func (db *DB) control(ctx context.Context, query string, fn func() error) error {
+	if len(db.cfg.hooks) == 0 {
+		return fn()
+	}
+	ctx, ev := db.beforeQuery(ctx, query, nil)
+	err := fn()
+	ev.Err = err
+	db.afterQuery(ctx, ev)
+	return err
+}
+
 // commit commits unless ctx has ended, in which case it rolls back and
 // returns ctx's error: nothing was sent, so the outcome is known.
 func (tx *Tx) commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return errors.Join(err, tx.rollback(ctx))
+	}
+	if tx.cancel != nil {
+		return tx.commitSQLite(ctx)
 	}
 	if tx.tx != nil {
 		conn := tx.conn
@@ -188,6 +256,36 @@ func (tx *Tx) commit(ctx context.Context) error {
 	conn := tx.conn
 	tx.conn = nil
 	return sqlcore.Commit(ctx, conn, tx) // runs to the end: it is local
+}
+
+// commitSQLite commits a transaction begun by beginSQLite and releases
+// its connection. COMMIT runs to the end (see beginSQLite). If it fails,
+// the driver has rolled back; ROLLBACK then makes sure of it, as
+// sqlcore.Commit does, and discards the connection if it fails.
+func (tx *Tx) commitSQLite(ctx context.Context) error {
+	conn := tx.conn
+	tx.conn = nil
+	defer tx.cancel()
+	err := tx.db.control(ctx, "COMMIT", tx.tx.Commit)
+	if err == nil {
+		conn.Close()
+		return nil
+	}
+	return errors.Join(fmt.Errorf("commit: %w", err), sqlcore.Rollback(ctx, conn, &Tx{db: tx.db, q: conn}))
+}
+
+// rollbackSQLite rolls back a transaction begun by beginSQLite and
+// releases its connection, or discards it if ROLLBACK fails. The driver
+// runs ROLLBACK to the end, whatever ctx does: it is local.
+func (tx *Tx) rollbackSQLite(ctx context.Context, conn *sql.Conn) error {
+	defer tx.cancel()
+	err := tx.db.control(context.WithoutCancel(ctx), "ROLLBACK", tx.tx.Rollback)
+	if err != nil && !errors.Is(err, sql.ErrTxDone) && !strings.Contains(err.Error(), "no transaction is active") {
+		sqlcore.Discard(conn)
+		return fmt.Errorf("rollback: %w", err)
+	}
+	conn.Close()
+	return nil
 }
 
 // commitFailed reports a failed PostgreSQL COMMIT and ends its connection.
@@ -229,6 +327,9 @@ func (tx *Tx) rollback(ctx context.Context) error {
 	}
 	conn := tx.conn
 	tx.conn = nil
+	if tx.cancel != nil {
+		return tx.rollbackSQLite(ctx, conn)
+	}
 	if tx.tx != nil {
 		err := tx.tx.Rollback()
 		if errors.Is(err, sql.ErrTxDone) {

@@ -232,6 +232,8 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 	}
 	if t.pg {
 		db.maxIdle = cfg.maxOpenConns
+	} else {
+		db.txImmediate = true // sqlitePragmas sets _txlock=immediate
 	}
 	if t.path != "" {
 		if db.file, err = statDBFile(t.path); err != nil {

@@ -22,9 +22,10 @@ import (
 //   - query hooks see it;
 //   - a read (NewReadStmt) whose pooled connection turns out dead is run
 //     again on another, as often as the pool may hold dead connections;
-//   - outside a transaction on SQLite it is prepared once per pooled
-//     connection and reused (database/sql keeps one prepared statement per
-//     connection and prepares again on a new one). On PostgreSQL pgx
+//   - on SQLite it is prepared once per pooled connection and reused
+//     (database/sql keeps one prepared statement per connection and
+//     prepares again on a new one), outside transactions and inside those
+//     of a database Open opened. On PostgreSQL pgx
 //     caches statements per connection itself, as its query exec mode says,
 //     so a pooler in transaction mode can opt out in the URL.
 //
@@ -36,7 +37,7 @@ type Stmt struct {
 	repeatable bool // safe to repeat on a lost connection: a read, or an idempotent write
 
 	mu   sync.Mutex               // serializes preparing
-	prep atomic.Pointer[sql.Stmt] // SQLite, outside transactions; prepared on first use
+	prep atomic.Pointer[sql.Stmt] // SQLite; prepared on first use
 }
 
 // NewStmt returns a statement that writes: it is never repeated on its own.
@@ -89,9 +90,13 @@ func runStmt[R any](ctx context.Context, s *Stmt, args []any, do func(context.Co
 	if err != nil {
 		return zero, err
 	}
-	q, err := s.prepared(ctx)
-	if err != nil {
-		return zero, err
+	var q querier = s.db.sql // PostgreSQL
+	if !s.db.d.PG {
+		p, err := s.prepared(ctx)
+		if err != nil {
+			return zero, err
+		}
+		q = preparedQuerier{p}
 	}
 	r, err := do(ctx, q, s.query, args)
 	for attempt := 0; s.repeatable && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
@@ -107,7 +112,11 @@ func (s *Stmt) QueryTx(ctx context.Context, tx *Tx, args ...any) (*sql.Rows, err
 	if err != nil {
 		return nil, err
 	}
-	return s.db.query(ctx, tx.q, s.query, args)
+	q, err := s.inTx(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	return s.db.query(ctx, q, s.query, args)
 }
 
 // ExecTx runs the statement in tx.
@@ -116,7 +125,36 @@ func (s *Stmt) ExecTx(ctx context.Context, tx *Tx, args ...any) (sql.Result, err
 	if err != nil {
 		return nil, err
 	}
-	return s.db.exec(ctx, tx.q, s.query, args)
+	q, err := s.inTx(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	return s.db.exec(ctx, q, s.query, args)
+}
+
+// inTx returns what runs the statement in tx. In a SQLite transaction that
+// database/sql began (see DB.beginSQLite) it is the statement prepared on
+// the transaction's connection, which database/sql keeps with the one
+// prepare returns, so that it is prepared once per connection. Elsewhere it
+// is tx itself, which prepares the statement again; so it is too while the
+// statement was never prepared and the pool has no connection left to
+// prepare it on (SetMaxOpenConns), rather than wait for one, perhaps for
+// tx's own.
+func (s *Stmt) inTx(ctx context.Context, tx *Tx) (querier, error) {
+	if tx.tx == nil || s.db.d.PG {
+		return tx.q, nil
+	}
+	p := s.prep.Load()
+	if p == nil {
+		if st := s.db.sql.Stats(); st.MaxOpenConnections > 0 && st.InUse >= st.MaxOpenConnections {
+			return tx.q, nil
+		}
+		var err error
+		if p, err = s.prepared(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return preparedQuerier{tx.tx.StmtContext(ctx, p)}, nil
 }
 
 func (s *Stmt) startTx(ctx context.Context, tx *Tx, args []any) ([]any, error) {
@@ -154,19 +192,16 @@ func (s *Stmt) start(ctx context.Context, args []any) ([]any, error) {
 	return bound, nil
 }
 
-// prepared returns what runs the statement outside a transaction: the
-// prepared statement on SQLite, the pool on PostgreSQL.
-func (s *Stmt) prepared(ctx context.Context) (querier, error) {
-	if s.db.d.PG {
-		return s.db.sql, nil
-	}
+// prepared returns the statement prepared on the pool (SQLite only),
+// preparing it on first use.
+func (s *Stmt) prepared(ctx context.Context) (*sql.Stmt, error) {
 	if p := s.prep.Load(); p != nil {
-		return preparedQuerier{p}, nil
+		return p, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p := s.prep.Load(); p != nil {
-		return preparedQuerier{p}, nil
+		return p, nil
 	}
 	p, err := s.db.sql.PrepareContext(ctx, s.query)
 	if err != nil {
@@ -176,7 +211,7 @@ func (s *Stmt) prepared(ctx context.Context) (querier, error) {
 		return nil, err
 	}
 	s.prep.Store(p)
-	return preparedQuerier{p}, nil
+	return p, nil
 }
 
 // preparedQuerier runs a prepared statement where a querier is expected;

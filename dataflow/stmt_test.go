@@ -127,3 +127,47 @@ func TestTimeScan(t *testing.T) {
 	assert.Contains(t, err.Error(), dataflow.SQLiteTimeLayout)
 	require.Error(t, got.Scan(42))
 }
+
+// In a SQLite transaction a Stmt runs as the statement prepared on the
+// transaction's connection; with no connection left to prepare it on (an
+// in-memory database has one), it does not wait for one, and once prepared
+// it is reused there. Transactions that end by rollback or a discarded
+// connection leave it usable.
+func TestStmtInTxOneConnection(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	db := open(t, ":memory:")
+	users := register[user](t, db)
+	insert := db.NewStmt(`INSERT INTO users (name, age, score, created) VALUES (?, ?, 0, ?)`, users)
+	count := db.NewReadStmt(`SELECT count(*) FROM users`, users)
+	inTx := func() error {
+		return db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+			for range 2 {
+				if _, err := insert.ExecTx(ctx, tx, "a", 1, time.Now()); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, users)
+	}
+	require.NoError(t, inTx(), "before the statement was prepared")
+	_, err := insert.Exec(ctx, "b", 1, time.Now())
+	require.NoError(t, err)
+	require.NoError(t, inTx(), "prepared")
+	require.Error(t, db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		if _, err := insert.ExecTx(ctx, tx, "c", 1, time.Now()); err != nil {
+			return err
+		}
+		return assert.AnError
+	}, users))
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	require.ErrorIs(t, db.RunInTx(ended, func(context.Context, *dataflow.Tx) error { return nil }), context.Canceled)
+	require.NoError(t, inTx(), "after a rollback and an ended context")
+	rows, err := count.Query(ctx)
+	require.NoError(t, err)
+	var n int
+	require.True(t, rows.Next())
+	require.NoError(t, rows.Scan(&n))
+	require.NoError(t, rows.Close())
+	assert.Equal(t, 7, n)
+}

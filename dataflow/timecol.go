@@ -3,6 +3,8 @@ package dataflow
 import (
 	"fmt"
 	"time"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // SQLiteTimeLayout is the form every time takes on SQLite when dataflow
@@ -47,6 +49,10 @@ func (t *Time) Scan(v any) error {
 // parse reads the stored layout, and only if that fails (text written by
 // another program) the other layouts SQLite's date functions know.
 func (t *Time) parse(s string) error {
+	if p, ok := sqlcore.ParseSQLiteTime(s); ok {
+		t.Time = p
+		return nil
+	}
 	p, err := time.Parse(SQLiteTimeLayout, s)
 	for i := 0; err != nil && i < len(otherTimeLayouts); i++ {
 		p, err = time.Parse(otherTimeLayouts[i], s)

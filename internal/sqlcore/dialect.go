@@ -103,5 +103,5 @@ func (d Dialect) BindTime(t time.Time) any {
 	if d.PG {
 		return t.UTC()
 	}
-	return t.UTC().Format(SQLiteTimeLayout)
+	return FormatSQLiteTime(t)
 }
