@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,7 +48,11 @@ import (
 // WithCheckpointEvery) for every >= DefaultCheckpointEvery: 32 MiB by
 // default with 4 KiB pages. TestCheckpointWALBound, 20,000 transactions at
 // 10,000 a second with two readers in a loop on a busy 2-core VM, saw at
-// most 6.3×every. With a much smaller every, the frames written during a
+// most 6.3×every; since transactions reuse prepared statements, writers
+// can outrun the copying, so a writer that finds the file past
+// throttleFactor×every frames (at its wake-up stat) waits for the next
+// RESTART, at most throttleWait: backpressure that keeps the bound. With a
+// much smaller every, the frames written during a
 // checkpoint's fsyncs dominate (every=200 reached 21×every there). A
 // reader holding a snapshot pins every frame written after it: PASSIVE
 // stops there and RESTART cannot start the WAL over, so the WAL grows by
@@ -93,6 +98,15 @@ type checkpointer struct {
 
 	counts [numCkptModes]atomic.Uint64 // checkpoints run, by mode
 	busy   [numCkptModes]atomic.Uint64 // of which stopped short
+
+	// Writers that find the WAL past throttleFactor×every frames wait for
+	// the next RESTART or TRUNCATE that starts it over (at most
+	// throttleWait), so that writers faster than the checkpoint's copying
+	// cannot outgrow the bound.
+	startedMu sync.Mutex
+	started   chan struct{} // closed, and replaced, when the WAL starts over
+	throttled atomic.Uint64 // writers that waited
+	pageBytes atomic.Int64  // pageSize, for writers
 }
 
 type ckptMode int
@@ -126,6 +140,10 @@ const (
 	// still running when Close is called; closeTimeout bounds all of it.
 	closeBusyTimeout = time.Second
 	closeTimeout     = 5 * time.Second
+	// throttleFactor×every frames is the WAL size past which a committing
+	// writer waits for the checkpointer (throttleWait at most).
+	throttleFactor = 6
+	throttleWait   = 100 * time.Millisecond
 	// stopTimeout bounds the wait for the goroutine to return once told:
 	// its statement is interrupted, so it returns at once.
 	stopTimeout = 5 * time.Second
@@ -150,6 +168,7 @@ func startCheckpointer(sqldb *sql.DB, path string, cfg config) *checkpointer {
 		wakeEvery: uint64(max(1, cfg.checkpointEvery/2)),
 		logger:    cfg.logger,
 		wake:      make(chan struct{}, 1),
+		started:   make(chan struct{}),
 		cancel:    cancel,
 		done:      make(chan struct{}),
 	}
@@ -160,6 +179,12 @@ func startCheckpointer(sqldb *sql.DB, path string, cfg config) *checkpointer {
 // committed counts a committed write transaction and, every wakeEvery,
 // wakes the checkpointer without waiting for it. It is all that a commit
 // pays for checkpoints.
+//
+// At the wake-up it also looks at the size of the -wal file (a stat, which
+// opens no descriptor): past throttleFactor×every frames the checkpointer
+// has fallen behind the writers, and this writer waits for it to start the
+// WAL over, at most throttleWait. Its transaction is committed already; the
+// wait only slows the writers down to what checkpoints can copy.
 func (c *checkpointer) committed() {
 	if c == nil || c.commits.Add(1)%c.wakeEvery != 0 {
 		return
@@ -168,6 +193,32 @@ func (c *checkpointer) committed() {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	page := c.pageBytes.Load()
+	if page == 0 {
+		return
+	}
+	fi, err := os.Stat(c.wal)
+	if err != nil || fi.Size() <= walHeaderSize+throttleFactor*int64(c.every)*(walFrameHeaderSize+page) {
+		return
+	}
+	c.startedMu.Lock()
+	started := c.started
+	c.startedMu.Unlock()
+	c.throttled.Add(1)
+	t := time.NewTimer(throttleWait)
+	defer t.Stop()
+	select {
+	case <-started:
+	case <-t.C:
+	}
+}
+
+// restarted wakes the writers waiting for the WAL to start over.
+func (c *checkpointer) restarted() {
+	c.startedMu.Lock()
+	close(c.started)
+	c.started = make(chan struct{})
+	c.startedMu.Unlock()
 }
 
 func (c *checkpointer) run(ctx context.Context) {
@@ -203,17 +254,30 @@ func (c *checkpointer) run(ctx context.Context) {
 // a WAL this one still uses (that lost turns in TestConcurrentWriterProcesses).
 func (c *checkpointer) check(ctx context.Context) error {
 	_, log, done, err := c.checkpoint(ctx, ckptPassive)
-	if err != nil || log < 2*int64(c.every) || time.Now().Before(c.restartAfter) {
+	if err != nil || time.Now().Before(c.restartAfter) {
 		return err
+	}
+	// The file keeps its size when the WAL starts over: once grown past
+	// the bound (a long reader pinned it), only TRUNCATE shrinks it, even
+	// when the log in it is short again.
+	grown := false
+	if fi, err := os.Stat(c.wal); err == nil && fi.Size() > c.walBytes(boundFactor*int64(c.every)) {
+		grown = true
+	}
+	if log < 2*int64(c.every) && !grown {
+		return nil
 	}
 	pinned := done < log // a reader kept PASSIVE from copying all
 	mode := ckptRestart
-	if fi, err := os.Stat(c.wal); err == nil && fi.Size() > c.walBytes(boundFactor*int64(c.every)) {
+	if grown {
 		mode = ckptTruncate
 	}
 	busy, _, _, err := c.checkpoint(ctx, mode)
 	if err != nil {
 		return err
+	}
+	if !busy {
+		c.restarted()
 	}
 	if busy && pinned {
 		// Given up, and a reader that pinned frames before kept its
@@ -269,6 +333,7 @@ func (c *checkpointer) connect(ctx context.Context, busyTimeout time.Duration) e
 		return fmt.Errorf("checkpoint: %w", withCtxErr(ctx, err))
 	}
 	c.conn, c.pageSize = conn, pageSize
+	c.pageBytes.Store(pageSize)
 	return nil
 }
 
