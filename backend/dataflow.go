@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/cache"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -30,13 +32,17 @@ const (
 type SessionRow struct {
 	bun.BaseModel `bun:"table:turnkeep_sessions"`
 
-	ID        string    `bun:"id,pk,type:varchar(255)"`
-	TurnCount int64     `bun:"turn_count,notnull"`
-	Version   int64     `bun:"version,notnull"`           // changes with every write; see memory.Version
-	Tokens    int64     `bun:"tokens,notnull,default:0"`  // the tokens of every stored message
-	Counted   int16     `bun:"counted,notnull,default:0"` // 1: every message has its ID and count; 0: rows of a release before counts may remain
-	CreatedAt time.Time `bun:"created_at,notnull"`
-	UpdatedAt time.Time `bun:"updated_at,notnull"`
+	ID        string         `bun:"id,pk,type:varchar(320)"` // memory.SessionKey: the tenant and the session ID
+	TurnCount int64          `bun:"turn_count,notnull"`
+	Version   int64          `bun:"version,notnull"`           // changes with every write; see memory.Version
+	Tokens    int64          `bun:"tokens,notnull,default:0"`  // the tokens of every stored message
+	Counted   int16          `bun:"counted,notnull,default:0"` // 1: every message has its ID and count; 0: rows of a release before counts may remain
+	Tenant    string         `bun:"tenant,notnull,type:varchar(64),default:''"`
+	UserID    string         `bun:"user_id,notnull,type:varchar(255),default:''"` // the owner; "" for none
+	Title     string         `bun:"title,notnull,type:text,default:''"`
+	Metadata  sql.NullString `bun:"metadata,type:text"`
+	CreatedAt time.Time      `bun:"created_at,notnull"`
+	UpdatedAt time.Time      `bun:"updated_at,notnull"`
 }
 
 // MessageRow is a message as stored: one row per message, keyed by session,
@@ -54,7 +60,7 @@ type SessionRow struct {
 type MessageRow struct {
 	bun.BaseModel `bun:"table:turnkeep_messages"`
 
-	SessionID    string         `bun:"session_id,pk,type:varchar(255)"`
+	SessionID    string         `bun:"session_id,pk,type:varchar(320)"` // the session's key
 	Seq          int64          `bun:"seq,pk"`
 	Pos          int32          `bun:"pos,pk"`
 	TurnID       string         `bun:"turn_id,notnull,type:varchar(128)"`
@@ -70,6 +76,7 @@ type MessageRow struct {
 	MsgMetadata  sql.NullString `bun:"msg_metadata,type:text"`
 	Tokens       int64          `bun:"tokens,notnull,default:0"`
 	TokensBefore int64          `bun:"tokens_before,notnull,default:0"`
+	SearchText   sql.NullString `bun:"search_text,type:text"` // PostgreSQL: memory.SearchText of Content, under the search index; NULL on SQLite
 }
 
 // Option configures a DataFlowBackend.
@@ -83,6 +90,17 @@ func WithMaxMessageBytes(n int) Option {
 			return fmt.Errorf("%w: max message bytes must be at least 1", memory.ErrInvalidOption)
 		}
 		b.maxBytes = n
+		return nil
+	}
+}
+
+// WithSearchIndex(false) keeps no full-text index on SQLite: a save is then
+// two statements instead of three, and Search is memory.ErrNotSupported.
+// The default keeps one (on PostgreSQL the index costs no statement, and
+// the option only stops the backend from creating it).
+func WithSearchIndex(on bool) Option {
+	return func(b *DataFlowBackend) error {
+		b.noSearch = !on
 		return nil
 	}
 }
@@ -109,12 +127,16 @@ type DataFlowBackend struct {
 	appendNew   *dataflow.Stmt // PostgreSQL: an append to the newest turn in one statement; nil on SQLite
 	lockRow     *dataflow.Stmt // PostgreSQL: locks an existing session row; nil on SQLite
 	findTurn    *dataflow.Stmt // a turn's sequence, tokens before it, timestamp and last position
-	heldTokens  *dataflow.Stmt // the tokens of a turn's messages past a position
 	bumpSession *dataflow.Stmt // an append's update of the session row
 	shiftBefore *dataflow.Stmt // an append's update of the later turns' tokens before them
 
 	insertMu sync.Mutex
 	inserts  map[insertKind]*dataflow.Stmt // inserts of message rows, made as needed
+	named    map[string]*dataflow.Stmt     // statements whose text depends on a query's shape, made as needed
+
+	noSearch  bool          // WithSearchIndex(false)
+	search    cache.Ensurer // creates the search index once (search.go)
+	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
 }
 
 var _ memory.Backend = (*DataFlowBackend)(nil)
@@ -123,8 +145,13 @@ var _ memory.Backend = (*DataFlowBackend)(nil)
 // holds already.
 var errDuplicate = errors.New("turn already stored")
 
+// loadColumns are the columns scanWindow reads, but for the time column
+// (dataflow.TimeColumn of m.created_at), which follows.
+const loadColumns = `SELECT s.turn_count, s.version, s.counted, m.seq, m.pos, m.turn_id, m.msg_id, m.role, m.content, m.name,
+	m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens, m.metadata, `
+
 // messageColumns are the columns an insert of message rows binds, in order.
-const messageColumns = `session_id, seq, pos, turn_id, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata, tokens, tokens_before, metadata, created_at`
+const messageColumns = `session_id, seq, pos, turn_id, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata, tokens, tokens_before, metadata, created_at, search_text`
 
 // NewDataFlowBackend returns a backend on db. It does no I/O: the tables are
 // created or checked on first use.
@@ -132,7 +159,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt), named: make(map[string]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
@@ -142,7 +169,11 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 		}
 	}
 	var err error
-	if b.sessions, err = dataflow.Register[SessionRow](db); err != nil {
+	// Listing and deletion by owner or age are keyset range scans of these
+	// indexes, newest first.
+	if b.sessions, err = dataflow.Register[SessionRow](db,
+		dataflow.WithIndex(SessionsTable+"_user_idx", "tenant", "user_id", "updated_at", "id"),
+		dataflow.WithIndex(SessionsTable+"_tenant_idx", "tenant", "updated_at", "id")); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	// WithoutRowID: on SQLite a session's messages sit together in key
@@ -157,22 +188,21 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	}
 	// A new session row starts at a random version, so that a session
 	// cleared and saved again never repeats a version a cache may hold.
-	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, 1, ?, ?, 1, ?, ?)
+	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 1, ?, ?, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
 RETURNING turn_count, version, tokens, counted`, b.sessions)
-	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, 0, 0, 0, 1, ?, ?)
+	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
 	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
 	b.findTurn = db.NewStmt(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
 	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq),
 	(SELECT s.counted FROM `+SessionsTable+` s WHERE s.id = m.session_id)
 FROM `+MessagesTable+` m WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0`, b.sessions, b.messages)
-	b.heldTokens = db.NewStmt(`SELECT COALESCE(SUM(tokens), 0) FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos > ?`, b.messages)
 	b.bumpSession = db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
 RETURNING turn_count, version`, b.sessions)
 	b.backfillRd = db.NewStmt(`SELECT seq, pos, turn_id, msg_id, role, content, tokens FROM `+MessagesTable+` WHERE session_id = ?`, b.messages)
-	b.backfillRow = db.NewStmt(`UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ? WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
+	b.backfillRow = db.NewStmt(`UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
 	b.backfillDel = db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
 	b.backfillEnd = db.NewStmt(`UPDATE `+SessionsTable+` SET tokens = ?, counted = 1 WHERE id = ?`, b.sessions)
 	forUpdate := ""
@@ -202,14 +232,12 @@ RETURNING turn_count, version`, b.sessions)
 	if db.Dialect() == "pg" {
 		greatest = "GREATEST"
 	}
-	const columns = `SELECT s.turn_count, s.version, s.counted, m.seq, m.pos, m.turn_id, m.msg_id, m.role, m.content, m.name,
-	m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens, m.metadata, `
-	b.loadWindow = db.NewReadStmt(columns+db.TimeColumn("m.created_at")+`
+	b.loadWindow = db.NewReadStmt(loadColumns+db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
 	AND m.seq > s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END
 WHERE s.id = ?`, b.sessions, b.messages)
-	b.loadBudget = db.NewReadStmt(columns+db.TimeColumn("m.created_at")+`
+	b.loadBudget = db.NewReadStmt(loadColumns+db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
 	AND m.seq > `+greatest+`(s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END,
@@ -237,17 +265,17 @@ func (b *DataFlowBackend) preparePG() {
 	b.saveTurn = b.db.NewIdempotentStmt(`WITH known AS (
 	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
 ), s AS (
-	INSERT INTO `+SessionsTable+` (id, turn_count, version, tokens, counted, created_at, updated_at)
-	SELECT ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
+	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
 	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
 	RETURNING turn_count, version, tokens, counted
 ), m AS (
 	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
 	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
-		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ)
+		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ), u.search
 	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
-		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT)
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
 )
 SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
 	// An append to the newest turn in one statement. The session row's
@@ -261,7 +289,7 @@ SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
 	SELECT seq, tokens_before, created_at FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
 ), u AS (
 	SELECT u.* FROM json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
-		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT)
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
 	WHERE NOT EXISTS (SELECT 1 FROM `+MessagesTable+` x WHERE x.session_id = ? AND x.msg_id = u.id)
 ), n AS (
 	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
@@ -274,7 +302,7 @@ SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
 ), i AS (
 	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
 	SELECT ?, t.seq, p.pos + u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
-		t.tokens_before, NULL, t.created_at
+		t.tokens_before, NULL, t.created_at, u.search
 	FROM s, t, p, u
 )
 SELECT t.seq, n.n, s.version, s.counted FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
@@ -303,7 +331,7 @@ func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 	}
 	if append {
 		q.WriteString(` ON CONFLICT DO NOTHING`)
@@ -411,8 +439,12 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 		return b.saveInOne(ctx, sessionID, turn, metaArg, tokens, at, counter)
 	}
 	var seq, version, total int64
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, firstVersion(), tokens, at, at)
+	index, err := b.indexed(ctx)
+	if err != nil {
+		return memory.Saved{}, err
+	}
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at)
 		if err != nil {
 			return err
 		}
@@ -427,8 +459,14 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 			}
 			total = before + tokens
 		}
-		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp)
-		return b.insert(ctx, tx, len(turn.Encoded), args) // errDuplicate when the turn is held
+		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp, false)
+		if err := b.insert(ctx, tx, len(turn.Encoded), args); err != nil {
+			return err // errDuplicate when the turn is held
+		}
+		if index {
+			return b.indexTx(ctx, tx, sessionID, seq, 0, turn.Encoded)
+		}
+		return nil
 	}, b.sessions, b.messages)
 	if err != nil {
 		return memory.Saved{}, err
@@ -455,9 +493,11 @@ func (b *DataFlowBackend) insert(ctx context.Context, tx *dataflow.Tx, n int, ar
 
 // rowArgs appends the arguments of an insert of msgs as rows of one turn,
 // from position pos on.
-func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []memory.PreparedMessage, before int64, turnMeta any, at time.Time) []any {
+//
+// search is whether the rows carry their search text (PostgreSQL).
+func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []memory.PreparedMessage, before int64, turnMeta any, at time.Time, search bool) []any {
 	if args == nil {
-		args = make([]any, 0, 16*len(msgs))
+		args = make([]any, 0, 17*len(msgs))
 	}
 	for i := range msgs {
 		m := &msgs[i]
@@ -467,7 +507,10 @@ func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, 
 		}
 		args = append(args, sessionID, seq, pos+int32(i), turnID, m.ID, string(m.Role), m.Content, m.Name,
 			jsonArg(m.ToolCallsJSON), m.ToolCallID, jsonArg(m.PartsJSON), jsonArg(m.MetadataJSON),
-			int64(m.Tokens), before, meta, at)
+			int64(m.Tokens), before, meta, at, nil)
+		if search {
+			args[len(args)-1] = searchArg(m.Content)
+		}
 	}
 	return args
 }
@@ -494,6 +537,7 @@ type jsonRow struct {
 	Parts      *string `json:"parts"`
 	Meta       *string `json:"meta"`
 	Tokens     int64   `json:"tokens"`
+	Search     *string `json:"search"`
 }
 
 // jsonRows encodes msgs for the PostgreSQL statements, numbering them from
@@ -504,7 +548,10 @@ func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
 		m := &msgs[i]
 		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
 			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
-			Tokens: int64(m.Tokens)}
+			Tokens: int64(m.Tokens), Search: jsonText([]byte(memory.SearchText(m.Content)))}
+		if *rows[i].Search == "" {
+			rows[i].Search = nil
+		}
 	}
 	data, err := json.Marshal(rows)
 	return string(data), err
@@ -532,7 +579,7 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 	var counted int16
 	rows, err := b.saveTurn.Query(ctx,
 		sessionID, t.ID,
-		sessionID, firstVersion(), tokens, at, at,
+		sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at,
 		sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON)
 	if err == nil {
 		err = scanOne(rows, &seq, &version, &counted)
@@ -575,18 +622,17 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	if b.appendNew != nil {
-		for attempt := 0; ; attempt++ {
-			saved, done, err := b.appendInOne(ctx, sessionID, turnID, msgs)
-			if err != nil && attempt < 3 && (dataflow.IsUniqueViolation(err, MessagesTable+"_pkey") || dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")) {
-				continue // a concurrent append to the turn: run again, seeing it
-			}
-			if err != nil {
-				return memory.Saved{}, fmt.Errorf("backend: %w", err)
-			}
-			if done {
-				return saved, nil
-			}
-			break
+		saved, done, err := b.appendInOne(ctx, sessionID, turnID, msgs)
+		switch {
+		case err != nil && (dataflow.IsUniqueViolation(err, MessagesTable+"_pkey") || dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")):
+			// A concurrent append to the turn took the same positions (or
+			// stored the same ID) first; the statement stored nothing. The
+			// transaction path locks the session row first, so it sees
+			// what the other stored and cannot collide.
+		case err != nil:
+			return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		case done:
+			return saved, nil
 		}
 	}
 	saved, err := b.appendInTx(ctx, sessionID, turnID, msgs)
@@ -632,7 +678,12 @@ func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID str
 // moved.
 func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
 	var saved memory.Saved
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	pg := b.db.Dialect() == "pg"
+	index, err := b.indexed(ctx)
+	if err != nil {
+		return memory.Saved{}, err
+	}
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		saved = memory.Saved{}
 		if b.lockRow != nil {
 			rows, err := b.lockRow.QueryTx(ctx, tx, sessionID)
@@ -667,7 +718,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 				}
 			}
 		}
-		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time)...)
+		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time, pg)...)
 		if err != nil {
 			return err
 		}
@@ -675,18 +726,23 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		if err != nil || n == 0 {
 			return err
 		}
+		stored := []storedRun{{pos: last + 1, msgs: msgs}}
+		if int(n) != len(msgs) { // some IDs were held: which rows went in
+			if stored, err = b.storedOf(ctx, tx, sessionID, seq, last, msgs); err != nil {
+				return err
+			}
+		}
 		var tokens int64
-		if int(n) == len(msgs) {
-			for i := range msgs {
-				tokens += int64(msgs[i].Tokens)
+		for _, r := range stored {
+			for i := range r.msgs {
+				tokens += int64(r.msgs[i].Tokens)
 			}
-		} else {
-			rows, err := b.heldTokens.QueryTx(ctx, tx, sessionID, seq, last)
-			if err != nil {
-				return err
-			}
-			if err := scanOne(rows, &tokens); err != nil {
-				return err
+		}
+		if index {
+			for i := range stored {
+				if err := b.indexTx(ctx, tx, sessionID, seq, stored[i].pos, stored[i].msgs); err != nil {
+					return err
+				}
 			}
 		}
 		rows, err := b.bumpSession.QueryTx(ctx, tx, tokens, now(), sessionID)
@@ -706,6 +762,53 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		return nil
 	}, b.sessions, b.messages)
 	return saved, err
+}
+
+// storedRun is a run of an append's messages stored at consecutive
+// positions from pos.
+type storedRun struct {
+	pos  int32
+	msgs []memory.PreparedMessage
+}
+
+// storedOf returns which of msgs an append inserted after position last of
+// turn seq (the others' IDs were held), as runs at their positions.
+func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, sessionID string, seq int64, last int32, msgs []memory.PreparedMessage) ([]storedRun, error) {
+	st := b.stmt("storedof", func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos > ?`, b.messages)
+	})
+	rows, err := st.QueryTx(ctx, tx, sessionID, seq, last)
+	if err != nil {
+		return nil, err
+	}
+	in := make(map[int32]bool)
+	for rows.Next() {
+		var pos int32
+		if err := rows.Scan(&pos); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		in[pos] = true
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var runs []storedRun
+	for i := range msgs {
+		pos := last + 1 + int32(i)
+		if !in[pos] {
+			continue
+		}
+		if k := len(runs); k > 0 && runs[k-1].pos+int32(len(runs[k-1].msgs)) == pos {
+			runs[k-1].msgs = append(runs[k-1].msgs, msgs[i])
+			continue
+		}
+		runs = append(runs, storedRun{pos: pos, msgs: []memory.PreparedMessage{msgs[i]}})
+	}
+	return runs, nil
 }
 
 // preparedMessages returns msgs validated, unless PrepareMessages made
@@ -790,6 +893,9 @@ func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q memory.W
 // by a release before messages had them (see backfillTx), in a
 // transaction of its own.
 func (b *DataFlowBackend) backfill(ctx context.Context, sessionID string, counter memory.TokenCounter) error {
+	if _, err := b.indexed(ctx); err != nil {
+		return err
+	}
 	return b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		_, err := b.backfillTx(ctx, tx, sessionID, counter, 0)
 		return err
@@ -812,6 +918,7 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 	if counter == nil {
 		counter = memory.DefaultTokenCounter
 	}
+	pg := b.db.Dialect() == "pg"
 	rows, err := b.counted.QueryTx(ctx, tx, sessionID)
 	if err != nil {
 		return 0, err
@@ -884,8 +991,18 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 			r.tokens = int64(max(counter.CountTokens(memory.Message{ID: id, Role: memory.Role(r.role), Content: r.content}), 0))
 		}
 		total += r.tokens
-		if _, err := b.backfillRow.ExecTx(ctx, tx, r.msgID, r.tokens, before, sessionID, r.seq, r.pos); err != nil {
+		var search any // PostgreSQL: the search text of a row written before there was one
+		if pg {
+			search = searchArg(r.content)
+		}
+		if _, err := b.backfillRow.ExecTx(ctx, tx, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
 			return 0, err
+		}
+		if !r.counted && !pg && !b.searchOff.Load() {
+			msg := memory.PreparedMessage{Message: memory.Message{Content: r.content}}
+			if err := b.indexTx(ctx, tx, sessionID, r.seq, r.pos, []memory.PreparedMessage{msg}); err != nil {
+				return 0, err
+			}
 		}
 	}
 	if _, err := b.backfillEnd.ExecTx(ctx, tx, total+plus, sessionID); err != nil {
@@ -1044,9 +1161,15 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 	if err := b.check(sessionID); err != nil {
 		return err
 	}
+	if _, err := b.indexed(ctx); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 	at := now()
 	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, at, at); err != nil {
+		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
+			return err
+		}
+		if err := b.unindexKeysTx(ctx, tx, []string{sessionID}); err != nil {
 			return err
 		}
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
@@ -1059,26 +1182,6 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		return fmt.Errorf("backend: %w", err)
 	}
 	return nil
-}
-
-// SessionInfo reads the session row; a session with no turns is
-// memory.ErrSessionNotFound.
-func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
-	if err := b.check(sessionID); err != nil {
-		return memory.SessionInfo{}, err
-	}
-	row, err := b.sessions.Read(ctx, sessionID)
-	if errors.Is(err, dataflow.ErrNotFound) {
-		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
-	}
-	if err != nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
-	}
-	return memory.SessionInfo{
-		TurnCount: int(row.TurnCount),
-		CreatedAt: row.CreatedAt.UTC(),
-		UpdatedAt: row.UpdatedAt.UTC(),
-	}, nil
 }
 
 // Err returns dataflow.ErrClosed once the database is closed, and
@@ -1101,7 +1204,13 @@ func (b *DataFlowBackend) check(sessionID string) error {
 	if b == nil || b.db == nil {
 		return errNoDB
 	}
-	return memory.ValidateSessionID(sessionID)
+	return memory.ValidateSessionKey(sessionID)
+}
+
+// tenantOf is the tenant of a session key.
+func tenantOf(key string) string {
+	t, _ := memory.ParseSessionKey(key)
+	return t
 }
 
 // errNoDB is what a backend not made by NewDataFlowBackend returns.

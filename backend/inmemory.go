@@ -27,6 +27,9 @@ type inMemorySession struct {
 	version   memory.Version      // random at creation, then one more per stored turn
 	createdAt time.Time
 	updatedAt time.Time
+	user      string
+	title     string
+	metadata  []byte // JSON, nil for none
 }
 
 // storedTurn is a turn as stored: its messages encoded, so that every read
@@ -189,24 +192,13 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q memory.W
 	if len(stored) > 0 {
 		w.Turns = make([]memory.Turn, len(stored))
 	}
-	for i, st := range stored {
-		t := memory.Turn{ID: st.id, Timestamp: st.at, Messages: make([]memory.Message, len(st.msgs))}
-		if st.metadata != nil {
-			if err := json.Unmarshal(st.metadata, &t.Metadata); err != nil {
-				return memory.Window{}, 0, fmt.Errorf("backend: turn %s metadata: %w", st.id, err)
-			}
+	for i := range stored {
+		t, err := stored[i].turn()
+		if err != nil {
+			return memory.Window{}, 0, err
 		}
-		for j := range st.msgs {
-			p := &st.msgs[j]
-			m := p.Message
-			if err := memory.DecodeMessage(&m, p.ToolCallsJSON, p.PartsJSON, p.MetadataJSON); err != nil {
-				return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
-			}
-			t.Messages[j] = m
-		}
-		memory.FillShorthand(&t)
 		w.Turns[i] = t
-		w.Tokens += st.tokens
+		w.Tokens += stored[i].tokens
 	}
 	return w, v, nil
 }
@@ -233,8 +225,8 @@ func (b *InMemoryBackend) ClearSession(ctx context.Context, sessionID string) er
 	return nil
 }
 
-// SessionInfo returns the turn count and the times of the first and latest
-// save; a session with no turns yields memory.ErrSessionNotFound.
+// SessionInfo describes the session; one that does not exist is
+// memory.ErrSessionNotFound.
 func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
 		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
@@ -245,7 +237,22 @@ func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (me
 	if s == nil {
 		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
 	}
-	return memory.SessionInfo{TurnCount: len(s.turns), CreatedAt: s.createdAt, UpdatedAt: s.updatedAt}, nil
+	return s.info(sessionID)
+}
+
+// info describes s, named by its key; b.mu is held.
+func (s *inMemorySession) info(key string) (memory.SessionInfo, error) {
+	_, id := memory.ParseSessionKey(key)
+	info := memory.SessionInfo{ID: id, User: s.user, Title: s.title, TurnCount: len(s.turns), CreatedAt: s.createdAt, UpdatedAt: s.updatedAt}
+	for i := range s.turns {
+		info.Tokens += s.turns[i].tokens
+	}
+	if s.metadata != nil {
+		if err := json.Unmarshal(s.metadata, &info.Metadata); err != nil {
+			return memory.SessionInfo{}, fmt.Errorf("backend: session %q metadata: %w", key, err)
+		}
+	}
+	return info, nil
 }
 
 // checkRequest fails like a database would for a done context, and
@@ -254,5 +261,5 @@ func checkRequest(ctx context.Context, sessionID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return memory.ValidateSessionID(sessionID)
+	return memory.ValidateSessionKey(sessionID)
 }

@@ -35,7 +35,7 @@ const (
 var (
 	v1SessionCols  = []string{"id", "turn_count", "version", "created_at", "updated_at"}
 	v1MessageCols  = []string{"session_id", "seq", "pos", "turn_id", "role", "content", "metadata", "created_at"}
-	v1AddedMsgCols = []string{"msg_id", "name", "tool_calls", "tool_call_id", "parts", "msg_metadata", "tokens", "tokens_before"}
+	v1AddedMsgCols = []string{"msg_id", "name", "tool_calls", "tool_call_id", "parts", "msg_metadata", "tokens", "tokens_before", "search_text"}
 )
 
 var v1Base = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
@@ -279,12 +279,15 @@ func TestUpgradeModelV1Loads(t *testing.T) {
 			t.Logf("upgrade: %s", q)
 			// Columns and indexes added; the history table's own
 			// idempotent CREATE ... IF NOT EXISTS; nothing dropped or rebuilt.
-			assert.Regexp(t, `(?i)^(ALTER TABLE \S+ ADD COLUMN |CREATE (UNIQUE )?INDEX IF NOT EXISTS \S*`+MessagesTable+`_|CREATE (TABLE|INDEX) IF NOT EXISTS \S*turnkeep_migrations)`, q,
+			// The session key columns are widened on PostgreSQL (varchar
+			// lengths only; no rewrite), and the search index is created.
+			assert.Regexp(t, `(?i)^(ALTER TABLE \S+ ADD COLUMN |CREATE (UNIQUE )?INDEX IF NOT EXISTS \S*(`+MessagesTable+`|`+SessionsTable+`)_|CREATE (TABLE|INDEX) IF NOT EXISTS \S*turnkeep_migrations|`+
+				`ALTER TABLE \S+ ALTER COLUMN "(id|session_id)" TYPE varchar\(320\)$|CREATE VIRTUAL TABLE IF NOT EXISTS `+SearchTable+` USING fts5|CREATE INDEX IF NOT EXISTS `+MessagesTable+`_search_idx ON \S+ USING GIN|SELECT pg_advisory_xact_lock)`, q,
 				"the upgrade only adds columns and indexes")
 		}
 
 		// The catalog: the release's columns first and unchanged, then the new ones.
-		assert.Equal(t, append(slices.Clone(v1SessionCols), "tokens", "counted"), v1Columns(t, db, SessionsTable))
+		assert.Equal(t, append(slices.Clone(v1SessionCols), "tokens", "counted", "tenant", "user_id", "title", "metadata"), v1Columns(t, db, SessionsTable))
 		assert.Equal(t, append(slices.Clone(v1MessageCols), v1AddedMsgCols...), v1Columns(t, db, MessagesTable))
 		assert.Contains(t, v1Indexes(t, db, MessagesTable), MessagesTable+"_msg_idx")
 		assert.Contains(t, v1Indexes(t, db, MessagesTable), MessagesTable+"_turn_idx")

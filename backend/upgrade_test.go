@@ -137,7 +137,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			// The columns were added (version, and tokens of the
 			// conversation model), nothing else changed, and the history
 			// records them after the previous release's entry.
-			assert.Equal(t, []string{"id", "turn_count", "created_at", "updated_at", "version", "tokens", "counted"}, sessionColumns(t, db))
+			assert.Equal(t, []string{"id", "turn_count", "created_at", "updated_at", "version", "tokens", "counted", "tenant", "user_id", "title", "metadata"}, sessionColumns(t, db))
 			after, err := db.Migrator().History(ctx, SessionsTable)
 			require.NoError(t, err)
 			if assert.Len(t, after, 2, "history of %s", SessionsTable) {
@@ -146,7 +146,18 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 				add := func(col string) string {
 					return `ALTER TABLE ` + q + SessionsTable + q + ` ADD COLUMN ` + q + col + q + ` (BIGINT|INTEGER|SMALLINT) NOT NULL DEFAULT 0`
 				}
-				assert.Regexp(t, `(?i)^`+add("version")+`;\n`+add("tokens")+`;\n`+add("counted")+`$`, after[1].Statements, "the upgrade")
+				widen := ""
+				if d.name == "pg" { // the key grew to hold a tenant: a varchar widened in place
+					widen = `ALTER TABLE "` + SessionsTable + `" ALTER COLUMN "id" TYPE varchar\(320\);\n`
+				}
+				addText := func(col, rest string) string {
+					return `ALTER TABLE ` + q + SessionsTable + q + ` ADD COLUMN ` + q + col + q + ` ` + rest
+				}
+				assert.Regexp(t, `(?i)^`+widen+add("version")+`;\n`+add("tokens")+`;\n`+add("counted")+`;\n`+
+					addText("tenant", `varchar\(64\) NOT NULL DEFAULT ''`)+`;\n`+addText("user_id", `varchar\(255\) NOT NULL DEFAULT ''`)+`;\n`+
+					addText("title", `text NOT NULL DEFAULT ''`)+`;\n`+addText("metadata", `text`)+`;\n`+
+					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_user_idx`+q+` .*;\n`+
+					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_tenant_idx`+q+` .*$`, after[1].Statements, "the upgrade")
 				assert.NotEmpty(t, after[1].Checksum, "the upgrade is recorded as complete")
 				assert.NotEqual(t, before[0].Checksum, after[1].Checksum)
 			}

@@ -260,3 +260,12 @@ func (db *DB) readyAll(ctx context.Context) error {
 	db.allReady.Store(true)
 	return nil
 }
+
+// SchemaChanges reports whether the DB may change the schema: false under
+// WithAutoMigrate(false) or WithExistingSchemaMode(true). A client that
+// keeps tables of its own beside registered ones (such as a search index)
+// creates them only when it is true.
+// A zero or closed DB changes nothing.
+func (db *DB) SchemaChanges() bool {
+	return db != nil && db.sql != nil && !db.Closed() && db.cfg.autoMigrate && !db.cfg.existingSchema
+}

@@ -90,12 +90,18 @@ func TestZeroAndClosedValues(t *testing.T) {
 			}
 			return err
 		}},
-		"ExecContext":       {true, func(db *dataflow.DB) error { _, err := db.ExecContext(ctx, "SELECT 1"); return err }},
-		"QueryContext":      {true, func(db *dataflow.DB) error { _, err := db.QueryContext(ctx, "SELECT 1"); return err }},
-		"QueryRetry":        {true, func(db *dataflow.DB) error { _, err := db.QueryRetry(ctx, "SELECT 1"); return err }},
-		"ScanRows":          {true, func(db *dataflow.DB) error { return db.ScanRows(ctx, nil, new(int)) }},
-		"Bind":              {true, func(db *dataflow.DB) error { _, err := db.Bind(1); return err }},
-		"TimeColumn":        {false, func(db *dataflow.DB) error { db.TimeColumn("created"); return nil }},
+		"ExecContext":  {true, func(db *dataflow.DB) error { _, err := db.ExecContext(ctx, "SELECT 1"); return err }},
+		"QueryContext": {true, func(db *dataflow.DB) error { _, err := db.QueryContext(ctx, "SELECT 1"); return err }},
+		"QueryRetry":   {true, func(db *dataflow.DB) error { _, err := db.QueryRetry(ctx, "SELECT 1"); return err }},
+		"ScanRows":     {true, func(db *dataflow.DB) error { return db.ScanRows(ctx, nil, new(int)) }},
+		"Bind":         {true, func(db *dataflow.DB) error { _, err := db.Bind(1); return err }},
+		"TimeColumn":   {false, func(db *dataflow.DB) error { db.TimeColumn("created"); return nil }},
+		"SchemaChanges": {false, func(db *dataflow.DB) error {
+			if db.SchemaChanges() {
+				return errors.New("a zero or closed DB may change the schema")
+			}
+			return nil
+		}},
 		"NewStmt":           {true, func(db *dataflow.DB) error { _, err := db.NewStmt("SELECT 1").Exec(ctx); return err }},
 		"NewReadStmt":       {true, func(db *dataflow.DB) error { _, err := db.NewReadStmt("SELECT 1").Query(ctx); return err }},
 		"NewIdempotentStmt": {true, func(db *dataflow.DB) error { _, err := db.NewIdempotentStmt("SELECT 1").Exec(ctx); return err }},

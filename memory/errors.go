@@ -25,6 +25,29 @@ var (
 	// no turn with the given ID.
 	ErrTurnNotFound = errors.New("memory: turn not found")
 
+	// ErrInvalidTenant is returned for a tenant name ValidateTenant
+	// refuses.
+	ErrInvalidTenant = errors.New("memory: invalid tenant")
+
+	// ErrInvalidUser is returned for an owner name ValidateUser refuses.
+	ErrInvalidUser = errors.New("memory: invalid user")
+
+	// ErrSessionOwned is returned by CreateSession for a session another
+	// user owns.
+	ErrSessionOwned = errors.New("memory: session owned by another user")
+
+	// ErrInvalidCursor is returned for a page cursor (SessionQuery.After,
+	// HistoryQuery.After) that no page returned.
+	ErrInvalidCursor = errors.New("memory: invalid cursor")
+
+	// ErrInvalidImport is returned by Import for input that is not the
+	// JSON Lines Export writes.
+	ErrInvalidImport = errors.New("memory: invalid import")
+
+	// ErrNotSupported is returned by the session methods of a
+	// PersistentBufferMemory whose backend is not a SessionStore.
+	ErrNotSupported = errors.New("memory: not supported by the backend")
+
 	// ErrInvalidOption is returned by NewPersistentBufferMemory for an invalid
 	// option or a nil backend, by every method of a BufferMemory built with an
 	// invalid option, and by backends for an invalid maxTurns.

@@ -13,6 +13,8 @@ import (
 // not usable (its methods return ErrClosed): make one with
 // NewPersistentBufferMemory.
 type PersistentBufferMemory struct {
+	tenant   string // ForTenant: every session key is in it
+	err      error  // ForTenant with an invalid tenant: every method returns it
 	backend  Backend
 	limits   limits // the window cached and returned by default
 	maxBytes int
@@ -20,8 +22,8 @@ type PersistentBufferMemory struct {
 	cached   bool          // windows are cached
 	stale    time.Duration // WithStaleReads: how long a hit may skip the backend
 	now      func() time.Time
-	cache    *sessionCache
-	closed   atomic.Bool
+	cache    *sessionCache // shared by every tenant view, keyed by session key
+	closed   *atomic.Bool  // shared by every tenant view
 }
 
 // NewPersistentBufferMemory returns a Memory over b. An invalid option or a
@@ -46,6 +48,7 @@ func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemo
 		stale:    c.staleReads,
 		now:      time.Now,
 		cache:    newSessionCache(c.maxCachedSessions, c.cacheTTL),
+		closed:   new(atomic.Bool),
 	}
 	m.cached = c.cacheTTL > 0
 	return m, nil
@@ -54,7 +57,7 @@ func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemo
 // Close makes every later call return ErrClosed and drops every cached
 // window. It does not close the backend. Calling it again returns nil.
 func (m *PersistentBufferMemory) Close() error {
-	if m == nil || m.cache == nil || m.closed.Swap(true) {
+	if m == nil || m.cache == nil || m.closed == nil || m.closed.Swap(true) {
 		return nil
 	}
 	m.cache.clear()
@@ -62,15 +65,53 @@ func (m *PersistentBufferMemory) Close() error {
 }
 
 // check returns ErrClosed for a closed or zero memory, then validates the
-// session ID.
-func (m *PersistentBufferMemory) check(sessionID string) error {
-	if m == nil || m.backend == nil {
+// session ID and returns the session's key in the memory's tenant.
+func (m *PersistentBufferMemory) check(sessionID string) (string, error) {
+	if err := m.usable(); err != nil {
+		return "", err
+	}
+	if err := ValidateSessionID(sessionID); err != nil {
+		return "", err
+	}
+	return SessionKey(m.tenant, sessionID), nil
+}
+
+// usable returns ErrClosed for a closed or zero memory, and the error of a
+// view of an invalid tenant.
+func (m *PersistentBufferMemory) usable() error {
+	if m == nil || m.backend == nil || m.closed == nil {
 		return fmt.Errorf("%w: not made by NewPersistentBufferMemory", ErrClosed)
 	}
 	if m.closed.Load() {
 		return ErrClosed
 	}
-	return ValidateSessionID(sessionID)
+	return m.err
+}
+
+// ForTenant returns a view of m whose every operation is confined to
+// tenant: the same session ID in two tenants names two sessions, and
+// listing, search and deletion see only the tenant's sessions. It shares
+// m's backend, cache, options and Close. The default tenant is "". An
+// invalid tenant (ValidateTenant) yields a view whose methods return an
+// error wrapping ErrInvalidTenant.
+func (m *PersistentBufferMemory) ForTenant(tenant string) *PersistentBufferMemory {
+	if m == nil {
+		return nil
+	}
+	v := *m
+	v.tenant = tenant
+	if v.err == nil {
+		v.err = ValidateTenant(tenant)
+	}
+	return &v
+}
+
+// Tenant returns the tenant the memory is confined to ("" by default).
+func (m *PersistentBufferMemory) Tenant() string {
+	if m == nil {
+		return ""
+	}
+	return m.tenant
 }
 
 // SaveTurn validates turn like PrepareTurn, counts its messages' tokens and
@@ -84,33 +125,40 @@ func (m *PersistentBufferMemory) check(sessionID string) error {
 // window is dropped. So a save never appends onto a stale window, whatever
 // other processes did.
 func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) error {
-	if err := m.check(sessionID); err != nil {
+	key, err := m.check(sessionID)
+	if err != nil {
 		return err
 	}
 	p, err := prepare(turn, m.now(), m.maxBytes, m.counter)
 	if err != nil {
 		return err
 	}
-	t := p.Turn
-	if !m.cached {
-		if _, err := m.backend.Save(ctx, sessionID, p); err != nil {
-			return fmt.Errorf("memory: save turn: %w", err)
-		}
-		return nil
-	}
-
-	e, err := m.cache.acquire(ctx, sessionID, m.now())
-	if err != nil {
+	if err := m.saveTurn(ctx, key, p); err != nil {
 		return fmt.Errorf("memory: save turn: %w", err)
 	}
+	return nil
+}
+
+// saveTurn stores p in the session key, keeping the cache exact.
+func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p PreparedTurn) error {
+	t := p.Turn
+	if !m.cached {
+		_, err := m.backend.Save(ctx, key, p)
+		return err
+	}
+
+	e, err := m.cache.acquire(ctx, key, m.now())
+	if err != nil {
+		return err
+	}
 	defer m.cache.release(e)
-	res, err := m.backend.Save(ctx, sessionID, p)
+	res, err := m.backend.Save(ctx, key, p)
 	if err != nil {
 		// Drop the window rather than keep it: the turn is not in it, and
 		// if the failure left the outcome unknown (a connection lost during
 		// COMMIT) the next load reads what was really stored.
-		m.cache.invalidate(sessionID)
-		return fmt.Errorf("memory: save turn: %w", err)
+		m.cache.invalidate(key)
+		return err
 	}
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
 		switch {
@@ -142,7 +190,8 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 // message before calling the model, then append the answer's messages as
 // they come, and a crash mid-answer loses nothing the user typed.
 func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) error {
-	if err := m.check(sessionID); err != nil {
+	key, err := m.check(sessionID)
+	if err != nil {
 		return err
 	}
 	if err := validTurnID(turnID); err != nil {
@@ -153,19 +202,19 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		return err
 	}
 	if !m.cached {
-		if _, err := m.backend.Append(ctx, sessionID, turnID, enc); err != nil {
+		if _, err := m.backend.Append(ctx, key, turnID, enc); err != nil {
 			return fmt.Errorf("memory: append messages: %w", err)
 		}
 		return nil
 	}
-	e, err := m.cache.acquire(ctx, sessionID, m.now())
+	e, err := m.cache.acquire(ctx, key, m.now())
 	if err != nil {
 		return fmt.Errorf("memory: append messages: %w", err)
 	}
 	defer m.cache.release(e)
-	res, err := m.backend.Append(ctx, sessionID, turnID, enc)
+	res, err := m.backend.Append(ctx, key, turnID, enc)
 	if err != nil {
-		m.cache.invalidate(sessionID)
+		m.cache.invalidate(key)
 		return fmt.Errorf("memory: append messages: %w", err)
 	}
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
@@ -227,7 +276,8 @@ func validTurnID(id string) error {
 // must be treated as read-only. A context that is already done is an
 // error, even when the cache could answer.
 func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (Window, error) {
-	if err := m.check(sessionID); err != nil {
+	key, err := m.check(sessionID)
+	if err != nil {
 		return Window{}, err
 	}
 	l, err := m.limits.apply(opts)
@@ -239,13 +289,13 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	}
 	if !m.cached || !l.within(m.limits) {
 		m.cache.stats.misses.Add(1)
-		w, _, err := m.backend.Load(ctx, sessionID, m.query(l, UnknownVersion))
+		w, _, err := m.backend.Load(ctx, key, m.query(l, UnknownVersion))
 		if err != nil {
 			return Window{}, fmt.Errorf("memory: load context: %w", err)
 		}
 		return TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
 	}
-	w, err := m.loadCached(ctx, sessionID)
+	w, err := m.loadCached(ctx, key)
 	if err != nil {
 		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
@@ -322,22 +372,23 @@ func (m *PersistentBufferMemory) backendErr() error {
 // Clear removes the session from the backend and the cache. The cached
 // window is dropped even if the backend fails, since it may have cleared.
 func (m *PersistentBufferMemory) Clear(ctx context.Context, sessionID string) error {
-	if err := m.check(sessionID); err != nil {
+	key, err := m.check(sessionID)
+	if err != nil {
 		return err
 	}
 	if !m.cached {
-		if err := m.backend.ClearSession(ctx, sessionID); err != nil {
+		if err := m.backend.ClearSession(ctx, key); err != nil {
 			return fmt.Errorf("memory: clear: %w", err)
 		}
 		return nil
 	}
-	e, err := m.cache.acquire(ctx, sessionID, m.now())
+	e, err := m.cache.acquire(ctx, key, m.now())
 	if err != nil {
 		return fmt.Errorf("memory: clear: %w", err)
 	}
 	defer m.cache.release(e)
-	err = m.backend.ClearSession(ctx, sessionID)
-	m.cache.invalidate(sessionID)
+	err = m.backend.ClearSession(ctx, key)
+	m.cache.invalidate(key)
 	if err != nil {
 		return fmt.Errorf("memory: clear: %w", err)
 	}

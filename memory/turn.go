@@ -37,15 +37,10 @@ type Window struct {
 	Tokens    int    // the tokens of the turns in the window
 }
 
-// SessionInfo describes a stored session.
-type SessionInfo struct {
-	TurnCount int
-	CreatedAt time.Time
-	UpdatedAt time.Time
-}
-
 // ValidateSessionID returns an error wrapping ErrInvalidSessionID if id is
-// empty, longer than MaxSessionIDBytes, not valid UTF-8 or holds a NUL byte.
+// empty, longer than MaxSessionIDBytes, not valid UTF-8, or holds a NUL
+// byte or U+001F (which separates a tenant from a session ID in a
+// SessionKey).
 func ValidateSessionID(id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: empty", ErrInvalidSessionID)
@@ -55,6 +50,9 @@ func ValidateSessionID(id string) error {
 	}
 	if reason := badText(id); reason != "" {
 		return fmt.Errorf("%w: %s", ErrInvalidSessionID, reason)
+	}
+	if strings.Contains(id, keySeparator) {
+		return fmt.Errorf("%w: contains U+001F, the tenant separator", ErrInvalidSessionID)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/uptrace/bun"
@@ -132,6 +133,8 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 			}
 			if normType(m.d.PG, col.Type) != normType(m.d.PG, f.CreateTableSQLType) {
 				p.Steps = append(p.Steps, m.alterType(t, f, col))
+			} else if live, model, ok := varcharLengths(col.Type, f.CreateTableSQLType); m.d.PG && ok && live < model {
+				p.Steps = append(p.Steps, m.widen(t, f, col))
 			}
 		}
 		for _, col := range ti.Columns {
@@ -211,6 +214,40 @@ func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step 
 		s.Note += "; SQLite cannot change a column's type in place"
 	}
 	return s
+}
+
+// widen is the step that lengthens a PostgreSQL varchar column: no data
+// changes, and PostgreSQL rewrites neither the table nor its indexes for it,
+// so it is not destructive.
+func (m *Migrator) widen(t *schema.Table, f *schema.Field, col Column) Step {
+	return Step{
+		Kind: AlterType, Table: t.Name, Name: f.Name,
+		SQL:  fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s", m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType),
+		Note: fmt.Sprintf("widened from %s to %s", col.Type, f.CreateTableSQLType),
+	}
+}
+
+// varcharLengths returns the lengths of two varchar types (as the catalog
+// and as a model write them), when both have one.
+func varcharLengths(live, model string) (int, int, bool) {
+	l, ok1 := varcharLength(live)
+	m, ok2 := varcharLength(model)
+	return l, m, ok1 && ok2
+}
+
+func varcharLength(t string) (int, bool) {
+	t = strings.ToLower(strings.TrimSpace(t))
+	var rest string
+	switch {
+	case strings.HasPrefix(t, "character varying("):
+		rest = t[len("character varying("):]
+	case strings.HasPrefix(t, "varchar("):
+		rest = t[len("varchar("):]
+	default:
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(rest, ")"))
+	return n, err == nil && strings.HasSuffix(rest, ")")
 }
 
 func zeroDefault(typ string) string {

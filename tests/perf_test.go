@@ -20,15 +20,17 @@ import (
 //
 //   - SaveTurn runs saveStatements[dialect] statements besides
 //     BEGIN/COMMIT. On SQLite: the session upsert returning the new turn
-//     count, and one INSERT of the turn's messages, in one transaction. On
-//     PostgreSQL: one statement doing both, one round trip, no explicit
-//     transaction.
+//     count, one INSERT of the turn's messages and one of their search
+//     entries (FTS5), in one transaction, all local calls
+//     (backend.WithSearchIndex(false) drops the third). On PostgreSQL: one
+//     statement doing it all (the search text is a column of the message
+//     rows), one round trip, no explicit transaction.
 //   - LoadContext runs loadStatements, whether it hits the cache or not:
 //     one SELECT of the session row and, on a miss, the window's messages.
 //   - None of them runs a catalog, DDL or migration-history statement.
 const loadStatements = 1
 
-var saveStatements = map[string]int{"sqlite": 2, "pg": 1}
+var saveStatements = map[string]int{"sqlite": 3, "pg": 1}
 
 const (
 	seedTurns    = 30              // the seed's acceptance test: 30 saves, then 30 loads

@@ -1,0 +1,381 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+var _ memory.SessionStore = (*DataFlowBackend)(nil)
+
+// sessionColumns are what a SessionInfo is read from, in scanInfo's order.
+func (b *DataFlowBackend) sessionColumns(alias string) string {
+	return alias + "id, " + alias + "user_id, " + alias + "title, " + alias + "metadata, " + alias + "turn_count, " + alias + "tokens, " +
+		b.db.TimeColumn(alias+"created_at") + ", " + b.db.TimeColumn(alias+"updated_at")
+}
+
+// scanInfo reads a row of sessionColumns.
+func scanInfo(rows *sql.Rows) (memory.SessionInfo, error) {
+	var (
+		info       memory.SessionInfo
+		key        string
+		meta       sql.NullString
+		count, tok int64
+		created    dataflow.Time
+		updated    dataflow.Time
+	)
+	if err := rows.Scan(&key, &info.User, &info.Title, &meta, &count, &tok, &created, &updated); err != nil {
+		return memory.SessionInfo{}, err
+	}
+	_, info.ID = memory.ParseSessionKey(key)
+	info.TurnCount, info.Tokens = int(count), int(tok)
+	info.CreatedAt, info.UpdatedAt = created.Time.UTC(), updated.Time.UTC()
+	if meta.Valid && meta.String != "" {
+		if err := json.Unmarshal([]byte(meta.String), &info.Metadata); err != nil {
+			return memory.SessionInfo{}, fmt.Errorf("decode metadata of session %q: %w", key, err)
+		}
+	}
+	return info, nil
+}
+
+// stmt returns the statement named name, made by build the first time: the
+// statements whose text depends on a query's shape (listing with or without
+// an owner or a cursor, deleting a batch of n sessions).
+func (b *DataFlowBackend) stmt(name string, build func() *dataflow.Stmt) *dataflow.Stmt {
+	b.insertMu.Lock()
+	defer b.insertMu.Unlock()
+	if st := b.named[name]; st != nil {
+		return st
+	}
+	st := build()
+	b.named[name] = st
+	return st
+}
+
+// SessionInfo describes the session; one that does not exist is
+// memory.ErrSessionNotFound. It implements memory.Backend.
+func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
+	if err := b.check(sessionID); err != nil {
+		return memory.SessionInfo{}, err
+	}
+	st := b.stmt("info", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`SELECT `+b.sessionColumns("")+` FROM `+SessionsTable+` WHERE id = ?`, b.sessions)
+	})
+	rows, err := st.Query(ctx, sessionID)
+	if err != nil {
+		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+		}
+		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
+	}
+	info, err := scanInfo(rows)
+	if err != nil {
+		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+	}
+	return info, rows.Close()
+}
+
+// CreateSession records the session's owner, title and metadata, creating
+// it with no turns if need be, in one statement: an upsert that changes an
+// existing row only when it is unowned or owned by the same user. It
+// implements memory.SessionStore.
+func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info memory.SessionInfo) error {
+	if err := b.check(key); err != nil {
+		return err
+	}
+	meta, err := encodeMetadata(info.Metadata)
+	if err != nil {
+		return err
+	}
+	st := b.stmt("create", func() *dataflow.Stmt {
+		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, metadata = excluded.metadata, updated_at = excluded.updated_at
+WHERE `+SessionsTable+`.user_id = '' OR `+SessionsTable+`.user_id = excluded.user_id
+RETURNING id`, b.sessions)
+	})
+	at := now()
+	created := at
+	if !info.CreatedAt.IsZero() {
+		created = info.CreatedAt.UTC().Truncate(time.Microsecond)
+	}
+	rows, err := st.Query(ctx, key, tenantOf(key), info.User, info.Title, jsonArg(meta), firstVersion(), created, at)
+	if err != nil {
+		return fmt.Errorf("backend: %w", dataflow.WriteOutcome(ctx, err))
+	}
+	var got string
+	switch err := scanOne(rows, &got); {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("backend: session %q: %w", key, memory.ErrSessionOwned)
+	case err != nil:
+		return fmt.Errorf("backend: %w", dataflow.WriteOutcome(ctx, err))
+	}
+	return nil
+}
+
+// ListSessions returns a page of the tenant's sessions, most recently
+// updated first: one statement, a keyset range scan of the owner or tenant
+// index, backwards from the cursor. It implements memory.SessionStore.
+func (b *DataFlowBackend) ListSessions(ctx context.Context, tenant string, q memory.SessionQuery) (memory.SessionPage, error) {
+	if b == nil || b.db == nil {
+		return memory.SessionPage{}, errNoDB
+	}
+	var after *listCursor
+	if q.After != "" {
+		after = new(listCursor)
+		if err := decodeCursor(q.After, after); err != nil {
+			return memory.SessionPage{}, err
+		}
+	}
+	name := fmt.Sprintf("list/%t/%t", q.User != "", after != nil)
+	st := b.stmt(name, func() *dataflow.Stmt {
+		where := `tenant = ?`
+		if q.User != "" {
+			where += ` AND user_id = ?`
+		}
+		if after != nil {
+			where += ` AND (updated_at, id) < (?, ?)`
+		}
+		return b.db.NewReadStmt(`SELECT `+b.sessionColumns("")+` FROM `+SessionsTable+` WHERE `+where+`
+ORDER BY updated_at DESC, id DESC LIMIT ?`, b.sessions)
+	})
+	args := []any{tenant}
+	if q.User != "" {
+		args = append(args, q.User)
+	}
+	if after != nil {
+		args = append(args, time.UnixMicro(after.UpdatedAt).UTC(), after.Key)
+	}
+	args = append(args, q.Limit+1)
+	rows, err := st.Query(ctx, args...)
+	if err != nil {
+		return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+	}
+	defer rows.Close()
+	var p memory.SessionPage
+	for rows.Next() {
+		info, err := scanInfo(rows)
+		if err != nil {
+			return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+		}
+		p.Sessions = append(p.Sessions, info)
+	}
+	if err := rows.Err(); err != nil {
+		return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+	}
+	if len(p.Sessions) > q.Limit {
+		p.Sessions = p.Sessions[:q.Limit]
+		last := p.Sessions[q.Limit-1]
+		p.Next = encodeCursor(listCursor{UpdatedAt: last.UpdatedAt.UnixMicro(), Key: memory.SessionKey(tenant, last.ID)})
+	}
+	return p, rows.Close()
+}
+
+// DeleteSessions removes the selected sessions in batches, each in a
+// transaction of its own: the batch's rows are chosen and locked (on
+// PostgreSQL with SKIP LOCKED, so that processes running it at once take
+// different batches and each session is removed and counted once), then
+// their messages, search entries and session rows are deleted. A save
+// racing it waits for the lock, and then either finds its session gone
+// and starts a new one, or was first and is deleted with it. It implements
+// memory.SessionStore.
+func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (memory.DeleteReport, []string, error) {
+	if b == nil || b.db == nil {
+		return memory.DeleteReport{}, nil, errNoDB
+	}
+	if batch < 1 {
+		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w: batch %d", memory.ErrInvalidOption, batch)
+	}
+	if _, err := b.indexed(ctx); err != nil {
+		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
+	}
+	pg := b.db.Dialect() == "pg"
+	pick := b.stmt(fmt.Sprintf("pick/%t/%t", user != nil, !before.IsZero()), func() *dataflow.Stmt {
+		where := `tenant = ?`
+		if user != nil {
+			where += ` AND user_id = ?`
+		}
+		if !before.IsZero() {
+			where += ` AND updated_at < ?`
+		}
+		lock := ""
+		if pg {
+			lock = ` FOR UPDATE SKIP LOCKED`
+		}
+		return b.db.NewStmt(`SELECT id FROM `+SessionsTable+` WHERE `+where+` ORDER BY updated_at, id LIMIT ?`+lock, b.sessions)
+	})
+	args := []any{tenant}
+	if user != nil {
+		args = append(args, *user)
+	}
+	if !before.IsZero() {
+		args = append(args, before.UTC())
+	}
+	args = append(args, batch)
+
+	var (
+		report memory.DeleteReport
+		keys   []string
+	)
+	for {
+		var got []string
+		var msgs int64
+		err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+			got, msgs = got[:0], 0
+			rows, err := pick.QueryTx(ctx, tx, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var k string
+				if err := rows.Scan(&k); err != nil {
+					rows.Close()
+					return err
+				}
+				got = append(got, k)
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if err := rows.Err(); err != nil || len(got) == 0 {
+				return err
+			}
+			msgs, err = b.deleteKeysTx(ctx, tx, got)
+			return err
+		}, b.sessions, b.messages)
+		if err != nil {
+			return report, keys, fmt.Errorf("backend: %w", err)
+		}
+		if len(got) == 0 {
+			return report, keys, nil
+		}
+		report.Sessions += len(got)
+		report.Messages += int(msgs)
+		keys = append(keys, got...)
+	}
+}
+
+// deleteKeysTx deletes the sessions of keys, with their messages and search
+// entries, and returns how many messages it deleted.
+func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) (int64, error) {
+	in := strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = k
+	}
+	if err := b.unindexKeysTx(ctx, tx, keys); err != nil {
+		return 0, err
+	}
+	delMsgs := b.stmt(fmt.Sprintf("delmsgs/%d", len(keys)), func() *dataflow.Stmt {
+		return b.db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id IN (`+in+`)`, b.messages)
+	})
+	res, err := delMsgs.ExecTx(ctx, tx, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	delSessions := b.stmt(fmt.Sprintf("delsessions/%d", len(keys)), func() *dataflow.Stmt {
+		return b.db.NewStmt(`DELETE FROM `+SessionsTable+` WHERE id IN (`+in+`)`, b.sessions)
+	})
+	if _, err := delSessions.ExecTx(ctx, tx, args...); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// History returns a page of the session's turns, in one statement: the
+// session row joined with a primary-key range of its messages. It
+// implements memory.SessionStore.
+func (b *DataFlowBackend) History(ctx context.Context, key string, q memory.HistoryQuery) (memory.HistoryPage, error) {
+	if err := b.check(key); err != nil {
+		return memory.HistoryPage{}, err
+	}
+	var after *historyCursor
+	if q.After != "" {
+		after = new(historyCursor)
+		if err := decodeCursor(q.After, after); err != nil {
+			return memory.HistoryPage{}, err
+		}
+	}
+	st := b.stmt("history", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(loadColumns+b.db.TimeColumn("m.created_at")+`
+FROM `+SessionsTable+` s
+LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
+	AND m.seq > COALESCE(CAST(? AS BIGINT), s.turn_count - CAST(? AS BIGINT)) AND m.seq <= COALESCE(CAST(? AS BIGINT), s.turn_count)
+WHERE s.id = ?`, b.sessions, b.messages)
+	})
+	// Turns (lo, hi] of the session: oldest first from the cursor up;
+	// newest first from the cursor (or the newest turn) down.
+	var lo, hi any
+	limit := int64(q.Limit)
+	switch {
+	case !q.NewestFirst && after == nil:
+		lo, hi = int64(0), limit
+	case !q.NewestFirst:
+		lo, hi = after.Seq, after.Seq+limit
+	case after == nil:
+		lo, hi = nil, nil
+	default:
+		lo, hi = max(after.Seq-1-limit, 0), after.Seq-1
+	}
+	wq := memory.WindowQuery{MaxTurns: q.Limit, Known: memory.UnknownVersion}
+	read := func() (memory.Window, bool, error) {
+		rows, err := st.Query(ctx, lo, limit, hi, key)
+		if err != nil {
+			return memory.Window{}, false, err
+		}
+		w, _, counted, err := scanWindow(rows, wq)
+		return w, counted, err
+	}
+	w, counted, err := read()
+	if err == nil && !counted {
+		if err = b.backfill(ctx, key, nil); err == nil {
+			w, _, err = read()
+		}
+	}
+	if err != nil {
+		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)
+	}
+	p := memory.HistoryPage{Turns: w.Turns}
+	if len(p.Turns) == 0 {
+		p.Turns = nil
+		return p, nil
+	}
+	// Sequences are dense (1 to the turn count), so the page's bounds say
+	// whether there is more.
+	firstSeq := int64(w.TurnCount) - int64(len(p.Turns)) + 1
+	if q.NewestFirst {
+		if after != nil {
+			firstSeq = after.Seq - int64(len(p.Turns))
+		}
+		for i, j := 0, len(p.Turns)-1; i < j; i, j = i+1, j-1 {
+			p.Turns[i], p.Turns[j] = p.Turns[j], p.Turns[i]
+		}
+		if firstSeq > 1 {
+			p.Next = encodeCursor(historyCursor{Seq: firstSeq})
+		}
+		return p, nil
+	}
+	lastSeq := int64(len(p.Turns))
+	if after != nil {
+		lastSeq += after.Seq
+	}
+	if lastSeq < int64(w.TurnCount) {
+		p.Next = encodeCursor(historyCursor{Seq: lastSeq})
+	}
+	return p, nil
+}

@@ -1,0 +1,281 @@
+package backend
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+var _ memory.SessionStore = (*InMemoryBackend)(nil)
+
+// listCursor is where a page of ListSessions ends: the last session's
+// update time and key, the keyset the next page starts after.
+type listCursor struct {
+	UpdatedAt int64  `json:"u"` // Unix microseconds
+	Key       string `json:"k"`
+}
+
+// historyCursor is where a page of History ends: the last turn's sequence.
+type historyCursor struct {
+	Seq int64 `json:"s"`
+}
+
+// encodeCursor and decodeCursor write and read a cursor as URL-safe base64
+// JSON; anything else is memory.ErrInvalidCursor.
+func encodeCursor(v any) string {
+	data, _ := json.Marshal(v) // plain structs of numbers and strings
+	return base64.RawURLEncoding.EncodeToString(data)
+}
+
+func decodeCursor(s string, v any) error {
+	data, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		dec := json.NewDecoder(strings.NewReader(string(data)))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(v)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %q", memory.ErrInvalidCursor, s)
+	}
+	return nil
+}
+
+// CreateSession records the session's owner, title and metadata, creating
+// it with no turns if need be. It implements memory.SessionStore.
+func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info memory.SessionInfo) error {
+	if err := checkRequest(ctx, key); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	meta, err := encodeMetadata(info.Metadata)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[key]
+	if s == nil {
+		created := now
+		if !info.CreatedAt.IsZero() {
+			created = info.CreatedAt.UTC().Truncate(time.Microsecond)
+		}
+		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: created, version: memory.Version(rand.Int64N(1<<62)) + 1}
+		if b.sessions == nil {
+			b.sessions = make(map[string]*inMemorySession)
+		}
+		b.sessions[key] = s
+	} else if s.user != "" && s.user != info.User {
+		return fmt.Errorf("backend: session %q: %w", key, memory.ErrSessionOwned)
+	}
+	s.user, s.title, s.metadata, s.updatedAt = info.User, info.Title, meta, now
+	return nil
+}
+
+// encodeMetadata is metadata's JSON, nil for none.
+func encodeMetadata(m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("backend: %w: metadata: %w", memory.ErrInvalidTurn, err)
+	}
+	return data, nil
+}
+
+// ListSessions returns a page of the tenant's sessions, most recently
+// updated first. It implements memory.SessionStore.
+func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q memory.SessionQuery) (memory.SessionPage, error) {
+	if err := ctx.Err(); err != nil {
+		return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+	}
+	var after *listCursor
+	if q.After != "" {
+		after = new(listCursor)
+		if err := decodeCursor(q.After, after); err != nil {
+			return memory.SessionPage{}, err
+		}
+	}
+	type entry struct {
+		key string
+		at  int64
+		s   *inMemorySession
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var all []entry
+	for key, s := range b.sessions {
+		if t, _ := memory.ParseSessionKey(key); t != tenant || q.User != "" && s.user != q.User {
+			continue
+		}
+		e := entry{key, s.updatedAt.UnixMicro(), s}
+		if after != nil && cmp.Or(cmp.Compare(e.at, after.UpdatedAt), strings.Compare(e.key, after.Key)) >= 0 {
+			continue
+		}
+		all = append(all, e)
+	}
+	slices.SortFunc(all, func(a, b entry) int { return cmp.Or(cmp.Compare(b.at, a.at), strings.Compare(b.key, a.key)) })
+	var p memory.SessionPage
+	for i, e := range all {
+		if i == q.Limit {
+			last := all[i-1]
+			p.Next = encodeCursor(listCursor{UpdatedAt: last.at, Key: last.key})
+			break
+		}
+		info, err := e.s.info(e.key)
+		if err != nil {
+			return memory.SessionPage{}, err
+		}
+		p.Sessions = append(p.Sessions, info)
+	}
+	return p, nil
+}
+
+// DeleteSessions removes the tenant's sessions owned by user (when not
+// nil) and updated before before (when not zero). It implements
+// memory.SessionStore.
+func (b *InMemoryBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (memory.DeleteReport, []string, error) {
+	if err := ctx.Err(); err != nil {
+		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var r memory.DeleteReport
+	var keys []string
+	for key, s := range b.sessions {
+		if t, _ := memory.ParseSessionKey(key); t != tenant || user != nil && s.user != *user || !before.IsZero() && !s.updatedAt.Before(before) {
+			continue
+		}
+		r.Sessions++
+		for i := range s.turns {
+			r.Messages += len(s.turns[i].msgs)
+		}
+		keys = append(keys, key)
+		delete(b.sessions, key)
+	}
+	return r, keys, nil
+}
+
+// Search finds messages whose content holds every term of q.Text, by a
+// scan. It implements memory.SessionStore.
+func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.SearchQuery) ([]memory.SearchHit, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	terms := memory.SearchTerms(q.Text)
+	if len(terms) == 0 {
+		return nil, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var hits []memory.SearchHit
+	for key, s := range b.sessions {
+		t, id := memory.ParseSessionKey(key)
+		if t != tenant || q.User != "" && s.user != q.User || q.SessionID != "" && id != q.SessionID {
+			continue
+		}
+		for _, st := range s.turns {
+			for _, pm := range st.msgs {
+				text := " " + memory.SearchText(pm.Content) + " "
+				score := 0
+				for _, term := range terms {
+					n := strings.Count(text, " "+term+" ")
+					if n == 0 {
+						score = 0
+						break
+					}
+					score += n
+				}
+				if score == 0 {
+					continue
+				}
+				m := pm.Message
+				if err := memory.DecodeMessage(&m, pm.ToolCallsJSON, pm.PartsJSON, pm.MetadataJSON); err != nil {
+					return nil, fmt.Errorf("backend: %w", err)
+				}
+				hits = append(hits, memory.SearchHit{SessionID: id, TurnID: st.id, Message: m,
+					Snippet: memory.Snippet(m.Content, terms), Score: float64(score) / float64(1+len(text)/100)})
+			}
+		}
+	}
+	slices.SortStableFunc(hits, func(a, b memory.SearchHit) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), strings.Compare(a.SessionID, b.SessionID), strings.Compare(a.TurnID, b.TurnID))
+	})
+	if len(hits) > q.Limit {
+		hits = hits[:q.Limit]
+	}
+	return hits, nil
+}
+
+// History returns a page of the session's turns. It implements
+// memory.SessionStore.
+func (b *InMemoryBackend) History(ctx context.Context, key string, q memory.HistoryQuery) (memory.HistoryPage, error) {
+	if err := checkRequest(ctx, key); err != nil {
+		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)
+	}
+	var after *historyCursor
+	if q.After != "" {
+		after = new(historyCursor)
+		if err := decodeCursor(q.After, after); err != nil {
+			return memory.HistoryPage{}, err
+		}
+	}
+	b.mu.Lock()
+	s := b.sessions[key]
+	var turns []storedTurn
+	if s != nil {
+		turns = s.turns // stored turns are never modified
+	}
+	b.mu.Unlock()
+	var p memory.HistoryPage
+	seqs := make([]int64, 0, q.Limit)
+	for i := range turns {
+		k := i
+		if q.NewestFirst {
+			k = len(turns) - 1 - i
+		}
+		seq := int64(k + 1)
+		if after != nil && (!q.NewestFirst && seq <= after.Seq || q.NewestFirst && seq >= after.Seq) {
+			continue
+		}
+		if len(seqs) == q.Limit {
+			p.Next = encodeCursor(historyCursor{Seq: seqs[len(seqs)-1]})
+			break
+		}
+		t, err := turns[k].turn()
+		if err != nil {
+			return memory.HistoryPage{}, err
+		}
+		p.Turns = append(p.Turns, t)
+		seqs = append(seqs, seq)
+	}
+	return p, nil
+}
+
+// turn decodes the stored turn.
+func (st *storedTurn) turn() (memory.Turn, error) {
+	t := memory.Turn{ID: st.id, Timestamp: st.at, Messages: make([]memory.Message, len(st.msgs))}
+	if st.metadata != nil {
+		if err := json.Unmarshal(st.metadata, &t.Metadata); err != nil {
+			return memory.Turn{}, fmt.Errorf("backend: turn %s metadata: %w", st.id, err)
+		}
+	}
+	for j := range st.msgs {
+		p := &st.msgs[j]
+		m := p.Message
+		if err := memory.DecodeMessage(&m, p.ToolCallsJSON, p.PartsJSON, p.MetadataJSON); err != nil {
+			return memory.Turn{}, fmt.Errorf("backend: %w", err)
+		}
+		t.Messages[j] = m
+	}
+	memory.FillShorthand(&t)
+	return t, nil
+}

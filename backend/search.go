@@ -1,0 +1,278 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// SearchTable is the SQLite FTS5 table of the search index. On PostgreSQL
+// the index is a GIN index over turnkeep_messages.search_text instead.
+const SearchTable = "turnkeep_search"
+
+// The search index holds each message's content as memory.SearchText
+// writes it: lower-cased words and CJK characters separated by spaces, so
+// that both databases' tokenizers split it exactly where a query is split,
+// and text without spaces (Chinese, Japanese, Korean) is found by its
+// characters. It is written in the transaction that writes the message,
+// and deleted in the one that deletes it, so a hit always exists and a
+// deleted message is never found.
+//
+// SQLite: an FTS5 table with, per message, its search text (body), a token
+// naming its session (sk: "k" and the key in hex) and one naming its
+// tenant (tk: "t" and the tenant in hex), so that a query is confined to a
+// tenant or a session by the index itself, and a session's entries are
+// deleted through it.
+//
+// PostgreSQL: the messages' search_text column, written by the save
+// itself (no extra statement), under a GIN index on
+// to_tsvector('simple', search_text).
+
+// ensureSearch finds the search index, once per backend, in the catalog,
+// and creates it when it is missing and the DB may change the schema;
+// otherwise search is off on SQLite (saves skip indexing; PostgreSQL
+// searches without the index, only slower). So a warm process runs no
+// DDL for it.
+func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
+	return b.search.Ensure(ctx, func(ctx context.Context) error {
+		if b.noSearch {
+			b.searchOff.Store(true)
+			return nil
+		}
+		pg := b.db.Dialect() == "pg"
+		q, name := `SELECT 1 FROM sqlite_master WHERE name = ?`, SearchTable
+		if pg {
+			q, name = `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ?`, MessagesTable+"_search_idx"
+		}
+		rows, err := b.db.QueryContext(ctx, b.db.Rebind(q), name)
+		if err != nil {
+			return err
+		}
+		var one int
+		if err := scanOne(rows, &one); err != nil && err != sql.ErrNoRows {
+			return err
+		}
+		if one == 1 {
+			return nil
+		}
+		if !b.db.SchemaChanges() {
+			b.searchOff.Store(!pg)
+			return nil
+		}
+		if pg {
+			// Serialized with any other process creating it: CREATE INDEX
+			// IF NOT EXISTS can still collide on the catalog.
+			return b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('`+MessagesTable+`_search_idx'))`); err != nil {
+					return err
+				}
+				_, err := tx.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS `+MessagesTable+`_search_idx ON `+MessagesTable+
+					` USING GIN (to_tsvector('simple'::regconfig, search_text))`)
+				return err
+			}, b.messages)
+		}
+		_, err = b.db.ExecContext(ctx, `CREATE VIRTUAL TABLE IF NOT EXISTS `+SearchTable+
+			` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`)
+		return err
+	})
+}
+
+// indexed reports whether writes on SQLite keep the FTS5 table; it runs
+// ensureSearch first.
+func (b *DataFlowBackend) indexed(ctx context.Context) (bool, error) {
+	if b.db.Dialect() == "pg" {
+		return false, nil // the save writes search_text itself
+	}
+	if err := b.ensureSearch(ctx); err != nil {
+		return false, fmt.Errorf("search index: %w", err)
+	}
+	return !b.searchOff.Load(), nil
+}
+
+func keyToken(key string) string  { return "k" + hex.EncodeToString([]byte(key)) }
+func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
+func searchArg(content string) any {
+	if s := memory.SearchText(content); s != "" {
+		return s
+	}
+	return nil
+}
+
+// indexTx adds search entries for msgs, stored in the session key at seq
+// from position pos on, on SQLite; messages with no words get none.
+func (b *DataFlowBackend) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error {
+	var args []any
+	for i := range msgs {
+		text := memory.SearchText(msgs[i].Content)
+		if text == "" {
+			continue
+		}
+		args = append(args, text, keyToken(key), tenantToken(tenantOf(key)), key, seq, pos+int32(i))
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	n := len(args) / 6
+	st := b.stmt(fmt.Sprintf("index/%d", n), func() *dataflow.Stmt {
+		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ")
+		return b.db.NewStmt(`INSERT INTO `+SearchTable+` (body, sk, tk, skey, seq, pos) VALUES `+rows, b.messages)
+	})
+	_, err := st.ExecTx(ctx, tx, args...)
+	return err
+}
+
+// unindexKeysTx removes the search entries of the sessions of keys, on
+// SQLite (on PostgreSQL they go with the rows).
+func (b *DataFlowBackend) unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error {
+	if b.db.Dialect() == "pg" || b.searchOff.Load() || len(keys) == 0 {
+		return nil
+	}
+	var match strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			match.WriteString(" OR ")
+		}
+		match.WriteString(`sk:"` + keyToken(k) + `"`)
+	}
+	st := b.stmt("unindex", func() *dataflow.Stmt {
+		return b.db.NewStmt(`DELETE FROM `+SearchTable+` WHERE `+SearchTable+` MATCH ?`, b.messages)
+	})
+	_, err := st.ExecTx(ctx, tx, match.String())
+	return err
+}
+
+// unindexRowTx removes the search entry of one message row, on SQLite.
+func (b *DataFlowBackend) unindexRowTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32) error {
+	if b.db.Dialect() == "pg" || b.searchOff.Load() {
+		return nil
+	}
+	st := b.stmt("unindexrow", func() *dataflow.Stmt {
+		return b.db.NewStmt(`DELETE FROM `+SearchTable+` WHERE `+SearchTable+` MATCH ? AND seq = ? AND pos = ?`, b.messages)
+	})
+	_, err := st.ExecTx(ctx, tx, `sk:"`+keyToken(key)+`"`, seq, pos)
+	return err
+}
+
+// searchColumns are the message columns a hit is read from, in scanHit's
+// order, before its score.
+const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, m.content, m.name, m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens`
+
+// Search finds the messages of the tenant's sessions holding every term of
+// q.Text, best first, in one statement: on SQLite an FTS5 MATCH confined
+// to the tenant (and session) by its tokens, ranked by bm25; on
+// PostgreSQL a GIN index scan of to_tsvector('simple', search_text),
+// ranked by ts_rank. The query is built from memory.SearchTerms only, so
+// it is never search syntax. It implements memory.SessionStore.
+func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.SearchQuery) ([]memory.SearchHit, error) {
+	if b == nil || b.db == nil {
+		return nil, errNoDB
+	}
+	terms := memory.SearchTerms(q.Text)
+	if len(terms) == 0 {
+		return nil, nil
+	}
+	if err := b.ensureSearch(ctx); err != nil {
+		return nil, fmt.Errorf("backend: search index: %w", err)
+	}
+	if b.searchOff.Load() && b.db.Dialect() != "pg" {
+		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", memory.ErrNotSupported, SearchTable)
+	}
+	pg := b.db.Dialect() == "pg"
+	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
+	st := b.stmt(name, func() *dataflow.Stmt {
+		if pg {
+			where := `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND s.tenant = ?`
+			if q.User != "" {
+				where += ` AND s.user_id = ?`
+			}
+			if q.SessionID != "" {
+				where += ` AND m.session_id = ?`
+			}
+			return b.db.NewReadStmt(`SELECT `+searchColumns+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), q.q) AS score
+FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m JOIN `+SessionsTable+` s ON s.id = m.session_id
+WHERE `+where+` ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+		}
+		join, where := "", ""
+		if q.User != "" {
+			join = ` JOIN ` + SessionsTable + ` s ON s.id = f.skey`
+			where = ` AND s.user_id = ?`
+		}
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, -bm25(`+SearchTable+`) AS score
+FROM `+SearchTable+` f JOIN `+MessagesTable+` m ON m.session_id = f.skey AND m.seq = f.seq AND m.pos = f.pos`+join+`
+WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+	})
+	var args []any
+	if pg {
+		quoted := make([]string, len(terms))
+		for i, t := range terms {
+			quoted[i] = "'" + strings.ReplaceAll(t, "'", "''") + "'"
+		}
+		args = append(args, strings.Join(quoted, " & "), tenant)
+		if q.User != "" {
+			args = append(args, q.User)
+		}
+		if q.SessionID != "" {
+			args = append(args, memory.SessionKey(tenant, q.SessionID))
+		}
+	} else {
+		var match strings.Builder
+		match.WriteString(`tk:"` + tenantToken(tenant) + `"`)
+		if q.SessionID != "" {
+			match.WriteString(` AND sk:"` + keyToken(memory.SessionKey(tenant, q.SessionID)) + `"`)
+		}
+		for _, t := range terms {
+			match.WriteString(` AND body:"` + strings.ReplaceAll(t, `"`, `""`) + `"`)
+		}
+		args = append(args, match.String())
+		if q.User != "" {
+			args = append(args, q.User)
+		}
+	}
+	args = append(args, q.Limit)
+	rows, err := st.Query(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
+	defer rows.Close()
+	var hits []memory.SearchHit
+	for rows.Next() {
+		h, err := scanHit(rows, terms)
+		if err != nil {
+			return nil, fmt.Errorf("backend: search: %w", err)
+		}
+		hits = append(hits, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
+	return hits, rows.Close()
+}
+
+func scanHit(rows *sql.Rows, terms []string) (memory.SearchHit, error) {
+	var (
+		key, turnID, role, content, name, tcID string
+		seq                                    int64
+		pos                                    int32
+		msgID                                  sql.NullString
+		calls, parts, meta                     []byte
+		tokens                                 int64
+		score                                  float64
+	)
+	if err := rows.Scan(&key, &turnID, &seq, &pos, &msgID, &role, &content, &name, &calls, &tcID, &parts, &meta, &tokens, &score); err != nil {
+		return memory.SearchHit{}, err
+	}
+	m := memory.Message{ID: msgID.String, Role: memory.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
+	if !msgID.Valid {
+		m.ID = memory.DerivedMessageID(turnID, int(pos))
+	}
+	if err := memory.DecodeMessage(&m, calls, parts, meta); err != nil {
+		return memory.SearchHit{}, err
+	}
+	_, id := memory.ParseSessionKey(key)
+	return memory.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: memory.Snippet(content, terms), Score: score}, nil
+}

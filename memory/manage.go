@@ -1,0 +1,233 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// DeleteBatch is how many sessions DeleteUser and Expire remove per
+// transaction, so that no lock is held for long however many there are.
+const DeleteBatch = 100
+
+// store returns the backend as a SessionStore, or ErrNotSupported.
+func (m *PersistentBufferMemory) store() (SessionStore, error) {
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
+	s, ok := m.backend.(SessionStore)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T is not a SessionStore", ErrNotSupported, m.backend)
+	}
+	return s, nil
+}
+
+// CreateSession records a session's owner, title and metadata, creating
+// the session with no turns if need be (SaveTurn still creates unowned
+// sessions implicitly). It is idempotent for the same owner, whose title
+// and metadata it updates; a session another user owns is ErrSessionOwned,
+// and an unowned one is claimed. Only ID, User, Title and Metadata are
+// read; a zero CreatedAt means now.
+func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInfo) error {
+	key, err := m.check(s.ID)
+	if err != nil {
+		return err
+	}
+	if err := ValidateUser(s.User); err != nil {
+		return err
+	}
+	if len(s.Title) > MaxTitleBytes {
+		return fmt.Errorf("%w: title is %d bytes, limit %d", ErrInvalidTurn, len(s.Title), MaxTitleBytes)
+	}
+	if reason := badText(s.Title); reason != "" {
+		return fmt.Errorf("%w: title %s", ErrInvalidTurn, reason)
+	}
+	meta, _, err := prepareMetadata(s.Metadata, m.maxBytes)
+	if err != nil {
+		return err
+	}
+	s.Metadata = meta
+	st, err := m.store()
+	if err != nil {
+		return err
+	}
+	if err := st.CreateSession(ctx, key, s); err != nil {
+		return fmt.Errorf("memory: create session: %w", err)
+	}
+	return nil
+}
+
+// SessionInfo describes the session: owner, title, metadata, counts and
+// times. A session that does not exist is ErrSessionNotFound.
+func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID string) (SessionInfo, error) {
+	key, err := m.check(sessionID)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	info, err := m.backend.SessionInfo(ctx, key)
+	if err != nil {
+		return SessionInfo{}, fmt.Errorf("memory: session info: %w", err)
+	}
+	info.ID = sessionID
+	return info, nil
+}
+
+// ListSessions returns a page of the tenant's sessions (of q.User's
+// exactly, when given), most recently updated first. Pages are cut by
+// keyset, never OFFSET: while sessions are updated, one moved to the top
+// after its page was read is not listed again, and no session that stays
+// put is skipped. A malformed q.After is ErrInvalidCursor.
+func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuery) (SessionPage, error) {
+	st, err := m.store()
+	if err != nil {
+		return SessionPage{}, err
+	}
+	if err := ValidateUser(q.User); err != nil {
+		return SessionPage{}, err
+	}
+	switch {
+	case q.Limit < 0 || q.Limit > MaxListLimit:
+		return SessionPage{}, fmt.Errorf("%w: limit %d, want 0 to %d", ErrInvalidOption, q.Limit, MaxListLimit)
+	case q.Limit == 0:
+		q.Limit = DefaultListLimit
+	}
+	p, err := st.ListSessions(ctx, m.tenant, q)
+	if err != nil {
+		return SessionPage{}, fmt.Errorf("memory: list sessions: %w", err)
+	}
+	return p, nil
+}
+
+// DeleteUser removes every session of the user in this tenant (the owner
+// matched exactly): turns, search entries and cached windows, on every
+// server (another server's cached window is found gone at its next load).
+// It works in batches of DeleteBatch sessions, and reports how many
+// sessions and messages it removed. A save racing it either lands before a
+// batch and is removed with it, or after and starts a new, unowned
+// session; never half. An empty user is ErrInvalidUser: unowned sessions
+// are not a user's.
+func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (DeleteReport, error) {
+	if err := ValidateUser(user); err != nil {
+		return DeleteReport{}, err
+	}
+	if user == "" {
+		return DeleteReport{}, fmt.Errorf("%w: empty", ErrInvalidUser)
+	}
+	return m.deleteSessions(ctx, "delete user", &user, time.Time{})
+}
+
+// Expire removes the tenant's sessions not updated since before, with
+// their turns, search entries and cached windows, in batches of
+// DeleteBatch sessions. It is safe to run from many servers at once: each
+// session is removed, and counted, once. A session updated while Expire
+// runs is kept.
+func (m *PersistentBufferMemory) Expire(ctx context.Context, before time.Time) (DeleteReport, error) {
+	if before.IsZero() {
+		return DeleteReport{}, fmt.Errorf("%w: expire needs a time", ErrInvalidOption)
+	}
+	return m.deleteSessions(ctx, "expire", nil, before)
+}
+
+func (m *PersistentBufferMemory) deleteSessions(ctx context.Context, op string, user *string, before time.Time) (DeleteReport, error) {
+	st, err := m.store()
+	if err != nil {
+		return DeleteReport{}, err
+	}
+	r, keys, err := st.DeleteSessions(ctx, m.tenant, user, before, DeleteBatch)
+	for _, k := range keys {
+		m.cache.invalidate(k)
+	}
+	if err != nil {
+		return r, fmt.Errorf("memory: %s: %w", op, err)
+	}
+	return r, nil
+}
+
+// ExpireEvery runs Expire(now - idle) every interval until ctx ends, for a
+// long-lived server; it returns ctx's error. A failed run is passed to
+// onError (when not nil) and the next run goes ahead.
+//
+//	go m.ExpireEvery(ctx, time.Hour, 90*24*time.Hour, func(err error) { log.Print(err) })
+func (m *PersistentBufferMemory) ExpireEvery(ctx context.Context, interval, idle time.Duration, onError func(error)) error {
+	if interval <= 0 || idle <= 0 {
+		return fmt.Errorf("%w: expire every %v after %v idle", ErrInvalidOption, interval, idle)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := m.Expire(ctx, m.now().Add(-idle)); err != nil && onError != nil && ctx.Err() == nil {
+			onError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Search finds messages in the tenant's sessions (q.User's exactly, or one
+// session's, when given) by the database's full-text search, best first.
+// Every word of q.Text must occur; characters that the database's search
+// syntax would read as operators are taken as text, so a query can never
+// change the search. Text in languages written without spaces (Chinese,
+// Japanese, Korean) is found by its characters. A query with no word is
+// an empty result.
+func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) ([]SearchHit, error) {
+	st, err := m.store()
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateUser(q.User); err != nil {
+		return nil, err
+	}
+	if q.SessionID != "" {
+		if err := ValidateSessionID(q.SessionID); err != nil {
+			return nil, err
+		}
+	}
+	if reason := badText(q.Text); reason != "" {
+		return nil, fmt.Errorf("%w: search text %s", ErrInvalidOption, reason)
+	}
+	if len(q.Text) > m.maxBytes {
+		return nil, fmt.Errorf("%w: search text is %d bytes, limit %d", ErrInvalidOption, len(q.Text), m.maxBytes)
+	}
+	switch {
+	case q.Limit < 0 || q.Limit > MaxListLimit:
+		return nil, fmt.Errorf("%w: limit %d, want 0 to %d", ErrInvalidOption, q.Limit, MaxListLimit)
+	case q.Limit == 0:
+		q.Limit = 20
+	}
+	hits, err := st.Search(ctx, m.tenant, q)
+	if err != nil {
+		return nil, fmt.Errorf("memory: search: %w", err)
+	}
+	return hits, nil
+}
+
+// History returns a page of the session's turns, oldest first (or newest
+// first with q.NewestFirst), for reading or exporting a whole
+// conversation without loading it at once. Pass the page's Next as the
+// next query's After; a malformed After is ErrInvalidCursor. A session
+// that does not exist has an empty history.
+func (m *PersistentBufferMemory) History(ctx context.Context, sessionID string, q HistoryQuery) (HistoryPage, error) {
+	key, err := m.check(sessionID)
+	if err != nil {
+		return HistoryPage{}, err
+	}
+	st, err := m.store()
+	if err != nil {
+		return HistoryPage{}, err
+	}
+	switch {
+	case q.Limit < 0 || q.Limit > MaxListLimit:
+		return HistoryPage{}, fmt.Errorf("%w: limit %d, want 0 to %d", ErrInvalidOption, q.Limit, MaxListLimit)
+	case q.Limit == 0:
+		q.Limit = DefaultListLimit
+	}
+	p, err := st.History(ctx, key, q)
+	if err != nil {
+		return HistoryPage{}, fmt.Errorf("memory: history: %w", err)
+	}
+	return p, nil
+}

@@ -1,0 +1,260 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits of tenants, owners and titles.
+const (
+	MaxTenantBytes = 64  // a tenant name
+	MaxUserBytes   = 255 // a session owner
+	MaxTitleBytes  = 1024
+	// MaxSessionKeyBytes bounds a session's key: its tenant, a separator
+	// and its ID (see SessionKey).
+	MaxSessionKeyBytes = MaxTenantBytes + 1 + MaxSessionIDBytes
+
+	// DefaultListLimit is the page size of ListSessions when the query
+	// gives none; MaxListLimit the largest page.
+	DefaultListLimit = 50
+	MaxListLimit     = 1000
+)
+
+// keySeparator separates the tenant from the session ID in a session key.
+// No tenant, owner or session ID may hold it.
+const keySeparator = "\x1f"
+
+// SessionKey is how a backend names a session: its ID in the default
+// tenant (""), and tenant + U+001F + its ID in any other. Tenants and
+// session IDs never hold U+001F, so every (tenant, ID) pair has a key of
+// its own, and the sessions a release before tenants wrote are the default
+// tenant's, unchanged.
+func SessionKey(tenant, sessionID string) string {
+	if tenant == "" {
+		return sessionID
+	}
+	return tenant + keySeparator + sessionID
+}
+
+// ParseSessionKey splits a session key into its tenant and session ID.
+func ParseSessionKey(key string) (tenant, sessionID string) {
+	if i := strings.Index(key, keySeparator); i >= 0 {
+		return key[:i], key[i+1:]
+	}
+	return "", key
+}
+
+// ValidateSessionKey validates a key SessionKey made: its tenant with
+// ValidateTenant and its session ID with ValidateSessionID.
+func ValidateSessionKey(key string) error {
+	tenant, id := ParseSessionKey(key)
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	return ValidateSessionID(id)
+}
+
+// ValidateTenant returns an error wrapping ErrInvalidTenant for a tenant
+// name longer than MaxTenantBytes, not valid UTF-8, or holding a control
+// character. "" is the default tenant.
+func ValidateTenant(tenant string) error {
+	if len(tenant) > MaxTenantBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidTenant, len(tenant), MaxTenantBytes)
+	}
+	if reason := badName(tenant); reason != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidTenant, reason)
+	}
+	return nil
+}
+
+// ValidateUser returns an error wrapping ErrInvalidUser for an owner name
+// longer than MaxUserBytes, not valid UTF-8, or holding a control
+// character.
+func ValidateUser(user string) error {
+	if len(user) > MaxUserBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidUser, len(user), MaxUserBytes)
+	}
+	if reason := badName(user); reason != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidUser, reason)
+	}
+	return nil
+}
+
+// badName says why s cannot be a tenant or owner name, or returns "".
+func badName(s string) string {
+	if reason := badText(s); reason != "" {
+		return reason
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Sprintf("contains the control character %U", r)
+		}
+	}
+	return ""
+}
+
+// A SessionInfo describes a stored session.
+type SessionInfo struct {
+	ID        string
+	User      string // the owner; "" when none was recorded
+	Title     string
+	Metadata  map[string]any
+	TurnCount int
+	Tokens    int // the tokens of every message the session holds
+	CreatedAt time.Time
+	UpdatedAt time.Time // the last write: a turn saved or appended to, or CreateSession
+}
+
+// A SessionQuery selects a page of sessions for ListSessions.
+type SessionQuery struct {
+	User  string // "" lists every session of the tenant; else exactly this owner's
+	After string // the Next of the previous page; "" for the first
+	Limit int    // sessions per page: default DefaultListLimit, at most MaxListLimit
+}
+
+// A SessionPage is one page of ListSessions.
+type SessionPage struct {
+	Sessions []SessionInfo // most recently updated first
+	Next     string        // "" on the last page
+}
+
+// A DeleteReport says what DeleteUser or Expire removed.
+type DeleteReport struct {
+	Sessions int
+	Messages int
+}
+
+// A SearchQuery selects messages for Search.
+type SearchQuery struct {
+	Text      string // words to find, all of them; operators of the database's search syntax are taken as text
+	User      string // "" searches the whole tenant; else exactly this owner's sessions
+	SessionID string // "" searches every session in scope
+	Limit     int    // default 20, at most MaxListLimit
+}
+
+// A SearchHit is a message Search found.
+type SearchHit struct {
+	SessionID string
+	TurnID    string
+	Message   Message
+	Snippet   string  // the part of the message around the first match
+	Score     float64 // higher is a better match; comparable within one search only
+}
+
+// A HistoryQuery selects a page of a session's turns for History.
+type HistoryQuery struct {
+	After       string // the Next of the previous page; "" for the first
+	Limit       int    // turns per page: default DefaultListLimit, at most MaxListLimit
+	NewestFirst bool   // pages run from the newest turn back
+}
+
+// A HistoryPage is one page of History.
+type HistoryPage struct {
+	Turns []Turn // in the order the query asked for
+	Next  string // "" on the last page
+}
+
+// A SessionStore is a Backend that manages sessions as a product: owners,
+// listing, deletion in batches, search and paging through history. Both
+// backends in package backend implement it. Sessions are named by their
+// keys (SessionKey); operations over many sessions take the tenant.
+type SessionStore interface {
+	Backend
+	// CreateSession records the session's owner, title and metadata,
+	// creating it with no turns if need be. A session owned by another
+	// user is ErrSessionOwned; an unowned one is claimed.
+	CreateSession(ctx context.Context, key string, s SessionInfo) error
+	// ListSessions returns a page of the tenant's sessions, most recently
+	// updated first, by keyset: one indexed query per page.
+	ListSessions(ctx context.Context, tenant string, q SessionQuery) (SessionPage, error)
+	// DeleteSessions removes, in batches of at most batch sessions, every
+	// session of the tenant owned by user (when user is not nil) and last
+	// updated before before (when it is not zero), with their messages and
+	// search entries, and returns the keys it removed.
+	DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (DeleteReport, []string, error)
+	// Search finds messages of the tenant's sessions by full-text search.
+	Search(ctx context.Context, tenant string, q SearchQuery) ([]SearchHit, error)
+	// History returns a page of the session's turns, in sequence order.
+	History(ctx context.Context, key string, q HistoryQuery) (HistoryPage, error)
+}
+
+// SearchTerms splits search text into the terms a SessionStore matches:
+// lower-cased runs of letters and digits, each character of a script
+// written without spaces (Han, Hiragana, Katakana, Hangul) a term of its
+// own; everything else separates terms. Backends index text the same way,
+// so a query is only ever words, never search syntax.
+func SearchTerms(text string) []string {
+	var terms []string
+	start := -1
+	flush := func(end int) {
+		if start >= 0 {
+			terms = append(terms, strings.ToLower(text[start:end]))
+			start = -1
+		}
+	}
+	for i, r := range text {
+		switch {
+		case isCJK(r):
+			flush(i)
+			terms = append(terms, string(r))
+		case unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r):
+			if start < 0 {
+				start = i
+			}
+		default:
+			flush(i)
+		}
+	}
+	flush(len(text))
+	return terms
+}
+
+// SearchText is text as a search index holds it: its terms (SearchTerms)
+// separated by spaces, so that any tokenizer splitting on spaces finds
+// them.
+func SearchText(text string) string { return strings.Join(SearchTerms(text), " ") }
+
+func isCJK(r rune) bool {
+	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul)
+}
+
+// Snippet returns the part of text around the first of terms it holds
+// (case-insensitively), at most about 160 bytes, with "…" where it was
+// cut; the start of text when it holds none.
+func Snippet(text string, terms []string) string {
+	lower := strings.ToLower(text)
+	at := -1
+	for _, t := range terms {
+		if i := strings.Index(lower, t); i >= 0 && (at < 0 || i < at) {
+			at = i
+		}
+	}
+	if at < 0 || len(lower) != len(text) { // lower-casing changed byte offsets: start at the top
+		at = 0
+	}
+	from, to := at-60, at+100
+	if from < 0 {
+		from = 0
+	}
+	if to > len(text) {
+		to = len(text)
+	}
+	for from > 0 && !utf8.RuneStart(text[from]) {
+		from--
+	}
+	for to < len(text) && !utf8.RuneStart(text[to]) {
+		to++
+	}
+	s := text[from:to]
+	if from > 0 {
+		s = "…" + s
+	}
+	if to < len(text) {
+		s += "…"
+	}
+	return s
+}
