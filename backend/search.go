@@ -146,18 +146,6 @@ func (b *DataFlowBackend) unindexKeysTx(ctx context.Context, tx *dataflow.Tx, ke
 	return err
 }
 
-// unindexRowTx removes the search entry of one message row, on SQLite.
-func (b *DataFlowBackend) unindexRowTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32) error {
-	if b.db.Dialect() == "pg" || b.searchOff.Load() {
-		return nil
-	}
-	st := b.stmt("unindexrow", func() *dataflow.Stmt {
-		return b.db.NewStmt(`DELETE FROM `+SearchTable+` WHERE `+SearchTable+` MATCH ? AND seq = ? AND pos = ?`, b.messages)
-	})
-	_, err := st.ExecTx(ctx, tx, `sk:"`+keyToken(key)+`"`, seq, pos)
-	return err
-}
-
 // searchColumns are the message columns a hit is read from, in scanHit's
 // order, before its score.
 const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, m.content, m.name, m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens`

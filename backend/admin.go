@@ -1,0 +1,147 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// What an operator's tool (cmd/turnkeep) needs beyond memory.SessionStore:
+// the backend's schema as migrate models, per-tenant counts and the size of
+// the database.
+
+// Models returns the models of the backend's two tables, with the indexes
+// NewDataFlowBackend registers, for migrate.Migrator's Check, Plan and
+// Apply: a schema can be inspected or migrated by hand while the engine
+// runs with dataflow.WithAutoMigrate(false). TestModelsMatchRegistered
+// keeps them equal to what the engine migrates.
+func (b *DataFlowBackend) Models() []migrate.Model {
+	return []migrate.Model{
+		{Value: (*SessionRow)(nil), Indexes: []migrate.Index{
+			{Name: SessionsTable + "_user_idx", Columns: []string{"tenant", "user_id", "updated_at", "id"}},
+			{Name: SessionsTable + "_tenant_idx", Columns: []string{"tenant", "updated_at", "id"}},
+		}},
+		{Value: (*MessageRow)(nil), WithoutRowID: true, Indexes: []migrate.Index{
+			{Name: MessagesTable + "_turn_idx", Columns: []string{"session_id", "turn_id", "pos"}, Unique: true},
+			{Name: MessagesTable + "_msg_idx", Columns: []string{"session_id", "msg_id"}, Unique: true},
+			{Name: MessagesTable + "_budget_idx", Columns: []string{"session_id", "tokens_before", "seq"}},
+		}},
+	}
+}
+
+// A TenantCount is what one tenant holds.
+type TenantCount struct {
+	Tenant   string // "" is the default tenant
+	Sessions int64
+	Turns    int64
+	Messages int64
+}
+
+// TenantCounts returns, for every tenant with at least one session, its
+// sessions, turns and messages, ordered by tenant. It is two statements,
+// each a scan of its table: an operator's query, not one for a hot path.
+func (b *DataFlowBackend) TenantCounts(ctx context.Context) ([]TenantCount, error) {
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	sessions := b.stmt("admin/sessions", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`SELECT tenant, COUNT(*), COALESCE(SUM(turn_count), 0) FROM `+SessionsTable+
+			` GROUP BY tenant ORDER BY tenant`, b.sessions)
+	})
+	messages := b.stmt("admin/messages", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`SELECT s.tenant, COUNT(*) FROM `+MessagesTable+` m JOIN `+SessionsTable+
+			` s ON s.id = m.session_id GROUP BY s.tenant`, b.sessions, b.messages)
+	})
+	var out []TenantCount
+	at := map[string]int{}
+	err := eachRow(ctx, sessions, func(rows *sql.Rows) error {
+		var c TenantCount
+		if err := rows.Scan(&c.Tenant, &c.Sessions, &c.Turns); err != nil {
+			return err
+		}
+		at[c.Tenant] = len(out)
+		out = append(out, c)
+		return nil
+	})
+	if err == nil {
+		err = eachRow(ctx, messages, func(rows *sql.Rows) error {
+			var (
+				tenant string
+				n      int64
+			)
+			if err := rows.Scan(&tenant, &n); err != nil {
+				return err
+			}
+			if i, ok := at[tenant]; ok { // a session made between the statements has no entry yet
+				out[i].Messages = n
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backend: tenant counts: %w", err)
+	}
+	return out, nil
+}
+
+// eachRow runs st and calls fn on each row it returns.
+func eachRow(ctx context.Context, st *dataflow.Stmt, fn func(*sql.Rows) error) error {
+	rows, err := st.Query(ctx)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return rows.Close()
+}
+
+// DatabaseSize returns bytes on disk: on SQLite the whole database
+// (page_count × page_size, without the WAL), on PostgreSQL the backend's
+// two tables with their indexes and TOAST (pg_total_relation_size), 0 for
+// a table that does not exist. It needs no table and changes nothing.
+func (b *DataFlowBackend) DatabaseSize(ctx context.Context) (int64, error) {
+	if err := b.Err(); err != nil {
+		return 0, err
+	}
+	q := `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`
+	var args []any
+	if b.db.Dialect() == "pg" {
+		q = `SELECT COALESCE(pg_total_relation_size(to_regclass(CAST(? AS text))), 0) +
+	COALESCE(pg_total_relation_size(to_regclass(CAST(? AS text))), 0)`
+		args = []any{SessionsTable, MessagesTable}
+	}
+	rows, err := b.db.QueryContext(ctx, b.db.Rebind(q), args...)
+	if err != nil {
+		return 0, fmt.Errorf("backend: database size: %w", err)
+	}
+	var n int64
+	if err := scanOne(rows, &n); err != nil {
+		return 0, fmt.Errorf("backend: database size: %w", err)
+	}
+	return n, nil
+}
+
+// EnsureSearchIndex creates the full-text search index if it is missing,
+// as the first save or search does (and, like them, only when the DB may
+// change the schema), so that a schema migrated by hand is complete before
+// the first message is stored: messages saved while a SQLite database has
+// no index are never indexed. It does nothing under WithSearchIndex(false).
+func (b *DataFlowBackend) EnsureSearchIndex(ctx context.Context) error {
+	if err := b.Err(); err != nil {
+		return err
+	}
+	if err := b.ensureSearch(ctx); err != nil {
+		return fmt.Errorf("backend: search index: %w", err)
+	}
+	return nil
+}
