@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -82,6 +83,22 @@ type MessageRow struct {
 // Option configures a DataFlowBackend.
 type Option func(*DataFlowBackend) error
 
+// WithLogger makes the backend log to l (default: discard): at Error, a
+// write that commits on its own whose outcome is unknown (it wraps
+// dataflow.ErrOutcomeUnknown; those of transactions are the DB's to log,
+// see dataflow.WithLogger); at Info, a session's rows of a release before
+// token counts counted once. Session keys are logged, content never. A
+// nil l is an error.
+func WithLogger(l *slog.Logger) Option {
+	return func(b *DataFlowBackend) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", memory.ErrInvalidOption)
+		}
+		b.log = l
+		return nil
+	}
+}
+
 // WithMaxMessageBytes bounds each message and the metadata JSON (default
 // memory.DefaultMaxMessageBytes).
 func WithMaxMessageBytes(n int) Option {
@@ -134,12 +151,16 @@ type DataFlowBackend struct {
 	inserts  map[insertKind]*dataflow.Stmt // inserts of message rows, made as needed
 	named    map[string]*dataflow.Stmt     // statements whose text depends on a query's shape, made as needed
 
+	log       *slog.Logger  // WithLogger
 	noSearch  bool          // WithSearchIndex(false)
 	search    cache.Ensurer // creates the search index once (search.go)
 	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
 }
 
-var _ memory.Backend = (*DataFlowBackend)(nil)
+var (
+	_ memory.Backend        = (*DataFlowBackend)(nil)
+	_ memory.EngineReporter = (*DataFlowBackend)(nil)
+)
 
 // errDuplicate aborts the transaction of a save whose turn ID the session
 // holds already.
@@ -159,7 +180,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt), named: make(map[string]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt), named: make(map[string]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
@@ -622,7 +643,7 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 	// A statement sent and then cut off by the context or a lost
 	// connection may have committed: ErrOutcomeUnknown. A retry with the
 	// same turn ID stores nothing twice.
-	return memory.Saved{}, dataflow.WriteOutcome(ctx, err)
+	return memory.Saved{}, b.writeOutcome(ctx, "save", err)
 }
 
 // Append adds msgs to the session's turn turnID, atomically, skipping every
@@ -672,7 +693,7 @@ func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID str
 	}
 	rows, err := b.appendNew.Query(ctx, sessionID, turnID, rowsJSON, sessionID, now(), sessionID, sessionID, sessionID, turnID)
 	if err != nil {
-		return memory.Saved{}, false, dataflow.WriteOutcome(ctx, err)
+		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	}
 	var seq, n int64
 	var version sql.NullInt64
@@ -682,7 +703,7 @@ func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID str
 	case errors.Is(err, sql.ErrNoRows):
 		return memory.Saved{}, false, fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
 	case err != nil:
-		return memory.Saved{}, false, dataflow.WriteOutcome(ctx, err)
+		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	case n == 0:
 		return memory.Saved{}, true, nil // every message is held
 	case !version.Valid:
@@ -914,10 +935,41 @@ func (b *DataFlowBackend) backfill(ctx context.Context, sessionID string, counte
 	if _, err := b.indexed(ctx); err != nil {
 		return err
 	}
-	return b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		_, err := b.backfillTx(ctx, tx, sessionID, counter, 0)
 		return err
 	}, b.sessions, b.messages)
+	if err == nil {
+		b.log.LogAttrs(ctx, slog.LevelInfo, "turnkeep: counted the rows of an earlier release", slog.String("session", sessionID))
+	}
+	return err
+}
+
+// writeOutcome is dataflow.WriteOutcome, logging an unknown outcome.
+func (b *DataFlowBackend) writeOutcome(ctx context.Context, op string, err error) error {
+	err = dataflow.WriteOutcome(ctx, err)
+	if errors.Is(err, dataflow.ErrOutcomeUnknown) {
+		b.log.LogAttrs(ctx, slog.LevelError, "turnkeep: write outcome unknown", slog.String("op", op), slog.Any("error", err))
+	}
+	return err
+}
+
+// EngineStats reports the Stats of the backend's DB by name (see
+// memory.EngineReporter): ensure_calls, fast_path_hits, ensure_runs,
+// migrations_applied, ensure_failures and retries.
+func (b *DataFlowBackend) EngineStats() map[string]uint64 {
+	if b == nil || b.db == nil {
+		return nil
+	}
+	s := b.db.Stats()
+	return map[string]uint64{
+		"ensure_calls":       s.EnsureCalls,
+		"fast_path_hits":     s.FastPathHits,
+		"ensure_runs":        s.EnsureRuns,
+		"migrations_applied": s.MigrationsApplied,
+		"ensure_failures":    s.Failures,
+		"retries":            s.Retries,
+	}
 }
 
 // backfillTx fills in the IDs and counts of the session's rows written by a

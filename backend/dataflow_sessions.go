@@ -112,14 +112,14 @@ RETURNING id`, b.sessions)
 	}
 	rows, err := st.Query(ctx, key, tenantOf(key), info.User, info.Title, jsonArg(meta), firstVersion(), created, at)
 	if err != nil {
-		return fmt.Errorf("backend: %w", dataflow.WriteOutcome(ctx, err))
+		return fmt.Errorf("backend: %w", b.writeOutcome(ctx, "create session", err))
 	}
 	var got string
 	switch err := scanOne(rows, &got); {
 	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("backend: session %q: %w", key, memory.ErrSessionOwned)
 	case err != nil:
-		return fmt.Errorf("backend: %w", dataflow.WriteOutcome(ctx, err))
+		return fmt.Errorf("backend: %w", b.writeOutcome(ctx, "create session", err))
 	}
 	return nil
 }
@@ -201,19 +201,29 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
 	pg := b.db.Dialect() == "pg"
-	pick := b.stmt(fmt.Sprintf("pick/%t/%t", user != nil, !before.IsZero()), func() *dataflow.Stmt {
-		where := `tenant = ?`
-		if user != nil {
-			where += ` AND user_id = ?`
-		}
-		if !before.IsZero() {
-			where += ` AND updated_at < ?`
-		}
-		lock := ""
-		if pg {
-			lock = ` FOR UPDATE SKIP LOCKED`
-		}
-		return b.db.NewStmt(`SELECT id FROM `+SessionsTable+` WHERE `+where+` ORDER BY updated_at, id LIMIT ?`+lock, b.sessions)
+	where := `tenant = ?`
+	if user != nil {
+		where += ` AND user_id = ?`
+	}
+	if !before.IsZero() {
+		where += ` AND updated_at < ?`
+	}
+	shape := fmt.Sprintf("%t/%t", user != nil, !before.IsZero())
+	pickStmt := func(lock string) *dataflow.Stmt {
+		return b.stmt("pick/"+shape+lock, func() *dataflow.Stmt {
+			return b.db.NewStmt(`SELECT id FROM `+SessionsTable+` WHERE `+where+` ORDER BY updated_at, id LIMIT ?`+lock, b.sessions)
+		})
+	}
+	// On PostgreSQL batches skip rows another transaction holds, so that
+	// servers deleting at once take different batches; once nothing is
+	// left to take so, the rows still matching (held by a save, an append
+	// or another deleter) are waited for, until none matches.
+	pick := pickStmt("")
+	if pg {
+		pick = pickStmt(" FOR UPDATE SKIP LOCKED")
+	}
+	left := b.stmt("left/"+shape, func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`SELECT COUNT(*) FROM (SELECT 1 FROM `+SessionsTable+` WHERE `+where+` LIMIT 1) x`, b.sessions)
 	})
 	args := []any{tenant}
 	if user != nil {
@@ -258,7 +268,22 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
 		if len(got) == 0 {
-			return report, keys, nil
+			if !pg {
+				return report, keys, nil // the transaction saw every row
+			}
+			rows, err := left.Query(ctx, args[:len(args)-1]...)
+			if err != nil {
+				return report, keys, fmt.Errorf("backend: %w", err)
+			}
+			var n int
+			if err := scanOne(rows, &n); err != nil {
+				return report, keys, fmt.Errorf("backend: %w", err)
+			}
+			if n == 0 {
+				return report, keys, nil
+			}
+			pick = pickStmt(" FOR UPDATE")
+			continue
 		}
 		report.Sessions += len(got)
 		report.Messages += int(msgs)

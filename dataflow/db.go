@@ -32,6 +32,7 @@ type DB struct {
 	ckpt        *checkpointer // background checkpoints of file; nil if none
 	closed      atomic.Bool
 	stats       counters
+	tel         *telemetry // nil: nothing to record beyond stats
 	// prepared holds the statements Stmt prepared, closed with the DB.
 	prepared stmtRegistry
 
@@ -49,10 +50,11 @@ type Stats struct {
 	EnsureRuns        uint64 // first-use runs (check, and migration if needed)
 	MigrationsApplied uint64 // runs that executed DDL
 	Failures          uint64 // runs that failed
+	Retries           uint64 // statements, BEGINs and runs repeated after finding their pooled connection dead
 }
 
 type counters struct {
-	fastHits, slowCalls, runs, migrations, failures atomic.Uint64
+	fastHits, slowCalls, runs, migrations, failures, retries atomic.Uint64
 }
 
 // New wraps a *bun.DB the caller already has, on SQLite or PostgreSQL. The
@@ -84,22 +86,33 @@ func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: dialect %s (want sqlite or pg)", ErrInvalidArgument, bdb.Dialect().Name())
 	}
+	db := &DB{
+		sql:    bdb.DB,
+		d:      d,
+		ownsDB: owns,
+		tables: make(map[string]*tableState),
+	}
+	tel, err := newTelemetry(cfg, d.PG, db.Stats)
+	if err != nil {
+		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOption, err)
+	}
+	if tel != nil {
+		// First, so that the other hooks see the statement's span in
+		// their context.
+		cfg.hooks = append([]bun.QueryHook{statementHook{tel}}, cfg.hooks...)
+	}
 	for _, h := range cfg.hooks {
 		bdb = bdb.WithQueryHook(h)
 	}
 	mig, err := migrate.New(bdb, migrate.WithHistoryTable(cfg.historyTable), migrate.WithLogger(cfg.logger))
 	if err != nil {
+		if tel != nil && tel.reg != nil {
+			_ = tel.reg.Unregister()
+		}
 		return nil, err
 	}
-	return &DB{
-		bun:    bdb,
-		sql:    bdb.DB,
-		d:      d,
-		cfg:    cfg,
-		mig:    mig,
-		ownsDB: owns,
-		tables: make(map[string]*tableState),
-	}, nil
+	db.bun, db.cfg, db.mig, db.tel = bdb, cfg, mig, tel
+	return db, nil
 }
 
 // Bun returns the underlying *bun.DB, with the configured query hooks.
@@ -135,6 +148,9 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closeStmts()
+	if db.tel != nil && db.tel.reg != nil {
+		_ = db.tel.reg.Unregister()
+	}
 	if db.ownsDB {
 		ckptErr := db.ckpt.close() // needs the pool: first
 		return errors.Join(ckptErr, db.bun.Close())
@@ -154,6 +170,7 @@ func (db *DB) Stats() Stats {
 		EnsureRuns:        db.stats.runs.Load(),
 		MigrationsApplied: db.stats.migrations.Load(),
 		Failures:          db.stats.failures.Load(),
+		Retries:           db.stats.retries.Load(),
 	}
 }
 
@@ -217,6 +234,7 @@ func (db *DB) runTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) er
 	}
 	done = true
 	if err := tx.commit(ctx); err != nil {
+		db.logOutcomeUnknown(ctx, "commit", err)
 		return err
 	}
 	db.ckpt.committed()

@@ -79,6 +79,15 @@
 // it. The tables passed to RunInTx (or, if none, every registered table) are
 // made ready before the transaction begins.
 //
+// # Logs, metrics and traces
+//
+// A DB logs to WithLogger (ensure runs, migrations, retries, unknown
+// commit outcomes, statements slower than WithSlowThreshold) and, with
+// OpenTelemetry's API (WithTracerProvider, WithMeterProvider; otel's
+// global providers by default), records a span of every statement
+// (SpanStatement) and ensure run (SpanEnsure), and its Stats as
+// metrics. With otel's default no-op providers no span is started.
+//
 // A DB and its Tables are safe for concurrent use; a Tx is not. A nil or
 // zero DB, Table or Tx is not usable, but safe: every method that returns
 // an error returns ErrClosed, as after Close, and none panics.

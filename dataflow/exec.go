@@ -123,9 +123,10 @@ func (db *DB) begin(ctx context.Context) (*Tx, error) {
 		if tx, err = db.beginOnce(ctx); err == nil {
 			return tx, nil
 		}
-		if ctx.Err() != nil || !sqlcore.ConnLost(err) {
+		if ctx.Err() != nil || !sqlcore.ConnLost(err) || attempt == db.connRetries() {
 			break
 		}
+		db.retried(ctx, "begin", attempt+1, err)
 	}
 	return nil, fmt.Errorf("begin: %w", withCtxErr(ctx, err))
 }
@@ -429,6 +430,7 @@ func (db *DB) QueryRetry(ctx context.Context, query string, args ...any) (*sql.R
 	}
 	rows, err := db.QueryContext(ctx, query, args...)
 	for attempt := 0; err != nil && attempt < db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
+		db.retried(ctx, "query", attempt+1, err)
 		rows, err = db.QueryContext(ctx, query, args...)
 	}
 	return rows, err

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnkeep/turnkeep/internal/cache"
 	"github.com/turnkeep/turnkeep/migrate"
@@ -42,6 +44,10 @@ type config struct {
 	maxBackoff     time.Duration
 	maxOpenConns   int
 	historyTable   string
+
+	slowThreshold  time.Duration
+	tracerProvider trace.TracerProvider // nil: otel's global one
+	meterProvider  metric.MeterProvider // nil: otel's global one
 
 	checkpointEvery int      // WAL pages; 0: SQLite checkpoints in COMMIT
 	openOnly        []string // the Open-only options given, which New refuses
@@ -109,14 +115,62 @@ func WithQueryHook(h bun.QueryHook) Option {
 	}
 }
 
-// WithLogger sets the logger for migrations and skipped destructive changes
-// (default: discard).
+// WithLogger sets the logger (default: discard). At Info: each first-use
+// run of a table that succeeded (table, whether it migrated, duration)
+// and each migration applied. At Warn: a failed run, a destructive change
+// skipped, a statement, BEGIN or run repeated after a dead pooled
+// connection, a failed background checkpoint, and a statement slower than
+// WithSlowThreshold (its SQL text, never its values). At Error: a COMMIT
+// whose outcome is unknown (ErrOutcomeUnknown). A nil l is an error.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		if l == nil {
 			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
 		}
 		c.logger = l
+		return nil
+	}
+}
+
+// WithSlowThreshold makes every statement (and first-use run) that takes
+// d or longer log a Warn line (WithLogger) with its SQL text and duration.
+// The default, 0, logs none; d < 0 is an error.
+func WithSlowThreshold(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: slow threshold must not be negative, got %v", ErrInvalidOption, d)
+		}
+		c.slowThreshold = d
+		return nil
+	}
+}
+
+// WithTracerProvider makes the DB record a span of every statement
+// (SpanStatement), as a child of the span in its context, and of every
+// first-use run (SpanEnsure), with tp. The default is otel's global
+// provider when the DB is made: set it before, with otel.SetTracerProvider.
+// While that is still otel's default, or tp is a no-op, no span is started
+// and statements cost nothing more. A nil tp is an error.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		c.tracerProvider = tp
+		return nil
+	}
+}
+
+// WithMeterProvider makes the DB record its metrics (the Stats counters
+// and the latency of first-use runs; see MetricEnsureRuns) with mp. The
+// default is otel's global provider when the DB is made, as for
+// WithTracerProvider. A nil mp is an error.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) error {
+		if mp == nil {
+			return fmt.Errorf("%w: nil meter provider", ErrInvalidOption)
+		}
+		c.meterProvider = mp
 		return nil
 	}
 }

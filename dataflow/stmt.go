@@ -100,6 +100,7 @@ func runStmt[R any](ctx context.Context, s *Stmt, args []any, do func(context.Co
 	}
 	r, err := do(ctx, q, s.query, args)
 	for attempt := 0; s.repeatable && err != nil && attempt < s.db.connRetries() && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
+		s.db.retried(ctx, "statement", attempt+1, err)
 		r, err = do(ctx, q, s.query, args)
 	}
 	return r, err

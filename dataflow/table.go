@@ -278,15 +278,19 @@ const ensureConnRetries = 10
 
 // run ensures the table through the shared, deduplicated, backed-off run.
 func (db *DB) run(ctx context.Context, st *tableState) error {
-	err := st.ens.Ensure(ctx, func(ctx context.Context) error {
+	err := st.ens.Ensure(ctx, func(ctx context.Context) (err error) {
 		db.stats.runs.Add(1)
-		err := db.ensureOnce(ctx, st)
+		ctx, span, start := db.startEnsure(ctx, st.name)
+		migrated := false
+		defer func() { db.endEnsure(ctx, span, start, st.name, migrated, err) }()
+		migrated, err = db.ensureOnce(ctx, st)
 		// A pooled connection found dead (the server restarted or
 		// terminated it) failed the run without doing anything wrong: run
 		// again on another, as BEGIN and reads do. A run is safe to repeat:
 		// it checks again, and migrates under the cross-process lock.
 		for attempt := 0; err != nil && attempt < ensureConnRetries && ctx.Err() == nil && sqlcore.ConnLost(err); attempt++ {
-			err = db.ensureOnce(ctx, st)
+			db.retried(ctx, "ensure "+st.name, attempt+1, err)
+			migrated, err = db.ensureOnce(ctx, st)
 		}
 		if err != nil {
 			db.stats.failures.Add(1)
@@ -302,14 +306,16 @@ func (db *DB) run(ctx context.Context, st *tableState) error {
 	return fmt.Errorf("%w: table %q: %w", ErrEnsureFailed, st.name, err)
 }
 
-func (db *DB) ensureOnce(ctx context.Context, st *tableState) error {
+// ensureOnce checks the table and, with auto-migration, migrates it,
+// reporting whether it executed DDL.
+func (db *DB) ensureOnce(ctx context.Context, st *tableState) (bool, error) {
 	if !db.cfg.autoMigrate {
 		plan, err := db.mig.Plan(ctx, st.model)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !plan.Exists {
-			return ErrTableMissing
+			return false, ErrTableMissing
 		}
 		var missing []string
 		for _, s := range plan.Additive() {
@@ -318,27 +324,28 @@ func (db *DB) ensureOnce(ctx context.Context, st *tableState) error {
 			}
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("%w: missing columns %s", ErrSchemaMismatch, strings.Join(missing, ", "))
+			return false, fmt.Errorf("%w: missing columns %s", ErrSchemaMismatch, strings.Join(missing, ", "))
 		}
 		if d := breaking(plan.Steps); d != "" {
-			return fmt.Errorf("%w: %s", ErrSchemaMismatch, d)
+			return false, fmt.Errorf("%w: %s", ErrSchemaMismatch, d)
 		}
-		return nil
+		return false, nil
 	}
 	res, err := db.mig.Ensure(ctx, st.model, db.cfg.force)
 	if errors.Is(err, migrate.ErrDestructive) {
-		return fmt.Errorf("%w: %w", ErrDestructiveChange, err) // forced, but the dialect cannot
+		return false, fmt.Errorf("%w: %w", ErrDestructiveChange, err) // forced, but the dialect cannot
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	if len(res.Applied) > 0 {
+	migrated := len(res.Applied) > 0
+	if migrated {
 		db.stats.migrations.Add(1)
 	}
 	if d := breaking(res.Skipped); d != "" {
-		return fmt.Errorf("%w: %s", ErrDestructiveChange, d)
+		return migrated, fmt.Errorf("%w: %s", ErrDestructiveChange, d)
 	}
-	return nil
+	return migrated, nil
 }
 
 // breaking describes the steps that break the model's statements (see

@@ -44,6 +44,14 @@
 // backend that does not version its sessions is read through on every load,
 // unless WithStaleReads allows caching it.
 //
+// A PersistentBufferMemory logs to WithLogger (nothing by default; never
+// message content unless WithLogContent), and records a span of each
+// operation (SpanPrefix) and the metrics MetricOperationDuration and the
+// cache counters with OpenTelemetry's API (WithTracerProvider,
+// WithMeterProvider; otel's global providers by default). With otel's
+// default no-op providers nothing is recorded and an operation costs one
+// nil check more.
+//
 // Input is validated before anything is stored; errors wrap the sentinels
 // ErrInvalidSessionID, ErrInvalidTurn and ErrTurnTooLarge and are compared
 // with errors.Is. Backends reuse the same rules through ValidateSessionID

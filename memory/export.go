@@ -52,7 +52,12 @@ type exportMessage struct {
 // with every field). It reads the history a page at a time, so a long
 // session is never held whole. The format is documented in the README;
 // Import reads it back.
-func (m *PersistentBufferMemory) Export(ctx context.Context, sessionID string, w io.Writer) error {
+func (m *PersistentBufferMemory) Export(ctx context.Context, sessionID string, w io.Writer) (err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opExport, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	info, err := m.SessionInfo(ctx, sessionID)
 	if err != nil {
 		return err
@@ -128,7 +133,12 @@ const maxImportLine = 64 << 20
 // whole input is read and validated before anything is written: malformed
 // JSON Lines are ErrInvalidImport (naming the line), an invalid turn
 // ErrInvalidTurn or ErrTurnTooLarge, and nothing is stored.
-func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (SessionInfo, error) {
+func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ SessionInfo, err error) {
+	if t := m.obs(); t != nil {
+		var rec run
+		ctx, rec = t.start(ctx, opImport, m.tenant, "", m.now())
+		defer func() { t.end(ctx, rec, err, m.now()) }()
+	}
 	if _, err := m.store(); err != nil {
 		return SessionInfo{}, err
 	}

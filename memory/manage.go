@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -28,7 +29,12 @@ func (m *PersistentBufferMemory) store() (SessionStore, error) {
 // and metadata it updates; a session another user owns is ErrSessionOwned,
 // and an unowned one is claimed. Only ID, User, Title and Metadata are
 // read; a zero CreatedAt means now.
-func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInfo) error {
+func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInfo) (err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opCreateSession, m.tenant, s.ID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	key, err := m.check(s.ID)
 	if err != nil {
 		return err
@@ -59,7 +65,12 @@ func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInf
 
 // SessionInfo describes the session: owner, title, metadata, counts and
 // times. A session that does not exist is ErrSessionNotFound.
-func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID string) (SessionInfo, error) {
+func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID string) (_ SessionInfo, err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opSessionInfo, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	key, err := m.check(sessionID)
 	if err != nil {
 		return SessionInfo{}, err
@@ -77,7 +88,12 @@ func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID stri
 // keyset, never OFFSET: while sessions are updated, one moved to the top
 // after its page was read is not listed again, and no session that stays
 // put is skipped. A malformed q.After is ErrInvalidCursor.
-func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuery) (SessionPage, error) {
+func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuery) (_ SessionPage, err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opListSessions, m.tenant, "", m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	st, err := m.store()
 	if err != nil {
 		return SessionPage{}, err
@@ -106,7 +122,12 @@ func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuer
 // batch and is removed with it, or after and starts a new, unowned
 // session; never half. An empty user is ErrInvalidUser: unowned sessions
 // are not a user's.
-func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (DeleteReport, error) {
+func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_ DeleteReport, err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opDeleteUser, m.tenant, "", m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	if err := ValidateUser(user); err != nil {
 		return DeleteReport{}, err
 	}
@@ -121,7 +142,12 @@ func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (D
 // DeleteBatch sessions. It is safe to run from many servers at once: each
 // session is removed, and counted, once. A session updated while Expire
 // runs is kept.
-func (m *PersistentBufferMemory) Expire(ctx context.Context, before time.Time) (DeleteReport, error) {
+func (m *PersistentBufferMemory) Expire(ctx context.Context, before time.Time) (_ DeleteReport, err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opExpire, m.tenant, "", m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	if before.IsZero() {
 		return DeleteReport{}, fmt.Errorf("%w: expire needs a time", ErrInvalidOption)
 	}
@@ -136,6 +162,13 @@ func (m *PersistentBufferMemory) deleteSessions(ctx context.Context, op string, 
 	r, keys, err := st.DeleteSessions(ctx, m.tenant, user, before, DeleteBatch)
 	for _, k := range keys {
 		m.cache.invalidate(k)
+	}
+	if l := m.logOn(ctx, slog.LevelInfo); l != nil && (r.Sessions > 0 || err != nil) {
+		attrs := []slog.Attr{slog.String("op", op), slog.String("tenant", m.tenant), slog.Int("sessions", r.Sessions), slog.Int("messages", r.Messages)}
+		if err != nil {
+			attrs = append(attrs, slog.Any("error", err))
+		}
+		l.LogAttrs(ctx, slog.LevelInfo, "turnkeep: sessions deleted", attrs...)
 	}
 	if err != nil {
 		return r, fmt.Errorf("memory: %s: %w", op, err)
@@ -173,7 +206,12 @@ func (m *PersistentBufferMemory) ExpireEvery(ctx context.Context, interval, idle
 // change the search. Text in languages written without spaces (Chinese,
 // Japanese, Korean) is found by its characters. A query with no word is
 // an empty result.
-func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) ([]SearchHit, error) {
+func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ []SearchHit, err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opSearch, m.tenant, q.SessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	st, err := m.store()
 	if err != nil {
 		return nil, err
@@ -210,7 +248,12 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) ([]S
 // conversation without loading it at once. Pass the page's Next as the
 // next query's After; a malformed After is ErrInvalidCursor. A session
 // that does not exist has an empty history.
-func (m *PersistentBufferMemory) History(ctx context.Context, sessionID string, q HistoryQuery) (HistoryPage, error) {
+func (m *PersistentBufferMemory) History(ctx context.Context, sessionID string, q HistoryQuery) (_ HistoryPage, err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opHistory, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	key, err := m.check(sessionID)
 	if err != nil {
 		return HistoryPage{}, err

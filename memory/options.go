@@ -2,7 +2,11 @@ package memory
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults and limits.
@@ -17,7 +21,7 @@ const (
 )
 
 // An Option configures NewBufferMemory or NewPersistentBufferMemory.
-// BufferMemory ignores the cache options.
+// BufferMemory ignores the cache, logging and telemetry options.
 type Option func(*config) error
 
 type config struct {
@@ -28,6 +32,12 @@ type config struct {
 	staleReads        time.Duration
 	tokenBudget       int
 	counter           TokenCounter
+
+	logger         *slog.Logger // nil: discard
+	logContent     bool
+	slowThreshold  time.Duration
+	tracerProvider trace.TracerProvider // nil: otel's global one
+	meterProvider  metric.MeterProvider // nil: otel's global one
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -144,6 +154,74 @@ func WithTokenCounter(c TokenCounter) Option {
 			return fmt.Errorf("%w: token counter must not be nil", ErrInvalidOption)
 		}
 		cfg.counter = c
+		return nil
+	}
+}
+
+// WithLogger makes the memory log to l: at Warn, operations slower than
+// WithSlowThreshold; at Info, a cached window dropped after a failed
+// write (with the error); at Debug, each write (session, turn, message
+// count) and each cached window found changed by another writer. Session
+// IDs and tenants are logged; message content and metadata only under
+// WithLogContent. The default discards everything; a nil l is an error.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		c.logger = l
+		if l.Handler() == slog.DiscardHandler {
+			c.logger = nil
+		}
+		return nil
+	}
+}
+
+// WithLogContent(true) lets the Debug log lines of writes (see WithLogger)
+// carry the messages' roles, content and metadata, and the turn's
+// metadata. Off by default: conversations often hold personal data.
+func WithLogContent(on bool) Option {
+	return func(c *config) error { c.logContent = on; return nil }
+}
+
+// WithSlowThreshold makes every operation that takes d or longer log a
+// Warn line (WithLogger) naming the operation, its duration and its
+// session. The default, 0, logs none; d < 0 is an error.
+func WithSlowThreshold(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: slow threshold must not be negative, got %v", ErrInvalidOption, d)
+		}
+		c.slowThreshold = d
+		return nil
+	}
+}
+
+// WithTracerProvider makes the memory record a span of each operation
+// (see SpanPrefix) with tp. The default is otel's global provider when the
+// memory is made: set it before, with otel.SetTracerProvider. While that
+// is still otel's default, or tp is a no-op, no span is started and
+// operations cost nothing more. A nil tp is an error.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		c.tracerProvider = tp
+		return nil
+	}
+}
+
+// WithMeterProvider makes the memory record its metrics (see
+// MetricOperationDuration and the cache counters) with mp. The default is
+// otel's global provider when the memory is made, as for
+// WithTracerProvider. A nil mp is an error.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) error {
+		if mp == nil {
+			return fmt.Errorf("%w: nil meter provider", ErrInvalidOption)
+		}
+		c.meterProvider = mp
 		return nil
 	}
 }

@@ -3,8 +3,11 @@ package memory
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // PersistentBufferMemory is a Memory that stores turns in a Backend and
@@ -24,6 +27,10 @@ type PersistentBufferMemory struct {
 	now      func() time.Time
 	cache    *sessionCache // shared by every tenant view, keyed by session key
 	closed   *atomic.Bool  // shared by every tenant view
+
+	tel        *telemetry   // nil: nothing to record (see newTelemetry)
+	log        *slog.Logger // nil: discard
+	logContent bool         // WithLogContent
 }
 
 // NewPersistentBufferMemory returns a Memory over b. An invalid option or a
@@ -49,18 +56,28 @@ func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemo
 		now:      time.Now,
 		cache:    newSessionCache(c.maxCachedSessions, c.cacheTTL),
 		closed:   new(atomic.Bool),
+
+		log:        c.logger,
+		logContent: c.logContent,
 	}
 	m.cached = c.cacheTTL > 0
+	if m.tel, err = newTelemetry(c, m.cache.stats.snapshot); err != nil {
+		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOption, err)
+	}
 	return m, nil
 }
 
-// Close makes every later call return ErrClosed and drops every cached
-// window. It does not close the backend. Calling it again returns nil.
+// Close makes every later call return ErrClosed, drops every cached
+// window and stops reporting the cache's metrics. It does not close the
+// backend. Calling it again returns nil.
 func (m *PersistentBufferMemory) Close() error {
 	if m == nil || m.cache == nil || m.closed == nil || m.closed.Swap(true) {
 		return nil
 	}
 	m.cache.clear()
+	if m.tel != nil && m.tel.reg != nil {
+		return m.tel.reg.Unregister()
+	}
 	return nil
 }
 
@@ -124,7 +141,12 @@ func (m *PersistentBufferMemory) Tenant() string {
 // (its turn count and version moved by exactly this turn); otherwise the
 // window is dropped. So a save never appends onto a stale window, whatever
 // other processes did.
-func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) error {
+func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) (err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opSaveTurn, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -143,7 +165,10 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p PreparedTurn) error {
 	t := p.Turn
 	if !m.cached {
-		_, err := m.backend.Save(ctx, key, p)
+		res, err := m.backend.Save(ctx, key, p)
+		if err == nil {
+			m.logWrite(ctx, "turnkeep: turn saved", key, t.ID, t.Messages, t.Metadata, res)
+		}
 		return err
 	}
 
@@ -158,8 +183,11 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p Pre
 		// if the failure left the outcome unknown (a connection lost during
 		// COMMIT) the next load reads what was really stored.
 		m.cache.invalidate(key)
+		m.logInvalidated(ctx, "SaveTurn", key, err)
 		return err
 	}
+	m.logWrite(ctx, "turnkeep: turn saved", key, t.ID, t.Messages, t.Metadata, res)
+	stale := false // another writer moved the session
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
 		switch {
 		case !res.Stored:
@@ -170,12 +198,18 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p Pre
 			// The session held nothing before this turn, whatever the
 			// window said: it is exactly this turn now.
 			return m.snapshot([]Turn{t}, 1, res.Version)
-		case s == nil || s.count+1 != res.Seq || s.version+1 != res.Version:
+		case s == nil:
+			return nil
+		case s.count+1 != res.Seq || s.version+1 != res.Version:
+			stale = true
 			return nil // another writer moved the session: the window is stale
 		}
 		turns := make([]Turn, 0, len(s.turns)+1)
 		return m.snapshot(append(append(turns, s.turns...), t), res.Seq, res.Version)
 	})
+	if stale {
+		m.logStale(ctx, "SaveTurn", key)
+	}
 	return nil
 }
 
@@ -189,7 +223,12 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p Pre
 // This is how an answer is stored as it streams: SaveTurn the user's
 // message before calling the model, then append the answer's messages as
 // they come, and a crash mid-answer loses nothing the user typed.
-func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) error {
+func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) (err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opAppendMessages, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -202,9 +241,11 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		return err
 	}
 	if !m.cached {
-		if _, err := m.backend.Append(ctx, key, turnID, enc); err != nil {
+		res, err := m.backend.Append(ctx, key, turnID, enc)
+		if err != nil {
 			return fmt.Errorf("memory: append messages: %w", err)
 		}
+		m.logWrite(ctx, "turnkeep: messages appended", key, turnID, msgs, nil, res)
 		return nil
 	}
 	e, err := m.cache.acquire(ctx, key, m.now())
@@ -215,14 +256,20 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 	res, err := m.backend.Append(ctx, key, turnID, enc)
 	if err != nil {
 		m.cache.invalidate(key)
+		m.logInvalidated(ctx, "AppendMessages", key, err)
 		return fmt.Errorf("memory: append messages: %w", err)
 	}
+	m.logWrite(ctx, "turnkeep: messages appended", key, turnID, msgs, nil, res)
+	stale := false // another writer moved the session
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
 		switch {
 		case !res.Stored:
 			return s // every message was stored already
-		case s == nil || res.Version == UnknownVersion || res.Messages != len(enc) || s.version+1 != res.Version:
-			return nil // another writer moved the session, or some messages were held
+		case s == nil || res.Version == UnknownVersion || res.Messages != len(enc):
+			return nil // some messages were held, or the window is unknown
+		case s.version+1 != res.Version:
+			stale = true
+			return nil // another writer moved the session
 		}
 		i := indexID(s.turns, turnID)
 		if i < 0 {
@@ -237,6 +284,9 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		turns[i] = t
 		return m.snapshot(turns, s.count, res.Version)
 	})
+	if stale {
+		m.logStale(ctx, "AppendMessages", key)
+	}
 	return nil
 }
 
@@ -275,7 +325,18 @@ func validTurnID(id string) error {
 // caller's; the messages and Metadata maps are shared with the cache and
 // must be treated as read-only. A context that is already done is an
 // error, even when the cache could answer.
-func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (Window, error) {
+func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (_ Window, err error) {
+	hit := false
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opLoadContext, m.tenant, sessionID, m.now())
+		defer func() {
+			if r.span != nil && err == nil {
+				r.span.SetAttributes(attribute.Bool(AttrCacheHit, hit))
+			}
+			t.end(ctx, r, err, m.now())
+		}()
+	}
 	key, err := m.check(sessionID)
 	if err != nil {
 		return Window{}, err
@@ -295,7 +356,7 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 		}
 		return TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
 	}
-	w, err := m.loadCached(ctx, key)
+	w, hit, err := m.loadCached(ctx, key)
 	if err != nil {
 		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
@@ -309,16 +370,17 @@ func (m *PersistentBufferMemory) query(l limits, known Version) WindowQuery {
 	return WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
 }
 
-// loadCached is LoadContext of the memory's own window, through the cache.
-func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID string) (Window, error) {
+// loadCached is LoadContext of the memory's own window, through the
+// cache, and whether the cache answered.
+func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID string) (Window, bool, error) {
 	start := m.now()
 	if m.stale > 0 {
 		if s, checked := m.cache.get(sessionID, start); s != nil && start.Sub(checked) < m.stale {
 			if err := m.backendErr(); err != nil {
-				return Window{}, err
+				return Window{}, false, err
 			}
 			m.cache.stats.hits.Add(1)
-			return s.window(), nil
+			return s.window(), true, nil
 		}
 	}
 	e, s, gen := m.cache.pin(sessionID, start)
@@ -329,15 +391,16 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	}
 	w, v, err := m.backend.Load(ctx, sessionID, m.query(m.limits, known))
 	if err != nil {
-		return Window{}, err
+		return Window{}, false, err
 	}
 	if v == known && v != UnknownVersion {
 		m.cache.stats.hits.Add(1)
 		m.cache.confirm(e, gen, start)
-		return s.window(), nil
+		return s.window(), true, nil
 	}
 	if s != nil {
 		m.cache.stats.stale.Add(1)
+		m.logStale(ctx, "LoadContext", sessionID)
 	}
 	m.cache.stats.misses.Add(1)
 	// The backend's slice is ours: kept as the immutable snapshot, cloned
@@ -346,10 +409,10 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	if v == UnknownVersion && m.stale == 0 {
 		// A backend that does not version sessions cannot confirm a
 		// cached window: keeping one would only cost memory.
-		return s.window(), nil
+		return s.window(), false, nil
 	}
 	m.cache.install(e, gen, s, start)
-	return s.window(), nil
+	return s.window(), false, nil
 }
 
 // Stats returns a snapshot of the cache counters.
@@ -358,6 +421,30 @@ func (m *PersistentBufferMemory) Stats() CacheStats {
 		return CacheStats{}
 	}
 	return m.cache.stats.snapshot()
+}
+
+// Figures are a memory's counters: its cache's (Stats), beside the
+// engine's under its backend, when the backend reports them.
+type Figures struct {
+	Cache  CacheStats
+	Engine map[string]uint64 // EngineReporter.EngineStats of the backend; nil if it is none
+}
+
+// An EngineReporter is a Backend that reports counters of the engine under
+// it by name, as backend.DataFlowBackend reports its dataflow.DB's Stats.
+type EngineReporter interface {
+	EngineStats() map[string]uint64
+}
+
+// Figures returns a snapshot of the cache counters and of the engine's.
+func (m *PersistentBufferMemory) Figures() Figures {
+	f := Figures{Cache: m.Stats()}
+	if m != nil {
+		if r, ok := m.backend.(EngineReporter); ok {
+			f.Engine = r.EngineStats()
+		}
+	}
+	return f
 }
 
 // backendErr reports a backend that can say it is closed (such as one
@@ -371,7 +458,12 @@ func (m *PersistentBufferMemory) backendErr() error {
 
 // Clear removes the session from the backend and the cache. The cached
 // window is dropped even if the backend fails, since it may have cleared.
-func (m *PersistentBufferMemory) Clear(ctx context.Context, sessionID string) error {
+func (m *PersistentBufferMemory) Clear(ctx context.Context, sessionID string) (err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opClear, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -402,5 +494,5 @@ func (m *PersistentBufferMemory) InvalidateCache(sessionID string) {
 	if m == nil || m.cache == nil {
 		return
 	}
-	m.cache.invalidate(sessionID)
+	m.cache.invalidate(SessionKey(m.tenant, sessionID))
 }
