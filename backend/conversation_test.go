@@ -393,3 +393,58 @@ func TestBudgetWindowReadsOnlyTheWindow(t *testing.T) {
 		require.Len(t, qs, 1, "one statement: %v", qs)
 	})
 }
+
+// ReplaceSession swaps a session's whole history atomically: invalid input
+// changes nothing, the owner stays, every server and the search index see
+// the new history.
+func TestReplaceSession(t *testing.T) {
+	backends(t, func(t *testing.T, b memory.Backend) {
+		ctx := context.Background()
+		m := newMemory(t, b).ForTenant("rep")
+		other := newMemory(t, b).ForTenant("rep")
+		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s", User: "ada", Title: "kept"}))
+		for i := range 3 {
+			require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprint("old", i), User: "walrus " + fmt.Sprint(i)}))
+		}
+		w, err := other.LoadContext(ctx, "s")
+		require.NoError(t, err)
+		require.Equal(t, 3, w.TurnCount)
+
+		// Invalid input: nothing changes.
+		require.ErrorIs(t, m.ReplaceSession(ctx, "s", memory.Turn{ID: "a", User: "x"}, memory.Turn{ID: "a", User: "y"}), memory.ErrInvalidTurn)
+		require.ErrorIs(t, m.ReplaceSession(ctx, "s", memory.Turn{User: "x"}, memory.Turn{Messages: []memory.Message{{Role: "narrator", Content: "x"}}}), memory.ErrInvalidTurn)
+		w, err = other.LoadContext(ctx, "s")
+		require.NoError(t, err)
+		require.Equal(t, 3, w.TurnCount, "a refused replacement changed the session")
+
+		require.NoError(t, m.ReplaceSession(ctx, "s", agentTurn("n1"), memory.Turn{ID: "n2", User: "penguin", Agent: "ok"}))
+		for _, mem := range []*memory.PersistentBufferMemory{m, other} {
+			w, err = mem.LoadContext(ctx, "s")
+			require.NoError(t, err)
+			assert.Equal(t, 2, w.TurnCount)
+			assert.Equal(t, []string{"n1", "n2"}, turnIDs(w))
+		}
+		info, err := m.SessionInfo(ctx, "s")
+		require.NoError(t, err)
+		assert.Equal(t, "ada", info.User)
+		assert.Equal(t, "kept", info.Title)
+		assert.Equal(t, w.Tokens, info.Tokens, "the running total is the new history's")
+		hits, err := m.Search(ctx, memory.SearchQuery{Text: "walrus"})
+		require.NoError(t, err)
+		assert.Empty(t, hits, "the old history is not found")
+		hits, err = m.Search(ctx, memory.SearchQuery{Text: "penguin"})
+		require.NoError(t, err)
+		assert.Len(t, hits, 1)
+		// The new history takes appends and budgets like any other.
+		require.NoError(t, m.AppendMessages(ctx, "s", "n1", memory.Message{ID: "late", Role: memory.RoleAssistant, Content: "late"}))
+		w, err = m.LoadContext(ctx, "s", memory.LoadTokenBudget(w.Tokens))
+		require.NoError(t, err)
+		assert.Equal(t, []string{"n2"}, turnIDs(w), "n1 grew past the budget")
+		// No turns: the history is empty, the session and its owner stay.
+		require.NoError(t, m.ReplaceSession(ctx, "s"))
+		info, err = m.SessionInfo(ctx, "s")
+		require.NoError(t, err)
+		assert.Zero(t, info.TurnCount)
+		assert.Equal(t, "ada", info.User)
+	})
+}

@@ -279,3 +279,51 @@ func (st *storedTurn) turn() (memory.Turn, error) {
 	memory.FillShorthand(&t)
 	return t, nil
 }
+
+var _ memory.Replacer = (*InMemoryBackend)(nil)
+
+// Replace makes turns the session's whole history, atomically, keeping its
+// owner, title and metadata. It implements memory.Replacer.
+func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []memory.PreparedTurn) (memory.Saved, error) {
+	if err := checkRequest(ctx, key); err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	for i := range turns {
+		if !turns[i].Prepared() {
+			p, err := memory.Prepare(turns[i].Turn, now, memory.DefaultMaxMessageBytes)
+			if err != nil {
+				return memory.Saved{}, fmt.Errorf("backend: %w", err)
+			}
+			turns[i] = p
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := b.sessions[key]
+	s := &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
+	if old != nil {
+		s.createdAt, s.user, s.title, s.metadata, s.version = old.createdAt, old.user, old.title, old.metadata, old.version+1
+	}
+	for _, p := range turns {
+		st := storedTurn{id: p.ID, at: p.Timestamp, metadata: p.Metadata, msgs: p.Encoded, tokens: p.Tokens()}
+		if _, dup := s.ids[st.id]; dup {
+			return memory.Saved{}, fmt.Errorf("backend: %w: turn id %q given twice", memory.ErrInvalidTurn, st.id)
+		}
+		s.ids[st.id] = struct{}{}
+		for i := range st.msgs {
+			if _, dup := s.msgIDs[st.msgs[i].ID]; dup {
+				return memory.Saved{}, fmt.Errorf("backend: %w: message id %q given twice", memory.ErrInvalidTurn, st.msgs[i].ID)
+			}
+			s.msgIDs[st.msgs[i].ID] = struct{}{}
+		}
+		s.turns = append(s.turns, st)
+		s.version++
+	}
+	s.updatedAt = now
+	if b.sessions == nil {
+		b.sessions = make(map[string]*inMemorySession)
+	}
+	b.sessions[key] = s
+	return memory.Saved{Stored: true, Seq: len(s.turns), Version: s.version}, nil
+}

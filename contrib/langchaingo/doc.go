@@ -75,15 +75,14 @@
 //
 // SetMessages replaces the session, grouping the messages into turns as
 // AddMessage does. It validates every turn before it changes anything, so
-// input turnkeep refuses leaves the session as it was. It is then a Clear
-// and one SaveTurn per turn: each turn is stored atomically, in order, but
-// the replacement as a whole is not atomic. While it runs, another reader
-// may see the session empty or holding only its first turns; if it fails
-// part-way, the session holds only the first turns, and calling it again
-// with the same messages completes it. turnkeep offers no write of several
-// turns at once nor any removal but Clear, so nothing better can be built
-// over memory.Memory: an atomic SetMessages needs a memory method that
-// replaces a session's turns in one transaction.
+// input turnkeep refuses leaves the session as it was. Over a memory with
+// ReplaceSession (memory.PersistentBufferMemory over either backend of
+// package backend, and memory.BufferMemory) the replacement is atomic: one
+// transaction, so a reader sees the old conversation or the new one, never
+// a mix, and a failure leaves the old one. Over any other memory.Memory it
+// falls back to a Clear and one SaveTurn per turn, each turn atomic but
+// not the whole; calling it again with the same messages completes an
+// interrupted replacement.
 //
 // A History is safe for concurrent use: its own writes are serialized.
 // Writes to the same session from elsewhere interleave with them; a

@@ -162,12 +162,11 @@ func (h *History) Clear(ctx context.Context) error {
 //
 // Every message is converted and every turn validated before anything
 // changes, so input turnkeep would refuse leaves the session as it was.
-// Then the session is cleared and the turns saved one by one, each
-// atomically. The replacement as a whole is not atomic: while it runs,
-// readers may see the session empty or holding the first turns only, and
-// if it fails part-way the session holds the first turns only; calling
-// SetMessages again with the same messages completes the replacement.
-// The package doc says why, and what would make it atomic.
+// When the memory has ReplaceSession (both turnkeep memories do), the
+// replacement is one atomic write. Otherwise the session is cleared and
+// the turns saved one by one, each atomically; calling SetMessages again
+// with the same messages then completes an interrupted replacement. The
+// package doc says more.
 func (h *History) SetMessages(ctx context.Context, messages []llms.ChatMessage) error {
 	if err := h.check(); err != nil {
 		return err
@@ -178,6 +177,12 @@ func (h *History) SetMessages(ctx context.Context, messages []llms.ChatMessage) 
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if r, ok := h.mem.(replacer); ok {
+		if err := r.ReplaceSession(ctx, h.sessionID, turns...); err != nil {
+			return fmt.Errorf("langchaingo: set messages: %w", err)
+		}
+		return nil
+	}
 	if err := h.mem.Clear(ctx, h.sessionID); err != nil {
 		return fmt.Errorf("langchaingo: set messages: %w", err)
 	}
@@ -187,6 +192,12 @@ func (h *History) SetMessages(ctx context.Context, messages []llms.ChatMessage) 
 		}
 	}
 	return nil
+}
+
+// replacer is a memory that replaces a session's history atomically, as
+// memory.PersistentBufferMemory and memory.BufferMemory do.
+type replacer interface {
+	ReplaceSession(ctx context.Context, sessionID string, turns ...memory.Turn) error
 }
 
 // group converts messages and splits them into turns by startsTurn, each

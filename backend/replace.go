@@ -1,0 +1,95 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+var _ memory.Replacer = (*DataFlowBackend)(nil)
+
+// Replace makes turns the session's whole history in one transaction: the
+// session row locked (inserted if need be, as Clear does), its messages
+// and search entries deleted, its counts reset with a new version, and
+// every turn stored as Save stores it. Owner, title and metadata are kept.
+// Readers see the old history or the new one. It implements
+// memory.Replacer.
+func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memory.PreparedTurn) (memory.Saved, error) {
+	if err := b.check(key); err != nil {
+		return memory.Saved{}, err
+	}
+	for i := range turns {
+		if !turns[i].Prepared() {
+			p, err := memory.Prepare(turns[i].Turn, now(), b.maxBytes)
+			if err != nil {
+				return memory.Saved{}, fmt.Errorf("backend: %w", err)
+			}
+			turns[i] = p
+		}
+	}
+	index, err := b.indexed(ctx)
+	if err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	pg := b.db.Dialect() == "pg"
+	reset := b.stmt("replace/reset", func() *dataflow.Stmt {
+		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET turn_count = 0, tokens = 0, counted = 1, version = version + 1, updated_at = ? WHERE id = ?`, b.sessions)
+	})
+	var saved memory.Saved
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		at := now()
+		if _, err := b.lockSession.ExecTx(ctx, tx, key, tenantOf(key), at, at); err != nil {
+			return err
+		}
+		if err := b.unindexKeysTx(ctx, tx, []string{key}); err != nil {
+			return err
+		}
+		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": key}); err != nil {
+			return err
+		}
+		if _, err := reset.ExecTx(ctx, tx, at, key); err != nil {
+			return err
+		}
+		saved = memory.Saved{Stored: true}
+		for i := range turns {
+			t := &turns[i]
+			tokens := int64(t.Tokens())
+			rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at)
+			if err != nil {
+				return err
+			}
+			var seq, version, total int64
+			var counted int16
+			if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+				return err
+			}
+			var meta any
+			if t.Metadata != nil {
+				meta = string(t.Metadata)
+			}
+			args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, pg)
+			if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
+				if err == errDuplicate {
+					return fmt.Errorf("%w: turn id %q given twice", memory.ErrInvalidTurn, t.ID)
+				}
+				return err
+			}
+			if index {
+				if err := b.indexTx(ctx, tx, key, seq, 0, t.Encoded); err != nil {
+					return err
+				}
+			}
+			saved.Seq, saved.Version, saved.Messages = int(seq), reported(version), saved.Messages+len(t.Encoded)
+		}
+		return nil
+	}, b.sessions, b.messages)
+	if err != nil {
+		if b.msgIDConflict(err) {
+			return memory.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", memory.ErrInvalidTurn)
+		}
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	return saved, nil
+}
