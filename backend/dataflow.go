@@ -180,7 +180,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt), named: make(map[string]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt), named: make(map[string]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)

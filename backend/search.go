@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/memory"
@@ -23,11 +24,13 @@ const SearchTable = "turnkeep_search"
 // and deleted in the one that deletes it, so a hit always exists and a
 // deleted message is never found.
 //
-// SQLite: an FTS5 table with, per message, its search text (body), a token
-// naming its session (sk: "k" and the key in hex) and one naming its
-// tenant (tk: "t" and the tenant in hex), so that a query is confined to a
-// tenant or a session by the index itself, and a session's entries are
-// deleted through it.
+// SQLite: an FTS5 table with, per message, its search text (body) with
+// every term prefixed by its tenant (tenantTerm: "t", the tenant in hex,
+// "z", the term), so that a query reads only its own terms' postings in its
+// own tenant, however large the tenant, and a token naming its session
+// (sk: "k" and the key in hex), through which a query is confined to a
+// session and a session's entries are deleted. tk holds the tenant's token
+// too, for inspection.
 //
 // PostgreSQL: the messages' search_text column, written by the save
 // itself (no extra statement), under a GIN index on
@@ -47,7 +50,9 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 		pg := b.db.Dialect() == "pg"
 		q, name := `SELECT 1 FROM sqlite_master WHERE name = ?`, SearchTable
 		if pg {
-			q, name = `SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ?`, MessagesTable+"_search_idx"
+			// A valid index only (see below for an invalid one).
+			q, name = `SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`, MessagesTable+"_search_idx"
 		}
 		rows, err := b.db.QueryContext(ctx, b.db.Rebind(q), name)
 		if err != nil {
@@ -65,22 +70,30 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 			return nil
 		}
 		if pg {
-			// Serialized with any other process creating it: CREATE INDEX
-			// IF NOT EXISTS can still collide on the catalog.
-			return b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('`+MessagesTable+`_search_idx'))`); err != nil {
-					return err
-				}
-				_, err := tx.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS `+MessagesTable+`_search_idx ON `+MessagesTable+
-					` USING GIN (to_tsvector('simple'::regconfig, search_text))`)
-				return err
-			}, b.messages)
+			// Built CONCURRENTLY, so that a table that already holds
+			// messages (an upgraded deployment) keeps taking writes while
+			// it builds; the run has searchIndexTimeout, and callers stop
+			// waiting on their own contexts while it goes on. Two
+			// processes building at once: IF NOT EXISTS skips the second
+			// (or it fails on the name, and its next run finds the first's
+			// index). A build cut off leaves an invalid index, which the
+			// planner ignores and IF NOT EXISTS keeps: search then works
+			// unindexed until it is dropped (DROP INDEX CONCURRENTLY
+			// turnkeep_messages_search_idx) and the next process builds it.
+			idx := MessagesTable + "_search_idx"
+			_, err := b.db.ExecContext(ctx, `CREATE INDEX CONCURRENTLY IF NOT EXISTS `+idx+` ON `+MessagesTable+
+				` USING GIN (to_tsvector('simple'::regconfig, search_text))`)
+			return err
 		}
 		_, err = b.db.ExecContext(ctx, `CREATE VIRTUAL TABLE IF NOT EXISTS `+SearchTable+
 			` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`)
 		return err
 	})
 }
+
+// searchIndexTimeout bounds a run that builds the search index: on
+// PostgreSQL over a table of millions of messages it takes minutes.
+const searchIndexTimeout = time.Hour
 
 // indexed reports whether writes on SQLite keep the FTS5 table; it runs
 // ensureSearch first.
@@ -96,6 +109,36 @@ func (b *DataFlowBackend) indexed(ctx context.Context) (bool, error) {
 
 func keyToken(key string) string  { return "k" + hex.EncodeToString([]byte(key)) }
 func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
+
+// SearchEntry is the row the SQLite search index (SearchTable: body, sk,
+// tk, skey, seq, pos) holds for a message of content stored in the session
+// key at seq and pos, for programs that load rows in bulk beside the
+// backend; ok is false for content with no word, which has no entry.
+// (PostgreSQL's index reads the message row's search_text,
+// memory.SearchText of its content.)
+func SearchEntry(key string, seq int64, pos int32, content string) (row []any, ok bool) {
+	terms := memory.SearchTerms(content)
+	if len(terms) == 0 {
+		return nil, false
+	}
+	tenant := tenantOf(key)
+	return []any{tenantTerms(tenant, terms), keyToken(key), tenantToken(tenant), key, seq, pos}, true
+}
+
+// tenantTerms is text's search terms as the SQLite index holds them: each
+// prefixed by the tenant's token and "z" (no hex digit), one token each.
+func tenantTerms(tenant string, terms []string) string {
+	prefix := tenantToken(tenant) + "z"
+	var b strings.Builder
+	for i, t := range terms {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(prefix)
+		b.WriteString(t)
+	}
+	return b.String()
+}
 func searchArg(content string) any {
 	if s := memory.SearchText(content); s != "" {
 		return s
@@ -108,11 +151,9 @@ func searchArg(content string) any {
 func (b *DataFlowBackend) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error {
 	var args []any
 	for i := range msgs {
-		text := memory.SearchText(msgs[i].Content)
-		if text == "" {
-			continue
+		if row, ok := SearchEntry(key, seq, pos+int32(i), msgs[i].Content); ok {
+			args = append(args, row...)
 		}
-		args = append(args, text, keyToken(key), tenantToken(tenantOf(key)), key, seq, pos+int32(i))
 	}
 	if len(args) == 0 {
 		return nil
@@ -174,15 +215,18 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
 	st := b.stmt(name, func() *dataflow.Stmt {
 		if pg {
-			where := `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND s.tenant = ?`
+			// The scope is checked per hit, by primary key, in a scalar
+			// subquery the planner cannot turn into a join that would read
+			// the whole tenant's sessions.
+			where := `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.tenant FROM ` + SessionsTable + ` s WHERE s.id = m.session_id) = ?`
 			if q.User != "" {
-				where += ` AND s.user_id = ?`
+				where = `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.user_id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
 			}
 			if q.SessionID != "" {
 				where += ` AND m.session_id = ?`
 			}
 			return b.db.NewReadStmt(`SELECT `+searchColumns+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), q.q) AS score
-FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m JOIN `+SessionsTable+` s ON s.id = m.session_id
+FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m
 WHERE `+where+` ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 		}
 		join, where := "", ""
@@ -209,12 +253,14 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 		}
 	} else {
 		var match strings.Builder
-		match.WriteString(`tk:"` + tenantToken(tenant) + `"`)
+		for i, t := range terms {
+			if i > 0 {
+				match.WriteString(" AND ")
+			}
+			match.WriteString(`body:"` + strings.ReplaceAll(tenantTerms(tenant, []string{t}), `"`, `""`) + `"`)
+		}
 		if q.SessionID != "" {
 			match.WriteString(` AND sk:"` + keyToken(memory.SessionKey(tenant, q.SessionID)) + `"`)
-		}
-		for _, t := range terms {
-			match.WriteString(` AND body:"` + strings.ReplaceAll(t, `"`, `""`) + `"`)
 		}
 		args = append(args, match.String())
 		if q.User != "" {

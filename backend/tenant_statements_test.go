@@ -248,7 +248,7 @@ func tenantSteps() []tenantStep {
 // ftsTokens matches the tenant (tk) and session (sk) tokens of an FTS5
 // MATCH expression; bareToken a token bound as a search entry's column.
 var (
-	ftsTokens = regexp.MustCompile(`(?:tk|sk):"([tk])([0-9a-f]*)"`)
+	ftsTokens = regexp.MustCompile(`(?:tk|sk):"([tk])([0-9a-f]*)"|body:"(t)([0-9a-f]*)z`)
 	bareToken = regexp.MustCompile(`^([tk])((?:[0-9a-f]{2})*)$`)
 )
 
@@ -263,6 +263,8 @@ func argCarriesTenant(arg any, tenant string) bool {
 	keyTokens := "k" + hex.EncodeToString([]byte(tenant+"\x1f")) // the start of a session token
 	return s == tenant || strings.HasPrefix(s, tenant+"\x1f") ||
 		s == tenantToken(tenant) || strings.Contains(s, `tk:"`+tenantToken(tenant)+`"`) ||
+		strings.Contains(s, `body:"`+tenantToken(tenant)+`z`) || // a search term, prefixed by its tenant's token
+		strings.HasPrefix(s, tenantToken(tenant)+"z") ||
 		strings.HasPrefix(s, keyTokens) || strings.Contains(s, `sk:"`+keyTokens)
 }
 
@@ -281,6 +283,9 @@ func foreignArg(arg any, tenant string) string {
 		tokens = append(tokens, m)
 	}
 	for _, m := range tokens {
+		if len(m) > 3 && m[3] != "" { // a search term: its tenant's token, "z", the term
+			m = []string{m[0], m[3], m[4]}
+		}
 		raw, err := hex.DecodeString(m[2])
 		if err != nil {
 			return fmt.Sprintf("malformed token %q", m[0])
@@ -677,6 +682,9 @@ func TestRoutedByKey(t *testing.T) {
 	assert.False(t, argCarriesTenant(`tk:"`+tenantToken("acme2")+`"`, "acme"))
 	assert.Empty(t, foreignArg(`tk:"`+tenantToken("acme")+`" AND sk:"`+keyToken(key)+`"`, "acme"))
 	assert.NotEmpty(t, foreignArg(`tk:"`+tenantToken("other")+`"`, "acme"))
+	assert.True(t, argCarriesTenant(`body:"`+tenantToken("acme")+`zword"`, "acme"))
+	assert.Empty(t, foreignArg(`body:"`+tenantToken("acme")+`zword" AND sk:"`+keyToken(key)+`"`, "acme"))
+	assert.NotEmpty(t, foreignArg(`body:"`+tenantToken("other")+`zword"`, "acme"))
 	assert.NotEmpty(t, foreignArg(`sk:"`+keyToken("other\x1fs1")+`"`, "acme"))
 	assert.NotEmpty(t, foreignArg("other\x1fs1", "acme"))
 }
