@@ -91,6 +91,10 @@ WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`, Messages
 	})
 }
 
+// searchCandidates bounds how many matches PostgreSQL ranks for one
+// search: a query of a very common word ranks the first this many it finds.
+const searchCandidates = 10000
+
 // searchIndexTimeout bounds a run that builds the search index: on
 // PostgreSQL over a table of millions of messages it takes minutes.
 const searchIndexTimeout = time.Hour
@@ -225,9 +229,13 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 			if q.SessionID != "" {
 				where += ` AND m.session_id = ?`
 			}
-			return b.db.NewReadStmt(`SELECT `+searchColumns+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), q.q) AS score
-FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m
-WHERE `+where+` ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+			// Ranked among the first searchCandidates matches: a word in
+			// half of a million messages would otherwise rank them all
+			// (35 s measured) to return twenty.
+			return b.db.NewReadStmt(`SELECT `+searchColumns+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), m.q) AS score
+FROM (SELECT m.*, q.q FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m
+	WHERE `+where+` LIMIT `+fmt.Sprint(searchCandidates)+`) m
+ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 		}
 		join, where := "", ""
 		if q.User != "" {
