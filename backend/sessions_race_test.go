@@ -169,7 +169,9 @@ func deleteUserRace(t *testing.T, b memory.Backend, rec *recorder) {
 	require.False(t, t.Failed(), "every save succeeded")
 	require.True(t, time.Now().Before(deadline), "workers finished in time")
 	t.Logf("%d saves, %d of them while the delete ran; report %+v", saves.Load(), during.Load(), report)
-	assert.Positive(t, during.Load(), "saves ran while the delete did")
+	if rec != nil { // the in-memory backend deletes under one lock: nothing can land during it
+		assert.Positive(t, during.Load(), "saves ran while the delete did")
+	}
 	assert.Equal(t, sessions, report.Sessions, "each of ada's sessions deleted once")
 
 	fresh := newMemory(t, b).ForTenant("race") // another server, nothing cached
