@@ -48,30 +48,8 @@ func fillCounted(t *testing.T, b *DataFlowBackend, first, sessions, turns int) {
 // explainBudget returns the plan of the load statement for a budget window.
 func explainBudget(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns, budget int) string {
 	t.Helper()
-	prefix := "EXPLAIN QUERY PLAN "
-	pg := b.db.Dialect() == "pg"
-	if pg {
-		prefix = "EXPLAIN "
-	}
-	rows, err := b.db.QueryContext(context.Background(), prefix+b.loadBudget.String(),
-		int64(memory.UnknownVersion)-1, maxTurns, budget, sessionID)
-	require.NoError(t, err)
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		if pg {
-			var line string
-			require.NoError(t, rows.Scan(&line))
-			plan = append(plan, line)
-			continue
-		}
-		var id, parent, notUsed int
-		var detail string
-		require.NoError(t, rows.Scan(&id, &parent, &notUsed, &detail))
-		plan = append(plan, detail)
-	}
-	require.NoError(t, rows.Err())
-	return strings.Join(plan, "\n")
+	return strings.Join(explainQuery(t, b, planPrefix(b), b.loadBudget.String(),
+		int64(memory.UnknownVersion)-1, maxTurns, budget, sessionID), "\n")
 }
 
 // A budget window is answered by index range scans with no sort, at 1,000

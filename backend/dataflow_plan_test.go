@@ -56,10 +56,16 @@ func explain(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns int) [
 // example, with ANALYZE).
 func explainWith(t *testing.T, b *DataFlowBackend, prefix, sessionID string, maxTurns int) []string {
 	t.Helper()
-	ctx := context.Background()
+	return explainQuery(t, b, prefix, b.loadWindow.String(), int64(memory.UnknownVersion)-1, maxTurns, sessionID)
+}
+
+// explainQuery returns the plan of query with args under prefix (EXPLAIN
+// QUERY PLAN on SQLite, an EXPLAIN form on PostgreSQL), one line per plan
+// node.
+func explainQuery(t testing.TB, b *DataFlowBackend, prefix, query string, args ...any) []string {
+	t.Helper()
 	pg := b.db.Dialect() == "pg"
-	// The arguments Load binds for a window with no token budget.
-	rows, err := b.db.QueryContext(ctx, prefix+b.loadWindow.String(), int64(memory.UnknownVersion)-1, maxTurns, sessionID)
+	rows, err := b.db.QueryContext(context.Background(), prefix+query, args...)
 	require.NoError(t, err)
 	defer rows.Close()
 	var plan []string
@@ -78,6 +84,14 @@ func explainWith(t *testing.T, b *DataFlowBackend, prefix, sessionID string, max
 	require.NoError(t, rows.Err())
 	require.NotEmpty(t, plan)
 	return plan
+}
+
+// planPrefix is the EXPLAIN form of b's dialect.
+func planPrefix(b *DataFlowBackend) string {
+	if b.db.Dialect() == "pg" {
+		return "EXPLAIN "
+	}
+	return "EXPLAIN QUERY PLAN "
 }
 
 // The load statement is an index range scan over the newest turns: no full

@@ -129,30 +129,7 @@ func explainList(t testing.TB, b *DataFlowBackend, name string, args ...any) str
 		require.FailNow(t, "no statement "+name+": run ListSessions in that shape first")
 		return nil
 	})
-	pg := b.db.Dialect() == "pg"
-	prefix := "EXPLAIN QUERY PLAN "
-	if pg {
-		prefix = "EXPLAIN "
-	}
-	rows, err := b.db.QueryContext(context.Background(), prefix+st.String(), args...)
-	require.NoError(t, err)
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		if pg {
-			var line string
-			require.NoError(t, rows.Scan(&line))
-			plan = append(plan, line)
-			continue
-		}
-		var id, parent, notUsed int
-		var detail string
-		require.NoError(t, rows.Scan(&id, &parent, &notUsed, &detail))
-		plan = append(plan, detail)
-	}
-	require.NoError(t, rows.Err())
-	require.NotEmpty(t, plan)
-	return strings.Join(plan, "\n")
+	return strings.Join(explainQuery(t, b, planPrefix(b), st.String(), args...), "\n")
 }
 
 // TestListSessionsPlan lists a tenant's sessions, its own and an owner's,

@@ -5,18 +5,16 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
-	"reflect"
 	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/turnkeep/turnkeep/internal/otelx"
 )
 
 // Names of the telemetry a DB emits. The README lists them all.
@@ -66,10 +64,10 @@ func newTelemetry(cfg config, pg bool, stats func() Stats) (*telemetry, error) {
 	if pg {
 		t.system = attribute.String("db.system.name", "postgresql")
 	}
-	if tp := liveTracerProvider(cfg.tracerProvider); tp != nil {
+	if tp := otelx.TracerProvider(cfg.tracerProvider); tp != nil {
 		t.tracer = tp.Tracer(InstrumentationName)
 	}
-	if mp := liveMeterProvider(cfg.meterProvider); mp != nil {
+	if mp := otelx.MeterProvider(cfg.meterProvider); mp != nil {
 		if err := t.instruments(mp.Meter(InstrumentationName), stats); err != nil {
 			return nil, err
 		}
@@ -112,38 +110,6 @@ func (t *telemetry) instruments(m metric.Meter, stats func() Stats) error {
 		return nil
 	}, cs[0], cs[1], cs[2], cs[3])
 	return err
-}
-
-// liveTracerProvider returns tp, or the global provider for nil, unless
-// it records nothing: a no-op, or otel's default global provider, which
-// nothing has replaced yet. (package memory, which imports nothing of
-// this module, has the same.)
-func liveTracerProvider(tp trace.TracerProvider) trace.TracerProvider {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if _, ok := tp.(tracenoop.TracerProvider); ok || isOtelDefault(tp) {
-		return nil
-	}
-	return tp
-}
-
-// liveMeterProvider is liveTracerProvider for meters.
-func liveMeterProvider(mp metric.MeterProvider) metric.MeterProvider {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if _, ok := mp.(metricnoop.MeterProvider); ok || isOtelDefault(mp) {
-		return nil
-	}
-	return mp
-}
-
-// isOtelDefault reports whether p is one of otel's default global
-// providers, which record nothing until the application sets its own.
-func isOtelDefault(p any) bool {
-	t := reflect.TypeOf(p)
-	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global"
 }
 
 // statementHook is the query hook of a DB with telemetry: a span per

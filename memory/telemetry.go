@@ -3,16 +3,14 @@ package memory
 import (
 	"context"
 	"log/slog"
-	"reflect"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/turnkeep/turnkeep/internal/otelx"
 )
 
 // Names of the telemetry a PersistentBufferMemory emits: its
@@ -84,13 +82,13 @@ type telemetry struct {
 // those are still otel's defaults (no-ops), nothing is recorded.
 func newTelemetry(c config, stats func() CacheStats) (*telemetry, error) {
 	t := &telemetry{log: c.logger, slow: c.slowThreshold}
-	if tp := liveTracerProvider(c.tracerProvider); tp != nil {
+	if tp := otelx.TracerProvider(c.tracerProvider); tp != nil {
 		t.tracer = tp.Tracer(InstrumentationName)
 		for i := range opNames {
 			t.spanNames[i] = SpanPrefix + opNames[i]
 		}
 	}
-	if mp := liveMeterProvider(c.meterProvider); mp != nil {
+	if mp := otelx.MeterProvider(c.meterProvider); mp != nil {
 		if err := t.instruments(mp.Meter(InstrumentationName), stats); err != nil {
 			return nil, err
 		}
@@ -139,38 +137,6 @@ func (t *telemetry) instruments(m metric.Meter, stats func() CacheStats) error {
 		return nil
 	}, cs[0], cs[1], cs[2], cs[3], cs[4])
 	return err
-}
-
-// liveTracerProvider returns tp, or the global provider for nil, unless
-// it records nothing: a no-op, or otel's default global provider, which
-// nothing has replaced yet (go.opentelemetry.io/otel/internal/global).
-func liveTracerProvider(tp trace.TracerProvider) trace.TracerProvider {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if _, ok := tp.(tracenoop.TracerProvider); ok || isOtelDefault(tp) {
-		return nil
-	}
-	return tp
-}
-
-// liveMeterProvider is liveTracerProvider for meters.
-func liveMeterProvider(mp metric.MeterProvider) metric.MeterProvider {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if _, ok := mp.(metricnoop.MeterProvider); ok || isOtelDefault(mp) {
-		return nil
-	}
-	return mp
-}
-
-// isOtelDefault reports whether p is one of otel's default global
-// providers, which record nothing until the application sets its own. Their
-// spans allocate even so, which a cache hit must not.
-func isOtelDefault(p any) bool {
-	t := reflect.TypeOf(p)
-	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global"
 }
 
 // A run is one operation being recorded.
