@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -446,5 +447,29 @@ func TestReplaceSession(t *testing.T) {
 		require.NoError(t, err)
 		assert.Zero(t, info.TurnCount)
 		assert.Equal(t, "ada", info.User)
+	})
+}
+
+// An error names each layer once: the memory, the backend and the engine,
+// never the engine twice (issue 8).
+func TestErrorsPrefixedOncePerLayer(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		db, err := dataflow.Open(ctx, d.URL(t), dataflow.WithAutoMigrate(false))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		m := newMemory(t, b)
+		for _, err := range []error{
+			m.SaveTurn(ctx, "s", memory.Turn{User: "x"}),
+			func() error { _, err := m.LoadContext(ctx, "s"); return err }(),
+		} {
+			require.ErrorIs(t, err, dataflow.ErrTableMissing)
+			require.ErrorIs(t, err, dataflow.ErrEnsureFailed)
+			for _, layer := range []string{"memory:", "backend:", "dataflow:"} {
+				assert.Equal(t, 1, strings.Count(err.Error(), layer), "%q in %q", layer, err)
+			}
+		}
 	})
 }

@@ -1,6 +1,9 @@
 package dataflow
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 var (
 	// ErrNotFound is returned by Read, Update and Delete when no row has the
@@ -64,3 +67,15 @@ var (
 	// start them again.
 	ErrDatabaseReplaced = errors.New("dataflow: database file deleted or replaced")
 )
+
+// inner wraps an error of this package inside another of its errors: its
+// text without its own "dataflow: " prefixes, so that a chain names the
+// package once ("dataflow: ensure table failed: table "t": table missing",
+// not "…: dataflow: table missing"). errors.Is and errors.As see err.
+type inner struct{ err error }
+
+func (e inner) Error() string {
+	return strings.ReplaceAll(strings.TrimPrefix(e.err.Error(), "dataflow: "), ": dataflow: ", ": ")
+}
+
+func (e inner) Unwrap() error { return e.err }

@@ -303,7 +303,7 @@ func (db *DB) run(ctx context.Context, st *tableState) error {
 	if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
 		return err // this caller gave up; the run itself may still succeed
 	}
-	return fmt.Errorf("%w: table %q: %w", ErrEnsureFailed, st.name, err)
+	return fmt.Errorf("%w: table %q: %w", ErrEnsureFailed, st.name, inner{err})
 }
 
 // ensureOnce checks the table and, with auto-migration, migrates it,
