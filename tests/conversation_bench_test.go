@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -137,6 +140,45 @@ func BenchmarkConversationBudgetLoad(b *testing.B) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// BenchmarkSearchIndexCost is SaveTurn of a 2-message turn with and
+// without the SQLite full-text index (backend.WithSearchIndex), in one run:
+// what keeping search entries in the save's transaction costs. On
+// PostgreSQL the search text rides in the save's one statement.
+//
+//	go test ./tests -run '^$' -bench BenchmarkSearchIndexCost -benchtime 2000x -count 3
+func BenchmarkSearchIndexCost(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("sqlite/search-index=%v", on), func(b *testing.B) {
+			ctx := context.Background()
+			db, err := dataflow.Open(ctx, dbtest.SQLiteURL(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { db.Close() })
+			be, err := backend.NewDataFlowBackend(db, backend.WithSearchIndex(on))
+			if err != nil {
+				b.Fatal(err)
+			}
+			m, err := memory.NewPersistentBufferMemory(be, memory.WithCacheTTL(0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids := sessionIDs("save", benchSessions)
+			for i := range 2 * benchSessions { // warm: tables, search index, statements
+				if err := m.SaveTurn(ctx, ids[i%len(ids)], benchTurn); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if err := m.SaveTurn(ctx, ids[i%len(ids)], benchTurn); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
