@@ -138,18 +138,16 @@ type DataFlowBackend struct {
 	backfillRow *dataflow.Stmt // backfill: a row's ID, count and tokens before it
 	backfillDel *dataflow.Stmt // backfill: an empty row of a one-sided turn
 	backfillEnd *dataflow.Stmt // backfill: the session's tokens, and the mark that it is done
-	counted     *dataflow.Stmt // backfill: whether the session is done, its row locked on PostgreSQL
+	counted     *dataflow.Stmt // whether the session's rows are counted; on PostgreSQL it locks the row (backfill, an append's transaction)
 	lockSession *dataflow.Stmt // takes the session row's lock, creating the row if need be
 	saveTurn    *dataflow.Stmt // PostgreSQL: the whole save in one statement; nil on SQLite
 	appendNew   *dataflow.Stmt // PostgreSQL: an append to the newest turn in one statement; nil on SQLite
-	lockRow     *dataflow.Stmt // PostgreSQL: locks an existing session row; nil on SQLite
 	findTurn    *dataflow.Stmt // a turn's sequence, tokens before it, timestamp and last position
 	bumpSession *dataflow.Stmt // an append's update of the session row
 	shiftBefore *dataflow.Stmt // an append's update of the later turns' tokens before them
 
-	insertMu sync.Mutex
-	inserts  map[insertKind]*dataflow.Stmt // inserts of message rows, made as needed
-	named    map[string]*dataflow.Stmt     // statements whose text depends on a query's shape, made as needed
+	namedMu sync.Mutex
+	named   map[string]*dataflow.Stmt // statements whose text depends on a query's shape, made as needed (stmt)
 
 	log       *slog.Logger  // WithLogger
 	noSearch  bool          // WithSearchIndex(false)
@@ -180,7 +178,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, inserts: make(map[insertKind]*dataflow.Stmt), named: make(map[string]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
@@ -345,41 +343,28 @@ SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
 	FROM s, t, p, u
 )
 SELECT t.seq, n.n, s.version, s.counted FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
-	b.lockRow = b.db.NewStmt(`SELECT turn_count FROM `+SessionsTable+` WHERE id = ? FOR UPDATE`, b.sessions)
 }
 
-// An insertKind names an insert of message rows: how many, and whether it
-// skips rows of a held message ID (an append) or only of a held turn (a
-// save, where another turn's message ID is an error).
-type insertKind struct {
-	rows   int
-	append bool
-}
-
-// insertRows returns the insert of n message rows.
+// insertRows returns the insert of n message rows: an append's skips the
+// rows of a held message ID; a save's skips only those of a held turn, so
+// that another turn's message ID is an error.
 func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
-	k := insertKind{rows: n, append: append}
-	b.insertMu.Lock()
-	defer b.insertMu.Unlock()
-	if st := b.inserts[k]; st != nil {
-		return st
-	}
-	var q strings.Builder
-	q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) VALUES `)
-	for i := range n {
-		if i > 0 {
-			q.WriteString(", ")
+	return b.stmt(fmt.Sprintf("insert/%d/%t", n, append), func() *dataflow.Stmt {
+		var q strings.Builder
+		q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) VALUES `)
+		for i := range n {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 		}
-		q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-	}
-	if append {
-		q.WriteString(` ON CONFLICT DO NOTHING`)
-	} else {
-		q.WriteString(` ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
-	}
-	st := b.db.NewStmt(q.String(), b.messages)
-	b.inserts[k] = st
-	return st
+		if append {
+			q.WriteString(` ON CONFLICT DO NOTHING`)
+		} else {
+			q.WriteString(` ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
+		}
+		return b.db.NewStmt(q.String(), b.messages)
+	})
 }
 
 // msgIDConflict reports whether err is a violation of the message ID
@@ -724,13 +709,13 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		saved = memory.Saved{}
-		if b.lockRow != nil {
-			rows, err := b.lockRow.QueryTx(ctx, tx, sessionID)
+		if pg { // lock the session row first (SQLite's transaction holds the write lock already)
+			rows, err := b.counted.QueryTx(ctx, tx, sessionID)
 			if err != nil {
 				return err
 			}
-			var count int64
-			if err := scanOne(rows, &count); errors.Is(err, sql.ErrNoRows) {
+			var counted int16
+			if err := scanOne(rows, &counted); errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
 			} else if err != nil {
 				return err

@@ -49,8 +49,8 @@ func scanInfo(rows *sql.Rows) (memory.SessionInfo, error) {
 // statements whose text depends on a query's shape (listing with or without
 // an owner or a cursor, deleting a batch of n sessions).
 func (b *DataFlowBackend) stmt(name string, build func() *dataflow.Stmt) *dataflow.Stmt {
-	b.insertMu.Lock()
-	defer b.insertMu.Unlock()
+	b.namedMu.Lock()
+	defer b.namedMu.Unlock()
 	if st := b.named[name]; st != nil {
 		return st
 	}
