@@ -157,20 +157,14 @@ func prepareMessage(m Message, i int, limit int, counter TokenCounter, derived b
 	if derived {
 		maxID = MaxTurnIDBytes + 12 // "/" and a position
 	}
-	if len(m.Content) > limit {
-		return fail(ErrTurnTooLarge, "content is %d bytes, limit %d", len(m.Content), limit)
-	}
-	for _, f := range [...]struct {
-		name, s string
-		max     int
-	}{
-		{"id", m.ID, maxID},
-		{"content", m.Content, limit},
-		{"name", m.Name, MaxNameBytes},
-		{"tool call id", m.ToolCallID, MaxNameBytes},
+	for _, f := range [...]field{
+		{"content", m.Content, limit, true},
+		{"id", m.ID, maxID, false},
+		{"name", m.Name, MaxNameBytes, false},
+		{"tool call id", m.ToolCallID, MaxNameBytes, false},
 	} {
 		if len(f.s) > f.max {
-			return fail(ErrInvalidTurn, "%s is %d bytes, limit %d", f.name, len(f.s), f.max)
+			return fail(f.tooLong(), "%s is %d bytes, limit %d", f.name, len(f.s), f.max)
 		}
 		if reason := badText(f.s); reason != "" {
 			return fail(ErrInvalidTurn, "%s %s", f.name, reason)
@@ -234,16 +228,10 @@ func prepareMessage(m Message, i int, limit int, counter TokenCounter, derived b
 			if pt.Type == "" {
 				return fail(ErrInvalidTurn, "part %d has no type", j)
 			}
-			for _, f := range [...]struct {
-				name, s string
-				max     int
-			}{{"type", pt.Type, MaxNameBytes}, {"mime type", pt.MIMEType, MaxNameBytes}, {"text", pt.Text, limit}, {"url", pt.URL, limit}} {
+			for _, f := range [...]field{{"type", pt.Type, MaxNameBytes, false}, {"mime type", pt.MIMEType, MaxNameBytes, false},
+				{"text", pt.Text, limit, true}, {"url", pt.URL, limit, true}} {
 				if len(f.s) > f.max {
-					kind := ErrInvalidTurn
-					if f.max == limit {
-						kind = ErrTurnTooLarge
-					}
-					return fail(kind, "part %d %s is %d bytes, limit %d", j, f.name, len(f.s), f.max)
+					return fail(f.tooLong(), "part %d %s is %d bytes, limit %d", j, f.name, len(f.s), f.max)
 				}
 				if reason := badText(f.s); reason != "" {
 					return fail(ErrInvalidTurn, "part %d %s %s", j, f.name, reason)
@@ -288,6 +276,22 @@ func prepareMessage(m Message, i int, limit int, counter TokenCounter, derived b
 		p.Tokens = n
 	}
 	return p, nil
+}
+
+// A field is a text of a message with its bound: the size limit (sized),
+// or a fixed bound of IDs and names.
+type field struct {
+	name, s string
+	max     int
+	sized   bool
+}
+
+// tooLong is the error of a field over its bound.
+func (f field) tooLong() error {
+	if f.sized {
+		return ErrTurnTooLarge
+	}
+	return ErrInvalidTurn
 }
 
 // PrepareMessages validates, normalizes and encodes messages to append to
