@@ -318,8 +318,8 @@ func TestWindowsNeverSplitTurns(t *testing.T) {
 					}
 				}
 				require.Equal(t, sum, w.Tokens)
-				if budget > 0 {
-					require.LessOrEqual(t, w.Tokens, budget, "never more than the budget")
+				if budget > 0 && w.Tokens > budget {
+					require.Equal(t, []string{all[len(all)-1].ID}, turnIDs(w), "only the newest turn, alone, is over the budget")
 				}
 			}
 		}
@@ -366,7 +366,8 @@ func TestTokenBudgetWindow(t *testing.T) {
 		assert.Equal(t, 5, w.TurnCount)
 		w, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(1))
 		require.NoError(t, err)
-		assert.Empty(t, w.Turns, "the newest turn alone is over the budget")
+		assert.Equal(t, []string{"t4"}, turnIDs(w), "the newest turn alone is over the budget: it is still there")
+		assert.Equal(t, 2, w.Tokens, "over the budget")
 		assert.Equal(t, 5, w.TurnCount)
 		_, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(-1))
 		require.ErrorIs(t, err, memory.ErrInvalidOption)

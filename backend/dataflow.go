@@ -240,9 +240,10 @@ RETURNING turn_count, version`, b.sessions)
 	// earlier than the oldest turn within it: the first entry of the budget
 	// index at tokens_before >= tokens - budget (the turns of a session
 	// have ascending tokens_before, so the turns from it on are the newest
-	// that fit), one index seek; when no turn fits, past the newest. When
-	// the version is known the range starts past the newest turn, so
-	// nothing is read. There is no ORDER BY (see scanWindow).
+	// that fit), one index seek; when none is found the newest turn alone
+	// is over the budget, and the range starts at it: a window always
+	// holds the newest turn. When the version is known the range starts
+	// past the newest turn, so nothing is read. There is no ORDER BY (see scanWindow).
 	// Times are read in the stored form (dataflow.TimeColumn), not guessed.
 	// With a budget, one bound, the greater, so that it bounds the range
 	// scan; a statement of its own, so that the plan of a window without a
@@ -255,7 +256,7 @@ RETURNING turn_count, version`, b.sessions)
 	budget := greatest + `(` + turns + `,
 		COALESCE((
 			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.tokens_before >= s.tokens - CAST(? AS BIGINT)
-			ORDER BY x.tokens_before, x.seq LIMIT 1) - 1, s.turn_count))`
+			ORDER BY x.tokens_before, x.seq LIMIT 1), s.turn_count) - 1)`
 	b.loadWindow = db.NewReadStmt(b.windowQuery(turns), b.sessions, b.messages)
 	b.loadBudget = db.NewReadStmt(b.windowQuery(budget), b.sessions, b.messages)
 	return b, nil

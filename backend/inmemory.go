@@ -178,7 +178,9 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q memory.W
 		count = len(s.turns)
 		stored = s.turns[max(0, count-q.MaxTurns):] // stored turns are never modified
 		sum, first := 0, len(stored)
-		for i := len(stored) - 1; i >= 0 && (q.TokenBudget == 0 || sum+stored[i].tokens <= q.TokenBudget); i-- {
+		// The newest turn always, even alone over the budget (see
+		// memory.TrimWindow).
+		for i := len(stored) - 1; i >= 0 && (q.TokenBudget == 0 || sum+stored[i].tokens <= q.TokenBudget || i == len(stored)-1); i-- {
 			sum, first = sum+stored[i].tokens, i
 		}
 		stored = stored[first:]

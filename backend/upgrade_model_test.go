@@ -419,9 +419,12 @@ func TestUpgradeModelV1TokenWindow(t *testing.T) {
 			require.Equal(t, v1WantWindow(s, memory.DefaultTokenCounter), full)
 			v1CheckWindows(t, b, v1Session(s), full)
 		}
-		// A budget smaller than the newest turn: an empty window, the count kept.
+		// A budget smaller than the newest turn: the newest turn alone, over
+		// the budget, the count kept.
+		full := v1Load(t, b, v1Session(1), memory.WindowQuery{})
 		w := v1Load(t, b, v1Session(1), memory.WindowQuery{TokenBudget: 1})
-		assert.Equal(t, memory.Window{TurnCount: v1Turns}, w)
+		newest := full.Turns[len(full.Turns)-1]
+		assert.Equal(t, memory.Window{Turns: []memory.Turn{newest}, TurnCount: v1Turns, Tokens: newest.Tokens()}, w)
 	})
 }
 

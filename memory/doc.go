@@ -5,8 +5,9 @@
 // answer, as Messages with roles, tool calls, tool results and parts, or as
 // the shorthand User and Agent. A window holds the newest whole turns
 // within WithMaxTurns and WithTokenBudget, so it never separates a tool
-// call from its result. Tokens are counted once per message, when it is
-// stored (WithTokenCounter).
+// call from its result, and always the newest turn, even alone over the
+// budget. Tokens are counted once per message, when it is stored
+// (WithTokenCounter).
 //
 // BufferMemory keeps sessions in process memory. PersistentBufferMemory
 // stores them in a Backend (see package backend) and caches each session's

@@ -43,7 +43,7 @@ type Backend interface {
 // A WindowQuery says which window Backend.Load returns.
 type WindowQuery struct {
 	MaxTurns    int          // at most the newest MaxTurns turns; at least 1
-	TokenBudget int          // > 0: only the newest whole turns whose tokens fit it
+	TokenBudget int          // > 0: only the newest whole turns whose tokens fit it, and always the newest turn
 	Known       Version      // the version the caller holds; UnknownVersion for none
 	Counter     TokenCounter // counts messages stored without a count, by a release before counts were stored; nil: DefaultTokenCounter
 }

@@ -71,7 +71,7 @@ func TestTrimWindow(t *testing.T) {
 		{10, 9, []string{"b", "c"}, 7},
 		{10, 10, []string{"a", "b", "c"}, 10},
 		{10, 6, []string{"c"}, 2},
-		{10, 1, nil, 0},
+		{10, 1, []string{"c"}, 2}, // the newest turn, alone over the budget
 		{1, 100, []string{"c"}, 2},
 		{0, 0, nil, 0},
 	} {

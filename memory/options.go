@@ -133,9 +133,11 @@ func WithStaleReads(d time.Duration) Option {
 // WithTokenBudget makes a window hold only the newest whole turns whose
 // tokens fit n (and at most MaxTurns turns): a turn that would not fit is
 // left out with every older one, so a window never splits a turn, nor a
-// tool call from its result. The default, 0, sets no budget; n < 0 is an
-// error. Tokens are counted once per message, when it is stored, by the
-// WithTokenCounter counter.
+// tool call from its result. A window always holds the session's newest
+// turn, even when it alone is over n (so a model always gets the user's
+// last message); Window.Tokens then exceeds n. The default, 0, sets no
+// budget; n < 0 is an error. Tokens are counted once per message, when it
+// is stored, by the WithTokenCounter counter.
 func WithTokenBudget(n int) Option {
 	return func(c *config) error {
 		if n < 0 {
@@ -248,7 +250,8 @@ func LoadMaxTurns(n int) LoadOption {
 }
 
 // LoadTokenBudget makes one LoadContext use the token budget n instead of
-// the WithTokenBudget one; 0 sets none, n < 0 is an error.
+// the WithTokenBudget one, by the same rule (the newest turn is always
+// there, even alone over n); 0 sets none, n < 0 is an error.
 func LoadTokenBudget(n int) LoadOption {
 	return func(l *limits) error {
 		if n < 0 {

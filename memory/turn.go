@@ -30,11 +30,13 @@ type Turn struct {
 	Metadata  map[string]any // JSON; round-trips through encoding/json (numbers come back float64)
 }
 
-// A Window is the recent context of a session.
+// A Window is the recent context of a session. It always holds the
+// session's newest turn (when the session has any), even when that turn
+// alone is over the token budget: Tokens then exceeds the budget.
 type Window struct {
 	Turns     []Turn // the newest whole turns, oldest first, within the turn and token limits
 	TurnCount int    // every turn the session holds
-	Tokens    int    // the tokens of the turns in the window
+	Tokens    int    // the tokens of the turns in the window; over the budget only when the newest turn alone is
 }
 
 // ValidateSessionID returns an error wrapping ErrInvalidSessionID if id is

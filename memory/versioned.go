@@ -28,7 +28,9 @@ type Saved struct {
 
 // TrimWindow returns w cut to the newest whole turns that fit both limits:
 // at most maxTurns turns (none when maxTurns < 1) and, when tokenBudget >
-// 0, turns whose tokens sum to at most tokenBudget. Its Tokens are
+// 0, turns whose tokens sum to at most tokenBudget. The newest turn is
+// always kept (when maxTurns >= 1), even alone over the budget: a window
+// then holds it alone, and its Tokens exceed tokenBudget. Its Tokens are
 // recomputed; TurnCount is kept.
 func TrimWindow(w Window, maxTurns, tokenBudget int) Window {
 	turns := w.Turns
@@ -38,7 +40,7 @@ func TrimWindow(w Window, maxTurns, tokenBudget int) Window {
 	sum, first := 0, len(turns)
 	for i := len(turns) - 1; i >= 0; i-- {
 		n := turns[i].Tokens()
-		if tokenBudget > 0 && sum+n > tokenBudget {
+		if tokenBudget > 0 && sum+n > tokenBudget && i < len(turns)-1 {
 			break
 		}
 		sum, first = sum+n, i

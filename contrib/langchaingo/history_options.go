@@ -27,9 +27,9 @@ func WithWindow(n int) Option {
 }
 
 // WithTokenBudget makes Messages return only the newest whole turns whose
-// tokens fit n, instead of the memory's own budget; 0 sets none, n < 0 is
-// an error. A turn is never split, so a tool call is never returned
-// without its result.
+// tokens fit n, instead of the memory's own budget, and always the newest
+// turn, even alone over n; 0 sets none, n < 0 is an error. A turn is never
+// split, so a tool call is never returned without its result.
 func WithTokenBudget(n int) Option {
 	return func(c *config) error {
 		if n < 0 {

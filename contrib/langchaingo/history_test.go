@@ -363,7 +363,10 @@ func TestAddIgnoresMemoryBudget(t *testing.T) {
 	assert.Equal(t, 1, w.TurnCount)
 	got, err := h.Messages(ctx)
 	require.NoError(t, err)
-	assert.Empty(t, got, "the memory's budget holds no whole turn")
+	assert.Equal(t, []llms.ChatMessage{
+		llms.HumanChatMessage{Content: "a question long enough to exceed a budget of five tokens"},
+		llms.AIChatMessage{Content: "and an answer"},
+	}, got, "the newest turn, though over the memory's budget")
 }
 
 func TestClear(t *testing.T) {

@@ -66,8 +66,9 @@ func offlineAnswer(w memory.Window, message string) string {
 		return fmt.Sprintf("Nice to meet you, %s. I will remember your name.", name)
 	}
 	window := fmt.Sprintf("the last %s I keep in mind", turns(len(w.Turns)))
-	// Under a token budget the window may hold no turn although the
-	// session has some: none fits.
+	// A memory's window always holds the session's newest turn, even over
+	// its token budget; a window built otherwise may hold none of the
+	// session's turns.
 	forgotten := len(w.Turns) == 0 && w.TurnCount > 0
 	switch {
 	case askNameRE.MatchString(message):

@@ -537,8 +537,8 @@ func TestMaxTokens(t *testing.T) {
 			"I remember 3 turns of this session, the last 1 shown:\n   3. you:   three\n", `agent: Of the last 1 turn I keep in mind, the first thing you said was "three".`},
 		{"exactly one turn", func(last, _ int) int { return last },
 			"I remember 3 turns of this session, the last 1 shown:\n   3. you:   three\n", `agent: Of the last 1 turn I keep in mind, the first thing you said was "three".`},
-		{"none", func(last, _ int) int { return last - 1 },
-			"I remember 3 turns of this session, none within the token budget:\n" + help, "agent: I don't know: none of the 3 turns we had fits in what I keep in mind."},
+		{"newest over the budget", func(last, _ int) int { return last - 1 }, // a window always holds the newest turn
+			"I remember 3 turns of this session, the last 1 shown:\n   3. you:   three\n", `agent: Of the last 1 turn I keep in mind, the first thing you said was "three".`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
