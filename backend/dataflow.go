@@ -430,7 +430,7 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 		case known:
 			return memory.Saved{}, nil
 		}
-		return memory.Saved{}, fmt.Errorf("backend: %w: a message id of turn %s is stored in another turn of the session", memory.ErrInvalidTurn, turn.ID)
+		return memory.Saved{}, fmt.Errorf("backend: %s turn %q: %w: a message id of the turn is stored in another turn", sessionName(sessionID), turn.ID, bare{memory.ErrInvalidTurn})
 	}
 	if err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
@@ -687,7 +687,7 @@ func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID str
 	err = scanOne(rows, &seq, &n, &version, &counted)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return memory.Saved{}, false, fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+		return memory.Saved{}, false, errTurnNotFound(sessionID, turnID)
 	case err != nil:
 		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	case n == 0:
@@ -717,7 +717,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 			}
 			var counted int16
 			if err := scanOne(rows, &counted); errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+				return errTurnNotFound(sessionID, turnID)
 			} else if err != nil {
 				return err
 			}
@@ -731,7 +731,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 				return err
 			}
 			if err := scanOne(rows, &seq, &before, &at, &last, &counted); errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+				return errTurnNotFound(sessionID, turnID)
 			} else if err != nil {
 				return err
 			}

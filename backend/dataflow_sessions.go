@@ -39,7 +39,7 @@ func scanInfo(rows *sql.Rows) (memory.SessionInfo, error) {
 	info.CreatedAt, info.UpdatedAt = created.Time.UTC(), updated.Time.UTC()
 	if meta.Valid && meta.String != "" {
 		if err := json.Unmarshal([]byte(meta.String), &info.Metadata); err != nil {
-			return memory.SessionInfo{}, fmt.Errorf("decode metadata of session %q: %w", key, err)
+			return memory.SessionInfo{}, fmt.Errorf("decode metadata of %s: %w", sessionName(key), err)
 		}
 	}
 	return info, nil
@@ -77,7 +77,7 @@ func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (me
 		if err := rows.Err(); err != nil {
 			return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
 		}
-		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
+		return memory.SessionInfo{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{memory.ErrSessionNotFound})
 	}
 	info, err := scanInfo(rows)
 	if err != nil {
@@ -117,7 +117,7 @@ RETURNING id`, b.sessions)
 	var got string
 	switch err := scanOne(rows, &got); {
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("backend: session %q: %w", key, memory.ErrSessionOwned)
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
 	case err != nil:
 		return fmt.Errorf("backend: %w", b.writeOutcome(ctx, "create session", err))
 	}

@@ -90,7 +90,7 @@ func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memor
 	}
 	for i := range st.msgs {
 		if _, ok := s.msgIDs[st.msgs[i].ID]; ok {
-			return memory.Saved{}, fmt.Errorf("backend: %w: message id %q is stored in another turn of the session", memory.ErrInvalidTurn, st.msgs[i].ID)
+			return memory.Saved{}, fmt.Errorf("backend: %s turn %q: %w: message id %q is stored in another turn", sessionName(sessionID), st.id, bare{memory.ErrInvalidTurn}, st.msgs[i].ID)
 		}
 	}
 	s.ids[st.id] = struct{}{}
@@ -128,7 +128,7 @@ func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, 
 		}
 	}
 	if i < 0 {
-		return memory.Saved{}, fmt.Errorf("backend: session %q turn %q: %w", sessionID, turnID, memory.ErrTurnNotFound)
+		return memory.Saved{}, fmt.Errorf("backend: %w", errTurnNotFound(sessionID, turnID))
 	}
 	st := s.turns[i]
 	st.msgs = append([]memory.PreparedMessage(nil), st.msgs...)
@@ -237,7 +237,7 @@ func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (me
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if s == nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: session %q: %w", sessionID, memory.ErrSessionNotFound)
+		return memory.SessionInfo{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{memory.ErrSessionNotFound})
 	}
 	return s.info(sessionID)
 }
@@ -251,7 +251,7 @@ func (s *inMemorySession) info(key string) (memory.SessionInfo, error) {
 	}
 	if s.metadata != nil {
 		if err := json.Unmarshal(s.metadata, &info.Metadata); err != nil {
-			return memory.SessionInfo{}, fmt.Errorf("backend: session %q metadata: %w", key, err)
+			return memory.SessionInfo{}, fmt.Errorf("backend: %s metadata: %w", sessionName(key), err)
 		}
 	}
 	return info, nil

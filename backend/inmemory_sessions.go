@@ -43,7 +43,7 @@ func decodeCursor(s string, v any) error {
 		err = dec.Decode(v)
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %q", memory.ErrInvalidCursor, s)
+		return fmt.Errorf("backend: %w: %q", bare{memory.ErrInvalidCursor}, s)
 	}
 	return nil
 }
@@ -73,7 +73,7 @@ func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info me
 		}
 		b.sessions[key] = s
 	} else if s.user != "" && s.user != info.User {
-		return fmt.Errorf("backend: session %q: %w", key, memory.ErrSessionOwned)
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
 	}
 	s.user, s.title, s.metadata, s.updatedAt = info.User, info.Title, meta, now
 	return nil

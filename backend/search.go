@@ -213,7 +213,7 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 		return nil, fmt.Errorf("backend: search index: %w", err)
 	}
 	if b.searchOff.Load() && b.db.Dialect() != "pg" {
-		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", memory.ErrNotSupported, SearchTable)
+		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", bare{memory.ErrNotSupported}, SearchTable)
 	}
 	pg := b.db.Dialect() == "pg"
 	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
