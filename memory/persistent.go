@@ -273,8 +273,8 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		}
 		i := indexID(s.turns, turnID)
 		if i < 0 {
-			// The turn is older than the window, or too large for its
-			// budget: growing it leaves the window as it is.
+			// The turn is older than the window (which always holds the
+			// newest): growing it leaves the window as it is.
 			return &snapshot{turns: s.turns, count: s.count, tokens: s.tokens, version: res.Version}
 		}
 		turns := append([]Turn(nil), s.turns...)
