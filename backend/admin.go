@@ -145,3 +145,32 @@ func (b *DataFlowBackend) EnsureSearchIndex(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SearchIndexPlan returns what EnsureSearchIndex would do, changing
+// nothing: a plan whose Table names the search index (SearchTable, an FTS5
+// table, on SQLite; the GIN index turnkeep_messages_search_idx on
+// PostgreSQL), whose Exists reports whether the index exists, and whose
+// steps create it: none when it exists or under WithSearchIndex(false).
+func (b *DataFlowBackend) SearchIndexPlan(ctx context.Context) (*migrate.Plan, error) {
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	p := &migrate.Plan{Table: b.searchIndexName()}
+	exists, err := b.searchIndexExists(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backend: search index plan: %w", err)
+	}
+	p.Exists = exists
+	if exists || b.noSearch {
+		return p, nil
+	}
+	step := migrate.Step{Kind: migrate.CreateTable, Table: SearchTable}
+	if b.db.Dialect() == "pg" {
+		step = migrate.Step{Kind: migrate.CreateIndex, Table: MessagesTable, Name: p.Table}
+	}
+	for _, stmt := range b.searchIndexDDL() {
+		step.SQL = stmt
+		p.Steps = append(p.Steps, step)
+	}
+	return p, nil
+}

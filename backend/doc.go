@@ -9,7 +9,12 @@
 //
 // DataFlowBackend stores one row per message (role, content, metadata,
 // timestamp, the turn's per-session sequence number) and one row per session
-// (turn count, created and updated times). SaveTurn is one transaction of two
-// statements; LoadWindow is one statement, an index range scan over the
-// newest turns; TurnCount and SessionInfo read the session row.
+// (owner, title, turn count, token total, version, created and updated
+// times). A save is atomic: on PostgreSQL one statement (common table
+// expressions that upsert the session row and insert the messages, one round
+// trip); on SQLite one transaction of two statements, the session row's
+// upsert and the messages' insert, plus the insert of their search entries
+// when the search index is on. A load is one statement, an index range scan
+// over the newest turns joined with the session row; SessionInfo reads the
+// session row.
 package backend

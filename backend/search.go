@@ -48,47 +48,70 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 			return nil
 		}
 		pg := b.db.Dialect() == "pg"
-		q, name := `SELECT 1 FROM sqlite_master WHERE name = ?`, SearchTable
-		if pg {
-			// A valid index only (see below for an invalid one).
-			q, name = `SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`, MessagesTable+"_search_idx"
-		}
-		rows, err := b.db.QueryContext(ctx, b.db.Rebind(q), name)
-		if err != nil {
+		exists, err := b.searchIndexExists(ctx)
+		if err != nil || exists {
 			return err
-		}
-		var one int
-		if err := scanOne(rows, &one); err != nil && err != sql.ErrNoRows {
-			return err
-		}
-		if one == 1 {
-			return nil
 		}
 		if !b.db.SchemaChanges() {
 			b.searchOff.Store(!pg)
 			return nil
 		}
-		if pg {
-			// Built CONCURRENTLY, so that a table that already holds
-			// messages (an upgraded deployment) keeps taking writes while
-			// it builds; the run has searchIndexTimeout, and callers stop
-			// waiting on their own contexts while it goes on. Two
-			// processes building at once: IF NOT EXISTS skips the second
-			// (or it fails on the name, and its next run finds the first's
-			// index). A build cut off leaves an invalid index, which the
-			// planner ignores and IF NOT EXISTS keeps: search then works
-			// unindexed until it is dropped (DROP INDEX CONCURRENTLY
-			// turnkeep_messages_search_idx) and the next process builds it.
-			idx := MessagesTable + "_search_idx"
-			_, err := b.db.ExecContext(ctx, `CREATE INDEX CONCURRENTLY IF NOT EXISTS `+idx+` ON `+MessagesTable+
-				` USING GIN (to_tsvector('simple'::regconfig, search_text))`)
-			return err
+		for _, stmt := range b.searchIndexDDL() {
+			if _, err := b.db.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
 		}
-		_, err = b.db.ExecContext(ctx, `CREATE VIRTUAL TABLE IF NOT EXISTS `+SearchTable+
-			` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`)
-		return err
+		return nil
 	})
+}
+
+// searchIndexName is the search index's name in the catalog: the FTS5
+// table on SQLite, the GIN index on PostgreSQL.
+func (b *DataFlowBackend) searchIndexName() string {
+	if b.db.Dialect() == "pg" {
+		return MessagesTable + "_search_idx"
+	}
+	return SearchTable
+}
+
+// searchIndexDDL returns the statements that create the search index, in
+// order; `turnkeep migrate plan` prints them (SearchIndexPlan).
+func (b *DataFlowBackend) searchIndexDDL() []string {
+	if b.db.Dialect() == "pg" {
+		// Built CONCURRENTLY, so that a table that already holds
+		// messages (an upgraded deployment) keeps taking writes while
+		// it builds; the run has searchIndexTimeout, and callers stop
+		// waiting on their own contexts while it goes on. Two
+		// processes building at once: IF NOT EXISTS skips the second
+		// (or it fails on the name, and its next run finds the first's
+		// index). A build cut off leaves an invalid index, which the
+		// planner ignores and IF NOT EXISTS keeps: search then works
+		// unindexed until it is dropped (DROP INDEX CONCURRENTLY
+		// turnkeep_messages_search_idx) and the next process builds it.
+		return []string{`CREATE INDEX CONCURRENTLY IF NOT EXISTS ` + b.searchIndexName() + ` ON ` + MessagesTable +
+			` USING GIN (to_tsvector('simple'::regconfig, search_text))`}
+	}
+	return []string{`CREATE VIRTUAL TABLE IF NOT EXISTS ` + SearchTable +
+		` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`}
+}
+
+// searchIndexExists reports whether the catalog holds the search index; on
+// PostgreSQL a valid one only (see searchIndexDDL for an invalid one).
+func (b *DataFlowBackend) searchIndexExists(ctx context.Context) (bool, error) {
+	q := `SELECT 1 FROM sqlite_master WHERE name = ?`
+	if b.db.Dialect() == "pg" {
+		q = `SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`
+	}
+	rows, err := b.db.QueryContext(ctx, b.db.Rebind(q), b.searchIndexName())
+	if err != nil {
+		return false, err
+	}
+	var one int
+	if err := scanOne(rows, &one); err != nil && err != sql.ErrNoRows {
+		return false, err
+	}
+	return one == 1, nil
 }
 
 // searchCandidates bounds how many matches PostgreSQL ranks for one

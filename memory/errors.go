@@ -17,8 +17,10 @@ var (
 	// when a message or the metadata JSON exceeds the maximum message size.
 	ErrTurnTooLarge = errors.New("memory: turn too large")
 
-	// ErrSessionNotFound is returned by Backend.SessionInfo for a session that
-	// holds no turns.
+	// ErrSessionNotFound is returned by SessionInfo (and so by Export) for a
+	// session that does not exist: never created nor saved to, or removed
+	// by Clear, DeleteUser or Expire. A session CreateSession made exists
+	// before its first turn: SessionInfo returns it with TurnCount 0.
 	ErrSessionNotFound = errors.New("memory: session not found")
 
 	// ErrTurnNotFound is returned by AppendMessages when the session holds

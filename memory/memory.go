@@ -36,7 +36,9 @@ type Backend interface {
 	Load(ctx context.Context, sessionID string, q WindowQuery) (w Window, v Version, err error)
 	// ClearSession removes every turn of the session.
 	ClearSession(ctx context.Context, sessionID string) error
-	// SessionInfo returns ErrSessionNotFound for a session with no turns.
+	// SessionInfo describes the session; one that does not exist (never
+	// created nor saved to, or cleared) is ErrSessionNotFound, while one
+	// created with no turns yet is returned with TurnCount 0.
 	SessionInfo(ctx context.Context, sessionID string) (SessionInfo, error)
 }
 

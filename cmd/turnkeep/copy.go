@@ -14,14 +14,14 @@ import (
 
 var copyCmd = &command{
 	name: "copy",
-	summary: "Copy every tenant, session, turn and message from one database to another (e.g. SQLite to PostgreSQL),\n" +
-		"then verify that each tenant's sessions and messages number the same on both (exit 1 if not).\n" +
-		"Idempotent and resumable: interrupted, run it again and nothing is lost or doubled (turns are saved by ID).\n" +
-		"Copy from a database nothing writes to meanwhile. Token counts, IDs and turn times are kept; the\n" +
-		"destination's tables are created if need be.",
-	example: "turnkeep copy --from sqlite:///chat.db --to 'postgres://app@db:5432/chat?sslmode=disable'",
+	summary: "Copy every tenant, session, turn and message from one database to another (e.g. SQLite to PostgreSQL), " +
+		"then verify that each tenant's sessions and messages number the same on both (exit 1 if not). " +
+		"Idempotent and resumable: interrupted, run it again and nothing is lost or doubled (turns are saved by ID). " +
+		"Copy from a database nothing writes to meanwhile. Token counts, IDs and turn times are kept; the " +
+		"destination's tables are created if need be. Progress goes to stderr, the result to stdout.",
+	example: "turnkeep copy --from sqlite:///chat.db \\\n    --to 'postgres://app@db:5432/chat?sslmode=disable'",
 	flags: func(fs *flag.FlagSet, o *options) {
-		fs.StringVar(&o.from, "from", "", "the source database `URL` (required)")
+		fs.StringVar(&o.from, "from", "", "the source database `URL` (default --db, then $TURNKEEP_DB_URL)")
 		fs.StringVar(&o.to, "to", "", "the destination database `URL` (required)")
 		fs.IntVar(&o.workers, "workers", 4, "sessions copied at once")
 	},
@@ -37,9 +37,19 @@ type copyStats struct {
 }
 
 func runCopy(ctx context.Context, a *app, o *options, _ []string) error {
+	// The source is --from, or --db, which every command takes, or
+	// $TURNKEEP_DB_URL; never a default destination.
+	switch {
+	case o.from != "" && o.db != "" && o.from != o.db:
+		return usagef("turnkeep copy", "copy: --db and --from name different sources: give one")
+	case o.from == "" && o.db != "":
+		o.from = o.db
+	case o.from == "":
+		o.from = a.getenv("TURNKEEP_DB_URL")
+	}
 	switch {
 	case o.from == "" || o.to == "":
-		return usagef("turnkeep copy", "copy: --from and --to are required")
+		return usagef("turnkeep copy", "copy: --from (or --db, or $TURNKEEP_DB_URL) and --to are required")
 	case o.from == o.to:
 		return usagef("turnkeep copy", "copy: --from and --to name the same database")
 	case o.workers < 1 || o.workers > 64:
@@ -64,17 +74,15 @@ func runCopy(ctx context.Context, a *app, o *options, _ []string) error {
 	for _, c := range counts {
 		total += c.Turns
 	}
-	out := a.stdout
-	if o.json {
-		out = a.stderr // stdout is for the result
-	}
-	prog := newProgress(out, a.stdoutTTY && !o.json, "turns", total)
+	// Progress to stderr: stdout is for the result, and a reader of it
+	// that goes away early (| head) must not stop the copy.
+	prog := newProgress(a.stderr, a.stderrTTY, "turns", total)
 	var st copyStats
 	err = copyAll(ctx, src, dst.b, counts, o.workers, prog, &st)
 	prog.finish()
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("copy interrupted after %d turns: run the same command again to resume", st.turns)
+			return fmt.Errorf("copy interrupted after %s: run the same command again to resume", plural(st.turns, "turn"))
 		}
 		return err
 	}
@@ -292,10 +300,10 @@ func verifyCopy(ctx context.Context, a *app, o *options, src, dst *backend.DataF
 		}
 	} else {
 		printChecks(a.stdout, checks)
-		fmt.Fprintf(a.stdout, "copied %d sessions (%d already complete), %d turns saved (a turn the destination held is stored once)\n", st.sessions, st.skipped, st.turns)
+		fmt.Fprintf(a.stdout, "copied %s (%d already complete), %s saved (a turn the destination held is stored once)\n", plural(st.sessions, "session"), st.skipped, plural(st.turns, "turn"))
 	}
 	if bad > 0 {
-		return fmt.Errorf("copy: counts differ in %d tenant(s): see the table; the destination was written to meanwhile, or holds other sessions under the same IDs", bad)
+		return fmt.Errorf("copy: counts differ in %s: see the table; the destination was written to meanwhile, or holds other sessions under the same IDs", plural(bad, "tenant"))
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -94,15 +93,15 @@ func interruptCopy(t *testing.T, src, dst string, at int64, sig syscall.Signal) 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "copy", "--from", src, "--to", dst)
-	out, err := cmd.StdoutPipe()
+	out, err := cmd.StderrPipe() // progress goes to stderr
 	require.NoError(t, err)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	var stderr strings.Builder
 	start := time.Now()
 	require.NoError(t, cmd.Start())
 	var copied int64
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
+		stderr.WriteString(sc.Text() + "\n")
 		var done, total int64
 		if _, err := fmt.Sscanf(sc.Text(), "copied %d/%d", &done, &total); err == nil {
 			copied = done
@@ -113,6 +112,7 @@ func interruptCopy(t *testing.T, src, dst string, at int64, sig syscall.Signal) 
 		}
 	}
 	for sc.Scan() { // drain
+		stderr.WriteString(sc.Text() + "\n")
 	}
 	err = cmd.Wait()
 	require.Error(t, err, "the copy ended before it was interrupted (at %d turns)", at)

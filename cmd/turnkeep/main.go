@@ -9,9 +9,12 @@
 //	turnkeep sessions show s1
 //	turnkeep copy --from sqlite:///chat.db --to postgres://app@db/chat
 //
-// Run `turnkeep help` for every command, and `turnkeep COMMAND --help` for
-// its flags and an example. Output is a table for people; --json prints
-// JSON for scripts.
+// Run `turnkeep help` for every command, `turnkeep COMMAND --help` for its
+// flags and an example, and `turnkeep --version` for the version. The
+// global flags --db, --tenant and --json go before the command or after
+// it. Output is a table for people; --json prints JSON for scripts.
+// Progress and questions go to stderr; a reader of stdout that stops early
+// (`| head`) ends the command quietly, never a copy midway.
 //
 // Only `migrate up`, `sessions import` and the destination of `copy`
 // create or change the schema (additively, as the library does at first
@@ -22,7 +25,8 @@
 // Exit codes:
 //
 //	0  success
-//	1  any other failure (a refused destructive migration, copy counts that differ, a declined confirmation)
+//	1  any other failure (a refused destructive migration, a schema migrate status finds not up to date,
+//	   copy counts that differ, a declined confirmation)
 //	2  usage: bad flags or arguments, or invalid input (a malformed URL, session ID or import file)
 //	3  not found: the session, user, file or SQLite database named does not exist
 //	4  database: unreachable, missing tables, a statement that failed
@@ -43,14 +47,19 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A reader that goes away (`turnkeep sessions ls | head -1`) makes a
+	// write fail with EPIPE instead of killing the process mid-work: a
+	// copy goes on, and run ends the others quietly.
+	signal.Ignore(syscall.SIGPIPE)
 	a := &app{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv,
-		stdinTTY: isTerminal(os.Stdin), stdoutTTY: isTerminal(os.Stdout)}
+		stdinTTY: isTerminal(os.Stdin), stderrTTY: isTerminal(os.Stderr)}
 	os.Exit(a.run(ctx, os.Args[1:]))
 }
 
@@ -61,7 +70,7 @@ type app struct {
 	stderr    io.Writer
 	getenv    func(string) string
 	stdinTTY  bool // a person may answer a confirmation
-	stdoutTTY bool // progress is redrawn in place
+	stderrTTY bool // progress is redrawn in place
 }
 
 // Exit codes (see the package doc).
@@ -79,6 +88,11 @@ func (a *app) run(ctx context.Context, args []string) int {
 	if err == nil || errors.Is(err, errHelp) {
 		return exitOK
 	}
+	if errors.Is(err, syscall.EPIPE) {
+		// The reader of the output stopped reading (head, less quit): what
+		// it wanted it has, and it is not there to read an error.
+		return exitOK
+	}
 	code := exitCode(err)
 	fmt.Fprintf(a.stderr, "turnkeep: %s\n", oneLine(err.Error()))
 	if code == exitUsage {
@@ -87,4 +101,18 @@ func (a *app) run(ctx context.Context, args []string) int {
 		}
 	}
 	return code
+}
+
+// version is the command's version: the main module's, as the build
+// recorded it ("v1.2.3" from go install …@v1.2.3), or "(devel)".
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	return versionOf(info, ok)
+}
+
+func versionOf(info *debug.BuildInfo, ok bool) string {
+	if !ok || info == nil || info.Main.Version == "" {
+		return "(devel)"
+	}
+	return info.Main.Version
 }

@@ -146,21 +146,21 @@ func TestCommands(t *testing.T) {
 			path, _ := sqlitePath(url)
 			require.NoError(t, os.WriteFile(path, nil, 0o600))
 		}
-		r := run(t, "", with("migrate", "status")...).want(t, 0)
-		require.Contains(t, r.stdout, "turnkeep_sessions  missing")
+		r := run(t, "", with("migrate", "status")...).want(t, exitFailure) // not up to date
+		require.Regexp(t, `turnkeep_sessions\s+missing`, r.stdout)
 		r = run(t, "", with("migrate", "plan")...).want(t, 0)
 		require.Contains(t, r.stdout, "CREATE TABLE IF NOT EXISTS")
 		run(t, "", with("migrate", "plan")...).want(t, 0) // still missing: plan changed nothing
 		r = run(t, "", with("sessions", "ls")...).want(t, exitDatabase)
 		require.Contains(t, r.stderr, "migrate up")
 		r = run(t, "", with("migrate", "up")...).want(t, 0)
-		require.Contains(t, r.stdout, "7 statement(s) applied")
+		require.Contains(t, r.stdout, "8 statements applied") // 2 tables, 5 indexes, the search index
 		r = run(t, "", with("migrate", "up")...).want(t, 0)
 		require.Contains(t, r.stdout, "nothing applied")
 		r = run(t, "", with("migrate", "status", "--json")...).want(t, 0)
 		var status []tableStatus
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &status))
-		require.Len(t, status, 2)
+		require.Len(t, status, 3) // 2 tables, the search index
 		for _, s := range status {
 			require.Equal(t, "up to date", s.Status)
 		}
@@ -280,7 +280,7 @@ func TestCommands(t *testing.T) {
 		r = run(t, "", with("expire", "--idle", "90d", "--tenant", "acme")...).want(t, 0)
 		require.Contains(t, r.stdout, "expired 0 sessions")
 		time.Sleep(20 * time.Millisecond)
-		r = run(t, "", with("expire", "--idle", "10ms", "--tenant", "acme", "--json")...).want(t, 0)
+		r = run(t, "", with("expire", "--idle", "10ms", "--tenant", "acme", "--json", "--yes")...).want(t, 0)
 		require.Contains(t, r.stdout, `"sessions": 1`)
 		run(t, "", with("sessions", "show", "a1", "--tenant", "acme")...).want(t, exitNotFound)
 	})

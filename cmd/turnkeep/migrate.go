@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -11,22 +13,24 @@ import (
 )
 
 var migrateStatusCmd = &command{
-	name:    "migrate status",
-	summary: "Show whether each table is up to date, missing or changed, and when it was last migrated. Changes nothing.",
+	name: "migrate status",
+	summary: "Show whether each table and the search index is up to date, missing or changed, and when it was last migrated. " +
+		"Exits 1 when anything is not up to date. Changes nothing.",
 	example: "turnkeep migrate status --db sqlite:///chat.db",
 	run:     runMigrateStatus,
 }
 
 var migratePlanCmd = &command{
-	name:    "migrate plan",
-	summary: "Print the SQL that 'migrate up' would run (destructive statements commented out). Changes nothing.",
+	name: "migrate plan",
+	summary: "Print the SQL that 'migrate up' would run, search index included (destructive statements commented out). " +
+		"Changes nothing: for a SQLite file that does not exist yet, prints the plan of a new one and creates no file.",
 	example: "turnkeep migrate plan --db 'postgres://app@db:5432/chat?sslmode=disable'",
 	run:     runMigratePlan,
 }
 
 var migrateUpCmd = &command{
 	name: "migrate up",
-	summary: "Create or upgrade the tables and the search index. Destructive changes (a dropped column, a changed type)\n" +
+	summary: "Create or upgrade the tables and the search index. Destructive changes (a dropped column, a changed type) " +
 		"are refused, and nothing is applied, unless --force.",
 	example: "turnkeep migrate up --db sqlite:///chat.db\nturnkeep migrate up --force   # also drop columns the tables no longer have",
 	flags: func(fs *flag.FlagSet, o *options) {
@@ -73,21 +77,45 @@ func runMigrateStatus(ctx context.Context, a *app, o *options, _ []string) error
 		}
 		out = append(out, ts)
 	}
+	search, err := s.b.SearchIndexPlan(ctx)
+	if err != nil {
+		return dbErr(err)
+	}
+	ts := tableStatus{Table: search.Table, Status: migrate.UpToDate.String()}
+	if !search.Empty() {
+		ts.Status = migrate.Missing.String()
+	}
+	out = append(out, ts)
 	if o.json {
-		return writeJSON(a.stdout, out)
-	}
-	t := newTable(a.stdout, "TABLE", "STATUS", "MIGRATIONS", "LAST MIGRATED")
-	for _, ts := range out {
-		last := "-"
-		if ts.LastMigrated != nil {
-			last = formatTime(*ts.LastMigrated)
+		err = writeJSON(a.stdout, out)
+	} else {
+		t := newTable(a.stdout, "TABLE", "STATUS", "MIGRATIONS", "LAST MIGRATED")
+		for _, ts := range out {
+			last := "-"
+			if ts.LastMigrated != nil {
+				last = formatTime(*ts.LastMigrated)
+			}
+			t.row(ts.Table, ts.Status, ts.Migrations, last)
 		}
-		t.row(ts.Table, ts.Status, ts.Migrations, last)
+		err = t.flush()
 	}
-	return t.flush()
+	if err != nil {
+		return err
+	}
+	for _, ts := range out {
+		if !strings.HasPrefix(ts.Status, migrate.UpToDate.String()) {
+			return errNotUpToDate
+		}
+	}
+	return nil
 }
 
-// plans returns the plan of every table.
+// errNotUpToDate is migrate status's answer when a table or the search
+// index is not up to date: exit 1, so that a deploy script can ask.
+var errNotUpToDate = errors.New("the schema is not up to date: see 'turnkeep migrate plan', run 'turnkeep migrate up'")
+
+// plans returns the plan of every table, in the order of s.b.Models(),
+// and then that of the search index.
 func plans(ctx context.Context, s *store) ([]*migrate.Plan, error) {
 	var out []*migrate.Plan
 	for _, m := range s.b.Models() {
@@ -97,7 +125,11 @@ func plans(ctx context.Context, s *store) ([]*migrate.Plan, error) {
 		}
 		out = append(out, p)
 	}
-	return out, nil
+	p, err := s.b.SearchIndexPlan(ctx)
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	return append(out, p), nil
 }
 
 type stepJSON struct {
@@ -127,7 +159,16 @@ func plansJSON(ps []*migrate.Plan) []planJSON {
 }
 
 func runMigratePlan(ctx context.Context, a *app, o *options, _ []string) error {
-	s, err := open(ctx, o.db, o.tenant, readOnlySchema)
+	// A SQLite file that does not exist yet: plan against an empty
+	// database in memory, which is what 'up' would start from, rather
+	// than create the file.
+	url, newFile := o.db, ""
+	if path, ok := sqlitePath(o.db); ok {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			url, newFile = "sqlite:///:memory:", path
+		}
+	}
+	s, err := open(ctx, url, o.tenant, readOnlySchema)
 	if err != nil {
 		return err
 	}
@@ -138,6 +179,9 @@ func runMigratePlan(ctx context.Context, a *app, o *options, _ []string) error {
 	}
 	if o.json {
 		return writeJSON(a.stdout, plansJSON(ps))
+	}
+	if newFile != "" {
+		fmt.Fprintf(a.stdout, "-- no SQLite database at %s yet: 'migrate up' creates it, then runs this\n", newFile)
 	}
 	empty := true
 	for _, p := range ps {
@@ -172,8 +216,8 @@ func runMigrateUp(ctx context.Context, a *app, o *options, _ []string) error {
 		}
 	}
 	if len(destructive) > 0 && !o.force {
-		return fmt.Errorf("refusing %d destructive change(s): %s; nothing applied (see 'turnkeep migrate plan'; --force applies them)",
-			len(destructive), strings.Join(destructive, ", "))
+		return fmt.Errorf("refusing %s: %s; nothing applied (see 'turnkeep migrate plan'; --force applies them)",
+			plural(len(destructive), "destructive change"), strings.Join(destructive, ", "))
 	}
 	var (
 		applied    []stepJSON
@@ -198,13 +242,20 @@ func runMigrateUp(ctx context.Context, a *app, o *options, _ []string) error {
 	if err := s.b.EnsureSearchIndex(ctx); err != nil {
 		return dbErr(err)
 	}
+	if search := ps[len(ps)-1]; !search.Empty() {
+		// Planned missing, and EnsureSearchIndex returned: created (by
+		// this run, or by another process at the same moment).
+		for _, st := range search.Steps {
+			applied = append(applied, stepJSON{Kind: string(st.Kind), Name: st.Name, SQL: st.SQL})
+		}
+	}
 	if len(notApplied) > 0 {
 		// migrate.Apply re-plans only when the model's checksum is not
 		// recorded: a column added behind its back (the table otherwise up
 		// to date) is planned, but never dropped. Say so, rather than
 		// report success.
-		return fmt.Errorf("%d destructive change(s) not applied: %s (the migration history records these tables as up to date for this model; drop it by hand)",
-			len(notApplied), strings.Join(notApplied, ", "))
+		return fmt.Errorf("%s not applied: %s (the migration history records these tables as up to date for this model; drop it by hand)",
+			plural(len(notApplied), "destructive change"), strings.Join(notApplied, ", "))
 	}
 	if o.json {
 		if applied == nil {
@@ -219,6 +270,6 @@ func runMigrateUp(ctx context.Context, a *app, o *options, _ []string) error {
 	for _, st := range applied {
 		fmt.Fprintf(a.stdout, "applied: %s;\n", st.SQL)
 	}
-	fmt.Fprintf(a.stdout, "%d statement(s) applied\n", len(applied))
+	fmt.Fprintf(a.stdout, "%s applied\n", plural(len(applied), "statement"))
 	return nil
 }

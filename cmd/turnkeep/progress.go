@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -66,8 +67,8 @@ func (p *progress) write(t time.Time) {
 		rate = float64(p.done) / elapsed.Seconds()
 	}
 	eta := "-"
-	if rate > 0 && p.total >= p.done {
-		eta = (time.Duration(float64(p.total-p.done)/rate) * time.Second / time.Second).Round(time.Second).String()
+	if left := float64(p.total-p.done) / rate * float64(time.Second); rate > 0 && p.total >= p.done && left < math.MaxInt64 {
+		eta = time.Duration(left).Round(time.Second).String()
 	}
 	pct := 100.0
 	if p.total > 0 {

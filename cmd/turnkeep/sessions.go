@@ -17,7 +17,7 @@ import (
 var sessionsLsCmd = &command{
 	name:    "sessions ls",
 	summary: "List the tenant's sessions, most recently updated first, a page at a time.",
-	example: "turnkeep sessions ls --tenant acme --user ada --limit 20\nturnkeep sessions ls --after CURSOR   # the next page, as the previous one printed",
+	example: "turnkeep sessions ls --tenant acme --user ada --limit 20\nturnkeep sessions ls --after CURSOR   # the next page, as the last one printed",
 	flags: func(fs *flag.FlagSet, o *options) {
 		fs.StringVar(&o.user, "user", "", "only this owner's sessions")
 		fs.IntVar(&o.limit, "limit", memory.DefaultListLimit, fmt.Sprintf("sessions per page, at most %d", memory.MaxListLimit))
@@ -30,7 +30,7 @@ var sessionsShowCmd = &command{
 	name:    "sessions show",
 	args:    "ID",
 	nargs:   1,
-	summary: "Show a conversation: every turn with its time, each message with its role, tool calls and results.\nWith --json, the JSON Lines of 'sessions export'.",
+	summary: "Show a conversation: every turn with its time, each message with its role, tool calls and results. With --json, the JSON Lines of 'sessions export'.",
 	example: "turnkeep sessions show s1 --tenant acme",
 	run:     runSessionsShow,
 }
@@ -51,9 +51,9 @@ var sessionsImportCmd = &command{
 	name:  "sessions import",
 	args:  "FILE",
 	nargs: 1,
-	summary: "Store a session 'sessions export' wrote ('-' reads stdin). The file is validated whole first: a malformed one\n" +
+	summary: "Store a session 'sessions export' wrote ('-' reads stdin). The file is validated whole first: a malformed one " +
 		"stores nothing. Turns are saved by ID, so importing twice stores nothing twice. Creates the tables if need be.",
-	example: "turnkeep sessions import s1.jsonl --tenant acme\nturnkeep sessions export s1 --db sqlite:///a.db | turnkeep sessions import - --db sqlite:///b.db",
+	example: "turnkeep sessions import s1.jsonl --tenant acme\nturnkeep sessions export s1 --db sqlite:///a.db |\n    turnkeep sessions import - --db sqlite:///b.db",
 	run:     runSessionsImport,
 }
 
@@ -70,7 +70,7 @@ var usersDeleteCmd = &command{
 	name:  "users delete",
 	args:  "USER",
 	nargs: 1,
-	summary: "Remove every session the user owns in the tenant (e.g. an erasure request). Asks for confirmation unless\n" +
+	summary: "Remove every session the user owns in the tenant (e.g. an erasure request). Asks for confirmation unless " +
 		"--yes; without a terminal to ask on, refuses unless --yes.",
 	example: "turnkeep users delete ada --tenant acme --yes",
 	flags: func(fs *flag.FlagSet, o *options) {
@@ -80,11 +80,13 @@ var usersDeleteCmd = &command{
 }
 
 var expireCmd = &command{
-	name:    "expire",
-	summary: "Remove the tenant's sessions not updated for the given time (units d, h, m, s: 90d, 36h, 1d12h).",
+	name: "expire",
+	summary: "Remove the tenant's sessions not updated for the given time (units d, h, m, s: 90d, 36h, 1d12h). " +
+		"Under an hour, sessions may still be in use: asks for confirmation unless --yes, as 'users delete' does.",
 	example: "turnkeep expire --idle 90d --tenant acme",
 	flags: func(fs *flag.FlagSet, o *options) {
 		fs.StringVar(&o.idle, "idle", "", "remove sessions idle this long (required), e.g. 90d")
+		fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation (asked when --idle is under an hour)")
 	},
 	run: runExpire,
 }
@@ -187,7 +189,7 @@ func runSessionsShow(ctx context.Context, a *app, o *options, args []string) err
 	if info.Title != "" {
 		fmt.Fprintf(w, " · %q", info.Title)
 	}
-	fmt.Fprintf(w, "\n%d turns · %d tokens · created %s · updated %s\n", info.TurnCount, info.Tokens, formatTime(info.CreatedAt), formatTime(info.UpdatedAt))
+	fmt.Fprintf(w, "\n%s · %s · created %s · updated %s\n", plural(info.TurnCount, "turn"), plural(info.Tokens, "token"), formatTime(info.CreatedAt), formatTime(info.UpdatedAt))
 	q := memory.HistoryQuery{Limit: memory.MaxListLimit}
 	for {
 		p, err := s.mem.History(ctx, id, q)
@@ -225,7 +227,7 @@ func writeTurn(w io.Writer, t memory.Turn) {
 			case p.URL != "":
 				text += fmt.Sprintf("\n[%s %s]", p.Type, p.URL)
 			default:
-				text += fmt.Sprintf("\n[%s %s, %d bytes]", p.Type, p.MIMEType, len(p.Data))
+				text += fmt.Sprintf("\n[%s %s, %s]", p.Type, p.MIMEType, plural(len(p.Data), "byte"))
 			}
 		}
 		text = strings.TrimPrefix(text, "\n")
@@ -294,7 +296,7 @@ func runSessionsImport(ctx context.Context, a *app, o *options, args []string) e
 	if o.json {
 		return writeJSON(a.stdout, toSessionJSON(info))
 	}
-	fmt.Fprintf(a.stdout, "imported session %s: %d turns\n", info.ID, info.TurnCount)
+	fmt.Fprintf(a.stdout, "imported session %s: %s\n", info.ID, plural(info.TurnCount, "turn"))
 	return nil
 }
 
@@ -314,7 +316,7 @@ func runSessionsRm(ctx context.Context, a *app, o *options, args []string) error
 	if o.json {
 		return writeJSON(a.stdout, map[string]any{"removed": info.ID, "turns": info.TurnCount})
 	}
-	fmt.Fprintf(a.stdout, "removed session %s (%d turns)\n", info.ID, info.TurnCount)
+	fmt.Fprintf(a.stdout, "removed session %s (%s)\n", info.ID, plural(info.TurnCount, "turn"))
 	return nil
 }
 
@@ -341,12 +343,8 @@ func runUsersDelete(ctx context.Context, a *app, o *options, args []string) erro
 	if len(p.Sessions) == 0 {
 		return fmt.Errorf("%w: user %q has no sessions in tenant %q", errNotFound, user, o.tenant)
 	}
-	if !o.yes {
-		fmt.Fprintf(a.stderr, "Delete every session of user %q in tenant %q? This cannot be undone. [y/N] ", user, o.tenant)
-		answer, _ := bufio.NewReader(a.stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-			return fmt.Errorf("users delete: not confirmed: nothing deleted")
-		}
+	if !o.yes && !a.confirm(fmt.Sprintf("Delete every session of user %q in tenant %q?", user, o.tenant)) {
+		return fmt.Errorf("users delete: not confirmed: nothing deleted")
 	}
 	r, err := s.mem.DeleteUser(ctx, user)
 	if err != nil {
@@ -355,7 +353,7 @@ func runUsersDelete(ctx context.Context, a *app, o *options, args []string) erro
 	if o.json {
 		return writeJSON(a.stdout, map[string]any{"user": user, "sessions": r.Sessions, "messages": r.Messages})
 	}
-	fmt.Fprintf(a.stdout, "deleted user %s: %d sessions, %d messages\n", user, r.Sessions, r.Messages)
+	fmt.Fprintf(a.stdout, "deleted user %s: %s, %s\n", user, plural(r.Sessions, "session"), plural(r.Messages, "message"))
 	return nil
 }
 
@@ -367,11 +365,19 @@ func runExpire(ctx context.Context, a *app, o *options, _ []string) error {
 	if err != nil {
 		return usagef("turnkeep expire", "expire: --idle %q: %v", o.idle, err)
 	}
+	// Under an hour, what it removes may be a conversation going on.
+	ask := idle < time.Hour && !o.yes
+	if ask && !a.stdinTTY {
+		return usagef("turnkeep expire", "expire: --idle %s is under an hour: refusing without confirmation: stdin is not a terminal; pass --yes", o.idle)
+	}
 	s, err := open(ctx, o.db, o.tenant, readOnlySchema)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if ask && !a.confirm(fmt.Sprintf("Remove every session of tenant %q not updated for %s, maybe still in use?", o.tenant, idle)) {
+		return fmt.Errorf("expire: not confirmed: nothing removed")
+	}
 	before := time.Now().UTC().Add(-idle)
 	r, err := s.mem.Expire(ctx, before)
 	if err != nil {
@@ -380,7 +386,7 @@ func runExpire(ctx context.Context, a *app, o *options, _ []string) error {
 	if o.json {
 		return writeJSON(a.stdout, map[string]any{"before": before, "sessions": r.Sessions, "messages": r.Messages})
 	}
-	fmt.Fprintf(a.stdout, "expired %d sessions (%d messages) not updated since %s\n", r.Sessions, r.Messages, formatTime(before))
+	fmt.Fprintf(a.stdout, "expired %s (%s) not updated since %s\n", plural(r.Sessions, "session"), plural(r.Messages, "message"), formatTime(before))
 	return nil
 }
 
@@ -504,6 +510,15 @@ func runStats(ctx context.Context, a *app, o *options, _ []string) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%d tenant(s) · database size %s\n", len(tenants), humanBytes(size))
+	fmt.Fprintf(a.stdout, "%s · database size %s\n", plural(len(tenants), "tenant"), humanBytes(size))
 	return nil
+}
+
+// confirm asks question on stderr and reports whether the answer read
+// from stdin is yes.
+func (a *app) confirm(question string) bool {
+	fmt.Fprintf(a.stderr, "%s This cannot be undone. [y/N] ", question)
+	answer, _ := bufio.NewReader(a.stdin).ReadString('\n')
+	answer = strings.ToLower(strings.TrimSpace(answer))
+	return answer == "y" || answer == "yes"
 }
