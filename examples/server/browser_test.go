@@ -109,6 +109,7 @@ func TestBrowser(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate("http://"+addr+"/?user=ada"),
 		chromedp.WaitVisible(chromedp.CSS("#input")),
+		chromedp.WaitVisible(chromedp.CSS("#messages .note")), // page.js has run and shown the empty chat
 	))
 	// Count the changes to the conversation, to see the answer arrive in
 	// pieces rather than whole.

@@ -1,5 +1,6 @@
 // Server is a web chat that remembers: an HTTP server with a JSON API, answers
-// streamed as server-sent events, and one embedded page.
+// streamed as server-sent events, and one embedded page (HTML, script and
+// style).
 //
 //	go run ./examples/server
 //	go run ./examples/server -db postgres://user:pass@localhost/chat -addr :8080

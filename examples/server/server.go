@@ -31,8 +31,16 @@ const (
 	answerTimeout = 5 * time.Minute                   // bounds an agent's whole answer
 )
 
-//go:embed page.html
-var page []byte
+// The web page: its HTML, script and style, each served from its own path
+// so that the Content-Security-Policy needs no inline script or style.
+var (
+	//go:embed page.html
+	page []byte
+	//go:embed page.js
+	pageJS []byte
+	//go:embed page.css
+	pageCSS []byte
+)
 
 // A server is the HTTP chat: a JSON API over a memory, answers streamed as
 // server-sent events, and the web page. Many servers may share one
@@ -54,7 +62,9 @@ type server struct {
 func newServer(mem *memory.PersistentBufferMemory, agent Agent, logger *log.Logger) *server {
 	base, stop := context.WithCancel(context.Background())
 	s := &server{mem: mem, agent: agent, flushEvery: DefaultFlushEvery, log: logger, base: base, stop: stop, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /{$}", s.page)
+	s.mux.HandleFunc("GET /{$}", asset("text/html; charset=utf-8", page))
+	s.mux.HandleFunc("GET /page.js", asset("text/javascript; charset=utf-8", pageJS))
+	s.mux.HandleFunc("GET /page.css", asset("text/css; charset=utf-8", pageCSS))
 	s.mux.HandleFunc("GET /api/sessions", s.listSessions)
 	s.mux.HandleFunc("POST /api/sessions", s.createSession)
 	s.mux.HandleFunc("GET /api/sessions/{id}", s.sessionInfo)
@@ -88,10 +98,13 @@ func (s *server) startAnswer() bool {
 	return true
 }
 
-func (s *server) page(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-cache")
-	_, _ = w.Write(page)
+// asset serves a file of the page.
+func asset(contentType string, data []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(data)
+	}
 }
 
 // The JSON of the API.
