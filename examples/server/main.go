@@ -22,6 +22,18 @@
 //	DELETE /api/sessions/{id}              delete the session
 //	DELETE /api/users/{user}               delete every session of the user (only the user itself)
 //
+// Every request goes through guard (guard.go), as a server on the open
+// network needs: read-header, read and idle timeouts and a header size limit
+// on the HTTP server, so a client that sends slowly is cut; a write deadline
+// per response, and per event of a streamed answer (no server-wide write
+// timeout, which would cut long answers); a body limit; a POST without
+// Content-Type: application/json refused with 415, so that no cross-site
+// form can post as a user; and on every response a Content-Security-Policy
+// that allows only the page's own script, style and API (the page has no
+// inline script or style), X-Frame-Options: DENY, X-Content-Type-Options:
+// nosniff and Referrer-Policy: no-referrer. Copy these with the rest; a
+// production deployment adds authentication, and TLS in front.
+//
 // The user's message is stored before the agent is asked, and the answer as
 // it streams, in segments at most DefaultFlushEvery apart (see answer.go):
 // a crash mid-answer loses nothing the user typed, and a reload mid-answer
@@ -48,7 +60,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -137,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 	}
 	logger := log.New(stderr, "server: ", log.LstdFlags)
 	s := newServer(mem, agent, logger)
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	hs := newHTTPServer(s, logger, defaultTimeouts)
 	fmt.Fprintf(stdout, "turnkeep server on http://%s (database %s; agent: %s)\n", ln.Addr(), redactURL(*dbURL), agentName)
 
 	served := make(chan error, 1)

@@ -63,6 +63,7 @@ func TestRun(t *testing.T) {
 
 	req, _ := http.NewRequest("POST", base+"/api/sessions", strings.NewReader(`{"id":"s1"}`))
 	req.Header.Set(UserHeader, "ada")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()

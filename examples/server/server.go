@@ -46,13 +46,14 @@ var (
 // server-sent events, and the web page. Many servers may share one
 // database (see the package doc). It is safe for concurrent use.
 type server struct {
-	mem        *memory.PersistentBufferMemory
-	agent      Agent
-	flushEvery time.Duration // see answerWriter
-	log        *log.Logger
-	base       context.Context // answers run under it, not under their request; close ends it
-	stop       context.CancelFunc
-	mux        *http.ServeMux
+	mem          *memory.PersistentBufferMemory
+	agent        Agent
+	flushEvery   time.Duration // see answerWriter
+	writeTimeout time.Duration // per response, and per event of an answer (see guard)
+	log          *log.Logger
+	base         context.Context // answers run under it, not under their request; close ends it
+	stop         context.CancelFunc
+	mux          *http.ServeMux
 
 	mu      sync.Mutex     // protects closed, and answers.Add against close's Wait
 	closed  bool           // close has begun: no answer starts
@@ -61,7 +62,8 @@ type server struct {
 
 func newServer(mem *memory.PersistentBufferMemory, agent Agent, logger *log.Logger) *server {
 	base, stop := context.WithCancel(context.Background())
-	s := &server{mem: mem, agent: agent, flushEvery: DefaultFlushEvery, log: logger, base: base, stop: stop, mux: http.NewServeMux()}
+	s := &server{mem: mem, agent: agent, flushEvery: DefaultFlushEvery, writeTimeout: DefaultWriteTimeout,
+		log: logger, base: base, stop: stop, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /{$}", asset("text/html; charset=utf-8", page))
 	s.mux.HandleFunc("GET /page.js", asset("text/javascript; charset=utf-8", pageJS))
 	s.mux.HandleFunc("GET /page.css", asset("text/css; charset=utf-8", pageCSS))
@@ -75,7 +77,7 @@ func newServer(mem *memory.PersistentBufferMemory, agent Agent, logger *log.Logg
 	return s
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.guard(w, r, s.mux) }
 
 // close stops the answers under way and waits until what they produced is
 // stored. Messages sent after it are refused.
@@ -360,7 +362,7 @@ func (s *server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	ev := newEventWriter(w)
+	ev := newEventWriter(w, s.writeTimeout)
 	ev.send("turn", map[string]string{"session_id": info.ID, "turn_id": turnID, "title": info.Title})
 
 	actx, cancel := context.WithTimeout(s.base, answerTimeout)
@@ -392,21 +394,24 @@ func titleOf(content string) string {
 	return title
 }
 
-// An eventWriter writes server-sent events. After a failed write (the
-// reader has gone) it writes nothing more.
+// An eventWriter writes server-sent events. Each event gets timeout (0:
+// none) to be written, so a reader that stops reading is cut rather than
+// holding the answer up. After a failed write (the reader has gone or
+// stalled) it writes nothing more; the answer goes on being stored.
 type eventWriter struct {
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	err error
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error
 }
 
-func newEventWriter(w http.ResponseWriter) *eventWriter {
+func newEventWriter(w http.ResponseWriter, timeout time.Duration) *eventWriter {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // a proxy such as nginx must not hold events back
 	w.WriteHeader(http.StatusOK)
-	return &eventWriter{w: w, rc: http.NewResponseController(w)}
+	return &eventWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
 }
 
 func (e *eventWriter) send(event string, v any) {
@@ -417,6 +422,9 @@ func (e *eventWriter) send(event string, v any) {
 	if err != nil {
 		e.err = err
 		return
+	}
+	if e.timeout > 0 {
+		_ = e.rc.SetWriteDeadline(time.Now().Add(e.timeout)) // see guard
 	}
 	if _, e.err = fmt.Fprintf(e.w, "event: %s\ndata: %s\n\n", event, data); e.err == nil {
 		e.err = e.rc.Flush()
@@ -438,14 +446,19 @@ func (s *server) limit(w http.ResponseWriter, r *http.Request) (int, bool) {
 	return n, true
 }
 
-// decode reads the JSON body into v, or writes a 400 and returns false.
-// With optional, an empty body is an empty object.
+// decode reads the JSON body (bounded by guard) into v, or writes a 400
+// (413 if it is over maxBodyBytes) and returns false. With optional, an
+// empty body is an empty object.
 func (s *server) decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if optional && errors.Is(err, io.EOF) {
 		return true
+	}
+	if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
+		s.fail(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body: over %d bytes", tooLarge.Limit))
+		return false
 	}
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
