@@ -1,8 +1,8 @@
 package main
 
 // Tests of issue 16, item 8: the server as people will copy it. Slow
-// clients are cut, a POST must be JSON, and every response carries the
-// security headers.
+// clients are cut, a POST must be JSON, every response carries the
+// security headers, and the server names sessions.
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -336,4 +337,67 @@ func TestSecurityHeaders(t *testing.T) {
 	for _, re := range []string{`(?i)<style`, `(?i)\sstyle=`, `(?i)\son[a-z]+=`, `(?i)javascript:`} {
 		assert.NotRegexp(t, regexp.MustCompile(re), html, "page.html has what its Content-Security-Policy blocks")
 	}
+}
+
+// TestSessionIDsMadeByServer checks that the server names sessions, so
+// that nobody takes a session by guessing its name: a body that names one
+// is refused, whether the name is free, another user's, or that of an
+// unowned session other code saved turns in.
+func TestSessionIDsMadeByServer(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		in := newInstance(t, d.URL(t), offlineAgent{})
+		seen := map[string]bool{}
+		hexID := regexp.MustCompile(`^[0-9a-f]{32}$`)
+		for range 50 {
+			id := in.create(t, "ada").ID
+			assert.Regexp(t, hexID, id)
+			assert.False(t, seen[id], "id %s made twice", id)
+			seen[id] = true
+		}
+
+		// Another part of the app stores a conversation under a name of its
+		// choosing, with no owner.
+		ctx := context.Background()
+		const ticket = "support-ticket-42"
+		require.NoError(t, in.mem.SaveTurn(ctx, ticket, memory.Turn{ID: "t1",
+			Messages: []memory.Message{{Role: memory.RoleUser, Content: "my card number is 4111"}}}))
+		ada := in.create(t, "ada")
+		answer(t, in.send(t, "ada", ada.ID, "my name is Ada"))
+
+		for _, c := range []struct{ name, body string }{
+			{"an unowned session with turns", `{"id":"` + ticket + `"}`},
+			{"another user's session", `{"id":"` + ada.ID + `"}`},
+			{"a free name", `{"id":"mine","title":"t"}`},
+			{"an empty name", `{"id":""}`},
+			{"null", `{"id":null}`},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				req, err := http.NewRequest("POST", in.ts.URL+"/api/sessions", strings.NewReader(c.body))
+				require.NoError(t, err)
+				req.Header.Set(UserHeader, "bob")
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := in.ts.Client().Do(req)
+				require.NoError(t, err)
+				data, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", data)
+				assert.Contains(t, string(data), "the server names sessions")
+			})
+		}
+		assert.Empty(t, in.sessions(t, "bob"), "bob has no session")
+		for _, id := range []string{ticket, ada.ID, "mine"} {
+			for _, path := range []string{"/api/sessions/" + url.PathEscape(id), "/api/sessions/" + url.PathEscape(id) + "/history"} {
+				status, body := in.call(t, "GET", path, "bob", nil)
+				assert.Equal(t, http.StatusNotFound, status, "%s: %s", path, body)
+				assert.NotContains(t, string(body), "4111")
+			}
+		}
+		info, err := in.mem.SessionInfo(ctx, ticket)
+		require.NoError(t, err)
+		assert.Empty(t, info.User, "the ticket is still unowned")
+		assert.Equal(t, 1, info.TurnCount)
+		h := in.history(t, "ada", ada.ID)
+		assert.Equal(t, "ada", h.Session.User)
+		assert.Len(t, h.Turns, 1)
+	})
 }

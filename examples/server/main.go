@@ -15,12 +15,19 @@
 //
 //	GET    /                               the web page
 //	GET    /api/sessions                   the user's sessions, most recent first (?after=&limit=)
-//	POST   /api/sessions                   create one: {"title": …} (optional "id")
+//	POST   /api/sessions                   create one: {"title": …} (optional); the server names it
 //	GET    /api/sessions/{id}              one session
 //	GET    /api/sessions/{id}/history      its turns (?after=&limit=&newest_first=true)
 //	POST   /api/sessions/{id}/messages     send {"content": …}; the answer streams as server-sent events
 //	DELETE /api/sessions/{id}              delete the session
 //	DELETE /api/users/{user}               delete every session of the user (only the user itself)
+//
+// The server names sessions: POST /api/sessions makes an ID of 128 random
+// bits (crypto/rand) and returns it. A body that names one ("id") is refused
+// with 400, not ignored, so that a client expecting its own name learns at
+// once that it does not get it; and nobody obtains a session, or the turns
+// another part of the app saved under a name such as "support-ticket-42",
+// by guessing that name.
 //
 // Every request goes through guard (guard.go), as a server on the open
 // network needs: read-header, read and idle timeouts and a header size limit

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -218,25 +220,35 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in struct {
-		ID    string `json:"id"` // "" makes a random one
-		Title string `json:"title"`
+		ID    json.RawMessage `json:"id"` // refused: see the package doc
+		Title string          `json:"title"`
 	}
 	if !s.decode(w, r, &in, true) {
 		return
 	}
-	if in.ID == "" {
-		in.ID = memory.NewTurnID()
+	if in.ID != nil {
+		s.fail(w, http.StatusBadRequest, errors.New(`id: the server names sessions: leave "id" out and use the one in the answer`))
+		return
 	}
-	if err := s.mem.CreateSession(r.Context(), memory.SessionInfo{ID: in.ID, User: user, Title: strings.TrimSpace(in.Title)}); err != nil {
+	id := newSessionID()
+	if err := s.mem.CreateSession(r.Context(), memory.SessionInfo{ID: id, User: user, Title: strings.TrimSpace(in.Title)}); err != nil {
 		s.error(w, err)
 		return
 	}
-	info, err := s.mem.SessionInfo(r.Context(), in.ID)
+	info, err := s.mem.SessionInfo(r.Context(), id)
 	if err != nil {
 		s.error(w, err)
 		return
 	}
 	s.json(w, http.StatusCreated, toSessionJSON(info))
+}
+
+// newSessionID returns 128 random bits from crypto/rand, in hex: a name
+// nobody guesses.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never returns an error
+	return hex.EncodeToString(b[:])
 }
 
 func (s *server) sessionInfo(w http.ResponseWriter, r *http.Request) {
@@ -470,10 +482,9 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, v any, optional 
 // error writes err with the status it calls for.
 func (s *server) error(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, memory.ErrSessionNotFound):
+	case errors.Is(err, memory.ErrSessionNotFound), errors.Is(err, memory.ErrSessionOwned):
+		// Another user's session is not found, as one that does not exist.
 		s.fail(w, http.StatusNotFound, errors.New("no such session"))
-	case errors.Is(err, memory.ErrSessionOwned):
-		s.fail(w, http.StatusConflict, err)
 	case errors.Is(err, memory.ErrInvalidSessionID), errors.Is(err, memory.ErrInvalidUser),
 		errors.Is(err, memory.ErrInvalidTurn), errors.Is(err, memory.ErrInvalidCursor),
 		errors.Is(err, memory.ErrInvalidOption):

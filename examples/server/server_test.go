@@ -264,7 +264,7 @@ func TestAPI(t *testing.T) {
 		status, _ := in.call(t, "DELETE", "/api/users/ada", "bob", nil)
 		assert.Equal(t, http.StatusForbidden, status)
 		status, _ = in.call(t, "POST", "/api/sessions", "bob", map[string]string{"id": s.ID})
-		assert.Equal(t, http.StatusConflict, status, "bob cannot take ada's session")
+		assert.Equal(t, http.StatusBadRequest, status, "bob cannot take ada's session: the server names sessions")
 
 		in.get(t, "DELETE", "/api/sessions/"+s.ID, "ada", nil, http.StatusNoContent, nil)
 		status, _ = in.call(t, "GET", "/api/sessions/"+s.ID+"/history", "ada", nil)
