@@ -109,7 +109,20 @@ func TestBrowser(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate("http://"+addr+"/?user=ada"),
 		chromedp.WaitVisible(chromedp.CSS("#input")),
+		chromedp.WaitVisible(chromedp.CSS("#messages .note")), // page.js has run and shown the empty chat
 	))
+	// The page keeps to its Content-Security-Policy: its stylesheet applies,
+	// and an inline script, which the policy forbids, does not run. Every
+	// violation from here on is counted.
+	probe, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.violations = [];
+		document.addEventListener("securitypolicyviolation", (e) => window.violations.push(e.violatedDirective));
+		const probe = document.createElement("script");
+		probe.textContent = "window.inlineRan = true";
+		document.body.append(probe);
+		[getComputedStyle(document.querySelector("header")).backgroundColor, String(window.inlineRan === true)]`))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"rgb(31, 58, 95)", "false"}, probe, "the stylesheet applies; an inline script is blocked")
+
 	// Count the changes to the conversation, to see the answer arrive in
 	// pieces rather than whole.
 	_, err = chromedp.Run(ctx, chromedp.Evaluate[int](`window.mutations = 0; new MutationObserver(() => window.mutations++)
@@ -125,6 +138,11 @@ func TestBrowser(t *testing.T) {
 	say("what is my name?")
 	assert.Equal(t, "Your name is Ada.", answers(2)[1])
 	assert.Equal(t, []string{"my name is Ada"}, texts("#sessions li.current span"), "the session, named after its first message")
+
+	violations, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.violations`))
+	require.NoError(t, err)
+	require.Len(t, violations, 1, "only the probe broke the policy: %v", violations)
+	assert.Contains(t, violations[0], "script-src")
 
 	// A reload shows the history.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Reload()))

@@ -1,5 +1,6 @@
 // Server is a web chat that remembers: an HTTP server with a JSON API, answers
-// streamed as server-sent events, and one embedded page.
+// streamed as server-sent events, and one embedded page (HTML, script and
+// style).
 //
 //	go run ./examples/server
 //	go run ./examples/server -db postgres://user:pass@localhost/chat -addr :8080
@@ -14,12 +15,31 @@
 //
 //	GET    /                               the web page
 //	GET    /api/sessions                   the user's sessions, most recent first (?after=&limit=)
-//	POST   /api/sessions                   create one: {"title": …} (optional "id")
+//	POST   /api/sessions                   create one: {"title": …} (optional); the server names it
 //	GET    /api/sessions/{id}              one session
 //	GET    /api/sessions/{id}/history      its turns (?after=&limit=&newest_first=true)
 //	POST   /api/sessions/{id}/messages     send {"content": …}; the answer streams as server-sent events
 //	DELETE /api/sessions/{id}              delete the session
 //	DELETE /api/users/{user}               delete every session of the user (only the user itself)
+//
+// The server names sessions: POST /api/sessions makes an ID of 128 random
+// bits (crypto/rand) and returns it. A body that names one ("id") is refused
+// with 400, not ignored, so that a client expecting its own name learns at
+// once that it does not get it; and nobody obtains a session, or the turns
+// another part of the app saved under a name such as "support-ticket-42",
+// by guessing that name.
+//
+// Every request goes through guard (guard.go), as a server on the open
+// network needs: read-header, read and idle timeouts and a header size limit
+// on the HTTP server, so a client that sends slowly is cut; a write deadline
+// per response, and per event of a streamed answer (no server-wide write
+// timeout, which would cut long answers); a body limit; a POST without
+// Content-Type: application/json refused with 415, so that no cross-site
+// form can post as a user; and on every response a Content-Security-Policy
+// that allows only the page's own script, style and API (the page has no
+// inline script or style), X-Frame-Options: DENY, X-Content-Type-Options:
+// nosniff and Referrer-Policy: no-referrer. Copy these with the rest; a
+// production deployment adds authentication, and TLS in front.
 //
 // The user's message is stored before the agent is asked, and the answer as
 // it streams, in segments at most DefaultFlushEvery apart (see answer.go):
@@ -47,7 +67,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -136,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 	}
 	logger := log.New(stderr, "server: ", log.LstdFlags)
 	s := newServer(mem, agent, logger)
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	hs := newHTTPServer(s, logger, defaultTimeouts)
 	fmt.Fprintf(stdout, "turnkeep server on http://%s (database %s; agent: %s)\n", ln.Addr(), redactURL(*dbURL), agentName)
 
 	served := make(chan error, 1)

@@ -61,8 +61,9 @@ func TestRun(t *testing.T) {
 	resp.Body.Close()
 	assert.Contains(t, string(page), "turnkeep chat")
 
-	req, _ := http.NewRequest("POST", base+"/api/sessions", strings.NewReader(`{"id":"s1"}`))
+	req, _ := http.NewRequest("POST", base+"/api/sessions", strings.NewReader(`{"title":"t"}`))
 	req.Header.Set(UserHeader, "ada")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()

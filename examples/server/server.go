@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,20 +33,29 @@ const (
 	answerTimeout = 5 * time.Minute                   // bounds an agent's whole answer
 )
 
-//go:embed page.html
-var page []byte
+// The web page: its HTML, script and style, each served from its own path
+// so that the Content-Security-Policy needs no inline script or style.
+var (
+	//go:embed page.html
+	page []byte
+	//go:embed page.js
+	pageJS []byte
+	//go:embed page.css
+	pageCSS []byte
+)
 
 // A server is the HTTP chat: a JSON API over a memory, answers streamed as
 // server-sent events, and the web page. Many servers may share one
 // database (see the package doc). It is safe for concurrent use.
 type server struct {
-	mem        *memory.PersistentBufferMemory
-	agent      Agent
-	flushEvery time.Duration // see answerWriter
-	log        *log.Logger
-	base       context.Context // answers run under it, not under their request; close ends it
-	stop       context.CancelFunc
-	mux        *http.ServeMux
+	mem          *memory.PersistentBufferMemory
+	agent        Agent
+	flushEvery   time.Duration // see answerWriter
+	writeTimeout time.Duration // per response, and per event of an answer (see guard)
+	log          *log.Logger
+	base         context.Context // answers run under it, not under their request; close ends it
+	stop         context.CancelFunc
+	mux          *http.ServeMux
 
 	mu      sync.Mutex     // protects closed, and answers.Add against close's Wait
 	closed  bool           // close has begun: no answer starts
@@ -53,8 +64,11 @@ type server struct {
 
 func newServer(mem *memory.PersistentBufferMemory, agent Agent, logger *log.Logger) *server {
 	base, stop := context.WithCancel(context.Background())
-	s := &server{mem: mem, agent: agent, flushEvery: DefaultFlushEvery, log: logger, base: base, stop: stop, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /{$}", s.page)
+	s := &server{mem: mem, agent: agent, flushEvery: DefaultFlushEvery, writeTimeout: DefaultWriteTimeout,
+		log: logger, base: base, stop: stop, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /{$}", asset("text/html; charset=utf-8", page))
+	s.mux.HandleFunc("GET /page.js", asset("text/javascript; charset=utf-8", pageJS))
+	s.mux.HandleFunc("GET /page.css", asset("text/css; charset=utf-8", pageCSS))
 	s.mux.HandleFunc("GET /api/sessions", s.listSessions)
 	s.mux.HandleFunc("POST /api/sessions", s.createSession)
 	s.mux.HandleFunc("GET /api/sessions/{id}", s.sessionInfo)
@@ -65,7 +79,7 @@ func newServer(mem *memory.PersistentBufferMemory, agent Agent, logger *log.Logg
 	return s
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.guard(w, r, s.mux) }
 
 // close stops the answers under way and waits until what they produced is
 // stored. Messages sent after it are refused.
@@ -88,10 +102,13 @@ func (s *server) startAnswer() bool {
 	return true
 }
 
-func (s *server) page(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-cache")
-	_, _ = w.Write(page)
+// asset serves a file of the page.
+func asset(contentType string, data []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(data)
+	}
 }
 
 // The JSON of the API.
@@ -203,25 +220,35 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in struct {
-		ID    string `json:"id"` // "" makes a random one
-		Title string `json:"title"`
+		ID    json.RawMessage `json:"id"` // refused: see the package doc
+		Title string          `json:"title"`
 	}
 	if !s.decode(w, r, &in, true) {
 		return
 	}
-	if in.ID == "" {
-		in.ID = memory.NewTurnID()
+	if in.ID != nil {
+		s.fail(w, http.StatusBadRequest, errors.New(`id: the server names sessions: leave "id" out and use the one in the answer`))
+		return
 	}
-	if err := s.mem.CreateSession(r.Context(), memory.SessionInfo{ID: in.ID, User: user, Title: strings.TrimSpace(in.Title)}); err != nil {
+	id := newSessionID()
+	if err := s.mem.CreateSession(r.Context(), memory.SessionInfo{ID: id, User: user, Title: strings.TrimSpace(in.Title)}); err != nil {
 		s.error(w, err)
 		return
 	}
-	info, err := s.mem.SessionInfo(r.Context(), in.ID)
+	info, err := s.mem.SessionInfo(r.Context(), id)
 	if err != nil {
 		s.error(w, err)
 		return
 	}
 	s.json(w, http.StatusCreated, toSessionJSON(info))
+}
+
+// newSessionID returns 128 random bits from crypto/rand, in hex: a name
+// nobody guesses.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never returns an error
+	return hex.EncodeToString(b[:])
 }
 
 func (s *server) sessionInfo(w http.ResponseWriter, r *http.Request) {
@@ -347,7 +374,7 @@ func (s *server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	ev := newEventWriter(w)
+	ev := newEventWriter(w, s.writeTimeout)
 	ev.send("turn", map[string]string{"session_id": info.ID, "turn_id": turnID, "title": info.Title})
 
 	actx, cancel := context.WithTimeout(s.base, answerTimeout)
@@ -379,21 +406,24 @@ func titleOf(content string) string {
 	return title
 }
 
-// An eventWriter writes server-sent events. After a failed write (the
-// reader has gone) it writes nothing more.
+// An eventWriter writes server-sent events. Each event gets timeout (0:
+// none) to be written, so a reader that stops reading is cut rather than
+// holding the answer up. After a failed write (the reader has gone or
+// stalled) it writes nothing more; the answer goes on being stored.
 type eventWriter struct {
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	err error
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error
 }
 
-func newEventWriter(w http.ResponseWriter) *eventWriter {
+func newEventWriter(w http.ResponseWriter, timeout time.Duration) *eventWriter {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // a proxy such as nginx must not hold events back
 	w.WriteHeader(http.StatusOK)
-	return &eventWriter{w: w, rc: http.NewResponseController(w)}
+	return &eventWriter{w: w, rc: http.NewResponseController(w), timeout: timeout}
 }
 
 func (e *eventWriter) send(event string, v any) {
@@ -404,6 +434,9 @@ func (e *eventWriter) send(event string, v any) {
 	if err != nil {
 		e.err = err
 		return
+	}
+	if e.timeout > 0 {
+		_ = e.rc.SetWriteDeadline(time.Now().Add(e.timeout)) // see guard
 	}
 	if _, e.err = fmt.Fprintf(e.w, "event: %s\ndata: %s\n\n", event, data); e.err == nil {
 		e.err = e.rc.Flush()
@@ -425,14 +458,19 @@ func (s *server) limit(w http.ResponseWriter, r *http.Request) (int, bool) {
 	return n, true
 }
 
-// decode reads the JSON body into v, or writes a 400 and returns false.
-// With optional, an empty body is an empty object.
+// decode reads the JSON body (bounded by guard) into v, or writes a 400
+// (413 if it is over maxBodyBytes) and returns false. With optional, an
+// empty body is an empty object.
 func (s *server) decode(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if optional && errors.Is(err, io.EOF) {
 		return true
+	}
+	if tooLarge := new(http.MaxBytesError); errors.As(err, &tooLarge) {
+		s.fail(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body: over %d bytes", tooLarge.Limit))
+		return false
 	}
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
@@ -444,10 +482,9 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, v any, optional 
 // error writes err with the status it calls for.
 func (s *server) error(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, memory.ErrSessionNotFound):
+	case errors.Is(err, memory.ErrSessionNotFound), errors.Is(err, memory.ErrSessionOwned):
+		// Another user's session is not found, as one that does not exist.
 		s.fail(w, http.StatusNotFound, errors.New("no such session"))
-	case errors.Is(err, memory.ErrSessionOwned):
-		s.fail(w, http.StatusConflict, err)
 	case errors.Is(err, memory.ErrInvalidSessionID), errors.Is(err, memory.ErrInvalidUser),
 		errors.Is(err, memory.ErrInvalidTurn), errors.Is(err, memory.ErrInvalidCursor),
 		errors.Is(err, memory.ErrInvalidOption):

@@ -48,6 +48,12 @@ func newInstance(t *testing.T, dbURL string, agent Agent) *instance {
 // the memory, the database.
 func newInstanceOn(t *testing.T, ln net.Listener, dbURL string, agent Agent) *instance {
 	t.Helper()
+	return newInstanceWith(t, ln, dbURL, agent, defaultTimeouts)
+}
+
+// newInstanceWith is newInstanceOn with the HTTP server's timeouts to.
+func newInstanceWith(t *testing.T, ln net.Listener, dbURL string, agent Agent, to timeouts) *instance {
+	t.Helper()
 	ctx := context.Background()
 	db, err := dataflow.Open(ctx, dbURL)
 	require.NoError(t, err)
@@ -55,8 +61,10 @@ func newInstanceOn(t *testing.T, ln net.Listener, dbURL string, agent Agent) *in
 	require.NoError(t, err)
 	mem, err := memory.NewPersistentBufferMemory(b)
 	require.NoError(t, err)
-	s := newServer(mem, agent, log.New(testWriter{t}, "server: ", 0))
+	logger := log.New(testWriter{t}, "server: ", 0)
+	s := newServer(mem, agent, logger)
 	ts := httptest.NewUnstartedServer(s)
+	ts.Config = newHTTPServer(s, logger, to) // as run makes it
 	if ln != nil {
 		ts.Listener.Close()
 		ts.Listener = ln
@@ -95,6 +103,9 @@ func (in *instance) call(t *testing.T, method, path, user string, body any) (int
 	require.NoError(t, err)
 	if user != "" {
 		req.Header.Set(UserHeader, user)
+	}
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := in.ts.Client().Do(req)
 	require.NoError(t, err)
@@ -138,6 +149,7 @@ func (in *instance) post(t *testing.T, ctx context.Context, user, session, text 
 	req, err := http.NewRequestWithContext(ctx, "POST", in.ts.URL+"/api/sessions/"+url.PathEscape(session)+"/messages", bytes.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set(UserHeader, user)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := in.ts.Client().Do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -252,7 +264,7 @@ func TestAPI(t *testing.T) {
 		status, _ := in.call(t, "DELETE", "/api/users/ada", "bob", nil)
 		assert.Equal(t, http.StatusForbidden, status)
 		status, _ = in.call(t, "POST", "/api/sessions", "bob", map[string]string{"id": s.ID})
-		assert.Equal(t, http.StatusConflict, status, "bob cannot take ada's session")
+		assert.Equal(t, http.StatusBadRequest, status, "bob cannot take ada's session: the server names sessions")
 
 		in.get(t, "DELETE", "/api/sessions/"+s.ID, "ada", nil, http.StatusNoContent, nil)
 		status, _ = in.call(t, "GET", "/api/sessions/"+s.ID+"/history", "ada", nil)
@@ -529,6 +541,7 @@ func (in *instance) trySend(user, session, text string) error {
 		return err
 	}
 	req.Header.Set(UserHeader, user)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := in.ts.Client().Do(req)
 	if err != nil {
 		return err
