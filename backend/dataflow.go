@@ -243,7 +243,8 @@ RETURNING turn_count, version`, b.sessions)
 	// that fit), one index seek; when none is found the newest turn alone
 	// is over the budget, and the range starts at it: a window always
 	// holds the newest turn. When the version is known the range starts
-	// past the newest turn, so nothing is read. There is no ORDER BY (see scanWindow).
+	// past the newest turn, so nothing is read. There is no ORDER BY (see
+	// scanWindow).
 	// Times are read in the stored form (dataflow.TimeColumn), not guessed.
 	// With a budget, one bound, the greater, so that it bounds the range
 	// scan; a statement of its own, so that the plan of a window without a
