@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -63,6 +64,11 @@ func TestKilledServer(t *testing.T) {
 	require.NoError(t, err)
 	m, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(1<<20))
 	require.NoError(t, err)
+
+	// A real export, for Import to read once the server is dead.
+	require.NoError(t, m.SaveTurn(ctx, "exported", idTurn("e1")))
+	var export bytes.Buffer
+	require.NoError(t, m.Export(ctx, "exported", &export))
 
 	// call runs one call under a killedDeadline context, failing the test
 	// if it panics or outlives the deadline.
@@ -159,9 +165,10 @@ func TestKilledServer(t *testing.T) {
 	assert.Zero(t, afterOK.Load(), "of %d calls begun after the kill, %d returned nil", afterN.Load(), afterOK.Load())
 
 	// Every method, each with a deadline: an error, by the deadline.
-	for _, c := range killedServerCalls(db, b, m) {
+	for _, c := range killedServerCalls(db, b, m, export.Bytes()) {
 		err := call(c.name, c.f)
 		assert.Error(t, err, "%s returned nil from a killed server", c.name)
+		assert.NotErrorIs(t, err, memory.ErrInvalidImport, "%s: the input is valid", c.name)
 	}
 	var swept []string
 	for _, v := range []any{m, m.ForTenant("acme"), b} {
@@ -218,8 +225,9 @@ type killedCall struct {
 }
 
 // killedServerCalls returns calls, with valid arguments, of the memory and
-// of the DB under it: each must reach the server, and fail.
-func killedServerCalls(db *dataflow.DB, b *backend.DataFlowBackend, m *memory.PersistentBufferMemory) []killedCall {
+// of the DB under it: each must reach the server, and fail. export is what
+// Export wrote, for Import.
+func killedServerCalls(db *dataflow.DB, b *backend.DataFlowBackend, m *memory.PersistentBufferMemory, export []byte) []killedCall {
 	errOf := func(_ any, err error) error { return err }
 	return []killedCall{
 		{"memory SaveTurn", func(ctx context.Context) error { return m.SaveTurn(ctx, "killed-0", idTurn("late")) }},
@@ -243,11 +251,7 @@ func killedServerCalls(db *dataflow.DB, b *backend.DataFlowBackend, m *memory.Pe
 		{"memory DeleteUser", func(ctx context.Context) error { return errOf(m.DeleteUser(ctx, "u")) }},
 		{"memory Expire", func(ctx context.Context) error { return errOf(m.Expire(ctx, time.Now())) }},
 		{"memory Export", func(ctx context.Context) error { return m.Export(ctx, "killed-0", io.Discard) }},
-		{"memory Import", func(ctx context.Context) error {
-			var buf strings.Builder
-			buf.WriteString(`{"session":{"id":"imported"}}` + "\n")
-			return errOf(m.Import(ctx, strings.NewReader(buf.String())))
-		}},
+		{"memory Import", func(ctx context.Context) error { return errOf(m.Import(ctx, bytes.NewReader(export))) }},
 		{"backend EnsureSearchIndex", b.EnsureSearchIndex},
 		{"backend TenantCounts", func(ctx context.Context) error { return errOf(b.TenantCounts(ctx)) }},
 		{"backend DatabaseSize", func(ctx context.Context) error { return errOf(b.DatabaseSize(ctx)) }},
