@@ -82,6 +82,8 @@ type checkpointer struct {
 	wakeEvery uint64 // commits of RunInTx between wake-ups
 	logger    *slog.Logger
 
+	file *dbFile // the database file Open opened, which connect checks
+
 	commits atomic.Uint64
 	wake    chan struct{} // capacity 1: a wake-up pending
 	cancel  context.CancelFunc
@@ -149,18 +151,19 @@ const (
 	stopTimeout = 5 * time.Second
 )
 
-// startCheckpointer starts the checkpointer of the SQLite file at path,
-// whose connections are opened with wal_autocheckpoint=0, on sqldb, a pool
-// of its own that close closes. It returns nil
+// startCheckpointer starts the checkpointer of the SQLite file Open
+// opened, whose connections are opened with wal_autocheckpoint=0, on sqldb,
+// a pool of its own that close closes. It returns nil
 // when cfg leaves checkpoints to SQLite.
-func startCheckpointer(sqldb *sql.DB, path string, cfg config) *checkpointer {
+func startCheckpointer(sqldb *sql.DB, file *dbFile, cfg config) *checkpointer {
 	if cfg.checkpointEvery == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &checkpointer{
 		sql:   sqldb,
-		wal:   path + "-wal",
+		file:  file,
+		wal:   file.path + "-wal",
 		every: uint32(min(cfg.checkpointEvery, 1<<30)),
 		// A write transaction adds at least one frame: waking every
 		// every/2 commits checkpoints before about every frames wait, or
@@ -318,7 +321,18 @@ func (c *checkpointer) checkpoint(ctx context.Context, mode ckptMode) (busy bool
 
 // connect takes a connection of the pool for the checkpointer alone, with
 // its own busy timeout; it is discarded, never returned to the pool.
+//
+// It first checks that the path still names the file Open opened, and
+// returns an error wrapping ErrDatabaseReplaced if not: a new connection
+// would create an empty database where the file was deleted, or open the
+// file put in its place, and its checkpoint would copy the WAL still
+// lying beside the path (the old database's, when only the database file
+// was moved) into that other file and empty it, losing what the old file
+// lacks.
 func (c *checkpointer) connect(ctx context.Context, busyTimeout time.Duration) error {
+	if err := c.file.check(); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
 	conn, err := c.sql.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", withCtxErr(ctx, err))
@@ -357,7 +371,9 @@ const (
 // about stopTimeout+closeTimeout whatever happens. If the WAL could not be
 // folded in (a reader of another connection holds a snapshot), it stays:
 // it is still valid, and SQLite checkpoints when the last connection to the
-// file closes.
+// file closes. If the checkpoint failed (a full disk) or the file is gone
+// (ErrDatabaseReplaced), it returns why, and the WAL stays too: nothing
+// committed is lost, and the next Open recovers it.
 func (c *checkpointer) close() error {
 	if c == nil {
 		return nil
@@ -378,11 +394,11 @@ func (c *checkpointer) close() error {
 	if err := c.connect(ctx, closeBusyTimeout); err != nil {
 		return err
 	}
-	defer func() {
+	_, _, _, err := c.checkpoint(ctx, ckptTruncate)
+	if c.conn != nil { // checkpoint discarded it if it failed
 		sqlcore.Discard(c.conn)
 		c.conn = nil
-	}()
-	_, _, _, err := c.checkpoint(ctx, ckptTruncate)
+	}
 	return err
 }
 

@@ -143,6 +143,12 @@ func (db *DB) Dialect() string {
 
 // Close makes every later operation return ErrClosed and, if Open made the
 // database handle, closes it. Calling Close again returns nil.
+//
+// On a SQLite file, Close first folds the WAL into the database file. If
+// that fails (a full disk, or a file deleted or moved, which wraps
+// ErrDatabaseReplaced), Close still closes everything and returns the
+// cause; the WAL stays beside the file, and the next Open recovers what it
+// holds, so nothing committed is lost.
 func (db *DB) Close() error {
 	if db == nil || db.closed.Swap(true) {
 		return nil
@@ -153,7 +159,9 @@ func (db *DB) Close() error {
 	}
 	if db.ownsDB {
 		ckptErr := db.ckpt.close() // needs the pool: first
-		return errors.Join(ckptErr, db.bun.Close())
+		if err := errors.Join(ckptErr, db.bun.Close()); err != nil {
+			return fmt.Errorf("close: %w", err)
+		}
 	}
 	return nil
 }

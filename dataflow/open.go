@@ -250,7 +250,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 				return nil, fmt.Errorf("open %s: %w", t.redacted, err)
 			}
 			ckdb.SetMaxOpenConns(1)
-			db.ckpt = startCheckpointer(ckdb, t.path, cfg)
+			db.ckpt = startCheckpointer(ckdb, db.file, cfg)
 		}
 	}
 	return db, nil

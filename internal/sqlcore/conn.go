@@ -66,8 +66,11 @@ func SQLState(err error) (string, bool) {
 }
 
 // Discard closes conn and tells the pool not to reuse its driver
-// connection.
+// connection. A nil conn is nothing to discard.
 func Discard(conn *sql.Conn) {
+	if conn == nil {
+		return
+	}
 	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 	conn.Close()
 }
