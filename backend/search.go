@@ -49,8 +49,14 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 		}
 		pg := b.db.Dialect() == "pg"
 		exists, err := b.searchIndexExists(ctx)
-		if err != nil || exists {
+		if err != nil {
 			return err
+		}
+		if exists {
+			if pg {
+				return nil
+			}
+			return b.secureDeleteSearch(ctx)
 		}
 		if !b.db.SchemaChanges() {
 			b.searchOff.Store(!pg)
@@ -61,7 +67,7 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 				return err
 			}
 		}
-		return nil
+		return nil // the DDL sets SQLite's secure-delete option too
 	})
 }
 
@@ -92,7 +98,8 @@ func (b *DataFlowBackend) searchIndexDDL() []string {
 			` USING GIN (to_tsvector('simple'::regconfig, search_text))`}
 	}
 	return []string{`CREATE VIRTUAL TABLE IF NOT EXISTS ` + SearchTable +
-		` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`}
+		` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`,
+		SearchSecureDelete}
 }
 
 // searchIndexExists reports whether the catalog holds the search index; on
@@ -112,6 +119,52 @@ WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`
 		return false, err
 	}
 	return one == 1, nil
+}
+
+// SearchSecureDelete is the statement that turns on the secure-delete
+// option of the SQLite search index (SearchTable), which the backend runs
+// once where the table lacks it (see secureDeleteSearch).
+const SearchSecureDelete = `INSERT INTO ` + SearchTable + `(` + SearchTable + `, rank) VALUES ('secure-delete', 1)`
+
+// secureDeleteSearch turns on FTS5's secure-delete option of the search
+// table, unless it is on already: one read of the table's configuration,
+// at the ensure run, never on the hot path.
+//
+// Without it FTS5 deletes a row's entries by writing delete markers into
+// a new segment: the old segments keep the row's terms (here, the tenant's
+// prefix and each word of the message) until a merge happens to rewrite
+// them, which may be never, and PRAGMA secure_delete cannot zero what is
+// still in use. With it, a delete rewrites the leaf pages that hold the
+// row's entries without them (and drops a term, and its %_idx entry, that
+// no row holds any more), so what it frees is zeroed by secure_delete like
+// any other row. The option is stored in the table (its _config), so one
+// run sets it for every connection and process; it costs a leaf-page
+// rewrite per term of each deleted row, and nothing on an insert. A table
+// with the option cannot be read by SQLite before 3.42, which introduced
+// it; modernc.org/sqlite bundles a later one.
+//
+// A table made by an earlier release gets it here too. Under a DB that may
+// not change the schema it is not set (a warning says so once): run
+// `turnkeep migrate up`, or SearchSecureDelete by hand.
+func (b *DataFlowBackend) secureDeleteSearch(ctx context.Context) error {
+	rows, err := b.db.QueryContext(ctx, `SELECT v FROM `+SearchTable+`_config WHERE k = 'secure-delete'`)
+	if err != nil {
+		return err
+	}
+	var on int64
+	if err := scanOne(rows, &on); err != nil && err != sql.ErrNoRows {
+		return err
+	}
+	if on == 1 {
+		return nil
+	}
+	if !b.db.SchemaChanges() {
+		b.log.Warn("turnkeep: the search index keeps the words of deleted messages: its secure-delete option is off, and the DB may not change the schema",
+			"table", SearchTable, "fix", SearchSecureDelete)
+		return nil
+	}
+	_, err = b.db.ExecContext(ctx, SearchSecureDelete)
+	return err
 }
 
 // searchCandidates bounds how many matches PostgreSQL ranks for one

@@ -62,8 +62,8 @@ type counters struct {
 // WithQueryHook are added to a copy of db, not to db itself, and see every
 // statement; hooks already on db see only what runs through bun (the
 // migrations), since operations bind real parameters and bypass bun's
-// formatter. Connection settings (WAL, busy timeout, pool size) are the
-// caller's; Open sets them. On SQLite, transactions still begin with
+// formatter. Connection settings (WAL, busy timeout, pool size,
+// secure_delete) are the caller's; Open sets them. On SQLite, transactions still begin with
 // BEGIN IMMEDIATE, but with no file path New cannot notice the database
 // file being deleted or replaced (see ErrDatabaseReplaced).
 func New(db *bun.DB, opts ...Option) (*DB, error) {

@@ -146,6 +146,15 @@ func redactURL(u *url.URL) string {
 func sqlitePragmas(cfg config, memory bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "&_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", cfg.busyTimeout.Milliseconds())
+	// Deleted means gone: SQLite overwrites what a delete frees (cells
+	// and whole pages, overflow pages included) with zeros, so that erased
+	// text leaves the file at the next checkpoint. It is a setting of the
+	// connection, not of the file: every connection gets it here, the
+	// checkpointer's too, and so does a file written by an earlier release.
+	// ON, not FAST: FAST zeroes freed cells but leaves freed pages (the
+	// freelist, where a deleted row's overflow pages and emptied pages go)
+	// as they were.
+	b.WriteString("&_pragma=secure_delete(1)")
 	if !memory {
 		sync := "NORMAL"
 		if cfg.syncFull {
