@@ -330,8 +330,10 @@ func (c *checkpointer) checkpoint(ctx context.Context, mode ckptMode) (busy bool
 // was moved) into that other file and empty it, losing what the old file
 // lacks.
 func (c *checkpointer) connect(ctx context.Context, busyTimeout time.Duration) error {
-	if err := c.file.check(); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
+	if c.file != nil {
+		if err := c.file.check(); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
 	}
 	conn, err := c.sql.Conn(ctx)
 	if err != nil {

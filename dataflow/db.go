@@ -145,10 +145,10 @@ func (db *DB) Dialect() string {
 // database handle, closes it. Calling Close again returns nil.
 //
 // On a SQLite file, Close first folds the WAL into the database file. If
-// that fails (a full disk, or a file deleted or moved, which wraps
+// that fails (a full disk; a file deleted or moved, which wraps
 // ErrDatabaseReplaced), Close still closes everything and returns the
-// cause; the WAL stays beside the file, and the next Open recovers what it
-// holds, so nothing committed is lost.
+// cause. The WAL stays beside the path, and the next Open of the file
+// recovers what it holds: Close loses nothing that was committed.
 func (db *DB) Close() error {
 	if db == nil || db.closed.Swap(true) {
 		return nil
