@@ -170,7 +170,10 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.Se
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	terms := memory.SearchTerms(q.Text)
+	terms, err := memory.QueryTerms(q.Text)
+	if err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
 	if len(terms) == 0 {
 		return nil, nil
 	}
@@ -178,6 +181,9 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.Se
 	defer b.mu.Unlock()
 	var hits []memory.SearchHit
 	for key, s := range b.sessions {
+		if err := ctx.Err(); err != nil { // a scan of every message: stop at the deadline
+			return nil, fmt.Errorf("backend: %w", err)
+		}
 		t, id := memory.ParseSessionKey(key)
 		if t != tenant || q.User != "" && s.user != q.User || q.SessionID != "" && id != q.SessionID {
 			continue

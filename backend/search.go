@@ -275,13 +275,27 @@ const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, 
 // q.Text, best first, in one statement: on SQLite an FTS5 MATCH confined
 // to the tenant (and session) by its tokens, ranked by bm25; on
 // PostgreSQL a GIN index scan of to_tsvector('simple', search_text),
-// ranked by ts_rank. The query is built from memory.SearchTerms only, so
-// it is never search syntax. It implements memory.SessionStore.
+// ranked by ts_rank. The query is built from memory.QueryTerms only, so
+// it is never search syntax, and a query over memory.MaxSearchTerms or
+// memory.MaxSearchBytes is memory.ErrInvalidQuery before any SQL runs. It
+// implements memory.SessionStore.
+//
+// It returns once ctx is done, and the drivers stop the statement
+// (SQLite's sqlite3_interrupt, PostgreSQL's cancel request). The work
+// SQLite does without checking for that, FTS5 parsing the MATCH expression
+// (quadratic in its terms) and reading their posting lists, is bounded by
+// memory.MaxSearchTerms.
 func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.SearchQuery) ([]memory.SearchHit, error) {
 	if b == nil || b.db == nil {
 		return nil, errNoDB
 	}
-	terms := memory.SearchTerms(q.Text)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
+	terms, err := memory.QueryTerms(q.Text)
+	if err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
 	if len(terms) == 0 {
 		return nil, nil
 	}
@@ -352,21 +366,51 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 		}
 	}
 	args = append(args, q.Limit)
+	// The drivers stop the statement once ctx is done, but SQLite drops an
+	// interrupt that comes before the statement has started, and the
+	// driver's own check runs between steps of SQLite's VM, not within
+	// FTS5's first read of the terms' posting lists, one step that takes
+	// a few hundred milliseconds for MaxSearchTerms common terms in a
+	// large tenant. So the statement runs on a goroutine of its own, and
+	// Search returns at ctx's end without waiting for that step: the
+	// statement stops after it and gives its connection back.
+	type result struct {
+		hits []memory.SearchHit
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		hits, err := runSearch(ctx, st, args, terms)
+		done <- result{hits, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("backend: search: %w", r.err)
+		}
+		return r.hits, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("backend: search: %w", ctx.Err())
+	}
+}
+
+// runSearch runs the search statement st with args and reads its hits.
+func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []string) ([]memory.SearchHit, error) {
 	rows, err := st.Query(ctx, args...)
 	if err != nil {
-		return nil, fmt.Errorf("backend: search: %w", err)
+		return nil, err
 	}
 	defer rows.Close()
 	var hits []memory.SearchHit
 	for rows.Next() {
 		h, err := scanHit(rows, terms)
 		if err != nil {
-			return nil, fmt.Errorf("backend: search: %w", err)
+			return nil, err
 		}
 		hits = append(hits, h)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("backend: search: %w", err)
+		return nil, err
 	}
 	return hits, rows.Close()
 }

@@ -46,6 +46,12 @@ var (
 	// JSON Lines Export writes.
 	ErrInvalidImport = errors.New("memory: invalid import")
 
+	// ErrInvalidQuery is returned by Search, and by the Search of every
+	// SessionStore in package backend (through QueryTerms), for search text
+	// longer than MaxSearchBytes or with more than MaxSearchTerms distinct
+	// terms.
+	ErrInvalidQuery = errors.New("memory: invalid query")
+
 	// ErrNotSupported is returned by the session methods of a
 	// PersistentBufferMemory whose backend is not a SessionStore.
 	ErrNotSupported = errors.New("memory: not supported by the backend")

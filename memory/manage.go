@@ -207,7 +207,9 @@ func (m *PersistentBufferMemory) ExpireEvery(ctx context.Context, interval, idle
 // Japanese, Korean) is found by its characters. A query with no word is
 // an empty result. A word in very many messages is ranked among the first
 // matches the index yields (on PostgreSQL, 10,000), so such a search stays
-// fast rather than exact.
+// fast rather than exact. Text longer than MaxSearchBytes, or with more
+// than MaxSearchTerms distinct words, is ErrInvalidQuery, and reaches no
+// database. Search returns once ctx is done.
 func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ []SearchHit, err error) {
 	if t := m.obs(); t != nil {
 		var r run
@@ -225,6 +227,10 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ [
 		if err := ValidateSessionID(q.SessionID); err != nil {
 			return nil, err
 		}
+	}
+	// The limits first: a query too long is refused by its length alone.
+	if _, err := QueryTerms(q.Text); err != nil {
+		return nil, err
 	}
 	if reason := badText(q.Text); reason != "" {
 		return nil, fmt.Errorf("%w: search text %s", ErrInvalidOption, reason)

@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"iter"
 	"strings"
 	"time"
 	"unicode"
@@ -189,28 +190,85 @@ type SessionStore interface {
 // so a query is only ever words, never search syntax.
 func SearchTerms(text string) []string {
 	var terms []string
-	start := -1
-	flush := func(end int) {
-		if start >= 0 {
-			terms = append(terms, strings.ToLower(text[start:end]))
-			start = -1
-		}
+	for t := range searchTerms(text) {
+		terms = append(terms, t)
 	}
-	for i, r := range text {
-		switch {
-		case isCJK(r):
-			flush(i)
-			terms = append(terms, string(r))
-		case unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r):
-			if start < 0 {
+	return terms
+}
+
+// searchTerms yields the terms of text, as SearchTerms splits it, one at a
+// time, so that a caller can stop early.
+func searchTerms(text string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		start := -1
+		for i, r := range text {
+			word := unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)
+			if start >= 0 && (!word || isCJK(r)) {
+				if !yield(strings.ToLower(text[start:i])) {
+					return
+				}
+				start = -1
+			}
+			switch {
+			case isCJK(r):
+				if !yield(string(r)) {
+					return
+				}
+			case word && start < 0:
 				start = i
 			}
-		default:
-			flush(i)
+		}
+		if start >= 0 {
+			yield(strings.ToLower(text[start:]))
 		}
 	}
-	flush(len(text))
-	return terms
+}
+
+// Limits of a search query (SearchQuery.Text), which Search and every
+// SessionStore in package backend refuse with ErrInvalidQuery before
+// they read the database.
+//
+// Beyond a few terms a query costs the database in proportion to its
+// distinct terms: each is one more posting list to read and intersect,
+// and SQLite's FTS5 parses the query in time quadratic in its terms
+// without checking the context (a query of 100,000 CJK characters spent
+// 36 s there, whatever its deadline). MaxSearchTerms bounds that: at
+// 120,000 messages a query of 128 common terms costs about what one of
+// 16 does (docs/search-limits.md has the figures), and it holds two
+// sentences of CJK text (each CJK character is a term of its own, so a
+// 60-character sentence is up to 60 terms). MaxSearchBytes bounds the
+// text, so that an oversized query is refused by its length before it is
+// read; a query at the terms limit takes a few hundred bytes of words, 3
+// bytes a CJK character.
+const (
+	MaxSearchTerms = 128  // distinct terms of a query, after SearchTerms
+	MaxSearchBytes = 4096 // bytes of a query's text
+)
+
+// QueryTerms returns the distinct terms of a search query's text (as
+// SearchTerms splits it, each once, in the order they first occur): what
+// a SessionStore matches. Text longer than MaxSearchBytes, or with more
+// than MaxSearchTerms distinct terms, is ErrInvalidQuery; a query is
+// refused by its length before any of it is read, and by its terms as
+// soon as the term past the limit is found, so that refusing one
+// allocates no more than a query within the limits.
+func QueryTerms(text string) ([]string, error) {
+	if len(text) > MaxSearchBytes {
+		return nil, fmt.Errorf("%w: search text is %d bytes, at most %d", ErrInvalidQuery, len(text), MaxSearchBytes)
+	}
+	var terms []string
+	seen := make(map[string]struct{})
+	for t := range searchTerms(text) {
+		if _, ok := seen[t]; ok {
+			continue
+		}
+		if len(terms) == MaxSearchTerms {
+			return nil, fmt.Errorf("%w: search text has more than %d distinct terms", ErrInvalidQuery, MaxSearchTerms)
+		}
+		seen[t] = struct{}{}
+		terms = append(terms, t)
+	}
+	return terms, nil
 }
 
 // SearchText is text as a search index holds it: its terms (SearchTerms)

@@ -95,7 +95,7 @@ var searchCmd = &command{
 	name:    "search",
 	args:    "TEXT",
 	nargs:   1,
-	summary: "Find messages holding every word of TEXT, best first.",
+	summary: fmt.Sprintf("Find messages holding every word of TEXT (at most %d distinct words, %d bytes), best first.", memory.MaxSearchTerms, memory.MaxSearchBytes),
 	example: "turnkeep search 'refund order' --tenant acme --user ada --limit 10",
 	flags: func(fs *flag.FlagSet, o *options) {
 		fs.StringVar(&o.user, "user", "", "only this owner's sessions")
