@@ -213,4 +213,3 @@ func sameMessages(held []memory.Message, msgs []memory.PreparedMessage) (bool, e
 	}
 	return true, nil
 }
-
