@@ -88,8 +88,12 @@ func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (me
 
 // CreateSession records the session's owner, title and metadata, creating
 // it with no turns if need be, in one statement: an upsert that changes an
-// existing row only when it is unowned or owned by the same user. It
-// implements memory.SessionStore.
+// existing row only when it is owned by the same user, or unowned and
+// empty (turn_count 0, under the row's lock, so a save racing it either
+// came first, and the session is memory.ErrSessionExists, or comes after
+// into the owned session). When it changes nothing, the owner is read to
+// tell memory.ErrSessionExists from memory.ErrSessionOwned. It implements
+// memory.SessionStore.
 func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info memory.SessionInfo) error {
 	if err := b.check(key); err != nil {
 		return err
@@ -102,7 +106,7 @@ func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info me
 		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, metadata = excluded.metadata, updated_at = excluded.updated_at
-WHERE `+SessionsTable+`.user_id = '' OR `+SessionsTable+`.user_id = excluded.user_id
+WHERE `+SessionsTable+`.user_id = excluded.user_id OR (`+SessionsTable+`.user_id = '' AND `+SessionsTable+`.turn_count = 0)
 RETURNING id`, b.sessions)
 	})
 	at := now()
@@ -117,7 +121,11 @@ RETURNING id`, b.sessions)
 	var got string
 	switch err := scanOne(rows, &got); {
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
+		owner, err := b.owner(ctx, key)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) { // a row deleted meanwhile was another's
+			return fmt.Errorf("backend: %w", err)
+		}
+		return refusedOwner(key, owner)
 	case err != nil:
 		return fmt.Errorf("backend: %w", b.writeOutcome(ctx, "create session", err))
 	}

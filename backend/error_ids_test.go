@@ -65,7 +65,7 @@ func TestErrorsNameSessionAsWritten(t *testing.T) {
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				return m.SaveTurn(ctx, "s1", memory.Turn{ID: "t2", Messages: []memory.Message{{ID: "m1", Role: memory.RoleUser, Content: "again"}}})
 			}},
-		{name: "import a message id another turn holds", sentinel: memory.ErrInvalidTurn, session: "s1", turn: "t3",
+		{name: "import a message id another turn holds", sentinel: memory.ErrInvalidImport, session: "s1", turn: "t3",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				_, err := m.Import(ctx, strings.NewReader(`{"format":"`+memory.ExportFormat+`","id":"s1"}`+"\n"+
 					`{"id":"t3","timestamp":"2026-01-02T03:04:05Z","messages":[{"id":"m1","role":"user","content":"again"}]}`+"\n"))

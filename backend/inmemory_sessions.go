@@ -49,7 +49,8 @@ func decodeCursor(s string, v any) error {
 }
 
 // CreateSession records the session's owner, title and metadata, creating
-// it with no turns if need be. It implements memory.SessionStore.
+// it with no turns if need be; an unowned session that holds turns keeps
+// no owner (memory.ErrSessionExists). It implements memory.SessionStore.
 func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info memory.SessionInfo) error {
 	if err := checkRequest(ctx, key); err != nil {
 		return fmt.Errorf("backend: %w", err)
@@ -72,8 +73,8 @@ func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info me
 			b.sessions = make(map[string]*inMemorySession)
 		}
 		b.sessions[key] = s
-	} else if s.user != "" && s.user != info.User {
-		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
+	} else if s.user != info.User && (s.user != "" || len(s.turns) > 0) {
+		return refusedOwner(key, s.user)
 	}
 	s.user, s.title, s.metadata, s.updatedAt = info.User, info.Title, meta, now
 	return nil

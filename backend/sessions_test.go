@@ -110,9 +110,10 @@ func TestOwnersAreExact(t *testing.T) {
 		// A session another user owns is not taken.
 		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s2", User: "mallory"}), memory.ErrSessionOwned)
 		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s2", User: "user_%", Title: "renamed"}), "idempotent for the owner")
-		// An unowned session is claimed.
+		// An unowned session is claimed only by ClaimSession.
 		require.NoError(t, m.SaveTurn(ctx, "loose", memory.Turn{User: "x"}))
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "loose", User: "ada"}))
+		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "loose", User: "ada"}), memory.ErrSessionExists)
+		require.NoError(t, m.ClaimSession(ctx, "loose", "ada"))
 		info, err := m.SessionInfo(ctx, "loose")
 		require.NoError(t, err)
 		assert.Equal(t, "ada", info.User)

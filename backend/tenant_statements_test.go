@@ -175,7 +175,7 @@ func tenantSteps() []tenantStep {
 			require.Len(t, p.Sessions, 1)
 		}},
 		{"ListSessions of a user", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s2", User: "ada"})) // claims s2
+			require.NoError(t, m.ClaimSession(ctx, "s2", "ada"))
 			p, err := m.ListSessions(ctx, memory.SessionQuery{User: "ada", Limit: 1})
 			require.NoError(t, err)
 			require.Len(t, p.Sessions, 1)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -110,6 +111,28 @@ type Tx struct {
 	// given to New it is nil: BEGIN IMMEDIATE runs on conn (see sqlcore).
 	tx     *sql.Tx
 	cancel context.CancelFunc // SQLite with tx: releases the context tx began with
+
+	stmtsMu sync.Mutex              // protects stmts
+	stmts   map[*sql.Stmt]*sql.Stmt // tx's own of each prepared statement run in it (see stmt)
+}
+
+// stmt returns tx's own of the prepared statement p, made once per
+// transaction: database/sql keeps every statement Tx.StmtContext returns
+// until the transaction ends, so one made per call would grow a long
+// transaction's memory with every statement it runs (an import of a
+// million turns).
+func (tx *Tx) stmt(ctx context.Context, p *sql.Stmt) *sql.Stmt {
+	tx.stmtsMu.Lock()
+	defer tx.stmtsMu.Unlock()
+	if st := tx.stmts[p]; st != nil {
+		return st
+	}
+	st := tx.tx.StmtContext(ctx, p)
+	if tx.stmts == nil {
+		tx.stmts = make(map[*sql.Stmt]*sql.Stmt)
+	}
+	tx.stmts[p] = st
+	return st
 }
 
 // begin starts a transaction. A BEGIN that fails because its pooled

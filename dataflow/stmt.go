@@ -155,7 +155,7 @@ func (s *Stmt) inTx(ctx context.Context, tx *Tx) (querier, error) {
 			return nil, err
 		}
 	}
-	return preparedQuerier{tx.tx.StmtContext(ctx, p)}, nil
+	return preparedQuerier{tx.stmt(ctx, p)}, nil
 }
 
 func (s *Stmt) startTx(ctx context.Context, tx *Tx, args []any) ([]any, error) {

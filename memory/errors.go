@@ -34,16 +34,22 @@ var (
 	// ErrInvalidUser is returned for an owner name ValidateUser refuses.
 	ErrInvalidUser = errors.New("memory: invalid user")
 
-	// ErrSessionOwned is returned by CreateSession for a session another
-	// user owns.
+	// ErrSessionOwned is returned by CreateSession, ClaimSession and Import
+	// for a session another user owns.
 	ErrSessionOwned = errors.New("memory: session owned by another user")
+
+	// ErrSessionExists is returned by CreateSession and Import for an
+	// unowned session that holds turns, which only ClaimSession gives an
+	// owner.
+	ErrSessionExists = errors.New("memory: session exists without an owner")
 
 	// ErrInvalidCursor is returned for a page cursor (SessionQuery.After,
 	// HistoryQuery.After) that no page returned.
 	ErrInvalidCursor = errors.New("memory: invalid cursor")
 
 	// ErrInvalidImport is returned by Import for input that is not the
-	// JSON Lines Export writes.
+	// JSON Lines Export writes, or that gives a turn ID or message ID
+	// other content than the file or the session holds under it.
 	ErrInvalidImport = errors.New("memory: invalid import")
 
 	// ErrInvalidQuery is returned by Search, and by the Search of every

@@ -127,84 +127,143 @@ func fromExport(e exportTurn) Turn {
 const maxImportLine = 64 << 20
 
 // Import reads what Export wrote and stores it in this memory's tenant:
-// the session's owner, title and metadata (CreateSession) and every turn,
-// with its IDs and timestamps. Turns are saved by ID, so importing twice
-// stores nothing twice, and an interrupted import can be run again. The
-// whole input is read and validated before anything is written: malformed
-// JSON Lines are ErrInvalidImport (naming the line), an invalid turn
-// ErrInvalidTurn or ErrTurnTooLarge, and nothing is stored.
+// the session's owner, title and metadata and every turn, with its IDs and
+// timestamps, all or nothing: the whole import is one transaction of the
+// backend, so an import that fails, for whatever reason, stores nothing.
+// The input is streamed: a line is read, checked and stored before the
+// next is read, so memory does not grow with the file.
+//
+// Malformed JSON Lines are ErrInvalidImport naming the line, an invalid
+// turn ErrInvalidTurn or ErrTurnTooLarge. Turns are stored by ID: a turn
+// whose ID and messages equal what the session (or an earlier line)
+// holds is no change, so importing a file twice stores nothing twice; a
+// turn ID or a message ID held with other content is ErrInvalidImport
+// naming the line. The file's owner must be the session's: a session
+// another user owns is ErrSessionOwned, and an unowned one that holds
+// turns is ErrSessionExists when the file names an owner (ClaimSession
+// takes it); a new or empty unowned session takes the file's owner.
 func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ SessionInfo, err error) {
 	if t := m.obs(); t != nil {
 		var rec run
 		ctx, rec = t.start(ctx, opImport, m.tenant, "", m.now())
 		defer func() { t.end(ctx, rec, err, m.now()) }()
 	}
-	if _, err := m.store(); err != nil {
+	st, err := m.store()
+	if err != nil {
 		return SessionInfo{}, err
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxImportLine)
-	var (
-		head  exportSession
-		turns []PreparedTurn
-		line  int
-	)
-	for sc.Scan() {
-		line++
-		data := bytes.TrimSpace(sc.Bytes())
-		if len(data) == 0 {
-			continue
-		}
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if head.Format == "" {
-			if err := dec.Decode(&head); err != nil {
-				return SessionInfo{}, fmt.Errorf("%w: line %d: %v", ErrInvalidImport, line, err)
+	line := 0
+	// scan returns the next line that is not blank, or nil at the end.
+	scan := func() ([]byte, error) {
+		for sc.Scan() {
+			line++
+			if data := bytes.TrimSpace(sc.Bytes()); len(data) > 0 {
+				return data, nil
 			}
-			if head.Format != ExportFormat {
-				return SessionInfo{}, fmt.Errorf("%w: line %d: format %q, want %q", ErrInvalidImport, line, head.Format, ExportFormat)
+		}
+		if err := sc.Err(); err != nil {
+			if errors.Is(err, bufio.ErrTooLong) {
+				return nil, fmt.Errorf("%w: line %d is over %d bytes", ErrInvalidImport, line+1, maxImportLine)
 			}
-			if err := ValidateSessionID(head.ID); err != nil {
-				return SessionInfo{}, fmt.Errorf("%w: line %d: %w", ErrInvalidImport, line, err)
-			}
-			continue
+			return nil, fmt.Errorf("memory: import: %w", err)
 		}
-		var e exportTurn
-		if err := dec.Decode(&e); err != nil {
-			return SessionInfo{}, fmt.Errorf("%w: line %d: %v", ErrInvalidImport, line, err)
-		}
-		if e.ID == "" {
-			return SessionInfo{}, fmt.Errorf("%w: line %d: a turn without an id", ErrInvalidImport, line)
-		}
-		if e.Timestamp.IsZero() {
-			return SessionInfo{}, fmt.Errorf("%w: line %d: turn %s without a timestamp", ErrInvalidImport, line, e.ID)
-		}
-		p, err := prepare(fromExport(e), m.now(), m.maxBytes, m.counter)
-		if err != nil {
-			return SessionInfo{}, fmt.Errorf("line %d: %w", line, err)
-		}
-		turns = append(turns, p)
+		return nil, nil
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return SessionInfo{}, fmt.Errorf("%w: line %d is over %d bytes", ErrInvalidImport, line+1, maxImportLine)
-		}
-		return SessionInfo{}, fmt.Errorf("memory: import: %w", err)
+	data, err := scan()
+	if err != nil {
+		return SessionInfo{}, err
 	}
-	if head.Format == "" {
+	if data == nil {
 		return SessionInfo{}, fmt.Errorf("%w: no session line", ErrInvalidImport)
 	}
-	if head.User != "" || head.Title != "" || len(head.Metadata) > 0 {
-		err := m.CreateSession(ctx, SessionInfo{ID: head.ID, User: head.User, Title: head.Title, Metadata: head.Metadata, CreatedAt: head.CreatedAt})
-		if err != nil {
-			return SessionInfo{}, err
-		}
+	var head exportSession
+	if err := decodeLine(data, &head); err != nil {
+		return SessionInfo{}, fmt.Errorf("%w: line %d: %v", ErrInvalidImport, line, err)
 	}
-	key := SessionKey(m.tenant, head.ID)
-	for _, p := range turns {
-		if err := m.saveTurn(ctx, key, p); err != nil {
-			return SessionInfo{}, fmt.Errorf("memory: import: turn %s: %w", p.ID, err)
-		}
+	if head.Format != ExportFormat {
+		return SessionInfo{}, fmt.Errorf("%w: line %d: format %q, want %q", ErrInvalidImport, line, head.Format, ExportFormat)
 	}
-	return m.SessionInfo(ctx, head.ID)
+	if err := ValidateSessionID(head.ID); err != nil {
+		return SessionInfo{}, fmt.Errorf("%w: line %d: %w", ErrInvalidImport, line, err)
+	}
+	key, err := m.check(head.ID)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	info, err := m.checkSessionInfo(SessionInfo{ID: head.ID, User: head.User, Title: head.Title, Metadata: head.Metadata, CreatedAt: head.CreatedAt})
+	if err != nil {
+		return SessionInfo{}, fmt.Errorf("line %d: %w", line, err)
+	}
+
+	var (
+		readErr  error // what next refused: returned as it is
+		turnLine int   // the line of the turn next returned last
+	)
+	next := func() (PreparedTurn, error) {
+		data, err := scan()
+		if err == nil && data == nil {
+			return PreparedTurn{}, io.EOF
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			var e exportTurn
+			switch err := decodeLine(data, &e); {
+			case err != nil:
+				readErr = fmt.Errorf("%w: line %d: %v", ErrInvalidImport, line, err)
+			case e.ID == "":
+				readErr = fmt.Errorf("%w: line %d: a turn without an id", ErrInvalidImport, line)
+			case e.Timestamp.IsZero():
+				readErr = fmt.Errorf("%w: line %d: turn %s without a timestamp", ErrInvalidImport, line, e.ID)
+			default:
+				p, err := prepare(fromExport(e), m.now(), m.maxBytes, m.counter)
+				if err != nil {
+					readErr = fmt.Errorf("line %d: %w", line, err)
+					return PreparedTurn{}, readErr
+				}
+				turnLine = line
+				return p, nil
+			}
+			return PreparedTurn{}, readErr
+		}
+		readErr = err
+		return PreparedTurn{}, readErr
+	}
+	err = m.importTurns(ctx, st, key, info, next)
+	switch {
+	case err == nil:
+		return m.SessionInfo(ctx, head.ID)
+	case readErr != nil:
+		return SessionInfo{}, readErr
+	case errors.Is(err, ErrInvalidImport) && turnLine > 0:
+		return SessionInfo{}, fmt.Errorf("memory: import: line %d: %w", turnLine, err)
+	}
+	return SessionInfo{}, fmt.Errorf("memory: import: %w", err)
+}
+
+// importTurns runs the backend's import, with the session's cached window
+// held and then dropped, as ReplaceSession does.
+func (m *PersistentBufferMemory) importTurns(ctx context.Context, st SessionStore, key string, info SessionInfo, next func() (PreparedTurn, error)) error {
+	if !m.cached {
+		return st.Import(ctx, key, info, next)
+	}
+	e, err := m.cache.acquire(ctx, key, m.now())
+	if err != nil {
+		return err
+	}
+	defer m.cache.release(e)
+	err = st.Import(ctx, key, info, next)
+	m.cache.invalidate(key)
+	return err
+}
+
+// decodeLine decodes one line of an import into v, refusing unknown
+// fields.
+func decodeLine(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }

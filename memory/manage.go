@@ -26,9 +26,13 @@ func (m *PersistentBufferMemory) store() (SessionStore, error) {
 // CreateSession records a session's owner, title and metadata, creating
 // the session with no turns if need be (SaveTurn still creates unowned
 // sessions implicitly). It is idempotent for the same owner, whose title
-// and metadata it updates; a session another user owns is ErrSessionOwned,
-// and an unowned one is claimed. Only ID, User, Title and Metadata are
-// read; a zero CreatedAt means now.
+// and metadata it updates. A session another user owns is
+// ErrSessionOwned. An unowned session that holds turns is ErrSessionExists
+// when s.User is set: nobody takes a conversation by guessing its ID, and
+// taking one is ClaimSession's explicit call. An unowned session with no
+// turns (never saved to, or cleared) takes s.User as its owner, as a new
+// one would: it shows nothing that a new session would not. Only ID, User,
+// Title and Metadata are read; a zero CreatedAt means now.
 func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInfo) (err error) {
 	if t := m.obs(); t != nil {
 		var r run
@@ -39,26 +43,70 @@ func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInf
 	if err != nil {
 		return err
 	}
-	if err := ValidateUser(s.User); err != nil {
+	if s, err = m.checkSessionInfo(s); err != nil {
 		return err
 	}
-	if len(s.Title) > MaxTitleBytes {
-		return fmt.Errorf("%w: title is %d bytes, limit %d", ErrInvalidTurn, len(s.Title), MaxTitleBytes)
-	}
-	if reason := badText(s.Title); reason != "" {
-		return fmt.Errorf("%w: title %s", ErrInvalidTurn, reason)
-	}
-	meta, _, err := prepareMetadata(s.Metadata, m.maxBytes)
-	if err != nil {
-		return err
-	}
-	s.Metadata = meta
 	st, err := m.store()
 	if err != nil {
 		return err
 	}
 	if err := st.CreateSession(ctx, key, s); err != nil {
 		return fmt.Errorf("memory: create session: %w", err)
+	}
+	return nil
+}
+
+// checkSessionInfo validates what CreateSession and Import record of a
+// session (owner, title, metadata) and returns s with its metadata
+// normalized.
+func (m *PersistentBufferMemory) checkSessionInfo(s SessionInfo) (SessionInfo, error) {
+	if err := ValidateUser(s.User); err != nil {
+		return SessionInfo{}, err
+	}
+	if len(s.Title) > MaxTitleBytes {
+		return SessionInfo{}, fmt.Errorf("%w: title is %d bytes, limit %d", ErrInvalidTurn, len(s.Title), MaxTitleBytes)
+	}
+	if reason := badText(s.Title); reason != "" {
+		return SessionInfo{}, fmt.Errorf("%w: title %s", ErrInvalidTurn, reason)
+	}
+	meta, _, err := prepareMetadata(s.Metadata, m.maxBytes)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	s.Metadata = meta
+	return s, nil
+}
+
+// ClaimSession makes user the owner of the unowned session sessionID,
+// with its turns: the one way to take a session that SaveTurn created
+// without an owner. It is atomic: of two claims at once exactly one wins,
+// and the other is ErrSessionOwned, as is a claim of a session another
+// user owns. A claim of a session the user owns already is no change. A
+// session that does not exist is ErrSessionNotFound (CreateSession makes
+// one), and an empty user ErrInvalidUser. An app lets a user claim only a
+// session it knows is theirs: the ID alone proves nothing.
+func (m *PersistentBufferMemory) ClaimSession(ctx context.Context, sessionID, user string) (err error) {
+	if t := m.obs(); t != nil {
+		var r run
+		ctx, r = t.start(ctx, opClaimSession, m.tenant, sessionID, m.now())
+		defer func() { t.end(ctx, r, err, m.now()) }()
+	}
+	key, err := m.check(sessionID)
+	if err != nil {
+		return err
+	}
+	if err := ValidateUser(user); err != nil {
+		return err
+	}
+	if user == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidUser)
+	}
+	st, err := m.store()
+	if err != nil {
+		return err
+	}
+	if err := st.ClaimSession(ctx, key, user); err != nil {
+		return fmt.Errorf("memory: claim session: %w", err)
 	}
 	return nil
 }

@@ -167,8 +167,28 @@ type SessionStore interface {
 	Backend
 	// CreateSession records the session's owner, title and metadata,
 	// creating it with no turns if need be. A session owned by another
-	// user is ErrSessionOwned; an unowned one is claimed.
+	// user is ErrSessionOwned; an unowned one that holds turns is
+	// ErrSessionExists (unless s.User is empty), and an unowned empty one
+	// takes s.User as its owner.
 	CreateSession(ctx context.Context, key string, s SessionInfo) error
+	// ClaimSession makes user the owner of the existing, unowned session,
+	// atomically: of two claims at once exactly one wins, and the other
+	// is ErrSessionOwned. A session the user owns already is no change;
+	// one that does not exist is ErrSessionNotFound.
+	ClaimSession(ctx context.Context, key, user string) error
+	// Import stores, all or nothing, the session's head and every turn
+	// next yields until it returns io.EOF: the whole import is one
+	// transaction, and an error from next, or from storing any turn,
+	// leaves the session as it was. The head's owner must be the
+	// session's (ErrSessionOwned; ErrSessionExists for an unowned session
+	// that holds turns), or the session must be new or empty and
+	// unowned, when it takes that owner; when the head has an owner, a
+	// title or metadata, they become the session's. A turn whose ID the
+	// session (or the import) holds is no change when its messages equal
+	// the held ones, and otherwise an error wrapping ErrInvalidImport
+	// naming the turn, as is a message ID another turn holds. Only what
+	// one turn needs is held in memory, never the whole import.
+	Import(ctx context.Context, key string, s SessionInfo, next func() (PreparedTurn, error)) error
 	// ListSessions returns a page of the tenant's sessions, most recently
 	// updated first, by keyset: one indexed query per page.
 	ListSessions(ctx context.Context, tenant string, q SessionQuery) (SessionPage, error)

@@ -56,12 +56,14 @@ const (
 	opHistory
 	opExport
 	opImport
+	opClaimSession
 	numOps
 )
 
 var opNames = [numOps]string{
 	"SaveTurn", "AppendMessages", "LoadContext", "Clear", "CreateSession", "SessionInfo",
 	"ListSessions", "DeleteUser", "Expire", "Search", "History", "Export", "Import",
+	"ClaimSession",
 }
 
 // telemetry is what a memory records of its operations beyond its

@@ -56,7 +56,7 @@ var inputErrors = []error{
 	memory.ErrInvalidSessionID, memory.ErrInvalidTenant, memory.ErrInvalidUser,
 	memory.ErrInvalidCursor, memory.ErrInvalidImport, memory.ErrInvalidTurn,
 	memory.ErrTurnTooLarge, memory.ErrInvalidOption, dataflow.ErrInvalidURL,
-	memory.ErrInvalidQuery,
+	memory.ErrInvalidQuery, memory.ErrSessionOwned, memory.ErrSessionExists,
 }
 
 // exitCode maps an error to the documented exit codes.

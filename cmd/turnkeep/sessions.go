@@ -51,7 +51,7 @@ var sessionsImportCmd = &command{
 	name:  "sessions import",
 	args:  "FILE",
 	nargs: 1,
-	summary: "Store a session 'sessions export' wrote ('-' reads stdin). The file is validated whole first: a malformed one " +
+	summary: "Store a session 'sessions export' wrote ('-' reads stdin), all or nothing: a malformed or refused file\n" +
 		"stores nothing. Turns are saved by ID, so importing twice stores nothing twice. Creates the tables if need be.",
 	example: "turnkeep sessions import s1.jsonl --tenant acme\nturnkeep sessions export s1 --db sqlite:///a.db |\n    turnkeep sessions import - --db sqlite:///b.db",
 	run:     runSessionsImport,

@@ -482,8 +482,10 @@ func (s *server) decode(w http.ResponseWriter, r *http.Request, v any, optional 
 // error writes err with the status it calls for.
 func (s *server) error(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, memory.ErrSessionNotFound), errors.Is(err, memory.ErrSessionOwned):
-		// Another user's session is not found, as one that does not exist.
+	case errors.Is(err, memory.ErrSessionNotFound), errors.Is(err, memory.ErrSessionOwned),
+		errors.Is(err, memory.ErrSessionExists):
+		// Another user's session, or an unowned one that holds turns, is
+		// not found, as one that does not exist.
 		s.fail(w, http.StatusNotFound, errors.New("no such session"))
 	case errors.Is(err, memory.ErrInvalidSessionID), errors.Is(err, memory.ErrInvalidUser),
 		errors.Is(err, memory.ErrInvalidTurn), errors.Is(err, memory.ErrInvalidCursor),

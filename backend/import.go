@@ -1,0 +1,215 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"reflect"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// Import stores an import in one transaction (memory.SessionStore's
+// contract): the session row is inserted or locked first and its owner
+// checked, then each turn next yields is looked up by ID (one indexed
+// read) and, when the session does not hold it, stored as Save stores it.
+// A held turn is compared with the file's; a message ID another turn holds
+// is found by the unique index, whose violation aborts the transaction.
+// So duplicates, within the file or against the session, are found by the
+// database inside the transaction, and nothing but the current turn is
+// held in memory. It implements memory.SessionStore.
+func (b *DataFlowBackend) Import(ctx context.Context, key string, s memory.SessionInfo, next func() (memory.PreparedTurn, error)) error {
+	if err := b.check(key); err != nil {
+		return err
+	}
+	meta, err := encodeMetadata(s.Metadata)
+	if err != nil {
+		return err
+	}
+	index, err := b.indexed(ctx)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	pg := b.db.Dialect() == "pg"
+	head := b.stmt("import/head", func() *dataflow.Stmt {
+		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count
+RETURNING user_id, turn_count`, b.sessions)
+	})
+	apply := b.stmt("import/apply", func() *dataflow.Stmt {
+		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, title = ?, metadata = ?, updated_at = ? WHERE id = ?`, b.sessions)
+	})
+	held := b.stmt("import/held", func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+
+			` WHERE session_id = ? AND turn_id = ? ORDER BY pos`, b.messages)
+	})
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		at := now()
+		created := at
+		if !s.CreatedAt.IsZero() {
+			created = s.CreatedAt.UTC().Truncate(time.Microsecond)
+		}
+		rows, err := head.QueryTx(ctx, tx, key, tenantOf(key), s.User, s.Title, jsonArg(meta), firstVersion(), created, at)
+		if err != nil {
+			return err
+		}
+		var (
+			owner string
+			count int64
+		)
+		if err := scanOne(rows, &owner, &count); err != nil {
+			return err
+		}
+		if owner != s.User && (owner != "" || count > 0) {
+			return refusedOwner(key, owner)
+		}
+		if s.User != "" || s.Title != "" || meta != nil {
+			if _, err := apply.ExecTx(ctx, tx, s.User, s.Title, jsonArg(meta), at, key); err != nil {
+				return err
+			}
+		}
+		for {
+			t, err := next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if !t.Prepared() {
+				if t, err = memory.Prepare(t.Turn, at, b.maxBytes); err != nil {
+					return err
+				}
+			}
+			stored, err := b.heldTurnTx(ctx, tx, held, key, t.ID)
+			if err != nil {
+				return err
+			}
+			if stored != nil {
+				same, err := sameMessages(stored, t.Encoded)
+				if err != nil {
+					return err
+				}
+				if !same {
+					return fmt.Errorf("%s turn %q: %w: the session holds other messages under its id", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
+				}
+				continue // held as it is: no change
+			}
+			if err := b.importTurnTx(ctx, tx, key, t, at, index, pg); err != nil {
+				if b.msgIDConflict(err) {
+					return fmt.Errorf("%s turn %q: %w: a message id of it is held by another turn", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
+				}
+				return err
+			}
+		}
+	}, b.sessions, b.messages)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	return nil
+}
+
+// importTurnTx stores t as the session's newest turn, as Save does, within
+// an import's transaction.
+func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at time.Time, index, pg bool) error {
+	tokens := int64(t.Tokens())
+	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at)
+	if err != nil {
+		return err
+	}
+	var seq, version, total int64
+	var counted int16
+	if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+		return err
+	}
+	if counted == 0 { // rows of a release before counts: fill them in first
+		before, err := b.backfillTx(ctx, tx, key, t.Counter(), tokens)
+		if err != nil {
+			return err
+		}
+		total = before + tokens
+	}
+	var meta any
+	if t.Metadata != nil {
+		meta = string(t.Metadata)
+	}
+	args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, pg)
+	if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
+		if err == errDuplicate { // the turn was looked up as not held, under the session row's lock
+			return fmt.Errorf("turn %s stored meanwhile", t.ID)
+		}
+		return err
+	}
+	if index {
+		return b.indexTx(ctx, tx, key, seq, 0, t.Encoded)
+	}
+	return nil
+}
+
+// heldTurnTx returns the messages the session holds under turnID, nil for
+// none, decoded for comparison: without token counts.
+func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]memory.Message, error) {
+	rows, err := st.QueryTx(ctx, tx, key, turnID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []memory.Message
+	for rows.Next() {
+		var (
+			pos                   int32
+			id                    sql.NullString
+			m                     memory.Message
+			role                  string
+			calls, parts, msgMeta sql.NullString
+		)
+		if err := rows.Scan(&pos, &id, &role, &m.Content, &m.Name, &calls, &m.ToolCallID, &parts, &msgMeta); err != nil {
+			return nil, err
+		}
+		m.ID, m.Role = id.String, memory.Role(role)
+		if !id.Valid { // stored before messages had IDs
+			m.ID = memory.DerivedMessageID(turnID, int(pos))
+		}
+		if err := memory.DecodeMessage(&m, nullBytes(calls), nullBytes(parts), nullBytes(msgMeta)); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, rows.Close()
+}
+
+func nullBytes(s sql.NullString) []byte {
+	if !s.Valid {
+		return nil
+	}
+	return []byte(s.String)
+}
+
+// sameMessages reports whether held, as heldTurnTx reads them, are msgs:
+// the same IDs, roles, content, names, tool calls, parts and metadata, in
+// order. Token counts are not compared: a counter may count differently.
+func sameMessages(held []memory.Message, msgs []memory.PreparedMessage) (bool, error) {
+	if len(held) != len(msgs) {
+		return false, nil
+	}
+	for i := range msgs {
+		m := msgs[i].Message
+		if err := memory.DecodeMessage(&m, msgs[i].ToolCallsJSON, msgs[i].PartsJSON, msgs[i].MetadataJSON); err != nil {
+			return false, err
+		}
+		m.Tokens = 0
+		h := held[i]
+		h.Tokens = 0
+		if !reflect.DeepEqual(h, m) {
+			return false, nil
+		}
+	}
+	return true, nil
+}

@@ -1,0 +1,109 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// Import stores an import all or nothing (memory.SessionStore's
+// contract). It holds the backend's lock while it reads, so that the
+// import is one step for every other caller, and changes the session only
+// after the last turn is read and checked. It implements
+// memory.SessionStore.
+func (b *InMemoryBackend) Import(ctx context.Context, key string, info memory.SessionInfo, next func() (memory.PreparedTurn, error)) error {
+	if err := checkRequest(ctx, key); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	meta, err := encodeMetadata(info.Metadata)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[key]
+	if s != nil && s.user != info.User && (s.user != "" || len(s.turns) > 0) {
+		return refusedOwner(key, s.user)
+	}
+	held := map[string]storedTurn{} // the session's turns by ID, and the import's
+	msgIDs := map[string]struct{}{} // the import's message IDs
+	if s != nil {
+		for _, st := range s.turns {
+			held[st.id] = st
+		}
+	}
+	var add []storedTurn
+	for {
+		p, err := next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("backend: %w", err)
+		}
+		if !p.Prepared() {
+			if p, err = memory.Prepare(p.Turn, now, memory.DefaultMaxMessageBytes); err != nil {
+				return fmt.Errorf("backend: %w", err)
+			}
+		}
+		st := storedTurn{id: p.ID, at: p.Timestamp, metadata: p.Metadata, msgs: p.Encoded, tokens: p.Tokens()}
+		if h, ok := held[st.id]; ok {
+			stored, err := (&h).turn()
+			if err != nil {
+				return err
+			}
+			same, err := sameMessages(stored.Messages, st.msgs)
+			if err != nil {
+				return fmt.Errorf("backend: %w", err)
+			}
+			if !same {
+				return fmt.Errorf("backend: %s turn %q: %w: the session holds other messages under its id", sessionName(key), st.id, bare{memory.ErrInvalidImport})
+			}
+			continue
+		}
+		for i := range st.msgs {
+			id := st.msgs[i].ID
+			inSession := false
+			if s != nil {
+				_, inSession = s.msgIDs[id]
+			}
+			if _, inImport := msgIDs[id]; inSession || inImport {
+				return fmt.Errorf("backend: %s turn %q: %w: a message id of it is held by another turn", sessionName(key), st.id, bare{memory.ErrInvalidImport})
+			}
+			msgIDs[id] = struct{}{}
+		}
+		held[st.id] = st
+		add = append(add, st)
+	}
+	if s == nil {
+		created := now
+		if !info.CreatedAt.IsZero() {
+			created = info.CreatedAt.UTC().Truncate(time.Microsecond)
+		}
+		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: created, version: memory.Version(rand.Int64N(1<<62)) + 1}
+		if b.sessions == nil {
+			b.sessions = make(map[string]*inMemorySession)
+		}
+		b.sessions[key] = s
+	}
+	if info.User != "" || info.Title != "" || meta != nil {
+		s.user, s.title, s.metadata, s.updatedAt = info.User, info.Title, meta, now
+	}
+	for _, st := range add {
+		s.ids[st.id] = struct{}{}
+		for i := range st.msgs {
+			s.msgIDs[st.msgs[i].ID] = struct{}{}
+		}
+		s.turns = append(s.turns, st)
+		s.updatedAt = now
+		if len(s.turns) > 1 {
+			s.version++
+		}
+	}
+	return nil
+}
