@@ -315,15 +315,21 @@ func (b *DataFlowBackend) preparePG() {
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
 )
 SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
-	// An append to the newest turn in one statement. The session row's
-	// update re-checks, under its lock, that the turn is still the newest
-	// (turn_count = seq): a turn saved meanwhile would need its
-	// tokens_before moved too, which only the transaction path does, so
-	// then nothing is written (no version comes back) and that path runs.
-	// Two appends to one turn at once pick the same positions; the second
-	// then violates the primary key, aborts whole, and is run again.
+	// An append to the newest turn in one statement. The turn is found,
+	// with the session row's version, in the statement's snapshot; the
+	// session row's update then re-checks, under its lock (PostgreSQL
+	// evaluates the update's condition again on the row as it is once the
+	// lock is granted), that the version is still that one and the turn
+	// the newest (turn_count = seq). So when anything was written to the
+	// session since the snapshot (a replace, a save, another append), or
+	// it was cleared or deleted, nothing is written (no version comes
+	// back) and the transaction path runs, which takes the lock first and
+	// finds the turn, or ErrTurnNotFound, on the session as it is then.
+	// Without the version, an append racing a replace found the old turn
+	// and wrote into the new turn of the same sequence.
 	b.appendNew = b.db.NewStmt(`WITH t AS (
-	SELECT seq, tokens_before, created_at FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+	SELECT m.seq, m.tokens_before, m.created_at, s.version FROM `+MessagesTable+` m JOIN `+SessionsTable+` s ON s.id = m.session_id
+	WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0
 ), u AS (
 	SELECT u.* FROM json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
@@ -332,7 +338,7 @@ SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
 	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
 ), s AS (
 	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
-	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
+	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
 	RETURNING `+SessionsTable+`.version, `+SessionsTable+`.counted
 ), p AS (
 	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
