@@ -154,13 +154,13 @@ func TestCommands(t *testing.T) {
 		r = run(t, "", with("sessions", "ls")...).want(t, exitDatabase)
 		require.Contains(t, r.stderr, "migrate up")
 		r = run(t, "", with("migrate", "up")...).want(t, 0)
-		require.Contains(t, r.stdout, "7 statement(s) applied")
+		require.Contains(t, r.stdout, "9 statement(s) applied")
 		r = run(t, "", with("migrate", "up")...).want(t, 0)
 		require.Contains(t, r.stdout, "nothing applied")
 		r = run(t, "", with("migrate", "status", "--json")...).want(t, 0)
 		var status []tableStatus
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &status))
-		require.Len(t, status, 2)
+		require.Len(t, status, 3)
 		for _, s := range status {
 			require.Equal(t, "up to date", s.Status)
 		}
