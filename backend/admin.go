@@ -13,7 +13,7 @@ import (
 // the backend's schema as migrate models, per-tenant counts and the size of
 // the database.
 
-// Models returns the models of the backend's two tables, with the indexes
+// Models returns the models of the backend's tables, with the indexes
 // NewDataFlowBackend registers, for migrate.Migrator's Check, Plan and
 // Apply: a schema can be inspected or migrated by hand while the engine
 // runs with dataflow.WithAutoMigrate(false). TestModelsMatchRegistered
@@ -28,6 +28,9 @@ func (b *DataFlowBackend) Models() []migrate.Model {
 			{Name: MessagesTable + "_turn_idx", Columns: []string{"session_id", "turn_id", "pos"}, Unique: true},
 			{Name: MessagesTable + "_msg_idx", Columns: []string{"session_id", "msg_id"}, Unique: true},
 			{Name: MessagesTable + "_budget_idx", Columns: []string{"session_id", "tokens_before", "seq"}},
+		}},
+		{Value: (*ErasedRow)(nil), Indexes: []migrate.Index{
+			{Name: ErasedTable + "_tenant_idx", Columns: []string{"tenant", "erased_at"}},
 		}},
 	}
 }

@@ -34,7 +34,7 @@ func TestModelsMatchRegistered(t *testing.T) {
 		db, b, m := openAdmin(t, d, url)
 		require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{User: "hi", Agent: "hello"}))
 		models := b.Models()
-		require.Len(t, models, 2)
+		require.Len(t, models, 3)
 		for _, model := range models {
 			st, err := db.Migrator().Check(ctx, model)
 			require.NoError(t, err)

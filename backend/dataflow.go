@@ -122,15 +122,16 @@ func WithSearchIndex(on bool) Option {
 	}
 }
 
-// DataFlowBackend is a memory.Backend on a dataflow.DB. It registers its two
+// DataFlowBackend is a memory.Backend on a dataflow.DB. It registers its
 // tables at construction and creates them on first use.
 type DataFlowBackend struct {
 	db       *dataflow.DB
 	sessions *dataflow.Table[SessionRow]
 	messages *dataflow.Table[MessageRow]
+	erased   *dataflow.Table[ErasedRow] // sessions DeleteUser deleted (erased.go)
 	maxBytes int
 
-	saveSession *dataflow.Stmt // SQLite: upsert of the session row, returning the new count, version and tokens
+	saveSession *dataflow.Stmt // SQLite: upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
 	loadWindow  *dataflow.Stmt // session count and version, plus the newest turns' messages if the version moved
 	loadBudget  *dataflow.Stmt // loadWindow within a token budget
@@ -205,12 +206,20 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 		dataflow.WithIndex(MessagesTable+"_budget_idx", "session_id", "tokens_before", "seq")); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	if b.erased, err = dataflow.Register[ErasedRow](db,
+		dataflow.WithIndex(ErasedTable+"_tenant_idx", "tenant", "erased_at")); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
 	// A new session row starts at a random version, so that a session
 	// cleared and saved again never repeats a version a cache may hold.
-	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 1, ?, ?, 1, ?, ?)
+	// A session DeleteUser deleted after the write began is not made
+	// again (ErasedRow): then no row comes back.
+	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "VARCHAR")+`, 1, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "BIGINT")+`, 1, `+b.cast("?", "TIMESTAMPTZ")+`, `+b.cast("?", "TIMESTAMPTZ")+`
+WHERE `+b.erasedCheck()+`
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-RETURNING turn_count, version, tokens, counted`, b.sessions)
+RETURNING turn_count, version, tokens, counted`, b.sessions, b.erased)
 	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
 	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
@@ -301,14 +310,29 @@ func (b *DataFlowBackend) preparePG() {
 	// nothing twice, so it is run again on a pooled connection found dead,
 	// as BEGIN was. The messages come as one JSON array, so one statement
 	// text serves every number of messages.
+	//
+	// A session DeleteUser deleted after the save began (ErasedRow) is not
+	// made again: nothing is stored, and the row that comes back has a
+	// NULL count (a known turn ID too; the last column tells which). The
+	// mark is read in the statement's snapshot, but a deletion may commit
+	// while the upsert waits for the row's lock: the upsert then inserts a
+	// new row. So the row's created_at in the snapshot (o) is compared
+	// with the upserted row's, and when they differ (and the last
+	// parameter does not accept it) the statement fails with
+	// errVanishedText, aborting it whole, to be run again on a fresh
+	// snapshot, which sees the mark, or, after a clear or an expiry,
+	// starts the new session.
 	b.saveTurn = b.db.NewIdempotentStmt(`WITH known AS (
 	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+), o AS (
+	SELECT created_at FROM `+SessionsTable+` WHERE id = ?
 ), s AS (
 	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
 	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
+		AND `+b.erasedCheck()+`
 	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-	RETURNING turn_count, version, tokens, counted
+	RETURNING turn_count, version, tokens, counted, created_at
 ), m AS (
 	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
 	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
@@ -316,16 +340,25 @@ func (b *DataFlowBackend) preparePG() {
 	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
 )
-SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
-	// An append to the newest turn in one statement. The session row's
-	// update re-checks, under its lock, that the turn is still the newest
-	// (turn_count = seq): a turn saved meanwhile would need its
-	// tokens_before moved too, which only the transaction path does, so
-	// then nothing is written (no version comes back) and that path runs.
-	// Two appends to one turn at once pick the same positions; the second
-	// then violates the primary key, aborts whole, and is run again.
+SELECT s.turn_count, s.version, s.counted,
+	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT),
+	(SELECT COUNT(*) FROM known)
+FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
+	// An append to the newest turn in one statement. The turn is found,
+	// with the session row's version, in the statement's snapshot; the
+	// session row's update then re-checks, under its lock (PostgreSQL
+	// evaluates the update's condition again on the row as it is once the
+	// lock is granted), that the version is still that one and the turn
+	// the newest (turn_count = seq). So when anything was written to the
+	// session since the snapshot (a replace, a save, another append), or
+	// it was cleared or deleted, nothing is written (no version comes
+	// back) and the transaction path runs, which takes the lock first and
+	// finds the turn, or ErrTurnNotFound, on the session as it is then.
+	// Without the version, an append racing a replace found the old turn
+	// and wrote into the new turn of the same sequence.
 	b.appendNew = b.db.NewStmt(`WITH t AS (
-	SELECT seq, tokens_before, created_at FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+	SELECT m.seq, m.tokens_before, m.created_at, s.version FROM `+MessagesTable+` m JOIN `+SessionsTable+` s ON s.id = m.session_id
+	WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0
 ), u AS (
 	SELECT u.* FROM json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
@@ -334,7 +367,7 @@ SELECT turn_count, version, counted FROM s`, b.sessions, b.messages)
 	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
 ), s AS (
 	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
-	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
+	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
 	RETURNING `+SessionsTable+`.version, `+SessionsTable+`.counted
 ), p AS (
 	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
@@ -410,13 +443,14 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 	if err := b.check(sessionID); err != nil {
 		return memory.Saved{}, err
 	}
+	begun := now() // a DeleteUser of the session after this refuses the save (ErasedRow)
 	if !turn.Prepared() {
 		var err error
-		if turn, err = memory.Prepare(turn.Turn, now(), b.maxBytes); err != nil {
+		if turn, err = memory.Prepare(turn.Turn, begun, b.maxBytes); err != nil {
 			return memory.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
-	saved, err := b.save(ctx, sessionID, turn, turn.Counter())
+	saved, err := b.save(ctx, sessionID, turn, turn.Counter(), begun)
 	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
 		return memory.Saved{}, nil
 	}
@@ -453,7 +487,7 @@ func (b *DataFlowBackend) holds(ctx context.Context, sessionID, turnID string) (
 	return err == nil, err
 }
 
-func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, counter memory.TokenCounter) (memory.Saved, error) {
+func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
 	t := &turn.Turn
 	var metaArg any
 	if turn.Metadata != nil {
@@ -462,7 +496,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 	tokens := int64(t.Tokens())
 	at := now()
 	if b.saveTurn != nil {
-		return b.saveInOne(ctx, sessionID, turn, metaArg, tokens, at, counter)
+		return b.saveInOne(ctx, sessionID, turn, metaArg, tokens, at, counter, begun)
 	}
 	var seq, version, total int64
 	index, err := b.indexed(ctx)
@@ -470,12 +504,14 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 		return memory.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at)
+		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, sessionID, begun)
 		if err != nil {
 			return err
 		}
 		var counted int16
-		if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+		if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
+			return memory.ErrSessionDeleted
+		} else if err != nil {
 			return err
 		}
 		if counted == 0 { // rows of a release before counts: fill them in first
@@ -493,7 +529,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 			return b.indexTx(ctx, tx, sessionID, seq, 0, turn.Encoded)
 		}
 		return nil
-	}, b.sessions, b.messages)
+	}, b.sessions, b.messages, b.erased)
 	if err != nil {
 		return memory.Saved{}, err
 	}
@@ -591,8 +627,16 @@ func jsonText(data []byte) *string {
 	return &s
 }
 
+// errVanishedText is the text of the error the PostgreSQL save statement
+// fails with when its session row was deleted while it waited for its lock.
+const errVanishedText = "turnkeep: session row deleted under the save"
+
+// errNotSaved is a PostgreSQL save that stored nothing on every try, each
+// time for a reason gone when asked: not acknowledged as stored.
+var errNotSaved = errors.New("save: the session changed under every try")
+
 // saveInOne is Save on PostgreSQL: one statement, one round trip.
-func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter) (memory.Saved, error) {
+func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
 	if err := ctx.Err(); err != nil {
 		return memory.Saved{}, err // nothing sent
 	}
@@ -601,27 +645,56 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 	if err != nil {
 		return memory.Saved{}, err
 	}
-	var seq, version int64
-	var counted int16
-	rows, err := b.saveTurn.Query(ctx,
-		sessionID, t.ID,
-		sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at,
-		sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON)
-	if err == nil {
-		err = scanOne(rows, &seq, &version, &counted)
+	var seq, version sql.NullInt64
+	var counted sql.NullInt16
+	var vanished, known int
+	// Run again while the session row is deleted under the statement (see
+	// preparePG); the last try takes the new row (a clear or an expiry is
+	// deleting the session again and again). Run again too when it stored
+	// nothing for a reason gone since: a DeleteUser that was running in
+	// its snapshot has ended before the save began.
+	const tries = 4
+	for try := 1; try <= tries; try++ {
+		var rows *sql.Rows
+		rows, err = b.saveTurn.Query(ctx,
+			sessionID, t.ID,
+			sessionID,
+			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, sessionID, begun,
+			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
+		if err == nil {
+			err = scanOne(rows, &seq, &version, &counted, &vanished, &known)
+		}
+		switch {
+		case err == nil && !seq.Valid && known > 0:
+			return memory.Saved{}, nil // the session holds the turn's ID
+		case err == nil && !seq.Valid:
+			// DeleteUser deleted the session, in the statement's snapshot,
+			// after the save began, or was deleting it then.
+			switch erased, err := b.erasedSince(ctx, sessionID, begun); {
+			case err != nil:
+				return memory.Saved{}, err
+			case erased:
+				return memory.Saved{}, memory.ErrSessionDeleted
+			}
+			err = errNotSaved
+			continue
+		case err != nil && strings.Contains(err.Error(), errVanishedText):
+			continue
+		}
+		break
 	}
 	switch {
 	case err == nil:
-		if counted == 0 {
+		if counted.Int16 == 0 {
 			// The turn is stored; the session's rows of a release before
 			// counts are filled in now, its tokens_before included.
 			if err := b.backfill(ctx, sessionID, counter); err != nil {
 				return memory.Saved{}, err
 			}
 		}
-		return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
-	case errors.Is(err, sql.ErrNoRows):
-		return memory.Saved{}, nil // the session holds the turn's ID
+		return memory.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
+	case errors.Is(err, errNotSaved):
+		return memory.Saved{}, err
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
 		return memory.Saved{}, nil // a concurrent save of the same ID won
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):

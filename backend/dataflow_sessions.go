@@ -196,8 +196,13 @@ ORDER BY updated_at DESC, id DESC LIMIT ?`, b.sessions)
 // different batches and each session is removed and counted once), then
 // their messages, search entries and session rows are deleted. A save
 // racing it waits for the lock, and then either finds its session gone
-// and starts a new one, or was first and is deleted with it. It implements
-// memory.SessionStore.
+// and starts a new one, or was first and is deleted with it. Deleting a
+// user's sessions (user not nil) also marks them erased (ErasedRow) in the
+// batch's transaction, so that a save begun before is refused with
+// memory.ErrSessionDeleted instead of starting a new session. Each
+// session goes whole, with its batch; cut off by ctx, it returns what
+// the committed batches deleted with the error, and running it again
+// deletes the rest. It implements memory.SessionStore.
 func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (memory.DeleteReport, []string, error) {
 	if b == nil || b.db == nil {
 		return memory.DeleteReport{}, nil, errNoDB
@@ -206,6 +211,9 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w: batch %d", memory.ErrInvalidOption, batch)
 	}
 	if _, err := b.indexed(ctx); err != nil {
+		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
+	}
+	if err := b.pruneErased(ctx, tenant); err != nil {
 		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
 	pg := b.db.Dialect() == "pg"
@@ -246,6 +254,17 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		report memory.DeleteReport
 		keys   []string
 	)
+	// finish marks a DeleteUser's sessions done (ErasedRow): saves begun
+	// from now on start new sessions.
+	finish := func() error {
+		if user == nil {
+			return nil
+		}
+		if err := b.finishErased(ctx, tenant, *user); err != nil {
+			return fmt.Errorf("backend: %w", err)
+		}
+		return nil
+	}
 	for {
 		var got []string
 		var msgs int64
@@ -269,16 +288,18 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			if err := rows.Err(); err != nil || len(got) == 0 {
 				return err
 			}
-			msgs, err = b.deleteKeysTx(ctx, tx, got)
-			return err
-		}, b.sessions, b.messages)
+			if msgs, err = b.deleteKeysTx(ctx, tx, got); err != nil || user == nil {
+				return err
+			}
+			return b.markErasedTx(ctx, tx, tenant, *user, got)
+		}, b.sessions, b.messages, b.erased)
 		if err != nil {
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
+		if len(got) == 0 && !pg {
+			return report, keys, finish() // the transaction saw every row
+		}
 		if len(got) == 0 {
-			if !pg {
-				return report, keys, nil // the transaction saw every row
-			}
 			rows, err := left.Query(ctx, args[:len(args)-1]...)
 			if err != nil {
 				return report, keys, fmt.Errorf("backend: %w", err)
@@ -288,7 +309,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 				return report, keys, fmt.Errorf("backend: %w", err)
 			}
 			if n == 0 {
-				return report, keys, nil
+				return report, keys, finish()
 			}
 			pick = pickStmt(" FOR UPDATE")
 			continue

@@ -16,8 +16,9 @@ import (
 // and decodes it on every read, so callers never share its state. It is
 // safe for concurrent use.
 type InMemoryBackend struct {
-	mu       sync.Mutex // protects sessions
+	mu       sync.Mutex // protects sessions and erased
 	sessions map[string]*inMemorySession
+	erased   map[string]time.Time // sessions DeleteUser deleted, and when it returned (zero while it runs); see ErasedRow
 }
 
 type inMemorySession struct {
@@ -78,6 +79,9 @@ func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memor
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
+	if at, ok := b.erased[sessionID]; ok && s == nil && (at.IsZero() || at.After(now)) {
+		return memory.Saved{}, fmt.Errorf("backend: %w", memory.ErrSessionDeleted)
+	}
 	if s == nil {
 		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
 		if b.sessions == nil {

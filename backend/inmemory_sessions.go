@@ -162,6 +162,22 @@ func (b *InMemoryBackend) DeleteSessions(ctx context.Context, tenant string, use
 		keys = append(keys, key)
 		delete(b.sessions, key)
 	}
+	if user != nil {
+		// The whole deletion holds the lock: the saves it raced are
+		// refused from here on, those begun after it returns are not.
+		at := time.Now().UTC()
+		for k, t := range b.erased {
+			if t.Before(at.Add(-erasedKeep)) {
+				delete(b.erased, k)
+			}
+		}
+		if b.erased == nil && len(keys) > 0 {
+			b.erased = make(map[string]time.Time)
+		}
+		for _, k := range keys {
+			b.erased[k] = at
+		}
+	}
 	return r, keys, nil
 }
 

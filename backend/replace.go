@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/turnkeep/turnkeep/dataflow"
@@ -20,6 +22,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 	if err := b.check(key); err != nil {
 		return memory.Saved{}, err
 	}
+	begun := now()
 	for i := range turns {
 		if !turns[i].Prepared() {
 			p, err := memory.Prepare(turns[i].Turn, now(), b.maxBytes)
@@ -56,13 +59,15 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		for i := range turns {
 			t := &turns[i]
 			tokens := int64(t.Tokens())
-			rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at)
+			rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, key, begun)
 			if err != nil {
 				return err
 			}
 			var seq, version, total int64
 			var counted int16
-			if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+			if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
+				return memory.ErrSessionDeleted // DeleteUser deleted the session since the replace began
+			} else if err != nil {
 				return err
 			}
 			var meta any
@@ -84,7 +89,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 			saved.Seq, saved.Version, saved.Messages = int(seq), reported(version), saved.Messages+len(t.Encoded)
 		}
 		return nil
-	}, b.sessions, b.messages)
+	}, b.sessions, b.messages, b.erased)
 	if err != nil {
 		if b.msgIDConflict(err) {
 			return memory.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", memory.ErrInvalidTurn)

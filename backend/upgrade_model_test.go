@@ -605,6 +605,9 @@ func TestUpgradeModelV1ReopenNoDDL(t *testing.T) {
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
 		_ = v1Load(t, b, v1Session(1), memory.WindowQuery{}) // the upgrade
+		// A save makes the table a save reads that a load does not
+		// (ErasedTable), as any first use of a table does.
+		require.NoError(t, b.SaveTurn(ctx, "warm-up", memory.Turn{User: "q", Agent: "a"}))
 		require.NoError(t, db.Close())
 
 		for round := 1; round <= 2; round++ {

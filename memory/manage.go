@@ -167,9 +167,13 @@ func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuer
 // server (another server's cached window is found gone at its next load).
 // It works in batches of DeleteBatch sessions, and reports how many
 // sessions and messages it removed. A save racing it either lands before a
-// batch and is removed with it, or after and starts a new, unowned
-// session; never half. An empty user is ErrInvalidUser: unowned sessions
-// are not a user's.
+// batch and is removed with it, or fails with ErrSessionDeleted; never
+// half, and the user's words never survive in a new session. A save begun
+// after DeleteUser returned starts a new, unowned session. Cut off by ctx,
+// it returns what it removed so far with the error; every session is
+// removed whole or not at all, saves into those removed are refused until
+// it is run again, and running it again removes the rest. An empty user
+// is ErrInvalidUser: unowned sessions are not a user's.
 func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_ DeleteReport, err error) {
 	if t := m.obs(); t != nil {
 		var r run
@@ -189,7 +193,8 @@ func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_
 // their turns, search entries and cached windows, in batches of
 // DeleteBatch sessions. It is safe to run from many servers at once: each
 // session is removed, and counted, once. A session updated while Expire
-// runs is kept.
+// runs is kept. Cut off by ctx, it returns what it removed so far with the
+// error, every session removed whole or not at all.
 func (m *PersistentBufferMemory) Expire(ctx context.Context, before time.Time) (_ DeleteReport, err error) {
 	if t := m.obs(); t != nil {
 		var r run
