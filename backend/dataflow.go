@@ -504,7 +504,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 		return memory.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, sessionID, begun)
+		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun)
 		if err != nil {
 			return err
 		}
@@ -659,7 +659,7 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 		rows, err = b.saveTurn.Query(ctx,
 			sessionID, t.ID,
 			sessionID,
-			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, sessionID, begun,
+			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
 			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
 		if err == nil {
 			err = scanOne(rows, &seq, &version, &counted, &vanished, &known)

@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -28,17 +30,26 @@ const erasedKeep = time.Hour
 // save does. The row is written, not done, in the transaction that
 // deletes the session, and made done, with the time DeleteUser ended, as
 // its last step; a DeleteUser cut off leaves its rows not done (refusing
-// saves) until it is run again. The row holds the session's key and
-// owner, no text. Times are the servers' clocks: across servers "before"
+// saves) until it is run again. The row holds SHA-256 digests of the
+// session's key and of its owner (erasedDigest), never text nor an ID in
+// the clear: what DeleteUser erased stays unreadable. Times are the servers' clocks: across servers "before"
 // holds to within their skew.
 type ErasedRow struct {
 	bun.BaseModel `bun:"table:turnkeep_erased"`
 
-	ID       string    `bun:"id,pk,type:varchar(320)"` // the session's key
+	ID       string    `bun:"id,pk,type:varchar(320)"` // the digest of the session's key
 	Tenant   string    `bun:"tenant,notnull,type:varchar(64)"`
-	UserID   string    `bun:"user_id,notnull,type:varchar(255)"` // the owner DeleteUser deleted it for
+	UserID   string    `bun:"user_id,notnull,type:varchar(255)"` // the digest of the owner DeleteUser deleted it for
 	Done     int16     `bun:"done,notnull,default:0"`            // 1 once that DeleteUser returned
 	ErasedAt time.Time `bun:"erased_at,notnull"`                 // when it was deleted; once done, when DeleteUser ended
+}
+
+// erasedDigest is the form in which ErasedTable holds a session key or an
+// owner: the hex SHA-256 of s, so that the table can be probed by key but
+// shows nobody what was erased.
+func erasedDigest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // erasedCheck is the condition, for an INSERT ... SELECT of a session
@@ -64,7 +75,7 @@ func (b *DataFlowBackend) erasedSince(ctx context.Context, key string, begun tim
 	st := b.stmt("erased/since", func() *dataflow.Stmt {
 		return b.db.NewReadStmt(`SELECT COUNT(*) FROM `+ErasedTable+` WHERE id = ? AND (done = 0 OR erased_at > ?)`, b.erased)
 	})
-	rows, err := st.Query(ctx, key, begun)
+	rows, err := st.Query(ctx, erasedDigest(key), begun)
 	if err != nil {
 		return false, err
 	}
@@ -87,7 +98,7 @@ ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, done = 0, erased_at =
 	at := now()
 	args := make([]any, 0, 4*len(keys))
 	for _, k := range keys {
-		args = append(args, k, tenant, user, at)
+		args = append(args, erasedDigest(k), tenant, erasedDigest(user), at)
 	}
 	_, err := st.ExecTx(ctx, tx, args...)
 	return err
@@ -109,7 +120,7 @@ func (b *DataFlowBackend) finishErased(ctx context.Context, tenant, user string)
 	var end time.Time
 	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		end = now().Add(erasedSettle) // under SQLite's write lock: no save runs until the commit
-		_, err := st.ExecTx(ctx, tx, end, tenant, user)
+		_, err := st.ExecTx(ctx, tx, end, tenant, erasedDigest(user))
 		return err
 	}, b.erased)
 	if err != nil {

@@ -59,7 +59,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		for i := range turns {
 			t := &turns[i]
 			tokens := int64(t.Tokens())
-			rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, key, begun)
+			rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
 			if err != nil {
 				return err
 			}
