@@ -510,7 +510,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 		}
 		var counted int16
 		if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
-			return memory.ErrSessionDeleted
+			return fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
 		} else if err != nil {
 			return err
 		}
@@ -674,7 +674,7 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 			case err != nil:
 				return memory.Saved{}, err
 			case erased:
-				return memory.Saved{}, memory.ErrSessionDeleted
+				return memory.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
 			}
 			err = errNotSaved
 			continue

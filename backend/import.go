@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -34,6 +35,7 @@ func (b *DataFlowBackend) Import(ctx context.Context, key string, s memory.Sessi
 		return fmt.Errorf("backend: %w", err)
 	}
 	pg := b.db.Dialect() == "pg"
+	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
 	head := b.stmt("import/head", func() *dataflow.Stmt {
 		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
@@ -99,14 +101,14 @@ RETURNING user_id, turn_count`, b.sessions)
 				}
 				continue // held as it is: no change
 			}
-			if err := b.importTurnTx(ctx, tx, key, t, at, index, pg); err != nil {
+			if err := b.importTurnTx(ctx, tx, key, t, at, begun, index, pg); err != nil {
 				if b.msgIDConflict(err) {
 					return fmt.Errorf("%s turn %q: %w: a message id of it is held by another turn", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
 				}
 				return err
 			}
 		}
-	}, b.sessions, b.messages)
+	}, b.sessions, b.messages, b.erased)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -115,15 +117,17 @@ RETURNING user_id, turn_count`, b.sessions)
 
 // importTurnTx stores t as the session's newest turn, as Save does, within
 // an import's transaction.
-func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at time.Time, index, pg bool) error {
+func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index, pg bool) error {
 	tokens := int64(t.Tokens())
-	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at)
+	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
 	if err != nil {
 		return err
 	}
 	var seq, version, total int64
 	var counted int16
-	if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+	if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
+	} else if err != nil {
 		return err
 	}
 	if counted == 0 { // rows of a release before counts: fill them in first

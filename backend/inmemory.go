@@ -80,7 +80,7 @@ func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memor
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if at, ok := b.erased[sessionID]; ok && s == nil && (at.IsZero() || at.After(now)) {
-		return memory.Saved{}, fmt.Errorf("backend: %w", memory.ErrSessionDeleted)
+		return memory.Saved{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
 	}
 	if s == nil {
 		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}

@@ -66,7 +66,8 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 			var seq, version, total int64
 			var counted int16
 			if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
-				return memory.ErrSessionDeleted // DeleteUser deleted the session since the replace began
+				// DeleteUser deleted the session since the replace began
+				return fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
 			} else if err != nil {
 				return err
 			}
