@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -47,6 +48,7 @@ RETURNING user_id, turn_count`, b.sessions)
 		return b.db.NewStmt(`SELECT pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+
 			` WHERE session_id = ? AND turn_id = ? ORDER BY pos`, b.messages)
 	})
+	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
 		created := at
@@ -99,14 +101,14 @@ RETURNING user_id, turn_count`, b.sessions)
 				}
 				continue // held as it is: no change
 			}
-			if err := b.importTurnTx(ctx, tx, key, t, at, index, pg); err != nil {
+			if err := b.importTurnTx(ctx, tx, key, t, at, begun, index, pg); err != nil {
 				if b.msgIDConflict(err) {
 					return fmt.Errorf("%s turn %q: %w: a message id of it is held by another turn", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
 				}
 				return err
 			}
 		}
-	}, b.sessions, b.messages)
+	}, b.sessions, b.messages, b.erased)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -114,16 +116,20 @@ RETURNING user_id, turn_count`, b.sessions)
 }
 
 // importTurnTx stores t as the session's newest turn, as Save does, within
-// an import's transaction.
-func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at time.Time, index, pg bool) error {
+// an import's transaction. Like a save, it is refused with
+// memory.ErrSessionDeleted when a DeleteUser of the session ran or ended
+// after the import began (ErasedRow).
+func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index, pg bool) error {
 	tokens := int64(t.Tokens())
-	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at)
+	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
 	if err != nil {
 		return err
 	}
 	var seq, version, total int64
 	var counted int16
-	if err := scanOne(rows, &seq, &version, &total, &counted); err != nil {
+	if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
+		return memory.ErrSessionDeleted
+	} else if err != nil {
 		return err
 	}
 	if counted == 0 { // rows of a release before counts: fill them in first
