@@ -69,6 +69,17 @@ RETURNING user_id, turn_count`, b.sessions)
 		if owner != s.User && (owner != "" || count > 0) {
 			return refusedOwner(key, owner)
 		}
+		// The title and metadata are the erased user's words too: a
+		// session DeleteUser deleted since the import began is not made
+		// again with them (ErasedRow). Read after the row's lock, in a
+		// statement of its own, so that on PostgreSQL it sees a deletion
+		// the upsert waited for.
+		switch erased, err := b.erasedSinceTx(ctx, tx, key, begun); {
+		case err != nil:
+			return err
+		case erased:
+			return memory.ErrSessionDeleted
+		}
 		if s.User != "" || s.Title != "" || meta != nil {
 			if _, err := apply.ExecTx(ctx, tx, s.User, s.Title, jsonArg(meta), at, key); err != nil {
 				return err

@@ -83,3 +83,97 @@ func TestImportRacingDeleteUser(t *testing.T) {
 		require.Zero(t, bad, "imports begun before DeleteUser returned survived it")
 	})
 }
+
+// turnsOf is an import's next yielding turns in order, then io.EOF.
+func turnsOf(turns ...memory.Turn) func() (memory.PreparedTurn, error) {
+	i := 0
+	return func() (memory.PreparedTurn, error) {
+		if i == len(turns) {
+			return memory.PreparedTurn{}, io.EOF
+		}
+		i++
+		return memory.PreparedTurn{Turn: turns[i-1]}, nil
+	}
+}
+
+// TestImportSameFileFromTwoServers: two servers importing the same file
+// into the same new session at once both succeed, and the session holds
+// each turn once.
+func TestImportSameFileFromTwoServers(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		a, b := twoServers(t, d)
+		ts := time.Now().UTC().Truncate(time.Second)
+		file := func() func() (memory.PreparedTurn, error) {
+			var turns []memory.Turn
+			for _, id := range []string{"t1", "t2", "t3"} {
+				turn := raceTurn(id)
+				turn.Timestamp = ts
+				turns = append(turns, turn)
+			}
+			return turnsOf(turns...)
+		}
+		for r := range 15 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			key := memory.SessionKey(fmt.Sprintf("tf%d", r), "s")
+			info := memory.SessionInfo{ID: "s", User: "u", Title: "same"}
+			var wg sync.WaitGroup
+			var errA, errB error
+			wg.Go(func() { errA = a.Import(ctx, key, info, file()) })
+			wg.Go(func() { errB = b.Import(ctx, key, info, file()) })
+			wg.Wait()
+			cancel()
+			require.NoError(t, errA, "round %d", r)
+			require.NoError(t, errB, "round %d", r)
+			require.Equal(t, []string{"t1/2", "t2/2", "t3/2"}, historyOf(t, a, key), "round %d", r)
+		}
+	})
+}
+
+// TestImportHeaderRacingDeleteUser: an import of a file with a title and
+// no turns, begun before a DeleteUser of the session returned, does not
+// recreate the erased session, unowned, holding that title: it is
+// refused with a typed error or began after DeleteUser returned.
+func TestImportHeaderRacingDeleteUser(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		a, b := twoServers(t, d)
+		bad := 0
+		for r := range 25 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			tenant, user := fmt.Sprintf("th%d", r), fmt.Sprintf("u%d", r)
+			key := memory.SessionKey(tenant, "s")
+			require.NoError(t, a.CreateSession(ctx, key, memory.SessionInfo{ID: "s", User: user}))
+			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+
+			var wg sync.WaitGroup
+			var ierr, derr error
+			var deleteEnd, importBegan time.Time
+			start := make(chan struct{})
+			wg.Go(func() {
+				<-start
+				_, _, derr = a.DeleteSessions(ctx, tenant, &user, time.Time{}, 100)
+				deleteEnd = time.Now()
+			})
+			wg.Go(func() {
+				<-start
+				importBegan = time.Now()
+				ierr = b.Import(ctx, key, memory.SessionInfo{ID: "s", Title: "the erased user's words"}, turnsOf())
+			})
+			close(start)
+			wg.Wait()
+			cancel()
+			require.NoError(t, derr, "round %d", r)
+			info, err := a.SessionInfo(context.Background(), key)
+			if ierr != nil {
+				require.True(t, errors.Is(ierr, memory.ErrSessionDeleted) || errors.Is(ierr, memory.ErrSessionOwned),
+					"round %d: import returned %v", r, ierr)
+				require.ErrorIs(t, err, memory.ErrSessionNotFound, "round %d: the import failed, yet the session is %+v", r, info)
+				continue
+			}
+			if err == nil && info.Title != "" && importBegan.Before(deleteEnd.Add(-beganSlack)) {
+				bad++
+				t.Logf("round %d: an import begun %v before DeleteUser returned left its title in a new session", r, deleteEnd.Sub(importBegan))
+			}
+		}
+		require.Zero(t, bad, "imports begun before DeleteUser returned left the erased user's words")
+	})
+}
