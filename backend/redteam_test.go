@@ -177,3 +177,43 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 		require.Zero(t, bad, "imports begun before DeleteUser returned left the erased user's words")
 	})
 }
+
+// TestCreateUnownedRacingDeleteUser: CreateSession without an owner but
+// with a title, begun before a DeleteUser of the session returned, does
+// not recreate the erased session holding that title.
+func TestCreateUnownedRacingDeleteUser(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		a, b := twoServers(t, d)
+		bad := 0
+		for r := range 25 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			tenant, user := fmt.Sprintf("tc%d", r), fmt.Sprintf("u%d", r)
+			key := memory.SessionKey(tenant, "s")
+			require.NoError(t, a.CreateSession(ctx, key, memory.SessionInfo{ID: "s", User: user}))
+			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			var wg sync.WaitGroup
+			var cerr, derr error
+			var deleteEnd, began time.Time
+			start := make(chan struct{})
+			wg.Go(func() {
+				<-start
+				_, _, derr = a.DeleteSessions(ctx, tenant, &user, time.Time{}, 100)
+				deleteEnd = time.Now()
+			})
+			wg.Go(func() {
+				<-start
+				began = time.Now()
+				cerr = b.CreateSession(ctx, key, memory.SessionInfo{ID: "s", Title: "the erased user's words"})
+			})
+			close(start)
+			wg.Wait()
+			cancel()
+			require.NoError(t, derr, "round %d", r)
+			info, err := a.SessionInfo(context.Background(), key)
+			if cerr == nil && err == nil && info.Title != "" && began.Before(deleteEnd.Add(-beganSlack)) {
+				bad++
+			}
+		}
+		require.Zero(t, bad, "creates begun before DeleteUser returned left the title")
+	})
+}
