@@ -89,9 +89,9 @@ func (b *DataFlowBackend) erasedSince(ctx context.Context, key string, begun tim
 // erasedSinceTx is erasedSince within tx.
 func (b *DataFlowBackend) erasedSinceTx(ctx context.Context, tx *dataflow.Tx, key string, begun time.Time) (bool, error) {
 	st := b.stmt("erased/since-tx", func() *dataflow.Stmt {
-		return b.db.NewStmt(`SELECT COUNT(*) FROM `+ErasedTable+` WHERE id = ? AND (done = 0 OR erased_at > ?)`, b.erased)
+		return b.db.NewStmt(`SELECT COUNT(*) FROM `+ErasedTable+` WHERE id = ? AND tenant = ? AND (done = 0 OR erased_at > ?)`, b.erased)
 	})
-	rows, err := st.QueryTx(ctx, tx, erasedDigest(key), begun)
+	rows, err := st.QueryTx(ctx, tx, erasedDigest(key), tenantOf(key), begun)
 	if err != nil {
 		return false, err
 	}
