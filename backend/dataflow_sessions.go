@@ -114,12 +114,30 @@ RETURNING id`, b.sessions)
 	if !info.CreatedAt.IsZero() {
 		created = info.CreatedAt.UTC().Truncate(time.Microsecond)
 	}
-	rows, err := st.Query(ctx, key, tenantOf(key), info.User, info.Title, jsonArg(meta), firstVersion(), created, at)
-	if err != nil {
-		return fmt.Errorf("backend: %w", b.writeOutcome(ctx, "create session", err))
-	}
-	var got string
-	switch err := scanOne(rows, &got); {
+	// The title and metadata may be a user's words: a session a
+	// DeleteUser deleted since the call began is not made again with
+	// them (ErasedRow), the mark being read after the row's upsert, in
+	// the same transaction, as Import reads it.
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		rows, err := st.QueryTx(ctx, tx, key, tenantOf(key), info.User, info.Title, jsonArg(meta), firstVersion(), created, at)
+		if err != nil {
+			return err
+		}
+		var got string
+		if err := scanOne(rows, &got); err != nil {
+			return err
+		}
+		switch erased, err := b.erasedSinceTx(ctx, tx, key, at); {
+		case err != nil:
+			return err
+		case erased:
+			return memory.ErrSessionDeleted
+		}
+		return nil
+	}, b.sessions, b.erased)
+	switch {
+	case errors.Is(err, memory.ErrSessionDeleted):
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
 	case errors.Is(err, sql.ErrNoRows):
 		owner, err := b.owner(ctx, key)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) { // a row deleted meanwhile was another's

@@ -86,6 +86,22 @@ func (b *DataFlowBackend) erasedSince(ctx context.Context, key string, begun tim
 	return n > 0, nil
 }
 
+// erasedSinceTx is erasedSince within tx.
+func (b *DataFlowBackend) erasedSinceTx(ctx context.Context, tx *dataflow.Tx, key string, begun time.Time) (bool, error) {
+	st := b.stmt("erased/since-tx", func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT COUNT(*) FROM `+ErasedTable+` WHERE id = ? AND tenant = ? AND (done = 0 OR erased_at > ?)`, b.erased)
+	})
+	rows, err := st.QueryTx(ctx, tx, erasedDigest(key), tenantOf(key), begun)
+	if err != nil {
+		return false, err
+	}
+	var n int
+	if err := scanOne(rows, &n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
 // markErasedTx records keys as being deleted by a DeleteUser of user, in
 // the transaction that deletes them, so that a save waiting for their
 // rows finds the mark.

@@ -35,7 +35,6 @@ func (b *DataFlowBackend) Import(ctx context.Context, key string, s memory.Sessi
 		return fmt.Errorf("backend: %w", err)
 	}
 	pg := b.db.Dialect() == "pg"
-	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
 	head := b.stmt("import/head", func() *dataflow.Stmt {
 		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
@@ -49,6 +48,7 @@ RETURNING user_id, turn_count`, b.sessions)
 		return b.db.NewStmt(`SELECT pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+
 			` WHERE session_id = ? AND turn_id = ? ORDER BY pos`, b.messages)
 	})
+	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
 		created := at
@@ -68,6 +68,17 @@ RETURNING user_id, turn_count`, b.sessions)
 		}
 		if owner != s.User && (owner != "" || count > 0) {
 			return refusedOwner(key, owner)
+		}
+		// The title and metadata are the erased user's words too: a
+		// session DeleteUser deleted since the import began is not made
+		// again with them (ErasedRow). Read after the row's lock, in a
+		// statement of its own, so that on PostgreSQL it sees a deletion
+		// the upsert waited for.
+		switch erased, err := b.erasedSinceTx(ctx, tx, key, begun); {
+		case err != nil:
+			return err
+		case erased:
+			return memory.ErrSessionDeleted
 		}
 		if s.User != "" || s.Title != "" || meta != nil {
 			if _, err := apply.ExecTx(ctx, tx, s.User, s.Title, jsonArg(meta), at, key); err != nil {
@@ -116,7 +127,9 @@ RETURNING user_id, turn_count`, b.sessions)
 }
 
 // importTurnTx stores t as the session's newest turn, as Save does, within
-// an import's transaction.
+// an import's transaction. Like a save, it is refused with
+// memory.ErrSessionDeleted when a DeleteUser of the session ran or ended
+// after the import began (ErasedRow).
 func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index, pg bool) error {
 	tokens := int64(t.Tokens())
 	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)

@@ -27,11 +27,11 @@ var (
 	// no turn with the given ID.
 	ErrTurnNotFound = errors.New("memory: turn not found")
 
-	// ErrSessionDeleted is returned by SaveTurn (and Replace) when
-	// DeleteUser deleted the session while the save was under way: the
-	// turn is not stored, so the erased user's words do not survive in a
-	// new session. A save begun after DeleteUser returned starts a new,
-	// unowned session.
+	// ErrSessionDeleted is returned by SaveTurn (and Replace, Import and
+	// CreateSession) when DeleteUser deleted the session while the call
+	// was under way: nothing is stored, so the erased user's words (turns,
+	// a title, metadata) do not survive in a new session. A call begun
+	// after DeleteUser returned starts a new session.
 	ErrSessionDeleted = errors.New("memory: session deleted while saving")
 
 	// ErrInvalidTenant is returned for a tenant name ValidateTenant
