@@ -112,11 +112,18 @@ func importPeak(t *testing.T, m *memory.PersistentBufferMemory, path string) (ui
 // import four times larger is within 1.2x. The sizes are 1 and 4 MB, or
 // 20 and 200 MB with TURNKEEP_SCALE=1 (the figures; too slow
 // under -race). The smaller import is long enough for dozens of
-// collections, so that both peaks are the heap's steady state.
+// collections, so that both peaks are the heap's steady state. At the
+// default sizes the heap is a few MB, so the process's other goroutines
+// (the package's other tests' databases winding down) move it by up to a
+// MB: the bound there is 1.2x plus 1 MiB, which an import that holds the
+// file still fails (before the fix: 3.7 MB, then 9.8 MB for 4 MB). The
+// issue's sizes are held to 1.2x exactly.
 func TestImportMemoryBounded(t *testing.T) {
 	small, large := 1<<20, 4<<20
+	slack := float64(1 << 20)
 	if os.Getenv(envScale) != "" {
 		small, large = 20<<20, 200<<20
+		slack = 0
 	}
 	smallFile, largeFile := writeImportFile(t, small), writeImportFile(t, large)
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
@@ -138,7 +145,7 @@ func TestImportMemoryBounded(t *testing.T) {
 			require.Greater(t, turns, 100)
 			peaks[i] = peak
 		}
-		require.LessOrEqual(t, float64(peaks[1]), 1.2*float64(peaks[0]),
-			"peak heap %d B importing %d MB; want within 1.2x of %d B importing %d MB", peaks[1], large>>20, peaks[0], small>>20)
+		require.LessOrEqual(t, float64(peaks[1]), 1.2*float64(peaks[0])+slack,
+			"peak heap %d B importing %d MB; want within 1.2x (+%.0f B) of %d B importing %d MB", peaks[1], large>>20, slack, peaks[0], small>>20)
 	})
 }
