@@ -42,12 +42,12 @@ func TestCreateSessionDoesNotClaim(t *testing.T) {
 		assert.Equal(t, "ada", info.User)
 		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "empty", User: "mallory"}), memory.ErrSessionOwned)
 
-		// Unowned stays unowned: CreateSession without a user may still
-		// title it, and SaveTurn still creates unowned sessions.
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "support-ticket-42", Title: "ticket"}))
+		// Without a user too: nobody retitles an unowned session that
+		// holds turns (only ClaimSession takes it), and it stays unowned.
+		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "support-ticket-42", Title: "ticket"}), memory.ErrSessionExists)
 		info, err = m.SessionInfo(ctx, "support-ticket-42")
 		require.NoError(t, err)
-		assert.Equal(t, "ticket", info.Title)
+		assert.Equal(t, "", info.Title)
 		assert.Equal(t, "", info.User)
 	})
 }

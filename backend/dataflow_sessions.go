@@ -106,7 +106,7 @@ func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info me
 		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, metadata = excluded.metadata, updated_at = excluded.updated_at
-WHERE `+SessionsTable+`.user_id = excluded.user_id OR (`+SessionsTable+`.user_id = '' AND `+SessionsTable+`.turn_count = 0)
+WHERE (`+SessionsTable+`.user_id = excluded.user_id AND `+SessionsTable+`.user_id <> '') OR (`+SessionsTable+`.user_id = '' AND `+SessionsTable+`.turn_count = 0)
 RETURNING id`, b.sessions)
 	})
 	at := now()

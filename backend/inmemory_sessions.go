@@ -73,7 +73,7 @@ func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info me
 			b.sessions = make(map[string]*inMemorySession)
 		}
 		b.sessions[key] = s
-	} else if s.user != info.User && (s.user != "" || len(s.turns) > 0) {
+	} else if (s.user != "" && s.user != info.User) || (s.user == "" && len(s.turns) > 0) {
 		return refusedOwner(key, s.user)
 	}
 	s.user, s.title, s.metadata, s.updatedAt = info.User, info.Title, meta, now

@@ -190,6 +190,9 @@ func (c *copier) session(ctx context.Context, from *memory.PersistentBufferMemor
 		return nil
 	}
 	err = to.CreateSession(ctx, memory.SessionInfo{ID: info.ID, User: info.User, Title: info.Title, Metadata: info.Metadata, CreatedAt: info.CreatedAt})
+	if info.User == "" && errors.Is(err, memory.ErrSessionExists) {
+		err = nil // an unowned session a copy cut off already made, turns and all: go on with its turns
+	}
 	if err != nil {
 		return dbErr(fmt.Errorf("--to: session %q of tenant %q: %w", info.ID, tenant, err))
 	}
