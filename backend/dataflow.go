@@ -504,17 +504,12 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 		return memory.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := b.saveSession.QueryTx(ctx, tx, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun)
+		var counted bool
+		seq, version, total, counted, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
 		if err != nil {
 			return err
 		}
-		var counted int16
-		if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
-		} else if err != nil {
-			return err
-		}
-		if counted == 0 { // rows of a release before counts: fill them in first
+		if !counted { // rows of a release before counts: fill them in first
 			before, err := b.backfillTx(ctx, tx, sessionID, counter, tokens)
 			if err != nil {
 				return err

@@ -3,7 +3,9 @@ package backend
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
 )
 
 // ErasedTable is the table of sessions DeleteUser deleted (ErasedRow).
@@ -159,4 +162,25 @@ func (b *DataFlowBackend) pruneErased(ctx context.Context, tenant string) error 
 	})
 	_, err := st.Exec(ctx, tenant, now().Add(-erasedKeep))
 	return err
+}
+
+// newTurnTx counts a new turn of tokens tokens into the session key's row,
+// creating it, in tx: the one session-row step of a save, a replace and
+// an import (saveSession). It returns the turn's sequence, the session's
+// version and token total after it, and whether the row's earlier turns
+// are counted. It is memory.ErrSessionDeleted, naming the session, when a
+// DeleteUser of the session ran or ended after begun (ErasedRow).
+func (b *DataFlowBackend) newTurnTx(ctx context.Context, tx *dataflow.Tx, key string, tokens int64, at, begun time.Time) (seq, version, total int64, counted bool, err error) {
+	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	var c int16
+	switch err := scanOne(rows, &seq, &version, &total, &c); {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, 0, 0, false, fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
+	case err != nil:
+		return 0, 0, 0, false, err
+	}
+	return seq, version, total, c != 0, nil
 }

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -132,18 +131,11 @@ RETURNING user_id, turn_count`, b.sessions)
 // after the import began (ErasedRow).
 func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index, pg bool) error {
 	tokens := int64(t.Tokens())
-	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
+	seq, _, total, counted, err := b.newTurnTx(ctx, tx, key, tokens, at, begun)
 	if err != nil {
 		return err
 	}
-	var seq, version, total int64
-	var counted int16
-	if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
-	} else if err != nil {
-		return err
-	}
-	if counted == 0 { // rows of a release before counts: fill them in first
+	if !counted { // rows of a release before counts: fill them in first
 		before, err := b.backfillTx(ctx, tx, key, t.Counter(), tokens)
 		if err != nil {
 			return err

@@ -2,8 +2,6 @@ package backend
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/turnkeep/turnkeep/dataflow"
@@ -59,16 +57,8 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		for i := range turns {
 			t := &turns[i]
 			tokens := int64(t.Tokens())
-			rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
+			seq, version, total, _, err := b.newTurnTx(ctx, tx, key, tokens, at, begun) // the reset counted the row
 			if err != nil {
-				return err
-			}
-			var seq, version, total int64
-			var counted int16
-			if err := scanOne(rows, &seq, &version, &total, &counted); errors.Is(err, sql.ErrNoRows) {
-				// DeleteUser deleted the session since the replace began
-				return fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
-			} else if err != nil {
 				return err
 			}
 			var meta any
