@@ -116,13 +116,7 @@ func (b *DataFlowBackend) DatabaseSize(ctx context.Context) (int64, error) {
 	if err := b.Err(); err != nil {
 		return 0, err
 	}
-	q := `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`
-	var args []any
-	if b.db.Dialect() == "pg" {
-		q = `SELECT COALESCE(pg_total_relation_size(to_regclass(CAST(? AS text))), 0) +
-	COALESCE(pg_total_relation_size(to_regclass(CAST(? AS text))), 0)`
-		args = []any{SessionsTable, MessagesTable}
-	}
+	q, args := b.store.sizeQuery()
 	rows, err := b.db.QueryContext(ctx, b.db.Rebind(q), args...)
 	if err != nil {
 		return 0, fmt.Errorf("backend: database size: %w", err)
@@ -158,8 +152,8 @@ func (b *DataFlowBackend) SearchIndexPlan(ctx context.Context) (*migrate.Plan, e
 	if err := b.Err(); err != nil {
 		return nil, err
 	}
-	p := &migrate.Plan{Table: b.searchIndexName()}
-	exists, err := b.searchIndexExists(ctx)
+	p := &migrate.Plan{Table: b.store.searchIndexName()}
+	exists, err := b.store.searchIndexExists(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("backend: search index plan: %w", err)
 	}
@@ -167,11 +161,8 @@ func (b *DataFlowBackend) SearchIndexPlan(ctx context.Context) (*migrate.Plan, e
 	if exists || b.noSearch {
 		return p, nil
 	}
-	step := migrate.Step{Kind: migrate.CreateTable, Table: SearchTable}
-	if b.db.Dialect() == "pg" {
-		step = migrate.Step{Kind: migrate.CreateIndex, Table: MessagesTable, Name: p.Table}
-	}
-	for _, stmt := range b.searchIndexDDL() {
+	ddl, step := b.store.searchIndexDDL()
+	for _, stmt := range ddl {
 		step.SQL = stmt
 		p.Steps = append(p.Steps, step)
 	}

@@ -126,12 +126,13 @@ func WithSearchIndex(on bool) Option {
 // tables at construction and creates them on first use.
 type DataFlowBackend struct {
 	db       *dataflow.DB
+	store    store // the engine's SQL (store.go)
 	sessions *dataflow.Table[SessionRow]
 	messages *dataflow.Table[MessageRow]
 	erased   *dataflow.Table[ErasedRow] // sessions DeleteUser deleted (erased.go)
 	maxBytes int
 
-	saveSession *dataflow.Stmt // SQLite: upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
+	saveSession *dataflow.Stmt // upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
 	loadWindow  *dataflow.Stmt // session count and version, plus the newest turns' messages if the version moved
 	loadBudget  *dataflow.Stmt // loadWindow within a token budget
@@ -141,8 +142,6 @@ type DataFlowBackend struct {
 	backfillEnd *dataflow.Stmt // backfill: the session's tokens, and the mark that it is done
 	counted     *dataflow.Stmt // whether the session's rows are counted; on PostgreSQL it locks the row (backfill, an append's transaction)
 	lockSession *dataflow.Stmt // takes the session row's lock, creating the row if need be
-	saveTurn    *dataflow.Stmt // PostgreSQL: the whole save in one statement; nil on SQLite
-	appendNew   *dataflow.Stmt // PostgreSQL: an append to the newest turn in one statement; nil on SQLite
 	findTurn    *dataflow.Stmt // a turn's sequence, tokens before it, timestamp and last position
 	bumpSession *dataflow.Stmt // an append's update of the session row
 	shiftBefore *dataflow.Stmt // an append's update of the later turns' tokens before them
@@ -189,6 +188,9 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 		}
 	}
 	var err error
+	if b.store, err = newStore(b); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
 	// Listing and deletion by owner or age are keyset range scans of these
 	// indexes, newest first.
 	if b.sessions, err = dataflow.Register[SessionRow](db,
@@ -233,15 +235,9 @@ RETURNING turn_count, version`, b.sessions)
 	b.backfillRow = db.NewStmt(`UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
 	b.backfillDel = db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
 	b.backfillEnd = db.NewStmt(`UPDATE `+SessionsTable+` SET tokens = ?, counted = 1 WHERE id = ?`, b.sessions)
-	forUpdate := ""
-	if db.Dialect() == "pg" {
-		forUpdate = " FOR UPDATE"
-	}
-	b.counted = db.NewStmt(`SELECT counted FROM `+SessionsTable+` WHERE id = ?`+forUpdate, b.sessions)
+	b.counted = db.NewStmt(`SELECT counted FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
 	b.shiftBefore = db.NewStmt(`UPDATE `+MessagesTable+` SET tokens_before = tokens_before + ? WHERE session_id = ? AND seq > ?`, b.messages)
-	if db.Dialect() == "pg" {
-		b.preparePG()
-	}
+	b.store.prepare()
 	// One statement answers both a cache check and a read: the session row
 	// by primary key, then, only when its version is not the known one, an
 	// index range scan of its newest turns (session_id = ? AND seq >
@@ -258,126 +254,15 @@ RETURNING turn_count, version`, b.sessions)
 	// With a budget, one bound, the greater, so that it bounds the range
 	// scan; a statement of its own, so that the plan of a window without a
 	// budget never depends on it.
-	greatest := "MAX"
-	if db.Dialect() == "pg" {
-		greatest = "GREATEST"
-	}
+	greatest := b.store.greatest()
 	turns := `s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END`
 	budget := greatest + `(` + turns + `,
 		COALESCE((
 			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.tokens_before >= s.tokens - CAST(? AS BIGINT)
 			ORDER BY x.tokens_before, x.seq LIMIT 1), s.turn_count) - 1)`
-	b.loadWindow = db.NewReadStmt(b.windowQuery(turns), b.sessions, b.messages)
-	b.loadBudget = db.NewReadStmt(b.windowQuery(budget), b.sessions, b.messages)
+	b.loadWindow = db.NewReadStmt(b.store.windowQuery(turns), b.sessions, b.messages)
+	b.loadBudget = db.NewReadStmt(b.store.windowQuery(budget), b.sessions, b.messages)
 	return b, nil
-}
-
-// windowQuery is the load statement whose messages are the session's
-// turns after sequence bound (an expression over the session row s, whose
-// arguments come before the session ID's).
-//
-// On PostgreSQL the bound is computed once, on the session row (OFFSET 0
-// keeps the planner from pulling the subquery up), and the messages are a
-// LATERAL subquery: an index scan of the session's messages from the
-// bound. Joined directly, a planner without statistics (a new table) chose
-// a hash join that read the session's every message and evaluated the
-// budget's subquery once per message row: 2.8x the turn window's cost.
-// SQLite's planner computes the bound once and range-scans from it as it
-// is.
-func (b *DataFlowBackend) windowQuery(bound string) string {
-	if b.db.Dialect() != "pg" {
-		return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM ` + SessionsTable + ` s
-LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > ` + bound + `
-WHERE s.id = ?`
-	}
-	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM (SELECT s.id, s.turn_count, s.version, s.counted, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? OFFSET 0) s
-LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > s.lo) m ON TRUE`
-}
-
-// preparePG makes the PostgreSQL statements that do a write in one round
-// trip.
-func (b *DataFlowBackend) preparePG() {
-	// The whole save in one statement, so one round trip, atomic as any
-	// statement is. A turn ID the session holds is seen by the first CTE,
-	// and then nothing is bumped or inserted (no row comes back). Two
-	// saves of one new ID at once both miss it: the session row lock
-	// orders them, and the second's insert then violates a unique index,
-	// which aborts its whole statement, its bump included. A clear holds
-	// the session row lock (inserting the row if need be), so the upsert
-	// waits for it, as the two-statement save does. Repeating it stores
-	// nothing twice, so it is run again on a pooled connection found dead,
-	// as BEGIN was. The messages come as one JSON array, so one statement
-	// text serves every number of messages.
-	//
-	// A session DeleteUser deleted after the save began (ErasedRow) is not
-	// made again: nothing is stored, and the row that comes back has a
-	// NULL count (a known turn ID too; the last column tells which). The
-	// mark is read in the statement's snapshot, but a deletion may commit
-	// while the upsert waits for the row's lock: the upsert then inserts a
-	// new row. So the row's created_at in the snapshot (o) is compared
-	// with the upserted row's, and when they differ (and the last
-	// parameter does not accept it) the statement fails with
-	// errVanishedText, aborting it whole, to be run again on a fresh
-	// snapshot, which sees the mark, or, after a clear or an expiry,
-	// starts the new session.
-	b.saveTurn = b.db.NewIdempotentStmt(`WITH known AS (
-	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
-), o AS (
-	SELECT created_at FROM `+SessionsTable+` WHERE id = ?
-), s AS (
-	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
-	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
-		AND `+b.erasedCheck()+`
-	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
-		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-	RETURNING turn_count, version, tokens, counted, created_at
-), m AS (
-	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
-	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
-		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ), u.search
-	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
-		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
-)
-SELECT s.turn_count, s.version, s.counted,
-	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT),
-	(SELECT COUNT(*) FROM known)
-FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
-	// An append to the newest turn in one statement. The turn is found,
-	// with the session row's version, in the statement's snapshot; the
-	// session row's update then re-checks, under its lock (PostgreSQL
-	// evaluates the update's condition again on the row as it is once the
-	// lock is granted), that the version is still that one and the turn
-	// the newest (turn_count = seq). So when anything was written to the
-	// session since the snapshot (a replace, a save, another append), or
-	// it was cleared or deleted, nothing is written (no version comes
-	// back) and the transaction path runs, which takes the lock first and
-	// finds the turn, or ErrTurnNotFound, on the session as it is then.
-	// Without the version, an append racing a replace found the old turn
-	// and wrote into the new turn of the same sequence.
-	b.appendNew = b.db.NewStmt(`WITH t AS (
-	SELECT m.seq, m.tokens_before, m.created_at, s.version FROM `+MessagesTable+` m JOIN `+SessionsTable+` s ON s.id = m.session_id
-	WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0
-), u AS (
-	SELECT u.* FROM json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
-		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
-	WHERE NOT EXISTS (SELECT 1 FROM `+MessagesTable+` x WHERE x.session_id = ? AND x.msg_id = u.id)
-), n AS (
-	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
-), s AS (
-	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
-	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
-	RETURNING `+SessionsTable+`.version, `+SessionsTable+`.counted
-), p AS (
-	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
-), i AS (
-	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
-	SELECT ?, t.seq, p.pos + u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
-		t.tokens_before, NULL, t.created_at, u.search
-	FROM s, t, p, u
-)
-SELECT t.seq, n.n, s.version, s.counted FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
 }
 
 // insertRows returns the insert of n message rows: an append's skips the
@@ -400,19 +285,6 @@ func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
 		}
 		return b.db.NewStmt(q.String(), b.messages)
 	})
-}
-
-// msgIDConflict reports whether err is a violation of the message ID
-// index: a message ID the session holds in another turn.
-func (b *DataFlowBackend) msgIDConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if b.db.Dialect() == "pg" {
-		return dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "UNIQUE constraint failed") && strings.Contains(msg, MessagesTable+".msg_id")
 }
 
 // DB returns the database the backend stores into.
@@ -454,7 +326,7 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
 		return memory.Saved{}, nil
 	}
-	if b.msgIDConflict(err) {
+	if b.store.msgIDConflict(err) {
 		// Either the turn is stored (a concurrent save of the same ID won,
 		// and its derived message IDs met first) or a message ID is
 		// another turn's.
@@ -495,40 +367,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 	}
 	tokens := int64(t.Tokens())
 	at := now()
-	if b.saveTurn != nil {
-		return b.saveInOne(ctx, sessionID, turn, metaArg, tokens, at, counter, begun)
-	}
-	var seq, version, total int64
-	index, err := b.indexed(ctx)
-	if err != nil {
-		return memory.Saved{}, err
-	}
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		var counted bool
-		seq, version, total, counted, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
-		if err != nil {
-			return err
-		}
-		if !counted { // rows of a release before counts: fill them in first
-			before, err := b.backfillTx(ctx, tx, sessionID, counter, tokens)
-			if err != nil {
-				return err
-			}
-			total = before + tokens
-		}
-		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp, false)
-		if err := b.insert(ctx, tx, len(turn.Encoded), args); err != nil {
-			return err // errDuplicate when the turn is held
-		}
-		if index {
-			return b.indexTx(ctx, tx, sessionID, seq, 0, turn.Encoded)
-		}
-		return nil
-	}, b.sessions, b.messages, b.erased)
-	if err != nil {
-		return memory.Saved{}, err
-	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
+	return b.store.save(ctx, sessionID, turn, metaArg, tokens, at, counter, begun)
 }
 
 // insert runs a save's insert of n message rows, failing with errDuplicate
@@ -580,127 +419,6 @@ func jsonArg(data []byte) any {
 	return string(data)
 }
 
-// jsonRow is a message as the PostgreSQL statements take it, in a JSON
-// array: every key present, so that json_to_recordset never yields NULL
-// for a NOT NULL column.
-type jsonRow struct {
-	Pos        int32   `json:"pos"`
-	ID         string  `json:"id"`
-	Role       string  `json:"role"`
-	Content    string  `json:"content"`
-	Name       string  `json:"name"`
-	ToolCalls  *string `json:"tool_calls"`
-	ToolCallID string  `json:"tool_call_id"`
-	Parts      *string `json:"parts"`
-	Meta       *string `json:"meta"`
-	Tokens     int64   `json:"tokens"`
-	Search     *string `json:"search"`
-}
-
-// jsonRows encodes msgs for the PostgreSQL statements, numbering them from
-// first.
-func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
-	rows := make([]jsonRow, len(msgs))
-	for i := range msgs {
-		m := &msgs[i]
-		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
-			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
-			Tokens: int64(m.Tokens), Search: jsonText([]byte(memory.SearchText(m.Content)))}
-		if *rows[i].Search == "" {
-			rows[i].Search = nil
-		}
-	}
-	data, err := json.Marshal(rows)
-	return string(data), err
-}
-
-func jsonText(data []byte) *string {
-	if data == nil {
-		return nil
-	}
-	s := string(data)
-	return &s
-}
-
-// errVanishedText is the text of the error the PostgreSQL save statement
-// fails with when its session row was deleted while it waited for its lock.
-const errVanishedText = "turnkeep: session row deleted under the save"
-
-// errNotSaved is a PostgreSQL save that stored nothing on every try, each
-// time for a reason gone when asked: not acknowledged as stored.
-var errNotSaved = errors.New("save: the session changed under every try")
-
-// saveInOne is Save on PostgreSQL: one statement, one round trip.
-func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
-	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, err // nothing sent
-	}
-	t := &turn.Turn
-	rowsJSON, err := jsonRows(turn.Encoded, 0)
-	if err != nil {
-		return memory.Saved{}, err
-	}
-	var seq, version sql.NullInt64
-	var counted sql.NullInt16
-	var vanished, known int
-	// Run again while the session row is deleted under the statement (see
-	// preparePG); the last try takes the new row (a clear or an expiry is
-	// deleting the session again and again). Run again too when it stored
-	// nothing for a reason gone since: a DeleteUser that was running in
-	// its snapshot has ended before the save began.
-	const tries = 4
-	for try := 1; try <= tries; try++ {
-		var rows *sql.Rows
-		rows, err = b.saveTurn.Query(ctx,
-			sessionID, t.ID,
-			sessionID,
-			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
-			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
-		if err == nil {
-			err = scanOne(rows, &seq, &version, &counted, &vanished, &known)
-		}
-		switch {
-		case err == nil && !seq.Valid && known > 0:
-			return memory.Saved{}, nil // the session holds the turn's ID
-		case err == nil && !seq.Valid:
-			// DeleteUser deleted the session, in the statement's snapshot,
-			// after the save began, or was deleting it then.
-			switch erased, err := b.erasedSince(ctx, sessionID, begun); {
-			case err != nil:
-				return memory.Saved{}, err
-			case erased:
-				return memory.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
-			}
-			err = errNotSaved
-			continue
-		case err != nil && strings.Contains(err.Error(), errVanishedText):
-			continue
-		}
-		break
-	}
-	switch {
-	case err == nil:
-		if counted.Int16 == 0 {
-			// The turn is stored; the session's rows of a release before
-			// counts are filled in now, its tokens_before included.
-			if err := b.backfill(ctx, sessionID, counter); err != nil {
-				return memory.Saved{}, err
-			}
-		}
-		return memory.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
-	case errors.Is(err, errNotSaved):
-		return memory.Saved{}, err
-	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
-		return memory.Saved{}, nil // a concurrent save of the same ID won
-	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
-		return memory.Saved{}, err // the caller tells which
-	}
-	// A statement sent and then cut off by the context or a lost
-	// connection may have committed: ErrOutcomeUnknown. A retry with the
-	// same turn ID stores nothing twice.
-	return memory.Saved{}, b.writeOutcome(ctx, "save", err)
-}
-
 // Append adds msgs to the session's turn turnID, atomically, skipping every
 // message whose ID the session holds already. Messages not made by
 // memory.PrepareMessages are validated first. On PostgreSQL an append to
@@ -715,19 +433,11 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 	if err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
-	if b.appendNew != nil {
-		saved, done, err := b.appendInOne(ctx, sessionID, turnID, msgs)
-		switch {
-		case err != nil && (dataflow.IsUniqueViolation(err, MessagesTable+"_pkey") || dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")):
-			// A concurrent append to the turn took the same positions (or
-			// stored the same ID) first; the statement stored nothing. The
-			// transaction path locks the session row first, so it sees
-			// what the other stored and cannot collide.
-		case err != nil:
-			return memory.Saved{}, fmt.Errorf("backend: %w", err)
-		case done:
-			return saved, nil
-		}
+	switch saved, done, err := b.store.appendNewest(ctx, sessionID, turnID, msgs); {
+	case err != nil:
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	case done:
+		return saved, nil
 	}
 	saved, err := b.appendInTx(ctx, sessionID, turnID, msgs)
 	if err != nil {
@@ -736,60 +446,19 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 	return saved, nil
 }
 
-// appendInOne is Append to the newest turn on PostgreSQL; done is false
-// when the turn is not the newest.
-func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
-	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, false, err
-	}
-	rowsJSON, err := jsonRows(msgs, 1)
-	if err != nil {
-		return memory.Saved{}, false, err
-	}
-	rows, err := b.appendNew.Query(ctx, sessionID, turnID, rowsJSON, sessionID, now(), sessionID, sessionID, sessionID, turnID)
-	if err != nil {
-		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
-	}
-	var seq, n int64
-	var version sql.NullInt64
-	var counted sql.NullInt16 // 0: rows of a release before counts; the transaction path fills them in first
-	err = scanOne(rows, &seq, &n, &version, &counted)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return memory.Saved{}, false, errTurnNotFound(sessionID, turnID)
-	case err != nil:
-		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
-	case n == 0:
-		return memory.Saved{}, true, nil // every message is held
-	case !version.Valid:
-		return memory.Saved{}, false, nil // not the newest turn, or not counted
-	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
-}
-
 // appendInTx is Append in a transaction: the session row locked, the turn
 // found, its new rows inserted, the session and the later turns' counts
 // moved.
 func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
 	var saved memory.Saved
-	pg := b.db.Dialect() == "pg"
 	index, err := b.indexed(ctx)
 	if err != nil {
 		return memory.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		saved = memory.Saved{}
-		if pg { // lock the session row first (SQLite's transaction holds the write lock already)
-			rows, err := b.counted.QueryTx(ctx, tx, sessionID)
-			if err != nil {
-				return err
-			}
-			var counted int16
-			if err := scanOne(rows, &counted); errors.Is(err, sql.ErrNoRows) {
-				return errTurnNotFound(sessionID, turnID)
-			} else if err != nil {
-				return err
-			}
+		if err := b.store.lockSessionTx(ctx, tx, sessionID, turnID); err != nil {
+			return err
 		}
 		var seq, before int64
 		var at dataflow.Time
@@ -812,7 +481,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 				}
 			}
 		}
-		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time, pg)...)
+		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time, b.store.indexInRows())...)
 		if err != nil {
 			return err
 		}
@@ -834,7 +503,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		}
 		if index {
 			for i := range stored {
-				if err := b.indexTx(ctx, tx, sessionID, seq, stored[i].pos, stored[i].msgs); err != nil {
+				if err := b.store.indexTx(ctx, tx, sessionID, seq, stored[i].pos, stored[i].msgs); err != nil {
 					return err
 				}
 			}
@@ -1043,7 +712,7 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 	if counter == nil {
 		counter = memory.DefaultTokenCounter
 	}
-	pg := b.db.Dialect() == "pg"
+	inRows := b.store.indexInRows()
 	rows, err := b.counted.QueryTx(ctx, tx, sessionID)
 	if err != nil {
 		return 0, err
@@ -1116,16 +785,16 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 			r.tokens = int64(max(counter.CountTokens(memory.Message{ID: id, Role: memory.Role(r.role), Content: r.content}), 0))
 		}
 		total += r.tokens
-		var search any // PostgreSQL: the search text of a row written before there was one
-		if pg {
+		var search any // the search text, in the row, of a row written before there was one
+		if inRows {
 			search = searchArg(r.content)
 		}
 		if _, err := b.backfillRow.ExecTx(ctx, tx, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
 			return 0, err
 		}
-		if !r.counted && !pg && !b.searchOff.Load() {
+		if !r.counted && !inRows && !b.searchOff.Load() {
 			msg := memory.PreparedMessage{Message: memory.Message{Content: r.content}}
-			if err := b.indexTx(ctx, tx, sessionID, r.seq, r.pos, []memory.PreparedMessage{msg}); err != nil {
+			if err := b.store.indexTx(ctx, tx, sessionID, r.seq, r.pos, []memory.PreparedMessage{msg}); err != nil {
 				return 0, err
 			}
 		}
@@ -1294,7 +963,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
 			return err
 		}
-		if err := b.unindexKeysTx(ctx, tx, []string{sessionID}); err != nil {
+		if err := b.store.unindexKeysTx(ctx, tx, []string{sessionID}); err != nil {
 			return err
 		}
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {

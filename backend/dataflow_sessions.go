@@ -234,7 +234,6 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 	if err := b.pruneErased(ctx, tenant); err != nil {
 		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
-	pg := b.db.Dialect() == "pg"
 	where := `tenant = ?`
 	if user != nil {
 		where += ` AND user_id = ?`
@@ -252,10 +251,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 	// servers deleting at once take different batches; once nothing is
 	// left to take so, the rows still matching (held by a save, an append
 	// or another deleter) are waited for, until none matches.
-	pick := pickStmt("")
-	if pg {
-		pick = pickStmt(" FOR UPDATE SKIP LOCKED")
-	}
+	pick := pickStmt(b.store.skipLocked())
 	left := b.stmt("left/"+shape, func() *dataflow.Stmt {
 		return b.db.NewReadStmt(`SELECT COUNT(*) FROM (SELECT 1 FROM `+SessionsTable+` WHERE `+where+` LIMIT 1) x`, b.sessions)
 	})
@@ -314,7 +310,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		if err != nil {
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
-		if len(got) == 0 && !pg {
+		if len(got) == 0 && b.store.skipLocked() == "" {
 			return report, keys, finish() // the transaction saw every row
 		}
 		if len(got) == 0 {
@@ -329,7 +325,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			if n == 0 {
 				return report, keys, finish()
 			}
-			pick = pickStmt(" FOR UPDATE")
+			pick = pickStmt(b.store.rowLock())
 			continue
 		}
 		report.Sessions += len(got)
@@ -346,7 +342,7 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 	for i, k := range keys {
 		args[i] = k
 	}
-	if err := b.unindexKeysTx(ctx, tx, keys); err != nil {
+	if err := b.store.unindexKeysTx(ctx, tx, keys); err != nil {
 		return 0, err
 	}
 	delMsgs := b.stmt(fmt.Sprintf("delmsgs/%d", len(keys)), func() *dataflow.Stmt {

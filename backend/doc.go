@@ -17,4 +17,9 @@
 // when the search index is on. A load is one statement, an index range scan
 // over the newest turns joined with the session row; SessionInfo reads the
 // session row.
+//
+// Each engine is one store in files of its own (sqlite.go, postgres.go),
+// behind the internal store interface (store.go), registered by dialect:
+// it holds the engine's SQL and the choices that differ, and the shared
+// flows ask it for features rather than compare dialect names.
 package backend

@@ -65,12 +65,7 @@ func (b *DataFlowBackend) erasedCheck() string {
 // cast is CAST(expr AS typ) on PostgreSQL, whose INSERT ... SELECT needs
 // the parameters' types, and expr on SQLite, whose CAST would change the
 // stored form of a time.
-func (b *DataFlowBackend) cast(expr, typ string) string {
-	if b.db.Dialect() == "pg" {
-		return "CAST(" + expr + " AS " + typ + ")"
-	}
-	return expr
-}
+func (b *DataFlowBackend) cast(expr, typ string) string { return b.store.cast(expr, typ) }
 
 // erasedSince reports whether a DeleteUser of the session runs, or ended
 // after begun.

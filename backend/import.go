@@ -33,7 +33,6 @@ func (b *DataFlowBackend) Import(ctx context.Context, key string, s memory.Sessi
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
-	pg := b.db.Dialect() == "pg"
 	head := b.stmt("import/head", func() *dataflow.Stmt {
 		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
@@ -111,8 +110,8 @@ RETURNING user_id, turn_count`, b.sessions)
 				}
 				continue // held as it is: no change
 			}
-			if err := b.importTurnTx(ctx, tx, key, t, at, begun, index, pg); err != nil {
-				if b.msgIDConflict(err) {
+			if err := b.importTurnTx(ctx, tx, key, t, at, begun, index); err != nil {
+				if b.store.msgIDConflict(err) {
 					return fmt.Errorf("%s turn %q: %w: a message id of it is held by another turn", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
 				}
 				return err
@@ -129,7 +128,7 @@ RETURNING user_id, turn_count`, b.sessions)
 // an import's transaction. Like a save, it is refused with
 // memory.ErrSessionDeleted when a DeleteUser of the session ran or ended
 // after the import began (ErasedRow).
-func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index, pg bool) error {
+func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index bool) error {
 	tokens := int64(t.Tokens())
 	seq, _, total, counted, err := b.newTurnTx(ctx, tx, key, tokens, at, begun)
 	if err != nil {
@@ -146,7 +145,7 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 	if t.Metadata != nil {
 		meta = string(t.Metadata)
 	}
-	args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, pg)
+	args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, b.store.indexInRows())
 	if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
 		if err == errDuplicate { // the turn was looked up as not held, under the session row's lock
 			return fmt.Errorf("turn %s stored meanwhile", t.ID)
@@ -154,7 +153,7 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 		return err
 	}
 	if index {
-		return b.indexTx(ctx, tx, key, seq, 0, t.Encoded)
+		return b.store.indexTx(ctx, tx, key, seq, 0, t.Encoded)
 	}
 	return nil
 }

@@ -34,7 +34,6 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 	if err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
-	pg := b.db.Dialect() == "pg"
 	reset := b.stmt("replace/reset", func() *dataflow.Stmt {
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET turn_count = 0, tokens = 0, counted = 1, version = version + 1, updated_at = ? WHERE id = ?`, b.sessions)
 	})
@@ -44,7 +43,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		if _, err := b.lockSession.ExecTx(ctx, tx, key, tenantOf(key), at, at); err != nil {
 			return err
 		}
-		if err := b.unindexKeysTx(ctx, tx, []string{key}); err != nil {
+		if err := b.store.unindexKeysTx(ctx, tx, []string{key}); err != nil {
 			return err
 		}
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": key}); err != nil {
@@ -65,7 +64,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 			if t.Metadata != nil {
 				meta = string(t.Metadata)
 			}
-			args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, pg)
+			args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, b.store.indexInRows())
 			if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
 				if err == errDuplicate {
 					return fmt.Errorf("%w: turn id %q given twice", memory.ErrInvalidTurn, t.ID)
@@ -73,7 +72,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 				return err
 			}
 			if index {
-				if err := b.indexTx(ctx, tx, key, seq, 0, t.Encoded); err != nil {
+				if err := b.store.indexTx(ctx, tx, key, seq, 0, t.Encoded); err != nil {
 					return err
 				}
 			}
@@ -82,7 +81,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		return nil
 	}, b.sessions, b.messages, b.erased)
 	if err != nil {
-		if b.msgIDConflict(err) {
+		if b.store.msgIDConflict(err) {
 			return memory.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", memory.ErrInvalidTurn)
 		}
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)

@@ -330,7 +330,7 @@ func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
 	case q.Limit > 0:
 		b.WriteString(" LIMIT ")
 		b.rawArg(int64(q.Limit))
-	case q.Offset > 0 && !t.db.d.PG:
+	case q.Offset > 0 && t.db.d.OffsetNeedsLimit():
 		b.WriteString(" LIMIT -1") // SQLite needs a LIMIT before OFFSET
 	}
 	if q.Offset > 0 {
@@ -427,7 +427,7 @@ func (t *Table[T]) bulkInsert(ctx context.Context, rows []T, upsert bool) error 
 		omit := omitMask(t.st.st.Fields, reflect.ValueOf(&rows[start]).Elem())
 		cols := len(t.st.st.Fields) - bitCount(omit)
 		per := max(1, maxParams/max(1, cols))
-		if cols == 0 && !t.db.d.PG {
+		if cols == 0 && t.db.d.DefaultValuesOnly() {
 			per = 1 // SQLite has only DEFAULT VALUES, one row at a time
 		}
 		var part []reflect.Value

@@ -92,7 +92,7 @@ func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
 		ownsDB: owns,
 		tables: make(map[string]*tableState),
 	}
-	tel, err := newTelemetry(cfg, d.PG, db.Stats)
+	tel, err := newTelemetry(cfg, d.System(), db.Stats)
 	if err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOption, err)
 	}

@@ -178,7 +178,7 @@ func (db *DB) beginOnce(ctx context.Context) (*Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	if db.d.PG {
+	if !db.d.ImmediateTx() {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			sqlcore.Discard(conn) // BEGIN may have been interrupted half way

@@ -90,8 +90,8 @@ func runStmt[R any](ctx context.Context, s *Stmt, args []any, do func(context.Co
 	if err != nil {
 		return zero, err
 	}
-	var q querier = s.db.sql // PostgreSQL
-	if !s.db.d.PG {
+	var q querier = s.db.sql // the driver caches statements (pgx)
+	if s.db.d.PrepareStatements() {
 		p, err := s.prepared(ctx)
 		if err != nil {
 			return zero, err
@@ -142,7 +142,7 @@ func (s *Stmt) ExecTx(ctx context.Context, tx *Tx, args ...any) (sql.Result, err
 // prepare it on (SetMaxOpenConns), rather than wait for one, perhaps for
 // tx's own.
 func (s *Stmt) inTx(ctx context.Context, tx *Tx) (querier, error) {
-	if tx.tx == nil || s.db.d.PG {
+	if tx.tx == nil || !s.db.d.PrepareStatements() {
 		return tx.q, nil
 	}
 	p := s.prep.Load()

@@ -59,11 +59,8 @@ type telemetry struct {
 // newTelemetry returns the telemetry of cfg, or nil when there is nothing
 // to record. Providers not given are otel's global ones at this moment;
 // while those are still otel's defaults (no-ops), nothing is recorded.
-func newTelemetry(cfg config, pg bool, stats func() Stats) (*telemetry, error) {
-	t := &telemetry{log: cfg.logger, slow: cfg.slowThreshold, system: attribute.String("db.system.name", "sqlite")}
-	if pg {
-		t.system = attribute.String("db.system.name", "postgresql")
-	}
+func newTelemetry(cfg config, system string, stats func() Stats) (*telemetry, error) {
+	t := &telemetry{log: cfg.logger, slow: cfg.slowThreshold, system: attribute.String("db.system.name", system)}
 	if tp := otelx.TracerProvider(cfg.tracerProvider); tp != nil {
 		t.tracer = tp.Tracer(InstrumentationName)
 	}

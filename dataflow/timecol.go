@@ -18,7 +18,7 @@ const SQLiteTimeLayout = "2006-01-02 15:04:05.000000000+00:00" // spelt out for 
 // (modernc guesses the format of a column declared as a time, starting with
 // one that always fails); on PostgreSQL expr itself.
 func (db *DB) TimeColumn(expr string) string {
-	if db == nil || db.d.PG {
+	if db == nil || !db.d.TimeAsText() {
 		return expr
 	}
 	return "CAST(" + expr + " AS TEXT)"

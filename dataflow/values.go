@@ -101,7 +101,7 @@ func fieldArg(d sqlcore.Dialect, f *schema.Field, strct reflect.Value) (any, err
 		return nil, nil
 	}
 	fv := f.Value(strct)
-	if d.PG && f.Tag.HasOption("array") {
+	if d.NativeArrays() && f.Tag.HasOption("array") {
 		return pgdialect.Array(fv.Interface()), nil
 	}
 	return bindValue(d, fv.Interface())

@@ -58,7 +58,7 @@ func (m *Migrator) Check(ctx context.Context, model Model) (Status, error) {
 	if err != nil {
 		return Changed, err
 	}
-	return m.check(ctx, m.db, t.Name, checksum(m.d.Name(), t, model))
+	return m.check(ctx, m.db, t.Name, checksum(m.d, t, model))
 }
 
 func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (Status, error) {
@@ -91,12 +91,7 @@ func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (S
 // existing reports which of the named tables exist in the current schema:
 // one catalog query.
 func (m *Migrator) existing(ctx context.Context, c bun.IConn, names ...string) (map[string]bool, error) {
-	q := `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)`
-	if m.d.PG {
-		q = `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (?)`
-	}
-	rows, err := c.QueryContext(ctx, q, bun.List(names))
+	rows, err := c.QueryContext(ctx, m.d.Catalog().Tables, bun.List(names))
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +138,7 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 		if err := m.createHistory(ctx, c); err != nil {
 			return err
 		}
-		sum := checksum(m.d.Name(), t, model)
+		sum := checksum(m.d, t, model)
 		status, err := m.check(ctx, c, t.Name, sum)
 		if err != nil {
 			return err
@@ -215,11 +210,7 @@ func (m *Migrator) locked(ctx context.Context, fn func(bun.IConn) error) error {
 }
 
 func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
-	id := "id INTEGER PRIMARY KEY AUTOINCREMENT"
-	ts := "TIMESTAMP"
-	if m.d.PG {
-		id, ts = "id BIGSERIAL PRIMARY KEY", "TIMESTAMPTZ"
-	}
+	id, ts := m.d.HistoryColumns()
 	stmts := []string{
 		`CREATE TABLE IF NOT EXISTS ` + m.ident(m.history) + ` (` + id + `,
 	table_name VARCHAR(255) NOT NULL,

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/uptrace/bun/schema"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // Checksum returns the SHA-256 of the model's canonical schema: the table
@@ -18,13 +20,13 @@ func (m *Migrator) Checksum(model Model) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return checksum(m.d.Name(), t, model), nil
+	return checksum(m.d, t, model), nil
 }
 
-func checksum(dialectName string, t *schema.Table, model Model) string {
+func checksum(d sqlcore.Dialect, t *schema.Table, model Model) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "dialect %s\ntable %s\n", dialectName, t.Name)
-	if model.WithoutRowID && dialectName == "sqlite" {
+	fmt.Fprintf(&b, "dialect %s\ntable %s\n", d.Name(), t.Name)
+	if model.WithoutRowID && d.WithoutRowID() {
 		b.WriteString("without rowid\n")
 	}
 	for _, f := range t.Fields {

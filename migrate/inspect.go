@@ -3,9 +3,10 @@ package migrate
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/uptrace/bun"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // Column is a column of a live table.
@@ -53,36 +54,8 @@ func (m *Migrator) Inspect(ctx context.Context, table string) (*TableInfo, error
 	return m.inspect(ctx, m.db, table)
 }
 
-const (
-	sqliteColumns = "SELECT name, type, `notnull`, pk, dflt_value IS NOT NULL FROM pragma_table_info(?) ORDER BY cid"
-	sqliteIndexes = `SELECT il.name, il."unique" <> 0, COALESCE(ii.name, '')
-FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii
-ORDER BY il.name, ii.seqno`
-	pgColumns = `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-	COALESCE((SELECT true FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)), false),
-	a.atthasdef OR a.attidentity <> ''
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relname = ? AND c.relkind IN ('r', 'p')
-	AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum`
-	pgIndexes = `SELECT i.relname, x.indisunique, COALESCE(a.attname, '')
-FROM pg_index x
-JOIN pg_class i ON i.oid = x.indexrelid
-JOIN pg_class t ON t.oid = x.indrelid
-JOIN pg_namespace n ON n.oid = t.relnamespace
-CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum AND k.attnum > 0
-WHERE n.nspname = current_schema() AND t.relname = ?
-ORDER BY i.relname, k.ord`
-)
-
 func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*TableInfo, error) {
-	colsQuery, idxQuery := sqliteColumns, sqliteIndexes
-	if m.d.PG {
-		colsQuery, idxQuery = pgColumns, pgIndexes
-	}
+	colsQuery, idxQuery := m.d.Catalog().Columns, m.d.Catalog().Indexes
 	ti := &TableInfo{Name: table}
 	rows, err := c.QueryContext(ctx, colsQuery, table)
 	if err != nil {
@@ -90,14 +63,9 @@ func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*Tab
 	}
 	for rows.Next() {
 		var col Column
-		var pk int64
-		if m.d.PG {
-			err = rows.Scan(&col.Name, &col.Type, &col.NotNull, &col.PK, &col.HasDefault)
-		} else {
-			var notNull, hasDefault int64
-			err = rows.Scan(&col.Name, &col.Type, &notNull, &pk, &hasDefault)
-			col.NotNull, col.PK, col.HasDefault = notNull != 0, pk != 0, hasDefault != 0
-		}
+		var notNull, pk, hasDefault sqlcore.Flag
+		err = rows.Scan(&col.Name, &col.Type, &notNull, &pk, &hasDefault)
+		col.NotNull, col.PK, col.HasDefault = bool(notNull), bool(pk), bool(hasDefault)
 		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("inspect table %q: %w", table, err)
@@ -117,14 +85,14 @@ func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*Tab
 	}
 	for rows.Next() {
 		var name, col string
-		var unique bool
+		var unique sqlcore.Flag
 		if err := rows.Scan(&name, &unique, &col); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("inspect indexes of %q: %w", table, err)
 		}
 		if n := len(ti.IndexDefs); n == 0 || ti.IndexDefs[n-1].Name != name {
 			ti.Indexes = append(ti.Indexes, name)
-			ti.IndexDefs = append(ti.IndexDefs, Index{Name: name, Unique: unique})
+			ti.IndexDefs = append(ti.IndexDefs, Index{Name: name, Unique: bool(unique)})
 		}
 		last := &ti.IndexDefs[len(ti.IndexDefs)-1]
 		last.Columns = append(last.Columns, col)
@@ -146,44 +114,4 @@ func closeRows(rows rowsCloser) error {
 		err = cerr
 	}
 	return err
-}
-
-// typeAliases maps the type names bun writes to the names the PostgreSQL
-// catalog reports, so a model and a live table compare equal.
-var typeAliases = map[string]string{
-	"varchar":     "character varying",
-	"char":        "character",
-	"timestamptz": "timestamp with time zone",
-	"timestamp":   "timestamp without time zone",
-	"timetz":      "time with time zone",
-	"time":        "time without time zone",
-	"bigserial":   "bigint",
-	"serial":      "integer",
-	"smallserial": "smallint",
-	"int":         "integer",
-	"int8":        "bigint",
-	"int4":        "integer",
-	"int2":        "smallint",
-	"bool":        "boolean",
-	"float8":      "double precision",
-	"float4":      "real",
-	"decimal":     "numeric",
-}
-
-// normType reduces a type name to a comparable form: lower case, without
-// length or precision modifiers, PostgreSQL aliases resolved.
-func normType(pg bool, t string) string {
-	t = strings.ToLower(strings.TrimSpace(t))
-	if i := strings.IndexByte(t, '('); i >= 0 {
-		j := strings.IndexByte(t, ')')
-		if j > i {
-			t = strings.TrimSpace(t[:i] + t[j+1:])
-		}
-	}
-	if pg {
-		if a, ok := typeAliases[t]; ok {
-			return a
-		}
-	}
-	return t
 }

@@ -114,13 +114,13 @@ func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, e
 
 func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, error) {
 	indexes := model.Indexes
-	p := &Plan{Table: t.Name, Checksum: checksum(m.d.Name(), t, model), Exists: ti.Exists}
+	p := &Plan{Table: t.Name, Checksum: checksum(m.d, t, model), Exists: ti.Exists}
 	if !ti.Exists {
 		b, err := m.db.NewCreateTable().Model(t.ZeroIface).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
 		}
-		if model.WithoutRowID && !m.d.PG {
+		if model.WithoutRowID && m.d.WithoutRowID() {
 			b = append(b, " WITHOUT ROWID"...)
 		}
 		p.Steps = append(p.Steps, Step{Kind: CreateTable, Table: t.Name, SQL: string(b)})
@@ -131,9 +131,9 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 				p.Steps = append(p.Steps, m.addColumn(t, f))
 				continue
 			}
-			if normType(m.d.PG, col.Type) != normType(m.d.PG, f.CreateTableSQLType) {
+			if m.d.NormType(col.Type) != m.d.NormType(f.CreateTableSQLType) {
 				p.Steps = append(p.Steps, m.alterType(t, f, col))
-			} else if live, model, ok := varcharLengths(col.Type, f.CreateTableSQLType); m.d.PG && ok && live < model {
+			} else if live, model, ok := varcharLengths(col.Type, f.CreateTableSQLType); m.d.EnforcesVarcharLength() && ok && live < model {
 				p.Steps = append(p.Steps, m.widen(t, f, col))
 			}
 		}
@@ -192,7 +192,7 @@ func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
 	case f.NotNull:
 		// Existing rows need a value: use the type's zero, or leave the
 		// column nullable when the type has none we know.
-		if z := zeroDefault(normType(m.d.PG, f.CreateTableSQLType)); z != "" {
+		if z := zeroDefault(m.d.NormType(f.CreateTableSQLType)); z != "" {
 			def += " NOT NULL DEFAULT " + z
 		}
 	}
@@ -207,11 +207,10 @@ func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step 
 		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true, Breaks: true,
 		Note: fmt.Sprintf("live type %s, model type %s", col.Type, f.CreateTableSQLType),
 	}
-	if m.d.PG {
-		s.SQL = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s",
-			m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType, m.ident(f.Name), f.CreateTableSQLType)
+	if sql, ok := m.d.AlterType(m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType); ok {
+		s.SQL = sql
 	} else {
-		s.Note += "; SQLite cannot change a column's type in place"
+		s.Note += "; " + m.d.Product() + " cannot change a column's type in place"
 	}
 	return s
 }

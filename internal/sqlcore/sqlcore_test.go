@@ -23,8 +23,8 @@ import (
 )
 
 var (
-	sqlite = sqlcore.Dialect{}
-	pg     = sqlcore.Dialect{PG: true}
+	sqlite = sqlcore.SQLite
+	pg     = sqlcore.Postgres
 )
 
 func openSQLite(t *testing.T) *bun.DB {

@@ -1,0 +1,418 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// postgresStore is the backend's PostgreSQL: a save and an append to the
+// newest turn are one statement each (one round trip), and the search
+// index is a GIN index over the message rows' search_text, written by the
+// insert itself.
+type postgresStore struct {
+	b *DataFlowBackend
+
+	saveTurn  *dataflow.Stmt // the whole save in one statement
+	appendNew *dataflow.Stmt // an append to the newest turn in one statement
+}
+
+func init() {
+	registerStore("pg", func(b *DataFlowBackend) store { return &postgresStore{b: b} })
+}
+
+func (s *postgresStore) cast(expr, typ string) string { return "CAST(" + expr + " AS " + typ + ")" }
+func (s *postgresStore) rowLock() string              { return " FOR UPDATE" }
+func (s *postgresStore) skipLocked() string           { return " FOR UPDATE SKIP LOCKED" }
+func (s *postgresStore) greatest() string             { return "GREATEST" }
+func (s *postgresStore) indexInRows() bool            { return true }
+
+// windowQuery is the load statement whose messages are the session's
+// turns after sequence bound (an expression over the session row s, whose
+// arguments come before the session ID's).
+//
+// The bound is computed once, on the session row (OFFSET 0
+// keeps the planner from pulling the subquery up), and the messages are a
+// LATERAL subquery: an index scan of the session's messages from the
+// bound. Joined directly, a planner without statistics (a new table) chose
+// a hash join that read the session's every message and evaluated the
+// budget's subquery once per message row: 2.8x the turn window's cost.
+func (s *postgresStore) windowQuery(bound string) string {
+	b := s.b
+	return loadColumns + b.db.TimeColumn("m.created_at") + `
+FROM (SELECT s.id, s.turn_count, s.version, s.counted, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? OFFSET 0) s
+LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > s.lo) m ON TRUE`
+}
+
+// prepare makes the PostgreSQL statements that do a write in one round
+// trip.
+func (s *postgresStore) prepare() {
+	b := s.b
+	// The whole save in one statement, so one round trip, atomic as any
+	// statement is. A turn ID the session holds is seen by the first CTE,
+	// and then nothing is bumped or inserted (no row comes back). Two
+	// saves of one new ID at once both miss it: the session row lock
+	// orders them, and the second's insert then violates a unique index,
+	// which aborts its whole statement, its bump included. A clear holds
+	// the session row lock (inserting the row if need be), so the upsert
+	// waits for it, as the two-statement save does. Repeating it stores
+	// nothing twice, so it is run again on a pooled connection found dead,
+	// as BEGIN was. The messages come as one JSON array, so one statement
+	// text serves every number of messages.
+	//
+	// A session DeleteUser deleted after the save began (ErasedRow) is not
+	// made again: nothing is stored, and the row that comes back has a
+	// NULL count (a known turn ID too; the last column tells which). The
+	// mark is read in the statement's snapshot, but a deletion may commit
+	// while the upsert waits for the row's lock: the upsert then inserts a
+	// new row. So the row's created_at in the snapshot (o) is compared
+	// with the upserted row's, and when they differ (and the last
+	// parameter does not accept it) the statement fails with
+	// errVanishedText, aborting it whole, to be run again on a fresh
+	// snapshot, which sees the mark, or, after a clear or an expiry,
+	// starts the new session.
+	s.saveTurn = b.db.NewIdempotentStmt(`WITH known AS (
+	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
+), o AS (
+	SELECT created_at FROM `+SessionsTable+` WHERE id = ?
+), s AS (
+	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
+		AND `+b.erasedCheck()+`
+	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
+		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
+	RETURNING turn_count, version, tokens, counted, created_at
+), m AS (
+	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
+	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
+		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ), u.search
+	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
+)
+SELECT s.turn_count, s.version, s.counted,
+	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT),
+	(SELECT COUNT(*) FROM known)
+FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
+	// An append to the newest turn in one statement. The turn is found,
+	// with the session row's version, in the statement's snapshot; the
+	// session row's update then re-checks, under its lock (PostgreSQL
+	// evaluates the update's condition again on the row as it is once the
+	// lock is granted), that the version is still that one and the turn
+	// the newest (turn_count = seq). So when anything was written to the
+	// session since the snapshot (a replace, a save, another append), or
+	// it was cleared or deleted, nothing is written (no version comes
+	// back) and the transaction path runs, which takes the lock first and
+	// finds the turn, or ErrTurnNotFound, on the session as it is then.
+	// Without the version, an append racing a replace found the old turn
+	// and wrote into the new turn of the same sequence.
+	s.appendNew = b.db.NewStmt(`WITH t AS (
+	SELECT m.seq, m.tokens_before, m.created_at, s.version FROM `+MessagesTable+` m JOIN `+SessionsTable+` s ON s.id = m.session_id
+	WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0
+), u AS (
+	SELECT u.* FROM json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
+	WHERE NOT EXISTS (SELECT 1 FROM `+MessagesTable+` x WHERE x.session_id = ? AND x.msg_id = u.id)
+), n AS (
+	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
+), s AS (
+	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
+	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
+	RETURNING `+SessionsTable+`.version, `+SessionsTable+`.counted
+), p AS (
+	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
+), i AS (
+	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
+	SELECT ?, t.seq, p.pos + u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
+		t.tokens_before, NULL, t.created_at, u.search
+	FROM s, t, p, u
+)
+SELECT t.seq, n.n, s.version, s.counted FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
+}
+
+// msgIDConflict reports whether err is a violation of the message ID
+// index: a message ID the session holds in another turn.
+func (s *postgresStore) msgIDConflict(err error) bool {
+	return err != nil && dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")
+}
+
+// lockSessionTx locks the session row first (SQLite's transaction holds
+// the write lock already).
+func (s *postgresStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error {
+	rows, err := s.b.counted.QueryTx(ctx, tx, sessionID)
+	if err != nil {
+		return err
+	}
+	var counted int16
+	if err := scanOne(rows, &counted); errors.Is(err, sql.ErrNoRows) {
+		return errTurnNotFound(sessionID, turnID)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// jsonRow is a message as the PostgreSQL statements take it, in a JSON
+// array: every key present, so that json_to_recordset never yields NULL
+// for a NOT NULL column.
+type jsonRow struct {
+	Pos        int32   `json:"pos"`
+	ID         string  `json:"id"`
+	Role       string  `json:"role"`
+	Content    string  `json:"content"`
+	Name       string  `json:"name"`
+	ToolCalls  *string `json:"tool_calls"`
+	ToolCallID string  `json:"tool_call_id"`
+	Parts      *string `json:"parts"`
+	Meta       *string `json:"meta"`
+	Tokens     int64   `json:"tokens"`
+	Search     *string `json:"search"`
+}
+
+// jsonRows encodes msgs for the PostgreSQL statements, numbering them from
+// first.
+func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
+	rows := make([]jsonRow, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
+			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
+			Tokens: int64(m.Tokens), Search: jsonText([]byte(memory.SearchText(m.Content)))}
+		if *rows[i].Search == "" {
+			rows[i].Search = nil
+		}
+	}
+	data, err := json.Marshal(rows)
+	return string(data), err
+}
+
+func jsonText(data []byte) *string {
+	if data == nil {
+		return nil
+	}
+	s := string(data)
+	return &s
+}
+
+// errVanishedText is the text of the error the PostgreSQL save statement
+// fails with when its session row was deleted while it waited for its lock.
+const errVanishedText = "turnkeep: session row deleted under the save"
+
+// errNotSaved is a PostgreSQL save that stored nothing on every try, each
+// time for a reason gone when asked: not acknowledged as stored.
+var errNotSaved = errors.New("save: the session changed under every try")
+
+// save is Save on PostgreSQL: one statement, one round trip.
+func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+	b := s.b
+	if err := ctx.Err(); err != nil {
+		return memory.Saved{}, err // nothing sent
+	}
+	t := &turn.Turn
+	rowsJSON, err := jsonRows(turn.Encoded, 0)
+	if err != nil {
+		return memory.Saved{}, err
+	}
+	var seq, version sql.NullInt64
+	var counted sql.NullInt16
+	var vanished, known int
+	// Run again while the session row is deleted under the statement (see
+	// preparePG); the last try takes the new row (a clear or an expiry is
+	// deleting the session again and again). Run again too when it stored
+	// nothing for a reason gone since: a DeleteUser that was running in
+	// its snapshot has ended before the save began.
+	const tries = 4
+	for try := 1; try <= tries; try++ {
+		var rows *sql.Rows
+		rows, err = s.saveTurn.Query(ctx,
+			sessionID, t.ID,
+			sessionID,
+			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
+			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
+		if err == nil {
+			err = scanOne(rows, &seq, &version, &counted, &vanished, &known)
+		}
+		switch {
+		case err == nil && !seq.Valid && known > 0:
+			return memory.Saved{}, nil // the session holds the turn's ID
+		case err == nil && !seq.Valid:
+			// DeleteUser deleted the session, in the statement's snapshot,
+			// after the save began, or was deleting it then.
+			switch erased, err := b.erasedSince(ctx, sessionID, begun); {
+			case err != nil:
+				return memory.Saved{}, err
+			case erased:
+				return memory.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
+			}
+			err = errNotSaved
+			continue
+		case err != nil && strings.Contains(err.Error(), errVanishedText):
+			continue
+		}
+		break
+	}
+	switch {
+	case err == nil:
+		if counted.Int16 == 0 {
+			// The turn is stored; the session's rows of a release before
+			// counts are filled in now, its tokens_before included.
+			if err := b.backfill(ctx, sessionID, counter); err != nil {
+				return memory.Saved{}, err
+			}
+		}
+		return memory.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
+	case errors.Is(err, errNotSaved):
+		return memory.Saved{}, err
+	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
+		return memory.Saved{}, nil // a concurrent save of the same ID won
+	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
+		return memory.Saved{}, err // the caller tells which
+	}
+	// A statement sent and then cut off by the context or a lost
+	// connection may have committed: ErrOutcomeUnknown. A retry with the
+	// same turn ID stores nothing twice.
+	return memory.Saved{}, b.writeOutcome(ctx, "save", err)
+}
+
+// appendNewest is Append to the newest turn in one statement. A
+// concurrent append to the turn that took the same positions (or stored
+// the same ID) first made the statement store nothing: the transaction
+// path, which locks the session row first, then sees what the other
+// stored and cannot collide.
+func (s *postgresStore) appendNewest(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
+	saved, done, err := s.appendInOne(ctx, sessionID, turnID, msgs)
+	if err != nil && (dataflow.IsUniqueViolation(err, MessagesTable+"_pkey") || dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")) {
+		return memory.Saved{}, false, nil
+	}
+	return saved, done, err
+}
+
+// appendInOne is Append to the newest turn on PostgreSQL; done is false
+// when the turn is not the newest.
+func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
+	b := s.b
+	if err := ctx.Err(); err != nil {
+		return memory.Saved{}, false, err
+	}
+	rowsJSON, err := jsonRows(msgs, 1)
+	if err != nil {
+		return memory.Saved{}, false, err
+	}
+	rows, err := s.appendNew.Query(ctx, sessionID, turnID, rowsJSON, sessionID, now(), sessionID, sessionID, sessionID, turnID)
+	if err != nil {
+		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
+	}
+	var seq, n int64
+	var version sql.NullInt64
+	var counted sql.NullInt16 // 0: rows of a release before counts; the transaction path fills them in first
+	err = scanOne(rows, &seq, &n, &version, &counted)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return memory.Saved{}, false, errTurnNotFound(sessionID, turnID)
+	case err != nil:
+		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
+	case n == 0:
+		return memory.Saved{}, true, nil // every message is held
+	case !version.Valid:
+		return memory.Saved{}, false, nil // not the newest turn, or not counted
+	}
+	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
+}
+
+// indexTx does nothing: the insert wrote each row's search_text.
+func (s *postgresStore) indexTx(context.Context, *dataflow.Tx, string, int64, int32, []memory.PreparedMessage) error {
+	return nil
+}
+
+// unindexKeysTx does nothing: the entries go with the rows.
+func (s *postgresStore) unindexKeysTx(context.Context, *dataflow.Tx, []string) error { return nil }
+
+// searchIndexName is the GIN index's name in the catalog.
+func (s *postgresStore) searchIndexName() string { return MessagesTable + "_search_idx" }
+
+// searchIndexDDL returns the statements that create the search index, in
+// order; `turnkeep migrate plan` prints them (SearchIndexPlan).
+func (s *postgresStore) searchIndexDDL() ([]string, migrate.Step) {
+	// Built CONCURRENTLY, so that a table that already holds
+	// messages (an upgraded deployment) keeps taking writes while
+	// it builds; the run has searchIndexTimeout, and callers stop
+	// waiting on their own contexts while it goes on. Two
+	// processes building at once: IF NOT EXISTS skips the second
+	// (or it fails on the name, and its next run finds the first's
+	// index). A build cut off leaves an invalid index, which the
+	// planner ignores and IF NOT EXISTS keeps: search then works
+	// unindexed until it is dropped (DROP INDEX CONCURRENTLY
+	// turnkeep_messages_search_idx) and the next process builds it.
+	return []string{`CREATE INDEX CONCURRENTLY IF NOT EXISTS ` + s.searchIndexName() + ` ON ` + MessagesTable +
+			` USING GIN (to_tsvector('simple'::regconfig, search_text))`},
+		migrate.Step{Kind: migrate.CreateIndex, Table: MessagesTable, Name: s.searchIndexName()}
+}
+
+// searchIndexExists reports whether the catalog holds a valid search
+// index (see searchIndexDDL for an invalid one).
+func (s *postgresStore) searchIndexExists(ctx context.Context) (bool, error) {
+	return searchIndexExists(ctx, s.b, `SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`, s.searchIndexName())
+}
+
+func (s *postgresStore) searchIndexFound(context.Context) error { return nil }
+
+// searchCandidates bounds how many matches PostgreSQL ranks for one
+// search: a query of a very common word ranks the first this many it finds.
+const searchCandidates = 10000
+
+// searchStmt is a GIN index scan of to_tsvector('simple', search_text),
+// ranked by ts_rank.
+func (s *postgresStore) searchStmt(q memory.SearchQuery) *dataflow.Stmt {
+	b := s.b
+	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
+	return b.stmt(name, func() *dataflow.Stmt {
+		// The scope is checked per hit, by primary key, in a scalar
+		// subquery the planner cannot turn into a join that would read
+		// the whole tenant's sessions.
+		where := `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.tenant FROM ` + SessionsTable + ` s WHERE s.id = m.session_id) = ?`
+		if q.User != "" {
+			where = `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.user_id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
+		}
+		if q.SessionID != "" {
+			where += ` AND m.session_id = ?`
+		}
+		// Ranked among the first searchCandidates matches: a word in
+		// half of a million messages would otherwise rank them all
+		// (35 s measured) to return twenty.
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), m.q) AS score
+FROM (SELECT m.*, q.q FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m
+	WHERE `+where+` LIMIT `+fmt.Sprint(searchCandidates)+`) m
+ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+	})
+}
+
+func (s *postgresStore) searchArgs(tenant string, terms []string, q memory.SearchQuery) []any {
+	var args []any
+	quoted := make([]string, len(terms))
+	for i, t := range terms {
+		quoted[i] = "'" + strings.ReplaceAll(t, "'", "''") + "'"
+	}
+	args = append(args, strings.Join(quoted, " & "), tenant)
+	if q.User != "" {
+		args = append(args, q.User)
+	}
+	if q.SessionID != "" {
+		args = append(args, memory.SessionKey(tenant, q.SessionID))
+	}
+	return args
+}
+
+// sizeQuery is the backend's two tables with their indexes and TOAST
+// (pg_total_relation_size), 0 for a table that does not exist.
+func (s *postgresStore) sizeQuery() (string, []any) {
+	return `SELECT COALESCE(pg_total_relation_size(to_regclass(CAST(? AS text))), 0) +
+	COALESCE(pg_total_relation_size(to_regclass(CAST(? AS text))), 0)`, []any{SessionsTable, MessagesTable}
+}

@@ -1,0 +1,291 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// SearchTable is the SQLite FTS5 table of the search index. On PostgreSQL
+// the index is a GIN index over turnkeep_messages.search_text instead.
+const SearchTable = "turnkeep_search"
+
+// sqliteStore is the backend's SQLite: a save is one transaction of two
+// statements (three with the search index), under the write lock of BEGIN
+// IMMEDIATE, and the search index is an FTS5 table of its own
+// (SearchTable) that the writes keep.
+type sqliteStore struct{ b *DataFlowBackend }
+
+func init() {
+	registerStore("sqlite", func(b *DataFlowBackend) store { return &sqliteStore{b: b} })
+}
+
+// cast is expr: SQLite's CAST would change the stored form of a time.
+func (s *sqliteStore) cast(expr, _ string) string { return expr }
+func (s *sqliteStore) rowLock() string            { return "" }
+func (s *sqliteStore) skipLocked() string         { return "" }
+func (s *sqliteStore) greatest() string           { return "MAX" }
+func (s *sqliteStore) indexInRows() bool          { return false }
+func (s *sqliteStore) prepare()                   {}
+
+// windowQuery is the load statement whose messages are the session's
+// turns after sequence bound (an expression over the session row s, whose
+// arguments come before the session ID's).
+//
+// SQLite's planner computes the bound once and range-scans from it as it
+// is.
+func (s *sqliteStore) windowQuery(bound string) string {
+	b := s.b
+	return loadColumns + b.db.TimeColumn("m.created_at") + `
+FROM ` + SessionsTable + ` s
+LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > ` + bound + `
+WHERE s.id = ?`
+}
+
+// msgIDConflict reports whether err is a violation of the message ID
+// index: a message ID the session holds in another turn.
+func (s *sqliteStore) msgIDConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") && strings.Contains(msg, MessagesTable+".msg_id")
+}
+
+// lockSessionTx does nothing: the transaction holds the write lock.
+func (s *sqliteStore) lockSessionTx(context.Context, *dataflow.Tx, string, string) error { return nil }
+
+// appendNewest leaves every append to the transaction path.
+func (s *sqliteStore) appendNewest(context.Context, string, string, []memory.PreparedMessage) (memory.Saved, bool, error) {
+	return memory.Saved{}, false, nil
+}
+
+// save is Save on SQLite: one transaction, the session row's upsert and
+// the messages' insert (and their search entries).
+func (s *sqliteStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+	b := s.b
+	t := &turn.Turn
+	var seq, version, total int64
+	index, err := b.indexed(ctx)
+	if err != nil {
+		return memory.Saved{}, err
+	}
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		var counted bool
+		seq, version, total, counted, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
+		if err != nil {
+			return err
+		}
+		if !counted { // rows of a release before counts: fill them in first
+			before, err := b.backfillTx(ctx, tx, sessionID, counter, tokens)
+			if err != nil {
+				return err
+			}
+			total = before + tokens
+		}
+		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp, false)
+		if err := b.insert(ctx, tx, len(turn.Encoded), args); err != nil {
+			return err // errDuplicate when the turn is held
+		}
+		if index {
+			return s.indexTx(ctx, tx, sessionID, seq, 0, turn.Encoded)
+		}
+		return nil
+	}, b.sessions, b.messages, b.erased)
+	if err != nil {
+		return memory.Saved{}, err
+	}
+	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
+}
+
+// searchIndexName is the FTS5 table's name in the catalog.
+func (s *sqliteStore) searchIndexName() string { return SearchTable }
+
+// searchIndexDDL returns the statements that create the search index, in
+// order; `turnkeep migrate plan` prints them (SearchIndexPlan).
+func (s *sqliteStore) searchIndexDDL() ([]string, migrate.Step) {
+	return []string{`CREATE VIRTUAL TABLE IF NOT EXISTS ` + SearchTable +
+		` USING fts5(body, sk, tk, skey UNINDEXED, seq UNINDEXED, pos UNINDEXED, tokenize = 'unicode61 remove_diacritics 0')`,
+		SearchSecureDelete}, migrate.Step{Kind: migrate.CreateTable, Table: SearchTable}
+}
+
+// searchIndexExists reports whether the catalog holds the FTS5 table.
+func (s *sqliteStore) searchIndexExists(ctx context.Context) (bool, error) {
+	return searchIndexExists(ctx, s.b, `SELECT 1 FROM sqlite_master WHERE name = ?`, s.searchIndexName())
+}
+
+// searchIndexFound turns on the table's secure-delete option where it is
+// off (secureDeleteSearch).
+func (s *sqliteStore) searchIndexFound(ctx context.Context) error { return s.secureDeleteSearch(ctx) }
+
+// SearchSecureDelete is the statement that turns on the secure-delete
+// option of the SQLite search index (SearchTable), which the backend runs
+// once where the table lacks it (see secureDeleteSearch).
+const SearchSecureDelete = `INSERT INTO ` + SearchTable + `(` + SearchTable + `, rank) VALUES ('secure-delete', 1)`
+
+// secureDeleteSearch turns on FTS5's secure-delete option of the search
+// table, unless it is on already: one read of the table's configuration,
+// at the ensure run, never on the hot path.
+//
+// Without it FTS5 deletes a row's entries by writing delete markers into
+// a new segment: the old segments keep the row's terms (here, the tenant's
+// prefix and each word of the message) until a merge happens to rewrite
+// them, which may be never, and PRAGMA secure_delete cannot zero what is
+// still in use. With it, a delete rewrites the leaf pages that hold the
+// row's entries without them (and drops a term, and its %_idx entry, that
+// no row holds any more), so what it frees is zeroed by secure_delete like
+// any other row. The option is stored in the table (its _config), so one
+// run sets it for every connection and process; it costs a leaf-page
+// rewrite per term of each deleted row, and nothing on an insert. A table
+// with the option cannot be read by SQLite before 3.42, which introduced
+// it; modernc.org/sqlite bundles a later one.
+//
+// A table made by an earlier release gets it here too. Under a DB that may
+// not change the schema it is not set (a warning says so once): run
+// `turnkeep migrate up`, or SearchSecureDelete by hand.
+func (s *sqliteStore) secureDeleteSearch(ctx context.Context) error {
+	b := s.b
+	rows, err := b.db.QueryContext(ctx, `SELECT v FROM `+SearchTable+`_config WHERE k = 'secure-delete'`)
+	if err != nil {
+		return err
+	}
+	var on int64
+	if err := scanOne(rows, &on); err != nil && err != sql.ErrNoRows {
+		return err
+	}
+	if on == 1 {
+		return nil
+	}
+	if !b.db.SchemaChanges() {
+		b.log.Warn("turnkeep: the search index keeps the words of deleted messages: its secure-delete option is off, and the DB may not change the schema",
+			"table", SearchTable, "fix", SearchSecureDelete)
+		return nil
+	}
+	_, err = b.db.ExecContext(ctx, SearchSecureDelete)
+	return err
+}
+
+func keyToken(key string) string  { return "k" + hex.EncodeToString([]byte(key)) }
+func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
+
+// SearchEntry is the row the SQLite search index (SearchTable: body, sk,
+// tk, skey, seq, pos) holds for a message of content stored in the session
+// key at seq and pos, for programs that load rows in bulk beside the
+// backend; ok is false for content with no word, which has no entry.
+// (PostgreSQL's index reads the message row's search_text,
+// memory.SearchText of its content.)
+func SearchEntry(key string, seq int64, pos int32, content string) (row []any, ok bool) {
+	terms := memory.SearchTerms(content)
+	if len(terms) == 0 {
+		return nil, false
+	}
+	tenant := tenantOf(key)
+	return []any{tenantTerms(tenant, terms), keyToken(key), tenantToken(tenant), key, seq, pos}, true
+}
+
+// tenantTerms is text's search terms as the SQLite index holds them: each
+// prefixed by the tenant's token and "z" (no hex digit), one token each.
+func tenantTerms(tenant string, terms []string) string {
+	prefix := tenantToken(tenant) + "z"
+	var b strings.Builder
+	for i, t := range terms {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(prefix)
+		b.WriteString(t)
+	}
+	return b.String()
+}
+
+// indexTx adds search entries for msgs, stored in the session key at seq
+// from position pos on, on SQLite; messages with no words get none.
+func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error {
+	b := s.b
+	var args []any
+	for i := range msgs {
+		if row, ok := SearchEntry(key, seq, pos+int32(i), msgs[i].Content); ok {
+			args = append(args, row...)
+		}
+	}
+	if len(args) == 0 {
+		return nil
+	}
+	n := len(args) / 6
+	st := b.stmt(fmt.Sprintf("index/%d", n), func() *dataflow.Stmt {
+		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ")
+		return b.db.NewStmt(`INSERT INTO `+SearchTable+` (body, sk, tk, skey, seq, pos) VALUES `+rows, b.messages)
+	})
+	_, err := st.ExecTx(ctx, tx, args...)
+	return err
+}
+
+// unindexKeysTx removes the search entries of the sessions of keys, on
+// SQLite.
+func (s *sqliteStore) unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error {
+	b := s.b
+	if b.searchOff.Load() || len(keys) == 0 {
+		return nil
+	}
+	var match strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			match.WriteString(" OR ")
+		}
+		match.WriteString(`sk:"` + keyToken(k) + `"`)
+	}
+	st := b.stmt("unindex", func() *dataflow.Stmt {
+		return b.db.NewStmt(`DELETE FROM `+SearchTable+` WHERE `+SearchTable+` MATCH ?`, b.messages)
+	})
+	_, err := st.ExecTx(ctx, tx, match.String())
+	return err
+}
+
+// searchStmt is an FTS5 MATCH confined to the tenant (and session) by its
+// tokens, ranked by bm25.
+func (s *sqliteStore) searchStmt(q memory.SearchQuery) *dataflow.Stmt {
+	b := s.b
+	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
+	return b.stmt(name, func() *dataflow.Stmt {
+		join, where := "", ""
+		if q.User != "" {
+			join = ` JOIN ` + SessionsTable + ` s ON s.id = f.skey`
+			where = ` AND s.user_id = ?`
+		}
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, -bm25(`+SearchTable+`) AS score
+FROM `+SearchTable+` f JOIN `+MessagesTable+` m ON m.session_id = f.skey AND m.seq = f.seq AND m.pos = f.pos`+join+`
+WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+	})
+}
+
+func (s *sqliteStore) searchArgs(tenant string, terms []string, q memory.SearchQuery) []any {
+	var args []any
+	var match strings.Builder
+	for i, t := range terms {
+		if i > 0 {
+			match.WriteString(" AND ")
+		}
+		match.WriteString(`body:"` + strings.ReplaceAll(tenantTerms(tenant, []string{t}), `"`, `""`) + `"`)
+	}
+	if q.SessionID != "" {
+		match.WriteString(` AND sk:"` + keyToken(memory.SessionKey(tenant, q.SessionID)) + `"`)
+	}
+	args = append(args, match.String())
+	if q.User != "" {
+		args = append(args, q.User)
+	}
+	return args
+}
+
+// sizeQuery is the whole database: page_count × page_size, without the
+// WAL.
+func (s *sqliteStore) sizeQuery() (string, []any) {
+	return `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`, nil
+}

@@ -1,0 +1,113 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// store is one engine's part of the backend: every statement whose text
+// differs between engines, the writes an engine does its own way, and the
+// features shared code asks for instead of comparing dialect names
+// (goose's querier per dialect; bun's feature flags). Each engine is one
+// store in files of its own (sqlite*.go, postgres*.go), registered by
+// dialect in registerStore; adding an engine means adding its files.
+//
+// Shared code (validation, error mapping, the flows of sessions, search,
+// import, replace and erasure) calls these methods; the statements both
+// engines write alike stay with the flow that runs them.
+type store interface {
+	// cast is CAST(expr AS typ) where an INSERT ... SELECT needs its
+	// parameters' types (PostgreSQL), and expr where a CAST would change
+	// the stored form of a time (SQLite).
+	cast(expr, typ string) string
+	// rowLock is the clause that makes a SELECT of a session row take
+	// its lock (" FOR UPDATE"), or "" where the transaction holds the
+	// database's write lock already.
+	rowLock() string
+	// skipLocked is the clause that makes a SELECT skip the rows other
+	// transactions hold (" FOR UPDATE SKIP LOCKED"), or "" where a
+	// transaction sees and holds every row (SQLite's write lock).
+	skipLocked() string
+	// greatest is the name of the two-argument function of the greater
+	// value (MAX on SQLite, GREATEST on PostgreSQL).
+	greatest() string
+	// windowQuery is the load statement whose messages are the session's
+	// turns after sequence bound (see DataFlowBackend.loadWindow).
+	windowQuery(bound string) string
+	// prepare makes the engine's own statements, once, at construction.
+	prepare()
+
+	// save stores turn as the newest turn of the session (see
+	// DataFlowBackend.Save): errDuplicate or a zero Saved when the
+	// session holds its ID, an error msgIDConflict recognises when a
+	// message ID is another turn's.
+	save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error)
+	// appendNewest appends msgs to turn turnID when it is the session's
+	// newest, in one statement where the engine can; done is false when
+	// the transaction path must do it.
+	appendNewest(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (saved memory.Saved, done bool, err error)
+	// lockSessionTx takes the session row's lock in tx, where the
+	// transaction does not hold the write lock already, failing with
+	// errTurnNotFound(sessionID, turnID) for no session.
+	lockSessionTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error
+	// msgIDConflict reports whether err is a violation of the message ID
+	// index: a message ID the session holds in another turn.
+	msgIDConflict(err error) bool
+
+	// indexTx adds search entries for msgs, stored in the session key at
+	// seq from position pos on, where the index is a table of its own
+	// (indexInRows is false); messages with no words get none.
+	indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error
+	// unindexKeysTx removes the search entries of the sessions of keys,
+	// where they do not go with the rows.
+	unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error
+	// indexInRows reports whether the search index reads the message
+	// rows themselves (PostgreSQL's search_text, written by the insert),
+	// rather than being a table of its own that writes keep (SQLite's
+	// FTS5 table, see indexTx).
+	indexInRows() bool
+	// searchIndexName is the search index's name in the catalog.
+	searchIndexName() string
+	// searchIndexDDL returns the statements that create the search
+	// index, in order, and the kind of step they are in a plan.
+	searchIndexDDL() ([]string, migrate.Step)
+	// searchIndexExists reports whether the catalog holds a usable
+	// search index.
+	searchIndexExists(ctx context.Context) (bool, error)
+	// searchIndexFound finishes ensureSearch for an index that exists.
+	searchIndexFound(ctx context.Context) error
+	// searchStmt is the search statement for q's shape, and searchArgs
+	// its arguments but the limit.
+	searchStmt(q memory.SearchQuery) *dataflow.Stmt
+	searchArgs(tenant string, terms []string, q memory.SearchQuery) []any
+
+	// sizeQuery is DatabaseSize's statement and its arguments.
+	sizeQuery() (string, []any)
+}
+
+// stores make the store of each registered engine, by dataflow.DB's
+// dialect name.
+var stores = map[string]func(*DataFlowBackend) store{}
+
+// registerStore makes newStore the store of dialect's databases; an
+// engine's file calls it from init.
+func registerStore(dialect string, newStore func(*DataFlowBackend) store) {
+	if _, dup := stores[dialect]; dup {
+		panic("backend: store of " + dialect + " registered twice")
+	}
+	stores[dialect] = newStore
+}
+
+// newStore returns the store of b's database.
+func newStore(b *DataFlowBackend) (store, error) {
+	mk, ok := stores[b.db.Dialect()]
+	if !ok {
+		return nil, fmt.Errorf("%w: no store for dialect %s", memory.ErrInvalidOption, b.db.Dialect())
+	}
+	return mk(b), nil
+}
