@@ -20,7 +20,9 @@ type StepKind string
 // DropIndex removes an index whose definition (columns or uniqueness)
 // differs from the model's, right before a CreateIndex step recreates it;
 // as both run in one transaction it loses nothing and is not destructive.
-// DropColumn and AlterType are destructive.
+// DropColumn and AlterType are destructive. UpgradeData is a data
+// upgrade (see Upgrade): it changes rows, not the schema, and has no SQL
+// of its own to print.
 const (
 	CreateTable StepKind = "create table"
 	AddColumn   StepKind = "add column"
@@ -28,6 +30,7 @@ const (
 	DropIndex   StepKind = "drop index"
 	DropColumn  StepKind = "drop column"
 	AlterType   StepKind = "alter column type"
+	UpgradeData StepKind = "upgrade data"
 )
 
 // Step is one change to a table.
@@ -82,6 +85,8 @@ func (p *Plan) SQL() string {
 	var b strings.Builder
 	for _, s := range p.Steps {
 		switch {
+		case s.Kind == UpgradeData:
+			fmt.Fprintf(&b, "-- data upgrade %s, in batches under the migration lock (migrate up, or the first use): %s\n", s.Name, s.Note)
 		case s.Destructive && s.SQL == "":
 			fmt.Fprintf(&b, "-- destructive, not supported here: %s %s.%s (%s)\n", s.Kind, s.Table, s.Name, s.Note)
 		case s.Destructive:
