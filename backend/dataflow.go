@@ -37,7 +37,7 @@ type SessionRow struct {
 	TurnCount int64          `bun:"turn_count,notnull"`
 	Version   int64          `bun:"version,notnull"`           // changes with every write; see memory.Version
 	Tokens    int64          `bun:"tokens,notnull,default:0"`  // the tokens of every stored message
-	Counted   int16          `bun:"counted,notnull,default:0"` // 1: every message has its ID and count; 0: rows of a release before counts may remain
+	Counted   int16          `bun:"counted,notnull,default:0"` // 1: every message has its ID and count (every write sets it); 0: rows of a release before counts, until the data upgrade (CountedUpgrade)
 	Tenant    string         `bun:"tenant,notnull,type:varchar(64),default:''"`
 	UserID    string         `bun:"user_id,notnull,type:varchar(255),default:''"` // the owner; "" for none
 	Title     string         `bun:"title,notnull,type:text,default:''"`
@@ -53,11 +53,12 @@ type SessionRow struct {
 // one, the same on every message of a turn, so that a token-budget window
 // is a range of one index: the turns whose TokensBefore is at least the
 // session's tokens minus the budget. Rows written before messages had IDs
-// and counts hold a NULL MsgID and 0 tokens; they read back with
-// memory.DerivedMessageID. Their session's row has Counted 0 until the
-// first load or write of the session fills in their IDs and counts, once
-// (see backfill). The new columns have defaults, so rows inserted as the
-// previous release wrote them stay valid.
+// and counts hold a NULL MsgID and 0 tokens, and their session's row has
+// Counted 0: the data upgrade CountedUpgrade (upgrade.go) fills in their
+// IDs and counts once, before the backend's first use, so that saves,
+// appends and loads read and write this one form. The new columns have
+// defaults, so rows inserted as the previous release wrote them stay
+// valid.
 type MessageRow struct {
 	bun.BaseModel `bun:"table:turnkeep_messages"`
 
@@ -86,8 +87,7 @@ type Option func(*DataFlowBackend) error
 // WithLogger makes the backend log to l (default: discard): at Error, a
 // write that commits on its own whose outcome is unknown (it wraps
 // dataflow.ErrOutcomeUnknown; those of transactions are the DB's to log,
-// see dataflow.WithLogger); at Info, a session's rows of a release before
-// token counts counted once. Session keys are logged, content never. A
+// see dataflow.WithLogger). Session keys are logged, content never. A
 // nil l is an error.
 func WithLogger(l *slog.Logger) Option {
 	return func(b *DataFlowBackend) error {
@@ -136,11 +136,7 @@ type DataFlowBackend struct {
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
 	loadWindow  *dataflow.Stmt // session count and version, plus the newest turns' messages if the version moved
 	loadBudget  *dataflow.Stmt // loadWindow within a token budget
-	backfillRd  *dataflow.Stmt // backfill: a session's rows
-	backfillRow *dataflow.Stmt // backfill: a row's ID, count and tokens before it
-	backfillDel *dataflow.Stmt // backfill: an empty row of a one-sided turn
-	backfillEnd *dataflow.Stmt // backfill: the session's tokens, and the mark that it is done
-	counted     *dataflow.Stmt // whether the session's rows are counted; on PostgreSQL it locks the row (backfill, an append's transaction)
+	lockRow     *dataflow.Stmt // reads the session row, locking it where the engine has row locks (an append's transaction)
 	lockSession *dataflow.Stmt // takes the session row's lock, creating the row if need be
 	findTurn    *dataflow.Stmt // a turn's sequence, tokens before it, timestamp and last position
 	bumpSession *dataflow.Stmt // an append's update of the session row
@@ -152,6 +148,7 @@ type DataFlowBackend struct {
 	log       *slog.Logger  // WithLogger
 	noSearch  bool          // WithSearchIndex(false)
 	search    cache.Ensurer // creates the search index once (search.go)
+	upgrade   cache.Ensurer // runs the data upgrades once (upgrade.go)
 	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
 }
 
@@ -166,7 +163,7 @@ var errDuplicate = errors.New("turn already stored")
 
 // loadColumns are the columns scanWindow reads, but for the time column
 // (dataflow.TimeColumn of m.created_at), which follows.
-const loadColumns = `SELECT s.turn_count, s.version, s.counted, m.seq, m.pos, m.turn_id, m.msg_id, m.role, m.content, m.name,
+const loadColumns = `SELECT s.turn_count, s.version, m.seq, m.pos, m.turn_id, m.msg_id, m.role, m.content, m.name,
 	m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens, m.metadata, `
 
 // messageColumns are the columns an insert of message rows binds, in order.
@@ -178,7 +175,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, upgrade: cache.Ensurer{Timeout: upgradeTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
@@ -221,21 +218,16 @@ SELECT `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "VARCHAR")+`, 1, `+b.cast("?", 
 WHERE `+b.erasedCheck()+`
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-RETURNING turn_count, version, tokens, counted`, b.sessions, b.erased)
+RETURNING turn_count, version, tokens`, b.sessions, b.erased)
 	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
 	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
 	b.findTurn = db.NewStmt(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
-	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq),
-	(SELECT s.counted FROM `+SessionsTable+` s WHERE s.id = m.session_id)
+	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq)
 FROM `+MessagesTable+` m WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0`, b.sessions, b.messages)
 	b.bumpSession = db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
 RETURNING turn_count, version`, b.sessions)
-	b.backfillRd = db.NewStmt(`SELECT seq, pos, turn_id, msg_id, role, content, tokens FROM `+MessagesTable+` WHERE session_id = ?`, b.messages)
-	b.backfillRow = db.NewStmt(`UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
-	b.backfillDel = db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
-	b.backfillEnd = db.NewStmt(`UPDATE `+SessionsTable+` SET tokens = ?, counted = 1 WHERE id = ?`, b.sessions)
-	b.counted = db.NewStmt(`SELECT counted FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
+	b.lockRow = db.NewStmt(`SELECT 1 FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
 	b.shiftBefore = db.NewStmt(`UPDATE `+MessagesTable+` SET tokens_before = tokens_before + ? WHERE session_id = ? AND seq > ?`, b.messages)
 	b.store.prepare()
 	// One statement answers both a cache check and a read: the session row
@@ -322,7 +314,10 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 			return memory.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
-	saved, err := b.save(ctx, sessionID, turn, turn.Counter(), begun)
+	if err := b.upgraded(ctx, turn.Counter()); err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
+	saved, err := b.save(ctx, sessionID, turn, begun)
 	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
 		return memory.Saved{}, nil
 	}
@@ -359,7 +354,7 @@ func (b *DataFlowBackend) holds(ctx context.Context, sessionID, turnID string) (
 	return err == nil, err
 }
 
-func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, begun time.Time) (memory.Saved, error) {
 	t := &turn.Turn
 	var metaArg any
 	if turn.Metadata != nil {
@@ -367,7 +362,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 	}
 	tokens := int64(t.Tokens())
 	at := now()
-	return b.store.save(ctx, sessionID, turn, metaArg, tokens, at, counter, begun)
+	return b.store.save(ctx, sessionID, turn, metaArg, tokens, at, begun)
 }
 
 // insert runs a save's insert of n message rows, failing with errDuplicate
@@ -433,6 +428,9 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 	if err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
+	if err := b.upgraded(ctx, nil); err != nil {
+		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+	}
 	switch saved, done, err := b.store.appendNewest(ctx, sessionID, turnID, msgs); {
 	case err != nil:
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
@@ -463,23 +461,14 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		var seq, before int64
 		var at dataflow.Time
 		var last int32
-		for counted := int16(0); counted == 0; {
-			rows, err := b.findTurn.QueryTx(ctx, tx, sessionID, turnID)
-			if err != nil {
-				return err
-			}
-			if err := scanOne(rows, &seq, &before, &at, &last, &counted); errors.Is(err, sql.ErrNoRows) {
-				return errTurnNotFound(sessionID, turnID)
-			} else if err != nil {
-				return err
-			}
-			if counted == 0 {
-				// Rows of a release before counts: filled in first, so that
-				// their derived IDs are held, and the turn found again.
-				if _, err := b.backfillTx(ctx, tx, sessionID, nil, 0); err != nil {
-					return err
-				}
-			}
+		rows, err := b.findTurn.QueryTx(ctx, tx, sessionID, turnID)
+		if err != nil {
+			return err
+		}
+		if err := scanOne(rows, &seq, &before, &at, &last); errors.Is(err, sql.ErrNoRows) {
+			return errTurnNotFound(sessionID, turnID)
+		} else if err != nil {
+			return err
 		}
 		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time, b.store.indexInRows())...)
 		if err != nil {
@@ -508,7 +497,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 				}
 			}
 		}
-		rows, err := b.bumpSession.QueryTx(ctx, tx, tokens, now(), sessionID)
+		rows, err = b.bumpSession.QueryTx(ctx, tx, tokens, now(), sessionID)
 		if err != nil {
 			return err
 		}
@@ -633,40 +622,19 @@ func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q memory.W
 	if err := checkQuery(q); err != nil {
 		return memory.Window{}, 0, err
 	}
-	w, v, counted, err := b.load(ctx, sessionID, q)
-	if err == nil && !counted {
-		// The session holds rows of a release before counts: fill in
-		// their IDs and counts once, then read them as any others.
-		if err = b.backfill(ctx, sessionID, q.Counter); err == nil {
-			w, v, _, err = b.load(ctx, sessionID, q)
-		}
+	if err := b.upgraded(ctx, q.Counter); err != nil {
+		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
+	w, v, err := b.load(ctx, sessionID, q)
 	if err != nil {
 		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
 	if v == q.Known {
 		return memory.Window{}, v, nil
 	}
-	// Rows stored without counts count 0 in the statement's filter, so it
-	// may return more turns than fit: cut them here.
+	// The statement's range may hold more turns than fit (a budget's
+	// first turn is over it): cut them here.
 	return memory.TrimWindow(w, q.MaxTurns, q.TokenBudget), v, nil
-}
-
-// backfill fills in, once, the IDs and counts of the session's rows written
-// by a release before messages had them (see backfillTx), in a
-// transaction of its own.
-func (b *DataFlowBackend) backfill(ctx context.Context, sessionID string, counter memory.TokenCounter) error {
-	if _, err := b.indexed(ctx); err != nil {
-		return err
-	}
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		_, err := b.backfillTx(ctx, tx, sessionID, counter, 0)
-		return err
-	}, b.sessions, b.messages)
-	if err == nil {
-		b.log.LogAttrs(ctx, slog.LevelInfo, "turnkeep: counted the rows of an earlier release", slog.String("session", sessionID))
-	}
-	return err
 }
 
 // writeOutcome is dataflow.WriteOutcome, logging an unknown outcome.
@@ -696,118 +664,8 @@ func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 	}
 }
 
-// backfillTx fills in the IDs and counts of the session's rows written by a
-// release before messages had them, and the tokens before every turn, so
-// that windows read them as any others; it marks the session counted, with
-// its tokens and plus. It returns the tokens of the session's rows. A
-// session already counted (another process may have been first: the row
-// is locked, on SQLite by the transaction) is left as it is.
-//
-// A row gets memory.DerivedMessageID (made unique within the session if a
-// message appended since holds it) and counter's count (nil:
-// memory.DefaultTokenCounter). The empty message such a release stored for
-// a one-sided turn is deleted: the conversation model has no empty
-// messages, and it carried nothing.
-func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessionID string, counter memory.TokenCounter, plus int64) (int64, error) {
-	if counter == nil {
-		counter = memory.DefaultTokenCounter
-	}
-	inRows := b.store.indexInRows()
-	rows, err := b.counted.QueryTx(ctx, tx, sessionID)
-	if err != nil {
-		return 0, err
-	}
-	var counted int16
-	if err := scanOne(rows, &counted); err != nil {
-		return 0, err
-	}
-	type row struct {
-		seq           int64
-		pos           int32
-		turnID, msgID string
-		counted       bool
-		role, content string
-		tokens        int64
-	}
-	var all []row
-	rows, err = b.backfillRd.QueryTx(ctx, tx, sessionID)
-	if err != nil {
-		return 0, err
-	}
-	for rows.Next() {
-		var r row
-		var id sql.NullString
-		if err := rows.Scan(&r.seq, &r.pos, &r.turnID, &id, &r.role, &r.content, &r.tokens); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		r.msgID, r.counted = id.String, id.Valid
-		all = append(all, r)
-	}
-	if err := rows.Close(); err != nil {
-		return 0, err
-	}
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	var total int64
-	if counted != 0 {
-		for _, r := range all {
-			total += r.tokens
-		}
-		return total, nil
-	}
-	slices.SortFunc(all, func(a, b row) int { return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.pos, b.pos)) })
-	held := make(map[string]bool, len(all))
-	for _, r := range all {
-		if r.counted {
-			held[r.msgID] = true
-		}
-	}
-	var before int64
-	for i, r := range all {
-		if i == 0 || r.seq != all[i-1].seq {
-			before = total
-		}
-		if !r.counted {
-			if r.content == "" {
-				if _, err := b.backfillDel.ExecTx(ctx, tx, sessionID, r.seq, r.pos); err != nil {
-					return 0, err
-				}
-				continue
-			}
-			id := memory.DerivedMessageID(r.turnID, int(r.pos))
-			for held[id] {
-				id += "+"
-			}
-			held[id] = true
-			r.msgID = id
-			r.tokens = int64(max(counter.CountTokens(memory.Message{ID: id, Role: memory.Role(r.role), Content: r.content}), 0))
-		}
-		total += r.tokens
-		var search any // the search text, in the row, of a row written before there was one
-		if inRows {
-			search = searchArg(r.content)
-		}
-		if _, err := b.backfillRow.ExecTx(ctx, tx, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
-			return 0, err
-		}
-		if !r.counted && !inRows && !b.searchOff.Load() {
-			msg := memory.PreparedMessage{Message: memory.Message{Content: r.content}}
-			if err := b.store.indexTx(ctx, tx, sessionID, r.seq, r.pos, []memory.PreparedMessage{msg}); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if _, err := b.backfillEnd.ExecTx(ctx, tx, total+plus, sessionID); err != nil {
-		return 0, err
-	}
-	return total, nil
-}
-
-// load runs the load statement: the window, the version and whether the
-// session's rows are all counted (true for no session).
-func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, bool, error) {
+// load runs the load statement: the window and the version.
+func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
 	var rows *sql.Rows
@@ -818,7 +676,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.W
 		rows, err = b.loadWindow.Query(ctx, int64(q.Known)-1, q.MaxTurns, sessionID)
 	}
 	if err != nil {
-		return memory.Window{}, 0, false, err
+		return memory.Window{}, 0, err
 	}
 	return scanWindow(rows, q)
 }
@@ -831,7 +689,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.W
 // an index scan yields key order, and the rows are sorted here only when a
 // plan yielded them otherwise (PostgreSQL may read a small table whole, in
 // heap order).
-func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Version, bool, error) {
+func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Version, error) {
 	defer rows.Close()
 	var (
 		w       memory.Window
@@ -840,7 +698,6 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		sorted  = true
 		count   int64
 		version int64
-		counted int16 = 1
 		// Scanned into once per row and reused: declared in the loop they
 		// would escape, a few allocations a row.
 		seq                                      sql.NullInt64
@@ -849,20 +706,17 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		turnID, msgID, role, content, name, tcID sql.NullString
 		calls, parts, msgMeta, meta              sql.RawBytes // valid until the next row: copied if present
 		at                                       dataflow.Time
-		dest                                     = []any{&count, &version, &counted, &seq, &pos, &turnID, &msgID, &role, &content, &name, &calls, &tcID, &parts, &msgMeta, &tokens, &meta, &at}
+		dest                                     = []any{&count, &version, &seq, &pos, &turnID, &msgID, &role, &content, &name, &calls, &tcID, &parts, &msgMeta, &tokens, &meta, &at}
 	)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return memory.Window{}, 0, false, err
+			return memory.Window{}, 0, err
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
 			continue
 		}
-		if !msgID.Valid && content.String == "" {
-			continue // a release before messages stored one-sided turns with an empty message
-		}
-		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, at: at.Time, counted: msgID.Valid,
+		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, at: at.Time,
 			msg: memory.Message{ID: msgID.String, Role: memory.Role(role.String), Content: content.String, Name: name.String,
 				ToolCallID: tcID.String, Tokens: int(tokens.Int64)},
 			calls: cloneJSON(calls), parts: cloneJSON(parts), msgMeta: cloneJSON(msgMeta), meta: cloneJSON(meta)}
@@ -875,7 +729,7 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		msgs = append(msgs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return memory.Window{}, 0, false, err
+		return memory.Window{}, 0, err
 	}
 	if !sorted {
 		slices.SortFunc(msgs, func(a, b messageRow) int {
@@ -885,10 +739,6 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 	if len(msgs) > 0 {
 		w.Turns = make([]memory.Turn, 0, min(q.MaxTurns, int(count)))
 	}
-	counter := q.Counter
-	if counter == nil {
-		counter = memory.DefaultTokenCounter
-	}
 	for i := range msgs {
 		r := &msgs[i]
 		if i == 0 || r.seq != msgs[i-1].seq { // a turn's messages share its sequence
@@ -897,16 +747,12 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		t := &w.Turns[len(w.Turns)-1]
 		if r.meta != nil {
 			if err := json.Unmarshal(r.meta, &t.Metadata); err != nil {
-				return memory.Window{}, 0, false, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
+				return memory.Window{}, 0, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
 			}
 		}
 		m := r.msg
 		if err := memory.DecodeMessage(&m, r.calls, r.parts, r.msgMeta); err != nil {
-			return memory.Window{}, 0, false, err
-		}
-		if !r.counted { // stored before messages had IDs and counts
-			m.ID = memory.DerivedMessageID(r.turnID, int(r.pos))
-			m.Tokens = max(counter.CountTokens(m), 0)
+			return memory.Window{}, 0, err
 		}
 		t.Messages = append(t.Messages, m)
 		w.Tokens += m.Tokens
@@ -914,7 +760,7 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 	for i := range w.Turns {
 		memory.FillShorthand(&w.Turns[i])
 	}
-	return w, v, counted != 0, rows.Close()
+	return w, v, rows.Close()
 }
 
 func cloneJSON(b sql.RawBytes) []byte {
@@ -931,7 +777,6 @@ type messageRow struct {
 	turnID                      string
 	at                          time.Time
 	msg                         memory.Message
-	counted                     bool // the row has an ID and a count
 	calls, parts, msgMeta, meta []byte
 }
 

@@ -230,7 +230,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return b.SaveTurn(ctx, id, turn) }
 	}
 	const (
-		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens, counted$`
+		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens$`
 		saveOne = `^WITH known AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
 		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
 		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`

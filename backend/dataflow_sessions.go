@@ -401,19 +401,13 @@ WHERE s.id = ?`, b.sessions, b.messages)
 		lo, hi = max(after.Seq-1-limit, 0), after.Seq-1
 	}
 	wq := memory.WindowQuery{MaxTurns: q.Limit, Known: memory.UnknownVersion}
-	read := func() (memory.Window, bool, error) {
-		rows, err := st.Query(ctx, lo, limit, hi, key)
-		if err != nil {
-			return memory.Window{}, false, err
-		}
-		w, _, counted, err := scanWindow(rows, wq)
-		return w, counted, err
+	if err := b.upgraded(ctx, nil); err != nil {
+		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)
 	}
-	w, counted, err := read()
-	if err == nil && !counted {
-		if err = b.backfill(ctx, key, nil); err == nil {
-			w, _, err = read()
-		}
+	var w memory.Window
+	rows, err := st.Query(ctx, lo, limit, hi, key)
+	if err == nil {
+		w, _, err = scanWindow(rows, wq)
 	}
 	if err != nil {
 		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)

@@ -162,20 +162,18 @@ func (b *DataFlowBackend) pruneErased(ctx context.Context, tenant string) error 
 // newTurnTx counts a new turn of tokens tokens into the session key's row,
 // creating it, in tx: the one session-row step of a save, a replace and
 // an import (saveSession). It returns the turn's sequence, the session's
-// version and token total after it, and whether the row's earlier turns
-// are counted. It is memory.ErrSessionDeleted, naming the session, when a
+// version and token total after it. It is memory.ErrSessionDeleted, naming the session, when a
 // DeleteUser of the session ran or ended after begun (ErasedRow).
-func (b *DataFlowBackend) newTurnTx(ctx context.Context, tx *dataflow.Tx, key string, tokens int64, at, begun time.Time) (seq, version, total int64, counted bool, err error) {
+func (b *DataFlowBackend) newTurnTx(ctx context.Context, tx *dataflow.Tx, key string, tokens int64, at, begun time.Time) (seq, version, total int64, err error) {
 	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
 	if err != nil {
-		return 0, 0, 0, false, err
+		return 0, 0, 0, err
 	}
-	var c int16
-	switch err := scanOne(rows, &seq, &version, &total, &c); {
+	switch err := scanOne(rows, &seq, &version, &total); {
 	case errors.Is(err, sql.ErrNoRows):
-		return 0, 0, 0, false, fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
+		return 0, 0, 0, fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
 	case err != nil:
-		return 0, 0, 0, false, err
+		return 0, 0, 0, err
 	}
-	return seq, version, total, c != 0, nil
+	return seq, version, total, nil
 }

@@ -47,6 +47,9 @@ RETURNING user_id, turn_count`, b.sessions)
 			` WHERE session_id = ? AND turn_id = ? ORDER BY pos`, b.messages)
 	})
 	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
+	if err := b.upgraded(ctx, nil); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
 		created := at
@@ -130,16 +133,9 @@ RETURNING user_id, turn_count`, b.sessions)
 // after the import began (ErasedRow).
 func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index bool) error {
 	tokens := int64(t.Tokens())
-	seq, _, total, counted, err := b.newTurnTx(ctx, tx, key, tokens, at, begun)
+	seq, _, total, err := b.newTurnTx(ctx, tx, key, tokens, at, begun)
 	if err != nil {
 		return err
-	}
-	if !counted { // rows of a release before counts: fill them in first
-		before, err := b.backfillTx(ctx, tx, key, t.Counter(), tokens)
-		if err != nil {
-			return err
-		}
-		total = before + tokens
 	}
 	var meta any
 	if t.Metadata != nil {

@@ -48,7 +48,7 @@ func (s *postgresStore) indexInRows() bool            { return true }
 func (s *postgresStore) windowQuery(bound string) string {
 	b := s.b
 	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM (SELECT s.id, s.turn_count, s.version, s.counted, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? OFFSET 0) s
+FROM (SELECT s.id, s.turn_count, s.version, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? OFFSET 0) s
 LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > s.lo) m ON TRUE`
 }
 
@@ -89,7 +89,7 @@ func (s *postgresStore) prepare() {
 		AND `+b.erasedCheck()+`
 	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-	RETURNING turn_count, version, tokens, counted, created_at
+	RETURNING turn_count, version, tokens, created_at
 ), m AS (
 	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
 	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
@@ -97,7 +97,7 @@ func (s *postgresStore) prepare() {
 	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
 )
-SELECT s.turn_count, s.version, s.counted,
+SELECT s.turn_count, s.version,
 	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT),
 	(SELECT COUNT(*) FROM known)
 FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
@@ -124,8 +124,8 @@ FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.mess
 	SELECT COUNT(*) AS n, COALESCE(SUM(tokens), 0) AS tokens FROM u
 ), s AS (
 	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
-	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq AND `+SessionsTable+`.counted = 1
-	RETURNING `+SessionsTable+`.version, `+SessionsTable+`.counted
+	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq
+	RETURNING `+SessionsTable+`.version
 ), p AS (
 	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
 ), i AS (
@@ -134,7 +134,7 @@ FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.mess
 		t.tokens_before, NULL, t.created_at, u.search
 	FROM s, t, p, u
 )
-SELECT t.seq, n.n, s.version, s.counted FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
+SELECT t.seq, n.n, s.version FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
 }
 
 // msgIDConflict reports whether err is a violation of the message ID
@@ -146,12 +146,12 @@ func (s *postgresStore) msgIDConflict(err error) bool {
 // lockSessionTx locks the session row first (SQLite's transaction holds
 // the write lock already).
 func (s *postgresStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error {
-	rows, err := s.b.counted.QueryTx(ctx, tx, sessionID)
+	rows, err := s.b.lockRow.QueryTx(ctx, tx, sessionID)
 	if err != nil {
 		return err
 	}
-	var counted int16
-	if err := scanOne(rows, &counted); errors.Is(err, sql.ErrNoRows) {
+	var one int
+	if err := scanOne(rows, &one); errors.Is(err, sql.ErrNoRows) {
 		return errTurnNotFound(sessionID, turnID)
 	} else if err != nil {
 		return err
@@ -210,7 +210,7 @@ const errVanishedText = "turnkeep: session row deleted under the save"
 var errNotSaved = errors.New("save: the session changed under every try")
 
 // save is Save on PostgreSQL: one statement, one round trip.
-func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (memory.Saved, error) {
 	b := s.b
 	if err := ctx.Err(); err != nil {
 		return memory.Saved{}, err // nothing sent
@@ -221,7 +221,6 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 		return memory.Saved{}, err
 	}
 	var seq, version sql.NullInt64
-	var counted sql.NullInt16
 	var vanished, known int
 	// Run again while the session row is deleted under the statement (see
 	// preparePG); the last try takes the new row (a clear or an expiry is
@@ -237,7 +236,7 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
 			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
 		if err == nil {
-			err = scanOne(rows, &seq, &version, &counted, &vanished, &known)
+			err = scanOne(rows, &seq, &version, &vanished, &known)
 		}
 		switch {
 		case err == nil && !seq.Valid && known > 0:
@@ -260,13 +259,6 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 	}
 	switch {
 	case err == nil:
-		if counted.Int16 == 0 {
-			// The turn is stored; the session's rows of a release before
-			// counts are filled in now, its tokens_before included.
-			if err := b.backfill(ctx, sessionID, counter); err != nil {
-				return memory.Saved{}, err
-			}
-		}
 		return memory.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
 	case errors.Is(err, errNotSaved):
 		return memory.Saved{}, err
@@ -311,8 +303,7 @@ func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID strin
 	}
 	var seq, n int64
 	var version sql.NullInt64
-	var counted sql.NullInt16 // 0: rows of a release before counts; the transaction path fills them in first
-	err = scanOne(rows, &seq, &n, &version, &counted)
+	err = scanOne(rows, &seq, &n, &version)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return memory.Saved{}, false, errTurnNotFound(sessionID, turnID)
@@ -321,13 +312,18 @@ func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID strin
 	case n == 0:
 		return memory.Saved{}, true, nil // every message is held
 	case !version.Valid:
-		return memory.Saved{}, false, nil // not the newest turn, or not counted
+		return memory.Saved{}, false, nil // not the newest turn
 	}
 	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
 }
 
 // indexTx does nothing: the insert wrote each row's search_text.
 func (s *postgresStore) indexTx(context.Context, *dataflow.Tx, string, int64, int32, []memory.PreparedMessage) error {
+	return nil
+}
+
+// upgradeIndex does nothing: the upgrade writes the row's search_text.
+func (s *postgresStore) upgradeIndex(context.Context, migrate.UpgradeTx, string, int64, int32, string) error {
 	return nil
 }
 

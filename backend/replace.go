@@ -56,7 +56,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		for i := range turns {
 			t := &turns[i]
 			tokens := int64(t.Tokens())
-			seq, version, total, _, err := b.newTurnTx(ctx, tx, key, tokens, at, begun) // the reset counted the row
+			seq, version, total, err := b.newTurnTx(ctx, tx, key, tokens, at, begun)
 			if err != nil {
 				return err
 			}

@@ -69,7 +69,7 @@ func (s *sqliteStore) appendNewest(context.Context, string, string, []memory.Pre
 
 // save is Save on SQLite: one transaction, the session row's upsert and
 // the messages' insert (and their search entries).
-func (s *sqliteStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+func (s *sqliteStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (memory.Saved, error) {
 	b := s.b
 	t := &turn.Turn
 	var seq, version, total int64
@@ -78,17 +78,9 @@ func (s *sqliteStore) save(ctx context.Context, sessionID string, turn memory.Pr
 		return memory.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		var counted bool
-		seq, version, total, counted, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
+		seq, version, total, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
 		if err != nil {
 			return err
-		}
-		if !counted { // rows of a release before counts: fill them in first
-			before, err := b.backfillTx(ctx, tx, sessionID, counter, tokens)
-			if err != nil {
-				return err
-			}
-			total = before + tokens
 		}
 		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp, false)
 		if err := b.insert(ctx, tx, len(turn.Encoded), args); err != nil {
@@ -288,4 +280,15 @@ func (s *sqliteStore) searchArgs(tenant string, terms []string, q memory.SearchQ
 // WAL.
 func (s *sqliteStore) sizeQuery() (string, []any) {
 	return `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`, nil
+}
+
+// upgradeIndex adds the FTS5 entry of an old message the data upgrade
+// counts, in the upgrade's transaction.
+func (s *sqliteStore) upgradeIndex(ctx context.Context, tx migrate.UpgradeTx, key string, seq int64, pos int32, content string) error {
+	row, ok := SearchEntry(key, seq, pos, content)
+	if !ok {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+SearchTable+` (body, sk, tk, skey, seq, pos) VALUES (?, ?, ?, ?, ?, ?)`, row...)
+	return err
 }

@@ -46,7 +46,7 @@ type store interface {
 	// DataFlowBackend.Save): errDuplicate or a zero Saved when the
 	// session holds its ID, an error msgIDConflict recognises when a
 	// message ID is another turn's.
-	save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error)
+	save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (memory.Saved, error)
 	// appendNewest appends msgs to turn turnID when it is the session's
 	// newest, in one statement where the engine can; done is false when
 	// the transaction path must do it.
@@ -66,6 +66,10 @@ type store interface {
 	// unindexKeysTx removes the search entries of the sessions of keys,
 	// where they do not go with the rows.
 	unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error
+	// upgradeIndex adds the search entry of an old message the data
+	// upgrade counts, in its transaction, where the index is a table of
+	// its own (indexInRows is false).
+	upgradeIndex(ctx context.Context, tx migrate.UpgradeTx, key string, seq int64, pos int32, content string) error
 	// indexInRows reports whether the search index reads the message
 	// rows themselves (PostgreSQL's search_text, written by the insert),
 	// rather than being a table of its own that writes keep (SQLite's

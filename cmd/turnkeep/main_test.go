@@ -160,7 +160,7 @@ func TestCommands(t *testing.T) {
 		r = run(t, "", with("migrate", "status", "--json")...).want(t, 0)
 		var status []tableStatus
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &status))
-		require.Len(t, status, 4) // 3 tables, the search index
+		require.Len(t, status, 5) // 3 tables, the search index, the data upgrade
 		for _, s := range status {
 			require.Equal(t, "up to date", s.Status)
 		}

@@ -14,15 +14,16 @@ import (
 
 var migrateStatusCmd = &command{
 	name: "migrate status",
-	summary: "Show whether each table and the search index is up to date, missing or changed, and when it was last migrated. " +
-		"Exits 1 when anything is not up to date. Changes nothing.",
+	summary: "Show whether each table, the search index and each data upgrade is up to date, missing, changed or pending, " +
+		"and when it was last migrated. Exits 1 when anything is not up to date. Changes nothing.",
 	example: "turnkeep migrate status --db sqlite:///chat.db",
 	run:     runMigrateStatus,
 }
 
 var migratePlanCmd = &command{
 	name: "migrate plan",
-	summary: "Print the SQL that 'migrate up' would run, search index included (destructive statements commented out). " +
+	summary: "Print the SQL that 'migrate up' would run, search index included (destructive statements commented out), " +
+		"and the data upgrades it would run. " +
 		"Changes nothing: for a SQLite file that does not exist yet, prints the plan of a new one and creates no file.",
 	example: "turnkeep migrate plan --db 'postgres://app@db:5432/chat?sslmode=disable'",
 	run:     runMigratePlan,
@@ -30,8 +31,9 @@ var migratePlanCmd = &command{
 
 var migrateUpCmd = &command{
 	name: "migrate up",
-	summary: "Create or upgrade the tables and the search index. Destructive changes (a dropped column, a changed type) " +
-		"are refused, and nothing is applied, unless --force.",
+	summary: "Create or upgrade the tables and the search index, then run the pending data upgrades (rows of an earlier " +
+		"release brought up to date, in batches; see docs/upgrade.md), so that the first use of the new release has none to run. " +
+		"Destructive changes (a dropped column, a changed type) are refused, and nothing is applied, unless --force.",
 	example: "turnkeep migrate up --db sqlite:///chat.db\nturnkeep migrate up --force   # also drop columns the tables no longer have",
 	flags: func(fs *flag.FlagSet, o *options) {
 		fs.BoolVar(&o.force, "force", false, "apply destructive changes too")
@@ -86,6 +88,28 @@ func runMigrateStatus(ctx context.Context, a *app, o *options, _ []string) error
 		ts.Status = migrate.Missing.String()
 	}
 	out = append(out, ts)
+	ups, err := upgradePlans(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, p := range ups {
+		ts := tableStatus{Table: p.Table, Status: migrate.UpToDate.String()}
+		switch h, err := mig.History(ctx, p.Table); {
+		case err != nil:
+			return dbErr(err)
+		case len(h) > 0:
+			ts.Migrations = len(h)
+			at := h[len(h)-1].AppliedAt.UTC()
+			ts.LastMigrated = &at
+		}
+		switch {
+		case !p.Empty():
+			ts.Status = "pending"
+		case !p.Exists:
+			ts.Status = "up to date (nothing to upgrade)"
+		}
+		out = append(out, ts)
+	}
 	if o.json {
 		err = writeJSON(a.stdout, out)
 	} else {
@@ -114,8 +138,21 @@ func runMigrateStatus(ctx context.Context, a *app, o *options, _ []string) error
 // index is not up to date: exit 1, so that a deploy script can ask.
 var errNotUpToDate = errors.New("the schema is not up to date: see 'turnkeep migrate plan', run 'turnkeep migrate up'")
 
+// upgradePlans returns the plan of every data upgrade of the backend.
+func upgradePlans(ctx context.Context, s *store) ([]*migrate.Plan, error) {
+	var out []*migrate.Plan
+	for _, u := range s.b.Upgrades() {
+		p, err := s.db.Migrator().UpgradePlan(ctx, u)
+		if err != nil {
+			return nil, dbErr(err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // plans returns the plan of every table, in the order of s.b.Models(),
-// and then that of the search index.
+// then that of the search index, then those of the data upgrades.
 func plans(ctx context.Context, s *store) ([]*migrate.Plan, error) {
 	var out []*migrate.Plan
 	for _, m := range s.b.Models() {
@@ -129,7 +166,11 @@ func plans(ctx context.Context, s *store) ([]*migrate.Plan, error) {
 	if err != nil {
 		return nil, dbErr(err)
 	}
-	return append(out, p), nil
+	ups, err := upgradePlans(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(out, p), ups...), nil
 }
 
 type stepJSON struct {
@@ -242,11 +283,23 @@ func runMigrateUp(ctx context.Context, a *app, o *options, _ []string) error {
 	if err := s.b.EnsureSearchIndex(ctx); err != nil {
 		return dbErr(err)
 	}
-	if search := ps[len(ps)-1]; !search.Empty() {
+	if search := ps[len(s.b.Models())]; !search.Empty() {
 		// Planned missing, and EnsureSearchIndex returned: created (by
 		// this run, or by another process at the same moment).
 		for _, st := range search.Steps {
 			applied = append(applied, stepJSON{Kind: string(st.Kind), Name: st.Name, SQL: st.SQL})
+		}
+	}
+	// The data upgrades last: they need the tables' new columns, and the
+	// search index to index old messages into.
+	ups, err := s.b.RunUpgrades(ctx)
+	if err != nil {
+		return dbErr(err)
+	}
+	var upgraded []upgradeJSON
+	for i, u := range s.b.Upgrades() {
+		if i < len(ups) && ups[i].Ran {
+			upgraded = append(upgraded, upgradeJSON{Name: u.Name, Rows: ups[i].Rows, Batches: ups[i].Batches, DurationMS: ups[i].Duration.Milliseconds()})
 		}
 	}
 	if len(notApplied) > 0 {
@@ -261,7 +314,14 @@ func runMigrateUp(ctx context.Context, a *app, o *options, _ []string) error {
 		if applied == nil {
 			applied = []stepJSON{}
 		}
-		return writeJSON(a.stdout, map[string]any{"applied": applied})
+		if upgraded == nil {
+			upgraded = []upgradeJSON{}
+		}
+		return writeJSON(a.stdout, map[string]any{"applied": applied, "upgraded": upgraded})
+	}
+	for _, u := range upgraded {
+		fmt.Fprintf(a.stdout, "upgraded: %s: %s in %d batch(es), %s\n", u.Name, plural(u.Rows, "row"), u.Batches,
+			time.Duration(u.DurationMS)*time.Millisecond)
 	}
 	if len(applied) == 0 {
 		fmt.Fprintln(a.stdout, "the schema is up to date: nothing applied")
@@ -272,4 +332,12 @@ func runMigrateUp(ctx context.Context, a *app, o *options, _ []string) error {
 	}
 	fmt.Fprintf(a.stdout, "%s applied\n", plural(len(applied), "statement"))
 	return nil
+}
+
+// upgradeJSON is a data upgrade 'migrate up' ran.
+type upgradeJSON struct {
+	Name       string `json:"name"`
+	Rows       int64  `json:"rows"`
+	Batches    int    `json:"batches"`
+	DurationMS int64  `json:"duration_ms"`
 }
