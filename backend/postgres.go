@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -159,46 +158,14 @@ func (s *postgresStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sess
 	return nil
 }
 
-// jsonRow is a message as the PostgreSQL statements take it, in a JSON
-// array: every key present, so that json_to_recordset never yields NULL
-// for a NOT NULL column.
-type jsonRow struct {
-	Pos        int32   `json:"pos"`
-	ID         string  `json:"id"`
-	Role       string  `json:"role"`
-	Content    string  `json:"content"`
-	Name       string  `json:"name"`
-	ToolCalls  *string `json:"tool_calls"`
-	ToolCallID string  `json:"tool_call_id"`
-	Parts      *string `json:"parts"`
-	Meta       *string `json:"meta"`
-	Tokens     int64   `json:"tokens"`
-	Search     *string `json:"search"`
-}
-
 // jsonRows encodes msgs for the PostgreSQL statements, numbering them from
-// first.
+// first (see appendPGRows).
 func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
-	rows := make([]jsonRow, len(msgs))
+	size := 2
 	for i := range msgs {
-		m := &msgs[i]
-		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
-			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
-			Tokens: int64(m.Tokens), Search: jsonText([]byte(memory.SearchText(m.Content)))}
-		if *rows[i].Search == "" {
-			rows[i].Search = nil
-		}
+		size += 160 + 2*len(msgs[i].Content) + len(msgs[i].ID) + len(msgs[i].ToolCallsJSON) + len(msgs[i].PartsJSON) + len(msgs[i].MetadataJSON)
 	}
-	data, err := json.Marshal(rows)
-	return string(data), err
-}
-
-func jsonText(data []byte) *string {
-	if data == nil {
-		return nil
-	}
-	s := string(data)
-	return &s
+	return string(appendPGRows(make([]byte, 0, size), msgs, first)), nil
 }
 
 // errVanishedText is the text of the error the PostgreSQL save statement
