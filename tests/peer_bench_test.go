@@ -301,8 +301,13 @@ func openPGPool(tb testing.TB, dbURL string) *pgxpool.Pool {
 
 func openPGLangchaingo(tb testing.TB, ids []string) peerStore {
 	tb.Helper()
+	return openPGLangchaingoURL(tb, dbtest.PostgresURL(tb), ids)
+}
+
+// openPGLangchaingoURL is openPGLangchaingo on the database at dbURL.
+func openPGLangchaingoURL(tb testing.TB, dbURL string, ids []string) peerStore {
+	tb.Helper()
 	ctx := context.Background()
-	dbURL := dbtest.PostgresURL(tb)
 	pool := openPGPool(tb, dbURL)
 	if _, err := pool.Exec(ctx, pgLangchaingoTable); err != nil {
 		tb.Fatalf("create table: %v", err)

@@ -1,0 +1,199 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// The PostgreSQL figures of docs/performance-postgres.md, each beside its
+// peer or its own baseline in one run. They skip without
+// TURNKEEP_POSTGRES_URL.
+
+// openPGTurnkeep opens a backend on a fresh schema (no statistics ever
+// gathered: autovacuum may be off, and nothing runs ANALYZE), with the
+// search index, and with synchronous_commit=off when async.
+func openPGTurnkeep(tb testing.TB, async, search bool) *backend.DataFlowBackend {
+	tb.Helper()
+	ctx := context.Background()
+	url := dbtest.PostgresURL(tb)
+	if async {
+		url = withParam(tb, url, "synchronous_commit", "off")
+	}
+	db, err := dataflow.Open(ctx, url)
+	if err != nil {
+		tb.Fatalf("open: %v", err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	b, err := backend.NewDataFlowBackend(db, backend.WithSearchIndex(search))
+	if err != nil {
+		tb.Fatalf("new backend: %v", err)
+	}
+	if err := b.SaveTurn(ctx, "warm-up", memory.Turn{User: "a", Agent: "b"}); err != nil { // creates the tables
+		tb.Fatalf("warm-up: %v", err)
+	}
+	if err := b.EnsureSearchIndex(ctx); err != nil {
+		tb.Fatalf("search index: %v", err)
+	}
+	return b
+}
+
+// BenchmarkPGGrowth is one session growing: a save and a cache-miss load
+// (newest 10 turns) of a session of 100 turns beside the same of a session
+// of 10,000 turns, in one fresh database whose statistics were never
+// gathered (as right after a deploy), with synchronous_commit=off so that
+// fsync does not hide the server's work. Goal: at10k ≤ 2x at100 here, ≤
+// 1.3x with statistics. Run a fixed count, so that the sessions stay near
+// their sizes:
+//
+//	go test -run '^$' -bench 'BenchmarkPGGrowth' -benchtime 300x -count 5 ./tests/
+func BenchmarkPGGrowth(b *testing.B) {
+	ctx := context.Background()
+	be := openPGTurnkeep(b, true, true)
+	sizes := []struct {
+		name  string
+		turns int
+	}{{"at100", 100}, {"at10k", 10_000}}
+	for _, s := range sizes {
+		for i := range s.turns {
+			if err := be.SaveTurn(ctx, s.name, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+				b.Fatalf("fill %s turn %d: %v", s.name, i, err)
+			}
+		}
+	}
+	reader, err := memory.NewPersistentBufferMemory(be, memory.WithCacheTTL(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, s := range sizes {
+		b.Run("save/"+s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := be.SaveTurn(ctx, s.name, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	for _, s := range sizes {
+		b.Run("load/"+s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w, err := reader.LoadContext(ctx, s.name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(w.Turns) != peerWindow {
+					b.Fatalf("loaded %d turns; want %d", len(w.Turns), peerWindow)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPGThroughput16 is the save throughput of 16 writers (each on
+// sessions of its own, durable commits) with the search index beside
+// without it (WithSearchIndex(false): no GIN index), in alternating
+// rounds on two fresh databases. It reports each side's median saves/s
+// and the median of the per-round ratios (goal ≥ 0.9):
+//
+//	go test -run '^$' -bench 'BenchmarkPGThroughput16' -benchtime 1x ./tests/
+func BenchmarkPGThroughput16(b *testing.B) {
+	const (
+		writers = 16
+		rounds  = 7
+		perRun  = 40 // saves per writer per round
+	)
+	ctx := context.Background()
+	on, off := openPGTurnkeep(b, false, true), openPGTurnkeep(b, false, false)
+	round := func(be *backend.DataFlowBackend, r int) float64 {
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		start := time.Now()
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range perRun {
+					id := fmt.Sprintf("w%02d-%d", w, i%4)
+					if err := be.SaveTurn(ctx, id, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+						failed.Store(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			b.Fatalf("round %d: %v", r, err)
+		}
+		return writers * perRun / time.Since(start).Seconds()
+	}
+	for b.Loop() {
+		var onRate, offRate, ratio []float64
+		for r := range rounds {
+			var x, y float64
+			if r%2 == 0 { // alternate which side goes first
+				x, y = round(on, r), round(off, r)
+			} else {
+				y, x = round(off, r), round(on, r)
+			}
+			onRate, offRate, ratio = append(onRate, x), append(offRate, y), append(ratio, x/y)
+		}
+		b.ReportMetric(medianOf(onRate), "on-saves/s")
+		b.ReportMetric(medianOf(offRate), "off-saves/s")
+		b.ReportMetric(medianOf(ratio), "on/off")
+	}
+}
+
+func medianOf(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkPGPeerAddTurnAsync is BenchmarkPeerAddTurn's PostgreSQL pair
+// with synchronous_commit=off on both sides' connections, so that the
+// server's work per save is compared, not fsyncs (goal: turnkeep ≤ 1.0x
+// langchaingo):
+//
+//	go test -run '^$' -bench 'BenchmarkPGPeerAddTurnAsync' -benchtime 2000x -count 5 ./tests/
+func BenchmarkPGPeerAddTurnAsync(b *testing.B) {
+	ctx := context.Background()
+	ids := sessionIDs("peer", peerSessions)
+	sides := []struct {
+		name string
+		open func(tb testing.TB) peerStore
+	}{
+		{"turnkeep", func(tb testing.TB) peerStore {
+			url := dbtest.PostgresURL(tb)
+			prefillTurnkeep(tb, url, ids)
+			return openTurnkeepPeer(tb, withParam(tb, url, "synchronous_commit", "off"), nil)
+		}},
+		{"langchaingo-style", func(tb testing.TB) peerStore {
+			return openPGLangchaingoURL(tb, withParam(tb, dbtest.PostgresURL(tb), "synchronous_commit", "off"), ids)
+		}},
+	}
+	for _, side := range sides {
+		b.Run("pg/"+side.name, func(b *testing.B) {
+			s := side.open(b)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := s.addTurn(ctx, ids[i%len(ids)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
