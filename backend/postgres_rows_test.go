@@ -178,3 +178,41 @@ func TestAppendPGRowsRandom(t *testing.T) {
 		samePGRows(t, []memory.PreparedMessage{{Message: memory.Message{ID: gen(), Role: memory.Role(gen()), Content: gen(), Name: gen(), ToolCallID: gen()}, ToolCallsJSON: calls}}, 0)
 	}
 }
+
+// BenchmarkPGRows is the client's work to encode a save's two messages
+// for the PostgreSQL statement: the encoding/json form it replaced
+// (memory.SearchText before internal/searchtext is not in it: see
+// internal/searchtext's BenchmarkText) beside appendPGRows.
+//
+//	go test -run '^$' -bench 'BenchmarkPGRows' ./backend/
+func BenchmarkPGRows(b *testing.B) {
+	turn, err := memory.Prepare(memory.Turn{
+		User:  strings.Repeat("How do I rotate the API keys of a staging project? ", 2)[:100],
+		Agent: strings.Repeat("Open the project settings, choose Keys, create a new key, deploy it, then revoke the old one. ", 4)[:300],
+	}, now(), memory.DefaultMaxMessageBytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rows := make([]oldRow, len(turn.Encoded))
+			for i := range turn.Encoded {
+				m := &turn.Encoded[i]
+				search := memory.SearchText(m.Content)
+				rows[i] = oldRow{Pos: int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Search: &search, Tokens: int64(m.Tokens)}
+			}
+			if _, err := json.Marshal(rows); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("appendPGRows", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := jsonRows(turn.Encoded, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
