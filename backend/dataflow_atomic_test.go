@@ -94,7 +94,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 						if d.Name == "pg" && target != "" {
 							// On PostgreSQL the whole save is one statement:
 							// both failures hit it.
-							target = "WITH known AS"
+							target = "WITH o AS"
 						}
 						rec.arm(func(sctx context.Context, q string) context.Context {
 							if target == "" || !strings.HasPrefix(q, target) {

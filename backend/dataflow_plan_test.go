@@ -231,7 +231,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 	}
 	const (
 		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens$`
-		saveOne = `^WITH known AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
+		saveOne = `^WITH o AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
 		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
 		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
 		load    = `^SELECT s\.turn_count, s\.version, .* FROM (turnkeep_sessions s LEFT JOIN turnkeep_messages m ON .* WHERE s\.id = \?|\(SELECT .* FROM turnkeep_sessions s WHERE s\.id = \$\d+ OFFSET 0\) s LEFT JOIN LATERAL \(SELECT \* FROM turnkeep_messages x WHERE x\.session_id = s\.id AND x\.seq > s\.lo\) m ON TRUE)$`

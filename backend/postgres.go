@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -57,20 +56,27 @@ LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE x.session_id = s.
 func (s *postgresStore) prepare() {
 	b := s.b
 	// The whole save in one statement, so one round trip, atomic as any
-	// statement is. A turn ID the session holds is seen by the first CTE,
-	// and then nothing is bumped or inserted (no row comes back). Two
-	// saves of one new ID at once both miss it: the session row lock
-	// orders them, and the second's insert then violates a unique index,
-	// which aborts its whole statement, its bump included. A clear holds
-	// the session row lock (inserting the row if need be), so the upsert
-	// waits for it, as the two-statement save does. Repeating it stores
-	// nothing twice, so it is run again on a pooled connection found dead,
-	// as BEGIN was. The messages come as one JSON array, so one statement
-	// text serves every number of messages.
+	// statement is. A turn ID the session holds is found by the insert
+	// itself: its rows violate the turn index (or the message ID index),
+	// which aborts the whole statement, the session row's bump included,
+	// and Save reports the turn as held. So the statement reads no
+	// message index before it writes: an earlier form looked the turn up
+	// first, and a planner without statistics, or with statistics from
+	// before the session grew, served that lookup from the budget index
+	// (it too leads with session_id), reading every entry of the session:
+	// a save grew with history (19 buffers at 100 turns, 186 at 1,000,
+	// docs/performance-postgres.md). Two saves of one new ID at once: the
+	// session row lock orders them, and the second's insert violates the
+	// index in the same way. A clear holds the session row lock
+	// (inserting the row if need be), so the upsert waits for it, as the
+	// two-statement save does. Repeating it stores nothing twice, so it is
+	// run again on a pooled connection found dead, as BEGIN was. The
+	// messages come as one JSON array, so one statement text serves every
+	// number of messages.
 	//
 	// A session DeleteUser deleted after the save began (ErasedRow) is not
 	// made again: nothing is stored, and the row that comes back has a
-	// NULL count (a known turn ID too; the last column tells which). The
+	// NULL count. The
 	// mark is read in the statement's snapshot, but a deletion may commit
 	// while the upsert waits for the row's lock: the upsert then inserts a
 	// new row. So the row's created_at in the snapshot (o) is compared
@@ -79,14 +85,12 @@ func (s *postgresStore) prepare() {
 	// errVanishedText, aborting it whole, to be run again on a fresh
 	// snapshot, which sees the mark, or, after a clear or an expiry,
 	// starts the new session.
-	s.saveTurn = b.db.NewIdempotentStmt(`WITH known AS (
-	SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0
-), o AS (
+	s.saveTurn = b.db.NewIdempotentStmt(`WITH o AS (
 	SELECT created_at FROM `+SessionsTable+` WHERE id = ?
 ), s AS (
 	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
-	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ) WHERE NOT EXISTS (SELECT 1 FROM known)
-		AND `+b.erasedCheck()+`
+	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ)
+	WHERE `+b.erasedCheck()+`
 	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
 	RETURNING turn_count, version, tokens, created_at
@@ -98,8 +102,7 @@ func (s *postgresStore) prepare() {
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
 )
 SELECT s.turn_count, s.version,
-	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT),
-	(SELECT COUNT(*) FROM known)
+	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT)
 FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
 	// An append to the newest turn in one statement. The turn is found,
 	// with the session row's version, in the statement's snapshot; the
@@ -159,46 +162,14 @@ func (s *postgresStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sess
 	return nil
 }
 
-// jsonRow is a message as the PostgreSQL statements take it, in a JSON
-// array: every key present, so that json_to_recordset never yields NULL
-// for a NOT NULL column.
-type jsonRow struct {
-	Pos        int32   `json:"pos"`
-	ID         string  `json:"id"`
-	Role       string  `json:"role"`
-	Content    string  `json:"content"`
-	Name       string  `json:"name"`
-	ToolCalls  *string `json:"tool_calls"`
-	ToolCallID string  `json:"tool_call_id"`
-	Parts      *string `json:"parts"`
-	Meta       *string `json:"meta"`
-	Tokens     int64   `json:"tokens"`
-	Search     *string `json:"search"`
-}
-
 // jsonRows encodes msgs for the PostgreSQL statements, numbering them from
-// first.
+// first (see appendPGRows).
 func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
-	rows := make([]jsonRow, len(msgs))
+	size := 2
 	for i := range msgs {
-		m := &msgs[i]
-		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
-			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
-			Tokens: int64(m.Tokens), Search: jsonText([]byte(memory.SearchText(m.Content)))}
-		if *rows[i].Search == "" {
-			rows[i].Search = nil
-		}
+		size += 160 + 2*len(msgs[i].Content) + len(msgs[i].ID) + len(msgs[i].ToolCallsJSON) + len(msgs[i].PartsJSON) + len(msgs[i].MetadataJSON)
 	}
-	data, err := json.Marshal(rows)
-	return string(data), err
-}
-
-func jsonText(data []byte) *string {
-	if data == nil {
-		return nil
-	}
-	s := string(data)
-	return &s
+	return string(appendPGRows(make([]byte, 0, size), msgs, first)), nil
 }
 
 // errVanishedText is the text of the error the PostgreSQL save statement
@@ -221,7 +192,7 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 		return memory.Saved{}, err
 	}
 	var seq, version sql.NullInt64
-	var vanished, known int
+	var vanished int
 	// Run again while the session row is deleted under the statement (see
 	// preparePG); the last try takes the new row (a clear or an expiry is
 	// deleting the session again and again). Run again too when it stored
@@ -231,16 +202,13 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 	for try := 1; try <= tries; try++ {
 		var rows *sql.Rows
 		rows, err = s.saveTurn.Query(ctx,
-			sessionID, t.ID,
 			sessionID,
 			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
 			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
 		if err == nil {
-			err = scanOne(rows, &seq, &version, &vanished, &known)
+			err = scanOne(rows, &seq, &version, &vanished)
 		}
 		switch {
-		case err == nil && !seq.Valid && known > 0:
-			return memory.Saved{}, nil // the session holds the turn's ID
 		case err == nil && !seq.Valid:
 			// DeleteUser deleted the session, in the statement's snapshot,
 			// after the save began, or was deleting it then.
@@ -263,7 +231,7 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 	case errors.Is(err, errNotSaved):
 		return memory.Saved{}, err
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
-		return memory.Saved{}, nil // a concurrent save of the same ID won
+		return memory.Saved{}, nil // the session holds the turn's ID, or a concurrent save of it won
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
 		return memory.Saved{}, err // the caller tells which
 	}

@@ -3,11 +3,11 @@ package memory
 import (
 	"context"
 	"fmt"
-	"iter"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/turnkeep/turnkeep/internal/searchtext"
 )
 
 // Limits of tenants, owners and titles.
@@ -208,41 +208,7 @@ type SessionStore interface {
 // written without spaces (Han, Hiragana, Katakana, Hangul) a term of its
 // own; everything else separates terms. Backends index text the same way,
 // so a query is only ever words, never search syntax.
-func SearchTerms(text string) []string {
-	var terms []string
-	for t := range searchTerms(text) {
-		terms = append(terms, t)
-	}
-	return terms
-}
-
-// searchTerms yields the terms of text, as SearchTerms splits it, one at a
-// time, so that a caller can stop early.
-func searchTerms(text string) iter.Seq[string] {
-	return func(yield func(string) bool) {
-		start := -1
-		for i, r := range text {
-			word := unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)
-			if start >= 0 && (!word || isCJK(r)) {
-				if !yield(strings.ToLower(text[start:i])) {
-					return
-				}
-				start = -1
-			}
-			switch {
-			case isCJK(r):
-				if !yield(string(r)) {
-					return
-				}
-			case word && start < 0:
-				start = i
-			}
-		}
-		if start >= 0 {
-			yield(strings.ToLower(text[start:]))
-		}
-	}
-}
+func SearchTerms(text string) []string { return searchtext.Terms(text) }
 
 // Limits of a search query (SearchQuery.Text), which Search and every
 // SessionStore in package backend refuse with ErrInvalidQuery before
@@ -278,7 +244,7 @@ func QueryTerms(text string) ([]string, error) {
 	}
 	var terms []string
 	seen := make(map[string]struct{})
-	for t := range searchTerms(text) {
+	for t := range searchtext.All(text) {
 		if _, ok := seen[t]; ok {
 			continue
 		}
@@ -294,11 +260,7 @@ func QueryTerms(text string) ([]string, error) {
 // SearchText is text as a search index holds it: its terms (SearchTerms)
 // separated by spaces, so that any tokenizer splitting on spaces finds
 // them.
-func SearchText(text string) string { return strings.Join(SearchTerms(text), " ") }
-
-func isCJK(r rune) bool {
-	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul)
-}
+func SearchText(text string) string { return searchtext.Text(text) }
 
 // Snippet returns the part of text around the first of terms it holds
 // (case-insensitively), at most about 160 bytes, with "…" where it was

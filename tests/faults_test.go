@@ -266,7 +266,7 @@ func TestFaultStatementFailsMidSave(t *testing.T) {
 		if d.Name == "pg" {
 			// On PostgreSQL a save is one statement: the messages are
 			// inserted by it, and it is the whole transaction.
-			hook.match = "WITH known AS"
+			hook.match = "WITH o AS"
 		}
 		db := openDB(t, dbURL, dataflow.WithQueryHook(hook))
 		for _, after := range []bool{false, true} {

@@ -301,8 +301,13 @@ func openPGPool(tb testing.TB, dbURL string) *pgxpool.Pool {
 
 func openPGLangchaingo(tb testing.TB, ids []string) peerStore {
 	tb.Helper()
+	return openPGLangchaingoURL(tb, dbtest.PostgresURL(tb), ids)
+}
+
+// openPGLangchaingoURL is openPGLangchaingo on the database at dbURL.
+func openPGLangchaingoURL(tb testing.TB, dbURL string, ids []string) peerStore {
+	tb.Helper()
 	ctx := context.Background()
-	dbURL := dbtest.PostgresURL(tb)
 	pool := openPGPool(tb, dbURL)
 	if _, err := pool.Exec(ctx, pgLangchaingoTable); err != nil {
 		tb.Fatalf("create table: %v", err)
@@ -408,10 +413,8 @@ ON CONFLICT (session_id, turn_id, pos) DO NOTHING`
 //
 //   - one row (turn_count, version, stored): the turn is stored as number
 //     turn_count; stored is 2.
-//   - no row: the turn ID was already stored (seen by "known"); nothing
-//     changed.
-//   - unique violation (23505) of turnkeep_messages_turn_idx: a concurrent
-//     save of the same turn ID committed after this statement's snapshot.
+//   - unique violation (23505) of turnkeep_messages_turn_idx: the turn ID
+//     was already stored, or a concurrent save of it committed first.
 //     The statement bumped the session row (after waiting for the other
 //     save's row lock) but, being one statement, is rolled back whole by
 //     the violation, bump included: report "already stored". (ON CONFLICT
@@ -421,11 +424,9 @@ ON CONFLICT (session_id, turn_id, pos) DO NOTHING`
 //
 // The session row's lock orders concurrent saves of a session, so turn
 // numbers stay gap-free: a rolled-back bump is never seen.
-const proposedCTESave = `WITH known AS (
-	SELECT 1 FROM turnkeep_messages WHERE session_id = $1 AND turn_id = $2 AND pos = 0
-), s AS (
+const proposedCTESave = `WITH s AS (
 	INSERT INTO turnkeep_sessions (id, turn_count, version, created_at, updated_at)
-	SELECT $1, 1, $3::bigint, $4::timestamptz, $4::timestamptz WHERE NOT EXISTS (SELECT 1 FROM known)
+	VALUES ($1, 1, $3::bigint, $4::timestamptz, $4::timestamptz)
 	ON CONFLICT (id) DO UPDATE SET turn_count = turnkeep_sessions.turn_count + 1, version = turnkeep_sessions.version + 1, updated_at = excluded.updated_at
 	RETURNING turn_count, version
 ), m AS (

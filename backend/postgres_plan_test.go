@@ -1,0 +1,122 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// saveArgs are the arguments the PostgreSQL save statement binds for a
+// turn of two messages of session.
+func saveArgs(t *testing.T, session, turnID string) []any {
+	t.Helper()
+	at := now()
+	turn, err := memory.Prepare(memory.Turn{ID: turnID, User: "how do I rotate keys", Agent: "open the settings and rotate them"}, at, memory.DefaultMaxMessageBytes)
+	require.NoError(t, err)
+	rows, err := jsonRows(turn.Encoded, 0)
+	require.NoError(t, err)
+	tokens := int64(turn.Tokens())
+	return []any{session,
+		session, tenantOf(session), firstVersion(), tokens, at, at, erasedDigest(session), at,
+		session, turnID, tokens, nil, turn.Timestamp, rows, false}
+}
+
+// errRollBack ends explainSave's transaction, so that the save it
+// explained stores nothing.
+var errRollBack = errors.New("roll back")
+
+// explainSave runs the save statement under EXPLAIN (ANALYZE, BUFFERS) in
+// a transaction it rolls back, and returns the plan's text and the shared
+// buffers the statement touched.
+func explainSave(t *testing.T, b *DataFlowBackend, session string) (string, int) {
+	t.Helper()
+	var plan []byte
+	err := b.db.RunInTx(context.Background(), func(ctx context.Context, tx *dataflow.Tx) error {
+		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oneStatementSave(b).String(), saveArgs(t, session, memory.NewTurnID())...)
+		if err != nil {
+			return err
+		}
+		if err := scanOne(rows, &plan); err != nil {
+			return err
+		}
+		return errRollBack
+	}, b.sessions, b.messages, b.erased)
+	require.ErrorIs(t, err, errRollBack)
+	var doc []struct {
+		Plan map[string]any `json:"Plan"`
+	}
+	require.NoError(t, json.Unmarshal(plan, &doc))
+	top := doc[0].Plan
+	// A CTE's buffers are not in its consumer's: add the top node's and
+	// every InitPlan/CTE subplan's that is not under another node.
+	total := int(top["Shared Hit Blocks"].(float64) + top["Shared Read Blocks"].(float64))
+	for _, p := range top["Plans"].([]any) {
+		n := p.(map[string]any)
+		if r, _ := n["Parent Relationship"].(string); r == "InitPlan" || r == "SubPlan" {
+			total += int(n["Shared Hit Blocks"].(float64) + n["Shared Read Blocks"].(float64))
+		}
+	}
+	return string(plan), total
+}
+
+// The PostgreSQL save reads no message index: its insert finds a held
+// turn ID (by the unique index it violates), so no plan, with statistics
+// or without, can read a session's history to save a turn. Its buffers
+// are the same at 20 turns as at 1,000, on a table whose statistics were
+// gathered while the session was small (the case that made the earlier
+// form's lookup read the budget index whole).
+func TestPGSaveReadsNoHistory(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name != "pg" {
+			t.Skip("PostgreSQL's one-statement save")
+		}
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		for i := range 20 {
+			require.NoError(t, b.SaveTurn(ctx, "grows", memory.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
+		}
+		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
+		require.NoError(t, err)
+		plan, small := explainSave(t, b, "grows")
+		for _, node := range regexp.MustCompile(`"Node Type": "[^"]*Scan[^"]*",[^}]*?"Relation Name": "`+MessagesTable+`"`).FindAllString(plan, -1) {
+			t.Errorf("the save reads the messages: %s", node)
+		}
+		assert.NotContains(t, plan, `"Index Name": "`+MessagesTable, "the save reads a message index")
+
+		fillCountedSession(t, b, "grows", 20, 1000)
+		_, large := explainSave(t, b, "grows")
+		t.Logf("save buffers: %d at 20 turns, %d at 1,000", small, large)
+		assert.LessOrEqualf(t, large, small+small/3+3, "save buffers at 1,000 turns: got %d; want about %d, as at 20", large, small)
+	})
+}
+
+// fillCountedSession appends the turns from+1 .. to to session, in bulk,
+// as SaveTurn writes them (10 tokens a message).
+func fillCountedSession(t *testing.T, b *DataFlowBackend, session string, from, to int) {
+	t.Helper()
+	ctx := context.Background()
+	var rows []MessageRow
+	for i := from + 1; i <= to; i++ {
+		turnID := fmt.Sprintf("bulk%05d", i)
+		for pos := range 2 {
+			rows = append(rows, MessageRow{SessionID: session, Seq: int64(i), Pos: int32(pos), TurnID: turnID,
+				MsgID: sql.NullString{String: memory.DerivedMessageID(turnID, pos), Valid: true}, Role: "user", Content: strings.Repeat("word ", 20),
+				Tokens: 10, TokensBefore: int64(20 * (i - 1)), CreatedAt: now()})
+		}
+	}
+	require.NoError(t, b.messages.BulkCreate(ctx, rows))
+	_, err := b.db.ExecContext(ctx, `UPDATE `+SessionsTable+` SET turn_count = $1, tokens = $2 WHERE id = $3`, to, 20*to, session)
+	require.NoError(t, err)
+}
