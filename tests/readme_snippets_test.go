@@ -18,8 +18,11 @@ func TestReadmeSnippetsAreExamples(t *testing.T) {
 	}
 	re := regexp.MustCompile("(?s)<!-- snippet: (\\S+) -->\n```go\n(.*?)```")
 	found := re.FindAllStringSubmatch(string(readme), -1)
-	if len(found) < 2 {
-		t.Fatalf("found %d README snippets with a source; want the langchaingo and openai ones", len(found))
+	if len(found) < 3 {
+		t.Fatalf("found %d README snippets with a source; want the first program's, the langchaingo and openai ones", len(found))
+	}
+	if found[0][1] != "examples/hello/main.go" {
+		t.Errorf("the README's first snippet is from %s; want the first program, examples/hello/main.go, whole", found[0][1])
 	}
 	for _, m := range found {
 		src, err := os.ReadFile(filepath.Join("..", m[1]))
