@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -27,6 +28,7 @@ type PersistentBufferMemory struct {
 	now      func() time.Time
 	cache    *sessionCache // shared by every tenant view, keyed by session key
 	closed   *atomic.Bool  // shared by every tenant view
+	onClose  func() error  // run by the first Close: what turnkeep.Open made (close_hook.go)
 
 	tel        *telemetry   // nil: nothing to record (see newTelemetry)
 	log        *slog.Logger // nil: discard
@@ -68,17 +70,23 @@ func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemo
 }
 
 // Close makes every later call return ErrClosed, drops every cached
-// window and stops reporting the cache's metrics. It does not close the
-// backend. Calling it again returns nil.
+// window and stops reporting the cache's metrics. It does not close a
+// backend passed to NewPersistentBufferMemory; a memory made by
+// turnkeep.Open closes its backend and database too. Calling it again
+// returns nil.
 func (m *PersistentBufferMemory) Close() error {
 	if m == nil || m.cache == nil || m.closed == nil || m.closed.Swap(true) {
 		return nil
 	}
 	m.cache.clear()
+	var err error
 	if m.tel != nil && m.tel.reg != nil {
-		return m.tel.reg.Unregister()
+		err = m.tel.reg.Unregister()
 	}
-	return nil
+	if m.onClose != nil {
+		err = errors.Join(err, m.onClose())
+	}
+	return err
 }
 
 // check returns ErrClosed for a closed or zero memory, then validates the

@@ -26,8 +26,10 @@ import (
 // peer, tmc/langchaingo's chat message histories, reproduced here statement
 // for statement without depending on langchaingo:
 //
-//   - SQLite: langchaingo's memory/sqlite3 (mattn/go-sqlite3, cgo; see
-//     peer_sqlite3_bench_test.go). Without cgo that sub-benchmark skips.
+//   - SQLite: langchaingo's memory/sqlite3 on mattn/go-sqlite3 (cgo), in
+//     the module tests/sqlite3peer, so that this module does not require
+//     mattn/go-sqlite3; it runs turnkeep's SQLite side beside it. Here
+//     SQLite runs turnkeep alone.
 //   - PostgreSQL: langchaingo's pgx history (memory/alloydb and
 //     memory/cloudsql: a *pgxpool.Pool, one JSONB row per message).
 //
@@ -89,21 +91,10 @@ type peerSide struct {
 	open          func(tb testing.TB, ids []string) peerStore
 }
 
-// peerSQLiteLangchaingo opens the langchaingo-style SQLite store. It is set
-// by peer_sqlite3_bench_test.go, which needs cgo; without cgo it is nil and
-// the sub-benchmark skips.
-var peerSQLiteLangchaingo func(tb testing.TB, ids []string) peerStore
-
 func peerSides(withFloors bool) []peerSide {
 	sides := []peerSide{
 		{"sqlite", "turnkeep", func(tb testing.TB, ids []string) peerStore {
 			return openTurnkeepPeer(tb, dbtest.SQLiteURL(tb), ids)
-		}},
-		{"sqlite", "langchaingo-style", func(tb testing.TB, ids []string) peerStore {
-			if peerSQLiteLangchaingo == nil {
-				tb.Skip("langchaingo-style SQLite needs cgo (mattn/go-sqlite3): built with CGO_ENABLED=0")
-			}
-			return peerSQLiteLangchaingo(tb, ids)
 		}},
 		{"pg", "turnkeep", func(tb testing.TB, ids []string) peerStore {
 			return openTurnkeepPeer(tb, dbtest.PostgresURL(tb), ids)

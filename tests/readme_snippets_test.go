@@ -18,8 +18,14 @@ func TestReadmeSnippetsAreExamples(t *testing.T) {
 	}
 	re := regexp.MustCompile("(?s)<!-- snippet: (\\S+) -->\n```go\n(.*?)```")
 	found := re.FindAllStringSubmatch(string(readme), -1)
-	if len(found) < 2 {
-		t.Fatalf("found %d README snippets with a source; want the langchaingo and openai ones", len(found))
+	if len(found) < 3 {
+		t.Fatalf("found %d README snippets with a source; want the first program's, the langchaingo and openai ones", len(found))
+	}
+	// The first program is shown whole, so that it can be copied and run.
+	if found[0][1] != "examples/hello/main.go" {
+		t.Errorf("the README's first snippet is from %s; want the first program, examples/hello/main.go", found[0][1])
+	} else if src, err := os.ReadFile(filepath.Join("..", found[0][1])); err == nil && normalize(string(src)) != normalize(found[0][2]) {
+		t.Errorf("the README's first program is not the whole of %s", found[0][1])
 	}
 	for _, m := range found {
 		src, err := os.ReadFile(filepath.Join("..", m[1]))

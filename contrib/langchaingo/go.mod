@@ -1,12 +1,12 @@
 module github.com/turnkeep/turnkeep/contrib/langchaingo
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1
 	github.com/tmc/langchaingo v0.1.14
-	github.com/turnkeep/turnkeep v0.0.0-00010101000000-000000000000
+	github.com/turnkeep/turnkeep v0.1.0
 	modernc.org/sqlite v1.62.0
 )
 
@@ -67,5 +67,3 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
-
-replace github.com/turnkeep/turnkeep => ../..

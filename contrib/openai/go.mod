@@ -1,11 +1,11 @@
 module github.com/turnkeep/turnkeep/contrib/openai
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/openai/openai-go/v3 v3.98.0
 	github.com/stretchr/testify v1.12.1
-	github.com/turnkeep/turnkeep v0.0.0-00010101000000-000000000000
+	github.com/turnkeep/turnkeep v0.1.0
 )
 
 require (
@@ -34,5 +34,3 @@ require (
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )
-
-replace github.com/turnkeep/turnkeep => ../..

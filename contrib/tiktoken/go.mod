@@ -1,11 +1,11 @@
 module github.com/turnkeep/turnkeep/contrib/tiktoken
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/pkoukk/tiktoken-go v0.1.8
 	github.com/pkoukk/tiktoken-go-loader v0.0.2
-	github.com/turnkeep/turnkeep v0.0.0-00010101000000-000000000000
+	github.com/turnkeep/turnkeep v0.1.0
 )
 
 require (
@@ -20,5 +20,3 @@ require (
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 )
-
-replace github.com/turnkeep/turnkeep => ../..

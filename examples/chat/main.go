@@ -3,8 +3,8 @@
 //	go run ./examples/chat
 //	go run ./examples/chat -db postgres://user:pass@localhost/chat -session alice
 //
-// Turns are stored with turnkeep (memory.PersistentBufferMemory on a
-// backend.DataFlowBackend), by default in the SQLite file turnkeep-chat.db
+// Turns are stored with turnkeep (turnkeep.Open: a
+// memory.PersistentBufferMemory on the database), by default in the SQLite file turnkeep-chat.db
 // in the working directory, which is created on first use. On start the
 // program says how many turns it remembers and shows the recent ones. It
 // reads standard input line by line, so piped input works too; the commands
@@ -39,11 +39,7 @@ import (
 	"strconv"
 	"syscall"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx" for postgres:// URLs
-	_ "modernc.org/sqlite"             // registers "sqlite" for sqlite:// URLs
-
-	"github.com/turnkeep/turnkeep/backend"
-	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -116,23 +112,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	}
 
-	db, err := dataflow.Open(ctx, *dbURL)
-	if err != nil {
-		fmt.Fprintf(stderr, "chat: %v\n", err) // dataflow keeps passwords out of its errors
-		return failure(ctx)
-	}
-	defer db.Close()
-	b, err := backend.NewDataFlowBackend(db)
-	if err != nil {
-		fmt.Fprintf(stderr, "chat: %v\n", err)
-		return exitFailure
-	}
 	// -max-tokens is checked by its flag, so an invalid option is -max-turns.
-	mem, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(*maxTurns), memory.WithTokenBudget(maxTokens))
-	if err != nil {
+	mem, err := turnkeep.Open(ctx, *dbURL, turnkeep.Memory(memory.WithMaxTurns(*maxTurns), memory.WithTokenBudget(maxTokens)))
+	switch {
+	case errors.Is(err, turnkeep.ErrInvalidOption):
 		fmt.Fprintf(stderr, "chat: -max-turns: %v\n", err)
 		return exitUsage
+	case err != nil:
+		fmt.Fprintf(stderr, "chat: %v\n", err) // turnkeep keeps passwords out of its errors
+		return failure(ctx)
 	}
+	defer mem.Close() // and the database
 
 	c := &chat{mem: mem, session: *session, agent: agent, out: stdout, errOut: stderr}
 	fmt.Fprintf(stdout, "turnkeep chat: session %q in %s; agent: %s\n", *session, redactURL(*dbURL), agentName)

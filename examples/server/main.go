@@ -5,8 +5,8 @@
 //	go run ./examples/server
 //	go run ./examples/server -db postgres://user:pass@localhost/chat -addr :8080
 //
-// Conversations are stored with turnkeep (memory.PersistentBufferMemory on a
-// backend.DataFlowBackend), by default in the SQLite file turnkeep-server.db
+// Conversations are stored with turnkeep (turnkeep.Open: a
+// memory.PersistentBufferMemory on the database), by default in the SQLite file turnkeep-server.db
 // in the working directory. Open the URL it prints.
 //
 // The API (JSON; the user is named by the header X-Turnkeep-User or the
@@ -72,12 +72,7 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx" for postgres:// URLs
-	_ "modernc.org/sqlite"             // registers "sqlite" for sqlite:// URLs
-
-	"github.com/turnkeep/turnkeep/backend"
-	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep"
 )
 
 // Defaults of the flags.
@@ -130,23 +125,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 		return exitUsage
 	}
 
-	db, err := dataflow.Open(ctx, *dbURL)
+	mem, err := turnkeep.Open(ctx, *dbURL)
 	if err != nil {
-		fmt.Fprintf(stderr, "server: %v\n", err) // dataflow keeps passwords out of its errors
+		fmt.Fprintf(stderr, "server: %v\n", err) // turnkeep keeps passwords out of its errors
 		return exitFailure
 	}
-	defer db.Close()
-	b, err := backend.NewDataFlowBackend(db)
-	if err != nil {
-		fmt.Fprintf(stderr, "server: %v\n", err)
-		return exitFailure
-	}
-	mem, err := memory.NewPersistentBufferMemory(b)
-	if err != nil {
-		fmt.Fprintf(stderr, "server: %v\n", err)
-		return exitFailure
-	}
-	defer mem.Close()
+	defer mem.Close() // and the database
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

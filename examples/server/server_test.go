@@ -21,8 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/turnkeep/turnkeep/backend"
-	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -55,11 +54,7 @@ func newInstanceOn(t *testing.T, ln net.Listener, dbURL string, agent Agent) *in
 func newInstanceWith(t *testing.T, ln net.Listener, dbURL string, agent Agent, to timeouts) *instance {
 	t.Helper()
 	ctx := context.Background()
-	db, err := dataflow.Open(ctx, dbURL)
-	require.NoError(t, err)
-	b, err := backend.NewDataFlowBackend(db)
-	require.NoError(t, err)
-	mem, err := memory.NewPersistentBufferMemory(b)
+	mem, err := turnkeep.Open(ctx, dbURL)
 	require.NoError(t, err)
 	logger := log.New(testWriter{t}, "server: ", 0)
 	s := newServer(mem, agent, logger)
@@ -74,8 +69,7 @@ func newInstanceWith(t *testing.T, ln net.Listener, dbURL string, agent Agent, t
 	in.stop = sync.OnceFunc(func() {
 		ts.Close()
 		s.close()
-		mem.Close()
-		db.Close()
+		mem.Close() // and the database
 	})
 	t.Cleanup(in.stop)
 	return in
