@@ -19,8 +19,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/cache"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // Table names DataFlowBackend uses.
@@ -33,9 +33,9 @@ const (
 type SessionRow struct {
 	bun.BaseModel `bun:"table:turnkeep_sessions"`
 
-	ID        string         `bun:"id,pk,type:varchar(320)"` // memory.SessionKey: the tenant and the session ID
+	ID        string         `bun:"id,pk,type:varchar(320)"` // driver.SessionKey: the tenant and the session ID
 	TurnCount int64          `bun:"turn_count,notnull"`
-	Version   int64          `bun:"version,notnull"`           // changes with every write; see memory.Version
+	Version   int64          `bun:"version,notnull"`           // changes with every write; see driver.Version
 	Tokens    int64          `bun:"tokens,notnull,default:0"`  // the tokens of every stored message
 	Counted   int16          `bun:"counted,notnull,default:0"` // 1: every message has its ID and count; 0: rows of a release before counts may remain
 	Tenant    string         `bun:"tenant,notnull,type:varchar(64),default:''"`
@@ -54,7 +54,7 @@ type SessionRow struct {
 // is a range of one index: the turns whose TokensBefore is at least the
 // session's tokens minus the budget. Rows written before messages had IDs
 // and counts hold a NULL MsgID and 0 tokens; they read back with
-// memory.DerivedMessageID. Their session's row has Counted 0 until the
+// driver.DerivedMessageID. Their session's row has Counted 0 until the
 // first load or write of the session fills in their IDs and counts, once
 // (see backfill). The new columns have defaults, so rows inserted as the
 // previous release wrote them stay valid.
@@ -77,7 +77,7 @@ type MessageRow struct {
 	MsgMetadata  sql.NullString `bun:"msg_metadata,type:text"`
 	Tokens       int64          `bun:"tokens,notnull,default:0"`
 	TokensBefore int64          `bun:"tokens_before,notnull,default:0"`
-	SearchText   sql.NullString `bun:"search_text,type:text"` // PostgreSQL: memory.SearchText of Content, under the search index; NULL on SQLite
+	SearchText   sql.NullString `bun:"search_text,type:text"` // PostgreSQL: driver.SearchText of Content, under the search index; NULL on SQLite
 }
 
 // Option configures a DataFlowBackend.
@@ -92,7 +92,7 @@ type Option func(*DataFlowBackend) error
 func WithLogger(l *slog.Logger) Option {
 	return func(b *DataFlowBackend) error {
 		if l == nil {
-			return fmt.Errorf("%w: nil logger", memory.ErrInvalidOption)
+			return fmt.Errorf("%w: nil logger", driver.ErrInvalidOption)
 		}
 		b.log = l
 		return nil
@@ -100,11 +100,11 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithMaxMessageBytes bounds each message and the metadata JSON (default
-// memory.DefaultMaxMessageBytes).
+// driver.DefaultMaxMessageBytes).
 func WithMaxMessageBytes(n int) Option {
 	return func(b *DataFlowBackend) error {
 		if n < 1 {
-			return fmt.Errorf("%w: max message bytes must be at least 1", memory.ErrInvalidOption)
+			return fmt.Errorf("%w: max message bytes must be at least 1", driver.ErrInvalidOption)
 		}
 		b.maxBytes = n
 		return nil
@@ -112,7 +112,7 @@ func WithMaxMessageBytes(n int) Option {
 }
 
 // WithSearchIndex(false) keeps no full-text index on SQLite: a save is then
-// two statements instead of three, and Search is memory.ErrNotSupported.
+// two statements instead of three, and Search is driver.ErrNotSupported.
 // The default keeps one (on PostgreSQL the index costs no statement, and
 // the option only stops the backend from creating it).
 func WithSearchIndex(on bool) Option {
@@ -122,7 +122,7 @@ func WithSearchIndex(on bool) Option {
 	}
 }
 
-// DataFlowBackend is a memory.Backend on a dataflow.DB. It registers its
+// DataFlowBackend is a driver.Backend on a dataflow.DB. It registers its
 // tables at construction and creates them on first use.
 type DataFlowBackend struct {
 	db       *dataflow.DB
@@ -157,8 +157,8 @@ type DataFlowBackend struct {
 }
 
 var (
-	_ memory.Backend        = (*DataFlowBackend)(nil)
-	_ memory.EngineReporter = (*DataFlowBackend)(nil)
+	_ driver.Backend        = (*DataFlowBackend)(nil)
+	_ driver.EngineReporter = (*DataFlowBackend)(nil)
 )
 
 // errDuplicate aborts the transaction of a save whose turn ID the session
@@ -177,12 +177,12 @@ const messageColumns = `session_id, seq, pos, turn_id, msg_id, role, content, na
 // created or checked on first use.
 func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, error) {
 	if db == nil {
-		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
+		return nil, fmt.Errorf("%w: db must not be nil", driver.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: driver.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
 	for i, opt := range opts {
 		if opt == nil {
-			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
+			return nil, fmt.Errorf("%w: option %d is nil", driver.ErrInvalidOption, i)
 		}
 		if err := opt(b); err != nil {
 			return nil, err
@@ -428,31 +428,31 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // SaveTurn stores the turn's messages and bumps the session's turn count,
 // atomically. A turn whose ID the session already holds is not stored
 // again, and nil is returned.
-func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.Save(ctx, sessionID, memory.PreparedTurn{Turn: turn})
+func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn driver.Turn) error {
+	_, err := b.Save(ctx, sessionID, driver.PreparedTurn{Turn: turn})
 	return err
 }
 
 // Save stores turn as the newest turn of the session and reports what it
 // did: on SQLite in one transaction of two statements, on PostgreSQL in
-// one statement. A turn memory.Prepare made is stored as it is; any other
+// one statement. A turn driver.Prepare made is stored as it is; any other
 // is validated first, within WithMaxMessageBytes. A message ID the session
-// holds in another turn is an error wrapping memory.ErrInvalidTurn, and
-// nothing is stored. It implements memory.Backend.
-func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
+// holds in another turn is an error wrapping driver.ErrInvalidTurn, and
+// nothing is stored. It implements driver.Backend.
+func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	begun := now() // a DeleteUser of the session after this refuses the save (ErasedRow)
 	if !turn.Prepared() {
 		var err error
-		if turn, err = memory.Prepare(turn.Turn, begun, b.maxBytes); err != nil {
-			return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		if turn, err = driver.Prepare(turn.Turn, begun, b.maxBytes, nil); err != nil {
+			return driver.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
 	saved, err := b.save(ctx, sessionID, turn, turn.Counter(), begun)
 	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
-		return memory.Saved{}, nil
+		return driver.Saved{}, nil
 	}
 	if b.msgIDConflict(err) {
 		// Either the turn is stored (a concurrent save of the same ID won,
@@ -461,14 +461,14 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 		known, kerr := b.holds(ctx, sessionID, turn.ID)
 		switch {
 		case kerr != nil:
-			return memory.Saved{}, fmt.Errorf("backend: %w", kerr)
+			return driver.Saved{}, fmt.Errorf("backend: %w", kerr)
 		case known:
-			return memory.Saved{}, nil
+			return driver.Saved{}, nil
 		}
-		return memory.Saved{}, fmt.Errorf("backend: %s turn %q: %w: a message id of the turn is stored in another turn", sessionName(sessionID), turn.ID, bare{memory.ErrInvalidTurn})
+		return driver.Saved{}, fmt.Errorf("backend: %s turn %q: %w: a message id of the turn is stored in another turn", sessionName(sessionID), turn.ID, bare{driver.ErrInvalidTurn})
 	}
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	return saved, nil
 }
@@ -487,7 +487,7 @@ func (b *DataFlowBackend) holds(ctx context.Context, sessionID, turnID string) (
 	return err == nil, err
 }
 
-func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn driver.PreparedTurn, counter driver.TokenCounter, begun time.Time) (driver.Saved, error) {
 	t := &turn.Turn
 	var metaArg any
 	if turn.Metadata != nil {
@@ -501,7 +501,7 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 	var seq, version, total int64
 	index, err := b.indexed(ctx)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		var counted bool
@@ -526,9 +526,9 @@ func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memor
 		return nil
 	}, b.sessions, b.messages, b.erased)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
+	return driver.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
 }
 
 // insert runs a save's insert of n message rows, failing with errDuplicate
@@ -552,7 +552,7 @@ func (b *DataFlowBackend) insert(ctx context.Context, tx *dataflow.Tx, n int, ar
 // from position pos on.
 //
 // search is whether the rows carry their search text (PostgreSQL).
-func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []memory.PreparedMessage, before int64, turnMeta any, at time.Time, search bool) []any {
+func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []driver.PreparedMessage, before int64, turnMeta any, at time.Time, search bool) []any {
 	if args == nil {
 		args = make([]any, 0, 17*len(msgs))
 	}
@@ -599,13 +599,13 @@ type jsonRow struct {
 
 // jsonRows encodes msgs for the PostgreSQL statements, numbering them from
 // first.
-func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
+func jsonRows(msgs []driver.PreparedMessage, first int32) (string, error) {
 	rows := make([]jsonRow, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
 		rows[i] = jsonRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
 			ToolCalls: jsonText(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: jsonText(m.PartsJSON), Meta: jsonText(m.MetadataJSON),
-			Tokens: int64(m.Tokens), Search: jsonText([]byte(memory.SearchText(m.Content)))}
+			Tokens: int64(m.Tokens), Search: jsonText([]byte(driver.SearchText(m.Content)))}
 		if *rows[i].Search == "" {
 			rows[i].Search = nil
 		}
@@ -631,14 +631,14 @@ const errVanishedText = "turnkeep: session row deleted under the save"
 var errNotSaved = errors.New("save: the session changed under every try")
 
 // saveInOne is Save on PostgreSQL: one statement, one round trip.
-func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, counter memory.TokenCounter, begun time.Time) (memory.Saved, error) {
+func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at time.Time, counter driver.TokenCounter, begun time.Time) (driver.Saved, error) {
 	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, err // nothing sent
+		return driver.Saved{}, err // nothing sent
 	}
 	t := &turn.Turn
 	rowsJSON, err := jsonRows(turn.Encoded, 0)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	var seq, version sql.NullInt64
 	var counted sql.NullInt16
@@ -661,15 +661,15 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 		}
 		switch {
 		case err == nil && !seq.Valid && known > 0:
-			return memory.Saved{}, nil // the session holds the turn's ID
+			return driver.Saved{}, nil // the session holds the turn's ID
 		case err == nil && !seq.Valid:
 			// DeleteUser deleted the session, in the statement's snapshot,
 			// after the save began, or was deleting it then.
 			switch erased, err := b.erasedSince(ctx, sessionID, begun); {
 			case err != nil:
-				return memory.Saved{}, err
+				return driver.Saved{}, err
 			case erased:
-				return memory.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
+				return driver.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
 			}
 			err = errNotSaved
 			continue
@@ -684,36 +684,36 @@ func (b *DataFlowBackend) saveInOne(ctx context.Context, sessionID string, turn 
 			// The turn is stored; the session's rows of a release before
 			// counts are filled in now, its tokens_before included.
 			if err := b.backfill(ctx, sessionID, counter); err != nil {
-				return memory.Saved{}, err
+				return driver.Saved{}, err
 			}
 		}
-		return memory.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
+		return driver.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
 	case errors.Is(err, errNotSaved):
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
-		return memory.Saved{}, nil // a concurrent save of the same ID won
+		return driver.Saved{}, nil // a concurrent save of the same ID won
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
-		return memory.Saved{}, err // the caller tells which
+		return driver.Saved{}, err // the caller tells which
 	}
 	// A statement sent and then cut off by the context or a lost
 	// connection may have committed: ErrOutcomeUnknown. A retry with the
 	// same turn ID stores nothing twice.
-	return memory.Saved{}, b.writeOutcome(ctx, "save", err)
+	return driver.Saved{}, b.writeOutcome(ctx, "save", err)
 }
 
 // Append adds msgs to the session's turn turnID, atomically, skipping every
 // message whose ID the session holds already. Messages not made by
-// memory.PrepareMessages are validated first. On PostgreSQL an append to
+// driver.PrepareMessages are validated first. On PostgreSQL an append to
 // the newest turn is one statement; any other append is one transaction,
 // which also moves the token counts of the later turns so token windows
-// stay exact. It implements memory.Backend.
-func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+// stay exact. It implements driver.Backend.
+func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	msgs, err := preparedMessages(msgs)
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	if b.appendNew != nil {
 		saved, done, err := b.appendInOne(ctx, sessionID, turnID, msgs)
@@ -724,31 +724,31 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 			// transaction path locks the session row first, so it sees
 			// what the other stored and cannot collide.
 		case err != nil:
-			return memory.Saved{}, fmt.Errorf("backend: %w", err)
+			return driver.Saved{}, fmt.Errorf("backend: %w", err)
 		case done:
 			return saved, nil
 		}
 	}
 	saved, err := b.appendInTx(ctx, sessionID, turnID, msgs)
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	return saved, nil
 }
 
 // appendInOne is Append to the newest turn on PostgreSQL; done is false
 // when the turn is not the newest.
-func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
+func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, false, err
+		return driver.Saved{}, false, err
 	}
 	rowsJSON, err := jsonRows(msgs, 1)
 	if err != nil {
-		return memory.Saved{}, false, err
+		return driver.Saved{}, false, err
 	}
 	rows, err := b.appendNew.Query(ctx, sessionID, turnID, rowsJSON, sessionID, now(), sessionID, sessionID, sessionID, turnID)
 	if err != nil {
-		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
+		return driver.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	}
 	var seq, n int64
 	var version sql.NullInt64
@@ -756,29 +756,29 @@ func (b *DataFlowBackend) appendInOne(ctx context.Context, sessionID, turnID str
 	err = scanOne(rows, &seq, &n, &version, &counted)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return memory.Saved{}, false, errTurnNotFound(sessionID, turnID)
+		return driver.Saved{}, false, errTurnNotFound(sessionID, turnID)
 	case err != nil:
-		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
+		return driver.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	case n == 0:
-		return memory.Saved{}, true, nil // every message is held
+		return driver.Saved{}, true, nil // every message is held
 	case !version.Valid:
-		return memory.Saved{}, false, nil // not the newest turn, or not counted
+		return driver.Saved{}, false, nil // not the newest turn, or not counted
 	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
+	return driver.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
 }
 
 // appendInTx is Append in a transaction: the session row locked, the turn
 // found, its new rows inserted, the session and the later turns' counts
 // moved.
-func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
-	var saved memory.Saved
+func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
+	var saved driver.Saved
 	pg := b.db.Dialect() == "pg"
 	index, err := b.indexed(ctx)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		saved = memory.Saved{}
+		saved = driver.Saved{}
 		if pg { // lock the session row first (SQLite's transaction holds the write lock already)
 			rows, err := b.counted.QueryTx(ctx, tx, sessionID)
 			if err != nil {
@@ -852,7 +852,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 				return err
 			}
 		}
-		saved = memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: int(n)}
+		saved = driver.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: int(n)}
 		return nil
 	}, b.sessions, b.messages)
 	return saved, err
@@ -862,12 +862,12 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 // positions from pos.
 type storedRun struct {
 	pos  int32
-	msgs []memory.PreparedMessage
+	msgs []driver.PreparedMessage
 }
 
 // storedOf returns which of msgs an append inserted after position last of
 // turn seq (the others' IDs were held), as runs at their positions.
-func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, sessionID string, seq int64, last int32, msgs []memory.PreparedMessage) ([]storedRun, error) {
+func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, sessionID string, seq int64, last int32, msgs []driver.PreparedMessage) ([]storedRun, error) {
 	st := b.stmt("storedof", func() *dataflow.Stmt {
 		return b.db.NewStmt(`SELECT pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos > ?`, b.messages)
 	})
@@ -900,24 +900,24 @@ func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, session
 			runs[k-1].msgs = append(runs[k-1].msgs, msgs[i])
 			continue
 		}
-		runs = append(runs, storedRun{pos: pos, msgs: []memory.PreparedMessage{msgs[i]}})
+		runs = append(runs, storedRun{pos: pos, msgs: []driver.PreparedMessage{msgs[i]}})
 	}
 	return runs, nil
 }
 
 // preparedMessages returns msgs validated, unless PrepareMessages made
 // them (their IDs are set then).
-func preparedMessages(msgs []memory.PreparedMessage) ([]memory.PreparedMessage, error) {
+func preparedMessages(msgs []driver.PreparedMessage) ([]driver.PreparedMessage, error) {
 	if len(msgs) == 0 {
-		return nil, fmt.Errorf("%w: no messages", memory.ErrInvalidTurn)
+		return nil, fmt.Errorf("%w: no messages", driver.ErrInvalidTurn)
 	}
 	for i := range msgs {
 		if msgs[i].ID == "" {
-			raw := make([]memory.Message, len(msgs))
+			raw := make([]driver.Message, len(msgs))
 			for j := range msgs {
 				raw[j] = msgs[j].Message
 			}
-			return memory.PrepareMessages(raw, memory.DefaultMaxMessageBytes, nil)
+			return driver.PrepareMessages(raw, driver.DefaultMaxMessageBytes, nil)
 		}
 	}
 	return msgs, nil
@@ -928,10 +928,10 @@ func preparedMessages(msgs []memory.PreparedMessage) ([]memory.PreparedMessage, 
 // earlier life, and small enough never to overflow.
 func firstVersion() int64 { return rand.Int64N(1<<62) + 1 }
 
-// reported is the memory.Version of a stored version column. Rows written
+// reported is the driver.Version of a stored version column. Rows written
 // before the column existed hold 0; shifting by one keeps every stored
-// session apart from memory.NoSession.
-func reported(column int64) memory.Version { return memory.Version(column + 1) }
+// session apart from driver.NoSession.
+func reported(column int64) driver.Version { return driver.Version(column + 1) }
 
 func scanOne(rows *sql.Rows, dest ...any) error {
 	defer rows.Close()
@@ -950,19 +950,19 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 // LoadWindow returns the newest maxTurns turns, oldest first, and the exact
 // turn count, in one statement: the session row joined with an index range
 // scan of its newest messages.
-func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
-	w, _, err := b.Load(ctx, sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
+func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (driver.Window, error) {
+	w, _, err := b.Load(ctx, sessionID, driver.WindowQuery{MaxTurns: maxTurns, Known: driver.UnknownVersion})
 	return w, err
 }
 
 // Load returns the session's version and, unless it is q.Known, the window
-// q asks for, exactly, in one statement. It implements memory.Backend.
-func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+// q asks for, exactly, in one statement. It implements driver.Backend.
+func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	if err := checkQuery(q); err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	w, v, counted, err := b.load(ctx, sessionID, q)
 	if err == nil && !counted {
@@ -973,20 +973,20 @@ func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q memory.W
 		}
 	}
 	if err != nil {
-		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
+		return driver.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
 	if v == q.Known {
-		return memory.Window{}, v, nil
+		return driver.Window{}, v, nil
 	}
 	// Rows stored without counts count 0 in the statement's filter, so it
 	// may return more turns than fit: cut them here.
-	return memory.TrimWindow(w, q.MaxTurns, q.TokenBudget), v, nil
+	return driver.TrimWindow(w, q.MaxTurns, q.TokenBudget), v, nil
 }
 
 // backfill fills in, once, the IDs and counts of the session's rows written
 // by a release before messages had them (see backfillTx), in a
 // transaction of its own.
-func (b *DataFlowBackend) backfill(ctx context.Context, sessionID string, counter memory.TokenCounter) error {
+func (b *DataFlowBackend) backfill(ctx context.Context, sessionID string, counter driver.TokenCounter) error {
 	if _, err := b.indexed(ctx); err != nil {
 		return err
 	}
@@ -1010,7 +1010,7 @@ func (b *DataFlowBackend) writeOutcome(ctx context.Context, op string, err error
 }
 
 // EngineStats reports the Stats of the backend's DB by name (see
-// memory.EngineReporter): ensure_calls, fast_path_hits, ensure_runs,
+// driver.EngineReporter): ensure_calls, fast_path_hits, ensure_runs,
 // migrations_applied, ensure_failures and retries.
 func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 	if b == nil || b.db == nil {
@@ -1034,14 +1034,14 @@ func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 // session already counted (another process may have been first: the row
 // is locked, on SQLite by the transaction) is left as it is.
 //
-// A row gets memory.DerivedMessageID (made unique within the session if a
+// A row gets driver.DerivedMessageID (made unique within the session if a
 // message appended since holds it) and counter's count (nil:
-// memory.DefaultTokenCounter). The empty message such a release stored for
+// driver.DefaultTokenCounter). The empty message such a release stored for
 // a one-sided turn is deleted: the conversation model has no empty
 // messages, and it carried nothing.
-func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessionID string, counter memory.TokenCounter, plus int64) (int64, error) {
+func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessionID string, counter driver.TokenCounter, plus int64) (int64, error) {
 	if counter == nil {
-		counter = memory.DefaultTokenCounter
+		counter = driver.DefaultTokenCounter
 	}
 	pg := b.db.Dialect() == "pg"
 	rows, err := b.counted.QueryTx(ctx, tx, sessionID)
@@ -1107,13 +1107,13 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 				}
 				continue
 			}
-			id := memory.DerivedMessageID(r.turnID, int(r.pos))
+			id := driver.DerivedMessageID(r.turnID, int(r.pos))
 			for held[id] {
 				id += "+"
 			}
 			held[id] = true
 			r.msgID = id
-			r.tokens = int64(max(counter.CountTokens(memory.Message{ID: id, Role: memory.Role(r.role), Content: r.content}), 0))
+			r.tokens = int64(max(counter.CountTokens(driver.Message{ID: id, Role: driver.Role(r.role), Content: r.content}), 0))
 		}
 		total += r.tokens
 		var search any // PostgreSQL: the search text of a row written before there was one
@@ -1124,8 +1124,8 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 			return 0, err
 		}
 		if !r.counted && !pg && !b.searchOff.Load() {
-			msg := memory.PreparedMessage{Message: memory.Message{Content: r.content}}
-			if err := b.indexTx(ctx, tx, sessionID, r.seq, r.pos, []memory.PreparedMessage{msg}); err != nil {
+			msg := driver.PreparedMessage{Message: driver.Message{Content: r.content}}
+			if err := b.indexTx(ctx, tx, sessionID, r.seq, r.pos, []driver.PreparedMessage{msg}); err != nil {
 				return 0, err
 			}
 		}
@@ -1138,7 +1138,7 @@ func (b *DataFlowBackend) backfillTx(ctx context.Context, tx *dataflow.Tx, sessi
 
 // load runs the load statement: the window, the version and whether the
 // session's rows are all counted (true for no session).
-func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, bool, error) {
+func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, bool, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
 	var rows *sql.Rows
@@ -1149,7 +1149,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.W
 		rows, err = b.loadWindow.Query(ctx, int64(q.Known)-1, q.MaxTurns, sessionID)
 	}
 	if err != nil {
-		return memory.Window{}, 0, false, err
+		return driver.Window{}, 0, false, err
 	}
 	return scanWindow(rows, q)
 }
@@ -1162,11 +1162,11 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.W
 // an index scan yields key order, and the rows are sorted here only when a
 // plan yielded them otherwise (PostgreSQL may read a small table whole, in
 // heap order).
-func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Version, bool, error) {
+func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Version, bool, error) {
 	defer rows.Close()
 	var (
-		w       memory.Window
-		v       = memory.NoSession
+		w       driver.Window
+		v       = driver.NoSession
 		msgs    []messageRow
 		sorted  = true
 		count   int64
@@ -1184,7 +1184,7 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 	)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return memory.Window{}, 0, false, err
+			return driver.Window{}, 0, false, err
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
@@ -1194,7 +1194,7 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 			continue // a release before messages stored one-sided turns with an empty message
 		}
 		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, at: at.Time, counted: msgID.Valid,
-			msg: memory.Message{ID: msgID.String, Role: memory.Role(role.String), Content: content.String, Name: name.String,
+			msg: driver.Message{ID: msgID.String, Role: driver.Role(role.String), Content: content.String, Name: name.String,
 				ToolCallID: tcID.String, Tokens: int(tokens.Int64)},
 			calls: cloneJSON(calls), parts: cloneJSON(parts), msgMeta: cloneJSON(msgMeta), meta: cloneJSON(meta)}
 		if n := len(msgs); n > 0 && !msgs[n-1].before(&r) {
@@ -1206,7 +1206,7 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		msgs = append(msgs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return memory.Window{}, 0, false, err
+		return driver.Window{}, 0, false, err
 	}
 	if !sorted {
 		slices.SortFunc(msgs, func(a, b messageRow) int {
@@ -1214,36 +1214,36 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		})
 	}
 	if len(msgs) > 0 {
-		w.Turns = make([]memory.Turn, 0, min(q.MaxTurns, int(count)))
+		w.Turns = make([]driver.Turn, 0, min(q.MaxTurns, int(count)))
 	}
 	counter := q.Counter
 	if counter == nil {
-		counter = memory.DefaultTokenCounter
+		counter = driver.DefaultTokenCounter
 	}
 	for i := range msgs {
 		r := &msgs[i]
 		if i == 0 || r.seq != msgs[i-1].seq { // a turn's messages share its sequence
-			w.Turns = append(w.Turns, memory.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
+			w.Turns = append(w.Turns, driver.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
 		}
 		t := &w.Turns[len(w.Turns)-1]
 		if r.meta != nil {
 			if err := json.Unmarshal(r.meta, &t.Metadata); err != nil {
-				return memory.Window{}, 0, false, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
+				return driver.Window{}, 0, false, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
 			}
 		}
 		m := r.msg
-		if err := memory.DecodeMessage(&m, r.calls, r.parts, r.msgMeta); err != nil {
-			return memory.Window{}, 0, false, err
+		if err := driver.DecodeMessage(&m, r.calls, r.parts, r.msgMeta); err != nil {
+			return driver.Window{}, 0, false, err
 		}
 		if !r.counted { // stored before messages had IDs and counts
-			m.ID = memory.DerivedMessageID(r.turnID, int(r.pos))
+			m.ID = driver.DerivedMessageID(r.turnID, int(r.pos))
 			m.Tokens = max(counter.CountTokens(m), 0)
 		}
 		t.Messages = append(t.Messages, m)
 		w.Tokens += m.Tokens
 	}
 	for i := range w.Turns {
-		memory.FillShorthand(&w.Turns[i])
+		driver.FillShorthand(&w.Turns[i])
 	}
 	return w, v, counted != 0, rows.Close()
 }
@@ -1261,7 +1261,7 @@ type messageRow struct {
 	pos                         int32
 	turnID                      string
 	at                          time.Time
-	msg                         memory.Message
+	msg                         driver.Message
 	counted                     bool // the row has an ID and a count
 	calls, parts, msgMeta, meta []byte
 }
@@ -1310,7 +1310,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 }
 
 // Err returns dataflow.ErrClosed once the database is closed, and
-// memory.ErrClosed for a backend not made by NewDataFlowBackend; nil
+// driver.ErrClosed for a backend not made by NewDataFlowBackend; nil
 // otherwise. A PersistentBufferMemory asks it before answering from its
 // cache without a read.
 func (b *DataFlowBackend) Err() error {
@@ -1329,14 +1329,14 @@ func (b *DataFlowBackend) check(sessionID string) error {
 	if b == nil || b.db == nil {
 		return errNoDB
 	}
-	return memory.ValidateSessionKey(sessionID)
+	return driver.ValidateSessionKey(sessionID)
 }
 
 // tenantOf is the tenant of a session key.
 func tenantOf(key string) string {
-	t, _ := memory.ParseSessionKey(key)
+	t, _ := driver.ParseSessionKey(key)
 	return t
 }
 
 // errNoDB is what a backend not made by NewDataFlowBackend returns.
-var errNoDB = fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)
+var errNoDB = fmt.Errorf("backend: %w: not made by NewDataFlowBackend", driver.ErrClosed)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // fuzzMaxBytes is the message size limit of FuzzSaveLoad: small, so that
@@ -29,7 +29,7 @@ var fuzzTimestamp = time.Date(2025, 3, 4, 5, 6, 7, 891234567, time.UTC)
 // FuzzSaveLoad saves a turn of fuzzed session ID, messages and metadata
 // through DataFlowBackend, on one SQLite file per fuzzing process, and
 // loads it back. Either the save fails with the typed error that
-// memory.ValidateSessionID or memory.PrepareTurn gives for the input and
+// driver.ValidateSessionID or driver.PrepareTurn gives for the input and
 // stores nothing, or it succeeds, stores exactly the turn's messages (one
 // for each of user and agent that is not empty), bumps the session's turn
 // count by one, and LoadWindow returns exactly the turn PrepareTurn
@@ -72,18 +72,18 @@ func FuzzSaveLoad(f *testing.F) {
 	var seq atomic.Int64 // makes every turn ID new
 
 	f.Fuzz(func(t *testing.T, session, user, agent, key, value string, shape byte) {
-		turn := memory.Turn{
+		turn := driver.Turn{
 			ID:        fmt.Sprintf("fuzz-%d", seq.Add(1)),
 			User:      user,
 			Agent:     agent,
 			Timestamp: fuzzTimestamp,
 			Metadata:  fuzzMetadata(shape, key, value),
 		}
-		want, _, prepErr := memory.PrepareTurn(turn, time.Now(), fuzzMaxBytes)
-		if prepErr != nil && !errors.Is(prepErr, memory.ErrInvalidTurn) && !errors.Is(prepErr, memory.ErrTurnTooLarge) {
+		want, _, prepErr := driver.PrepareTurn(turn, time.Now(), fuzzMaxBytes)
+		if prepErr != nil && !errors.Is(prepErr, driver.ErrInvalidTurn) && !errors.Is(prepErr, driver.ErrTurnTooLarge) {
 			t.Fatalf("PrepareTurn: untyped error %v", prepErr)
 		}
-		sessionErr := memory.ValidateSessionID(session)
+		sessionErr := driver.ValidateSessionID(session)
 
 		msgsBefore := fuzzCount(ctx, t, db, backend.MessagesTable)
 		turnsBefore := 0
@@ -92,7 +92,7 @@ func FuzzSaveLoad(f *testing.F) {
 			switch {
 			case err == nil:
 				turnsBefore = info.TurnCount
-			case !errors.Is(err, memory.ErrSessionNotFound):
+			case !errors.Is(err, driver.ErrSessionNotFound):
 				t.Fatalf("SessionInfo(%q): %v", session, err)
 			}
 		}
@@ -155,7 +155,7 @@ func fuzzMetadata(shape byte, key, value string) map[string]any {
 
 // fuzzSentinel returns the memory sentinel err wraps.
 func fuzzSentinel(err error) error {
-	for _, s := range []error{memory.ErrInvalidSessionID, memory.ErrInvalidTurn, memory.ErrTurnTooLarge} {
+	for _, s := range []error{driver.ErrInvalidSessionID, driver.ErrInvalidTurn, driver.ErrTurnTooLarge} {
 		if errors.Is(err, s) {
 			return s
 		}

@@ -8,11 +8,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
-// A turn memory.Prepare made is stored as it is, not validated or encoded
+// A turn driver.Prepare made is stored as it is, not validated or encoded
 // again: its metadata JSON goes to the database unchanged, and the size
 // limit it was prepared with is the one limit (the memory's), even when it
 // is larger than the backend's. A PreparedTurn that Prepare did not make
@@ -23,7 +23,7 @@ func TestDataFlowBackendStoresPreparedTurnAsIs(t *testing.T) {
 		const limit = 1000
 		b, _ := newEnv(t, d, WithMaxMessageBytes(limit))
 
-		p, err := memory.Prepare(memory.Turn{ID: "t1", User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}, time.Now(), limit)
+		p, err := driver.Prepare(driver.Turn{ID: "t1", User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}, time.Now(), limit, nil)
 		require.NoError(t, err)
 		// Marks what only a store without re-encoding keeps.
 		p.Metadata = []byte(`{"encoded":"once"}`)
@@ -36,18 +36,18 @@ func TestDataFlowBackendStoresPreparedTurnAsIs(t *testing.T) {
 		require.Equal(t, map[string]any{"encoded": "once"}, w.Turns[0].Metadata, "the prepared JSON is what was stored")
 
 		// Hand-made: validated, so bad input is refused and writes nothing.
-		_, err = b.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: "nul\x00"}})
-		require.ErrorIs(t, err, memory.ErrInvalidTurn)
+		_, err = b.Save(ctx, "s", driver.PreparedTurn{Turn: driver.Turn{User: "nul\x00"}})
+		require.ErrorIs(t, err, driver.ErrInvalidTurn)
 		// Hand-made over the backend's limit: refused with it.
-		_, err = b.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: strings.Repeat("x", limit+1)}})
-		require.ErrorIs(t, err, memory.ErrTurnTooLarge)
+		_, err = b.Save(ctx, "s", driver.PreparedTurn{Turn: driver.Turn{User: strings.Repeat("x", limit+1)}})
+		require.ErrorIs(t, err, driver.ErrTurnTooLarge)
 		w, err = b.LoadWindow(ctx, "s", 10)
 		require.NoError(t, err)
 		require.Equal(t, 1, w.TurnCount, "refused turns wrote nothing")
 
 		// Prepared against a larger limit than the backend's: the memory's
 		// limit is the one limit, so it is stored as it is.
-		big, err := memory.Prepare(memory.Turn{ID: "big", User: strings.Repeat("x", limit+1)}, time.Now(), 2*limit)
+		big, err := driver.Prepare(driver.Turn{ID: "big", User: strings.Repeat("x", limit+1)}, time.Now(), 2*limit, nil)
 		require.NoError(t, err)
 		s, err = b.Save(ctx, "s", big)
 		require.NoError(t, err)

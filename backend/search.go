@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // SearchTable is the SQLite FTS5 table of the search index. On PostgreSQL
 // the index is a GIN index over turnkeep_messages.search_text instead.
 const SearchTable = "turnkeep_search"
 
-// The search index holds each message's content as memory.SearchText
+// The search index holds each message's content as driver.SearchText
 // writes it: lower-cased words and CJK characters separated by spaces, so
 // that both databases' tokenizers split it exactly where a query is split,
 // and text without spaces (Chinese, Japanese, Korean) is found by its
@@ -195,9 +195,9 @@ func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
 // key at seq and pos, for programs that load rows in bulk beside the
 // backend; ok is false for content with no word, which has no entry.
 // (PostgreSQL's index reads the message row's search_text,
-// memory.SearchText of its content.)
+// driver.SearchText of its content.)
 func SearchEntry(key string, seq int64, pos int32, content string) (row []any, ok bool) {
-	terms := memory.SearchTerms(content)
+	terms := driver.SearchTerms(content)
 	if len(terms) == 0 {
 		return nil, false
 	}
@@ -220,7 +220,7 @@ func tenantTerms(tenant string, terms []string) string {
 	return b.String()
 }
 func searchArg(content string) any {
-	if s := memory.SearchText(content); s != "" {
+	if s := driver.SearchText(content); s != "" {
 		return s
 	}
 	return nil
@@ -228,7 +228,7 @@ func searchArg(content string) any {
 
 // indexTx adds search entries for msgs, stored in the session key at seq
 // from position pos on, on SQLite; messages with no words get none.
-func (b *DataFlowBackend) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error {
+func (b *DataFlowBackend) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []driver.PreparedMessage) error {
 	var args []any
 	for i := range msgs {
 		if row, ok := SearchEntry(key, seq, pos+int32(i), msgs[i].Content); ok {
@@ -275,24 +275,24 @@ const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, 
 // q.Text, best first, in one statement: on SQLite an FTS5 MATCH confined
 // to the tenant (and session) by its tokens, ranked by bm25; on
 // PostgreSQL a GIN index scan of to_tsvector('simple', search_text),
-// ranked by ts_rank. The query is built from memory.QueryTerms only, so
-// it is never search syntax, and a query over memory.MaxSearchTerms or
-// memory.MaxSearchBytes is memory.ErrInvalidQuery before any SQL runs. It
-// implements memory.SessionStore.
+// ranked by ts_rank. The query is built from driver.QueryTerms only, so
+// it is never search syntax, and a query over driver.MaxSearchTerms or
+// driver.MaxSearchBytes is driver.ErrInvalidQuery before any SQL runs. It
+// implements driver.SessionStore.
 //
 // It returns once ctx is done, and the drivers stop the statement
 // (SQLite's sqlite3_interrupt, PostgreSQL's cancel request). The work
 // SQLite does without checking for that, FTS5 parsing the MATCH expression
 // (quadratic in its terms) and reading their posting lists, is bounded by
-// memory.MaxSearchTerms.
-func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.SearchQuery) ([]memory.SearchHit, error) {
+// driver.MaxSearchTerms.
+func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q driver.SearchQuery) ([]driver.SearchHit, error) {
 	if b == nil || b.db == nil {
 		return nil, errNoDB
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("backend: search: %w", err)
 	}
-	terms, err := memory.QueryTerms(q.Text)
+	terms, err := driver.QueryTerms(q.Text)
 	if err != nil {
 		return nil, fmt.Errorf("backend: search: %w", err)
 	}
@@ -303,7 +303,7 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 		return nil, fmt.Errorf("backend: search index: %w", err)
 	}
 	if b.searchOff.Load() && b.db.Dialect() != "pg" {
-		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", bare{memory.ErrNotSupported}, SearchTable)
+		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", bare{driver.ErrNotSupported}, SearchTable)
 	}
 	pg := b.db.Dialect() == "pg"
 	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
@@ -347,7 +347,7 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 			args = append(args, q.User)
 		}
 		if q.SessionID != "" {
-			args = append(args, memory.SessionKey(tenant, q.SessionID))
+			args = append(args, driver.SessionKey(tenant, q.SessionID))
 		}
 	} else {
 		var match strings.Builder
@@ -358,7 +358,7 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 			match.WriteString(`body:"` + strings.ReplaceAll(tenantTerms(tenant, []string{t}), `"`, `""`) + `"`)
 		}
 		if q.SessionID != "" {
-			match.WriteString(` AND sk:"` + keyToken(memory.SessionKey(tenant, q.SessionID)) + `"`)
+			match.WriteString(` AND sk:"` + keyToken(driver.SessionKey(tenant, q.SessionID)) + `"`)
 		}
 		args = append(args, match.String())
 		if q.User != "" {
@@ -375,7 +375,7 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 	// Search returns at ctx's end without waiting for that step: the
 	// statement stops after it and gives its connection back.
 	type result struct {
-		hits []memory.SearchHit
+		hits []driver.SearchHit
 		err  error
 	}
 	done := make(chan result, 1)
@@ -395,13 +395,13 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 }
 
 // runSearch runs the search statement st with args and reads its hits.
-func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []string) ([]memory.SearchHit, error) {
+func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []string) ([]driver.SearchHit, error) {
 	rows, err := st.Query(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var hits []memory.SearchHit
+	var hits []driver.SearchHit
 	for rows.Next() {
 		h, err := scanHit(rows, terms)
 		if err != nil {
@@ -415,7 +415,7 @@ func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []strin
 	return hits, rows.Close()
 }
 
-func scanHit(rows *sql.Rows, terms []string) (memory.SearchHit, error) {
+func scanHit(rows *sql.Rows, terms []string) (driver.SearchHit, error) {
 	var (
 		key, turnID, role, content, name, tcID string
 		seq                                    int64
@@ -426,15 +426,15 @@ func scanHit(rows *sql.Rows, terms []string) (memory.SearchHit, error) {
 		score                                  float64
 	)
 	if err := rows.Scan(&key, &turnID, &seq, &pos, &msgID, &role, &content, &name, &calls, &tcID, &parts, &meta, &tokens, &score); err != nil {
-		return memory.SearchHit{}, err
+		return driver.SearchHit{}, err
 	}
-	m := memory.Message{ID: msgID.String, Role: memory.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
+	m := driver.Message{ID: msgID.String, Role: driver.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
 	if !msgID.Valid {
-		m.ID = memory.DerivedMessageID(turnID, int(pos))
+		m.ID = driver.DerivedMessageID(turnID, int(pos))
 	}
-	if err := memory.DecodeMessage(&m, calls, parts, meta); err != nil {
-		return memory.SearchHit{}, err
+	if err := driver.DecodeMessage(&m, calls, parts, meta); err != nil {
+		return driver.SearchHit{}, err
 	}
-	_, id := memory.ParseSessionKey(key)
-	return memory.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: memory.Snippet(content, terms), Score: score}, nil
+	_, id := driver.ParseSessionKey(key)
+	return driver.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: driver.Snippet(content, terms), Score: score}, nil
 }

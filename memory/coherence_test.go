@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -229,7 +230,7 @@ type pausingBackend struct {
 	resume chan struct{} // closed to let it return
 }
 
-func (b *pausingBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (b *pausingBackend) Load(ctx context.Context, id string, q driver.WindowQuery) (memory.Window, driver.Version, error) {
 	w, v, err := b.recordingBackend.Load(ctx, id, q)
 	b.read <- struct{}{}
 	<-b.resume

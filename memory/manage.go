@@ -5,20 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// DeleteBatch is how many sessions DeleteUser and Expire remove per
-// transaction, so that no lock is held for long however many there are.
-const DeleteBatch = 100
-
-// store returns the backend as a SessionStore, or ErrNotSupported.
-func (m *PersistentBufferMemory) store() (SessionStore, error) {
+// store returns the backend as a driver.SessionStore, or ErrNotSupported.
+func (m *PersistentBufferMemory) store() (driver.SessionStore, error) {
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
-	s, ok := m.backend.(SessionStore)
+	s, ok := m.backend.(driver.SessionStore)
 	if !ok {
-		return nil, fmt.Errorf("%w: %T is not a SessionStore", ErrNotSupported, m.backend)
+		return nil, fmt.Errorf("%w: %T is not a driver.SessionStore", ErrNotSupported, m.backend)
 	}
 	return s, nil
 }
@@ -60,21 +58,7 @@ func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInf
 // session (owner, title, metadata) and returns s with its metadata
 // normalized.
 func (m *PersistentBufferMemory) checkSessionInfo(s SessionInfo) (SessionInfo, error) {
-	if err := ValidateUser(s.User); err != nil {
-		return SessionInfo{}, err
-	}
-	if len(s.Title) > MaxTitleBytes {
-		return SessionInfo{}, fmt.Errorf("%w: title is %d bytes, limit %d", ErrInvalidTurn, len(s.Title), MaxTitleBytes)
-	}
-	if reason := badText(s.Title); reason != "" {
-		return SessionInfo{}, fmt.Errorf("%w: title %s", ErrInvalidTurn, reason)
-	}
-	meta, _, err := prepareMetadata(s.Metadata, m.maxBytes)
-	if err != nil {
-		return SessionInfo{}, err
-	}
-	s.Metadata = meta
-	return s, nil
+	return driver.PrepareSessionInfo(s, m.maxBytes)
 }
 
 // ClaimSession makes user the owner of the unowned session sessionID,
@@ -165,7 +149,7 @@ func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuer
 // DeleteUser removes every session of the user in this tenant (the owner
 // matched exactly): turns, search entries and cached windows, on every
 // server (another server's cached window is found gone at its next load).
-// It works in batches of DeleteBatch sessions, and reports how many
+// It works in batches of driver.DeleteBatch sessions, and reports how many
 // sessions and messages it removed. A save racing it either lands before a
 // batch and is removed with it, or fails with ErrSessionDeleted; never
 // half, and the user's words never survive in a new session. A save begun
@@ -191,7 +175,7 @@ func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_
 
 // Expire removes the tenant's sessions not updated since before, with
 // their turns, search entries and cached windows, in batches of
-// DeleteBatch sessions. It is safe to run from many servers at once: each
+// driver.DeleteBatch sessions. It is safe to run from many servers at once: each
 // session is removed, and counted, once. A session updated while Expire
 // runs is kept. Cut off by ctx, it returns what it removed so far with the
 // error, every session removed whole or not at all.
@@ -212,7 +196,7 @@ func (m *PersistentBufferMemory) deleteSessions(ctx context.Context, op string, 
 	if err != nil {
 		return DeleteReport{}, err
 	}
-	r, keys, err := st.DeleteSessions(ctx, m.tenant, user, before, DeleteBatch)
+	r, keys, err := st.DeleteSessions(ctx, m.tenant, user, before, driver.DeleteBatch)
 	for _, k := range keys {
 		m.cache.invalidate(k)
 	}
@@ -282,11 +266,11 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ [
 		}
 	}
 	// The limits first: a query too long is refused by its length alone.
-	if _, err := QueryTerms(q.Text); err != nil {
+	if _, err := driver.QueryTerms(q.Text); err != nil {
 		return nil, err
 	}
-	if reason := badText(q.Text); reason != "" {
-		return nil, fmt.Errorf("%w: search text %s", ErrInvalidOption, reason)
+	if err := driver.ValidateText(q.Text); err != nil {
+		return nil, fmt.Errorf("%w: search text %v", ErrInvalidOption, err)
 	}
 	if len(q.Text) > m.maxBytes {
 		return nil, fmt.Errorf("%w: search text is %d bytes, limit %d", ErrInvalidOption, len(q.Text), m.maxBytes)

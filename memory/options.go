@@ -9,17 +9,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Defaults and limits.
-const (
-	DefaultMaxTurns          = 10
-	DefaultCacheTTL          = 5 * time.Minute
-	DefaultMaxCachedSessions = 10_000
-	DefaultMaxMessageBytes   = 1 << 20 // 1 MiB
-	MaxSessionIDBytes        = 255
-	MaxTurnIDBytes           = 128
-	MaxMetadataDepth         = 100 // levels of nested objects and arrays in a turn's metadata
-)
-
 // An Option configures NewBufferMemory or NewPersistentBufferMemory.
 // BufferMemory ignores the cache, logging and telemetry options.
 type Option func(*config) error
@@ -119,7 +108,7 @@ func WithMaxMessageBytes(n int) Option {
 // process's own saves and clears are always seen, and a save still never
 // appends onto a stale window. The default, 0, confirms every cached window
 // with the backend; d < 0 is an error. It also lets the windows of a
-// backend that does not version sessions (UnknownVersion) be cached.
+// backend that does not version sessions (driver.UnknownVersion) be cached.
 func WithStaleReads(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {

@@ -7,10 +7,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"go.opentelemetry.io/otel/attribute"
 )
 
-// PersistentBufferMemory is a Memory that stores turns in a Backend and
+// PersistentBufferMemory is a Memory that stores turns in a driver.Backend and
 // caches each session's window in front of it. See the package doc for its
 // consistency guarantees. It is safe for concurrent use; the zero value is
 // not usable (its methods return ErrClosed): make one with
@@ -18,7 +19,7 @@ import (
 type PersistentBufferMemory struct {
 	tenant   string // ForTenant: every session key is in it
 	err      error  // ForTenant with an invalid tenant: every method returns it
-	backend  Backend
+	backend  driver.Backend
 	limits   limits // the window cached and returned by default
 	maxBytes int
 	counter  TokenCounter
@@ -37,9 +38,9 @@ type PersistentBufferMemory struct {
 // nil b yields an error wrapping ErrInvalidOption.
 //
 // Windows are cached unless WithCacheTTL(0) says otherwise; a backend that
-// does not version sessions (it reports UnknownVersion) is read through on
+// does not version sessions (it reports driver.UnknownVersion) is read through on
 // every load unless WithStaleReads allows stale windows.
-func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemory, error) {
+func NewPersistentBufferMemory(b driver.Backend, opts ...Option) (*PersistentBufferMemory, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: backend must not be nil", ErrInvalidOption)
 	}
@@ -90,7 +91,7 @@ func (m *PersistentBufferMemory) check(sessionID string) (string, error) {
 	if err := ValidateSessionID(sessionID); err != nil {
 		return "", err
 	}
-	return SessionKey(m.tenant, sessionID), nil
+	return driver.SessionKey(m.tenant, sessionID), nil
 }
 
 // usable returns ErrClosed for a closed or zero memory, and the error of a
@@ -151,7 +152,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 	if err != nil {
 		return err
 	}
-	p, err := prepare(turn, m.now(), m.maxBytes, m.counter)
+	p, err := driver.Prepare(turn, m.now(), m.maxBytes, m.counter)
 	if err != nil {
 		return err
 	}
@@ -162,7 +163,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 }
 
 // saveTurn stores p in the session key, keeping the cache exact.
-func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p PreparedTurn) error {
+func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p driver.PreparedTurn) error {
 	t := p.Turn
 	if !m.cached {
 		res, err := m.backend.Save(ctx, key, p)
@@ -192,7 +193,7 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p Pre
 		switch {
 		case !res.Stored:
 			return s // the backend already held the ID and changed nothing
-		case res.Version == UnknownVersion:
+		case res.Version == driver.UnknownVersion:
 			return nil // only a read can tell what the session holds now
 		case res.Seq == 1:
 			// The session held nothing before this turn, whatever the
@@ -233,10 +234,10 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 	if err != nil {
 		return err
 	}
-	if err := validTurnID(turnID); err != nil {
+	if err := driver.ValidateTurnID(turnID); err != nil {
 		return err
 	}
-	enc, err := PrepareMessages(msgs, m.maxBytes, m.counter)
+	enc, err := driver.PrepareMessages(msgs, m.maxBytes, m.counter)
 	if err != nil {
 		return err
 	}
@@ -265,7 +266,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		switch {
 		case !res.Stored:
 			return s // every message was stored already
-		case s == nil || res.Version == UnknownVersion || res.Messages != len(enc):
+		case s == nil || res.Version == driver.UnknownVersion || res.Messages != len(enc):
 			return nil // some messages were held, or the window is unknown
 		case s.version+1 != res.Version:
 			stale = true
@@ -280,7 +281,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		turns := append([]Turn(nil), s.turns...)
 		t := turns[i]
 		t.Messages = append(append(make([]Message, 0, len(t.Messages)+len(enc)), t.Messages...), messagesOf(enc)...)
-		t.shorthand()
+		driver.FillShorthand(&t)
 		turns[i] = t
 		return m.snapshot(turns, s.count, res.Version)
 	})
@@ -291,28 +292,17 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 }
 
 // snapshot makes the cached window of turns: cut to the memory's limits.
-func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v Version) *snapshot {
-	w := TrimWindow(Window{Turns: turns, TurnCount: count}, m.limits.maxTurns, m.limits.tokenBudget)
+func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v driver.Version) *snapshot {
+	w := driver.TrimWindow(Window{Turns: turns, TurnCount: count}, m.limits.maxTurns, m.limits.tokenBudget)
 	return &snapshot{turns: w.Turns, count: count, tokens: w.Tokens, version: v}
 }
 
-func messagesOf(enc []PreparedMessage) []Message {
+func messagesOf(enc []driver.PreparedMessage) []Message {
 	out := make([]Message, len(enc))
 	for i := range enc {
 		out[i] = enc[i].Message
 	}
 	return out
-}
-
-// validTurnID refuses a turn ID no turn can have.
-func validTurnID(id string) error {
-	if id == "" || len(id) > MaxTurnIDBytes {
-		return fmt.Errorf("%w: turn id is %d bytes, want 1 to %d", ErrInvalidTurn, len(id), MaxTurnIDBytes)
-	}
-	if reason := badText(id); reason != "" {
-		return fmt.Errorf("%w: turn id %s", ErrInvalidTurn, reason)
-	}
-	return nil
 }
 
 // LoadContext returns the newest whole turns of the session, oldest first,
@@ -350,24 +340,24 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	}
 	if !m.cached || !l.within(m.limits) {
 		m.cache.stats.misses.Add(1)
-		w, _, err := m.backend.Load(ctx, key, m.query(l, UnknownVersion))
+		w, _, err := m.backend.Load(ctx, key, m.query(l, driver.UnknownVersion))
 		if err != nil {
 			return Window{}, fmt.Errorf("memory: load context: %w", err)
 		}
-		return TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
+		return driver.TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
 	}
 	w, hit, err := m.loadCached(ctx, key)
 	if err != nil {
 		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
 	if l != m.limits {
-		w = TrimWindow(w, l.maxTurns, l.tokenBudget)
+		w = driver.TrimWindow(w, l.maxTurns, l.tokenBudget)
 	}
 	return w, nil
 }
 
-func (m *PersistentBufferMemory) query(l limits, known Version) WindowQuery {
-	return WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
+func (m *PersistentBufferMemory) query(l limits, known driver.Version) driver.WindowQuery {
+	return driver.WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
 }
 
 // loadCached is LoadContext of the memory's own window, through the
@@ -385,7 +375,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	}
 	e, s, gen := m.cache.pin(sessionID, start)
 	defer m.cache.unpin(e)
-	known := UnknownVersion
+	known := driver.UnknownVersion
 	if s != nil {
 		known = s.version
 	}
@@ -393,7 +383,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	if err != nil {
 		return Window{}, false, err
 	}
-	if v == known && v != UnknownVersion {
+	if v == known && v != driver.UnknownVersion {
 		m.cache.stats.hits.Add(1)
 		m.cache.confirm(e, gen, start)
 		return s.window(), true, nil
@@ -406,7 +396,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	// The backend's slice is ours: kept as the immutable snapshot, cloned
 	// once for the caller.
 	s = m.snapshot(w.Turns, w.TurnCount, v)
-	if v == UnknownVersion && m.stale == 0 {
+	if v == driver.UnknownVersion && m.stale == 0 {
 		// A backend that does not version sessions cannot confirm a
 		// cached window: keeping one would only cost memory.
 		return s.window(), false, nil
@@ -427,20 +417,14 @@ func (m *PersistentBufferMemory) Stats() CacheStats {
 // engine's under its backend, when the backend reports them.
 type Figures struct {
 	Cache  CacheStats
-	Engine map[string]uint64 // EngineReporter.EngineStats of the backend; nil if it is none
-}
-
-// An EngineReporter is a Backend that reports counters of the engine under
-// it by name, as backend.DataFlowBackend reports its dataflow.DB's Stats.
-type EngineReporter interface {
-	EngineStats() map[string]uint64
+	Engine map[string]uint64 // driver.EngineReporter.EngineStats of the backend; nil if it is none
 }
 
 // Figures returns a snapshot of the cache counters and of the engine's.
 func (m *PersistentBufferMemory) Figures() Figures {
 	f := Figures{Cache: m.Stats()}
 	if m != nil {
-		if r, ok := m.backend.(EngineReporter); ok {
+		if r, ok := m.backend.(driver.EngineReporter); ok {
 			f.Engine = r.EngineStats()
 		}
 	}
@@ -494,5 +478,5 @@ func (m *PersistentBufferMemory) InvalidateCache(sessionID string) {
 	if m == nil || m.cache == nil {
 		return
 	}
-	m.cache.invalidate(SessionKey(m.tenant, sessionID))
+	m.cache.invalidate(driver.SessionKey(m.tenant, sessionID))
 }

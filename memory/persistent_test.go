@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -33,7 +34,7 @@ func save(t testing.TB, m memory.Memory, sessionID string, turn memory.Turn) {
 
 // requireCacheConsistent checks that the cached window of the session, if
 // any, equals a read-through.
-func requireCacheConsistent(t testing.TB, m *memory.PersistentBufferMemory, b memory.Backend, sessionID string) {
+func requireCacheConsistent(t testing.TB, m *memory.PersistentBufferMemory, b driver.Backend, sessionID string) {
 	t.Helper()
 	if w, ok := memory.CachedWindow(m, sessionID); ok {
 		require.Equal(t, readThrough(t, b, sessionID, maxTurns), w, "cache differs from read-through")
@@ -259,7 +260,7 @@ func TestPersistentIdempotentSave(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newRecordingBackend()
-			var mb memory.Backend = b
+			var mb driver.Backend = b
 			switch tt.kind {
 			case storer:
 				mb = unversioned{b}
@@ -337,18 +338,18 @@ func TestPersistentUnversionedBackend(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range []struct {
 		name string
-		wrap func(*recordingBackend) memory.Backend
+		wrap func(*recordingBackend) driver.Backend
 	}{
-		{"storer", func(b *recordingBackend) memory.Backend { return unversioned{b} }},
-		{"save only", func(b *recordingBackend) memory.Backend { return newSaveOnly(b) }},
+		{"storer", func(b *recordingBackend) driver.Backend { return unversioned{b} }},
+		{"save only", func(b *recordingBackend) driver.Backend { return newSaveOnly(b) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mb := tt.wrap(newRecordingBackend())
-			_, err := mb.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: "u"}})
+			_, err := mb.Save(ctx, "s", driver.PreparedTurn{Turn: memory.Turn{User: "u"}})
 			require.NoError(t, err)
-			_, v, err := mb.Load(ctx, "s", memory.WindowQuery{MaxTurns: 1, Known: memory.UnknownVersion})
+			_, v, err := mb.Load(ctx, "s", driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion})
 			require.NoError(t, err)
-			require.Equal(t, memory.UnknownVersion, v, "precondition: the wrapper hides the versions")
+			require.Equal(t, driver.UnknownVersion, v, "precondition: the wrapper hides the versions")
 
 			t.Run("no stale reads", func(t *testing.T) {
 				b := newRecordingBackend()
@@ -449,23 +450,23 @@ func (b *gatedBackend) wait(ctx context.Context) error {
 	}
 }
 
-func (b *gatedBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (b *gatedBackend) Load(ctx context.Context, id string, q driver.WindowQuery) (memory.Window, driver.Version, error) {
 	if err := b.wait(ctx); err != nil {
 		return memory.Window{}, 0, err
 	}
 	return b.recordingBackend.Load(ctx, id, q)
 }
 
-func (b *gatedBackend) Save(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
+func (b *gatedBackend) Save(ctx context.Context, id string, t driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.wait(ctx); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	return b.recordingBackend.Save(ctx, id, t)
 }
 
-func (b *gatedBackend) Append(ctx context.Context, id, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+func (b *gatedBackend) Append(ctx context.Context, id, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
 	if err := b.wait(ctx); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	return b.recordingBackend.Append(ctx, id, turnID, msgs)
 }

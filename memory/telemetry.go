@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/otelx"
 )
 
@@ -212,7 +213,7 @@ func (m *PersistentBufferMemory) logOn(ctx context.Context, level slog.Level) *s
 
 // logWrite logs, at Debug, a write of the session (the turn, and with
 // WithLogContent the messages and metadata).
-func (m *PersistentBufferMemory) logWrite(ctx context.Context, msg, session, turnID string, msgs []Message, meta map[string]any, res Saved) {
+func (m *PersistentBufferMemory) logWrite(ctx context.Context, msg, session, turnID string, msgs []Message, meta map[string]any, res driver.Saved) {
 	l := m.logOn(ctx, slog.LevelDebug)
 	if l == nil {
 		return
@@ -251,7 +252,7 @@ func (m *PersistentBufferMemory) contentAttrs(msgs []Message, meta map[string]an
 // logInvalidated logs, at Info, a window dropped after a failed write.
 func (m *PersistentBufferMemory) logInvalidated(ctx context.Context, op, key string, err error) {
 	if l := m.logOn(ctx, slog.LevelInfo); l != nil {
-		tenant, id := ParseSessionKey(key)
+		tenant, id := driver.ParseSessionKey(key)
 		l.LogAttrs(ctx, slog.LevelInfo, "turnkeep: cached window dropped after a failed write",
 			slog.String("op", op), slog.String("session", id), slog.String("tenant", tenant), slog.Any("error", err))
 	}
@@ -260,7 +261,7 @@ func (m *PersistentBufferMemory) logInvalidated(ctx context.Context, op, key str
 // logStale logs, at Debug, a cached window another writer made stale.
 func (m *PersistentBufferMemory) logStale(ctx context.Context, op, key string) {
 	if l := m.logOn(ctx, slog.LevelDebug); l != nil {
-		tenant, id := ParseSessionKey(key)
+		tenant, id := driver.ParseSessionKey(key)
 		l.LogAttrs(ctx, slog.LevelDebug, "turnkeep: cached window changed by another writer",
 			slog.String("op", op), slog.String("session", id), slog.String("tenant", tenant))
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -200,7 +201,7 @@ func (e *hostileEnv) checkVictim(t *testing.T) {
 // return.
 func hostilePrepared(t *testing.T, turn memory.Turn, maxBytes int) memory.Turn {
 	t.Helper()
-	want, _, err := memory.PrepareTurn(turn, hostileNow, maxBytes)
+	want, _, err := driver.PrepareTurn(turn, hostileNow, maxBytes)
 	require.NoError(t, err, "PrepareTurn")
 	return want
 }
