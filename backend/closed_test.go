@@ -26,7 +26,7 @@ func backendCalls() []struct {
 		name string
 		call func(ctx context.Context, b *DataFlowBackend) error
 	}{
-		{"SaveTurn", func(ctx context.Context, b *DataFlowBackend) error { return b.SaveTurn(ctx, "s", turn) }},
+		{"SaveTurn", func(ctx context.Context, b *DataFlowBackend) error { return storeTurn(ctx, b, "s", turn) }},
 		{"Save", func(ctx context.Context, b *DataFlowBackend) error {
 			s, err := b.Save(ctx, "s", driver.PreparedTurn{Turn: turn})
 			if s != (driver.Saved{}) {
@@ -53,7 +53,7 @@ func backendCalls() []struct {
 			return err
 		}},
 		{"LoadWindow", func(ctx context.Context, b *DataFlowBackend) error {
-			w, err := b.LoadWindow(ctx, "s", 10)
+			w, err := readWindow(ctx, b, "s", 10)
 			if w.TurnCount != 0 || len(w.Turns) != 0 {
 				return errors.New("LoadWindow returned a window")
 			}
@@ -131,8 +131,8 @@ func TestDataFlowBackendAfterClose(t *testing.T) {
 				b, err := NewDataFlowBackend(db)
 				require.NoError(t, err)
 				if used {
-					require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: "before close"}))
-					_, err := b.LoadWindow(ctx, "s", 10)
+					require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "before close"}))
+					_, err := readWindow(ctx, b, "s", 10)
 					require.NoError(t, err)
 				}
 				require.NoError(t, b.Err(), "Err of an open database")

@@ -198,7 +198,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	}
 	// WithoutRowID: on SQLite a session's messages sit together in key
 	// order, so a window is a few adjacent pages however sessions
-	// interleave (it kept LoadWindow within 1.3x from 1,000 to 1,000,000
+	// interleave (it kept Load within 1.3x from 1,000 to 1,000,000
 	// messages; tests/scale_test.go).
 	if b.messages, err = dataflow.Register[MessageRow](db, dataflow.WithoutRowID(),
 		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos"),
@@ -424,14 +424,6 @@ func (b *DataFlowBackend) DB() *dataflow.DB {
 }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
-
-// SaveTurn stores the turn's messages and bumps the session's turn count,
-// atomically. A turn whose ID the session already holds is not stored
-// again, and nil is returned.
-func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn driver.Turn) error {
-	_, err := b.Save(ctx, sessionID, driver.PreparedTurn{Turn: turn})
-	return err
-}
 
 // Save stores turn as the newest turn of the session and reports what it
 // did: on SQLite in one transaction of two statements, on PostgreSQL in
@@ -947,14 +939,6 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 	return rows.Close()
 }
 
-// LoadWindow returns the newest maxTurns turns, oldest first, and the exact
-// turn count, in one statement: the session row joined with an index range
-// scan of its newest messages.
-func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (driver.Window, error) {
-	w, _, err := b.Load(ctx, sessionID, driver.WindowQuery{MaxTurns: maxTurns, Known: driver.UnknownVersion})
-	return w, err
-}
-
 // Load returns the session's version and, unless it is q.Known, the window
 // q asks for, exactly, in one statement. It implements driver.Backend.
 func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
@@ -1274,7 +1258,7 @@ func (r *messageRow) before(o *messageRow) bool {
 // transaction.
 //
 // It first takes the session row's lock, inserting the row if there is
-// none, as SaveTurn's upsert does: so a clear is ordered after every save
+// none, as Save's upsert does: so a clear is ordered after every save
 // already under way and before every later one, even the first save of a
 // new session. Without the inserted row, on PostgreSQL (READ COMMITTED) a
 // first save racing a clear could commit between the clear's statements:

@@ -121,7 +121,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 						}
 						var err error
 						if via == "backend" {
-							err = b.SaveTurn(ctx, sid, turn)
+							err = storeTurn(ctx, b, sid, turn)
 						} else {
 							err = m.SaveTurn(ctx, sid, turn)
 						}
@@ -177,7 +177,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for i := range 20 {
-				require.NoError(t, b.SaveTurn(ctx, "after", driver.Turn{User: fmt.Sprint(i)}))
+				require.NoError(t, storeTurn(ctx, b, "after", driver.Turn{User: fmt.Sprint(i)}))
 			}
 			assert.Equal(t, 20, loadWindow(t, b, "after", 1).TurnCount)
 		})

@@ -81,7 +81,9 @@ func TestDataFlowBackendConcurrentSaves(t *testing.T) {
 			t.Run(via, func(t *testing.T) {
 				sid := "one-" + via
 				var mem memory.Memory = newMemory(t, b, memory.WithMaxTurns(5), memory.WithCacheTTL(time.Hour))
-				save := b.SaveTurn
+				save := func(ctx context.Context, sessionID string, turn memory.Turn) error {
+					return storeTurn(ctx, b, sessionID, turn)
+				}
 				if via == "memory" {
 					save = mem.SaveTurn
 					loadContext(t, mem, sid) // cache the empty window, so saves update it
@@ -135,7 +137,7 @@ func TestDataFlowBackendConcurrentDuplicates(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				for i := range ids {
-					assert.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{ID: fmt.Sprint("id-", i), User: fmt.Sprint(g, "-", i)}))
+					assert.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: fmt.Sprint("id-", i), User: fmt.Sprint(g, "-", i)}))
 				}
 			})
 		}
@@ -164,11 +166,11 @@ func TestDataFlowBackendConcurrentMixed(t *testing.T) {
 		worker := func(g int, sid string) {
 			<-start
 			for i := range saves {
-				if !assert.NoError(t, b.SaveTurn(ctx, sid, driver.Turn{User: fmt.Sprint(g, "-", i), Agent: "a"})) {
+				if !assert.NoError(t, storeTurn(ctx, b, sid, driver.Turn{User: fmt.Sprint(g, "-", i), Agent: "a"})) {
 					return
 				}
 				saved.Add(1)
-				w, err := b.LoadWindow(ctx, sid, maxTurns)
+				w, err := readWindow(ctx, b, sid, maxTurns)
 				if !assert.NoError(t, err) {
 					return
 				}
@@ -215,14 +217,14 @@ func TestDataFlowBackendConcurrentSaveAndClear(t *testing.T) {
 	ctx := context.Background()
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, _ := newEnv(t, d)
-		require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: "warm"})) // create the tables
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "warm"})) // create the tables
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for g := range savers {
 			wg.Go(func() {
 				<-start
 				for i := range saves {
-					assert.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: fmt.Sprint(g, "-", i)}))
+					assert.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: fmt.Sprint(g, "-", i)}))
 				}
 			})
 		}

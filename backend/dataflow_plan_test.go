@@ -228,7 +228,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		wantTx   bool     // runs in a transaction
 	}
 	save := func(id string, turn driver.Turn) func(*DataFlowBackend, *memory.PersistentBufferMemory) error {
-		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return b.SaveTurn(ctx, id, turn) }
+		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return storeTurn(ctx, b, id, turn) }
 	}
 	const (
 		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens, counted$`
@@ -246,11 +246,11 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		{name: "SaveTurn existing session", run: save("warm", driver.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}), wantData: []string{upsert, insert, index}, wantTx: true},
 		{name: "SaveTurn duplicate ID", run: save("warm", driver.Turn{ID: "warm-1", User: "u"}), wantData: []string{upsert, insert}, wantTx: true},
 		{name: "LoadWindow", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
-			_, err := b.LoadWindow(ctx, "warm", 10)
+			_, err := readWindow(ctx, b, "warm", 10)
 			return err
 		}, wantData: []string{load}},
 		{name: "LoadWindow unknown session", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
-			_, err := b.LoadWindow(ctx, "nobody", 10)
+			_, err := readWindow(ctx, b, "nobody", 10)
 			return err
 		}, wantData: []string{load}},
 		{name: "memory SaveTurn", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
@@ -282,7 +282,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithCacheTTL(time.Hour))
 		// Warm-up: first use of both tables.
-		require.NoError(t, b.SaveTurn(ctx, "warm", driver.Turn{ID: "warm-1", User: "u"}))
+		require.NoError(t, storeTurn(ctx, b, "warm", driver.Turn{ID: "warm-1", User: "u"}))
 		warm := byKind(rec.take())
 		require.NotEmpty(t, warm[kindDDL], "the warm-up created no table: is the hook seeing statements?")
 		require.NotEmpty(t, warm[kindCatalog], "the warm-up inspected no catalog: is the classifier right?")

@@ -80,7 +80,7 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				sid := "rt-" + tt.name
 				want := prepared(t, tt.turn)
-				require.NoError(t, b.SaveTurn(ctx, sid, tt.turn))
+				require.NoError(t, storeTurn(ctx, b, sid, tt.turn))
 				w := loadWindow(t, b, sid, 10)
 				require.Equal(t, wantWindow([]driver.Turn{want}, 1), w)
 				assert.Same(t, time.UTC, w.Turns[0].Timestamp.Location(), "timestamp location")
@@ -92,7 +92,7 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 		t.Run("all in one session", func(t *testing.T) {
 			var want []driver.Turn
 			for _, tt := range tests {
-				require.NoError(t, b.SaveTurn(ctx, "rt-all", tt.turn))
+				require.NoError(t, storeTurn(ctx, b, "rt-all", tt.turn))
 				want = append(want, prepared(t, tt.turn))
 			}
 			require.Equal(t, wantWindow(want, len(tests)), loadWindow(t, b, "rt-all", 100))
@@ -100,7 +100,7 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 
 		t.Run("generated ID and timestamp", func(t *testing.T) {
 			before := time.Now().UTC().Truncate(time.Microsecond)
-			require.NoError(t, b.SaveTurn(ctx, "rt-generated", driver.Turn{User: "u", Agent: "a"}))
+			require.NoError(t, storeTurn(ctx, b, "rt-generated", driver.Turn{User: "u", Agent: "a"}))
 			after := time.Now().UTC()
 			w := loadWindow(t, b, "rt-generated", 10)
 			require.Len(t, w.Turns, 1)
@@ -142,11 +142,11 @@ func TestDataFlowBackendWindow(t *testing.T) {
 			// Every turn has the same timestamp: only the sequence orders them.
 			turn := driver.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprint("u", i), Agent: fmt.Sprint("a", i),
 				Timestamp: at, Metadata: map[string]any{"i": i}}
-			require.NoError(t, b.SaveTurn(ctx, "s", turn))
+			require.NoError(t, storeTurn(ctx, b, "s", turn))
 			all = append(all, prepared(t, turn))
 		}
 		other := driver.Turn{ID: "o", User: "other", Timestamp: at}
-		require.NoError(t, b.SaveTurn(ctx, "other", other))
+		require.NoError(t, storeTurn(ctx, b, "other", other))
 
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -166,13 +166,13 @@ func TestDataFlowBackendWindow(t *testing.T) {
 
 		t.Run("invalid maxTurns", func(t *testing.T) {
 			for _, n := range []int{0, -1, math.MinInt} {
-				_, err := b.LoadWindow(ctx, "s", n)
+				_, err := readWindow(ctx, b, "s", n)
 				assert.ErrorIs(t, err, driver.ErrInvalidOption, "maxTurns %d", n)
 			}
 		})
 		t.Run("invalid session ID", func(t *testing.T) {
 			for _, id := range []string{"", strings.Repeat("s", 256), "\xff", "a\x00b"} {
-				_, err := b.LoadWindow(ctx, id, 10)
+				_, err := readWindow(ctx, b, id, 10)
 				assert.ErrorIs(t, err, driver.ErrInvalidSessionID, "session %q", id)
 			}
 		})
@@ -186,9 +186,9 @@ func TestDataFlowBackendIdempotent(t *testing.T) {
 		first := driver.Turn{ID: "dup", User: "first", Agent: "a", Metadata: map[string]any{"n": 1}}
 
 		t.Run("backend", func(t *testing.T) {
-			require.NoError(t, b.SaveTurn(ctx, "s", first))
-			require.NoError(t, b.SaveTurn(ctx, "s", first))
-			require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{ID: "dup", User: "retry with other text"}))
+			require.NoError(t, storeTurn(ctx, b, "s", first))
+			require.NoError(t, storeTurn(ctx, b, "s", first))
+			require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: "dup", User: "retry with other text"}))
 			w := loadWindow(t, b, "s", 10)
 			assert.Equal(t, 1, w.TurnCount)
 			require.Len(t, w.Turns, 1)
@@ -200,14 +200,14 @@ func TestDataFlowBackendIdempotent(t *testing.T) {
 			assert.Equal(t, 1, info.TurnCount, "a duplicate bumped the session row")
 
 			// The same ID in another session is another turn.
-			require.NoError(t, b.SaveTurn(ctx, "s2", first))
+			require.NoError(t, storeTurn(ctx, b, "s2", first))
 			assert.Equal(t, 1, loadWindow(t, b, "s2", 10).TurnCount)
 
 			// A duplicate of an old turn, far outside the window, is still found.
 			for i := range 5 {
-				require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: fmt.Sprint("more", i)}))
+				require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: fmt.Sprint("more", i)}))
 			}
-			require.NoError(t, b.SaveTurn(ctx, "s", first))
+			require.NoError(t, storeTurn(ctx, b, "s", first))
 			assert.Equal(t, 6, loadWindow(t, b, "s", 2).TurnCount)
 			assert.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seqs(t, b, "s"))
 		})
@@ -262,14 +262,14 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 
 		before := time.Now().UTC().Truncate(time.Microsecond)
 		// The turns' own timestamps do not matter to SessionInfo.
-		require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: "u0", Timestamp: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u0", Timestamp: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)}))
 		info1, err := b.SessionInfo(ctx, "s")
 		require.NoError(t, err)
 		time.Sleep(2 * time.Millisecond)
-		require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: "u1"}))
-		require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: "u2"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u1"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u2"}))
 		after := time.Now().UTC()
-		require.NoError(t, b.SaveTurn(ctx, "keep", driver.Turn{User: "k"}))
+		require.NoError(t, storeTurn(ctx, b, "keep", driver.Turn{User: "k"}))
 
 		info, err := b.SessionInfo(ctx, "s")
 		require.NoError(t, err)
@@ -292,7 +292,7 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 		assert.Equal(t, 1, loadWindow(t, b, "keep", 10).TurnCount, "the other session")
 
 		// A save after Clear starts over.
-		require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{ID: "again", User: "again"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: "again", User: "again"}))
 		w := loadWindow(t, b, "s", 10)
 		assert.Equal(t, 1, w.TurnCount)
 		assert.Equal(t, []string{"again"}, users(w))
@@ -345,7 +345,7 @@ func TestNewDataFlowBackend(t *testing.T) {
 		assert.Empty(t, rec.take(), "statements run by NewDataFlowBackend")
 
 		// Validation failures run nothing either.
-		assert.ErrorIs(t, b.SaveTurn(ctx, "s", driver.Turn{User: strings.Repeat("x", 11)}), driver.ErrTurnTooLarge)
+		assert.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: strings.Repeat("x", 11)}), driver.ErrTurnTooLarge)
 		assert.Empty(t, rec.take(), "statements run by a refused save")
 
 		// First use creates the tables; the hook sees the schema work, so
@@ -355,7 +355,7 @@ func TestNewDataFlowBackend(t *testing.T) {
 		assert.NotEmpty(t, kinds[kindDDL], "DDL at first use")
 		assert.Len(t, kinds[kindData], 1, "data statements of LoadWindow")
 
-		require.NoError(t, b2.SaveTurn(ctx, "s", driver.Turn{User: strings.Repeat("x", 11)}), "b2 has the default limit")
+		require.NoError(t, storeTurn(ctx, b2, "s", driver.Turn{User: strings.Repeat("x", 11)}), "b2 has the default limit")
 		assert.Equal(t, 1, loadWindow(t, b, "s", 1).TurnCount)
 	})
 }
@@ -401,7 +401,7 @@ func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
 		b, rec := newEnv(t, d, WithMaxMessageBytes(limit))
 		m := newMemory(t, b, memory.WithMaxMessageBytes(limit), memory.WithCacheTTL(time.Hour))
 		// Create the tables and one session, so counts are of real tables.
-		require.NoError(t, b.SaveTurn(ctx, "s", driver.Turn{User: "existing"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "existing"}))
 
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -409,7 +409,7 @@ func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
 					name string
 					save func() error
 				}{
-					{"backend", func() error { return b.SaveTurn(ctx, tt.sessionID, tt.turn) }},
+					{"backend", func() error { return storeTurn(ctx, b, tt.sessionID, tt.turn) }},
 					{"memory", func() error { return m.SaveTurn(ctx, tt.sessionID, tt.turn) }},
 				} {
 					before := tableCounts(t, b)
@@ -446,8 +446,8 @@ func TestDataFlowBackendTablesMissing(t *testing.T) {
 		_, err = b.Save(ctx, "s", driver.PreparedTurn{Turn: driver.Turn{User: "u", Agent: "a"}})
 		require.ErrorIs(t, err, dataflow.ErrTableMissing, "Save")
 		require.ErrorIs(t, err, dataflow.ErrEnsureFailed, "Save")
-		require.ErrorIs(t, b.SaveTurn(ctx, "s", driver.Turn{User: "u", Agent: "a"}), dataflow.ErrTableMissing, "SaveTurn")
-		_, err = b.LoadWindow(ctx, "s", 10)
+		require.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: "u", Agent: "a"}), dataflow.ErrTableMissing, "SaveTurn")
+		_, err = readWindow(ctx, b, "s", 10)
 		require.ErrorIs(t, err, dataflow.ErrTableMissing, "LoadWindow")
 		require.ErrorIs(t, b.ClearSession(ctx, "s"), dataflow.ErrTableMissing, "ClearSession")
 		_, err = b.SessionInfo(ctx, "s")

@@ -24,8 +24,6 @@ type raceStore interface {
 	driver.Backend
 	driver.SessionStore
 	driver.Replacer
-	LoadWindow(ctx context.Context, sessionID string, maxTurns int) (driver.Window, error)
-	SaveTurn(ctx context.Context, sessionID string, turn driver.Turn) error
 }
 
 // twoServers returns two backends over one database, each on a pool of
@@ -54,7 +52,7 @@ func raceTurn(id string) driver.Turn {
 // oldest first; nil for no session.
 func historyOf(t *testing.T, s raceStore, key string) []string {
 	t.Helper()
-	w, err := s.LoadWindow(context.Background(), key, 1000)
+	w, err := readWindow(context.Background(), s, key, 1000)
 	require.NoError(t, err)
 	var out []string
 	for _, turn := range w.Turns {
@@ -117,7 +115,7 @@ func runWrite(ctx context.Context, s raceStore, write, key string) error {
 		_, err = s.Append(ctx, key, "o2", msgs)
 		return err
 	case "save":
-		return s.SaveTurn(ctx, key, raceTurn("s"))
+		return storeTurn(ctx, s, key, raceTurn("s"))
 	}
 	panic("unknown write " + write)
 }
@@ -179,8 +177,8 @@ func raceRounds(t *testing.T, a, b raceStore, c raceCase, rounds int) *raceTally
 		tenant, user := fmt.Sprintf("t%s%s%d", c.write, c.destroy, r), fmt.Sprintf("u%d", r)
 		key := driver.SessionKey(tenant, "s")
 		require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
-		require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
-		require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o2")))
+		require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
+		require.NoError(t, storeTurn(ctx, a, key, raceTurn("o2")))
 		// Expire takes sessions not updated since before: these two.
 		time.Sleep(time.Millisecond)
 		before := time.Now()

@@ -66,7 +66,7 @@ func FuzzSaveLoad(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := be.LoadWindow(ctx, "setup", 1); err != nil { // creates the tables
+	if _, err := readWindow(ctx, be, "setup", 1); err != nil { // creates the tables
 		f.Fatal(err)
 	}
 	var seq atomic.Int64 // makes every turn ID new
@@ -97,7 +97,7 @@ func FuzzSaveLoad(f *testing.F) {
 			}
 		}
 
-		err := be.SaveTurn(ctx, session, turn)
+		err := storeTurn(ctx, be, session, turn)
 		if sessionErr != nil || prepErr != nil {
 			wantErr := sessionErr
 			if wantErr == nil {
@@ -118,7 +118,7 @@ func FuzzSaveLoad(f *testing.F) {
 			t.Fatalf("messages went from %d to %d; want +%d", msgsBefore, n, len(want.Messages))
 		}
 
-		w, err := be.LoadWindow(ctx, session, 1)
+		w, err := readWindow(ctx, be, session, 1)
 		if err != nil {
 			t.Fatalf("LoadWindow(%q): %v", session, err)
 		}

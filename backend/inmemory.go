@@ -52,14 +52,6 @@ func NewInMemoryBackend() *InMemoryBackend {
 	return &InMemoryBackend{}
 }
 
-// SaveTurn validates turn with driver.PrepareTurn (DefaultMaxMessageBytes)
-// and appends it to the session. A turn whose ID the session already holds
-// is not stored again, and nil is returned.
-func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn driver.Turn) error {
-	_, err := b.Save(ctx, sessionID, driver.PreparedTurn{Turn: turn})
-	return err
-}
-
 // Save stores turn as the newest turn of the session and reports what it
 // did. A turn driver.Prepare made is stored as it is; any other is
 // validated first (DefaultMaxMessageBytes). It implements driver.Backend.
@@ -153,14 +145,6 @@ func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, 
 	s.version++
 	s.updatedAt = time.Now().UTC().Truncate(time.Microsecond)
 	return driver.Saved{Stored: true, Seq: i + 1, Version: s.version, Messages: n}, nil
-}
-
-// LoadWindow returns the newest maxTurns turns, oldest first, and the total
-// turn count; an unknown session yields an empty Window. maxTurns < 1 is an
-// error wrapping driver.ErrInvalidOption.
-func (b *InMemoryBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (driver.Window, error) {
-	w, _, err := b.Load(ctx, sessionID, driver.WindowQuery{MaxTurns: maxTurns, Known: driver.UnknownVersion})
-	return w, err
 }
 
 // Load returns the window q asks for, exactly, unless the session's

@@ -30,7 +30,7 @@ func TestDataFlowBackendStoresPreparedTurnAsIs(t *testing.T) {
 		s, err := b.Save(ctx, "s", p)
 		require.NoError(t, err)
 		require.True(t, s.Stored)
-		w, err := b.LoadWindow(ctx, "s", 10)
+		w, err := readWindow(ctx, b, "s", 10)
 		require.NoError(t, err)
 		require.Len(t, w.Turns, 1)
 		require.Equal(t, map[string]any{"encoded": "once"}, w.Turns[0].Metadata, "the prepared JSON is what was stored")
@@ -41,7 +41,7 @@ func TestDataFlowBackendStoresPreparedTurnAsIs(t *testing.T) {
 		// Hand-made over the backend's limit: refused with it.
 		_, err = b.Save(ctx, "s", driver.PreparedTurn{Turn: driver.Turn{User: strings.Repeat("x", limit+1)}})
 		require.ErrorIs(t, err, driver.ErrTurnTooLarge)
-		w, err = b.LoadWindow(ctx, "s", 10)
+		w, err = readWindow(ctx, b, "s", 10)
 		require.NoError(t, err)
 		require.Equal(t, 1, w.TurnCount, "refused turns wrote nothing")
 
@@ -52,7 +52,7 @@ func TestDataFlowBackendStoresPreparedTurnAsIs(t *testing.T) {
 		s, err = b.Save(ctx, "s", big)
 		require.NoError(t, err)
 		require.True(t, s.Stored)
-		w, err = b.LoadWindow(ctx, "s", 10)
+		w, err = readWindow(ctx, b, "s", 10)
 		require.NoError(t, err)
 		require.Equal(t, 2, w.TurnCount)
 		require.Equal(t, big.Turn, w.Turns[1], "the prepared turn read back")

@@ -32,7 +32,7 @@ func TestCancelledSearchesThenClose(t *testing.T) {
 		})
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
-		require.NoError(t, b.SaveTurn(ctx, driver.SessionKey("cjk", "boot"), driver.Turn{User: "boot"}))
+		require.NoError(t, storeTurn(ctx, b, driver.SessionKey("cjk", "boot"), driver.Turn{User: "boot"}))
 		_, err = b.Search(ctx, "cjk", driver.SearchQuery{Text: "boot", Limit: 20})
 		require.NoError(t, err)
 		loadCJK(t, b, "cjk", 400)

@@ -42,7 +42,7 @@ func TestImportRacingDeleteUser(t *testing.T) {
 			tenant, user := fmt.Sprintf("ti%d", r), fmt.Sprintf("u%d", r)
 			key := driver.SessionKey(tenant, "s")
 			require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
-			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
 
 			var wg sync.WaitGroup
 			var ierr, derr error
@@ -142,7 +142,7 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 			tenant, user := fmt.Sprintf("th%d", r), fmt.Sprintf("u%d", r)
 			key := driver.SessionKey(tenant, "s")
 			require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
-			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
 
 			var wg sync.WaitGroup
 			var ierr, derr error
@@ -190,7 +190,7 @@ func TestCreateUnownedRacingDeleteUser(t *testing.T) {
 			tenant, user := fmt.Sprintf("tc%d", r), fmt.Sprintf("u%d", r)
 			key := driver.SessionKey(tenant, "s")
 			require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
-			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
 			var wg sync.WaitGroup
 			var cerr, derr error
 			var deleteEnd, began time.Time

@@ -97,7 +97,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 		ctx := context.Background()
 		b, rec := newEnv(t, d)
 		require.Equal(t, d.Name == "pg", b.saveTurn != nil, "the one-statement save is PostgreSQL's alone")
-		require.NoError(t, b.SaveTurn(ctx, "warm-up", driver.Turn{User: "u"})) // creates the tables
+		require.NoError(t, storeTurn(ctx, b, "warm-up", driver.Turn{User: "u"})) // creates the tables
 
 		t.Run("new-and-sequential-duplicate", func(t *testing.T) {
 			const session = "seq"
@@ -113,7 +113,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				require.NoError(t, err)
 				assert.Equal(t, driver.Saved{}, s, "duplicate %s: reported", id)
 				assert.Equal(t, before, readSessionState(t, b, session, id), "duplicate %s changed the session", id)
-				require.NoError(t, b.SaveTurn(ctx, session, driver.Turn{ID: id, User: "retry"}), "duplicate %s through SaveTurn", id)
+				require.NoError(t, storeTurn(ctx, b, session, driver.Turn{ID: id, User: "retry"}), "duplicate %s through SaveTurn", id)
 				assert.Equal(t, before, readSessionState(t, b, session, id), "duplicate %s through SaveTurn changed the session", id)
 			}
 		})
@@ -144,7 +144,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 		} {
 			t.Run("duplicate-behind-lock/"+tt.name, func(t *testing.T) {
 				if tt.existing {
-					require.NoError(t, b.SaveTurn(ctx, tt.session, driver.Turn{ID: "first", User: "first"}))
+					require.NoError(t, storeTurn(ctx, b, tt.session, driver.Turn{ID: "first", User: "first"}))
 				}
 				before := readSessionState(t, b, tt.session, "x")
 				raw := b.DB().Bun().DB
@@ -212,7 +212,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 
 		t.Run("concurrent-duplicates", func(t *testing.T) {
 			const goroutines, rounds = 8, 20
-			require.NoError(t, b.SaveTurn(ctx, "dup", driver.Turn{User: "first"}))
+			require.NoError(t, storeTurn(ctx, b, "dup", driver.Turn{User: "first"}))
 			for r := range rounds {
 				session := "dup" // an existing session
 				if r%2 == 1 {
@@ -324,12 +324,12 @@ WHERE session_id = ? AND NOT (pos = 0 AND role = '`+string(driver.RoleUser)+`' O
 			s1, err := b.Save(ctx, session, driver.PreparedTurn{Turn: c1})
 			require.NoError(t, err)
 			require.True(t, s1.Stored)
-			require.NoError(t, b.SaveTurn(ctx, session, c2))
+			require.NoError(t, storeTurn(ctx, b, session, c2))
 			_, v, err := b.Load(ctx, session, driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion})
 			require.NoError(t, err)
 			assert.Equal(t, s1.Version+1, v, "version after two saves")
 
-			require.NoError(t, b.SaveTurn(ctx, session, driver.Turn{ID: "c1", User: "again", Agent: "again"})) // a duplicate
+			require.NoError(t, storeTurn(ctx, b, session, driver.Turn{ID: "c1", User: "again", Agent: "again"})) // a duplicate
 			assert.Equal(t, wantWindow([]driver.Turn{prepared(t, c1), prepared(t, c2)}, 2),
 				loadWindow(t, b, session, 10))
 			w, v2, err := b.Load(ctx, session, driver.WindowQuery{MaxTurns: 10, Known: v})

@@ -608,7 +608,7 @@ func TestUpgradeModelV1ReopenNoDDL(t *testing.T) {
 		_ = v1Load(t, b, v1Session(1), driver.WindowQuery{}) // the upgrade
 		// A save makes the table a save reads that a load does not
 		// (ErasedTable), as any first use of a table does.
-		require.NoError(t, b.SaveTurn(ctx, "warm-up", driver.Turn{User: "q", Agent: "a"}))
+		require.NoError(t, storeTurn(ctx, b, "warm-up", driver.Turn{User: "q", Agent: "a"}))
 		require.NoError(t, db.Close())
 
 		for round := 1; round <= 2; round++ {
@@ -661,7 +661,7 @@ func BenchmarkUpgradedLoad(b *testing.B) {
 			require.NoError(b, err)
 			const s = 2
 			for i := 1; i <= v1Turns; i++ {
-				require.NoError(b, be.SaveTurn(ctx, "new-session-2", v1Turn(s, i)))
+				require.NoError(b, storeTurn(ctx, be, "new-session-2", v1Turn(s, i)))
 			}
 			old := v1Load(b, be, v1Session(s), driver.WindowQuery{})
 			require.Equal(b, old, v1Load(b, be, "new-session-2", driver.WindowQuery{}), "same-shaped sessions")
@@ -672,7 +672,7 @@ func BenchmarkUpgradedLoad(b *testing.B) {
 					turn := v1Turn(1+i%3, 1+i%6)
 					turn.ID = fmt.Sprintf("long-t%d", i)
 					turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
-					require.NoError(b, be.SaveTurn(ctx, session, turn))
+					require.NoError(b, storeTurn(ctx, be, session, turn))
 				}
 			}
 			_, err = db.ExecContext(ctx, db.Rebind(`UPDATE `+MessagesTable+` SET msg_id = NULL, tokens = 0, tokens_before = 0 WHERE session_id = ?`), "long-old")

@@ -211,7 +211,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			defer db2.Close()
 			b2, err := NewDataFlowBackend(db2)
 			require.NoError(t, err)
-			w, err = b2.LoadWindow(ctx, upgradeSession(2), 10)
+			w, err = readWindow(ctx, b2, upgradeSession(2), 10)
 			require.NoError(t, err)
 			assert.Equal(t, w1, w, "session 2 read by a new process")
 			again, err := db2.Migrator().History(ctx, SessionsTable)

@@ -257,7 +257,7 @@ func TestOwnSaveNotHiddenByLoadInFlight(t *testing.T) {
 			store := &pausingBackend{recordingBackend: newRecordingBackend(), read: make(chan struct{}), resume: make(chan struct{})}
 			m := newPersistent(t, store, append([]memory.Option{memory.WithMaxTurns(maxTurns)}, tt.opts...)...)
 			// Stored behind m's back: m caches nothing for the session.
-			require.NoError(t, store.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "u0"}))
+			require.NoError(t, storeTurn(ctx, store.InMemoryBackend, "s", memory.Turn{User: "u0"}))
 
 			loaded := make(chan memory.Window, 1)
 			go func() {

@@ -47,7 +47,7 @@ func TestPersistentCachesWindow(t *testing.T) {
 	ctx := context.Background()
 	b := newRecordingBackend()
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "u0", Metadata: map[string]any{"n": 0}}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "u0", Metadata: map[string]any{"n": 0}}))
 
 	w := load(t, m, "s")
 	assert.Equal(t, int64(1), b.loads.Load())
@@ -83,7 +83,7 @@ func TestPersistentTTL(t *testing.T) {
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns), memory.WithCacheTTL(ttl))
 	clock := testutil.NewClock()
 	memory.SetClock(m, clock.Now)
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "u0"}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "u0"}))
 	assert.Equal(t, 1, load(t, m, "s").TurnCount)
 	require.Equal(t, int64(1), b.loads.Load())
 
@@ -96,7 +96,7 @@ func TestPersistentTTL(t *testing.T) {
 	assert.Equal(t, int64(3), b.checks.Load())
 
 	// Another process writes: seen at once, TTL or not.
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "other"}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "other"}))
 	assert.Equal(t, 2, load(t, m, "s").TurnCount)
 	assert.Equal(t, int64(2), b.loads.Load())
 	assert.Equal(t, uint64(1), m.Stats().Stale)
@@ -138,7 +138,7 @@ func TestPersistentLRU(t *testing.T) {
 	// Stored behind the memory's back: a save through it would cache the
 	// one-turn window (see TestPersistentFirstSaveCaches).
 	for _, id := range []string{"a", "b", "c"} {
-		require.NoError(t, b.InMemoryBackend.SaveTurn(context.Background(), id, memory.Turn{User: id}))
+		require.NoError(t, storeTurn(context.Background(), b.InMemoryBackend, id, memory.Turn{User: id}))
 	}
 	loadsOf := func() int64 { return b.loads.Load() } // whole windows read; hits only check
 
@@ -206,7 +206,7 @@ func TestPersistentSaveUncachedKeepsHistory(t *testing.T) {
 	ctx := context.Background()
 	b := newRecordingBackend()
 	for i := range 5 {
-		require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprint("old", i)}))
+		require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: fmt.Sprint("old", i)}))
 	}
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
 	save(t, m, "s", memory.Turn{User: "new"})
@@ -292,7 +292,7 @@ func TestPersistentIdempotentSave(t *testing.T) {
 func TestPersistentGeneratedIDsStayCached(t *testing.T) {
 	b := newRecordingBackend()
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
-	require.NoError(t, b.InMemoryBackend.SaveTurn(context.Background(), "s", memory.Turn{User: "u"}))
+	require.NoError(t, storeTurn(context.Background(), b.InMemoryBackend, "s", memory.Turn{User: "u"}))
 	load(t, m, "s")
 	require.Equal(t, int64(1), b.loads.Load())
 	for range 10 {
@@ -366,7 +366,7 @@ func TestPersistentUnversionedBackend(t *testing.T) {
 				assert.Zero(t, b.checks.Load())
 				assert.Equal(t, memory.CacheStats{Misses: 8}, m.Stats())
 				// So another process's write is seen at once.
-				require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "other"}))
+				require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "other"}))
 				assert.Equal(t, 5, load(t, m, "s").TurnCount)
 			})
 
@@ -422,7 +422,7 @@ func TestPersistentInvalidateCache(t *testing.T) {
 	m := newPersistent(t, b, memory.WithStaleReads(time.Hour))
 	save(t, m, "s", memory.Turn{User: "u"})
 	load(t, m, "s")
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "other"}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "other"}))
 	assert.Equal(t, 1, load(t, m, "s").TurnCount)
 	assert.Zero(t, b.loads.Load()+b.checks.Load(), "a stale read reached the backend")
 
@@ -481,7 +481,7 @@ func newGatedBackend() *gatedBackend {
 // asserted, and the count of reads is logged.)
 func TestPersistentConcurrentMissesAgree(t *testing.T) {
 	b := newGatedBackend()
-	require.NoError(t, b.InMemoryBackend.SaveTurn(context.Background(), "s", memory.Turn{User: "u"}))
+	require.NoError(t, storeTurn(context.Background(), b.InMemoryBackend, "s", memory.Turn{User: "u"}))
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
 	want := readThrough(t, b.InMemoryBackend, "s", maxTurns)
 	const callers = 20

@@ -186,7 +186,7 @@ func TestMetadataMillionLevelsDeep(t *testing.T) {
 			require.NoError(t, err)
 			require.ErrorIs(t, m.SaveTurn(ctx, "s", turn), memory.ErrInvalidTurn)
 			assert.Zero(t, b.calls(), "an invalid turn reached the backend")
-			require.ErrorIs(t, b.InMemoryBackend.SaveTurn(ctx, "s", turn), memory.ErrInvalidTurn)
+			require.ErrorIs(t, storeTurn(ctx, b.InMemoryBackend, "s", turn), memory.ErrInvalidTurn)
 			_, err = b.InMemoryBackend.SessionInfo(ctx, "s")
 			assert.ErrorIs(t, err, memory.ErrSessionNotFound, "something was stored")
 		})

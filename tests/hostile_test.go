@@ -189,7 +189,7 @@ func (e *hostileEnv) counts(t *testing.T) hostileCounts {
 func (e *hostileEnv) checkVictim(t *testing.T) {
 	t.Helper()
 	s := e.side(t, 0)
-	w, err := s.be.LoadWindow(e.ctx, hostileVictim, 10)
+	w, err := readWindow(e.ctx, s.be, hostileVictim, 10)
 	require.NoError(t, err)
 	hostileRequireWindow(t, []memory.Turn{e.victim}, w)
 	w, err = s.mem.LoadContext(e.ctx, hostileVictim)
@@ -408,7 +408,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				rows := len(want.Messages) // one per message: a user's, an agent's, or both
 				require.Equal(t, hostileCounts{before.messages + rows, before.sessions + 1}, e.counts(t), "rows after save")
 
-				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
+				w, err := readWindow(e.ctx, s.be, c.session, 10)
 				require.NoError(t, err)
 				hostileRequireWindow(t, []memory.Turn{want}, w)
 				w, err = s.mem.LoadContext(e.ctx, c.session)
@@ -420,7 +420,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 
 				// A retry of the same turn (same ID) stores nothing.
 				require.NoError(t, s.mem.SaveTurn(e.ctx, c.session, c.turn))
-				require.NoError(t, s.be.SaveTurn(e.ctx, c.session, c.turn))
+				require.NoError(t, storeTurn(e.ctx, s.be, c.session, c.turn))
 				require.Equal(t, hostileCounts{before.messages + rows, before.sessions + 1}, e.counts(t), "rows after retries")
 				e.checkVictim(t)
 			})
@@ -437,7 +437,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				want := hostilePrepared(t, c.turn, c.maxBytes)
 				n, rows = n+1, rows+len(want.Messages)
 				s := e.side(t, c.maxBytes)
-				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
+				w, err := readWindow(e.ctx, s.be, c.session, 10)
 				require.NoError(t, err, c.name)
 				hostileRequireWindow(t, []memory.Turn{want}, w)
 			}
@@ -455,7 +455,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				require.NoError(t, s.mem.Clear(e.ctx, c.session))
 				rows := len(hostilePrepared(t, c.turn, c.maxBytes).Messages)
 				require.Equal(t, hostileCounts{before.messages - rows, before.sessions - 1}, e.counts(t), "rows after clear")
-				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
+				w, err := readWindow(e.ctx, s.be, c.session, 10)
 				require.NoError(t, err)
 				require.Equal(t, memory.Window{}, w)
 				_, err = s.be.SessionInfo(e.ctx, c.session)
@@ -492,20 +492,20 @@ func TestHostileInputRejected(t *testing.T) {
 				}
 				require.True(t, s.inMem != nil || !errors.Is(c.want, memory.ErrInvalidSessionID), "session cases use the default limit")
 				check("PersistentBufferMemory.SaveTurn", true, func() error { return s.mem.SaveTurn(e.ctx, c.session, c.turn) })
-				check("DataFlowBackend.SaveTurn", true, func() error { return s.be.SaveTurn(e.ctx, c.session, c.turn) })
+				check("DataFlowBackend.SaveTurn", true, func() error { return storeTurn(e.ctx, s.be, c.session, c.turn) })
 				check("BufferMemory.SaveTurn", false, func() error { return s.buf.SaveTurn(e.ctx, c.session, c.turn) })
 				if s.inMem != nil {
-					check("InMemoryBackend.SaveTurn", false, func() error { return s.inMem.SaveTurn(e.ctx, c.session, c.turn) })
+					check("InMemoryBackend.SaveTurn", false, func() error { return storeTurn(e.ctx, s.inMem, c.session, c.turn) })
 				}
 				if errors.Is(c.want, memory.ErrInvalidSessionID) {
 					check("PersistentBufferMemory.LoadContext", true, func() error { _, err := s.mem.LoadContext(e.ctx, c.session); return err })
 					check("PersistentBufferMemory.Clear", true, func() error { return s.mem.Clear(e.ctx, c.session) })
-					check("DataFlowBackend.LoadWindow", true, func() error { _, err := s.be.LoadWindow(e.ctx, c.session, 10); return err })
+					check("DataFlowBackend.LoadWindow", true, func() error { _, err := readWindow(e.ctx, s.be, c.session, 10); return err })
 					check("DataFlowBackend.ClearSession", true, func() error { return s.be.ClearSession(e.ctx, c.session) })
 					check("DataFlowBackend.SessionInfo", true, func() error { _, err := s.be.SessionInfo(e.ctx, c.session); return err })
 					check("BufferMemory.LoadContext", false, func() error { _, err := s.buf.LoadContext(e.ctx, c.session); return err })
 					check("BufferMemory.Clear", false, func() error { return s.buf.Clear(e.ctx, c.session) })
-					check("InMemoryBackend.LoadWindow", false, func() error { _, err := s.inMem.LoadWindow(e.ctx, c.session, 10); return err })
+					check("InMemoryBackend.LoadWindow", false, func() error { _, err := readWindow(e.ctx, s.inMem, c.session, 10); return err })
 					check("InMemoryBackend.ClearSession", false, func() error { return s.inMem.ClearSession(e.ctx, c.session) })
 					check("InMemoryBackend.SessionInfo", false, func() error { _, err := s.inMem.SessionInfo(e.ctx, c.session); return err })
 					s.mem.InvalidateCache(c.session) // must not panic
@@ -549,13 +549,13 @@ func TestHostileInputSmallerBackendLimit(t *testing.T) {
 		w, err = mem.LoadContext(e.ctx, "s")
 		require.NoError(t, err)
 		hostileRequireWindow(t, want, w)
-		w, err = be.LoadWindow(e.ctx, "s", 10)
+		w, err = readWindow(e.ctx, be, "s", 10)
 		require.NoError(t, err)
 		hostileRequireWindow(t, want, w)
 
 		// To the backend directly: over its limit, so refused.
 		before = e.counts(t)
-		err = be.SaveTurn(e.ctx, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", 65), Timestamp: hostileNow})
+		err = storeTurn(e.ctx, be, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", 65), Timestamp: hostileNow})
 		hostileNoDBError(t, err)
 		require.ErrorIs(t, err, memory.ErrTurnTooLarge)
 		require.Equal(t, before, e.counts(t))

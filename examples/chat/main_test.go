@@ -51,7 +51,7 @@ func stored(t *testing.T, dbURL, session string) memory.Window {
 	defer db.Close()
 	b, err := backend.NewDataFlowBackend(db)
 	require.NoError(t, err)
-	w, err := b.LoadWindow(ctx, session, 1000)
+	w, err := readWindow(ctx, b, session, 1000)
 	require.NoError(t, err)
 	return w
 }
