@@ -280,9 +280,9 @@ const ensureConnRetries = 10
 func (db *DB) run(ctx context.Context, st *tableState) error {
 	err := st.ens.Ensure(ctx, func(ctx context.Context) (err error) {
 		db.stats.runs.Add(1)
-		ctx, span, start := db.startEnsure(ctx, st.name)
+		ctx, run := db.startEnsure(ctx, st.name)
 		migrated := false
-		defer func() { db.endEnsure(ctx, span, start, st.name, migrated, err) }()
+		defer func() { db.endEnsure(ctx, run, st.name, migrated, err) }()
 		migrated, err = db.ensureOnce(ctx, st)
 		// A pooled connection found dead (the server restarted or
 		// terminated it) failed the run without doing anything wrong: run

@@ -72,11 +72,7 @@ type exportMessage struct {
 // session is never held whole. The format is documented in the README;
 // Import reads it back.
 func (m *PersistentBufferMemory) Export(ctx context.Context, sessionID string, w io.Writer) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opExport, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opExport, sessionID).end(&err)
 	info, err := m.SessionInfo(ctx, sessionID)
 	if err != nil {
 		return err
@@ -162,11 +158,7 @@ const maxImportLine = 64 << 20
 // turns is ErrSessionExists when the file names an owner (ClaimSession
 // takes it); a new or empty unowned session takes the file's owner.
 func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ SessionInfo, err error) {
-	if t := m.obs(); t != nil {
-		var rec run
-		ctx, rec = t.start(ctx, opImport, m.tenant, "", m.now())
-		defer func() { t.end(ctx, rec, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opImport, "").end(&err)
 	st, err := m.store()
 	if err != nil {
 		return SessionInfo{}, err

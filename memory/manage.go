@@ -32,11 +32,7 @@ func (m *PersistentBufferMemory) store() (driver.SessionStore, error) {
 // one would: it shows nothing that a new session would not. Only ID, User,
 // Title and Metadata are read; a zero CreatedAt means now.
 func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInfo) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opCreateSession, m.tenant, s.ID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opCreateSession, s.ID).end(&err)
 	key, err := m.check(s.ID)
 	if err != nil {
 		return err
@@ -70,11 +66,7 @@ func (m *PersistentBufferMemory) checkSessionInfo(s SessionInfo) (SessionInfo, e
 // one), and an empty user ErrInvalidUser. An app lets a user claim only a
 // session it knows is theirs: the ID alone proves nothing.
 func (m *PersistentBufferMemory) ClaimSession(ctx context.Context, sessionID, user string) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opClaimSession, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opClaimSession, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -98,11 +90,7 @@ func (m *PersistentBufferMemory) ClaimSession(ctx context.Context, sessionID, us
 // SessionInfo describes the session: owner, title, metadata, counts and
 // times. A session that does not exist is ErrSessionNotFound.
 func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID string) (_ SessionInfo, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opSessionInfo, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opSessionInfo, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return SessionInfo{}, err
@@ -121,11 +109,7 @@ func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID stri
 // after its page was read is not listed again, and no session that stays
 // put is skipped. A malformed q.After is ErrInvalidCursor.
 func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuery) (_ SessionPage, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opListSessions, m.tenant, "", m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opListSessions, "").end(&err)
 	st, err := m.store()
 	if err != nil {
 		return SessionPage{}, err
@@ -159,11 +143,7 @@ func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuer
 // it is run again, and running it again removes the rest. An empty user
 // is ErrInvalidUser: unowned sessions are not a user's.
 func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_ DeleteReport, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opDeleteUser, m.tenant, "", m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opDeleteUser, "").end(&err)
 	if err := ValidateUser(user); err != nil {
 		return DeleteReport{}, err
 	}
@@ -180,11 +160,7 @@ func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_
 // runs is kept. Cut off by ctx, it returns what it removed so far with the
 // error, every session removed whole or not at all.
 func (m *PersistentBufferMemory) Expire(ctx context.Context, before time.Time) (_ DeleteReport, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opExpire, m.tenant, "", m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opExpire, "").end(&err)
 	if before.IsZero() {
 		return DeleteReport{}, fmt.Errorf("%w: expire needs a time", ErrInvalidOption)
 	}
@@ -248,11 +224,7 @@ func (m *PersistentBufferMemory) ExpireEvery(ctx context.Context, interval, idle
 // than MaxSearchTerms distinct words, is ErrInvalidQuery, and reaches no
 // database. Search returns once ctx is done.
 func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ []SearchHit, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opSearch, m.tenant, q.SessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opSearch, q.SessionID).end(&err)
 	st, err := m.store()
 	if err != nil {
 		return nil, err
@@ -294,11 +266,7 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ [
 // next query's After; a malformed After is ErrInvalidCursor. A session
 // that does not exist has an empty history.
 func (m *PersistentBufferMemory) History(ctx context.Context, sessionID string, q HistoryQuery) (_ HistoryPage, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opHistory, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opHistory, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return HistoryPage{}, err

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/driver"
-	"go.opentelemetry.io/otel/attribute"
+	"github.com/turnkeep/turnkeep/internal/otelx"
 )
 
 // PersistentBufferMemory is a Memory that stores turns in a driver.Backend and
@@ -29,9 +29,9 @@ type PersistentBufferMemory struct {
 	cache    *sessionCache // shared by every tenant view, keyed by session key
 	closed   *atomic.Bool  // shared by every tenant view
 
-	tel        *telemetry   // nil: nothing to record (see newTelemetry)
-	log        *slog.Logger // nil: discard
-	logContent bool         // WithLogContent
+	tel        *otelx.Recorder // nil: nothing to record (see newTelemetry)
+	log        *slog.Logger    // nil: discard
+	logContent bool            // WithLogContent
 }
 
 // NewPersistentBufferMemory returns a Memory over b. An invalid option or a
@@ -76,10 +76,7 @@ func (m *PersistentBufferMemory) Close() error {
 		return nil
 	}
 	m.cache.clear()
-	if m.tel != nil && m.tel.reg != nil {
-		return m.tel.reg.Unregister()
-	}
-	return nil
+	return m.tel.Close()
 }
 
 // check returns ErrClosed for a closed or zero memory, then validates the
@@ -143,11 +140,7 @@ func (m *PersistentBufferMemory) Tenant() string {
 // window is dropped. So a save never appends onto a stale window, whatever
 // other processes did.
 func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opSaveTurn, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opSaveTurn, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -225,11 +218,7 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p dri
 // message before calling the model, then append the answer's messages as
 // they come, and a crash mid-answer loses nothing the user typed.
 func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opAppendMessages, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opAppendMessages, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -317,16 +306,7 @@ func messagesOf(enc []driver.PreparedMessage) []Message {
 // error, even when the cache could answer.
 func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (_ Window, err error) {
 	hit := false
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opLoadContext, m.tenant, sessionID, m.now())
-		defer func() {
-			if r.span != nil && err == nil {
-				r.span.SetAttributes(attribute.Bool(AttrCacheHit, hit))
-			}
-			t.end(ctx, r, err, m.now())
-		}()
-	}
+	defer m.trace(&ctx, opLoadContext, sessionID).endLoad(&err, &hit)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return Window{}, err
@@ -443,11 +423,7 @@ func (m *PersistentBufferMemory) backendErr() error {
 // Clear removes the session from the backend and the cache. The cached
 // window is dropped even if the backend fails, since it may have cleared.
 func (m *PersistentBufferMemory) Clear(ctx context.Context, sessionID string) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opClear, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opClear, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
