@@ -21,6 +21,7 @@ import (
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/cache"
+	"github.com/turnkeep/turnkeep/internal/optx"
 )
 
 // Table names DataFlowBackend uses.
@@ -80,7 +81,9 @@ type MessageRow struct {
 	SearchText   sql.NullString `bun:"search_text,type:text"` // PostgreSQL: driver.SearchText of Content, under the search index; NULL on SQLite
 }
 
-// Option configures a DataFlowBackend.
+// Option configures a DataFlowBackend. Options follow one rule in every
+// turnkeep package: a nil Option, or one given a nil or out-of-range
+// value, is an error wrapping driver.ErrInvalidOption.
 type Option func(*DataFlowBackend) error
 
 // WithLogger makes the backend log to l (default: discard): at Error, a
@@ -180,13 +183,8 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 		return nil, fmt.Errorf("%w: db must not be nil", driver.ErrInvalidOption)
 	}
 	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: driver.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
-	for i, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: option %d is nil", driver.ErrInvalidOption, i)
-		}
-		if err := opt(b); err != nil {
-			return nil, err
-		}
+	if err := optx.Apply(b, opts); err != nil {
+		return nil, err
 	}
 	var err error
 	// Listing and deletion by owner or age are keyset range scans of these

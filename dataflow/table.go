@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/turnkeep/turnkeep/internal/cache"
+	"github.com/turnkeep/turnkeep/internal/optx"
 	"github.com/turnkeep/turnkeep/migrate"
 
 	"github.com/turnkeep/turnkeep/internal/sqlcore"
@@ -73,13 +74,8 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 		return nil, fmt.Errorf("%w: %s is not a struct", ErrInvalidModel, typ)
 	}
 	var mc modelConfig
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&mc); err != nil {
-			return nil, err
-		}
+	if err := optx.Apply(&mc, opts); err != nil {
+		return nil, err
 	}
 	st, err := newTableState(db, typ, mc)
 	if err != nil {

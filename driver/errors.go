@@ -1,6 +1,10 @@
 package driver
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/turnkeep/turnkeep/internal/optx"
+)
 
 var (
 	// ErrInvalidSessionID is returned by ValidateSessionID, and so by every
@@ -72,7 +76,7 @@ var (
 	// ErrInvalidOption is returned by NewPersistentBufferMemory for an invalid
 	// option or a nil backend, by every method of a BufferMemory built with an
 	// invalid option, and by backends for an invalid maxTurns.
-	ErrInvalidOption = errors.New("memory: invalid option")
+	ErrInvalidOption = optx.ErrInvalidOption
 
 	// ErrClosed is returned by every method of a PersistentBufferMemory
 	// after Close, and of one not made by NewPersistentBufferMemory (the

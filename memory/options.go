@@ -5,12 +5,15 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/turnkeep/turnkeep/internal/optx"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // An Option configures NewBufferMemory or NewPersistentBufferMemory.
-// BufferMemory ignores the cache, logging and telemetry options.
+// BufferMemory ignores the cache, logging and telemetry options. Options
+// follow one rule in every turnkeep package: a nil Option, or one given a
+// nil or out-of-range value, is an error wrapping ErrInvalidOption.
 type Option func(*config) error
 
 type config struct {
@@ -37,13 +40,8 @@ func newConfig(opts []Option) (config, error) {
 		maxMessageBytes:   DefaultMaxMessageBytes,
 		counter:           DefaultTokenCounter,
 	}
-	for i, opt := range opts {
-		if opt == nil {
-			return config{}, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
-		}
-		if err := opt(&c); err != nil {
-			return config{}, err
-		}
+	if err := optx.Apply(&c, opts); err != nil {
+		return config{}, err
 	}
 	return c, nil
 }
@@ -253,13 +251,8 @@ func LoadTokenBudget(n int) LoadOption {
 
 // apply returns l changed by opts.
 func (l limits) apply(opts []LoadOption) (limits, error) {
-	for i, opt := range opts {
-		if opt == nil {
-			return limits{}, fmt.Errorf("%w: load option %d is nil", ErrInvalidOption, i)
-		}
-		if err := opt(&l); err != nil {
-			return limits{}, err
-		}
+	if err := optx.Apply(&l, opts); err != nil {
+		return limits{}, fmt.Errorf("load %w", err)
 	}
 	return l, nil
 }
