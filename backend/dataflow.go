@@ -102,18 +102,6 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithMaxMessageBytes bounds each message and the metadata JSON (default
-// driver.DefaultMaxMessageBytes).
-func WithMaxMessageBytes(n int) Option {
-	return func(b *DataFlowBackend) error {
-		if n < 1 {
-			return fmt.Errorf("%w: max message bytes must be at least 1", driver.ErrInvalidOption)
-		}
-		b.maxBytes = n
-		return nil
-	}
-}
-
 // WithSearchIndex(false) keeps no full-text index on SQLite: a save is then
 // two statements instead of three, and Search is driver.ErrNotSupported.
 // The default keeps one (on PostgreSQL the index costs no statement, and
@@ -132,7 +120,6 @@ type DataFlowBackend struct {
 	sessions *dataflow.Table[SessionRow]
 	messages *dataflow.Table[MessageRow]
 	erased   *dataflow.Table[ErasedRow] // sessions DeleteUser deleted (erased.go)
-	maxBytes int
 
 	saveSession *dataflow.Stmt // SQLite: upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
@@ -182,7 +169,7 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", driver.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: driver.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
+	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, log: slog.New(slog.DiscardHandler), named: make(map[string]*dataflow.Stmt)}
 	if err := optx.Apply(b, opts); err != nil {
 		return nil, err
 	}
@@ -425,9 +412,11 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Save stores turn as the newest turn of the session and reports what it
 // did: on SQLite in one transaction of two statements, on PostgreSQL in
-// one statement. A turn driver.Prepare made is stored as it is; any other
-// is validated first, within WithMaxMessageBytes. A message ID the session
-// holds in another turn is an error wrapping driver.ErrInvalidTurn, and
+// one statement. A turn driver.Prepare made is stored as it is, within
+// the size limit it was prepared with (a memory's WithMaxMessageBytes: the
+// one place the limit is set); any other is validated first, within
+// driver.DefaultMaxMessageBytes. A message ID the session holds in another
+// turn is an error wrapping driver.ErrInvalidTurn, and
 // nothing is stored. It implements driver.Backend.
 func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.check(sessionID); err != nil {
@@ -436,7 +425,7 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn drive
 	begun := now() // a DeleteUser of the session after this refuses the save (ErasedRow)
 	if !turn.Prepared() {
 		var err error
-		if turn, err = driver.Prepare(turn.Turn, begun, b.maxBytes, nil); err != nil {
+		if turn, err = driver.Prepare(turn.Turn, begun, 0, nil); err != nil {
 			return driver.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}

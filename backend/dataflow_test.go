@@ -330,13 +330,13 @@ func TestNewDataFlowBackend(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
 		db, rec := openDB(t, d.URL(t))
-		_, err := NewDataFlowBackend(db, WithMaxMessageBytes(0))
-		assert.ErrorIs(t, err, driver.ErrInvalidOption, "max message bytes 0")
+		_, err := NewDataFlowBackend(db, WithLogger(nil))
+		assert.ErrorIs(t, err, driver.ErrInvalidOption, "nil logger")
 
-		_, err = NewDataFlowBackend(db, nil, WithMaxMessageBytes(10))
+		_, err = NewDataFlowBackend(db, nil, WithSearchIndex(true))
 		assert.ErrorIs(t, err, driver.ErrInvalidOption, "a nil option is an error, as in every constructor")
 
-		b, err := NewDataFlowBackend(db, WithMaxMessageBytes(10))
+		b, err := NewDataFlowBackend(db, WithSearchIndex(true))
 		require.NoError(t, err)
 		assert.Same(t, db, b.DB())
 		// A second backend on the same DB shares the registered tables.
@@ -345,7 +345,7 @@ func TestNewDataFlowBackend(t *testing.T) {
 		assert.Empty(t, rec.take(), "statements run by NewDataFlowBackend")
 
 		// Validation failures run nothing either.
-		assert.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: strings.Repeat("x", 11)}), driver.ErrTurnTooLarge)
+		assert.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: strings.Repeat("x", driver.DefaultMaxMessageBytes+1)}), driver.ErrTurnTooLarge)
 		assert.Empty(t, rec.take(), "statements run by a refused save")
 
 		// First use creates the tables; the hook sees the schema work, so
@@ -355,13 +355,15 @@ func TestNewDataFlowBackend(t *testing.T) {
 		assert.NotEmpty(t, kinds[kindDDL], "DDL at first use")
 		assert.Len(t, kinds[kindData], 1, "data statements of LoadWindow")
 
-		require.NoError(t, storeTurn(ctx, b2, "s", driver.Turn{User: strings.Repeat("x", 11)}), "b2 has the default limit")
+		require.NoError(t, storeTurn(ctx, b2, "s", driver.Turn{User: strings.Repeat("x", 11)}))
 		assert.Equal(t, 1, loadWindow(t, b, "s", 1).TurnCount)
 	})
 }
 
 func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
-	const limit = 1024
+	// A backend given a turn no memory prepared validates it within the
+	// default limit: the limit is set in one place, the memory.
+	const limit = driver.DefaultMaxMessageBytes
 	tests := []struct {
 		name      string
 		sessionID string
@@ -398,7 +400,7 @@ func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
-		b, rec := newEnv(t, d, WithMaxMessageBytes(limit))
+		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithMaxMessageBytes(limit), memory.WithCacheTTL(time.Hour))
 		// Create the tables and one session, so counts are of real tables.
 		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "existing"}))

@@ -18,9 +18,9 @@ import (
 	"github.com/turnkeep/turnkeep/driver"
 )
 
-// fuzzMaxBytes is the message size limit of FuzzSaveLoad: small, so that
-// fuzzed inputs cross it.
-const fuzzMaxBytes = 1024
+// fuzzMaxBytes is the message size limit of FuzzSaveLoad: the one a
+// backend applies to turns no memory prepared (a seed crosses it).
+const fuzzMaxBytes = driver.DefaultMaxMessageBytes
 
 // fuzzTimestamp is the Timestamp of every fuzzed turn: finer than a
 // microsecond, so the truncation is exercised.
@@ -62,7 +62,7 @@ func FuzzSaveLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { db.Close() })
-	be, err := backend.NewDataFlowBackend(db, backend.WithMaxMessageBytes(fuzzMaxBytes))
+	be, err := backend.NewDataFlowBackend(db)
 	if err != nil {
 		f.Fatal(err)
 	}

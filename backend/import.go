@@ -93,7 +93,7 @@ RETURNING user_id, turn_count`, b.sessions)
 				return err
 			}
 			if !t.Prepared() {
-				if t, err = driver.Prepare(t.Turn, at, b.maxBytes, nil); err != nil {
+				if t, err = driver.Prepare(t.Turn, at, 0, nil); err != nil {
 					return err
 				}
 			}

@@ -23,7 +23,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 	begun := now()
 	for i := range turns {
 		if !turns[i].Prepared() {
-			p, err := driver.Prepare(turns[i].Turn, now(), b.maxBytes, nil)
+			p, err := driver.Prepare(turns[i].Turn, now(), 0, nil)
 			if err != nil {
 				return driver.Saved{}, fmt.Errorf("backend: %w", err)
 			}
