@@ -81,7 +81,7 @@ func TestDataFlowBackendConcurrentSaves(t *testing.T) {
 			t.Run(via, func(t *testing.T) {
 				sid := "one-" + via
 				var mem memory.Memory = newMemory(t, b, memory.WithMaxTurns(5), memory.WithCacheTTL(time.Hour))
-				save := func(ctx context.Context, sessionID string, turn memory.Turn) error {
+				save := func(ctx context.Context, sessionID string, turn driver.Turn) error {
 					return storeTurn(ctx, b, sessionID, turn)
 				}
 				if via == "memory" {
