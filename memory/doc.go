@@ -10,7 +10,8 @@
 // (WithTokenCounter).
 //
 // BufferMemory keeps sessions in process memory. PersistentBufferMemory
-// stores them in a driver.Backend (see package backend) and caches each session's
+// stores them in a backend (a driver.Backend: see package backend) and
+// caches each session's
 // window of the newest MaxTurns turns:
 //
 //	m, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(20))
@@ -55,6 +56,8 @@
 //
 // Input is validated before anything is stored; errors wrap the sentinels
 // ErrInvalidSessionID, ErrInvalidTurn and ErrTurnTooLarge and are compared
-// with errors.Is. Backends reuse the same rules through ValidateSessionID
-// and PrepareTurn.
+// with errors.Is. Backends reuse the same rules, and return the same
+// error values, through package driver, which defines what a backend
+// implements (driver.Backend, driver.SessionStore) and the types this
+// package re-exports (Turn, Message, Window, ...).
 package memory

@@ -6,16 +6,16 @@ import "github.com/turnkeep/turnkeep/driver"
 // defines them, so that a backend returns the same values.
 var (
 	// ErrInvalidSessionID is returned by ValidateSessionID, and so by every
-	// Memory and Backend method, for an empty, over-long (more than
+	// Memory method and every backend for an empty, over-long (more than
 	// MaxSessionIDBytes), non-UTF-8 or NUL-containing session ID.
 	ErrInvalidSessionID = driver.ErrInvalidSessionID
 
-	// ErrInvalidTurn is returned by PrepareTurn, and so by every SaveTurn, for
+	// ErrInvalidTurn is returned by every SaveTurn (and driver.Prepare) for
 	// a turn with no message, a bad ID, or metadata that cannot be stored as
 	// JSON exactly as given.
 	ErrInvalidTurn = driver.ErrInvalidTurn
 
-	// ErrTurnTooLarge is returned by PrepareTurn, and so by every SaveTurn,
+	// ErrTurnTooLarge is returned by every SaveTurn (and driver.Prepare)
 	// when a message or the metadata JSON exceeds the maximum message size.
 	ErrTurnTooLarge = driver.ErrTurnTooLarge
 
@@ -62,18 +62,20 @@ var (
 	ErrInvalidImport = driver.ErrInvalidImport
 
 	// ErrInvalidQuery is returned by Search, and by the Search of every
-	// SessionStore in package backend (through QueryTerms), for search text
+	// backend in package backend (through driver.QueryTerms), for search text
 	// longer than MaxSearchBytes or with more than MaxSearchTerms distinct
 	// terms.
 	ErrInvalidQuery = driver.ErrInvalidQuery
 
 	// ErrNotSupported is returned by the session methods of a
-	// PersistentBufferMemory whose backend is not a SessionStore.
+	// PersistentBufferMemory whose backend is not a driver.SessionStore.
 	ErrNotSupported = driver.ErrNotSupported
 
 	// ErrInvalidOption is returned by NewPersistentBufferMemory for an invalid
 	// option or a nil backend, by every method of a BufferMemory built with an
-	// invalid option, and by backends for an invalid maxTurns.
+	// invalid option, and by backends for an invalid maxTurns. It is the
+	// one value of a bad option in every turnkeep package (dataflow's and
+	// migrate's ErrInvalidOption are the same).
 	ErrInvalidOption = driver.ErrInvalidOption
 
 	// ErrClosed is returned by every method of a PersistentBufferMemory

@@ -129,7 +129,7 @@ func (m *PersistentBufferMemory) Tenant() string {
 	return m.tenant
 }
 
-// SaveTurn validates turn like PrepareTurn, counts its messages' tokens and
+// SaveTurn validates turn (as driver.Prepare does), counts its messages' tokens and
 // stores it in the backend; invalid input never reaches the backend. If the
 // backend fails, the error is returned and the session's cached window is
 // dropped, so the next LoadContext reads what the backend really holds.
