@@ -151,6 +151,22 @@ func newHostileEnv(t *testing.T, d dbtest.Dialect) *hostileEnv {
 	return e
 }
 
+// saveDirect saves turn to the side's backend directly, as a program
+// without a memory would: prepared at the side's limit when it has one
+// (the limit is a memory's, carried by the prepared turn), else validated
+// by the backend within the default.
+func (s *hostileSide) saveDirect(ctx context.Context, session string, turn memory.Turn) error {
+	if s.maxBytes == 0 {
+		return storeTurn(ctx, s.be, session, turn)
+	}
+	p, err := driver.Prepare(turn, time.Now(), s.maxBytes, nil)
+	if err != nil {
+		return err
+	}
+	_, err = s.be.Save(ctx, session, p)
+	return err
+}
+
 // side returns the entry points with the given message size limit.
 func (e *hostileEnv) side(t *testing.T, maxBytes int) *hostileSide {
 	t.Helper()
@@ -158,16 +174,14 @@ func (e *hostileEnv) side(t *testing.T, maxBytes int) *hostileSide {
 		return s
 	}
 	s := &hostileSide{maxBytes: maxBytes}
-	var beOpts []backend.Option
 	var memOpts []memory.Option
 	if maxBytes > 0 {
-		beOpts = append(beOpts, backend.WithMaxMessageBytes(maxBytes))
 		memOpts = append(memOpts, memory.WithMaxMessageBytes(maxBytes))
 	} else {
 		s.inMem = backend.NewInMemoryBackend()
 	}
 	var err error
-	s.be, err = backend.NewDataFlowBackend(e.db, beOpts...)
+	s.be, err = backend.NewDataFlowBackend(e.db)
 	require.NoError(t, err)
 	s.mem, err = memory.NewPersistentBufferMemory(s.be, memOpts...)
 	require.NoError(t, err)
@@ -492,7 +506,7 @@ func TestHostileInputRejected(t *testing.T) {
 				}
 				require.True(t, s.inMem != nil || !errors.Is(c.want, memory.ErrInvalidSessionID), "session cases use the default limit")
 				check("PersistentBufferMemory.SaveTurn", true, func() error { return s.mem.SaveTurn(e.ctx, c.session, c.turn) })
-				check("DataFlowBackend.SaveTurn", true, func() error { return storeTurn(e.ctx, s.be, c.session, c.turn) })
+				check("DataFlowBackend.Save", true, func() error { return s.saveDirect(e.ctx, c.session, c.turn) })
 				check("BufferMemory.SaveTurn", false, func() error { return s.buf.SaveTurn(e.ctx, c.session, c.turn) })
 				if s.inMem != nil {
 					check("InMemoryBackend.SaveTurn", false, func() error { return storeTurn(e.ctx, s.inMem, c.session, c.turn) })
@@ -519,33 +533,34 @@ func TestHostileInputRejected(t *testing.T) {
 	})
 }
 
-// TestHostileInputSmallerBackendLimit puts a memory with the default limit
-// in front of a backend with a smaller one. The memory's limit is the one
-// limit: a turn the memory prepared is stored as it is, even over the
-// backend's limit, and reads back verbatim from the cache and the
-// database. A turn given to the backend directly is validated with the
-// backend's own limit: its ErrTurnTooLarge reaches the caller, nothing is
-// written, and the memory's cached window stays exact.
-func TestHostileInputSmallerBackendLimit(t *testing.T) {
+// TestHostileInputLargerMemoryLimit puts a memory with a limit larger than
+// the default in front of a backend. The memory's limit is the one limit
+// (a backend has none of its own): a turn the memory prepared is stored as
+// it is, even over the default, and reads back verbatim from the cache and
+// the database. A turn given to the backend directly is validated within
+// the default: its ErrTurnTooLarge reaches the caller, nothing is written,
+// and the memory's cached window stays exact.
+func TestHostileInputLargerMemoryLimit(t *testing.T) {
+	const limit = 2 * memory.DefaultMaxMessageBytes
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newHostileEnv(t, d)
-		be := e.side(t, 64).be
-		mem, err := memory.NewPersistentBufferMemory(be)
+		be := e.side(t, 0).be
+		mem, err := memory.NewPersistentBufferMemory(be, memory.WithMaxMessageBytes(limit))
 		require.NoError(t, err)
 		first := memory.Turn{ID: "t1", User: "u", Timestamp: hostileNow}
 		require.NoError(t, mem.SaveTurn(e.ctx, "s", first))
 		w, err := mem.LoadContext(e.ctx, "s") // now cached
 		require.NoError(t, err)
-		hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, first, 64)}, w)
+		hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, first, limit)}, w)
 
 		// Through the memory: within its limit, so stored.
 		before := e.counts(t)
-		big := memory.Turn{ID: "t2", User: strings.Repeat("x", 65), Timestamp: hostileNow}
+		big := memory.Turn{ID: "t2", User: strings.Repeat("x", memory.DefaultMaxMessageBytes+1), Timestamp: hostileNow}
 		err = mem.SaveTurn(e.ctx, "s", big)
 		hostileNoDBError(t, err)
 		require.NoError(t, err)
 		require.Equal(t, hostileCounts{before.messages + 1, before.sessions}, e.counts(t))
-		want := []memory.Turn{hostilePrepared(t, first, 64), hostilePrepared(t, big, 0)}
+		want := []memory.Turn{hostilePrepared(t, first, limit), hostilePrepared(t, big, limit)}
 		w, err = mem.LoadContext(e.ctx, "s")
 		require.NoError(t, err)
 		hostileRequireWindow(t, want, w)
@@ -553,9 +568,9 @@ func TestHostileInputSmallerBackendLimit(t *testing.T) {
 		require.NoError(t, err)
 		hostileRequireWindow(t, want, w)
 
-		// To the backend directly: over its limit, so refused.
+		// To the backend directly: over the default, so refused.
 		before = e.counts(t)
-		err = storeTurn(e.ctx, be, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", 65), Timestamp: hostileNow})
+		err = storeTurn(e.ctx, be, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", memory.DefaultMaxMessageBytes+1), Timestamp: hostileNow})
 		hostileNoDBError(t, err)
 		require.ErrorIs(t, err, memory.ErrTurnTooLarge)
 		require.Equal(t, before, e.counts(t))
