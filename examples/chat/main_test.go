@@ -188,7 +188,7 @@ func TestBadArguments(t *testing.T) {
 		{"not a url", nil, []string{"-db", "chat.db"}, exitFailure, "invalid database url"},
 		{"missing directory", nil, []string{"-db", missingDir}, exitFailure, "does not exist"},
 		{"postgres password not echoed", nil, []string{"-db", "postgres://u:s3cret@/chat"}, exitFailure, "no host"},
-		{"max turns", nil, []string{"-db", sqliteURL(t), "-max-turns", "0"}, exitUsage, "-max-turns: memory: invalid option: max turns must be at least 1"},
+		{"max turns", nil, []string{"-db", sqliteURL(t), "-max-turns", "0"}, exitUsage, "-max-turns: turnkeep: invalid option: max turns must be at least 1"},
 		{"empty session", nil, []string{"-session", ""}, exitUsage, "-session: memory: invalid session id: empty"},
 		{"unknown flag", nil, []string{"-nope"}, exitUsage, "flag provided but not defined: -nope"},
 		{"argument", nil, []string{"-db", sqliteURL(t), "hello"}, exitUsage, `unexpected argument "hello"`},
