@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 	"github.com/turnkeep/turnkeep/migrate"
@@ -32,7 +33,7 @@ func TestModelsMatchRegistered(t *testing.T) {
 		ctx := context.Background()
 		url := d.URL(t)
 		db, b, m := openAdmin(t, d, url)
-		require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{User: "hi", Agent: "hello"}))
+		require.NoError(t, m.SaveTurn(ctx, "s1", driver.Turn{User: "hi", Agent: "hello"}))
 		models := b.Models()
 		require.Len(t, models, 3)
 		for _, model := range models {
@@ -46,7 +47,7 @@ func TestModelsMatchRegistered(t *testing.T) {
 
 		fresh := d.URL(t)
 		db2, b2, m2 := openAdmin(t, d, fresh, dataflow.WithAutoMigrate(false))
-		err := m2.SaveTurn(ctx, "s1", memory.Turn{User: "hi", Agent: "hello"})
+		err := m2.SaveTurn(ctx, "s1", driver.Turn{User: "hi", Agent: "hello"})
 		require.ErrorIs(t, err, dataflow.ErrTableMissing)
 		for _, model := range b2.Models() {
 			res, err := db2.Migrator().Apply(ctx, model, false)
@@ -55,7 +56,7 @@ func TestModelsMatchRegistered(t *testing.T) {
 		}
 		// A new process (the failed first use above is backed off in this one).
 		_, _, m3 := openAdmin(t, d, fresh, dataflow.WithAutoMigrate(false))
-		require.NoError(t, m3.SaveTurn(ctx, "s1", memory.Turn{User: "hi", Agent: "hello"}))
+		require.NoError(t, m3.SaveTurn(ctx, "s1", driver.Turn{User: "hi", Agent: "hello"}))
 	})
 }
 
@@ -71,11 +72,11 @@ func TestTenantCountsAndSize(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, counts)
 
-		require.NoError(t, m.SaveTurn(ctx, "a", memory.Turn{User: "1", Agent: "2"}))
-		require.NoError(t, m.SaveTurn(ctx, "a", memory.Turn{User: "3", Agent: "4"}))
+		require.NoError(t, m.SaveTurn(ctx, "a", driver.Turn{User: "1", Agent: "2"}))
+		require.NoError(t, m.SaveTurn(ctx, "a", driver.Turn{User: "3", Agent: "4"}))
 		acme := m.ForTenant("acme")
-		require.NoError(t, acme.SaveTurn(ctx, "a", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x"}}}))
-		require.NoError(t, acme.CreateSession(ctx, memory.SessionInfo{ID: "empty", User: "ada"}))
+		require.NoError(t, acme.SaveTurn(ctx, "a", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "x"}}}))
+		require.NoError(t, acme.CreateSession(ctx, driver.SessionInfo{ID: "empty", User: "ada"}))
 
 		counts, err = b.TenantCounts(ctx)
 		require.NoError(t, err)
@@ -106,8 +107,8 @@ func TestEnsureSearchIndex(t *testing.T) {
 		require.NoError(t, db.Close())
 
 		_, _, m := openAdmin(t, d, url, dataflow.WithAutoMigrate(false))
-		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{User: "find the pineapple", Agent: "ok"}))
-		hits, err := m.Search(ctx, memory.SearchQuery{Text: "pineapple"})
+		require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{User: "find the pineapple", Agent: "ok"}))
+		hits, err := m.Search(ctx, driver.SearchQuery{Text: "pineapple"})
 		require.NoError(t, err)
 		require.Len(t, hits, 1)
 	})
@@ -116,8 +117,8 @@ func TestEnsureSearchIndex(t *testing.T) {
 func TestAdminZeroAndClosed(t *testing.T) {
 	var zero DataFlowBackend
 	_, err := zero.TenantCounts(context.Background())
-	require.ErrorIs(t, err, memory.ErrClosed)
+	require.ErrorIs(t, err, driver.ErrClosed)
 	_, err = zero.DatabaseSize(context.Background())
-	require.ErrorIs(t, err, memory.ErrClosed)
-	require.ErrorIs(t, zero.EnsureSearchIndex(context.Background()), memory.ErrClosed)
+	require.ErrorIs(t, err, driver.ErrClosed)
+	require.ErrorIs(t, zero.EnsureSearchIndex(context.Background()), driver.ErrClosed)
 }

@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // fillCounted stores sessions × turns rows shaped exactly as SaveTurn
@@ -32,9 +32,9 @@ func fillCounted(t *testing.T, b *DataFlowBackend, first, sessions, turns int) {
 			for i := 1; i <= turns; i++ {
 				turnID := fmt.Sprintf("t%03d", i)
 				before := int64(2 * perMessage * (i - 1))
-				for pos, role := range []memory.Role{memory.RoleUser, memory.RoleAssistant} {
+				for pos, role := range []driver.Role{driver.RoleUser, driver.RoleAssistant} {
 					mrows = append(mrows, MessageRow{SessionID: id, Seq: int64(i), Pos: int32(pos), TurnID: turnID,
-						MsgID: sql.NullString{String: memory.DerivedMessageID(turnID, pos), Valid: true},
+						MsgID: sql.NullString{String: driver.DerivedMessageID(turnID, pos), Valid: true},
 						Role:  string(role), Content: fmt.Sprintf("message %d.%d of %s, of a realistic length", i, pos, id),
 						Tokens: perMessage, TokensBefore: before, CreatedAt: at})
 				}
@@ -49,7 +49,7 @@ func fillCounted(t *testing.T, b *DataFlowBackend, first, sessions, turns int) {
 func explainBudget(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns, budget int) string {
 	t.Helper()
 	return strings.Join(explainQuery(t, b, planPrefix(b), b.loadBudget.String(),
-		int64(memory.UnknownVersion)-1, maxTurns, budget, sessionID), "\n")
+		int64(driver.UnknownVersion)-1, maxTurns, budget, sessionID), "\n")
 }
 
 // A budget window is answered by index range scans with no sort, at 1,000
@@ -75,7 +75,7 @@ func TestBudgetWindowPlan(t *testing.T) {
 				session := fmt.Sprintf("session-%06d", n/2)
 
 				// 85 tokens hold the newest 4 turns of 20: turns 47..50.
-				w, _, err := b.Load(ctx, session, memory.WindowQuery{MaxTurns: 1000, TokenBudget: 85, Known: memory.UnknownVersion})
+				w, _, err := b.Load(ctx, session, driver.WindowQuery{MaxTurns: 1000, TokenBudget: 85, Known: driver.UnknownVersion})
 				require.NoError(t, err)
 				require.Len(t, w.Turns, 4)
 				assert.Equal(t, "t047", w.Turns[0].ID)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // ClaimSession makes user the owner of the unowned session key in one
@@ -16,14 +16,14 @@ import (
 // once are ordered by the row's lock, and the second finds it owned. Only
 // when nothing was updated is the owner read, to tell a claim the user
 // made already (no change) from a session another user owns
-// (memory.ErrSessionOwned) or none (memory.ErrSessionNotFound). It
-// implements memory.SessionStore.
+// (driver.ErrSessionOwned) or none (driver.ErrSessionNotFound). It
+// implements driver.SessionStore.
 func (b *DataFlowBackend) ClaimSession(ctx context.Context, key, user string) error {
 	if err := b.check(key); err != nil {
 		return err
 	}
 	if user == "" {
-		return fmt.Errorf("backend: %w: empty", memory.ErrInvalidUser)
+		return fmt.Errorf("backend: %w: empty", driver.ErrInvalidUser)
 	}
 	st := b.stmt("claim", func() *dataflow.Stmt {
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, updated_at = ? WHERE id = ? AND user_id = '' RETURNING id`, b.sessions)
@@ -42,13 +42,13 @@ func (b *DataFlowBackend) ClaimSession(ctx context.Context, key, user string) er
 	owner, err := b.owner(ctx, key)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionNotFound})
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionNotFound})
 	case err != nil:
 		return fmt.Errorf("backend: %w", err)
 	case owner == user:
 		return nil
 	}
-	return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
+	return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionOwned})
 }
 
 // owner reads the session's owner; sql.ErrNoRows when there is no session.
@@ -66,35 +66,35 @@ func (b *DataFlowBackend) owner(ctx context.Context, key string) (string, error)
 }
 
 // refusedOwner is the error of a CreateSession or Import that may not
-// take the session with the given owner: memory.ErrSessionExists for an
-// unowned one (it holds turns), memory.ErrSessionOwned for another's.
+// take the session with the given owner: driver.ErrSessionExists for an
+// unowned one (it holds turns), driver.ErrSessionOwned for another's.
 func refusedOwner(key, owner string) error {
 	if owner == "" {
-		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionExists})
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionExists})
 	}
-	return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
+	return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionOwned})
 }
 
 // ClaimSession makes user the owner of the unowned session key. It
-// implements memory.SessionStore.
+// implements driver.SessionStore.
 func (b *InMemoryBackend) ClaimSession(ctx context.Context, key, user string) error {
 	if err := checkRequest(ctx, key); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
 	if user == "" {
-		return fmt.Errorf("backend: %w: empty", memory.ErrInvalidUser)
+		return fmt.Errorf("backend: %w: empty", driver.ErrInvalidUser)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[key]
 	switch {
 	case s == nil:
-		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionNotFound})
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionNotFound})
 	case s.user == "":
 		s.user, s.updatedAt = user, time.Now().UTC().Truncate(time.Microsecond)
 		return nil
 	case s.user == user:
 		return nil
 	}
-	return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionOwned})
+	return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionOwned})
 }

@@ -11,40 +11,40 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // Nobody takes a session by guessing its ID: CreateSession on an unowned
 // session that holds turns is ErrSessionExists, and taking it is an
 // explicit ClaimSession.
 func TestCreateSessionDoesNotClaim(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("acme")
-		require.NoError(t, m.SaveTurn(ctx, "support-ticket-42", memory.Turn{User: "my card number is 4242", Agent: "noted"}))
+		require.NoError(t, m.SaveTurn(ctx, "support-ticket-42", driver.Turn{User: "my card number is 4242", Agent: "noted"}))
 
-		err := m.CreateSession(ctx, memory.SessionInfo{ID: "support-ticket-42", User: "mallory", Title: "mine now"})
-		require.ErrorIs(t, err, memory.ErrSessionExists)
-		require.NotErrorIs(t, err, memory.ErrSessionOwned)
+		err := m.CreateSession(ctx, driver.SessionInfo{ID: "support-ticket-42", User: "mallory", Title: "mine now"})
+		require.ErrorIs(t, err, driver.ErrSessionExists)
+		require.NotErrorIs(t, err, driver.ErrSessionOwned)
 		info, err := m.SessionInfo(ctx, "support-ticket-42")
 		require.NoError(t, err)
 		assert.Equal(t, "", info.User, "still unowned")
 		assert.Equal(t, "", info.Title, "nothing changed")
-		p, err := m.ListSessions(ctx, memory.SessionQuery{User: "mallory"})
+		p, err := m.ListSessions(ctx, driver.SessionQuery{User: "mallory"})
 		require.NoError(t, err)
 		assert.Empty(t, p.Sessions, "mallory lists nothing")
 
 		// An unowned session with no turns takes the owner, as a new one.
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "empty", Title: "made unowned"}))
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "empty", User: "ada", Title: "ada's"}))
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "empty", Title: "made unowned"}))
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "empty", User: "ada", Title: "ada's"}))
 		info, err = m.SessionInfo(ctx, "empty")
 		require.NoError(t, err)
 		assert.Equal(t, "ada", info.User)
-		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "empty", User: "mallory"}), memory.ErrSessionOwned)
+		require.ErrorIs(t, m.CreateSession(ctx, driver.SessionInfo{ID: "empty", User: "mallory"}), driver.ErrSessionOwned)
 
 		// Without a user too: nobody retitles an unowned session that
 		// holds turns (only ClaimSession takes it), and it stays unowned.
-		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "support-ticket-42", Title: "ticket"}), memory.ErrSessionExists)
+		require.ErrorIs(t, m.CreateSession(ctx, driver.SessionInfo{ID: "support-ticket-42", Title: "ticket"}), driver.ErrSessionExists)
 		info, err = m.SessionInfo(ctx, "support-ticket-42")
 		require.NoError(t, err)
 		assert.Equal(t, "", info.Title)
@@ -56,12 +56,12 @@ func TestCreateSessionDoesNotClaim(t *testing.T) {
 // another's session is ErrSessionOwned, a missing one ErrSessionNotFound,
 // and the claim is confined to the memory's tenant.
 func TestClaimSession(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		root := newMemory(t, b)
 		m := root.ForTenant("acme")
-		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{User: "hello", Agent: "hi"}))
-		require.NoError(t, root.SaveTurn(ctx, "s", memory.Turn{User: "default tenant's", Agent: "ok"}))
+		require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{User: "hello", Agent: "hi"}))
+		require.NoError(t, root.SaveTurn(ctx, "s", driver.Turn{User: "default tenant's", Agent: "ok"}))
 
 		require.NoError(t, m.ClaimSession(ctx, "s", "ada"))
 		info, err := m.SessionInfo(ctx, "s")
@@ -73,14 +73,14 @@ func TestClaimSession(t *testing.T) {
 		assert.Equal(t, "", info.User, "the default tenant's s is another session")
 
 		require.NoError(t, m.ClaimSession(ctx, "s", "ada"), "claiming one's own session is no change")
-		require.ErrorIs(t, m.ClaimSession(ctx, "s", "mallory"), memory.ErrSessionOwned)
-		require.ErrorIs(t, m.ClaimSession(ctx, "nope", "ada"), memory.ErrSessionNotFound)
-		require.ErrorIs(t, m.ClaimSession(ctx, "s", ""), memory.ErrInvalidUser)
-		require.ErrorIs(t, m.ClaimSession(ctx, "", "ada"), memory.ErrInvalidSessionID)
+		require.ErrorIs(t, m.ClaimSession(ctx, "s", "mallory"), driver.ErrSessionOwned)
+		require.ErrorIs(t, m.ClaimSession(ctx, "nope", "ada"), driver.ErrSessionNotFound)
+		require.ErrorIs(t, m.ClaimSession(ctx, "s", ""), driver.ErrInvalidUser)
+		require.ErrorIs(t, m.ClaimSession(ctx, "", "ada"), driver.ErrInvalidSessionID)
 		info, err = m.SessionInfo(ctx, "s")
 		require.NoError(t, err)
 		assert.Equal(t, "ada", info.User)
-		p, err := m.ListSessions(ctx, memory.SessionQuery{User: "ada"})
+		p, err := m.ListSessions(ctx, driver.SessionQuery{User: "ada"})
 		require.NoError(t, err)
 		assert.Equal(t, []string{"s"}, sessionIDsOf(p))
 	})
@@ -93,12 +93,12 @@ func TestClaimSessionRace(t *testing.T) {
 		rounds   = 20
 		claimers = 6
 	)
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("race")
 		for r := range rounds {
 			id := fmt.Sprintf("s%d", r)
-			require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{User: "x"}))
+			require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{User: "x"}))
 			var (
 				wins, owned atomic.Int64
 				winner      atomic.Value
@@ -113,7 +113,7 @@ func TestClaimSessionRace(t *testing.T) {
 					case err == nil:
 						wins.Add(1)
 						winner.Store(user)
-					case errors.Is(err, memory.ErrSessionOwned):
+					case errors.Is(err, driver.ErrSessionOwned):
 						owned.Add(1)
 					default:
 						t.Errorf("claim by %s: %v", user, err)

@@ -13,8 +13,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // clearProbe, put in the context of a ClearSession, is run by probeHook once
@@ -152,7 +152,7 @@ func checkRaceRound(t *testing.T, b *DataFlowBackend, sessionID, turnID string) 
 	if bad := s.inconsistency(turnID); bad != "" {
 		return bad, false
 	}
-	w, err := b.LoadWindow(context.Background(), sessionID, 10)
+	w, err := readWindow(context.Background(), b, sessionID, 10)
 	require.NoError(t, err)
 	if s.kept(turnID) {
 		assert.Equal(t, 1, w.TurnCount, "%s: LoadWindow turn count; the tables hold one turn", sessionID)
@@ -163,7 +163,7 @@ func checkRaceRound(t *testing.T, b *DataFlowBackend, sessionID, turnID string) 
 		}
 		return "", true
 	}
-	assert.Equal(t, memory.Window{}, w, "%s: LoadWindow of a cleared session", sessionID)
+	assert.Equal(t, driver.Window{}, w, "%s: LoadWindow of a cleared session", sessionID)
 	return "", false
 }
 
@@ -185,7 +185,7 @@ func raceRound(t *testing.T, b *DataFlowBackend, clear clearFunc, sessionID, tur
 		if stagger == 1 {
 			time.Sleep(time.Millisecond)
 		}
-		saveErr = b.SaveTurn(ctx, sessionID, memory.Turn{ID: turnID, User: "user says", Agent: "agent says"})
+		saveErr = storeTurn(ctx, b, sessionID, driver.Turn{ID: turnID, User: "user says", Agent: "agent says"})
 	}()
 	go func() {
 		defer wg.Done()
@@ -276,7 +276,7 @@ func TestDataFlowBackendClearFirstSaveSchedule(t *testing.T) {
 					go func() {
 						defer close(saveDone)
 						<-clearStarted
-						saveErr = b.SaveTurn(ctx, id, memory.Turn{ID: turnID, User: "user says", Agent: "agent says"})
+						saveErr = storeTurn(ctx, b, id, driver.Turn{ID: turnID, User: "user says", Agent: "agent says"})
 					}()
 					clearErr := tc.clear(context.WithValue(ctx, clearProbeKey{}, probe), b, id)
 					release() // should the clear fail before its probe

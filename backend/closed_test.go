@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -20,53 +21,53 @@ func backendCalls() []struct {
 	name string
 	call func(ctx context.Context, b *DataFlowBackend) error
 } {
-	turn := memory.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}
+	turn := driver.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}
 	return []struct {
 		name string
 		call func(ctx context.Context, b *DataFlowBackend) error
 	}{
-		{"SaveTurn", func(ctx context.Context, b *DataFlowBackend) error { return b.SaveTurn(ctx, "s", turn) }},
+		{"SaveTurn", func(ctx context.Context, b *DataFlowBackend) error { return storeTurn(ctx, b, "s", turn) }},
 		{"Save", func(ctx context.Context, b *DataFlowBackend) error {
-			s, err := b.Save(ctx, "s", memory.PreparedTurn{Turn: turn})
-			if s != (memory.Saved{}) {
+			s, err := b.Save(ctx, "s", driver.PreparedTurn{Turn: turn})
+			if s != (driver.Saved{}) {
 				return errors.New("Save reported a save")
 			}
 			return err
 		}},
 		{"Save prepared", func(ctx context.Context, b *DataFlowBackend) error {
-			p, err := memory.Prepare(turn, time.Now(), 0)
+			p, err := driver.Prepare(turn, time.Now(), 0, nil)
 			if err != nil {
 				return err
 			}
 			s, err := b.Save(ctx, "s", p)
-			if s != (memory.Saved{}) {
+			if s != (driver.Saved{}) {
 				return errors.New("Save reported a save")
 			}
 			return err
 		}},
 		{"Append", func(ctx context.Context, b *DataFlowBackend) error {
-			s, err := b.Append(ctx, "s", "t", []memory.PreparedMessage{{Message: memory.Message{Role: memory.RoleAssistant, Content: "more"}}})
-			if s != (memory.Saved{}) {
+			s, err := b.Append(ctx, "s", "t", []driver.PreparedMessage{{Message: driver.Message{Role: driver.RoleAssistant, Content: "more"}}})
+			if s != (driver.Saved{}) {
 				return errors.New("Append reported a save")
 			}
 			return err
 		}},
 		{"LoadWindow", func(ctx context.Context, b *DataFlowBackend) error {
-			w, err := b.LoadWindow(ctx, "s", 10)
+			w, err := readWindow(ctx, b, "s", 10)
 			if w.TurnCount != 0 || len(w.Turns) != 0 {
 				return errors.New("LoadWindow returned a window")
 			}
 			return err
 		}},
 		{"Load", func(ctx context.Context, b *DataFlowBackend) error {
-			w, v, err := b.Load(ctx, "s", memory.WindowQuery{MaxTurns: 10, Known: memory.UnknownVersion})
+			w, v, err := b.Load(ctx, "s", driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion})
 			if w.TurnCount != 0 || len(w.Turns) != 0 || v != 0 {
 				return errors.New("Load returned a window")
 			}
 			return err
 		}},
 		{"Load known", func(ctx context.Context, b *DataFlowBackend) error {
-			w, v, err := b.Load(ctx, "s", memory.WindowQuery{MaxTurns: 10, Known: memory.NoSession})
+			w, v, err := b.Load(ctx, "s", driver.WindowQuery{MaxTurns: 10, Known: driver.NoSession})
 			if w.TurnCount != 0 || len(w.Turns) != 0 || v != 0 {
 				return errors.New("Load reported a change")
 			}
@@ -82,7 +83,7 @@ func backendCalls() []struct {
 }
 
 // The zero DataFlowBackend, and a nil one, fail every method with
-// memory.ErrClosed and never panic.
+// driver.ErrClosed and never panic.
 func TestDataFlowBackendZeroValueClosed(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -97,7 +98,7 @@ func TestDataFlowBackendZeroValueClosed(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) {
 					var err error
 					require.NotPanics(t, func() { err = c.call(ctx, tc.b) })
-					assert.ErrorIs(t, err, memory.ErrClosed)
+					assert.ErrorIs(t, err, driver.ErrClosed)
 				})
 			}
 			assert.Nil(t, tc.b.DB(), "DB of a backend without one")
@@ -105,9 +106,9 @@ func TestDataFlowBackendZeroValueClosed(t *testing.T) {
 			// A memory over it fails the same way, and caches nothing.
 			m := newMemory(t, tc.b, memory.WithStaleReads(time.Hour))
 			_, err := m.LoadContext(ctx, "s")
-			assert.ErrorIs(t, err, memory.ErrClosed, "LoadContext")
-			assert.ErrorIs(t, m.SaveTurn(ctx, "s", memory.Turn{User: "u"}), memory.ErrClosed, "SaveTurn")
-			assert.ErrorIs(t, m.Clear(ctx, "s"), memory.ErrClosed, "Clear")
+			assert.ErrorIs(t, err, driver.ErrClosed, "LoadContext")
+			assert.ErrorIs(t, m.SaveTurn(ctx, "s", driver.Turn{User: "u"}), driver.ErrClosed, "SaveTurn")
+			assert.ErrorIs(t, m.Clear(ctx, "s"), driver.ErrClosed, "Clear")
 		})
 	}
 }
@@ -130,8 +131,8 @@ func TestDataFlowBackendAfterClose(t *testing.T) {
 				b, err := NewDataFlowBackend(db)
 				require.NoError(t, err)
 				if used {
-					require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "before close"}))
-					_, err := b.LoadWindow(ctx, "s", 10)
+					require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "before close"}))
+					_, err := readWindow(ctx, b, "s", 10)
 					require.NoError(t, err)
 				}
 				require.NoError(t, b.Err(), "Err of an open database")
@@ -168,7 +169,7 @@ func TestPersistentMemoryOverClosedDataFlow(t *testing.T) {
 				b, err := NewDataFlowBackend(db)
 				require.NoError(t, err)
 				m := newMemory(t, b, mode.opts...)
-				require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{User: "u", Agent: "a"}))
+				require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{User: "u", Agent: "a"}))
 				w, err := m.LoadContext(ctx, "s")
 				require.NoError(t, err)
 				require.Equal(t, 1, w.TurnCount)
@@ -183,10 +184,10 @@ func TestPersistentMemoryOverClosedDataFlow(t *testing.T) {
 				for i := range 2 { // the failure is not cached either
 					w, err := m.LoadContext(ctx, "s")
 					assert.ErrorIs(t, err, dataflow.ErrClosed, "load %d after Close", i)
-					assert.Equal(t, memory.Window{}, w, "load %d after Close", i)
+					assert.Equal(t, driver.Window{}, w, "load %d after Close", i)
 				}
 				assert.Equal(t, hits, m.Stats().Hits, "answered from the cache after Close")
-				assert.ErrorIs(t, m.SaveTurn(ctx, "s", memory.Turn{User: "u2"}), dataflow.ErrClosed, "SaveTurn after Close")
+				assert.ErrorIs(t, m.SaveTurn(ctx, "s", driver.Turn{User: "u2"}), dataflow.ErrClosed, "SaveTurn after Close")
 				assert.ErrorIs(t, m.Clear(ctx, "s"), dataflow.ErrClosed, "Clear after Close")
 			})
 		}

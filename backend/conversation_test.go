@@ -12,13 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
-// backends runs fn on every memory.Backend: in process, and DataFlowBackend
+// backends runs fn on every driver.Backend: in process, and DataFlowBackend
 // on each dialect.
-func backends(t *testing.T, fn func(t *testing.T, b memory.Backend)) {
+func backends(t *testing.T, fn func(t *testing.T, b driver.Backend)) {
 	t.Run("inmemory", func(t *testing.T) { fn(t, NewInMemoryBackend()) })
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, _ := newEnv(t, d)
@@ -28,7 +29,7 @@ func backends(t *testing.T, fn func(t *testing.T, b memory.Backend)) {
 
 // unitCounter counts every message as its Tokens hint in Metadata["t"],
 // or 1, so windows are easy to reason about.
-var unitCounter = memory.TokenCounterFunc(func(m memory.Message) int {
+var unitCounter = driver.TokenCounterFunc(func(m driver.Message) int {
 	if n, ok := m.Metadata["t"].(float64); ok {
 		return int(n)
 	}
@@ -37,34 +38,34 @@ var unitCounter = memory.TokenCounterFunc(func(m memory.Message) int {
 
 // agentTurn is an agent loop's turn: user, assistant with 2 tool calls, the
 // 2 tool results, the final answer.
-func agentTurn(id string) memory.Turn {
-	return memory.Turn{ID: id, Messages: []memory.Message{
-		{Role: memory.RoleUser, Content: "what is 6*7 and 2+2? " + id, Name: "ada"},
-		{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{
+func agentTurn(id string) driver.Turn {
+	return driver.Turn{ID: id, Messages: []driver.Message{
+		{Role: driver.RoleUser, Content: "what is 6*7 and 2+2? " + id, Name: "ada"},
+		{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{
 			{ID: "call-a-" + id, Name: "calc", Arguments: `{"expr": "6*7"}`},
 			{ID: "call-b-" + id, Name: "calc", Arguments: "{\"expr\":\"2+2\",\n \"unicode\":\"\u00e9\\u00e9 <&>\"}"},
 		}},
-		{Role: memory.RoleTool, ToolCallID: "call-a-" + id, Content: "42"},
-		{Role: memory.RoleTool, ToolCallID: "call-b-" + id, Content: "4", Metadata: map[string]any{"ms": 3.5}},
-		{Role: memory.RoleAssistant, Content: "42 and 4 " + id},
+		{Role: driver.RoleTool, ToolCallID: "call-a-" + id, Content: "42"},
+		{Role: driver.RoleTool, ToolCallID: "call-b-" + id, Content: "4", Metadata: map[string]any{"ms": 3.5}},
+		{Role: driver.RoleAssistant, Content: "42 and 4 " + id},
 	}}
 }
 
 // richTurn holds every field a message has.
-func richTurn() memory.Turn {
-	return memory.Turn{ID: "rich", Metadata: map[string]any{"model": "m1"}, Messages: []memory.Message{
-		{ID: "sys", Role: memory.RoleSystem, Content: "be brief"},
-		{ID: "u1", Role: memory.RoleUser, Content: "look", Parts: []memory.Part{
+func richTurn() driver.Turn {
+	return driver.Turn{ID: "rich", Metadata: map[string]any{"model": "m1"}, Messages: []driver.Message{
+		{ID: "sys", Role: driver.RoleSystem, Content: "be brief"},
+		{ID: "u1", Role: driver.RoleUser, Content: "look", Parts: []driver.Part{
 			{Type: "text", Text: "this picture"},
 			{Type: "image", URL: "https://example.com/a.png", MIMEType: "image/png"},
 			{Type: "audio", MIMEType: "audio/wav", Data: []byte{0, 1, 2, 0xff, 0xfe, 'R', 'I', 'F', 'F'}},
 		}, Metadata: map[string]any{"client": "web", "n": []any{1.0, "x"}}},
-		{ID: "a1", Role: memory.RoleAssistant, Content: "a cat", Name: "bot"},
+		{ID: "a1", Role: driver.RoleAssistant, Content: "a cat", Name: "bot"},
 	}}
 }
 
 func TestConversationRoundTrip(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		for _, cached := range []bool{false, true} {
 			t.Run(fmt.Sprintf("cached=%v", cached), func(t *testing.T) {
@@ -74,8 +75,8 @@ func TestConversationRoundTrip(t *testing.T) {
 				}
 				m := newMemory(t, b, memory.WithCacheTTL(ttl))
 				sid := fmt.Sprintf("rt-%v", cached)
-				want := []memory.Turn{prepared(t, richTurn()), prepared(t, agentTurn("t2")), prepared(t, memory.Turn{ID: "t3", User: "hi", Agent: "hello"})}
-				for _, turn := range []memory.Turn{richTurn(), agentTurn("t2"), {ID: "t3", User: "hi", Agent: "hello"}} {
+				want := []driver.Turn{prepared(t, richTurn()), prepared(t, agentTurn("t2")), prepared(t, driver.Turn{ID: "t3", User: "hi", Agent: "hello"})}
+				for _, turn := range []driver.Turn{richTurn(), agentTurn("t2"), {ID: "t3", User: "hi", Agent: "hello"}} {
 					require.NoError(t, m.SaveTurn(ctx, sid, turn))
 				}
 				for pass := range 2 { // the second pass is a cache hit when cached
@@ -122,39 +123,39 @@ func TestConversationValidation(t *testing.T) {
 	big := strings.Repeat("x", 100)
 	cases := []struct {
 		name string
-		turn memory.Turn
+		turn driver.Turn
 		err  error
 	}{
-		{"unknown role", memory.Turn{Messages: []memory.Message{{Role: "narrator", Content: "x"}}}, memory.ErrInvalidTurn},
-		{"no role", memory.Turn{Messages: []memory.Message{{Content: "x"}}}, memory.ErrInvalidTurn},
-		{"tool without call id", memory.Turn{Messages: []memory.Message{{Role: memory.RoleTool, Content: "x"}}}, memory.ErrInvalidTurn},
-		{"call id on user", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", ToolCallID: "c"}}}, memory.ErrInvalidTurn},
-		{"tool calls on user", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", ToolCalls: []memory.ToolCall{{ID: "c", Name: "f"}}}}}, memory.ErrInvalidTurn},
-		{"arguments not JSON", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c", Name: "f", Arguments: "{nope"}}}}}, memory.ErrInvalidTurn},
-		{"tool call without id", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{Name: "f"}}}}}, memory.ErrInvalidTurn},
-		{"empty message", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser}}}, memory.ErrInvalidTurn},
-		{"nul in content", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "a\x00b"}}}, memory.ErrInvalidTurn},
-		{"invalid utf-8 in name", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", Name: "\xff"}}}, memory.ErrInvalidTurn},
-		{"nul in arguments", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c", Name: "f", Arguments: "\"\x00\""}}}}}, memory.ErrInvalidTurn},
-		{"nul in part text", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Parts: []memory.Part{{Type: "text", Text: "\x00"}}}}}, memory.ErrInvalidTurn},
-		{"part without type", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Parts: []memory.Part{{Text: "x"}}}}}, memory.ErrInvalidTurn},
-		{"nul in metadata", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", Metadata: map[string]any{"k": "\x00"}}}}, memory.ErrInvalidTurn},
-		{"duplicate message ids", memory.Turn{Messages: []memory.Message{{ID: "a", Role: memory.RoleUser, Content: "x"}, {ID: "a", Role: memory.RoleAssistant, Content: "y"}}}, memory.ErrInvalidTurn},
-		{"both forms disagreeing", memory.Turn{User: "other", Messages: []memory.Message{{Role: memory.RoleUser, Content: "x"}}}, memory.ErrInvalidTurn},
-		{"content too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: big}}}, memory.ErrTurnTooLarge},
-		{"arguments too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c", Name: "f", Arguments: `"` + big + `"`}}}}}, memory.ErrTurnTooLarge},
-		{"part data too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Parts: []memory.Part{{Type: "file", Data: []byte(big)}}}}}, memory.ErrTurnTooLarge},
-		{"message metadata too large", memory.Turn{Messages: []memory.Message{{Role: memory.RoleUser, Content: "x", Metadata: map[string]any{"k": big}}}}, memory.ErrTurnTooLarge},
-		{"too many messages", memory.Turn{Messages: make([]memory.Message, memory.MaxTurnMessages+1)}, memory.ErrTurnTooLarge},
+		{"unknown role", driver.Turn{Messages: []driver.Message{{Role: "narrator", Content: "x"}}}, driver.ErrInvalidTurn},
+		{"no role", driver.Turn{Messages: []driver.Message{{Content: "x"}}}, driver.ErrInvalidTurn},
+		{"tool without call id", driver.Turn{Messages: []driver.Message{{Role: driver.RoleTool, Content: "x"}}}, driver.ErrInvalidTurn},
+		{"call id on user", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "x", ToolCallID: "c"}}}, driver.ErrInvalidTurn},
+		{"tool calls on user", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "x", ToolCalls: []driver.ToolCall{{ID: "c", Name: "f"}}}}}, driver.ErrInvalidTurn},
+		{"arguments not JSON", driver.Turn{Messages: []driver.Message{{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{{ID: "c", Name: "f", Arguments: "{nope"}}}}}, driver.ErrInvalidTurn},
+		{"tool call without id", driver.Turn{Messages: []driver.Message{{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{{Name: "f"}}}}}, driver.ErrInvalidTurn},
+		{"empty message", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser}}}, driver.ErrInvalidTurn},
+		{"nul in content", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "a\x00b"}}}, driver.ErrInvalidTurn},
+		{"invalid utf-8 in name", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "x", Name: "\xff"}}}, driver.ErrInvalidTurn},
+		{"nul in arguments", driver.Turn{Messages: []driver.Message{{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{{ID: "c", Name: "f", Arguments: "\"\x00\""}}}}}, driver.ErrInvalidTurn},
+		{"nul in part text", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Parts: []driver.Part{{Type: "text", Text: "\x00"}}}}}, driver.ErrInvalidTurn},
+		{"part without type", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Parts: []driver.Part{{Text: "x"}}}}}, driver.ErrInvalidTurn},
+		{"nul in metadata", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "x", Metadata: map[string]any{"k": "\x00"}}}}, driver.ErrInvalidTurn},
+		{"duplicate message ids", driver.Turn{Messages: []driver.Message{{ID: "a", Role: driver.RoleUser, Content: "x"}, {ID: "a", Role: driver.RoleAssistant, Content: "y"}}}, driver.ErrInvalidTurn},
+		{"both forms disagreeing", driver.Turn{User: "other", Messages: []driver.Message{{Role: driver.RoleUser, Content: "x"}}}, driver.ErrInvalidTurn},
+		{"content too large", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: big}}}, driver.ErrTurnTooLarge},
+		{"arguments too large", driver.Turn{Messages: []driver.Message{{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{{ID: "c", Name: "f", Arguments: `"` + big + `"`}}}}}, driver.ErrTurnTooLarge},
+		{"part data too large", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Parts: []driver.Part{{Type: "file", Data: []byte(big)}}}}}, driver.ErrTurnTooLarge},
+		{"message metadata too large", driver.Turn{Messages: []driver.Message{{Role: driver.RoleUser, Content: "x", Metadata: map[string]any{"k": big}}}}, driver.ErrTurnTooLarge},
+		{"too many messages", driver.Turn{Messages: make([]driver.Message, driver.MaxTurnMessages+1)}, driver.ErrTurnTooLarge},
 	}
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b, memory.WithMaxMessageBytes(50))
-		require.NoError(t, m.SaveTurn(ctx, "v", memory.Turn{ID: "t0", User: "u"}))
+		require.NoError(t, m.SaveTurn(ctx, "v", driver.Turn{ID: "t0", User: "u"}))
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
 				require.ErrorIs(t, m.SaveTurn(ctx, "v", c.turn), c.err)
-				if len(c.turn.Messages) <= memory.MaxTurnMessages && c.turn.User == "" { // the messages alone are invalid
+				if len(c.turn.Messages) <= driver.MaxTurnMessages && c.turn.User == "" { // the messages alone are invalid
 					require.ErrorIs(t, m.AppendMessages(ctx, "v", "t0", c.turn.Messages...), c.err, "append")
 				}
 				w, err := m.LoadContext(ctx, "v")
@@ -167,7 +168,7 @@ func TestConversationValidation(t *testing.T) {
 }
 
 func TestAppendMessages(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b, memory.WithTokenCounter(unitCounter))
 		other := newMemory(t, b, memory.WithTokenCounter(unitCounter)) // another server
@@ -175,16 +176,16 @@ func TestAppendMessages(t *testing.T) {
 
 		// A user message saved before the model answers, the answer
 		// appended as it streams.
-		require.NoError(t, m.SaveTurn(ctx, sid, memory.Turn{ID: "t1", Messages: []memory.Message{{Role: memory.RoleUser, Content: "hi"}}}))
+		require.NoError(t, m.SaveTurn(ctx, sid, driver.Turn{ID: "t1", Messages: []driver.Message{{Role: driver.RoleUser, Content: "hi"}}}))
 		_, err := m.LoadContext(ctx, sid) // cached
 		require.NoError(t, err)
-		require.NoError(t, m.AppendMessages(ctx, sid, "t1", memory.Message{ID: "a1", Role: memory.RoleAssistant, Content: "hel"}))
-		require.NoError(t, m.AppendMessages(ctx, sid, "t1", memory.Message{ID: "a2", Role: memory.RoleAssistant, Content: "lo"}))
+		require.NoError(t, m.AppendMessages(ctx, sid, "t1", driver.Message{ID: "a1", Role: driver.RoleAssistant, Content: "hel"}))
+		require.NoError(t, m.AppendMessages(ctx, sid, "t1", driver.Message{ID: "a2", Role: driver.RoleAssistant, Content: "lo"}))
 		// A retry stores nothing twice, also through another memory.
-		require.NoError(t, other.AppendMessages(ctx, sid, "t1", memory.Message{ID: "a2", Role: memory.RoleAssistant, Content: "lo"}))
+		require.NoError(t, other.AppendMessages(ctx, sid, "t1", driver.Message{ID: "a2", Role: driver.RoleAssistant, Content: "lo"}))
 		require.NoError(t, m.AppendMessages(ctx, sid, "t1",
-			memory.Message{ID: "a1", Role: memory.RoleAssistant, Content: "hel"},
-			memory.Message{ID: "a3", Role: memory.RoleAssistant, Content: "!"}))
+			driver.Message{ID: "a1", Role: driver.RoleAssistant, Content: "hel"},
+			driver.Message{ID: "a3", Role: driver.RoleAssistant, Content: "!"}))
 		for _, mem := range []*memory.PersistentBufferMemory{m, other} {
 			w, err := mem.LoadContext(ctx, sid)
 			require.NoError(t, err)
@@ -200,18 +201,18 @@ func TestAppendMessages(t *testing.T) {
 		}
 
 		// Unknown turn or session: ErrTurnNotFound, nothing written.
-		require.ErrorIs(t, m.AppendMessages(ctx, sid, "nope", memory.Message{Role: memory.RoleAssistant, Content: "x"}), memory.ErrTurnNotFound)
-		require.ErrorIs(t, m.AppendMessages(ctx, "no-session", "t1", memory.Message{Role: memory.RoleAssistant, Content: "x"}), memory.ErrTurnNotFound)
+		require.ErrorIs(t, m.AppendMessages(ctx, sid, "nope", driver.Message{Role: driver.RoleAssistant, Content: "x"}), driver.ErrTurnNotFound)
+		require.ErrorIs(t, m.AppendMessages(ctx, "no-session", "t1", driver.Message{Role: driver.RoleAssistant, Content: "x"}), driver.ErrTurnNotFound)
 		_, err = b.SessionInfo(ctx, "no-session")
-		require.ErrorIs(t, err, memory.ErrSessionNotFound, "a failed append creates no session")
+		require.ErrorIs(t, err, driver.ErrSessionNotFound, "a failed append creates no session")
 
 		// Appending to an older turn is supported: token windows stay exact.
-		require.NoError(t, m.SaveTurn(ctx, sid, memory.Turn{ID: "t2", User: "u2", Agent: "a2"}))
-		require.NoError(t, m.SaveTurn(ctx, sid, memory.Turn{ID: "t3", User: "u3", Agent: "a3"}))
+		require.NoError(t, m.SaveTurn(ctx, sid, driver.Turn{ID: "t2", User: "u2", Agent: "a2"}))
+		require.NoError(t, m.SaveTurn(ctx, sid, driver.Turn{ID: "t3", User: "u3", Agent: "a3"}))
 		w, err := m.LoadContext(ctx, sid, memory.LoadTokenBudget(4))
 		require.NoError(t, err)
 		require.Equal(t, []string{"t2", "t3"}, turnIDs(w))
-		require.NoError(t, other.AppendMessages(ctx, sid, "t2", memory.Message{Role: memory.RoleAssistant, Content: "more", Metadata: map[string]any{"t": 2.0}}))
+		require.NoError(t, other.AppendMessages(ctx, sid, "t2", driver.Message{Role: driver.RoleAssistant, Content: "more", Metadata: map[string]any{"t": 2.0}}))
 		for _, mem := range []*memory.PersistentBufferMemory{m, other} {
 			w, err = mem.LoadContext(ctx, sid, memory.LoadTokenBudget(4))
 			require.NoError(t, err)
@@ -227,11 +228,11 @@ func TestAppendMessages(t *testing.T) {
 
 // Concurrent appends of the same messages store each once.
 func TestAppendMessagesConcurrent(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		sid := "append-race"
 		seed := newMemory(t, b)
-		require.NoError(t, seed.SaveTurn(ctx, sid, memory.Turn{ID: "t1", User: "go"}))
+		require.NoError(t, seed.SaveTurn(ctx, sid, driver.Turn{ID: "t1", User: "go"}))
 		var wg sync.WaitGroup
 		errs := make(chan error, 16)
 		for g := range 4 {
@@ -240,7 +241,7 @@ func TestAppendMessagesConcurrent(t *testing.T) {
 				defer wg.Done()
 				m := newMemory(t, b)
 				for i := range 8 {
-					msg := memory.Message{ID: fmt.Sprintf("m%d", (i+g)%8), Role: memory.RoleAssistant, Content: fmt.Sprintf("part %d", (i+g)%8)}
+					msg := driver.Message{ID: fmt.Sprintf("m%d", (i+g)%8), Role: driver.RoleAssistant, Content: fmt.Sprintf("part %d", (i+g)%8)}
 					if err := m.AppendMessages(ctx, sid, "t1", msg); err != nil {
 						errs <- err
 						return
@@ -265,7 +266,7 @@ func TestAppendMessagesConcurrent(t *testing.T) {
 	})
 }
 
-func turnIDs(w memory.Window) []string {
+func turnIDs(w driver.Window) []string {
 	var ids []string
 	for _, t := range w.Turns {
 		ids = append(ids, t.ID)
@@ -277,15 +278,15 @@ func turnIDs(w memory.Window) []string {
 // fall in every place, both limit kinds, every window is whole turns, the
 // newest ones that fit.
 func TestWindowsNeverSplitTurns(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b)
 		sid := "agent-loop"
-		var all []memory.Turn
+		var all []driver.Turn
 		for i := range 4 {
 			turn := agentTurn(fmt.Sprintf("t%d", i))
 			if i%2 == 1 {
-				turn = memory.Turn{ID: fmt.Sprintf("t%d", i), User: "short", Agent: "reply"}
+				turn = driver.Turn{ID: fmt.Sprintf("t%d", i), User: "short", Agent: "reply"}
 			}
 			require.NoError(t, m.SaveTurn(ctx, sid, turn))
 			p, err := m.LoadContext(ctx, sid, memory.LoadMaxTurns(1))
@@ -300,7 +301,7 @@ func TestWindowsNeverSplitTurns(t *testing.T) {
 			for budget := 0; budget <= total+1; budget++ {
 				w, err := m.LoadContext(ctx, sid, memory.LoadMaxTurns(maxTurns), memory.LoadTokenBudget(budget))
 				require.NoError(t, err)
-				want := memory.TrimWindow(memory.Window{Turns: all, TurnCount: 4}, maxTurns, budget)
+				want := driver.TrimWindow(driver.Window{Turns: all, TurnCount: 4}, maxTurns, budget)
 				require.Equal(t, turnIDs(want), turnIDs(w), "maxTurns %d budget %d", maxTurns, budget)
 				require.Equal(t, want.Tokens, w.Tokens)
 				sum := 0
@@ -312,7 +313,7 @@ func TestWindowsNeverSplitTurns(t *testing.T) {
 						for _, c := range msg.ToolCalls {
 							calls[c.ID] = true
 						}
-						if msg.Role == memory.RoleTool {
+						if msg.Role == driver.RoleTool {
 							require.True(t, calls[msg.ToolCallID], "tool result %s without its call", msg.ToolCallID)
 						}
 					}
@@ -326,7 +327,7 @@ func TestWindowsNeverSplitTurns(t *testing.T) {
 	})
 }
 
-func turnIndex(turns []memory.Turn, id string) int {
+func turnIndex(turns []driver.Turn, id string) int {
 	for i := range turns {
 		if turns[i].ID == id {
 			return i
@@ -339,16 +340,16 @@ func turnIndex(turns []memory.Turn, id string) int {
 // stricter wins; the default limits come from the options, and a per-call
 // override reads through when it asks for more than the cache holds.
 func TestTokenBudgetWindow(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b, memory.WithTokenCounter(unitCounter), memory.WithTokenBudget(4), memory.WithMaxTurns(3))
 		sid := "budget"
 		// Turn tokens: 2, 4, 1, 2, 2.
 		sizes := []float64{1, 3, 0, 1, 1}
 		for i, agent := range sizes {
-			turn := memory.Turn{ID: fmt.Sprintf("t%d", i), Messages: []memory.Message{{Role: memory.RoleUser, Content: "u"}}}
+			turn := driver.Turn{ID: fmt.Sprintf("t%d", i), Messages: []driver.Message{{Role: driver.RoleUser, Content: "u"}}}
 			if agent > 0 {
-				turn.Messages = append(turn.Messages, memory.Message{Role: memory.RoleAssistant, Content: "a", Metadata: map[string]any{"t": agent}})
+				turn.Messages = append(turn.Messages, driver.Message{Role: driver.RoleAssistant, Content: "a", Metadata: map[string]any{"t": agent}})
 			}
 			require.NoError(t, m.SaveTurn(ctx, sid, turn))
 		}
@@ -370,9 +371,9 @@ func TestTokenBudgetWindow(t *testing.T) {
 		assert.Equal(t, 2, w.Tokens, "over the budget")
 		assert.Equal(t, 5, w.TurnCount)
 		_, err = m.LoadContext(ctx, sid, memory.LoadTokenBudget(-1))
-		require.ErrorIs(t, err, memory.ErrInvalidOption)
+		require.ErrorIs(t, err, driver.ErrInvalidOption)
 		_, err = m.LoadContext(ctx, sid, memory.LoadMaxTurns(0))
-		require.ErrorIs(t, err, memory.ErrInvalidOption)
+		require.ErrorIs(t, err, driver.ErrInvalidOption)
 	})
 }
 
@@ -384,7 +385,7 @@ func TestBudgetWindowReadsOnlyTheWindow(t *testing.T) {
 		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithCacheTTL(0), memory.WithTokenBudget(40), memory.WithMaxTurns(1000))
 		for i := range 50 {
-			require.NoError(t, m.SaveTurn(ctx, "big", memory.Turn{ID: fmt.Sprint(i), User: "hello there", Agent: "general kenobi"}))
+			require.NoError(t, m.SaveTurn(ctx, "big", driver.Turn{ID: fmt.Sprint(i), User: "hello there", Agent: "general kenobi"}))
 		}
 		rec.take()
 		w, err := m.LoadContext(ctx, "big")
@@ -400,26 +401,26 @@ func TestBudgetWindowReadsOnlyTheWindow(t *testing.T) {
 // changes nothing, the owner stays, every server and the search index see
 // the new history.
 func TestReplaceSession(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("rep")
 		other := newMemory(t, b).ForTenant("rep")
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s", User: "ada", Title: "kept"}))
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "s", User: "ada", Title: "kept"}))
 		for i := range 3 {
-			require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprint("old", i), User: "walrus " + fmt.Sprint(i)}))
+			require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{ID: fmt.Sprint("old", i), User: "walrus " + fmt.Sprint(i)}))
 		}
 		w, err := other.LoadContext(ctx, "s")
 		require.NoError(t, err)
 		require.Equal(t, 3, w.TurnCount)
 
 		// Invalid input: nothing changes.
-		require.ErrorIs(t, m.ReplaceSession(ctx, "s", memory.Turn{ID: "a", User: "x"}, memory.Turn{ID: "a", User: "y"}), memory.ErrInvalidTurn)
-		require.ErrorIs(t, m.ReplaceSession(ctx, "s", memory.Turn{User: "x"}, memory.Turn{Messages: []memory.Message{{Role: "narrator", Content: "x"}}}), memory.ErrInvalidTurn)
+		require.ErrorIs(t, m.ReplaceSession(ctx, "s", driver.Turn{ID: "a", User: "x"}, driver.Turn{ID: "a", User: "y"}), driver.ErrInvalidTurn)
+		require.ErrorIs(t, m.ReplaceSession(ctx, "s", driver.Turn{User: "x"}, driver.Turn{Messages: []driver.Message{{Role: "narrator", Content: "x"}}}), driver.ErrInvalidTurn)
 		w, err = other.LoadContext(ctx, "s")
 		require.NoError(t, err)
 		require.Equal(t, 3, w.TurnCount, "a refused replacement changed the session")
 
-		require.NoError(t, m.ReplaceSession(ctx, "s", agentTurn("n1"), memory.Turn{ID: "n2", User: "penguin", Agent: "ok"}))
+		require.NoError(t, m.ReplaceSession(ctx, "s", agentTurn("n1"), driver.Turn{ID: "n2", User: "penguin", Agent: "ok"}))
 		for _, mem := range []*memory.PersistentBufferMemory{m, other} {
 			w, err = mem.LoadContext(ctx, "s")
 			require.NoError(t, err)
@@ -431,14 +432,14 @@ func TestReplaceSession(t *testing.T) {
 		assert.Equal(t, "ada", info.User)
 		assert.Equal(t, "kept", info.Title)
 		assert.Equal(t, w.Tokens, info.Tokens, "the running total is the new history's")
-		hits, err := m.Search(ctx, memory.SearchQuery{Text: "walrus"})
+		hits, err := m.Search(ctx, driver.SearchQuery{Text: "walrus"})
 		require.NoError(t, err)
 		assert.Empty(t, hits, "the old history is not found")
-		hits, err = m.Search(ctx, memory.SearchQuery{Text: "penguin"})
+		hits, err = m.Search(ctx, driver.SearchQuery{Text: "penguin"})
 		require.NoError(t, err)
 		assert.Len(t, hits, 1)
 		// The new history takes appends and budgets like any other.
-		require.NoError(t, m.AppendMessages(ctx, "s", "n1", memory.Message{ID: "late", Role: memory.RoleAssistant, Content: "late"}))
+		require.NoError(t, m.AppendMessages(ctx, "s", "n1", driver.Message{ID: "late", Role: driver.RoleAssistant, Content: "late"}))
 		w, err = m.LoadContext(ctx, "s", memory.LoadTokenBudget(w.Tokens))
 		require.NoError(t, err)
 		assert.Equal(t, []string{"n2"}, turnIDs(w), "n1 grew past the budget")
@@ -463,7 +464,7 @@ func TestErrorsPrefixedOncePerLayer(t *testing.T) {
 		require.NoError(t, err)
 		m := newMemory(t, b)
 		for _, err := range []error{
-			m.SaveTurn(ctx, "s", memory.Turn{User: "x"}),
+			m.SaveTurn(ctx, "s", driver.Turn{User: "x"}),
 			func() error { _, err := m.LoadContext(ctx, "s"); return err }(),
 		} {
 			require.ErrorIs(t, err, dataflow.ErrTableMissing)

@@ -19,8 +19,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/cache"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/internal/optx"
 )
 
 // Table names DataFlowBackend uses.
@@ -33,9 +34,9 @@ const (
 type SessionRow struct {
 	bun.BaseModel `bun:"table:turnkeep_sessions"`
 
-	ID        string         `bun:"id,pk,type:varchar(320)"` // memory.SessionKey: the tenant and the session ID
+	ID        string         `bun:"id,pk,type:varchar(320)"` // driver.SessionKey: the tenant and the session ID
 	TurnCount int64          `bun:"turn_count,notnull"`
-	Version   int64          `bun:"version,notnull"`           // changes with every write; see memory.Version
+	Version   int64          `bun:"version,notnull"`           // changes with every write; see driver.Version
 	Tokens    int64          `bun:"tokens,notnull,default:0"`  // the tokens of every stored message
 	Counted   int16          `bun:"counted,notnull,default:0"` // 1: every message has its ID and count (every write sets it); 0: rows of a release before counts, until the data upgrade (CountedUpgrade)
 	Tenant    string         `bun:"tenant,notnull,type:varchar(64),default:''"`
@@ -78,10 +79,12 @@ type MessageRow struct {
 	MsgMetadata  sql.NullString `bun:"msg_metadata,type:text"`
 	Tokens       int64          `bun:"tokens,notnull,default:0"`
 	TokensBefore int64          `bun:"tokens_before,notnull,default:0"`
-	SearchText   sql.NullString `bun:"search_text,type:text"` // PostgreSQL: memory.SearchText of Content, under the search index; NULL on SQLite
+	SearchText   sql.NullString `bun:"search_text,type:text"` // PostgreSQL: driver.SearchText of Content, under the search index; NULL on SQLite
 }
 
-// Option configures a DataFlowBackend.
+// Option configures a DataFlowBackend. Options follow one rule in every
+// turnkeep package: a nil Option, or one given a nil or out-of-range
+// value, is an error wrapping driver.ErrInvalidOption.
 type Option func(*DataFlowBackend) error
 
 // WithLogger makes the backend log to l (default: discard): at Error, a
@@ -92,27 +95,15 @@ type Option func(*DataFlowBackend) error
 func WithLogger(l *slog.Logger) Option {
 	return func(b *DataFlowBackend) error {
 		if l == nil {
-			return fmt.Errorf("%w: nil logger", memory.ErrInvalidOption)
+			return fmt.Errorf("%w: nil logger", driver.ErrInvalidOption)
 		}
 		b.log = l
 		return nil
 	}
 }
 
-// WithMaxMessageBytes bounds each message and the metadata JSON (default
-// memory.DefaultMaxMessageBytes).
-func WithMaxMessageBytes(n int) Option {
-	return func(b *DataFlowBackend) error {
-		if n < 1 {
-			return fmt.Errorf("%w: max message bytes must be at least 1", memory.ErrInvalidOption)
-		}
-		b.maxBytes = n
-		return nil
-	}
-}
-
 // WithSearchIndex(false) keeps no full-text index on SQLite: a save is then
-// two statements instead of three, and Search is memory.ErrNotSupported.
+// two statements instead of three, and Search is driver.ErrNotSupported.
 // The default keeps one (on PostgreSQL the index costs no statement, and
 // the option only stops the backend from creating it).
 func WithSearchIndex(on bool) Option {
@@ -122,7 +113,7 @@ func WithSearchIndex(on bool) Option {
 	}
 }
 
-// DataFlowBackend is a memory.Backend on a dataflow.DB. It registers its
+// DataFlowBackend is a driver.Backend on a dataflow.DB. It registers its
 // tables at construction and creates them on first use.
 type DataFlowBackend struct {
 	db       *dataflow.DB
@@ -130,7 +121,6 @@ type DataFlowBackend struct {
 	sessions *dataflow.Table[SessionRow]
 	messages *dataflow.Table[MessageRow]
 	erased   *dataflow.Table[ErasedRow] // sessions DeleteUser deleted (erased.go)
-	maxBytes int
 
 	saveSession *dataflow.Stmt // upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
@@ -153,8 +143,8 @@ type DataFlowBackend struct {
 }
 
 var (
-	_ memory.Backend        = (*DataFlowBackend)(nil)
-	_ memory.EngineReporter = (*DataFlowBackend)(nil)
+	_ driver.Backend        = (*DataFlowBackend)(nil)
+	_ driver.EngineReporter = (*DataFlowBackend)(nil)
 )
 
 // errDuplicate aborts the transaction of a save whose turn ID the session
@@ -173,16 +163,11 @@ const messageColumns = `session_id, seq, pos, turn_id, msg_id, role, content, na
 // created or checked on first use.
 func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, error) {
 	if db == nil {
-		return nil, fmt.Errorf("%w: db must not be nil", memory.ErrInvalidOption)
+		return nil, fmt.Errorf("%w: db must not be nil", driver.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, upgrade: cache.Ensurer{Timeout: upgradeTimeout}, log: slog.New(slog.DiscardHandler), maxBytes: memory.DefaultMaxMessageBytes, named: make(map[string]*dataflow.Stmt)}
-	for i, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: option %d is nil", memory.ErrInvalidOption, i)
-		}
-		if err := opt(b); err != nil {
-			return nil, err
-		}
+	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, upgrade: cache.Ensurer{Timeout: upgradeTimeout}, log: slog.New(slog.DiscardHandler), named: make(map[string]*dataflow.Stmt)}
+	if err := optx.Apply(b, opts); err != nil {
+		return nil, err
 	}
 	var err error
 	if b.store, err = newStore(b); err != nil {
@@ -289,37 +274,29 @@ func (b *DataFlowBackend) DB() *dataflow.DB {
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
-// SaveTurn stores the turn's messages and bumps the session's turn count,
-// atomically. A turn whose ID the session already holds is not stored
-// again, and nil is returned.
-func (b *DataFlowBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.Save(ctx, sessionID, memory.PreparedTurn{Turn: turn})
-	return err
-}
-
 // Save stores turn as the newest turn of the session and reports what it
 // did: on SQLite in one transaction of two statements, on PostgreSQL in
-// one statement. A turn memory.Prepare made is stored as it is; any other
+// one statement. A turn driver.Prepare made is stored as it is; any other
 // is validated first, within WithMaxMessageBytes. A message ID the session
-// holds in another turn is an error wrapping memory.ErrInvalidTurn, and
-// nothing is stored. It implements memory.Backend.
-func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
+// holds in another turn is an error wrapping driver.ErrInvalidTurn, and
+// nothing is stored. It implements driver.Backend.
+func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	begun := now() // a DeleteUser of the session after this refuses the save (ErasedRow)
 	if !turn.Prepared() {
 		var err error
-		if turn, err = memory.Prepare(turn.Turn, begun, b.maxBytes); err != nil {
-			return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		if turn, err = driver.Prepare(turn.Turn, begun, 0, nil); err != nil {
+			return driver.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
 	if err := b.upgraded(ctx, turn.Counter()); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	saved, err := b.save(ctx, sessionID, turn, begun)
 	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
-		return memory.Saved{}, nil
+		return driver.Saved{}, nil
 	}
 	if b.store.msgIDConflict(err) {
 		// Either the turn is stored (a concurrent save of the same ID won,
@@ -328,14 +305,14 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 		known, kerr := b.holds(ctx, sessionID, turn.ID)
 		switch {
 		case kerr != nil:
-			return memory.Saved{}, fmt.Errorf("backend: %w", kerr)
+			return driver.Saved{}, fmt.Errorf("backend: %w", kerr)
 		case known:
-			return memory.Saved{}, nil
+			return driver.Saved{}, nil
 		}
-		return memory.Saved{}, fmt.Errorf("backend: %s turn %q: %w: a message id of the turn is stored in another turn", sessionName(sessionID), turn.ID, bare{memory.ErrInvalidTurn})
+		return driver.Saved{}, fmt.Errorf("backend: %s turn %q: %w: a message id of the turn is stored in another turn", sessionName(sessionID), turn.ID, bare{driver.ErrInvalidTurn})
 	}
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	return saved, nil
 }
@@ -354,7 +331,7 @@ func (b *DataFlowBackend) holds(ctx context.Context, sessionID, turnID string) (
 	return err == nil, err
 }
 
-func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, begun time.Time) (memory.Saved, error) {
+func (b *DataFlowBackend) save(ctx context.Context, sessionID string, turn driver.PreparedTurn, begun time.Time) (driver.Saved, error) {
 	t := &turn.Turn
 	var metaArg any
 	if turn.Metadata != nil {
@@ -386,7 +363,7 @@ func (b *DataFlowBackend) insert(ctx context.Context, tx *dataflow.Tx, n int, ar
 // from position pos on.
 //
 // search is whether the rows carry their search text (PostgreSQL).
-func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []memory.PreparedMessage, before int64, turnMeta any, at time.Time, search bool) []any {
+func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []driver.PreparedMessage, before int64, turnMeta any, at time.Time, search bool) []any {
 	if args == nil {
 		args = make([]any, 0, 17*len(msgs))
 	}
@@ -416,30 +393,30 @@ func jsonArg(data []byte) any {
 
 // Append adds msgs to the session's turn turnID, atomically, skipping every
 // message whose ID the session holds already. Messages not made by
-// memory.PrepareMessages are validated first. On PostgreSQL an append to
+// driver.PrepareMessages are validated first. On PostgreSQL an append to
 // the newest turn is one statement; any other append is one transaction,
 // which also moves the token counts of the later turns so token windows
-// stay exact. It implements memory.Backend.
-func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+// stay exact. It implements driver.Backend.
+func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	msgs, err := preparedMessages(msgs)
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	if err := b.upgraded(ctx, nil); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	switch saved, done, err := b.store.appendNewest(ctx, sessionID, turnID, msgs); {
 	case err != nil:
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	case done:
 		return saved, nil
 	}
 	saved, err := b.appendInTx(ctx, sessionID, turnID, msgs)
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	return saved, nil
 }
@@ -447,14 +424,14 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 // appendInTx is Append in a transaction: the session row locked, the turn
 // found, its new rows inserted, the session and the later turns' counts
 // moved.
-func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
-	var saved memory.Saved
+func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
+	var saved driver.Saved
 	index, err := b.indexed(ctx)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-		saved = memory.Saved{}
+		saved = driver.Saved{}
 		if err := b.store.lockSessionTx(ctx, tx, sessionID, turnID); err != nil {
 			return err
 		}
@@ -510,7 +487,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 				return err
 			}
 		}
-		saved = memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: int(n)}
+		saved = driver.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: int(n)}
 		return nil
 	}, b.sessions, b.messages)
 	return saved, err
@@ -520,12 +497,12 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 // positions from pos.
 type storedRun struct {
 	pos  int32
-	msgs []memory.PreparedMessage
+	msgs []driver.PreparedMessage
 }
 
 // storedOf returns which of msgs an append inserted after position last of
 // turn seq (the others' IDs were held), as runs at their positions.
-func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, sessionID string, seq int64, last int32, msgs []memory.PreparedMessage) ([]storedRun, error) {
+func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, sessionID string, seq int64, last int32, msgs []driver.PreparedMessage) ([]storedRun, error) {
 	st := b.stmt("storedof", func() *dataflow.Stmt {
 		return b.db.NewStmt(`SELECT pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos > ?`, b.messages)
 	})
@@ -558,24 +535,24 @@ func (b *DataFlowBackend) storedOf(ctx context.Context, tx *dataflow.Tx, session
 			runs[k-1].msgs = append(runs[k-1].msgs, msgs[i])
 			continue
 		}
-		runs = append(runs, storedRun{pos: pos, msgs: []memory.PreparedMessage{msgs[i]}})
+		runs = append(runs, storedRun{pos: pos, msgs: []driver.PreparedMessage{msgs[i]}})
 	}
 	return runs, nil
 }
 
 // preparedMessages returns msgs validated, unless PrepareMessages made
 // them (their IDs are set then).
-func preparedMessages(msgs []memory.PreparedMessage) ([]memory.PreparedMessage, error) {
+func preparedMessages(msgs []driver.PreparedMessage) ([]driver.PreparedMessage, error) {
 	if len(msgs) == 0 {
-		return nil, fmt.Errorf("%w: no messages", memory.ErrInvalidTurn)
+		return nil, fmt.Errorf("%w: no messages", driver.ErrInvalidTurn)
 	}
 	for i := range msgs {
 		if msgs[i].ID == "" {
-			raw := make([]memory.Message, len(msgs))
+			raw := make([]driver.Message, len(msgs))
 			for j := range msgs {
 				raw[j] = msgs[j].Message
 			}
-			return memory.PrepareMessages(raw, memory.DefaultMaxMessageBytes, nil)
+			return driver.PrepareMessages(raw, driver.DefaultMaxMessageBytes, nil)
 		}
 	}
 	return msgs, nil
@@ -586,10 +563,10 @@ func preparedMessages(msgs []memory.PreparedMessage) ([]memory.PreparedMessage, 
 // earlier life, and small enough never to overflow.
 func firstVersion() int64 { return rand.Int64N(1<<62) + 1 }
 
-// reported is the memory.Version of a stored version column. Rows written
+// reported is the driver.Version of a stored version column. Rows written
 // before the column existed hold 0; shifting by one keeps every stored
-// session apart from memory.NoSession.
-func reported(column int64) memory.Version { return memory.Version(column + 1) }
+// session apart from driver.NoSession.
+func reported(column int64) driver.Version { return driver.Version(column + 1) }
 
 func scanOne(rows *sql.Rows, dest ...any) error {
 	defer rows.Close()
@@ -605,36 +582,28 @@ func scanOne(rows *sql.Rows, dest ...any) error {
 	return rows.Close()
 }
 
-// LoadWindow returns the newest maxTurns turns, oldest first, and the exact
-// turn count, in one statement: the session row joined with an index range
-// scan of its newest messages.
-func (b *DataFlowBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
-	w, _, err := b.Load(ctx, sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
-	return w, err
-}
-
 // Load returns the session's version and, unless it is q.Known, the window
-// q asks for, exactly, in one statement. It implements memory.Backend.
-func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+// q asks for, exactly, in one statement. It implements driver.Backend.
+func (b *DataFlowBackend) Load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	if err := checkQuery(q); err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	if err := b.upgraded(ctx, q.Counter); err != nil {
-		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
+		return driver.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
 	w, v, err := b.load(ctx, sessionID, q)
 	if err != nil {
-		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
+		return driver.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
 	if v == q.Known {
-		return memory.Window{}, v, nil
+		return driver.Window{}, v, nil
 	}
 	// The statement's range may hold more turns than fit (a budget's
 	// first turn is over it): cut them here.
-	return memory.TrimWindow(w, q.MaxTurns, q.TokenBudget), v, nil
+	return driver.TrimWindow(w, q.MaxTurns, q.TokenBudget), v, nil
 }
 
 // writeOutcome is dataflow.WriteOutcome, logging an unknown outcome.
@@ -647,7 +616,7 @@ func (b *DataFlowBackend) writeOutcome(ctx context.Context, op string, err error
 }
 
 // EngineStats reports the Stats of the backend's DB by name (see
-// memory.EngineReporter): ensure_calls, fast_path_hits, ensure_runs,
+// driver.EngineReporter): ensure_calls, fast_path_hits, ensure_runs,
 // migrations_applied, ensure_failures and retries.
 func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 	if b == nil || b.db == nil {
@@ -665,7 +634,7 @@ func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 }
 
 // load runs the load statement: the window and the version.
-func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
 	var rows *sql.Rows
@@ -676,7 +645,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.W
 		rows, err = b.loadWindow.Query(ctx, int64(q.Known)-1, q.MaxTurns, sessionID)
 	}
 	if err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	return scanWindow(rows, q)
 }
@@ -689,11 +658,11 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q memory.W
 // an index scan yields key order, and the rows are sorted here only when a
 // plan yielded them otherwise (PostgreSQL may read a small table whole, in
 // heap order).
-func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	defer rows.Close()
 	var (
-		w       memory.Window
-		v       = memory.NoSession
+		w       driver.Window
+		v       = driver.NoSession
 		msgs    []messageRow
 		sorted  = true
 		count   int64
@@ -710,14 +679,14 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 	)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return memory.Window{}, 0, err
+			return driver.Window{}, 0, err
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
 			continue
 		}
 		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, at: at.Time,
-			msg: memory.Message{ID: msgID.String, Role: memory.Role(role.String), Content: content.String, Name: name.String,
+			msg: driver.Message{ID: msgID.String, Role: driver.Role(role.String), Content: content.String, Name: name.String,
 				ToolCallID: tcID.String, Tokens: int(tokens.Int64)},
 			calls: cloneJSON(calls), parts: cloneJSON(parts), msgMeta: cloneJSON(msgMeta), meta: cloneJSON(meta)}
 		if n := len(msgs); n > 0 && !msgs[n-1].before(&r) {
@@ -729,7 +698,7 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		msgs = append(msgs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	if !sorted {
 		slices.SortFunc(msgs, func(a, b messageRow) int {
@@ -737,28 +706,28 @@ func scanWindow(rows *sql.Rows, q memory.WindowQuery) (memory.Window, memory.Ver
 		})
 	}
 	if len(msgs) > 0 {
-		w.Turns = make([]memory.Turn, 0, min(q.MaxTurns, int(count)))
+		w.Turns = make([]driver.Turn, 0, min(q.MaxTurns, int(count)))
 	}
 	for i := range msgs {
 		r := &msgs[i]
 		if i == 0 || r.seq != msgs[i-1].seq { // a turn's messages share its sequence
-			w.Turns = append(w.Turns, memory.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
+			w.Turns = append(w.Turns, driver.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
 		}
 		t := &w.Turns[len(w.Turns)-1]
 		if r.meta != nil {
 			if err := json.Unmarshal(r.meta, &t.Metadata); err != nil {
-				return memory.Window{}, 0, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
+				return driver.Window{}, 0, fmt.Errorf("decode metadata of turn %s: %w", r.turnID, err)
 			}
 		}
 		m := r.msg
-		if err := memory.DecodeMessage(&m, r.calls, r.parts, r.msgMeta); err != nil {
-			return memory.Window{}, 0, err
+		if err := driver.DecodeMessage(&m, r.calls, r.parts, r.msgMeta); err != nil {
+			return driver.Window{}, 0, err
 		}
 		t.Messages = append(t.Messages, m)
 		w.Tokens += m.Tokens
 	}
 	for i := range w.Turns {
-		memory.FillShorthand(&w.Turns[i])
+		driver.FillShorthand(&w.Turns[i])
 	}
 	return w, v, rows.Close()
 }
@@ -776,7 +745,7 @@ type messageRow struct {
 	pos                         int32
 	turnID                      string
 	at                          time.Time
-	msg                         memory.Message
+	msg                         driver.Message
 	calls, parts, msgMeta, meta []byte
 }
 
@@ -824,7 +793,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 }
 
 // Err returns dataflow.ErrClosed once the database is closed, and
-// memory.ErrClosed for a backend not made by NewDataFlowBackend; nil
+// driver.ErrClosed for a backend not made by NewDataFlowBackend; nil
 // otherwise. A PersistentBufferMemory asks it before answering from its
 // cache without a read.
 func (b *DataFlowBackend) Err() error {
@@ -843,14 +812,14 @@ func (b *DataFlowBackend) check(sessionID string) error {
 	if b == nil || b.db == nil {
 		return errNoDB
 	}
-	return memory.ValidateSessionKey(sessionID)
+	return driver.ValidateSessionKey(sessionID)
 }
 
 // tenantOf is the tenant of a session key.
 func tenantOf(key string) string {
-	t, _ := memory.ParseSessionKey(key)
+	t, _ := driver.ParseSessionKey(key)
 	return t
 }
 
 // errNoDB is what a backend not made by NewDataFlowBackend returns.
-var errNoDB = fmt.Errorf("backend: %w: not made by NewDataFlowBackend", memory.ErrClosed)
+var errNoDB = fmt.Errorf("backend: %w: not made by NewDataFlowBackend", driver.ErrClosed)

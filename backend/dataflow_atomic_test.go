@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -80,7 +81,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 						sid := strings.ReplaceAll(f.name+"/"+sc.name+"/"+via, " ", "-")
 						m := newMemory(t, b, memory.WithMaxTurns(maxTurns), memory.WithCacheTTL(time.Hour))
 						for i := range sc.existing {
-							require.NoError(t, m.SaveTurn(bg, sid, memory.Turn{User: fmt.Sprint("u", i), Agent: fmt.Sprint("a", i)}))
+							require.NoError(t, m.SaveTurn(bg, sid, driver.Turn{User: fmt.Sprint("u", i), Agent: fmt.Sprint("a", i)}))
 						}
 						cached := loadContext(t, m, sid) // cached from here on
 						require.Equal(t, sc.existing, cached.TurnCount)
@@ -109,7 +110,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 							cancelStmt()
 							return c
 						})
-						turn := memory.Turn{User: "never stored", Agent: "never stored either", Metadata: map[string]any{"k": "v"}}
+						turn := driver.Turn{User: "never stored", Agent: "never stored either", Metadata: map[string]any{"k": "v"}}
 						if via == "backend" {
 							// Through memory the ID stays generated: a cached
 							// window would append such a turn without a read.
@@ -120,7 +121,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 						}
 						var err error
 						if via == "backend" {
-							err = b.SaveTurn(ctx, sid, turn)
+							err = storeTurn(ctx, b, sid, turn)
 						} else {
 							err = m.SaveTurn(ctx, sid, turn)
 						}
@@ -140,8 +141,8 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 						assert.Equal(t, sc.existing, countMessages(t, b, sid)/2, "turns stored for the session")
 						gotInfo, gotInfoErr := b.SessionInfo(bg, sid)
 						if sc.existing == 0 {
-							assert.ErrorIs(t, infoErr, memory.ErrSessionNotFound)
-							assert.ErrorIs(t, gotInfoErr, memory.ErrSessionNotFound, "the failed save created the session row")
+							assert.ErrorIs(t, infoErr, driver.ErrSessionNotFound)
+							assert.ErrorIs(t, gotInfoErr, driver.ErrSessionNotFound, "the failed save created the session row")
 						} else {
 							require.NoError(t, gotInfoErr)
 							assert.Equal(t, info, gotInfo, "the session row changed")
@@ -176,7 +177,7 @@ func TestDataFlowBackendSaveTurnAtomic(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for i := range 20 {
-				require.NoError(t, b.SaveTurn(ctx, "after", memory.Turn{User: fmt.Sprint(i)}))
+				require.NoError(t, storeTurn(ctx, b, "after", driver.Turn{User: fmt.Sprint(i)}))
 			}
 			assert.Equal(t, 20, loadWindow(t, b, "after", 1).TurnCount)
 		})
@@ -191,11 +192,11 @@ func TestDataFlowBackendFailedSaveNeverVisible(t *testing.T) {
 		b, _ := newEnv(t, d)
 		createRejectTrigger(t, b)
 		m := newMemory(t, b, memory.WithMaxTurns(5), memory.WithCacheTTL(time.Hour))
-		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{User: "ok"}))
+		require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{User: "ok"}))
 		for i := range 10 {
-			err := m.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprint("bad", i), Agent: rejectContent})
+			err := m.SaveTurn(ctx, "s", driver.Turn{User: fmt.Sprint("bad", i), Agent: rejectContent})
 			require.Error(t, err)
-			require.False(t, errors.Is(err, memory.ErrInvalidTurn), "the database, not validation, refused it: %v", err)
+			require.False(t, errors.Is(err, driver.ErrInvalidTurn), "the database, not validation, refused it: %v", err)
 			if i%3 == 0 {
 				m.InvalidateCache("s")
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
@@ -35,7 +36,7 @@ func checkSession(t *testing.T, b *DataFlowBackend, sessionID string, wantCount,
 	assert.Equal(t, perTurn*wantCount, countMessages(t, b, sessionID), "message rows of %s", sessionID)
 	info, err := b.SessionInfo(context.Background(), sessionID)
 	if wantCount == 0 {
-		assert.ErrorIs(t, err, memory.ErrSessionNotFound)
+		assert.ErrorIs(t, err, driver.ErrSessionNotFound)
 		return
 	}
 	require.NoError(t, err)
@@ -56,7 +57,7 @@ func parseGI(t *testing.T, s string) (g, i int) {
 
 // assertPerGoroutineOrder checks that each goroutine's turns appear in the
 // order it saved them, and returns how many turns each goroutine has.
-func assertPerGoroutineOrder(t *testing.T, turns []memory.Turn) map[int]int {
+func assertPerGoroutineOrder(t *testing.T, turns []driver.Turn) map[int]int {
 	t.Helper()
 	last := map[int]int{}
 	n := map[int]int{}
@@ -80,7 +81,9 @@ func TestDataFlowBackendConcurrentSaves(t *testing.T) {
 			t.Run(via, func(t *testing.T) {
 				sid := "one-" + via
 				var mem memory.Memory = newMemory(t, b, memory.WithMaxTurns(5), memory.WithCacheTTL(time.Hour))
-				save := b.SaveTurn
+				save := func(ctx context.Context, sessionID string, turn driver.Turn) error {
+					return storeTurn(ctx, b, sessionID, turn)
+				}
 				if via == "memory" {
 					save = mem.SaveTurn
 					loadContext(t, mem, sid) // cache the empty window, so saves update it
@@ -92,7 +95,7 @@ func TestDataFlowBackendConcurrentSaves(t *testing.T) {
 					wg.Go(func() {
 						<-start
 						for i := range saves {
-							if assert.NoError(t, save(ctx, sid, memory.Turn{User: fmt.Sprint(g, "-", i), Agent: "a"})) {
+							if assert.NoError(t, save(ctx, sid, driver.Turn{User: fmt.Sprint(g, "-", i), Agent: "a"})) {
 								ok.Add(1)
 							}
 						}
@@ -134,7 +137,7 @@ func TestDataFlowBackendConcurrentDuplicates(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				for i := range ids {
-					assert.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprint("id-", i), User: fmt.Sprint(g, "-", i)}))
+					assert.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: fmt.Sprint("id-", i), User: fmt.Sprint(g, "-", i)}))
 				}
 			})
 		}
@@ -163,11 +166,11 @@ func TestDataFlowBackendConcurrentMixed(t *testing.T) {
 		worker := func(g int, sid string) {
 			<-start
 			for i := range saves {
-				if !assert.NoError(t, b.SaveTurn(ctx, sid, memory.Turn{User: fmt.Sprint(g, "-", i), Agent: "a"})) {
+				if !assert.NoError(t, storeTurn(ctx, b, sid, driver.Turn{User: fmt.Sprint(g, "-", i), Agent: "a"})) {
 					return
 				}
 				saved.Add(1)
-				w, err := b.LoadWindow(ctx, sid, maxTurns)
+				w, err := readWindow(ctx, b, sid, maxTurns)
 				if !assert.NoError(t, err) {
 					return
 				}
@@ -214,14 +217,14 @@ func TestDataFlowBackendConcurrentSaveAndClear(t *testing.T) {
 	ctx := context.Background()
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, _ := newEnv(t, d)
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "warm"})) // create the tables
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "warm"})) // create the tables
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for g := range savers {
 			wg.Go(func() {
 				<-start
 				for i := range saves {
-					assert.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprint(g, "-", i)}))
+					assert.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: fmt.Sprint(g, "-", i)}))
 				}
 			})
 		}
@@ -278,11 +281,11 @@ func TestPersistentMemoryOverDataFlowCacheEqualsReadThrough(t *testing.T) {
 					var err error
 					switch p := rng.IntN(100); {
 					case p < 40:
-						err = m.SaveTurn(ctx, id, memory.Turn{User: fmt.Sprint(g, "-", i), Metadata: map[string]any{"g": g, "i": i}})
+						err = m.SaveTurn(ctx, id, driver.Turn{User: fmt.Sprint(g, "-", i), Metadata: map[string]any{"g": g, "i": i}})
 					case p < 55:
-						err = m.SaveTurn(ctx, id, memory.Turn{ID: fmt.Sprint("retry-", rng.IntN(5)), User: fmt.Sprint(g, "-", i)})
+						err = m.SaveTurn(ctx, id, driver.Turn{ID: fmt.Sprint("retry-", rng.IntN(5)), User: fmt.Sprint(g, "-", i)})
 					case p < 97:
-						var w memory.Window
+						var w driver.Window
 						w, err = m.LoadContext(ctx, id)
 						if err == nil && len(w.Turns) != min(w.TurnCount, maxTurns) {
 							err = fmt.Errorf("window of %d turns for a count of %d", len(w.Turns), w.TurnCount)
@@ -318,7 +321,7 @@ func TestPersistentMemoryOverDataFlowCacheEqualsReadThrough(t *testing.T) {
 		// every session once more (now cached), save, and compare again.
 		for _, id := range sessions {
 			loadContext(t, m, id)
-			require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{User: "last"}))
+			require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{User: "last"}))
 			before := m.Stats().Hits
 			got := loadContext(t, m, id)
 			require.Equal(t, before+1, m.Stats().Hits, "session %s: not served from the cache", id)
@@ -353,7 +356,7 @@ func TestPersistentMemoryOverDataFlowRestart(t *testing.T) {
 				require.NoError(t, err)
 				m1 := newMemory(t, b1, memory.WithMaxTurns(maxTurns), memory.WithCacheTTL(time.Hour))
 				for i := range tt.before {
-					require.NoError(t, m1.SaveTurn(ctx, sid, memory.Turn{ID: fmt.Sprint("old-", i), User: fmt.Sprint("old", i)}))
+					require.NoError(t, m1.SaveTurn(ctx, sid, driver.Turn{ID: fmt.Sprint("old-", i), User: fmt.Sprint("old", i)}))
 				}
 				loadContext(t, m1, sid)
 				require.NoError(t, db1.Close())
@@ -362,7 +365,7 @@ func TestPersistentMemoryOverDataFlowRestart(t *testing.T) {
 				b2, err := NewDataFlowBackend(db2)
 				require.NoError(t, err)
 				m2 := newMemory(t, b2, memory.WithMaxTurns(maxTurns), memory.WithCacheTTL(time.Hour))
-				turn := memory.Turn{User: "new"}
+				turn := driver.Turn{User: "new"}
 				wantCount := tt.before + 1
 				if tt.explicitID {
 					turn.ID = "new-id"
@@ -383,7 +386,7 @@ func TestPersistentMemoryOverDataFlowRestart(t *testing.T) {
 					assert.Equal(t, append(want, "new"), users(w))
 				}
 				// Now cached: a second save appends to the full window.
-				require.NoError(t, m2.SaveTurn(ctx, sid, memory.Turn{User: "newer"}))
+				require.NoError(t, m2.SaveTurn(ctx, sid, driver.Turn{User: "newer"}))
 				w = loadContext(t, m2, sid)
 				assert.Equal(t, wantCount+1, w.TurnCount)
 				assert.Equal(t, loadWindow(t, b2, sid, maxTurns), w)

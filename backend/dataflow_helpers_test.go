@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -90,7 +91,7 @@ func newEnv(t *testing.T, d dbtest.Dialect, opts ...Option) (*DataFlowBackend, *
 	return b, rec
 }
 
-func newMemory(t *testing.T, b memory.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
+func newMemory(t *testing.T, b driver.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
 	t.Helper()
 	m, err := memory.NewPersistentBufferMemory(b, opts...)
 	require.NoError(t, err)
@@ -135,28 +136,28 @@ func seqs(t *testing.T, b *DataFlowBackend, sessionID string) []int64 {
 }
 
 // prepared is what PrepareTurn makes of turn: what a read must return.
-func prepared(t *testing.T, turn memory.Turn) memory.Turn {
+func prepared(t *testing.T, turn driver.Turn) driver.Turn {
 	t.Helper()
-	p, _, err := memory.PrepareTurn(turn, time.Now(), 0)
+	p, _, err := driver.PrepareTurn(turn, time.Now(), 0)
 	require.NoError(t, err)
 	return p
 }
 
-func loadWindow(t *testing.T, b memory.Backend, sessionID string, maxTurns int) memory.Window {
+func loadWindow(t *testing.T, b driver.Backend, sessionID string, maxTurns int) driver.Window {
 	t.Helper()
-	w, _, err := b.Load(context.Background(), sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
+	w, _, err := b.Load(context.Background(), sessionID, driver.WindowQuery{MaxTurns: maxTurns, Known: driver.UnknownVersion})
 	require.NoError(t, err)
 	return w
 }
 
-func loadContext(t *testing.T, m memory.Memory, sessionID string) memory.Window {
+func loadContext(t *testing.T, m memory.Memory, sessionID string) driver.Window {
 	t.Helper()
 	w, err := m.LoadContext(context.Background(), sessionID)
 	require.NoError(t, err)
 	return w
 }
 
-func users(w memory.Window) []string {
+func users(w driver.Window) []string {
 	var out []string
 	for _, t := range w.Turns {
 		out = append(out, t.User)
@@ -164,10 +165,10 @@ func users(w memory.Window) []string {
 	return out
 }
 
-// wantWindow is the memory.Window of turns out of count stored, its Tokens
+// wantWindow is the driver.Window of turns out of count stored, its Tokens
 // summed from the turns'.
-func wantWindow(turns []memory.Turn, count int) memory.Window {
-	w := memory.Window{Turns: turns, TurnCount: count}
+func wantWindow(turns []driver.Turn, count int) driver.Window {
+	w := driver.Window{Turns: turns, TurnCount: count}
 	for _, t := range turns {
 		w.Tokens += t.Tokens()
 	}

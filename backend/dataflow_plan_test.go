@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -31,9 +32,9 @@ func fillSessions(t *testing.T, b *DataFlowBackend, sessions, turns int) {
 			turnID := fmt.Sprintf("%s-turn-%03d", id, i)
 			ts := at.Add(time.Duration(i) * time.Second)
 			mrows = append(mrows,
-				MessageRow{SessionID: id, Seq: int64(i), Pos: 0, TurnID: turnID, Role: string(memory.RoleUser),
+				MessageRow{SessionID: id, Seq: int64(i), Pos: 0, TurnID: turnID, Role: string(driver.RoleUser),
 					Content: fmt.Sprintf("question %d of %s, with some realistic length to it", i, id), CreatedAt: ts},
-				MessageRow{SessionID: id, Seq: int64(i), Pos: 1, TurnID: turnID, Role: string(memory.RoleAssistant),
+				MessageRow{SessionID: id, Seq: int64(i), Pos: 1, TurnID: turnID, Role: string(driver.RoleAssistant),
 					Content: fmt.Sprintf("answer %d of %s, usually longer than the question that came before", i, id), CreatedAt: ts})
 		}
 	}
@@ -56,7 +57,7 @@ func explain(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns int) [
 // example, with ANALYZE).
 func explainWith(t *testing.T, b *DataFlowBackend, prefix, sessionID string, maxTurns int) []string {
 	t.Helper()
-	return explainQuery(t, b, prefix, b.loadWindow.String(), int64(memory.UnknownVersion)-1, maxTurns, sessionID)
+	return explainQuery(t, b, prefix, b.loadWindow.String(), int64(driver.UnknownVersion)-1, maxTurns, sessionID)
 }
 
 // explainQuery returns the plan of query with args under prefix (EXPLAIN
@@ -226,8 +227,8 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		wantData []string // regexps of the data statements, in order
 		wantTx   bool     // runs in a transaction
 	}
-	save := func(id string, turn memory.Turn) func(*DataFlowBackend, *memory.PersistentBufferMemory) error {
-		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return b.SaveTurn(ctx, id, turn) }
+	save := func(id string, turn driver.Turn) func(*DataFlowBackend, *memory.PersistentBufferMemory) error {
+		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return storeTurn(ctx, b, id, turn) }
 	}
 	const (
 		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens$`
@@ -241,19 +242,19 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		unindex = `^DELETE FROM turnkeep_search WHERE turnkeep_search MATCH \?$`
 	)
 	ops := []op{
-		{name: "SaveTurn new session", run: save("new", memory.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert, index}, wantTx: true},
-		{name: "SaveTurn existing session", run: save("warm", memory.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}), wantData: []string{upsert, insert, index}, wantTx: true},
-		{name: "SaveTurn duplicate ID", run: save("warm", memory.Turn{ID: "warm-1", User: "u"}), wantData: []string{upsert, insert}, wantTx: true},
+		{name: "SaveTurn new session", run: save("new", driver.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert, index}, wantTx: true},
+		{name: "SaveTurn existing session", run: save("warm", driver.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}), wantData: []string{upsert, insert, index}, wantTx: true},
+		{name: "SaveTurn duplicate ID", run: save("warm", driver.Turn{ID: "warm-1", User: "u"}), wantData: []string{upsert, insert}, wantTx: true},
 		{name: "LoadWindow", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
-			_, err := b.LoadWindow(ctx, "warm", 10)
+			_, err := readWindow(ctx, b, "warm", 10)
 			return err
 		}, wantData: []string{load}},
 		{name: "LoadWindow unknown session", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
-			_, err := b.LoadWindow(ctx, "nobody", 10)
+			_, err := readWindow(ctx, b, "nobody", 10)
 			return err
 		}, wantData: []string{load}},
 		{name: "memory SaveTurn", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
-			return m.SaveTurn(ctx, "mem", memory.Turn{User: "u"})
+			return m.SaveTurn(ctx, "mem", driver.Turn{User: "u"})
 		}, wantData: []string{upsert, insert, index}, wantTx: true},
 		{name: "memory LoadContext miss", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
 			m.InvalidateCache("mem")
@@ -267,7 +268,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 			return err
 		}, wantData: []string{load}},
 		{name: "memory SaveTurn cached", run: func(_ *DataFlowBackend, m *memory.PersistentBufferMemory) error {
-			return m.SaveTurn(ctx, "mem", memory.Turn{User: "u2"})
+			return m.SaveTurn(ctx, "mem", driver.Turn{User: "u2"})
 		}, wantData: []string{upsert, insert, index}, wantTx: true},
 		{name: "SessionInfo", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
 			_, err := b.SessionInfo(ctx, "warm")
@@ -281,7 +282,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithCacheTTL(time.Hour))
 		// Warm-up: first use of both tables.
-		require.NoError(t, b.SaveTurn(ctx, "warm", memory.Turn{ID: "warm-1", User: "u"}))
+		require.NoError(t, storeTurn(ctx, b, "warm", driver.Turn{ID: "warm-1", User: "u"}))
 		warm := byKind(rec.take())
 		require.NotEmpty(t, warm[kindDDL], "the warm-up created no table: is the hook seeing statements?")
 		require.NotEmpty(t, warm[kindCatalog], "the warm-up inspected no catalog: is the classifier right?")

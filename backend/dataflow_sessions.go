@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-var _ memory.SessionStore = (*DataFlowBackend)(nil)
+var _ driver.SessionStore = (*DataFlowBackend)(nil)
 
 // sessionColumns are what a SessionInfo is read from, in scanInfo's order.
 func (b *DataFlowBackend) sessionColumns(alias string) string {
@@ -22,9 +22,9 @@ func (b *DataFlowBackend) sessionColumns(alias string) string {
 }
 
 // scanInfo reads a row of sessionColumns.
-func scanInfo(rows *sql.Rows) (memory.SessionInfo, error) {
+func scanInfo(rows *sql.Rows) (driver.SessionInfo, error) {
 	var (
-		info       memory.SessionInfo
+		info       driver.SessionInfo
 		key        string
 		meta       sql.NullString
 		count, tok int64
@@ -32,14 +32,14 @@ func scanInfo(rows *sql.Rows) (memory.SessionInfo, error) {
 		updated    dataflow.Time
 	)
 	if err := rows.Scan(&key, &info.User, &info.Title, &meta, &count, &tok, &created, &updated); err != nil {
-		return memory.SessionInfo{}, err
+		return driver.SessionInfo{}, err
 	}
-	_, info.ID = memory.ParseSessionKey(key)
+	_, info.ID = driver.ParseSessionKey(key)
 	info.TurnCount, info.Tokens = int(count), int(tok)
 	info.CreatedAt, info.UpdatedAt = created.Time.UTC(), updated.Time.UTC()
 	if meta.Valid && meta.String != "" {
 		if err := json.Unmarshal([]byte(meta.String), &info.Metadata); err != nil {
-			return memory.SessionInfo{}, fmt.Errorf("decode metadata of %s: %w", sessionName(key), err)
+			return driver.SessionInfo{}, fmt.Errorf("decode metadata of %s: %w", sessionName(key), err)
 		}
 	}
 	return info, nil
@@ -60,28 +60,28 @@ func (b *DataFlowBackend) stmt(name string, build func() *dataflow.Stmt) *datafl
 }
 
 // SessionInfo describes the session; one that does not exist is
-// memory.ErrSessionNotFound. It implements memory.Backend.
-func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
+// driver.ErrSessionNotFound. It implements driver.Backend.
+func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (driver.SessionInfo, error) {
 	if err := b.check(sessionID); err != nil {
-		return memory.SessionInfo{}, err
+		return driver.SessionInfo{}, err
 	}
 	st := b.stmt("info", func() *dataflow.Stmt {
 		return b.db.NewReadStmt(`SELECT `+b.sessionColumns("")+` FROM `+SessionsTable+` WHERE id = ?`, b.sessions)
 	})
 	rows, err := st.Query(ctx, sessionID)
 	if err != nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+		return driver.SessionInfo{}, fmt.Errorf("backend: %w", err)
 	}
 	defer rows.Close()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+			return driver.SessionInfo{}, fmt.Errorf("backend: %w", err)
 		}
-		return memory.SessionInfo{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{memory.ErrSessionNotFound})
+		return driver.SessionInfo{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{driver.ErrSessionNotFound})
 	}
 	info, err := scanInfo(rows)
 	if err != nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+		return driver.SessionInfo{}, fmt.Errorf("backend: %w", err)
 	}
 	return info, rows.Close()
 }
@@ -90,11 +90,11 @@ func (b *DataFlowBackend) SessionInfo(ctx context.Context, sessionID string) (me
 // it with no turns if need be, in one statement: an upsert that changes an
 // existing row only when it is owned by the same user, or unowned and
 // empty (turn_count 0, under the row's lock, so a save racing it either
-// came first, and the session is memory.ErrSessionExists, or comes after
+// came first, and the session is driver.ErrSessionExists, or comes after
 // into the owned session). When it changes nothing, the owner is read to
-// tell memory.ErrSessionExists from memory.ErrSessionOwned. It implements
-// memory.SessionStore.
-func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info memory.SessionInfo) error {
+// tell driver.ErrSessionExists from driver.ErrSessionOwned. It implements
+// driver.SessionStore.
+func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info driver.SessionInfo) error {
 	if err := b.check(key); err != nil {
 		return err
 	}
@@ -131,13 +131,13 @@ RETURNING id`, b.sessions)
 		case err != nil:
 			return err
 		case erased:
-			return memory.ErrSessionDeleted
+			return driver.ErrSessionDeleted
 		}
 		return nil
 	}, b.sessions, b.erased)
 	switch {
-	case errors.Is(err, memory.ErrSessionDeleted):
-		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
+	case errors.Is(err, driver.ErrSessionDeleted):
+		return fmt.Errorf("backend: %s: %w", sessionName(key), bare{driver.ErrSessionDeleted})
 	case errors.Is(err, sql.ErrNoRows):
 		owner, err := b.owner(ctx, key)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) { // a row deleted meanwhile was another's
@@ -152,16 +152,16 @@ RETURNING id`, b.sessions)
 
 // ListSessions returns a page of the tenant's sessions, most recently
 // updated first: one statement, a keyset range scan of the owner or tenant
-// index, backwards from the cursor. It implements memory.SessionStore.
-func (b *DataFlowBackend) ListSessions(ctx context.Context, tenant string, q memory.SessionQuery) (memory.SessionPage, error) {
+// index, backwards from the cursor. It implements driver.SessionStore.
+func (b *DataFlowBackend) ListSessions(ctx context.Context, tenant string, q driver.SessionQuery) (driver.SessionPage, error) {
 	if b == nil || b.db == nil {
-		return memory.SessionPage{}, errNoDB
+		return driver.SessionPage{}, errNoDB
 	}
 	var after *listCursor
 	if q.After != "" {
 		after = new(listCursor)
 		if err := decodeCursor(q.After, after); err != nil {
-			return memory.SessionPage{}, err
+			return driver.SessionPage{}, err
 		}
 	}
 	name := fmt.Sprintf("list/%t/%t", q.User != "", after != nil)
@@ -186,24 +186,24 @@ ORDER BY updated_at DESC, id DESC LIMIT ?`, b.sessions)
 	args = append(args, q.Limit+1)
 	rows, err := st.Query(ctx, args...)
 	if err != nil {
-		return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+		return driver.SessionPage{}, fmt.Errorf("backend: %w", err)
 	}
 	defer rows.Close()
-	var p memory.SessionPage
+	var p driver.SessionPage
 	for rows.Next() {
 		info, err := scanInfo(rows)
 		if err != nil {
-			return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+			return driver.SessionPage{}, fmt.Errorf("backend: %w", err)
 		}
 		p.Sessions = append(p.Sessions, info)
 	}
 	if err := rows.Err(); err != nil {
-		return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+		return driver.SessionPage{}, fmt.Errorf("backend: %w", err)
 	}
 	if len(p.Sessions) > q.Limit {
 		p.Sessions = p.Sessions[:q.Limit]
 		last := p.Sessions[q.Limit-1]
-		p.Next = encodeCursor(listCursor{UpdatedAt: last.UpdatedAt.UnixMicro(), Key: memory.SessionKey(tenant, last.ID)})
+		p.Next = encodeCursor(listCursor{UpdatedAt: last.UpdatedAt.UnixMicro(), Key: driver.SessionKey(tenant, last.ID)})
 	}
 	return p, rows.Close()
 }
@@ -217,22 +217,22 @@ ORDER BY updated_at DESC, id DESC LIMIT ?`, b.sessions)
 // and starts a new one, or was first and is deleted with it. Deleting a
 // user's sessions (user not nil) also marks them erased (ErasedRow) in the
 // batch's transaction, so that a save begun before is refused with
-// memory.ErrSessionDeleted instead of starting a new session. Each
+// driver.ErrSessionDeleted instead of starting a new session. Each
 // session goes whole, with its batch; cut off by ctx, it returns what
 // the committed batches deleted with the error, and running it again
-// deletes the rest. It implements memory.SessionStore.
-func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (memory.DeleteReport, []string, error) {
+// deletes the rest. It implements driver.SessionStore.
+func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (driver.DeleteReport, []string, error) {
 	if b == nil || b.db == nil {
-		return memory.DeleteReport{}, nil, errNoDB
+		return driver.DeleteReport{}, nil, errNoDB
 	}
 	if batch < 1 {
-		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w: batch %d", memory.ErrInvalidOption, batch)
+		return driver.DeleteReport{}, nil, fmt.Errorf("backend: %w: batch %d", driver.ErrInvalidOption, batch)
 	}
 	if _, err := b.indexed(ctx); err != nil {
-		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
+		return driver.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
 	if err := b.pruneErased(ctx, tenant); err != nil {
-		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
+		return driver.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
 	where := `tenant = ?`
 	if user != nil {
@@ -265,7 +265,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 	args = append(args, batch)
 
 	var (
-		report memory.DeleteReport
+		report driver.DeleteReport
 		keys   []string
 	)
 	// finish marks a DeleteUser's sessions done (ErasedRow): saves begun
@@ -367,16 +367,16 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 
 // History returns a page of the session's turns, in one statement: the
 // session row joined with a primary-key range of its messages. It
-// implements memory.SessionStore.
-func (b *DataFlowBackend) History(ctx context.Context, key string, q memory.HistoryQuery) (memory.HistoryPage, error) {
+// implements driver.SessionStore.
+func (b *DataFlowBackend) History(ctx context.Context, key string, q driver.HistoryQuery) (driver.HistoryPage, error) {
 	if err := b.check(key); err != nil {
-		return memory.HistoryPage{}, err
+		return driver.HistoryPage{}, err
 	}
 	var after *historyCursor
 	if q.After != "" {
 		after = new(historyCursor)
 		if err := decodeCursor(q.After, after); err != nil {
-			return memory.HistoryPage{}, err
+			return driver.HistoryPage{}, err
 		}
 	}
 	st := b.stmt("history", func() *dataflow.Stmt {
@@ -400,19 +400,19 @@ WHERE s.id = ?`, b.sessions, b.messages)
 	default:
 		lo, hi = max(after.Seq-1-limit, 0), after.Seq-1
 	}
-	wq := memory.WindowQuery{MaxTurns: q.Limit, Known: memory.UnknownVersion}
+	wq := driver.WindowQuery{MaxTurns: q.Limit, Known: driver.UnknownVersion}
 	if err := b.upgraded(ctx, nil); err != nil {
-		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)
+		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)
 	}
-	var w memory.Window
+	var w driver.Window
 	rows, err := st.Query(ctx, lo, limit, hi, key)
 	if err == nil {
 		w, _, err = scanWindow(rows, wq)
 	}
 	if err != nil {
-		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)
+		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)
 	}
-	p := memory.HistoryPage{Turns: w.Turns}
+	p := driver.HistoryPage{Turns: w.Turns}
 	if len(p.Turns) == 0 {
 		p.Turns = nil
 		return p, nil

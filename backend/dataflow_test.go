@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -21,29 +22,29 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 	newYork := time.FixedZone("EST", -5*3600)
 	tests := []struct {
 		name string
-		turn memory.Turn
+		turn driver.Turn
 	}{
-		{"plain", memory.Turn{ID: "plain", User: "Hello", Agent: "Hi there",
+		{"plain", driver.Turn{ID: "plain", User: "Hello", Agent: "Hi there",
 			Timestamp: time.Date(2025, 1, 2, 3, 4, 5, 123456000, time.UTC)}},
-		{"nanoseconds truncated", memory.Turn{ID: "nanos", User: "u", Agent: "a",
+		{"nanoseconds truncated", driver.Turn{ID: "nanos", User: "u", Agent: "a",
 			Timestamp: time.Date(2025, 1, 2, 3, 4, 5, 999999999, time.UTC)}},
-		{"non-UTC comes back UTC", memory.Turn{ID: "tokyo", User: "こんにちは", Agent: "やあ",
+		{"non-UTC comes back UTC", driver.Turn{ID: "tokyo", User: "こんにちは", Agent: "やあ",
 			Timestamp: time.Date(2024, 2, 29, 8, 0, 0, 1000, tokyo)}},
-		{"negative offset across midnight", memory.Turn{ID: "ny", User: "u", Agent: "a",
+		{"negative offset across midnight", driver.Turn{ID: "ny", User: "u", Agent: "a",
 			Timestamp: time.Date(2023, 12, 31, 22, 30, 0, 500000, newYork)}},
-		{"before 1970", memory.Turn{ID: "old", User: "u", Agent: "a",
+		{"before 1970", driver.Turn{ID: "old", User: "u", Agent: "a",
 			Timestamp: time.Date(1969, 7, 20, 20, 17, 40, 654321000, time.UTC)}},
-		{"far future", memory.Turn{ID: "future", User: "u", Agent: "a",
+		{"far future", driver.Turn{ID: "future", User: "u", Agent: "a",
 			Timestamp: time.Date(2999, 12, 31, 23, 59, 59, 999999000, time.UTC)}},
-		{"quotes and SQL injection", memory.Turn{ID: "inject'--", User: `'); DROP TABLE turnkeep_messages; --`,
+		{"quotes and SQL injection", driver.Turn{ID: "inject'--", User: `'); DROP TABLE turnkeep_messages; --`,
 			Agent:     `Robert"); DELETE FROM turnkeep_sessions WHERE '1'='1`,
 			Metadata:  map[string]any{"q": `it's "quoted" \ back\slash`, "sql": "' OR 1=1 --", "?": "$1 ?"},
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)}},
-		{"emoji and multi-line", memory.Turn{ID: "emoji", User: "line 1\nline 2\r\n\ttabbed 😀👩‍👩‍👧",
+		{"emoji and multi-line", driver.Turn{ID: "emoji", User: "line 1\nline 2\r\n\ttabbed 😀👩‍👩‍👧",
 			Agent:     "Ünïcödé \u2028 \u2029 \ufffd 𝄞",
 			Metadata:  map[string]any{"emoji": "🎉", "lines": "a\nb\nc", "<html>": "<a&b>"},
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 1, 0, time.UTC)}},
-		{"nested metadata and numbers", memory.Turn{ID: "nested", User: "u", Agent: "a",
+		{"nested metadata and numbers", driver.Turn{ID: "nested", User: "u", Agent: "a",
 			Metadata: map[string]any{
 				"int":   42,
 				"neg":   int64(-7),
@@ -57,19 +58,19 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 				"empty": map[string]any{},
 			},
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 2, 0, time.UTC)}},
-		{"first storable year", memory.Turn{ID: "y1", User: "u", Agent: "a",
+		{"first storable year", driver.Turn{ID: "y1", User: "u", Agent: "a",
 			Timestamp: time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC)}},
-		{"last storable microsecond", memory.Turn{ID: "y9999", User: "u", Agent: "a",
+		{"last storable microsecond", driver.Turn{ID: "y9999", User: "u", Agent: "a",
 			Timestamp: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)}},
-		{"128-byte multi-byte turn ID", memory.Turn{ID: strings.Repeat("é", 64), User: "u", Agent: "a",
+		{"128-byte multi-byte turn ID", driver.Turn{ID: strings.Repeat("é", 64), User: "u", Agent: "a",
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 7, 0, time.UTC)}},
-		{"only user", memory.Turn{ID: "only-user", User: "just me",
+		{"only user", driver.Turn{ID: "only-user", User: "just me",
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 3, 0, time.UTC)}},
-		{"only agent", memory.Turn{ID: "only-agent", Agent: "unprompted",
+		{"only agent", driver.Turn{ID: "only-agent", Agent: "unprompted",
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 4, 0, time.UTC)}},
-		{"whitespace messages", memory.Turn{ID: "ws", User: " ", Agent: "\n",
+		{"whitespace messages", driver.Turn{ID: "ws", User: " ", Agent: "\n",
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 5, 0, time.UTC)}},
-		{"long messages", memory.Turn{ID: "long", User: strings.Repeat("x", 100_000), Agent: strings.Repeat("é", 50_000),
+		{"long messages", driver.Turn{ID: "long", User: strings.Repeat("x", 100_000), Agent: strings.Repeat("é", 50_000),
 			Timestamp: time.Date(2025, 6, 1, 0, 0, 6, 0, time.UTC)}},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
@@ -79,9 +80,9 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				sid := "rt-" + tt.name
 				want := prepared(t, tt.turn)
-				require.NoError(t, b.SaveTurn(ctx, sid, tt.turn))
+				require.NoError(t, storeTurn(ctx, b, sid, tt.turn))
 				w := loadWindow(t, b, sid, 10)
-				require.Equal(t, wantWindow([]memory.Turn{want}, 1), w)
+				require.Equal(t, wantWindow([]driver.Turn{want}, 1), w)
 				assert.Same(t, time.UTC, w.Turns[0].Timestamp.Location(), "timestamp location")
 				assert.True(t, w.Turns[0].Timestamp.Equal(tt.turn.Timestamp.Truncate(time.Microsecond)),
 					"got %v; want the same instant as %v", w.Turns[0].Timestamp, tt.turn.Timestamp)
@@ -89,9 +90,9 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 		}
 
 		t.Run("all in one session", func(t *testing.T) {
-			var want []memory.Turn
+			var want []driver.Turn
 			for _, tt := range tests {
-				require.NoError(t, b.SaveTurn(ctx, "rt-all", tt.turn))
+				require.NoError(t, storeTurn(ctx, b, "rt-all", tt.turn))
 				want = append(want, prepared(t, tt.turn))
 			}
 			require.Equal(t, wantWindow(want, len(tests)), loadWindow(t, b, "rt-all", 100))
@@ -99,7 +100,7 @@ func TestDataFlowBackendRoundTrip(t *testing.T) {
 
 		t.Run("generated ID and timestamp", func(t *testing.T) {
 			before := time.Now().UTC().Truncate(time.Microsecond)
-			require.NoError(t, b.SaveTurn(ctx, "rt-generated", memory.Turn{User: "u", Agent: "a"}))
+			require.NoError(t, storeTurn(ctx, b, "rt-generated", driver.Turn{User: "u", Agent: "a"}))
 			after := time.Now().UTC()
 			w := loadWindow(t, b, "rt-generated", 10)
 			require.Len(t, w.Turns, 1)
@@ -136,16 +137,16 @@ func TestDataFlowBackendWindow(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
 		b, _ := newEnv(t, d)
-		var all []memory.Turn
+		var all []driver.Turn
 		for i := range saved {
 			// Every turn has the same timestamp: only the sequence orders them.
-			turn := memory.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprint("u", i), Agent: fmt.Sprint("a", i),
+			turn := driver.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprint("u", i), Agent: fmt.Sprint("a", i),
 				Timestamp: at, Metadata: map[string]any{"i": i}}
-			require.NoError(t, b.SaveTurn(ctx, "s", turn))
+			require.NoError(t, storeTurn(ctx, b, "s", turn))
 			all = append(all, prepared(t, turn))
 		}
-		other := memory.Turn{ID: "o", User: "other", Timestamp: at}
-		require.NoError(t, b.SaveTurn(ctx, "other", other))
+		other := driver.Turn{ID: "o", User: "other", Timestamp: at}
+		require.NoError(t, storeTurn(ctx, b, "other", other))
 
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -156,23 +157,23 @@ func TestDataFlowBackendWindow(t *testing.T) {
 				case "s":
 					assert.Equal(t, all[tt.wantFirst:tt.wantFirst+tt.wantLen], w.Turns)
 				case "other":
-					assert.Equal(t, []memory.Turn{prepared(t, other)}, w.Turns)
+					assert.Equal(t, []driver.Turn{prepared(t, other)}, w.Turns)
 				default:
-					assert.Equal(t, memory.Window{}, w, "an unknown session is the zero Window")
+					assert.Equal(t, driver.Window{}, w, "an unknown session is the zero Window")
 				}
 			})
 		}
 
 		t.Run("invalid maxTurns", func(t *testing.T) {
 			for _, n := range []int{0, -1, math.MinInt} {
-				_, err := b.LoadWindow(ctx, "s", n)
-				assert.ErrorIs(t, err, memory.ErrInvalidOption, "maxTurns %d", n)
+				_, err := readWindow(ctx, b, "s", n)
+				assert.ErrorIs(t, err, driver.ErrInvalidOption, "maxTurns %d", n)
 			}
 		})
 		t.Run("invalid session ID", func(t *testing.T) {
 			for _, id := range []string{"", strings.Repeat("s", 256), "\xff", "a\x00b"} {
-				_, err := b.LoadWindow(ctx, id, 10)
-				assert.ErrorIs(t, err, memory.ErrInvalidSessionID, "session %q", id)
+				_, err := readWindow(ctx, b, id, 10)
+				assert.ErrorIs(t, err, driver.ErrInvalidSessionID, "session %q", id)
 			}
 		})
 	})
@@ -182,12 +183,12 @@ func TestDataFlowBackendIdempotent(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
 		b, _ := newEnv(t, d)
-		first := memory.Turn{ID: "dup", User: "first", Agent: "a", Metadata: map[string]any{"n": 1}}
+		first := driver.Turn{ID: "dup", User: "first", Agent: "a", Metadata: map[string]any{"n": 1}}
 
 		t.Run("backend", func(t *testing.T) {
-			require.NoError(t, b.SaveTurn(ctx, "s", first))
-			require.NoError(t, b.SaveTurn(ctx, "s", first))
-			require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{ID: "dup", User: "retry with other text"}))
+			require.NoError(t, storeTurn(ctx, b, "s", first))
+			require.NoError(t, storeTurn(ctx, b, "s", first))
+			require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: "dup", User: "retry with other text"}))
 			w := loadWindow(t, b, "s", 10)
 			assert.Equal(t, 1, w.TurnCount)
 			require.Len(t, w.Turns, 1)
@@ -199,21 +200,21 @@ func TestDataFlowBackendIdempotent(t *testing.T) {
 			assert.Equal(t, 1, info.TurnCount, "a duplicate bumped the session row")
 
 			// The same ID in another session is another turn.
-			require.NoError(t, b.SaveTurn(ctx, "s2", first))
+			require.NoError(t, storeTurn(ctx, b, "s2", first))
 			assert.Equal(t, 1, loadWindow(t, b, "s2", 10).TurnCount)
 
 			// A duplicate of an old turn, far outside the window, is still found.
 			for i := range 5 {
-				require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprint("more", i)}))
+				require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: fmt.Sprint("more", i)}))
 			}
-			require.NoError(t, b.SaveTurn(ctx, "s", first))
+			require.NoError(t, storeTurn(ctx, b, "s", first))
 			assert.Equal(t, 6, loadWindow(t, b, "s", 2).TurnCount)
 			assert.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seqs(t, b, "s"))
 		})
 
 		t.Run("persistent memory", func(t *testing.T) {
 			m := newMemory(t, b, memory.WithMaxTurns(3), memory.WithCacheTTL(time.Hour))
-			turn := memory.Turn{ID: "mdup", User: "u", Agent: "a"}
+			turn := driver.Turn{ID: "mdup", User: "u", Agent: "a"}
 			require.NoError(t, m.SaveTurn(ctx, "m", turn))
 			cached := loadContext(t, m, "m") // cache the window
 			require.NoError(t, m.SaveTurn(ctx, "m", turn))
@@ -227,7 +228,7 @@ func TestDataFlowBackendIdempotent(t *testing.T) {
 			// Push the turn out of the cached window, then retry it: the
 			// cache must not count it again.
 			for i := range 4 {
-				require.NoError(t, m.SaveTurn(ctx, "m", memory.Turn{User: fmt.Sprint("later", i)}))
+				require.NoError(t, m.SaveTurn(ctx, "m", driver.Turn{User: fmt.Sprint("later", i)}))
 			}
 			require.NoError(t, m.SaveTurn(ctx, "m", turn))
 			got = loadContext(t, m, "m")
@@ -256,19 +257,19 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 		b, _ := newEnv(t, d)
 
 		_, err := b.SessionInfo(ctx, "s")
-		require.ErrorIs(t, err, memory.ErrSessionNotFound)
+		require.ErrorIs(t, err, driver.ErrSessionNotFound)
 		require.NoError(t, b.ClearSession(ctx, "s"), "clearing an unknown session")
 
 		before := time.Now().UTC().Truncate(time.Microsecond)
 		// The turns' own timestamps do not matter to SessionInfo.
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u0", Timestamp: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u0", Timestamp: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)}))
 		info1, err := b.SessionInfo(ctx, "s")
 		require.NoError(t, err)
 		time.Sleep(2 * time.Millisecond)
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u1"}))
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u2"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u1"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u2"}))
 		after := time.Now().UTC()
-		require.NoError(t, b.SaveTurn(ctx, "keep", memory.Turn{User: "k"}))
+		require.NoError(t, storeTurn(ctx, b, "keep", driver.Turn{User: "k"}))
 
 		info, err := b.SessionInfo(ctx, "s")
 		require.NoError(t, err)
@@ -286,12 +287,12 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 		assert.Zero(t, countMessages(t, b, "s"), "message rows left")
 		assert.Equal(t, [2]int{1, 1}, tableCounts(t, b), "rows of the other session (its one user message)")
 		_, err = b.SessionInfo(ctx, "s")
-		assert.ErrorIs(t, err, memory.ErrSessionNotFound)
-		assert.Equal(t, memory.Window{}, loadWindow(t, b, "s", 10))
+		assert.ErrorIs(t, err, driver.ErrSessionNotFound)
+		assert.Equal(t, driver.Window{}, loadWindow(t, b, "s", 10))
 		assert.Equal(t, 1, loadWindow(t, b, "keep", 10).TurnCount, "the other session")
 
 		// A save after Clear starts over.
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{ID: "again", User: "again"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: "again", User: "again"}))
 		w := loadWindow(t, b, "s", 10)
 		assert.Equal(t, 1, w.TurnCount)
 		assert.Equal(t, []string{"again"}, users(w))
@@ -303,19 +304,19 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 
 		t.Run("through persistent memory", func(t *testing.T) {
 			m := newMemory(t, b, memory.WithCacheTTL(time.Hour))
-			require.NoError(t, m.SaveTurn(ctx, "pm", memory.Turn{User: "x"}))
+			require.NoError(t, m.SaveTurn(ctx, "pm", driver.Turn{User: "x"}))
 			require.Equal(t, 1, loadContext(t, m, "pm").TurnCount)
 			require.NoError(t, m.Clear(ctx, "pm"))
-			assert.Equal(t, memory.Window{}, loadContext(t, m, "pm"), "cached window after Clear")
+			assert.Equal(t, driver.Window{}, loadContext(t, m, "pm"), "cached window after Clear")
 			assert.Zero(t, countMessages(t, b, "pm"))
 			_, err := b.SessionInfo(ctx, "pm")
-			assert.ErrorIs(t, err, memory.ErrSessionNotFound)
+			assert.ErrorIs(t, err, driver.ErrSessionNotFound)
 		})
 
 		for _, id := range []string{"", strings.Repeat("s", 256), "\xff", "a\x00b"} {
-			assert.ErrorIs(t, b.ClearSession(ctx, id), memory.ErrInvalidSessionID, "clear %q", id)
+			assert.ErrorIs(t, b.ClearSession(ctx, id), driver.ErrInvalidSessionID, "clear %q", id)
 			_, err := b.SessionInfo(ctx, id)
-			assert.ErrorIs(t, err, memory.ErrInvalidSessionID, "info %q", id)
+			assert.ErrorIs(t, err, driver.ErrInvalidSessionID, "info %q", id)
 		}
 	})
 }
@@ -323,19 +324,19 @@ func TestDataFlowBackendSessionInfoAndClear(t *testing.T) {
 func TestNewDataFlowBackend(t *testing.T) {
 	t.Run("nil db", func(t *testing.T) {
 		b, err := NewDataFlowBackend(nil)
-		assert.ErrorIs(t, err, memory.ErrInvalidOption)
+		assert.ErrorIs(t, err, driver.ErrInvalidOption)
 		assert.Nil(t, b)
 	})
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
 		db, rec := openDB(t, d.URL(t))
-		_, err := NewDataFlowBackend(db, WithMaxMessageBytes(0))
-		assert.ErrorIs(t, err, memory.ErrInvalidOption, "max message bytes 0")
+		_, err := NewDataFlowBackend(db, WithLogger(nil))
+		assert.ErrorIs(t, err, driver.ErrInvalidOption, "nil logger")
 
-		_, err = NewDataFlowBackend(db, nil, WithMaxMessageBytes(10))
-		assert.ErrorIs(t, err, memory.ErrInvalidOption, "a nil option is an error, as in every constructor")
+		_, err = NewDataFlowBackend(db, nil, WithSearchIndex(true))
+		assert.ErrorIs(t, err, driver.ErrInvalidOption, "a nil option is an error, as in every constructor")
 
-		b, err := NewDataFlowBackend(db, WithMaxMessageBytes(10))
+		b, err := NewDataFlowBackend(db, WithSearchIndex(true))
 		require.NoError(t, err)
 		assert.Same(t, db, b.DB())
 		// A second backend on the same DB shares the registered tables.
@@ -344,63 +345,65 @@ func TestNewDataFlowBackend(t *testing.T) {
 		assert.Empty(t, rec.take(), "statements run by NewDataFlowBackend")
 
 		// Validation failures run nothing either.
-		assert.ErrorIs(t, b.SaveTurn(ctx, "s", memory.Turn{User: strings.Repeat("x", 11)}), memory.ErrTurnTooLarge)
+		assert.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: strings.Repeat("x", driver.DefaultMaxMessageBytes+1)}), driver.ErrTurnTooLarge)
 		assert.Empty(t, rec.take(), "statements run by a refused save")
 
 		// First use creates the tables; the hook sees the schema work, so
 		// the zero above is not a hook that sees nothing.
-		assert.Equal(t, memory.Window{}, loadWindow(t, b, "s", 1))
+		assert.Equal(t, driver.Window{}, loadWindow(t, b, "s", 1))
 		kinds := byKind(rec.take())
 		assert.NotEmpty(t, kinds[kindDDL], "DDL at first use")
 		assert.Len(t, kinds[kindData], 1, "data statements of LoadWindow")
 
-		require.NoError(t, b2.SaveTurn(ctx, "s", memory.Turn{User: strings.Repeat("x", 11)}), "b2 has the default limit")
+		require.NoError(t, storeTurn(ctx, b2, "s", driver.Turn{User: strings.Repeat("x", 11)}))
 		assert.Equal(t, 1, loadWindow(t, b, "s", 1).TurnCount)
 	})
 }
 
 func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
-	const limit = 1024
+	// A backend given a turn no memory prepared validates it within the
+	// default limit: the limit is set in one place, the memory.
+	const limit = driver.DefaultMaxMessageBytes
 	tests := []struct {
 		name      string
 		sessionID string
-		turn      memory.Turn
+		turn      driver.Turn
 		wantErr   error // nil: accepted, the positive control
 	}{
-		{"empty session ID", "", memory.Turn{User: "u"}, memory.ErrInvalidSessionID},
-		{"256-byte session ID", strings.Repeat("s", 256), memory.Turn{User: "u"}, memory.ErrInvalidSessionID},
-		{"invalid UTF-8 session ID", "s\xff", memory.Turn{User: "u"}, memory.ErrInvalidSessionID},
-		{"NUL in session ID", "s\x00", memory.Turn{User: "u"}, memory.ErrInvalidSessionID},
-		{"invalid UTF-8 user", "s", memory.Turn{User: "u\xc3", Agent: "a"}, memory.ErrInvalidTurn},
-		{"NUL in user", "s", memory.Turn{User: "u\x00", Agent: "a"}, memory.ErrInvalidTurn},
-		{"invalid UTF-8 agent", "s", memory.Turn{User: "u", Agent: "\xfe"}, memory.ErrInvalidTurn},
-		{"NUL in agent", "s", memory.Turn{User: "u", Agent: "\x00"}, memory.ErrInvalidTurn},
-		{"invalid UTF-8 metadata key", "s", memory.Turn{User: "u", Metadata: map[string]any{"k\xff": 1}}, memory.ErrInvalidTurn},
-		{"NUL in metadata key", "s", memory.Turn{User: "u", Metadata: map[string]any{"k\x00": 1}}, memory.ErrInvalidTurn},
-		{"invalid UTF-8 metadata value", "s", memory.Turn{User: "u", Metadata: map[string]any{"k": []any{"\xff"}}}, memory.ErrInvalidTurn},
-		{"NUL in metadata value", "s", memory.Turn{User: "u", Metadata: map[string]any{"k": map[string]any{"v": "\x00"}}}, memory.ErrInvalidTurn},
-		{"NUL in turn ID", "s", memory.Turn{ID: "\x00", User: "u"}, memory.ErrInvalidTurn},
-		{"both empty", "s", memory.Turn{Metadata: map[string]any{"k": "v"}}, memory.ErrInvalidTurn},
-		{"user over the limit", "s", memory.Turn{User: strings.Repeat("u", limit+1)}, memory.ErrTurnTooLarge},
-		{"agent over the limit", "s", memory.Turn{User: "u", Agent: strings.Repeat("é", limit/2+1)}, memory.ErrTurnTooLarge},
-		{"metadata over the limit", "s", memory.Turn{User: "u", Metadata: map[string]any{"k": strings.Repeat("m", limit)}}, memory.ErrTurnTooLarge},
-		{"metadata with a channel", "s", memory.Turn{User: "u", Metadata: map[string]any{"c": make(chan int)}}, memory.ErrInvalidTurn},
-		{"metadata with +Inf", "s", memory.Turn{User: "u", Metadata: map[string]any{"n": math.Inf(1)}}, memory.ErrInvalidTurn},
-		{"timestamp year 10000", "s", memory.Turn{User: "u", Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, memory.ErrInvalidTurn},
-		{"timestamp year 10000 in UTC only", "s", memory.Turn{User: "u", Timestamp: time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("EST", -5*3600))}, memory.ErrInvalidTurn},
-		{"timestamp year 300000", "s", memory.Turn{User: "u", Timestamp: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}, memory.ErrInvalidTurn},
-		{"timestamp year -5", "s", memory.Turn{User: "u", Timestamp: time.Date(-5, 6, 1, 0, 0, 0, 0, time.UTC)}, memory.ErrInvalidTurn},
-		{"turn ID over 128 bytes", "s", memory.Turn{ID: strings.Repeat("é", 64) + "x", User: "u"}, memory.ErrInvalidTurn},
+		{"empty session ID", "", driver.Turn{User: "u"}, driver.ErrInvalidSessionID},
+		{"256-byte session ID", strings.Repeat("s", 256), driver.Turn{User: "u"}, driver.ErrInvalidSessionID},
+		{"invalid UTF-8 session ID", "s\xff", driver.Turn{User: "u"}, driver.ErrInvalidSessionID},
+		{"NUL in session ID", "s\x00", driver.Turn{User: "u"}, driver.ErrInvalidSessionID},
+		{"invalid UTF-8 user", "s", driver.Turn{User: "u\xc3", Agent: "a"}, driver.ErrInvalidTurn},
+		{"NUL in user", "s", driver.Turn{User: "u\x00", Agent: "a"}, driver.ErrInvalidTurn},
+		{"invalid UTF-8 agent", "s", driver.Turn{User: "u", Agent: "\xfe"}, driver.ErrInvalidTurn},
+		{"NUL in agent", "s", driver.Turn{User: "u", Agent: "\x00"}, driver.ErrInvalidTurn},
+		{"invalid UTF-8 metadata key", "s", driver.Turn{User: "u", Metadata: map[string]any{"k\xff": 1}}, driver.ErrInvalidTurn},
+		{"NUL in metadata key", "s", driver.Turn{User: "u", Metadata: map[string]any{"k\x00": 1}}, driver.ErrInvalidTurn},
+		{"invalid UTF-8 metadata value", "s", driver.Turn{User: "u", Metadata: map[string]any{"k": []any{"\xff"}}}, driver.ErrInvalidTurn},
+		{"NUL in metadata value", "s", driver.Turn{User: "u", Metadata: map[string]any{"k": map[string]any{"v": "\x00"}}}, driver.ErrInvalidTurn},
+		{"NUL in turn ID", "s", driver.Turn{ID: "\x00", User: "u"}, driver.ErrInvalidTurn},
+		{"both empty", "s", driver.Turn{Metadata: map[string]any{"k": "v"}}, driver.ErrInvalidTurn},
+		{"user over the limit", "s", driver.Turn{User: strings.Repeat("u", limit+1)}, driver.ErrTurnTooLarge},
+		{"agent over the limit", "s", driver.Turn{User: "u", Agent: strings.Repeat("é", limit/2+1)}, driver.ErrTurnTooLarge},
+		{"metadata over the limit", "s", driver.Turn{User: "u", Metadata: map[string]any{"k": strings.Repeat("m", limit)}}, driver.ErrTurnTooLarge},
+		{"metadata with a channel", "s", driver.Turn{User: "u", Metadata: map[string]any{"c": make(chan int)}}, driver.ErrInvalidTurn},
+		{"metadata with +Inf", "s", driver.Turn{User: "u", Metadata: map[string]any{"n": math.Inf(1)}}, driver.ErrInvalidTurn},
+		{"timestamp year 10000", "s", driver.Turn{User: "u", Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, driver.ErrInvalidTurn},
+		{"timestamp year 10000 in UTC only", "s", driver.Turn{User: "u", Timestamp: time.Date(9999, 12, 31, 23, 0, 0, 0, time.FixedZone("EST", -5*3600))}, driver.ErrInvalidTurn},
+		{"timestamp year 300000", "s", driver.Turn{User: "u", Timestamp: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}, driver.ErrInvalidTurn},
+		{"timestamp year -5", "s", driver.Turn{User: "u", Timestamp: time.Date(-5, 6, 1, 0, 0, 0, 0, time.UTC)}, driver.ErrInvalidTurn},
+		{"turn ID over 128 bytes", "s", driver.Turn{ID: strings.Repeat("é", 64) + "x", User: "u"}, driver.ErrInvalidTurn},
 		// Positive controls: exactly at the limits, stored.
-		{"255-byte session ID", strings.Repeat("s", 255), memory.Turn{User: "u"}, nil},
-		{"messages at the limit", "s", memory.Turn{User: strings.Repeat("u", limit), Agent: strings.Repeat("a", limit)}, nil},
+		{"255-byte session ID", strings.Repeat("s", 255), driver.Turn{User: "u"}, nil},
+		{"messages at the limit", "s", driver.Turn{User: strings.Repeat("u", limit), Agent: strings.Repeat("a", limit)}, nil},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
-		b, rec := newEnv(t, d, WithMaxMessageBytes(limit))
+		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithMaxMessageBytes(limit), memory.WithCacheTTL(time.Hour))
 		// Create the tables and one session, so counts are of real tables.
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "existing"}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "existing"}))
 
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -408,7 +411,7 @@ func TestDataFlowBackendBadInputWritesNothing(t *testing.T) {
 					name string
 					save func() error
 				}{
-					{"backend", func() error { return b.SaveTurn(ctx, tt.sessionID, tt.turn) }},
+					{"backend", func() error { return storeTurn(ctx, b, tt.sessionID, tt.turn) }},
 					{"memory", func() error { return m.SaveTurn(ctx, tt.sessionID, tt.turn) }},
 				} {
 					before := tableCounts(t, b)
@@ -442,11 +445,11 @@ func TestDataFlowBackendTablesMissing(t *testing.T) {
 		t.Cleanup(func() { _ = db.Close() })
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
-		_, err = b.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: "u", Agent: "a"}})
+		_, err = b.Save(ctx, "s", driver.PreparedTurn{Turn: driver.Turn{User: "u", Agent: "a"}})
 		require.ErrorIs(t, err, dataflow.ErrTableMissing, "Save")
 		require.ErrorIs(t, err, dataflow.ErrEnsureFailed, "Save")
-		require.ErrorIs(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u", Agent: "a"}), dataflow.ErrTableMissing, "SaveTurn")
-		_, err = b.LoadWindow(ctx, "s", 10)
+		require.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: "u", Agent: "a"}), dataflow.ErrTableMissing, "SaveTurn")
+		_, err = readWindow(ctx, b, "s", 10)
 		require.ErrorIs(t, err, dataflow.ErrTableMissing, "LoadWindow")
 		require.ErrorIs(t, b.ClearSession(ctx, "s"), dataflow.ErrTableMissing, "ClearSession")
 		_, err = b.SessionInfo(ctx, "s")

@@ -14,8 +14,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // stallHook makes the n-th delete of messages of a context it marks wait
@@ -48,7 +48,7 @@ func (*stallHook) AfterQuery(context.Context, *bun.QueryEvent) {}
 // gone, and a second run deletes the rest (issue 16, item 5). The memory's
 // DeleteUser and Expire return the backend's report with its error.
 func TestDeleteCutOffByDeadline(t *testing.T) {
-	// Batches of 5 rather than memory.DeleteBatch, so that a batch is
+	// Batches of 5 rather than driver.DeleteBatch, so that a batch is
 	// quick under -race and the deadline short.
 	const sessions, batch = 13, 5 // three batches
 	for _, op := range []string{"deleteuser", "expire"} {
@@ -64,12 +64,12 @@ func TestDeleteCutOffByDeadline(t *testing.T) {
 				m := newMemory(t, b).ForTenant("cut")
 				for i := range sessions {
 					id := fmt.Sprintf("s%03d", i)
-					require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: id, User: "ada"}))
-					require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{ID: "t1", User: "q", Agent: "a"}))
-					require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{ID: "t2", User: "q2", Agent: "a2"}))
+					require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: id, User: "ada"}))
+					require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{ID: "t1", User: "q", Agent: "a"}))
+					require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{ID: "t2", User: "q2", Agent: "a2"}))
 				}
-				run := func(ctx context.Context) (memory.DeleteReport, error) {
-					var r memory.DeleteReport
+				run := func(ctx context.Context) (driver.DeleteReport, error) {
+					var r driver.DeleteReport
 					var err error
 					if op == "expire" {
 						r, _, err = b.DeleteSessions(ctx, "cut", nil, time.Now().Add(time.Hour), batch)
@@ -91,7 +91,7 @@ func TestDeleteCutOffByDeadline(t *testing.T) {
 				require.Error(t, err, "a run cut off by its deadline returns an error")
 				assert.ErrorIs(t, err, context.DeadlineExceeded)
 				assert.Less(t, took, deadline+time.Second, "it returned soon after its deadline")
-				assert.Equal(t, memory.DeleteReport{Sessions: batch, Messages: 4 * batch}, first,
+				assert.Equal(t, driver.DeleteReport{Sessions: batch, Messages: 4 * batch}, first,
 					"the report counts the batch committed before the deadline")
 
 				// Every session is whole or gone; the tables agree.
@@ -99,7 +99,7 @@ func TestDeleteCutOffByDeadline(t *testing.T) {
 				for i := range sessions {
 					id := fmt.Sprintf("s%03d", i)
 					info, err := m.SessionInfo(ctx, id)
-					if errors.Is(err, memory.ErrSessionNotFound) {
+					if errors.Is(err, driver.ErrSessionNotFound) {
 						continue
 					}
 					require.NoError(t, err)
@@ -113,22 +113,22 @@ func TestDeleteCutOffByDeadline(t *testing.T) {
 				if op == "deleteuser" {
 					// Until it is run again, a save into a session it
 					// deleted is refused: the erasure is not finished.
-					err := m.SaveTurn(ctx, "s000", memory.Turn{ID: "t3", User: "too", Agent: "soon"})
-					require.ErrorIs(t, err, memory.ErrSessionDeleted)
+					err := m.SaveTurn(ctx, "s000", driver.Turn{ID: "t3", User: "too", Agent: "soon"})
+					require.ErrorIs(t, err, driver.ErrSessionDeleted)
 				}
 
 				// Running it again finishes the job.
 				hook.at.Store(0)
 				second, err := run(ctx)
 				require.NoError(t, err)
-				assert.Equal(t, memory.DeleteReport{Sessions: left, Messages: 4 * left}, second)
-				p, err := m.ListSessions(ctx, memory.SessionQuery{})
+				assert.Equal(t, driver.DeleteReport{Sessions: left, Messages: 4 * left}, second)
+				p, err := m.ListSessions(ctx, driver.SessionQuery{})
 				require.NoError(t, err)
 				assert.Empty(t, p.Sessions)
 				assertNoOrphans(t, b)
 
 				// After it returned, a save starts a new, unowned session.
-				require.NoError(t, m.SaveTurn(ctx, "s000", memory.Turn{ID: "t3", User: "new", Agent: "session"}))
+				require.NoError(t, m.SaveTurn(ctx, "s000", driver.Turn{ID: "t3", User: "new", Agent: "session"}))
 				info, err := m.SessionInfo(ctx, "s000")
 				require.NoError(t, err)
 				assert.Equal(t, "", info.User)

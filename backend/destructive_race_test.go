@@ -14,18 +14,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // raceStore is what the destructive race tests drive: a DataFlowBackend or
 // the InMemoryBackend.
 type raceStore interface {
-	memory.Backend
-	memory.SessionStore
-	memory.Replacer
-	LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error)
-	SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error
+	driver.Backend
+	driver.SessionStore
+	driver.Replacer
 }
 
 // twoServers returns two backends over one database, each on a pool of
@@ -46,15 +44,15 @@ func twoServers(t *testing.T, d dbtest.Dialect) (a, b *DataFlowBackend) {
 }
 
 // raceTurn is a turn of two messages whose IDs are its ID's.
-func raceTurn(id string) memory.Turn {
-	return memory.Turn{ID: id, User: "question " + id, Agent: "answer " + id}
+func raceTurn(id string) driver.Turn {
+	return driver.Turn{ID: id, User: "question " + id, Agent: "answer " + id}
 }
 
 // historyOf is the session's whole history as "turnID/messages" strings,
 // oldest first; nil for no session.
 func historyOf(t *testing.T, s raceStore, key string) []string {
 	t.Helper()
-	w, err := s.LoadWindow(context.Background(), key, 1000)
+	w, err := readWindow(context.Background(), s, key, 1000)
 	require.NoError(t, err)
 	var out []string
 	for _, turn := range w.Turns {
@@ -89,19 +87,19 @@ var (
 // append adds one message to o2, the save a turn s.
 func raceCases() []raceCase {
 	return []raceCase{
-		{write: "append", destroy: "replace", onNil: [][]string{histNew}, onErr: [][]string{histNew}, errs: []error{memory.ErrTurnNotFound}},
+		{write: "append", destroy: "replace", onNil: [][]string{histNew}, onErr: [][]string{histNew}, errs: []error{driver.ErrTurnNotFound}},
 		{write: "save", destroy: "replace", onNil: [][]string{histNew, append(slices.Clone(histNew), "s/2")}},
-		{write: "append", destroy: "clear", onNil: [][]string{histNone}, onErr: [][]string{histNone}, errs: []error{memory.ErrTurnNotFound}},
+		{write: "append", destroy: "clear", onNil: [][]string{histNone}, onErr: [][]string{histNone}, errs: []error{driver.ErrTurnNotFound}},
 		{write: "save", destroy: "clear", onNil: [][]string{histNone, {"s/2"}}},
-		{write: "append", destroy: "deleteuser", onNil: [][]string{histNone}, onErr: [][]string{histNone}, errs: []error{memory.ErrTurnNotFound}},
+		{write: "append", destroy: "deleteuser", onNil: [][]string{histNone}, onErr: [][]string{histNone}, errs: []error{driver.ErrTurnNotFound}},
 		// Issue 16, item 5: a save overlapping the deletion of its
 		// session is deleted with it or fails; it never survives in a new,
 		// unowned session.
-		{write: "save", destroy: "deleteuser", onNil: [][]string{histNone}, onErr: [][]string{histNone}, errs: []error{memory.ErrSessionDeleted},
+		{write: "save", destroy: "deleteuser", onNil: [][]string{histNone}, onErr: [][]string{histNone}, errs: []error{driver.ErrSessionDeleted},
 			afterReturn: [][]string{{"s/2"}}},
 		// An append or save before Expire's pick updates the session, so
 		// it is kept.
-		{write: "append", destroy: "expire", onNil: [][]string{{"o1/2", "o2/3"}}, onErr: [][]string{histNone}, errs: []error{memory.ErrTurnNotFound}},
+		{write: "append", destroy: "expire", onNil: [][]string{{"o1/2", "o2/3"}}, onErr: [][]string{histNone}, errs: []error{driver.ErrTurnNotFound}},
 		{write: "save", destroy: "expire", onNil: [][]string{append(slices.Clone(histOld), "s/2"), {"s/2"}}},
 	}
 }
@@ -110,14 +108,14 @@ func raceCases() []raceCase {
 func runWrite(ctx context.Context, s raceStore, write, key string) error {
 	switch write {
 	case "append":
-		msgs, err := memory.PrepareMessages([]memory.Message{{ID: "from-b", Role: memory.RoleAssistant, Content: "appended by server B"}}, 0, nil)
+		msgs, err := driver.PrepareMessages([]driver.Message{{ID: "from-b", Role: driver.RoleAssistant, Content: "appended by server B"}}, 0, nil)
 		if err != nil {
 			return err
 		}
 		_, err = s.Append(ctx, key, "o2", msgs)
 		return err
 	case "save":
-		return s.SaveTurn(ctx, key, raceTurn("s"))
+		return storeTurn(ctx, s, key, raceTurn("s"))
 	}
 	panic("unknown write " + write)
 }
@@ -126,9 +124,9 @@ func runWrite(ctx context.Context, s raceStore, write, key string) error {
 func runDestroy(ctx context.Context, s raceStore, destroy, tenant, key, user string, before time.Time) error {
 	switch destroy {
 	case "replace":
-		var turns []memory.PreparedTurn
+		var turns []driver.PreparedTurn
 		for _, id := range []string{"n1", "n2"} {
-			p, err := memory.Prepare(raceTurn(id), time.Now(), memory.DefaultMaxMessageBytes)
+			p, err := driver.Prepare(raceTurn(id), time.Now(), driver.DefaultMaxMessageBytes, nil)
 			if err != nil {
 				return err
 			}
@@ -139,10 +137,10 @@ func runDestroy(ctx context.Context, s raceStore, destroy, tenant, key, user str
 	case "clear":
 		return s.ClearSession(ctx, key)
 	case "deleteuser":
-		_, _, err := s.DeleteSessions(ctx, tenant, &user, time.Time{}, memory.DeleteBatch)
+		_, _, err := s.DeleteSessions(ctx, tenant, &user, time.Time{}, driver.DeleteBatch)
 		return err
 	case "expire":
-		_, _, err := s.DeleteSessions(ctx, tenant, nil, before, memory.DeleteBatch)
+		_, _, err := s.DeleteSessions(ctx, tenant, nil, before, driver.DeleteBatch)
 		return err
 	}
 	panic("unknown destructive operation " + destroy)
@@ -177,10 +175,10 @@ func raceRounds(t *testing.T, a, b raceStore, c raceCase, rounds int) *raceTally
 		require.True(t, time.Now().Before(deadline), "%s/%s: %d rounds took over two minutes", c.write, c.destroy, r)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		tenant, user := fmt.Sprintf("t%s%s%d", c.write, c.destroy, r), fmt.Sprintf("u%d", r)
-		key := memory.SessionKey(tenant, "s")
-		require.NoError(t, a.CreateSession(ctx, key, memory.SessionInfo{ID: "s", User: user}))
-		require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
-		require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o2")))
+		key := driver.SessionKey(tenant, "s")
+		require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
+		require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
+		require.NoError(t, storeTurn(ctx, a, key, raceTurn("o2")))
 		// Expire takes sessions not updated since before: these two.
 		time.Sleep(time.Millisecond)
 		before := time.Now()

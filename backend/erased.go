@@ -13,7 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // ErasedTable is the table of sessions DeleteUser deleted (ErasedRow).
@@ -27,7 +27,7 @@ const erasedKeep = time.Hour
 
 // ErasedRow is a session DeleteUser deleted: a save that reaches the
 // database while that DeleteUser runs, or after it but having begun
-// before it returned, is refused with memory.ErrSessionDeleted rather
+// before it returned, is refused with driver.ErrSessionDeleted rather
 // than starting a new, unowned session with the erased user's words. A
 // save begun after DeleteUser returned starts a new session as any first
 // save does. The row is written, not done, in the transaction that
@@ -162,7 +162,7 @@ func (b *DataFlowBackend) pruneErased(ctx context.Context, tenant string) error 
 // newTurnTx counts a new turn of tokens tokens into the session key's row,
 // creating it, in tx: the one session-row step of a save, a replace and
 // an import (saveSession). It returns the turn's sequence, the session's
-// version and token total after it. It is memory.ErrSessionDeleted, naming the session, when a
+// version and token total after it. It is driver.ErrSessionDeleted, naming the session, when a
 // DeleteUser of the session ran or ended after begun (ErasedRow).
 func (b *DataFlowBackend) newTurnTx(ctx context.Context, tx *dataflow.Tx, key string, tokens int64, at, begun time.Time) (seq, version, total int64, err error) {
 	rows, err := b.saveSession.QueryTx(ctx, tx, key, tenantOf(key), firstVersion(), tokens, at, at, erasedDigest(key), begun)
@@ -171,7 +171,7 @@ func (b *DataFlowBackend) newTurnTx(ctx context.Context, tx *dataflow.Tx, key st
 	}
 	switch err := scanOne(rows, &seq, &version, &total); {
 	case errors.Is(err, sql.ErrNoRows):
-		return 0, 0, 0, fmt.Errorf("%s: %w", sessionName(key), bare{memory.ErrSessionDeleted})
+		return 0, 0, 0, fmt.Errorf("%s: %w", sessionName(key), bare{driver.ErrSessionDeleted})
 	case err != nil:
 		return 0, 0, 0, err
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // TestDeleteUserLeavesNoIDs: the marks DeleteUser keeps so that a racing
@@ -26,8 +26,8 @@ func TestDeleteUserLeavesNoIDs(t *testing.T) {
 	m := newMemory(t, b).ForTenant("acme")
 
 	user, session := "u"+newMarker(t), "s"+newMarker(t)
-	require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: session, User: user}))
-	require.NoError(t, m.SaveTurn(ctx, session, memory.Turn{User: "hello", Agent: "hi"}))
+	require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: session, User: user}))
+	require.NoError(t, m.SaveTurn(ctx, session, driver.Turn{User: "hello", Agent: "hi"}))
 	requireCheckpoint(t, db)
 	require.Positive(t, markerCount(t, path, user), "the owner reached the database file")
 	require.Positive(t, markerCount(t, path, session), "the session ID reached the database file")
@@ -36,7 +36,7 @@ func TestDeleteUserLeavesNoIDs(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, r.Sessions)
 	var marks int
-	rows, err := db.QueryContext(ctx, `SELECT COUNT(*) FROM `+ErasedTable+` WHERE id = ?`, erasedDigest(memory.SessionKey("acme", session)))
+	rows, err := db.QueryContext(ctx, `SELECT COUNT(*) FROM `+ErasedTable+` WHERE id = ?`, erasedDigest(driver.SessionKey("acme", session)))
 	require.NoError(t, err)
 	require.NoError(t, scanOne(rows, &marks))
 	require.Equal(t, 1, marks, "the session is marked, by its digest")

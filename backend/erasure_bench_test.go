@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -42,8 +43,8 @@ func BenchmarkErasureCost(b *testing.B) {
 			b.Run(op+"/"+v.name, func(b *testing.B) {
 				ctx := context.Background()
 				m, db, path := erasureBenchOpen(b, v.pragma, v.fts5)
-				turn := func(i int) memory.Turn {
-					return memory.Turn{
+				turn := func(i int) driver.Turn {
+					return driver.Turn{
 						User:  fmt.Sprintf("question %d about %s", i, strings.Repeat("lantern harbour velvet orchard ", 6)),
 						Agent: fmt.Sprintf("answer %d: %s", i, strings.Repeat("copper meadow saffron glacier thimble ", 10)),
 					}
@@ -84,7 +85,7 @@ func BenchmarkErasureCost(b *testing.B) {
 						user := fmt.Sprint("u", i)
 						for s := range 2 {
 							id := fmt.Sprintf("gone-%d-%d", i, s)
-							require.NoError(b, m.CreateSession(ctx, memory.SessionInfo{ID: id, User: user}))
+							require.NoError(b, m.CreateSession(ctx, driver.SessionInfo{ID: id, User: user}))
 							for j := range 10 {
 								require.NoError(b, m.SaveTurn(ctx, id, turn(j)))
 							}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -108,7 +109,7 @@ var erasureOps = []struct {
 	{name: "ReplaceSession", keepsSession: true, run: func(t *testing.T, m *memory.PersistentBufferMemory, _ time.Time) {
 		for _, id := range erasedSessions {
 			require.NoError(t, m.ReplaceSession(context.Background(), id,
-				memory.Turn{User: "a fresh start", Agent: "nothing kept"}))
+				driver.Turn{User: "a fresh start", Agent: "nothing kept"}))
 		}
 	}},
 }
@@ -145,34 +146,34 @@ func seedErasure(t *testing.T, m *memory.PersistentBufferMemory, marker string, 
 		return strings.Join(w, " ")
 	}
 	for i, id := range erasedSessions {
-		info := memory.SessionInfo{ID: id, User: "ada"}
+		info := driver.SessionInfo{ID: id, User: "ada"}
 		if !keepsSession {
 			info.Title = "about " + marker
 			info.Metadata = map[string]any{"topic": marker}
 		}
 		require.NoError(t, m.CreateSession(ctx, info))
-		require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{
+		require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{
 			User: "remember " + marker + " " + filler(i, 5), Agent: "noted " + marker,
 			Metadata: map[string]any{"why": marker},
 		}))
-		require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{Messages: []memory.Message{
-			{Role: memory.RoleUser, Content: "look it up", Parts: []memory.Part{{Type: "text", Text: "part " + marker}}},
-			{Role: memory.RoleAssistant, Name: "agent-" + marker, ToolCalls: []memory.ToolCall{{ID: "c1", Name: "lookup", Arguments: `{"q":"` + marker + `"}`}}},
-			{Role: memory.RoleTool, ToolCallID: "c1", Content: "found " + marker, Metadata: map[string]any{"src": marker}},
+		require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{Messages: []driver.Message{
+			{Role: driver.RoleUser, Content: "look it up", Parts: []driver.Part{{Type: "text", Text: "part " + marker}}},
+			{Role: driver.RoleAssistant, Name: "agent-" + marker, ToolCalls: []driver.ToolCall{{ID: "c1", Name: "lookup", Arguments: `{"q":"` + marker + `"}`}}},
+			{Role: driver.RoleTool, ToolCallID: "c1", Content: "found " + marker, Metadata: map[string]any{"src": marker}},
 		}}))
 		// Long enough to need overflow pages (a 4 KiB page holds about
 		// 4 KB of a row).
 		long := strings.Repeat(filler(i, 40)+" "+marker+" ", 60)
-		require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{User: long, Agent: "ok"}))
+		require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{User: long, Agent: "ok"}))
 	}
 	time.Sleep(2 * time.Millisecond)
 	cut := time.Now()
 	time.Sleep(2 * time.Millisecond)
 	for i := range 20 {
 		id := fmt.Sprintf("kept-%d", i)
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: id, User: "bob"}))
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: id, User: "bob"}))
 		for j := range 3 {
-			require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{User: filler(i+j, 12), Agent: filler(i+j+1, 8)}))
+			require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{User: filler(i+j, 12), Agent: filler(i+j+1, 8)}))
 		}
 	}
 	return cut
@@ -181,7 +182,7 @@ func seedErasure(t *testing.T, m *memory.PersistentBufferMemory, marker string, 
 // requireGone checks that no API of m shows the marker any more.
 func requireGone(t *testing.T, m *memory.PersistentBufferMemory, marker string) {
 	t.Helper()
-	hits, err := m.Search(context.Background(), memory.SearchQuery{Text: marker})
+	hits, err := m.Search(context.Background(), driver.SearchQuery{Text: marker})
 	require.NoError(t, err)
 	require.Empty(t, hits, "search finds the erased text")
 }
@@ -263,7 +264,7 @@ func apiText(t *testing.T, m *memory.PersistentBufferMemory, marker string) stri
 	ctx := context.Background()
 	var out strings.Builder
 	show := func(what string, v any) { fmt.Fprintf(&out, "%s: %+v\n", what, v) }
-	for _, q := range []memory.SearchQuery{
+	for _, q := range []driver.SearchQuery{
 		{Text: marker}, {Text: marker, User: "ada"}, {Text: "remember " + marker},
 		{Text: marker, SessionID: erasedSessions[0]}, {Text: "found " + marker, SessionID: erasedSessions[1]},
 	} {
@@ -271,7 +272,7 @@ func apiText(t *testing.T, m *memory.PersistentBufferMemory, marker string) stri
 		require.NoError(t, err)
 		show("search", hits)
 	}
-	for _, q := range []memory.SessionQuery{{}, {User: "ada"}, {Limit: memory.MaxListLimit}} {
+	for _, q := range []driver.SessionQuery{{}, {User: "ada"}, {Limit: driver.MaxListLimit}} {
 		for {
 			p, err := m.ListSessions(ctx, q)
 			require.NoError(t, err)
@@ -288,11 +289,11 @@ func apiText(t *testing.T, m *memory.PersistentBufferMemory, marker string) stri
 		show("window", w)
 		info, err := m.SessionInfo(ctx, id)
 		if err != nil {
-			require.ErrorIs(t, err, memory.ErrSessionNotFound)
+			require.ErrorIs(t, err, driver.ErrSessionNotFound)
 		}
 		show("info", info)
 		for _, newest := range []bool{false, true} {
-			q := memory.HistoryQuery{NewestFirst: newest}
+			q := driver.HistoryQuery{NewestFirst: newest}
 			for {
 				p, err := m.History(ctx, id, q)
 				require.NoError(t, err)
@@ -305,7 +306,7 @@ func apiText(t *testing.T, m *memory.PersistentBufferMemory, marker string) stri
 		}
 		var buf bytes.Buffer
 		if err := m.Export(ctx, id, &buf); err != nil {
-			require.ErrorIs(t, err, memory.ErrSessionNotFound)
+			require.ErrorIs(t, err, driver.ErrSessionNotFound)
 		}
 		out.Write(buf.Bytes())
 	}

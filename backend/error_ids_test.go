@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -31,59 +32,59 @@ func TestErrorsNameSessionAsWritten(t *testing.T) {
 		turn     string // the turn it must name; "" for none
 		sqlOnly  bool   // the path exists only on DataFlowBackend
 	}
-	msg := func(id string) memory.Message {
-		return memory.Message{ID: id, Role: memory.RoleAssistant, Content: "more"}
+	msg := func(id string) driver.Message {
+		return driver.Message{ID: id, Role: driver.RoleAssistant, Content: "more"}
 	}
 	cases := []errCase{
-		{name: "session info of no session", sentinel: memory.ErrSessionNotFound, session: "nope",
+		{name: "session info of no session", sentinel: driver.ErrSessionNotFound, session: "nope",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				_, err := m.SessionInfo(ctx, "nope")
 				return err
 			}},
-		{name: "export of no session", sentinel: memory.ErrSessionNotFound, session: "nope",
+		{name: "export of no session", sentinel: driver.ErrSessionNotFound, session: "nope",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				return m.Export(ctx, "nope", io.Discard)
 			}},
-		{name: "create a session another user owns", sentinel: memory.ErrSessionOwned, session: "owned",
+		{name: "create a session another user owns", sentinel: driver.ErrSessionOwned, session: "owned",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
-				return m.CreateSession(ctx, memory.SessionInfo{ID: "owned", User: "bob"})
+				return m.CreateSession(ctx, driver.SessionInfo{ID: "owned", User: "bob"})
 			}},
-		{name: "import a session another user owns", sentinel: memory.ErrSessionOwned, session: "owned",
+		{name: "import a session another user owns", sentinel: driver.ErrSessionOwned, session: "owned",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				_, err := m.Import(ctx, strings.NewReader(`{"format":"`+memory.ExportFormat+`","id":"owned","user":"bob"}`+"\n"))
 				return err
 			}},
-		{name: "append to a turn the session lacks", sentinel: memory.ErrTurnNotFound, session: "s1", turn: "ghost",
+		{name: "append to a turn the session lacks", sentinel: driver.ErrTurnNotFound, session: "s1", turn: "ghost",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				return m.AppendMessages(ctx, "s1", "ghost", msg("g1"))
 			}},
-		{name: "append to a session that does not exist", sentinel: memory.ErrTurnNotFound, session: "nope", turn: "ghost",
+		{name: "append to a session that does not exist", sentinel: driver.ErrTurnNotFound, session: "nope", turn: "ghost",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				return m.AppendMessages(ctx, "nope", "ghost", msg("g2"))
 			}},
-		{name: "save a message id another turn holds", sentinel: memory.ErrInvalidTurn, session: "s1", turn: "t2",
+		{name: "save a message id another turn holds", sentinel: driver.ErrInvalidTurn, session: "s1", turn: "t2",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
-				return m.SaveTurn(ctx, "s1", memory.Turn{ID: "t2", Messages: []memory.Message{{ID: "m1", Role: memory.RoleUser, Content: "again"}}})
+				return m.SaveTurn(ctx, "s1", driver.Turn{ID: "t2", Messages: []driver.Message{{ID: "m1", Role: driver.RoleUser, Content: "again"}}})
 			}},
-		{name: "import a message id another turn holds", sentinel: memory.ErrInvalidImport, session: "s1", turn: "t3",
+		{name: "import a message id another turn holds", sentinel: driver.ErrInvalidImport, session: "s1", turn: "t3",
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
 				_, err := m.Import(ctx, strings.NewReader(`{"format":"`+memory.ExportFormat+`","id":"s1"}`+"\n"+
 					`{"id":"t3","timestamp":"2026-01-02T03:04:05Z","messages":[{"id":"m1","role":"user","content":"again"}]}`+"\n"))
 				return err
 			}},
-		{name: "replace with a turn given twice", sentinel: memory.ErrInvalidTurn,
+		{name: "replace with a turn given twice", sentinel: driver.ErrInvalidTurn,
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
-				t := memory.Turn{ID: "r1", User: "u"}
+				t := driver.Turn{ID: "r1", User: "u"}
 				return m.ReplaceSession(ctx, "s1", t, t)
 			}},
-		{name: "list sessions after a bad cursor", sentinel: memory.ErrInvalidCursor,
+		{name: "list sessions after a bad cursor", sentinel: driver.ErrInvalidCursor,
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
-				_, err := m.ListSessions(ctx, memory.SessionQuery{After: "not a cursor"})
+				_, err := m.ListSessions(ctx, driver.SessionQuery{After: "not a cursor"})
 				return err
 			}},
-		{name: "history after a bad cursor", sentinel: memory.ErrInvalidCursor,
+		{name: "history after a bad cursor", sentinel: driver.ErrInvalidCursor,
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
-				_, err := m.History(ctx, "s1", memory.HistoryQuery{After: "not a cursor"})
+				_, err := m.History(ctx, "s1", driver.HistoryQuery{After: "not a cursor"})
 				return err
 			}},
 		{name: "session info of a session whose metadata is not JSON", session: "bad", sqlOnly: true,
@@ -93,20 +94,20 @@ func TestErrorsNameSessionAsWritten(t *testing.T) {
 			}},
 		{name: "list a session whose metadata is not JSON", session: "bad", sqlOnly: true,
 			run: func(ctx context.Context, m *memory.PersistentBufferMemory) error {
-				_, err := m.ListSessions(ctx, memory.SessionQuery{User: "mallory"})
+				_, err := m.ListSessions(ctx, driver.SessionQuery{User: "mallory"})
 				return err
 			}},
 	}
-	run := func(t *testing.T, b memory.Backend, sql *DataFlowBackend) {
+	run := func(t *testing.T, b driver.Backend, sql *DataFlowBackend) {
 		ctx := context.Background()
 		root := newMemory(t, b)
 		for _, tenant := range []string{"acme", ""} {
 			t.Run("tenant="+tenant, func(t *testing.T) {
 				m := root.ForTenant(tenant)
-				require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{ID: "t1", Messages: []memory.Message{{ID: "m1", Role: memory.RoleUser, Content: "hi"}}}))
-				require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "owned", User: "alice"}))
+				require.NoError(t, m.SaveTurn(ctx, "s1", driver.Turn{ID: "t1", Messages: []driver.Message{{ID: "m1", Role: driver.RoleUser, Content: "hi"}}}))
+				require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "owned", User: "alice"}))
 				if sql != nil {
-					require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "bad", User: "mallory", Metadata: map[string]any{"k": "v"}}))
+					require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "bad", User: "mallory", Metadata: map[string]any{"k": "v"}}))
 					_, err := sql.db.ExecContext(ctx, `UPDATE `+SessionsTable+` SET metadata = '{' WHERE user_id = 'mallory' AND tenant = '`+tenant+`'`)
 					require.NoError(t, err)
 				}
@@ -151,14 +152,14 @@ func TestErrorsNameSessionAsWritten(t *testing.T) {
 }
 
 // A search of a SQLite database without a search index is
-// memory.ErrNotSupported, and names the memory and the backend once each.
+// driver.ErrNotSupported, and names the memory and the backend once each.
 func TestErrorNoSearchIndexNamesLayersOnce(t *testing.T) {
 	ctx := context.Background()
 	b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL}, WithSearchIndex(false))
 	m := newMemory(t, b).ForTenant("acme")
-	require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{User: "hi"}))
-	_, err := m.Search(ctx, memory.SearchQuery{Text: "hi", SessionID: "s1"})
-	require.True(t, errors.Is(err, memory.ErrNotSupported), "got %v; want memory.ErrNotSupported", err)
+	require.NoError(t, m.SaveTurn(ctx, "s1", driver.Turn{User: "hi"}))
+	_, err := m.Search(ctx, driver.SearchQuery{Text: "hi", SessionID: "s1"})
+	require.True(t, errors.Is(err, driver.ErrNotSupported), "got %v; want driver.ErrNotSupported", err)
 	assertLayersOnce(t, err.Error())
 }
 

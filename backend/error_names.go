@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // sessionName names the session of key as its user wrote it: `tenant
@@ -12,7 +12,7 @@ import (
 // name a session so, never by its key, whose U+001F separator would read
 // "acme\x1fs1".
 func sessionName(key string) string {
-	tenant, id := memory.ParseSessionKey(key)
+	tenant, id := driver.ParseSessionKey(key)
 	if tenant == "" {
 		return fmt.Sprintf("session %q", id)
 	}
@@ -31,7 +31,7 @@ func (e bare) Error() string { return strings.TrimPrefix(e.err.Error(), "memory:
 func (e bare) Unwrap() error { return e.err }
 
 // errTurnNotFound is the error of an append to a turn the session of key
-// does not hold; it wraps memory.ErrTurnNotFound.
+// does not hold; it wraps driver.ErrTurnNotFound.
 func errTurnNotFound(key, turnID string) error {
-	return fmt.Errorf("%s turn %q: %w", sessionName(key), turnID, bare{memory.ErrTurnNotFound})
+	return fmt.Errorf("%s turn %q: %w", sessionName(key), turnID, bare{driver.ErrTurnNotFound})
 }

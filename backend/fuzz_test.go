@@ -15,12 +15,12 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// fuzzMaxBytes is the message size limit of FuzzSaveLoad: small, so that
-// fuzzed inputs cross it.
-const fuzzMaxBytes = 1024
+// fuzzMaxBytes is the message size limit of FuzzSaveLoad: the one a
+// backend applies to turns no memory prepared (a seed crosses it).
+const fuzzMaxBytes = driver.DefaultMaxMessageBytes
 
 // fuzzTimestamp is the Timestamp of every fuzzed turn: finer than a
 // microsecond, so the truncation is exercised.
@@ -29,7 +29,7 @@ var fuzzTimestamp = time.Date(2025, 3, 4, 5, 6, 7, 891234567, time.UTC)
 // FuzzSaveLoad saves a turn of fuzzed session ID, messages and metadata
 // through DataFlowBackend, on one SQLite file per fuzzing process, and
 // loads it back. Either the save fails with the typed error that
-// memory.ValidateSessionID or memory.PrepareTurn gives for the input and
+// driver.ValidateSessionID or driver.PrepareTurn gives for the input and
 // stores nothing, or it succeeds, stores exactly the turn's messages (one
 // for each of user and agent that is not empty), bumps the session's turn
 // count by one, and LoadWindow returns exactly the turn PrepareTurn
@@ -62,28 +62,28 @@ func FuzzSaveLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { db.Close() })
-	be, err := backend.NewDataFlowBackend(db, backend.WithMaxMessageBytes(fuzzMaxBytes))
+	be, err := backend.NewDataFlowBackend(db)
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := be.LoadWindow(ctx, "setup", 1); err != nil { // creates the tables
+	if _, err := readWindow(ctx, be, "setup", 1); err != nil { // creates the tables
 		f.Fatal(err)
 	}
 	var seq atomic.Int64 // makes every turn ID new
 
 	f.Fuzz(func(t *testing.T, session, user, agent, key, value string, shape byte) {
-		turn := memory.Turn{
+		turn := driver.Turn{
 			ID:        fmt.Sprintf("fuzz-%d", seq.Add(1)),
 			User:      user,
 			Agent:     agent,
 			Timestamp: fuzzTimestamp,
 			Metadata:  fuzzMetadata(shape, key, value),
 		}
-		want, _, prepErr := memory.PrepareTurn(turn, time.Now(), fuzzMaxBytes)
-		if prepErr != nil && !errors.Is(prepErr, memory.ErrInvalidTurn) && !errors.Is(prepErr, memory.ErrTurnTooLarge) {
+		want, _, prepErr := driver.PrepareTurn(turn, time.Now(), fuzzMaxBytes)
+		if prepErr != nil && !errors.Is(prepErr, driver.ErrInvalidTurn) && !errors.Is(prepErr, driver.ErrTurnTooLarge) {
 			t.Fatalf("PrepareTurn: untyped error %v", prepErr)
 		}
-		sessionErr := memory.ValidateSessionID(session)
+		sessionErr := driver.ValidateSessionID(session)
 
 		msgsBefore := fuzzCount(ctx, t, db, backend.MessagesTable)
 		turnsBefore := 0
@@ -92,12 +92,12 @@ func FuzzSaveLoad(f *testing.F) {
 			switch {
 			case err == nil:
 				turnsBefore = info.TurnCount
-			case !errors.Is(err, memory.ErrSessionNotFound):
+			case !errors.Is(err, driver.ErrSessionNotFound):
 				t.Fatalf("SessionInfo(%q): %v", session, err)
 			}
 		}
 
-		err := be.SaveTurn(ctx, session, turn)
+		err := storeTurn(ctx, be, session, turn)
 		if sessionErr != nil || prepErr != nil {
 			wantErr := sessionErr
 			if wantErr == nil {
@@ -118,7 +118,7 @@ func FuzzSaveLoad(f *testing.F) {
 			t.Fatalf("messages went from %d to %d; want +%d", msgsBefore, n, len(want.Messages))
 		}
 
-		w, err := be.LoadWindow(ctx, session, 1)
+		w, err := readWindow(ctx, be, session, 1)
 		if err != nil {
 			t.Fatalf("LoadWindow(%q): %v", session, err)
 		}
@@ -155,7 +155,7 @@ func fuzzMetadata(shape byte, key, value string) map[string]any {
 
 // fuzzSentinel returns the memory sentinel err wraps.
 func fuzzSentinel(err error) error {
-	for _, s := range []error{memory.ErrInvalidSessionID, memory.ErrInvalidTurn, memory.ErrTurnTooLarge} {
+	for _, s := range []error{driver.ErrInvalidSessionID, driver.ErrInvalidTurn, driver.ErrTurnTooLarge} {
 		if errors.Is(err, s) {
 			return s
 		}

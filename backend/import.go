@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// Import stores an import in one transaction (memory.SessionStore's
+// Import stores an import in one transaction (driver.SessionStore's
 // contract): the session row is inserted or locked first and its owner
 // checked, then each turn next yields is looked up by ID (one indexed
 // read) and, when the session does not hold it, stored as Save stores it.
@@ -20,8 +20,8 @@ import (
 // is found by the unique index, whose violation aborts the transaction.
 // So duplicates, within the file or against the session, are found by the
 // database inside the transaction, and nothing but the current turn is
-// held in memory. It implements memory.SessionStore.
-func (b *DataFlowBackend) Import(ctx context.Context, key string, s memory.SessionInfo, next func() (memory.PreparedTurn, error)) error {
+// held in memory. It implements driver.SessionStore.
+func (b *DataFlowBackend) Import(ctx context.Context, key string, s driver.SessionInfo, next func() (driver.PreparedTurn, error)) error {
 	if err := b.check(key); err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ RETURNING user_id, turn_count`, b.sessions)
 		case err != nil:
 			return err
 		case erased:
-			return memory.ErrSessionDeleted
+			return driver.ErrSessionDeleted
 		}
 		if s.User != "" || s.Title != "" || meta != nil {
 			if _, err := apply.ExecTx(ctx, tx, s.User, s.Title, jsonArg(meta), at, key); err != nil {
@@ -95,7 +95,7 @@ RETURNING user_id, turn_count`, b.sessions)
 				return err
 			}
 			if !t.Prepared() {
-				if t, err = memory.Prepare(t.Turn, at, b.maxBytes); err != nil {
+				if t, err = driver.Prepare(t.Turn, at, 0, nil); err != nil {
 					return err
 				}
 			}
@@ -109,13 +109,13 @@ RETURNING user_id, turn_count`, b.sessions)
 					return err
 				}
 				if !same {
-					return fmt.Errorf("%s turn %q: %w: the session holds other messages under its id", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
+					return fmt.Errorf("%s turn %q: %w: the session holds other messages under its id", sessionName(key), t.ID, bare{driver.ErrInvalidImport})
 				}
 				continue // held as it is: no change
 			}
 			if err := b.importTurnTx(ctx, tx, key, t, at, begun, index); err != nil {
 				if b.store.msgIDConflict(err) {
-					return fmt.Errorf("%s turn %q: %w: a message id of it is held by another turn", sessionName(key), t.ID, bare{memory.ErrInvalidImport})
+					return fmt.Errorf("%s turn %q: %w: a message id of it is held by another turn", sessionName(key), t.ID, bare{driver.ErrInvalidImport})
 				}
 				return err
 			}
@@ -129,9 +129,9 @@ RETURNING user_id, turn_count`, b.sessions)
 
 // importTurnTx stores t as the session's newest turn, as Save does, within
 // an import's transaction. Like a save, it is refused with
-// memory.ErrSessionDeleted when a DeleteUser of the session ran or ended
+// driver.ErrSessionDeleted when a DeleteUser of the session ran or ended
 // after the import began (ErasedRow).
-func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t memory.PreparedTurn, at, begun time.Time, index bool) error {
+func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key string, t driver.PreparedTurn, at, begun time.Time, index bool) error {
 	tokens := int64(t.Tokens())
 	seq, _, total, err := b.newTurnTx(ctx, tx, key, tokens, at, begun)
 	if err != nil {
@@ -156,29 +156,29 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 
 // heldTurnTx returns the messages the session holds under turnID, nil for
 // none, decoded for comparison: without token counts.
-func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]memory.Message, error) {
+func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]driver.Message, error) {
 	rows, err := st.QueryTx(ctx, tx, key, turnID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []memory.Message
+	var out []driver.Message
 	for rows.Next() {
 		var (
 			pos                   int32
 			id                    sql.NullString
-			m                     memory.Message
+			m                     driver.Message
 			role                  string
 			calls, parts, msgMeta sql.NullString
 		)
 		if err := rows.Scan(&pos, &id, &role, &m.Content, &m.Name, &calls, &m.ToolCallID, &parts, &msgMeta); err != nil {
 			return nil, err
 		}
-		m.ID, m.Role = id.String, memory.Role(role)
+		m.ID, m.Role = id.String, driver.Role(role)
 		if !id.Valid { // stored before messages had IDs
-			m.ID = memory.DerivedMessageID(turnID, int(pos))
+			m.ID = driver.DerivedMessageID(turnID, int(pos))
 		}
-		if err := memory.DecodeMessage(&m, nullBytes(calls), nullBytes(parts), nullBytes(msgMeta)); err != nil {
+		if err := driver.DecodeMessage(&m, nullBytes(calls), nullBytes(parts), nullBytes(msgMeta)); err != nil {
 			return nil, err
 		}
 		out = append(out, m)
@@ -199,13 +199,13 @@ func nullBytes(s sql.NullString) []byte {
 // sameMessages reports whether held, as heldTurnTx reads them, are msgs:
 // the same IDs, roles, content, names, tool calls, parts and metadata, in
 // order. Token counts are not compared: a counter may count differently.
-func sameMessages(held []memory.Message, msgs []memory.PreparedMessage) (bool, error) {
+func sameMessages(held []driver.Message, msgs []driver.PreparedMessage) (bool, error) {
 	if len(held) != len(msgs) {
 		return false, nil
 	}
 	for i := range msgs {
 		m := msgs[i].Message
-		if err := memory.DecodeMessage(&m, msgs[i].ToolCallsJSON, msgs[i].PartsJSON, msgs[i].MetadataJSON); err != nil {
+		if err := driver.DecodeMessage(&m, msgs[i].ToolCallsJSON, msgs[i].PartsJSON, msgs[i].MetadataJSON); err != nil {
 			return false, err
 		}
 		m.Tokens = 0

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -51,10 +52,10 @@ func heldTurns(t *testing.T, m *memory.PersistentBufferMemory, id string) ([]str
 	ctx := context.Background()
 	info, err := m.SessionInfo(ctx, id)
 	if err != nil {
-		require.ErrorIs(t, err, memory.ErrSessionNotFound)
+		require.ErrorIs(t, err, driver.ErrSessionNotFound)
 		return nil, -1
 	}
-	p, err := m.History(ctx, id, memory.HistoryQuery{Limit: memory.MaxListLimit})
+	p, err := m.History(ctx, id, driver.HistoryQuery{Limit: driver.MaxListLimit})
 	require.NoError(t, err)
 	var ids []string
 	for _, turn := range p.Turns {
@@ -70,27 +71,27 @@ func heldTurns(t *testing.T, m *memory.PersistentBufferMemory, id string) ([]str
 func TestImportAllOrNothing(t *testing.T) {
 	for _, c := range []struct {
 		name  string
-		setup []memory.Turn // saved to session s before the import
+		setup []driver.Turn // saved to session s before the import
 		file  string
 		line  string // the error names it
 	}{
 		{"a message id repeated across two turns of the file", nil,
 			importLines(importHead("s", ""), importTurn("t1", "m1=hello", "m2=hi"), importTurn("t2", "m3=again", "m1=hello")), "line 3"},
 		{"a message id the session holds in another turn",
-			[]memory.Turn{{ID: "t0", Messages: []memory.Message{{ID: "m1", Role: memory.RoleUser, Content: "held"}}}},
+			[]driver.Turn{{ID: "t0", Messages: []driver.Message{{ID: "m1", Role: driver.RoleUser, Content: "held"}}}},
 			importLines(importHead("s", ""), importTurn("t1", "m2=new"), importTurn("t2", "m3=x", "m1=held")), "line 3"},
 		{"a turn id repeated in the file with other content", nil,
 			importLines(importHead("s", ""), importTurn("t1", "m1=first"), importTurn("t2", "m2=x"), importTurn("t1", "m1=changed")), "line 4"},
 		{"a turn id repeated in the file with another message", nil,
 			importLines(importHead("s", ""), importTurn("t1", "m1=first"), importTurn("t1", "m1=first", "m9=more")), "line 3"},
 		{"a turn id the session holds with other content",
-			[]memory.Turn{{ID: "t1", Messages: []memory.Message{{ID: "m1", Role: memory.RoleUser, Content: "held"}}}},
+			[]driver.Turn{{ID: "t1", Messages: []driver.Message{{ID: "m1", Role: driver.RoleUser, Content: "held"}}}},
 			importLines(importHead("s", ""), importTurn("t2", "m2=new"), importTurn("t1", "m1=not what is held")), "line 3"},
 		{"a malformed line after good turns", nil,
 			importLines(importHead("s", ""), importTurn("t1", "m1=fine"), `{"id": "t2", "timestamp": `), "line 3"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			backends(t, func(t *testing.T, b memory.Backend) {
+			backends(t, func(t *testing.T, b driver.Backend) {
 				ctx := context.Background()
 				m := newMemory(t, b).ForTenant("acme")
 				for _, turn := range c.setup {
@@ -99,7 +100,7 @@ func TestImportAllOrNothing(t *testing.T) {
 				beforeIDs, beforeCount := heldTurns(t, m, "s")
 
 				_, err := m.Import(ctx, strings.NewReader(c.file))
-				require.ErrorIs(t, err, memory.ErrInvalidImport)
+				require.ErrorIs(t, err, driver.ErrInvalidImport)
 				assert.Contains(t, err.Error(), c.line)
 				ids, count := heldTurns(t, m, "s")
 				assert.Equal(t, beforeIDs, ids, "the refused import left the session's turns as they were")
@@ -112,11 +113,11 @@ func TestImportAllOrNothing(t *testing.T) {
 // Importing the same file twice stores nothing twice, and a turn the file
 // repeats as it is, or that the session holds as it is, is no change.
 func TestImportIdempotent(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("acme")
-		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{ID: "t1", Timestamp: time.Unix(1700000100, 0), Messages: []memory.Message{
-			{ID: "m1", Role: memory.RoleUser, Content: "hello"}, {ID: "m2", Role: memory.RoleAssistant, Content: "hi"}}}))
+		require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{ID: "t1", Timestamp: time.Unix(1700000100, 0), Messages: []driver.Message{
+			{ID: "m1", Role: driver.RoleUser, Content: "hello"}, {ID: "m2", Role: driver.RoleAssistant, Content: "hi"}}}))
 		file := importLines(importHead("s", ""), importTurn("t1", "m1=hello", "m2=hi"), importTurn("t2", "m3=more", "m4=sure"),
 			importTurn("t2", "m3=more", "m4=sure"), importTurn("t3", "m5=last"))
 		for range 2 {
@@ -133,20 +134,20 @@ func TestImportIdempotent(t *testing.T) {
 // An import never takes a session another user owns, nor an unowned one
 // that holds turns; into a new session it brings its owner.
 func TestImportOwner(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("acme")
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "bobs", User: "bob"}))
-		require.NoError(t, m.SaveTurn(ctx, "bobs", memory.Turn{ID: "b1", User: "bob's secret"}))
-		require.NoError(t, m.SaveTurn(ctx, "loose", memory.Turn{ID: "l1", User: "nobody's"}))
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "bobs", User: "bob"}))
+		require.NoError(t, m.SaveTurn(ctx, "bobs", driver.Turn{ID: "b1", User: "bob's secret"}))
+		require.NoError(t, m.SaveTurn(ctx, "loose", driver.Turn{ID: "l1", User: "nobody's"}))
 
 		for _, c := range []struct {
 			name, id, user string
 			want           error
 		}{
-			{"another user's session", "bobs", "mallory", memory.ErrSessionOwned},
-			{"an owned session, by a file without an owner", "bobs", "", memory.ErrSessionOwned},
-			{"an unowned session that holds turns", "loose", "mallory", memory.ErrSessionExists},
+			{"another user's session", "bobs", "mallory", driver.ErrSessionOwned},
+			{"an owned session, by a file without an owner", "bobs", "", driver.ErrSessionOwned},
+			{"an unowned session that holds turns", "loose", "mallory", driver.ErrSessionExists},
 		} {
 			_, err := m.Import(ctx, strings.NewReader(importLines(importHead(c.id, c.user), importTurn("x1", "x1m=planted"))))
 			require.ErrorIs(t, err, c.want, c.name)
@@ -169,10 +170,10 @@ func TestImportOwner(t *testing.T) {
 // A failed import leaves no trace on a session it would have created, and
 // what is read into it is the cached window's too.
 func TestImportDropsCachedWindow(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b)
-		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{ID: "t1", User: "one"}))
+		require.NoError(t, m.SaveTurn(ctx, "s", driver.Turn{ID: "t1", User: "one"}))
 		w, err := m.LoadContext(ctx, "s")
 		require.NoError(t, err)
 		require.Equal(t, 1, w.TurnCount)

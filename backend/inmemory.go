@@ -8,10 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// InMemoryBackend is a memory.Backend that keeps every turn in process
+// InMemoryBackend is a driver.Backend that keeps every turn in process
 // memory, for tests and demos. Like a database it stores metadata as JSON
 // and decodes it on every read, so callers never share its state. It is
 // safe for concurrent use.
@@ -25,7 +25,7 @@ type inMemorySession struct {
 	turns     []storedTurn        // in save order
 	ids       map[string]struct{} // turn IDs
 	msgIDs    map[string]struct{} // message IDs
-	version   memory.Version      // random at creation, then one more per stored turn
+	version   driver.Version      // random at creation, then one more per stored turn
 	createdAt time.Time
 	updatedAt time.Time
 	user      string
@@ -40,11 +40,11 @@ type storedTurn struct {
 	id       string
 	at       time.Time
 	metadata []byte // JSON, nil for none
-	msgs     []memory.PreparedMessage
+	msgs     []driver.PreparedMessage
 	tokens   int
 }
 
-var _ memory.Backend = (*InMemoryBackend)(nil)
+var _ driver.Backend = (*InMemoryBackend)(nil)
 
 // NewInMemoryBackend returns an empty InMemoryBackend. The zero value is
 // ready to use too.
@@ -52,26 +52,18 @@ func NewInMemoryBackend() *InMemoryBackend {
 	return &InMemoryBackend{}
 }
 
-// SaveTurn validates turn with memory.PrepareTurn (DefaultMaxMessageBytes)
-// and appends it to the session. A turn whose ID the session already holds
-// is not stored again, and nil is returned.
-func (b *InMemoryBackend) SaveTurn(ctx context.Context, sessionID string, turn memory.Turn) error {
-	_, err := b.Save(ctx, sessionID, memory.PreparedTurn{Turn: turn})
-	return err
-}
-
 // Save stores turn as the newest turn of the session and reports what it
-// did. A turn memory.Prepare made is stored as it is; any other is
-// validated first (DefaultMaxMessageBytes). It implements memory.Backend.
-func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memory.PreparedTurn) (memory.Saved, error) {
+// did. A turn driver.Prepare made is stored as it is; any other is
+// validated first (DefaultMaxMessageBytes). It implements driver.Backend.
+func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn driver.PreparedTurn) (driver.Saved, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	if !turn.Prepared() {
 		var err error
-		if turn, err = memory.Prepare(turn.Turn, now, memory.DefaultMaxMessageBytes); err != nil {
-			return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		if turn, err = driver.Prepare(turn.Turn, now, driver.DefaultMaxMessageBytes, nil); err != nil {
+			return driver.Saved{}, fmt.Errorf("backend: %w", err)
 		}
 	}
 	st := storedTurn{id: turn.ID, at: turn.Timestamp, metadata: turn.Metadata, msgs: turn.Encoded, tokens: turn.Tokens()}
@@ -80,21 +72,21 @@ func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memor
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if at, ok := b.erased[sessionID]; ok && s == nil && (at.IsZero() || at.After(now)) {
-		return memory.Saved{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
+		return driver.Saved{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
 	}
 	if s == nil {
-		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
+		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: driver.Version(rand.Int64N(1<<62)) + 1}
 		if b.sessions == nil {
 			b.sessions = make(map[string]*inMemorySession)
 		}
 		b.sessions[sessionID] = s
 	}
 	if _, ok := s.ids[st.id]; ok {
-		return memory.Saved{}, nil
+		return driver.Saved{}, nil
 	}
 	for i := range st.msgs {
 		if _, ok := s.msgIDs[st.msgs[i].ID]; ok {
-			return memory.Saved{}, fmt.Errorf("backend: %s turn %q: %w: message id %q is stored in another turn", sessionName(sessionID), st.id, bare{memory.ErrInvalidTurn}, st.msgs[i].ID)
+			return driver.Saved{}, fmt.Errorf("backend: %s turn %q: %w: message id %q is stored in another turn", sessionName(sessionID), st.id, bare{driver.ErrInvalidTurn}, st.msgs[i].ID)
 		}
 	}
 	s.ids[st.id] = struct{}{}
@@ -106,18 +98,18 @@ func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn memor
 	if len(s.turns) > 1 {
 		s.version++
 	}
-	return memory.Saved{Stored: true, Seq: len(s.turns), Version: s.version, Messages: len(st.msgs)}, nil
+	return driver.Saved{Stored: true, Seq: len(s.turns), Version: s.version, Messages: len(st.msgs)}, nil
 }
 
 // Append adds msgs to the session's turn turnID, skipping every message
-// whose ID the session holds already. It implements memory.Backend.
-func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+// whose ID the session holds already. It implements driver.Backend.
+func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	msgs, err := preparedMessages(msgs)
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -132,10 +124,10 @@ func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, 
 		}
 	}
 	if i < 0 {
-		return memory.Saved{}, fmt.Errorf("backend: %w", errTurnNotFound(sessionID, turnID))
+		return driver.Saved{}, fmt.Errorf("backend: %w", errTurnNotFound(sessionID, turnID))
 	}
 	st := s.turns[i]
-	st.msgs = append([]memory.PreparedMessage(nil), st.msgs...)
+	st.msgs = append([]driver.PreparedMessage(nil), st.msgs...)
 	n := 0
 	for _, m := range msgs {
 		if _, ok := s.msgIDs[m.ID]; ok {
@@ -147,43 +139,35 @@ func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, 
 		n++
 	}
 	if n == 0 {
-		return memory.Saved{}, nil
+		return driver.Saved{}, nil
 	}
 	s.turns[i] = st
 	s.version++
 	s.updatedAt = time.Now().UTC().Truncate(time.Microsecond)
-	return memory.Saved{Stored: true, Seq: i + 1, Version: s.version, Messages: n}, nil
-}
-
-// LoadWindow returns the newest maxTurns turns, oldest first, and the total
-// turn count; an unknown session yields an empty Window. maxTurns < 1 is an
-// error wrapping memory.ErrInvalidOption.
-func (b *InMemoryBackend) LoadWindow(ctx context.Context, sessionID string, maxTurns int) (memory.Window, error) {
-	w, _, err := b.Load(ctx, sessionID, memory.WindowQuery{MaxTurns: maxTurns, Known: memory.UnknownVersion})
-	return w, err
+	return driver.Saved{Stored: true, Seq: i + 1, Version: s.version, Messages: n}, nil
 }
 
 // Load returns the window q asks for, exactly, unless the session's
-// version is q.Known. It implements memory.Backend.
-func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+// version is q.Known. It implements driver.Backend.
+func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.Window{}, 0, fmt.Errorf("backend: %w", err)
+		return driver.Window{}, 0, fmt.Errorf("backend: %w", err)
 	}
 	if err := checkQuery(q); err != nil {
-		return memory.Window{}, 0, err
+		return driver.Window{}, 0, err
 	}
 	b.mu.Lock()
 	s := b.sessions[sessionID]
 	var stored []storedTurn
 	var count int
-	v := memory.NoSession
+	v := driver.NoSession
 	if s != nil {
 		v = s.version
 		count = len(s.turns)
 		stored = s.turns[max(0, count-q.MaxTurns):] // stored turns are never modified
 		sum, first := 0, len(stored)
 		// The newest turn always, even alone over the budget (see
-		// memory.TrimWindow).
+		// driver.TrimWindow).
 		for i := len(stored) - 1; i >= 0 && (q.TokenBudget == 0 || sum+stored[i].tokens <= q.TokenBudget || i == len(stored)-1); i-- {
 			sum, first = sum+stored[i].tokens, i
 		}
@@ -191,17 +175,17 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q memory.W
 	}
 	b.mu.Unlock()
 	if v == q.Known {
-		return memory.Window{}, v, nil
+		return driver.Window{}, v, nil
 	}
 
-	w := memory.Window{TurnCount: count}
+	w := driver.Window{TurnCount: count}
 	if len(stored) > 0 {
-		w.Turns = make([]memory.Turn, len(stored))
+		w.Turns = make([]driver.Turn, len(stored))
 	}
 	for i := range stored {
 		t, err := stored[i].turn()
 		if err != nil {
-			return memory.Window{}, 0, err
+			return driver.Window{}, 0, err
 		}
 		w.Turns[i] = t
 		w.Tokens += stored[i].tokens
@@ -210,12 +194,12 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q memory.W
 }
 
 // checkQuery refuses a window query with no turns or a negative budget.
-func checkQuery(q memory.WindowQuery) error {
+func checkQuery(q driver.WindowQuery) error {
 	if q.MaxTurns < 1 {
-		return fmt.Errorf("backend: %w: max turns must be at least 1, got %d", memory.ErrInvalidOption, q.MaxTurns)
+		return fmt.Errorf("backend: %w: max turns must be at least 1, got %d", driver.ErrInvalidOption, q.MaxTurns)
 	}
 	if q.TokenBudget < 0 {
-		return fmt.Errorf("backend: %w: token budget must not be negative, got %d", memory.ErrInvalidOption, q.TokenBudget)
+		return fmt.Errorf("backend: %w: token budget must not be negative, got %d", driver.ErrInvalidOption, q.TokenBudget)
 	}
 	return nil
 }
@@ -232,30 +216,30 @@ func (b *InMemoryBackend) ClearSession(ctx context.Context, sessionID string) er
 }
 
 // SessionInfo describes the session; one that does not exist is
-// memory.ErrSessionNotFound.
-func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (memory.SessionInfo, error) {
+// driver.ErrSessionNotFound.
+func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (driver.SessionInfo, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: %w", err)
+		return driver.SessionInfo{}, fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[sessionID]
 	if s == nil {
-		return memory.SessionInfo{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{memory.ErrSessionNotFound})
+		return driver.SessionInfo{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{driver.ErrSessionNotFound})
 	}
 	return s.info(sessionID)
 }
 
 // info describes s, named by its key; b.mu is held.
-func (s *inMemorySession) info(key string) (memory.SessionInfo, error) {
-	_, id := memory.ParseSessionKey(key)
-	info := memory.SessionInfo{ID: id, User: s.user, Title: s.title, TurnCount: len(s.turns), CreatedAt: s.createdAt, UpdatedAt: s.updatedAt}
+func (s *inMemorySession) info(key string) (driver.SessionInfo, error) {
+	_, id := driver.ParseSessionKey(key)
+	info := driver.SessionInfo{ID: id, User: s.user, Title: s.title, TurnCount: len(s.turns), CreatedAt: s.createdAt, UpdatedAt: s.updatedAt}
 	for i := range s.turns {
 		info.Tokens += s.turns[i].tokens
 	}
 	if s.metadata != nil {
 		if err := json.Unmarshal(s.metadata, &info.Metadata); err != nil {
-			return memory.SessionInfo{}, fmt.Errorf("backend: %s metadata: %w", sessionName(key), err)
+			return driver.SessionInfo{}, fmt.Errorf("backend: %s metadata: %w", sessionName(key), err)
 		}
 	}
 	return info, nil
@@ -267,5 +251,5 @@ func checkRequest(ctx context.Context, sessionID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return memory.ValidateSessionKey(sessionID)
+	return driver.ValidateSessionKey(sessionID)
 }

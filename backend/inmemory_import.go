@@ -7,15 +7,15 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// Import stores an import all or nothing (memory.SessionStore's
+// Import stores an import all or nothing (driver.SessionStore's
 // contract). It holds the backend's lock while it reads, so that the
 // import is one step for every other caller, and changes the session only
 // after the last turn is read and checked. It implements
-// memory.SessionStore.
-func (b *InMemoryBackend) Import(ctx context.Context, key string, info memory.SessionInfo, next func() (memory.PreparedTurn, error)) error {
+// driver.SessionStore.
+func (b *InMemoryBackend) Import(ctx context.Context, key string, info driver.SessionInfo, next func() (driver.PreparedTurn, error)) error {
 	if err := checkRequest(ctx, key); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -47,7 +47,7 @@ func (b *InMemoryBackend) Import(ctx context.Context, key string, info memory.Se
 			return fmt.Errorf("backend: %w", err)
 		}
 		if !p.Prepared() {
-			if p, err = memory.Prepare(p.Turn, now, memory.DefaultMaxMessageBytes); err != nil {
+			if p, err = driver.Prepare(p.Turn, now, driver.DefaultMaxMessageBytes, nil); err != nil {
 				return fmt.Errorf("backend: %w", err)
 			}
 		}
@@ -62,7 +62,7 @@ func (b *InMemoryBackend) Import(ctx context.Context, key string, info memory.Se
 				return fmt.Errorf("backend: %w", err)
 			}
 			if !same {
-				return fmt.Errorf("backend: %s turn %q: %w: the session holds other messages under its id", sessionName(key), st.id, bare{memory.ErrInvalidImport})
+				return fmt.Errorf("backend: %s turn %q: %w: the session holds other messages under its id", sessionName(key), st.id, bare{driver.ErrInvalidImport})
 			}
 			continue
 		}
@@ -73,7 +73,7 @@ func (b *InMemoryBackend) Import(ctx context.Context, key string, info memory.Se
 				_, inSession = s.msgIDs[id]
 			}
 			if _, inImport := msgIDs[id]; inSession || inImport {
-				return fmt.Errorf("backend: %s turn %q: %w: a message id of it is held by another turn", sessionName(key), st.id, bare{memory.ErrInvalidImport})
+				return fmt.Errorf("backend: %s turn %q: %w: a message id of it is held by another turn", sessionName(key), st.id, bare{driver.ErrInvalidImport})
 			}
 			msgIDs[id] = struct{}{}
 		}
@@ -85,7 +85,7 @@ func (b *InMemoryBackend) Import(ctx context.Context, key string, info memory.Se
 		if !info.CreatedAt.IsZero() {
 			created = info.CreatedAt.UTC().Truncate(time.Microsecond)
 		}
-		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: created, version: memory.Version(rand.Int64N(1<<62)) + 1}
+		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: created, version: driver.Version(rand.Int64N(1<<62)) + 1}
 		if b.sessions == nil {
 			b.sessions = make(map[string]*inMemorySession)
 		}

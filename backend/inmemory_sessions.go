@@ -11,10 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-var _ memory.SessionStore = (*InMemoryBackend)(nil)
+var _ driver.SessionStore = (*InMemoryBackend)(nil)
 
 // listCursor is where a page of ListSessions ends: the last session's
 // update time and key, the keyset the next page starts after.
@@ -29,7 +29,7 @@ type historyCursor struct {
 }
 
 // encodeCursor and decodeCursor write and read a cursor as URL-safe base64
-// JSON; anything else is memory.ErrInvalidCursor.
+// JSON; anything else is driver.ErrInvalidCursor.
 func encodeCursor(v any) string {
 	data, _ := json.Marshal(v) // plain structs of numbers and strings
 	return base64.RawURLEncoding.EncodeToString(data)
@@ -43,15 +43,15 @@ func decodeCursor(s string, v any) error {
 		err = dec.Decode(v)
 	}
 	if err != nil {
-		return fmt.Errorf("backend: %w: %q", bare{memory.ErrInvalidCursor}, s)
+		return fmt.Errorf("backend: %w: %q", bare{driver.ErrInvalidCursor}, s)
 	}
 	return nil
 }
 
 // CreateSession records the session's owner, title and metadata, creating
 // it with no turns if need be; an unowned session that holds turns keeps
-// no owner (memory.ErrSessionExists). It implements memory.SessionStore.
-func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info memory.SessionInfo) error {
+// no owner (driver.ErrSessionExists). It implements driver.SessionStore.
+func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info driver.SessionInfo) error {
 	if err := checkRequest(ctx, key); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -68,7 +68,7 @@ func (b *InMemoryBackend) CreateSession(ctx context.Context, key string, info me
 		if !info.CreatedAt.IsZero() {
 			created = info.CreatedAt.UTC().Truncate(time.Microsecond)
 		}
-		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: created, version: memory.Version(rand.Int64N(1<<62)) + 1}
+		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: created, version: driver.Version(rand.Int64N(1<<62)) + 1}
 		if b.sessions == nil {
 			b.sessions = make(map[string]*inMemorySession)
 		}
@@ -87,22 +87,22 @@ func encodeMetadata(m map[string]any) ([]byte, error) {
 	}
 	data, err := json.Marshal(m)
 	if err != nil {
-		return nil, fmt.Errorf("backend: %w: metadata: %w", memory.ErrInvalidTurn, err)
+		return nil, fmt.Errorf("backend: %w: metadata: %w", driver.ErrInvalidTurn, err)
 	}
 	return data, nil
 }
 
 // ListSessions returns a page of the tenant's sessions, most recently
-// updated first. It implements memory.SessionStore.
-func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q memory.SessionQuery) (memory.SessionPage, error) {
+// updated first. It implements driver.SessionStore.
+func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q driver.SessionQuery) (driver.SessionPage, error) {
 	if err := ctx.Err(); err != nil {
-		return memory.SessionPage{}, fmt.Errorf("backend: %w", err)
+		return driver.SessionPage{}, fmt.Errorf("backend: %w", err)
 	}
 	var after *listCursor
 	if q.After != "" {
 		after = new(listCursor)
 		if err := decodeCursor(q.After, after); err != nil {
-			return memory.SessionPage{}, err
+			return driver.SessionPage{}, err
 		}
 	}
 	type entry struct {
@@ -114,7 +114,7 @@ func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q mem
 	defer b.mu.Unlock()
 	var all []entry
 	for key, s := range b.sessions {
-		if t, _ := memory.ParseSessionKey(key); t != tenant || q.User != "" && s.user != q.User {
+		if t, _ := driver.ParseSessionKey(key); t != tenant || q.User != "" && s.user != q.User {
 			continue
 		}
 		e := entry{key, s.updatedAt.UnixMicro(), s}
@@ -124,7 +124,7 @@ func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q mem
 		all = append(all, e)
 	}
 	slices.SortFunc(all, func(a, b entry) int { return cmp.Or(cmp.Compare(b.at, a.at), strings.Compare(b.key, a.key)) })
-	var p memory.SessionPage
+	var p driver.SessionPage
 	for i, e := range all {
 		if i == q.Limit {
 			last := all[i-1]
@@ -133,7 +133,7 @@ func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q mem
 		}
 		info, err := e.s.info(e.key)
 		if err != nil {
-			return memory.SessionPage{}, err
+			return driver.SessionPage{}, err
 		}
 		p.Sessions = append(p.Sessions, info)
 	}
@@ -142,17 +142,17 @@ func (b *InMemoryBackend) ListSessions(ctx context.Context, tenant string, q mem
 
 // DeleteSessions removes the tenant's sessions owned by user (when not
 // nil) and updated before before (when not zero). It implements
-// memory.SessionStore.
-func (b *InMemoryBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (memory.DeleteReport, []string, error) {
+// driver.SessionStore.
+func (b *InMemoryBackend) DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (driver.DeleteReport, []string, error) {
 	if err := ctx.Err(); err != nil {
-		return memory.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
+		return driver.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var r memory.DeleteReport
+	var r driver.DeleteReport
 	var keys []string
 	for key, s := range b.sessions {
-		if t, _ := memory.ParseSessionKey(key); t != tenant || user != nil && s.user != *user || !before.IsZero() && !s.updatedAt.Before(before) {
+		if t, _ := driver.ParseSessionKey(key); t != tenant || user != nil && s.user != *user || !before.IsZero() && !s.updatedAt.Before(before) {
 			continue
 		}
 		r.Sessions++
@@ -182,12 +182,12 @@ func (b *InMemoryBackend) DeleteSessions(ctx context.Context, tenant string, use
 }
 
 // Search finds messages whose content holds every term of q.Text, by a
-// scan. It implements memory.SessionStore.
-func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.SearchQuery) ([]memory.SearchHit, error) {
+// scan. It implements driver.SessionStore.
+func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q driver.SearchQuery) ([]driver.SearchHit, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	terms, err := memory.QueryTerms(q.Text)
+	terms, err := driver.QueryTerms(q.Text)
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
@@ -196,18 +196,18 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.Se
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var hits []memory.SearchHit
+	var hits []driver.SearchHit
 	for key, s := range b.sessions {
 		if err := ctx.Err(); err != nil { // a scan of every message: stop at the deadline
 			return nil, fmt.Errorf("backend: %w", err)
 		}
-		t, id := memory.ParseSessionKey(key)
+		t, id := driver.ParseSessionKey(key)
 		if t != tenant || q.User != "" && s.user != q.User || q.SessionID != "" && id != q.SessionID {
 			continue
 		}
 		for _, st := range s.turns {
 			for _, pm := range st.msgs {
-				text := " " + memory.SearchText(pm.Content) + " "
+				text := " " + driver.SearchText(pm.Content) + " "
 				score := 0
 				for _, term := range terms {
 					n := strings.Count(text, " "+term+" ")
@@ -221,15 +221,15 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.Se
 					continue
 				}
 				m := pm.Message
-				if err := memory.DecodeMessage(&m, pm.ToolCallsJSON, pm.PartsJSON, pm.MetadataJSON); err != nil {
+				if err := driver.DecodeMessage(&m, pm.ToolCallsJSON, pm.PartsJSON, pm.MetadataJSON); err != nil {
 					return nil, fmt.Errorf("backend: %w", err)
 				}
-				hits = append(hits, memory.SearchHit{SessionID: id, TurnID: st.id, Message: m,
-					Snippet: memory.Snippet(m.Content, terms), Score: float64(score) / float64(1+len(text)/100)})
+				hits = append(hits, driver.SearchHit{SessionID: id, TurnID: st.id, Message: m,
+					Snippet: driver.Snippet(m.Content, terms), Score: float64(score) / float64(1+len(text)/100)})
 			}
 		}
 	}
-	slices.SortStableFunc(hits, func(a, b memory.SearchHit) int {
+	slices.SortStableFunc(hits, func(a, b driver.SearchHit) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), strings.Compare(a.SessionID, b.SessionID), strings.Compare(a.TurnID, b.TurnID))
 	})
 	if len(hits) > q.Limit {
@@ -239,16 +239,16 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q memory.Se
 }
 
 // History returns a page of the session's turns. It implements
-// memory.SessionStore.
-func (b *InMemoryBackend) History(ctx context.Context, key string, q memory.HistoryQuery) (memory.HistoryPage, error) {
+// driver.SessionStore.
+func (b *InMemoryBackend) History(ctx context.Context, key string, q driver.HistoryQuery) (driver.HistoryPage, error) {
 	if err := checkRequest(ctx, key); err != nil {
-		return memory.HistoryPage{}, fmt.Errorf("backend: %w", err)
+		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)
 	}
 	var after *historyCursor
 	if q.After != "" {
 		after = new(historyCursor)
 		if err := decodeCursor(q.After, after); err != nil {
-			return memory.HistoryPage{}, err
+			return driver.HistoryPage{}, err
 		}
 	}
 	b.mu.Lock()
@@ -258,7 +258,7 @@ func (b *InMemoryBackend) History(ctx context.Context, key string, q memory.Hist
 		turns = s.turns // stored turns are never modified
 	}
 	b.mu.Unlock()
-	var p memory.HistoryPage
+	var p driver.HistoryPage
 	seqs := make([]int64, 0, q.Limit)
 	for i := range turns {
 		k := i
@@ -275,7 +275,7 @@ func (b *InMemoryBackend) History(ctx context.Context, key string, q memory.Hist
 		}
 		t, err := turns[k].turn()
 		if err != nil {
-			return memory.HistoryPage{}, err
+			return driver.HistoryPage{}, err
 		}
 		p.Turns = append(p.Turns, t)
 		seqs = append(seqs, seq)
@@ -284,39 +284,39 @@ func (b *InMemoryBackend) History(ctx context.Context, key string, q memory.Hist
 }
 
 // turn decodes the stored turn.
-func (st *storedTurn) turn() (memory.Turn, error) {
-	t := memory.Turn{ID: st.id, Timestamp: st.at, Messages: make([]memory.Message, len(st.msgs))}
+func (st *storedTurn) turn() (driver.Turn, error) {
+	t := driver.Turn{ID: st.id, Timestamp: st.at, Messages: make([]driver.Message, len(st.msgs))}
 	if st.metadata != nil {
 		if err := json.Unmarshal(st.metadata, &t.Metadata); err != nil {
-			return memory.Turn{}, fmt.Errorf("backend: turn %s metadata: %w", st.id, err)
+			return driver.Turn{}, fmt.Errorf("backend: turn %s metadata: %w", st.id, err)
 		}
 	}
 	for j := range st.msgs {
 		p := &st.msgs[j]
 		m := p.Message
-		if err := memory.DecodeMessage(&m, p.ToolCallsJSON, p.PartsJSON, p.MetadataJSON); err != nil {
-			return memory.Turn{}, fmt.Errorf("backend: %w", err)
+		if err := driver.DecodeMessage(&m, p.ToolCallsJSON, p.PartsJSON, p.MetadataJSON); err != nil {
+			return driver.Turn{}, fmt.Errorf("backend: %w", err)
 		}
 		t.Messages[j] = m
 	}
-	memory.FillShorthand(&t)
+	driver.FillShorthand(&t)
 	return t, nil
 }
 
-var _ memory.Replacer = (*InMemoryBackend)(nil)
+var _ driver.Replacer = (*InMemoryBackend)(nil)
 
 // Replace makes turns the session's whole history, atomically, keeping its
-// owner, title and metadata. It implements memory.Replacer.
-func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []memory.PreparedTurn) (memory.Saved, error) {
+// owner, title and metadata. It implements driver.Replacer.
+func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []driver.PreparedTurn) (driver.Saved, error) {
 	if err := checkRequest(ctx, key); err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	for i := range turns {
 		if !turns[i].Prepared() {
-			p, err := memory.Prepare(turns[i].Turn, now, memory.DefaultMaxMessageBytes)
+			p, err := driver.Prepare(turns[i].Turn, now, driver.DefaultMaxMessageBytes, nil)
 			if err != nil {
-				return memory.Saved{}, fmt.Errorf("backend: %w", err)
+				return driver.Saved{}, fmt.Errorf("backend: %w", err)
 			}
 			turns[i] = p
 		}
@@ -324,19 +324,19 @@ func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []memor
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := b.sessions[key]
-	s := &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: memory.Version(rand.Int64N(1<<62)) + 1}
+	s := &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: driver.Version(rand.Int64N(1<<62)) + 1}
 	if old != nil {
 		s.createdAt, s.user, s.title, s.metadata, s.version = old.createdAt, old.user, old.title, old.metadata, old.version+1
 	}
 	for _, p := range turns {
 		st := storedTurn{id: p.ID, at: p.Timestamp, metadata: p.Metadata, msgs: p.Encoded, tokens: p.Tokens()}
 		if _, dup := s.ids[st.id]; dup {
-			return memory.Saved{}, fmt.Errorf("backend: %w: turn id %q given twice", memory.ErrInvalidTurn, st.id)
+			return driver.Saved{}, fmt.Errorf("backend: %w: turn id %q given twice", driver.ErrInvalidTurn, st.id)
 		}
 		s.ids[st.id] = struct{}{}
 		for i := range st.msgs {
 			if _, dup := s.msgIDs[st.msgs[i].ID]; dup {
-				return memory.Saved{}, fmt.Errorf("backend: %w: message id %q given twice", memory.ErrInvalidTurn, st.msgs[i].ID)
+				return driver.Saved{}, fmt.Errorf("backend: %w: message id %q given twice", driver.ErrInvalidTurn, st.msgs[i].ID)
 			}
 			s.msgIDs[st.msgs[i].ID] = struct{}{}
 		}
@@ -348,5 +348,5 @@ func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []memor
 		b.sessions = make(map[string]*inMemorySession)
 	}
 	b.sessions[key] = s
-	return memory.Saved{Stored: true, Seq: len(s.turns), Version: s.version}, nil
+	return driver.Saved{Stored: true, Seq: len(s.turns), Version: s.version}, nil
 }

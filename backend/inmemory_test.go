@@ -12,14 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/backend"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 func TestInMemoryBackendWindow(t *testing.T) {
 	ctx := context.Background()
 	b := backend.NewInMemoryBackend()
 	for i := range 5 {
-		require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprint("u", i), Metadata: map[string]any{"i": i}}))
+		require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: fmt.Sprint("u", i), Metadata: map[string]any{"i": i}}))
 	}
 	tests := []struct {
 		maxTurns  int
@@ -32,7 +32,7 @@ func TestInMemoryBackendWindow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint("max ", tt.maxTurns), func(t *testing.T) {
-			w, err := b.LoadWindow(ctx, "s", tt.maxTurns)
+			w, err := readWindow(ctx, b, "s", tt.maxTurns)
 			require.NoError(t, err)
 			assert.Equal(t, 5, w.TurnCount)
 			var got []string
@@ -46,25 +46,25 @@ func TestInMemoryBackendWindow(t *testing.T) {
 		})
 	}
 
-	w, err := b.LoadWindow(ctx, "unknown", 3)
+	w, err := readWindow(ctx, b, "unknown", 3)
 	require.NoError(t, err)
-	assert.Equal(t, memory.Window{}, w)
+	assert.Equal(t, driver.Window{}, w)
 
 	for _, n := range []int{0, -1} {
-		_, err := b.LoadWindow(ctx, "s", n)
-		assert.ErrorIs(t, err, memory.ErrInvalidOption, "maxTurns %d", n)
+		_, err := readWindow(ctx, b, "s", n)
+		assert.ErrorIs(t, err, driver.ErrInvalidOption, "maxTurns %d", n)
 	}
 }
 
 func TestInMemoryBackendIdempotent(t *testing.T) {
 	ctx := context.Background()
 	b := backend.NewInMemoryBackend()
-	require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{ID: "t1", User: "first"}))
-	require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "second"}))
-	require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{ID: "t1", User: "retry"}))
-	require.NoError(t, b.SaveTurn(ctx, "other", memory.Turn{ID: "t1", User: "other session"}))
+	require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: "t1", User: "first"}))
+	require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "second"}))
+	require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: "t1", User: "retry"}))
+	require.NoError(t, storeTurn(ctx, b, "other", driver.Turn{ID: "t1", User: "other session"}))
 
-	w, err := b.LoadWindow(ctx, "s", 10)
+	w, err := readWindow(ctx, b, "s", 10)
 	require.NoError(t, err)
 	require.Equal(t, 2, w.TurnCount)
 	assert.Equal(t, "first", w.Turns[0].User)
@@ -75,15 +75,15 @@ func TestInMemoryBackendReturnsCopies(t *testing.T) {
 	ctx := context.Background()
 	b := backend.NewInMemoryBackend()
 	meta := map[string]any{"k": "v"}
-	require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "u", Metadata: meta}))
+	require.NoError(t, storeTurn(ctx, b, "s", driver.Turn{User: "u", Metadata: meta}))
 	meta["k"] = "changed by caller"
 
-	w, err := b.LoadWindow(ctx, "s", 1)
+	w, err := readWindow(ctx, b, "s", 1)
 	require.NoError(t, err)
 	w.Turns[0].User = "corrupted"
 	w.Turns[0].Metadata["k"] = "corrupted"
 
-	w, err = b.LoadWindow(ctx, "s", 1)
+	w, err = readWindow(ctx, b, "s", 1)
 	require.NoError(t, err)
 	assert.Equal(t, "u", w.Turns[0].User)
 	assert.Equal(t, map[string]any{"k": "v"}, w.Turns[0].Metadata)
@@ -93,11 +93,11 @@ func TestInMemoryBackendSessionInfoAndClear(t *testing.T) {
 	ctx := context.Background()
 	var b backend.InMemoryBackend // the zero value works
 	_, err := b.SessionInfo(ctx, "s")
-	require.ErrorIs(t, err, memory.ErrSessionNotFound)
+	require.ErrorIs(t, err, driver.ErrSessionNotFound)
 
 	before := time.Now().Add(-time.Millisecond)
-	require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "a"}))
-	require.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{User: "b"}))
+	require.NoError(t, storeTurn(ctx, &b, "s", driver.Turn{User: "a"}))
+	require.NoError(t, storeTurn(ctx, &b, "s", driver.Turn{User: "b"}))
 	info, err := b.SessionInfo(ctx, "s")
 	require.NoError(t, err)
 	assert.Equal(t, 2, info.TurnCount)
@@ -106,8 +106,8 @@ func TestInMemoryBackendSessionInfoAndClear(t *testing.T) {
 
 	require.NoError(t, b.ClearSession(ctx, "s"))
 	_, err = b.SessionInfo(ctx, "s")
-	require.ErrorIs(t, err, memory.ErrSessionNotFound)
-	w, err := b.LoadWindow(ctx, "s", 10)
+	require.ErrorIs(t, err, driver.ErrSessionNotFound)
+	w, err := readWindow(ctx, &b, "s", 10)
 	require.NoError(t, err)
 	assert.Zero(t, w.TurnCount)
 }
@@ -115,21 +115,21 @@ func TestInMemoryBackendSessionInfoAndClear(t *testing.T) {
 func TestInMemoryBackendValidates(t *testing.T) {
 	ctx := context.Background()
 	b := backend.NewInMemoryBackend()
-	assert.ErrorIs(t, b.SaveTurn(ctx, "", memory.Turn{User: "u"}), memory.ErrInvalidSessionID)
-	assert.ErrorIs(t, b.SaveTurn(ctx, "s", memory.Turn{}), memory.ErrInvalidTurn)
-	assert.ErrorIs(t, b.SaveTurn(ctx, "s", memory.Turn{User: string(make([]byte, memory.DefaultMaxMessageBytes+1))}), memory.ErrTurnTooLarge)
-	_, err := b.LoadWindow(ctx, "a\x00", 1)
-	assert.ErrorIs(t, err, memory.ErrInvalidSessionID)
-	assert.ErrorIs(t, b.ClearSession(ctx, "\xff"), memory.ErrInvalidSessionID)
+	assert.ErrorIs(t, storeTurn(ctx, b, "", driver.Turn{User: "u"}), driver.ErrInvalidSessionID)
+	assert.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{}), driver.ErrInvalidTurn)
+	assert.ErrorIs(t, storeTurn(ctx, b, "s", driver.Turn{User: string(make([]byte, driver.DefaultMaxMessageBytes+1))}), driver.ErrTurnTooLarge)
+	_, err := readWindow(ctx, b, "a\x00", 1)
+	assert.ErrorIs(t, err, driver.ErrInvalidSessionID)
+	assert.ErrorIs(t, b.ClearSession(ctx, "\xff"), driver.ErrInvalidSessionID)
 	_, err = b.SessionInfo(ctx, "")
-	assert.ErrorIs(t, err, memory.ErrInvalidSessionID)
+	assert.ErrorIs(t, err, driver.ErrInvalidSessionID)
 
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	assert.ErrorIs(t, b.SaveTurn(canceled, "s", memory.Turn{User: "u"}), context.Canceled)
+	assert.ErrorIs(t, storeTurn(canceled, b, "s", driver.Turn{User: "u"}), context.Canceled)
 
 	_, err = b.SessionInfo(ctx, "s")
-	assert.ErrorIs(t, err, memory.ErrSessionNotFound, "a refused turn was stored")
+	assert.ErrorIs(t, err, driver.ErrSessionNotFound, "a refused turn was stored")
 }
 
 func TestInMemoryBackendConcurrent(t *testing.T) {
@@ -141,8 +141,8 @@ func TestInMemoryBackendConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range saves {
 				// Every goroutine saves the same IDs: each is stored once.
-				assert.NoError(t, b.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprint(g)}))
-				_, err := b.LoadWindow(ctx, "s", 3)
+				assert.NoError(t, storeTurn(ctx, b, "s", driver.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprint(g)}))
+				_, err := readWindow(ctx, b, "s", 3)
 				assert.NoError(t, err)
 			}
 		})

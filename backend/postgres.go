@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -164,7 +164,7 @@ func (s *postgresStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sess
 
 // jsonRows encodes msgs for the PostgreSQL statements, numbering them from
 // first (see appendPGRows).
-func jsonRows(msgs []memory.PreparedMessage, first int32) (string, error) {
+func jsonRows(msgs []driver.PreparedMessage, first int32) (string, error) {
 	size := 2
 	for i := range msgs {
 		size += 160 + 2*len(msgs[i].Content) + len(msgs[i].ID) + len(msgs[i].ToolCallsJSON) + len(msgs[i].PartsJSON) + len(msgs[i].MetadataJSON)
@@ -181,15 +181,15 @@ const errVanishedText = "turnkeep: session row deleted under the save"
 var errNotSaved = errors.New("save: the session changed under every try")
 
 // save is Save on PostgreSQL: one statement, one round trip.
-func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (memory.Saved, error) {
+func (s *postgresStore) save(ctx context.Context, sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (driver.Saved, error) {
 	b := s.b
 	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, err // nothing sent
+		return driver.Saved{}, err // nothing sent
 	}
 	t := &turn.Turn
 	rowsJSON, err := jsonRows(turn.Encoded, 0)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	var seq, version sql.NullInt64
 	var vanished int
@@ -214,9 +214,9 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 			// after the save began, or was deleting it then.
 			switch erased, err := b.erasedSince(ctx, sessionID, begun); {
 			case err != nil:
-				return memory.Saved{}, err
+				return driver.Saved{}, err
 			case erased:
-				return memory.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{memory.ErrSessionDeleted})
+				return driver.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
 			}
 			err = errNotSaved
 			continue
@@ -227,18 +227,18 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 	}
 	switch {
 	case err == nil:
-		return memory.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
+		return driver.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
 	case errors.Is(err, errNotSaved):
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
-		return memory.Saved{}, nil // the session holds the turn's ID, or a concurrent save of it won
+		return driver.Saved{}, nil // the session holds the turn's ID, or a concurrent save of it won
 	case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
-		return memory.Saved{}, err // the caller tells which
+		return driver.Saved{}, err // the caller tells which
 	}
 	// A statement sent and then cut off by the context or a lost
 	// connection may have committed: ErrOutcomeUnknown. A retry with the
 	// same turn ID stores nothing twice.
-	return memory.Saved{}, b.writeOutcome(ctx, "save", err)
+	return driver.Saved{}, b.writeOutcome(ctx, "save", err)
 }
 
 // appendNewest is Append to the newest turn in one statement. A
@@ -246,47 +246,47 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn memory.
 // the same ID) first made the statement store nothing: the transaction
 // path, which locks the session row first, then sees what the other
 // stored and cannot collide.
-func (s *postgresStore) appendNewest(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
+func (s *postgresStore) appendNewest(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, bool, error) {
 	saved, done, err := s.appendInOne(ctx, sessionID, turnID, msgs)
 	if err != nil && (dataflow.IsUniqueViolation(err, MessagesTable+"_pkey") || dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")) {
-		return memory.Saved{}, false, nil
+		return driver.Saved{}, false, nil
 	}
 	return saved, done, err
 }
 
 // appendInOne is Append to the newest turn on PostgreSQL; done is false
 // when the turn is not the newest.
-func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (memory.Saved, bool, error) {
+func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (driver.Saved, bool, error) {
 	b := s.b
 	if err := ctx.Err(); err != nil {
-		return memory.Saved{}, false, err
+		return driver.Saved{}, false, err
 	}
 	rowsJSON, err := jsonRows(msgs, 1)
 	if err != nil {
-		return memory.Saved{}, false, err
+		return driver.Saved{}, false, err
 	}
 	rows, err := s.appendNew.Query(ctx, sessionID, turnID, rowsJSON, sessionID, now(), sessionID, sessionID, sessionID, turnID)
 	if err != nil {
-		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
+		return driver.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	}
 	var seq, n int64
 	var version sql.NullInt64
 	err = scanOne(rows, &seq, &n, &version)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return memory.Saved{}, false, errTurnNotFound(sessionID, turnID)
+		return driver.Saved{}, false, errTurnNotFound(sessionID, turnID)
 	case err != nil:
-		return memory.Saved{}, false, b.writeOutcome(ctx, "append", err)
+		return driver.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	case n == 0:
-		return memory.Saved{}, true, nil // every message is held
+		return driver.Saved{}, true, nil // every message is held
 	case !version.Valid:
-		return memory.Saved{}, false, nil // not the newest turn
+		return driver.Saved{}, false, nil // not the newest turn
 	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
+	return driver.Saved{Stored: true, Seq: int(seq), Version: reported(version.Int64), Messages: int(n)}, true, nil
 }
 
 // indexTx does nothing: the insert wrote each row's search_text.
-func (s *postgresStore) indexTx(context.Context, *dataflow.Tx, string, int64, int32, []memory.PreparedMessage) error {
+func (s *postgresStore) indexTx(context.Context, *dataflow.Tx, string, int64, int32, []driver.PreparedMessage) error {
 	return nil
 }
 
@@ -334,7 +334,7 @@ const searchCandidates = 10000
 
 // searchStmt is a GIN index scan of to_tsvector('simple', search_text),
 // ranked by ts_rank.
-func (s *postgresStore) searchStmt(q memory.SearchQuery) *dataflow.Stmt {
+func (s *postgresStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 	b := s.b
 	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
 	return b.stmt(name, func() *dataflow.Stmt {
@@ -358,7 +358,7 @@ ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages
 	})
 }
 
-func (s *postgresStore) searchArgs(tenant string, terms []string, q memory.SearchQuery) []any {
+func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
 	var args []any
 	quoted := make([]string, len(terms))
 	for i, t := range terms {
@@ -369,7 +369,7 @@ func (s *postgresStore) searchArgs(tenant string, terms []string, q memory.Searc
 		args = append(args, q.User)
 	}
 	if q.SessionID != "" {
-		args = append(args, memory.SessionKey(tenant, q.SessionID))
+		args = append(args, driver.SessionKey(tenant, q.SessionID))
 	}
 	return args
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // saveArgs are the arguments the PostgreSQL save statement binds for a
@@ -23,7 +23,7 @@ import (
 func saveArgs(t *testing.T, session, turnID string) []any {
 	t.Helper()
 	at := now()
-	turn, err := memory.Prepare(memory.Turn{ID: turnID, User: "how do I rotate keys", Agent: "open the settings and rotate them"}, at, memory.DefaultMaxMessageBytes)
+	turn, err := driver.Prepare(driver.Turn{ID: turnID, User: "how do I rotate keys", Agent: "open the settings and rotate them"}, at, driver.DefaultMaxMessageBytes, nil)
 	require.NoError(t, err)
 	rows, err := jsonRows(turn.Encoded, 0)
 	require.NoError(t, err)
@@ -44,7 +44,7 @@ func explainSave(t *testing.T, b *DataFlowBackend, session string) (string, int)
 	t.Helper()
 	var plan []byte
 	err := b.db.RunInTx(context.Background(), func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oneStatementSave(b).String(), saveArgs(t, session, memory.NewTurnID())...)
+		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oneStatementSave(b).String(), saveArgs(t, session, driver.NewTurnID())...)
 		if err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func TestPGSaveReadsNoHistory(t *testing.T) {
 		ctx := context.Background()
 		b, _ := newEnv(t, d)
 		for i := range 20 {
-			require.NoError(t, b.SaveTurn(ctx, "grows", memory.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
+			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
 		}
 		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
 		require.NoError(t, err)
@@ -112,7 +112,7 @@ func fillCountedSession(t *testing.T, b *DataFlowBackend, session string, from, 
 		turnID := fmt.Sprintf("bulk%05d", i)
 		for pos := range 2 {
 			rows = append(rows, MessageRow{SessionID: session, Seq: int64(i), Pos: int32(pos), TurnID: turnID,
-				MsgID: sql.NullString{String: memory.DerivedMessageID(turnID, pos), Valid: true}, Role: "user", Content: strings.Repeat("word ", 20),
+				MsgID: sql.NullString{String: driver.DerivedMessageID(turnID, pos), Valid: true}, Role: "user", Content: strings.Repeat("word ", 20),
 				Tokens: 10, TokensBefore: int64(20 * (i - 1)), CreatedAt: now()})
 		}
 	}

@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/searchtext"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // appendPGRows appends msgs as the JSON array the PostgreSQL save and
@@ -16,7 +16,7 @@ import (
 // so that json_to_recordset never yields NULL for a NOT NULL column.
 //
 // It is written by hand, in one pass, for the save path: the message's
-// tool calls, parts and metadata, which memory.Prepare encoded already,
+// tool calls, parts and metadata, which driver.Prepare encoded already,
 // are embedded as JSON values, not encoded a second time as strings
 // (json_to_recordset gives a TEXT column the exact text of a nested
 // value, so the stored bytes are the prepared ones), and the search text
@@ -25,7 +25,7 @@ import (
 // goes as a string, as before. Strings are escaped as encoding/json
 // escapes them for PostgreSQL's purposes: invalid UTF-8 becomes U+FFFD,
 // control characters, quotes and backslashes are escaped.
-func appendPGRows(dst []byte, msgs []memory.PreparedMessage, first int32) []byte {
+func appendPGRows(dst []byte, msgs []driver.PreparedMessage, first int32) []byte {
 	dst = append(dst, '[')
 	for i := range msgs {
 		m := &msgs[i]

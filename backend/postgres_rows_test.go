@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // oldRow and oldRows are the encoding appendPGRows replaced (turnkeep
@@ -25,7 +25,7 @@ type oldRow struct {
 	Search     *string `json:"search"`
 }
 
-func oldRows(t *testing.T, msgs []memory.PreparedMessage, first int32) []oldRow {
+func oldRows(t *testing.T, msgs []driver.PreparedMessage, first int32) []oldRow {
 	text := func(b []byte) *string {
 		if b == nil {
 			return nil
@@ -38,7 +38,7 @@ func oldRows(t *testing.T, msgs []memory.PreparedMessage, first int32) []oldRow 
 		m := &msgs[i]
 		rows[i] = oldRow{Pos: first + int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Name: m.Name,
 			ToolCalls: text(m.ToolCallsJSON), ToolCallID: m.ToolCallID, Parts: text(m.PartsJSON), Meta: text(m.MetadataJSON),
-			Tokens: int64(m.Tokens), Search: text([]byte(memory.SearchText(m.Content)))}
+			Tokens: int64(m.Tokens), Search: text([]byte(driver.SearchText(m.Content)))}
 		if *rows[i].Search == "" {
 			rows[i].Search = nil
 		}
@@ -107,7 +107,7 @@ func readPGRows(t *testing.T, data []byte) []oldRow {
 	return rows
 }
 
-func samePGRows(t *testing.T, msgs []memory.PreparedMessage, first int32) {
+func samePGRows(t *testing.T, msgs []driver.PreparedMessage, first int32) {
 	t.Helper()
 	want := oldRows(t, msgs, first)
 	got := readPGRows(t, appendPGRows(nil, msgs, first))
@@ -126,12 +126,13 @@ func samePGRows(t *testing.T, msgs []memory.PreparedMessage, first int32) {
 }
 
 func TestAppendPGRowsReadsAsBefore(t *testing.T) {
-	turn, err := memory.Prepare(memory.Turn{Messages: []memory.Message{
-		{Role: memory.RoleUser, Content: "Hello \"world\" \\ tab\t nl\n cr\r \x01 <b>&amp; \u2028 ünï 世界 😀", Name: "ann\x7f"},
-		{Role: memory.RoleAssistant, Content: "", ToolCalls: []memory.ToolCall{{ID: "c1", Name: "get", Arguments: `{"q": "x\"y", "n": [1, 2.5e3]}`}}},
-		{Role: memory.RoleTool, Content: "42 ° .", ToolCallID: "c1", Metadata: map[string]any{"k": "v\n", "n": 1.5, "a": []any{true, nil}}},
-		{Role: memory.RoleUser, Content: "see", Parts: []memory.Part{{Type: "image", URL: "https://x/y?a=1&b=2", Data: []byte{0, 1, 2}}}},
-	}}, now(), memory.DefaultMaxMessageBytes)
+	turn, err := driver.Prepare(driver.Turn{Messages: []driver.Message{
+		{Role: driver.RoleUser, Content: "Hello \"world\" \\ tab\t nl\n cr\r \x01 <b>&amp; \u2028 ünï 世界 😀", Name: "ann\x7f"},
+		{Role: driver.RoleAssistant, Content: "", ToolCalls: []driver.ToolCall{{ID: "c1", Name: "get", Arguments: `{"q": "x\"y", "n": [1, 2.5e3]}`}}},
+		{Role: driver.RoleTool, Content: "42 ° .", ToolCallID: "c1", Metadata: map[string]any{"k": "v\n", "n": 1.5, "a": []any{true, nil}}},
+		{Role: driver.RoleUser, Content: "see", Parts: []driver.Part{{Type: "image", URL: "https://x/y?a=1&b=2", Data: []byte{0, 1, 2}}}},
+	}}, now(), driver.DefaultMaxMessageBytes, nil)
+
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,9 +142,9 @@ func TestAppendPGRowsReadsAsBefore(t *testing.T) {
 
 	// Fields of a PreparedMessage made by hand, not one JSON array or
 	// object, and invalid UTF-8, go as strings.
-	samePGRows(t, []memory.PreparedMessage{{Message: memory.Message{ID: "x\xffy", Role: "user", Content: "a\xffb\xc3"},
+	samePGRows(t, []driver.PreparedMessage{{Message: driver.Message{ID: "x\xffy", Role: "user", Content: "a\xffb\xc3"},
 		ToolCallsJSON: []byte("null"), PartsJSON: []byte(`"s"`), MetadataJSON: []byte(`{"a":1} {"b":2}`)},
-		{Message: memory.Message{ID: "z", Role: "user", Content: "x"}, ToolCallsJSON: []byte("[1"), PartsJSON: []byte("{}x}"), MetadataJSON: []byte{}}}, 0)
+		{Message: driver.Message{ID: "z", Role: "user", Content: "x"}, ToolCallsJSON: []byte("[1"), PartsJSON: []byte("{}x}"), MetadataJSON: []byte{}}}, 0)
 }
 
 func FuzzAppendPGRows(f *testing.F) {
@@ -153,7 +154,7 @@ func FuzzAppendPGRows(f *testing.F) {
 		if calls != "" {
 			c = []byte(calls)
 		}
-		samePGRows(t, []memory.PreparedMessage{{Message: memory.Message{ID: id, Role: "user", Content: content, Name: name}, ToolCallsJSON: c}}, 3)
+		samePGRows(t, []driver.PreparedMessage{{Message: driver.Message{ID: id, Role: "user", Content: content, Name: name}, ToolCallsJSON: c}}, 3)
 	})
 }
 
@@ -175,21 +176,22 @@ func TestAppendPGRowsRandom(t *testing.T) {
 				calls = nil
 			}
 		}
-		samePGRows(t, []memory.PreparedMessage{{Message: memory.Message{ID: gen(), Role: memory.Role(gen()), Content: gen(), Name: gen(), ToolCallID: gen()}, ToolCallsJSON: calls}}, 0)
+		samePGRows(t, []driver.PreparedMessage{{Message: driver.Message{ID: gen(), Role: driver.Role(gen()), Content: gen(), Name: gen(), ToolCallID: gen()}, ToolCallsJSON: calls}}, 0)
 	}
 }
 
 // BenchmarkPGRows is the client's work to encode a save's two messages
 // for the PostgreSQL statement: the encoding/json form it replaced
-// (memory.SearchText before internal/searchtext is not in it: see
+// (driver.SearchText before internal/searchtext is not in it: see
 // internal/searchtext's BenchmarkText) beside appendPGRows.
 //
 //	go test -run '^$' -bench 'BenchmarkPGRows' ./backend/
 func BenchmarkPGRows(b *testing.B) {
-	turn, err := memory.Prepare(memory.Turn{
+	turn, err := driver.Prepare(driver.Turn{
 		User:  strings.Repeat("How do I rotate the API keys of a staging project? ", 2)[:100],
 		Agent: strings.Repeat("Open the project settings, choose Keys, create a new key, deploy it, then revoke the old one. ", 4)[:300],
-	}, now(), memory.DefaultMaxMessageBytes)
+	}, now(), driver.DefaultMaxMessageBytes, nil)
+
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -199,7 +201,7 @@ func BenchmarkPGRows(b *testing.B) {
 			rows := make([]oldRow, len(turn.Encoded))
 			for i := range turn.Encoded {
 				m := &turn.Encoded[i]
-				search := memory.SearchText(m.Content)
+				search := driver.SearchText(m.Content)
 				rows[i] = oldRow{Pos: int32(i), ID: m.ID, Role: string(m.Role), Content: m.Content, Search: &search, Tokens: int64(m.Tokens)}
 			}
 			if _, err := json.Marshal(rows); err != nil {

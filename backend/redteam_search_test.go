@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // TestCancelledSearchesThenClose: many searches cut off by their
@@ -32,18 +32,18 @@ func TestCancelledSearchesThenClose(t *testing.T) {
 		})
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
-		require.NoError(t, b.SaveTurn(ctx, memory.SessionKey("cjk", "boot"), memory.Turn{User: "boot"}))
-		_, err = b.Search(ctx, "cjk", memory.SearchQuery{Text: "boot", Limit: 20})
+		require.NoError(t, storeTurn(ctx, b, driver.SessionKey("cjk", "boot"), driver.Turn{User: "boot"}))
+		_, err = b.Search(ctx, "cjk", driver.SearchQuery{Text: "boot", Limit: 20})
 		require.NoError(t, err)
 		loadCJK(t, b, "cjk", 400)
-		q := string(cjkPool[:memory.MaxSearchTerms])
+		q := string(cjkPool[:driver.MaxSearchTerms])
 
 		var wg sync.WaitGroup
 		for i := range 64 {
 			wg.Go(func() {
 				ctx, cancel := context.WithTimeout(ctx, time.Duration(i%4)*time.Millisecond)
 				defer cancel()
-				_, err := b.Search(ctx, "cjk", memory.SearchQuery{Text: q, Limit: 20})
+				_, err := b.Search(ctx, "cjk", driver.SearchQuery{Text: q, Limit: 20})
 				if err != nil {
 					require.ErrorIs(t, err, context.DeadlineExceeded)
 				}
@@ -53,7 +53,7 @@ func TestCancelledSearchesThenClose(t *testing.T) {
 		waitIdle(t, b)
 		// A search after the cut-off ones still gets a connection.
 		ctx2, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = b.Search(ctx2, "cjk", memory.SearchQuery{Text: "boot", Limit: 20})
+		_, err = b.Search(ctx2, "cjk", driver.SearchQuery{Text: "boot", Limit: 20})
 		cancel()
 		require.NoError(t, err)
 

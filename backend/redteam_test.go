@@ -12,19 +12,19 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // oneTurn is an import's next yielding turn once, then io.EOF.
-func oneTurn(turn memory.Turn) func() (memory.PreparedTurn, error) {
+func oneTurn(turn driver.Turn) func() (driver.PreparedTurn, error) {
 	done := false
-	return func() (memory.PreparedTurn, error) {
+	return func() (driver.PreparedTurn, error) {
 		if done {
-			return memory.PreparedTurn{}, io.EOF
+			return driver.PreparedTurn{}, io.EOF
 		}
 		done = true
-		return memory.PreparedTurn{Turn: turn}, nil
+		return driver.PreparedTurn{Turn: turn}, nil
 	}
 }
 
@@ -40,9 +40,9 @@ func TestImportRacingDeleteUser(t *testing.T) {
 		for r := range 25 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			tenant, user := fmt.Sprintf("ti%d", r), fmt.Sprintf("u%d", r)
-			key := memory.SessionKey(tenant, "s")
-			require.NoError(t, a.CreateSession(ctx, key, memory.SessionInfo{ID: "s", User: user}))
-			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			key := driver.SessionKey(tenant, "s")
+			require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
+			require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
 
 			var wg sync.WaitGroup
 			var ierr, derr error
@@ -59,7 +59,7 @@ func TestImportRacingDeleteUser(t *testing.T) {
 				defer wg.Done()
 				<-start
 				importBegan = time.Now()
-				ierr = b.Import(ctx, key, memory.SessionInfo{ID: "s"}, oneTurn(raceTurn("n1")))
+				ierr = b.Import(ctx, key, driver.SessionInfo{ID: "s"}, oneTurn(raceTurn("n1")))
 			}()
 			close(start)
 			wg.Wait()
@@ -68,7 +68,7 @@ func TestImportRacingDeleteUser(t *testing.T) {
 			got := historyOf(t, a, key)
 			switch {
 			case ierr != nil:
-				require.True(t, errors.Is(ierr, memory.ErrSessionDeleted) || errors.Is(ierr, memory.ErrSessionOwned),
+				require.True(t, errors.Is(ierr, driver.ErrSessionDeleted) || errors.Is(ierr, driver.ErrSessionOwned),
 					"round %d: import returned %v; want nil, ErrSessionDeleted or ErrSessionOwned", r, ierr)
 				require.Empty(t, got, "round %d: the import failed, yet the session holds %q", r, got)
 			case slices.Equal(got, []string{"n1/2"}):
@@ -85,14 +85,14 @@ func TestImportRacingDeleteUser(t *testing.T) {
 }
 
 // turnsOf is an import's next yielding turns in order, then io.EOF.
-func turnsOf(turns ...memory.Turn) func() (memory.PreparedTurn, error) {
+func turnsOf(turns ...driver.Turn) func() (driver.PreparedTurn, error) {
 	i := 0
-	return func() (memory.PreparedTurn, error) {
+	return func() (driver.PreparedTurn, error) {
 		if i == len(turns) {
-			return memory.PreparedTurn{}, io.EOF
+			return driver.PreparedTurn{}, io.EOF
 		}
 		i++
-		return memory.PreparedTurn{Turn: turns[i-1]}, nil
+		return driver.PreparedTurn{Turn: turns[i-1]}, nil
 	}
 }
 
@@ -103,8 +103,8 @@ func TestImportSameFileFromTwoServers(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		a, b := twoServers(t, d)
 		ts := time.Now().UTC().Truncate(time.Second)
-		file := func() func() (memory.PreparedTurn, error) {
-			var turns []memory.Turn
+		file := func() func() (driver.PreparedTurn, error) {
+			var turns []driver.Turn
 			for _, id := range []string{"t1", "t2", "t3"} {
 				turn := raceTurn(id)
 				turn.Timestamp = ts
@@ -114,8 +114,8 @@ func TestImportSameFileFromTwoServers(t *testing.T) {
 		}
 		for r := range 15 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			key := memory.SessionKey(fmt.Sprintf("tf%d", r), "s")
-			info := memory.SessionInfo{ID: "s", User: "u", Title: "same"}
+			key := driver.SessionKey(fmt.Sprintf("tf%d", r), "s")
+			info := driver.SessionInfo{ID: "s", User: "u", Title: "same"}
 			var wg sync.WaitGroup
 			var errA, errB error
 			wg.Go(func() { errA = a.Import(ctx, key, info, file()) })
@@ -140,9 +140,9 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 		for r := range 25 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			tenant, user := fmt.Sprintf("th%d", r), fmt.Sprintf("u%d", r)
-			key := memory.SessionKey(tenant, "s")
-			require.NoError(t, a.CreateSession(ctx, key, memory.SessionInfo{ID: "s", User: user}))
-			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			key := driver.SessionKey(tenant, "s")
+			require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
+			require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
 
 			var wg sync.WaitGroup
 			var ierr, derr error
@@ -156,7 +156,7 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				importBegan = time.Now()
-				ierr = b.Import(ctx, key, memory.SessionInfo{ID: "s", Title: "the erased user's words"}, turnsOf())
+				ierr = b.Import(ctx, key, driver.SessionInfo{ID: "s", Title: "the erased user's words"}, turnsOf())
 			})
 			close(start)
 			wg.Wait()
@@ -164,9 +164,9 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 			require.NoError(t, derr, "round %d", r)
 			info, err := a.SessionInfo(context.Background(), key)
 			if ierr != nil {
-				require.True(t, errors.Is(ierr, memory.ErrSessionDeleted) || errors.Is(ierr, memory.ErrSessionOwned),
+				require.True(t, errors.Is(ierr, driver.ErrSessionDeleted) || errors.Is(ierr, driver.ErrSessionOwned),
 					"round %d: import returned %v", r, ierr)
-				require.ErrorIs(t, err, memory.ErrSessionNotFound, "round %d: the import failed, yet the session is %+v", r, info)
+				require.ErrorIs(t, err, driver.ErrSessionNotFound, "round %d: the import failed, yet the session is %+v", r, info)
 				continue
 			}
 			if err == nil && info.Title != "" && importBegan.Before(deleteEnd.Add(-beganSlack)) {
@@ -188,9 +188,9 @@ func TestCreateUnownedRacingDeleteUser(t *testing.T) {
 		for r := range 25 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			tenant, user := fmt.Sprintf("tc%d", r), fmt.Sprintf("u%d", r)
-			key := memory.SessionKey(tenant, "s")
-			require.NoError(t, a.CreateSession(ctx, key, memory.SessionInfo{ID: "s", User: user}))
-			require.NoError(t, a.SaveTurn(ctx, key, raceTurn("o1")))
+			key := driver.SessionKey(tenant, "s")
+			require.NoError(t, a.CreateSession(ctx, key, driver.SessionInfo{ID: "s", User: user}))
+			require.NoError(t, storeTurn(ctx, a, key, raceTurn("o1")))
 			var wg sync.WaitGroup
 			var cerr, derr error
 			var deleteEnd, began time.Time
@@ -203,7 +203,7 @@ func TestCreateUnownedRacingDeleteUser(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				began = time.Now()
-				cerr = b.CreateSession(ctx, key, memory.SessionInfo{ID: "s", Title: "the erased user's words"})
+				cerr = b.CreateSession(ctx, key, driver.SessionInfo{ID: "s", Title: "the erased user's words"})
 			})
 			close(start)
 			wg.Wait()

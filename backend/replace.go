@@ -5,39 +5,39 @@ import (
 	"fmt"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-var _ memory.Replacer = (*DataFlowBackend)(nil)
+var _ driver.Replacer = (*DataFlowBackend)(nil)
 
 // Replace makes turns the session's whole history in one transaction: the
 // session row locked (inserted if need be, as Clear does), its messages
 // and search entries deleted, its counts reset with a new version, and
 // every turn stored as Save stores it. Owner, title and metadata are kept.
 // Readers see the old history or the new one. It implements
-// memory.Replacer.
-func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memory.PreparedTurn) (memory.Saved, error) {
+// driver.Replacer.
+func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.check(key); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	begun := now()
 	for i := range turns {
 		if !turns[i].Prepared() {
-			p, err := memory.Prepare(turns[i].Turn, now(), b.maxBytes)
+			p, err := driver.Prepare(turns[i].Turn, now(), 0, nil)
 			if err != nil {
-				return memory.Saved{}, fmt.Errorf("backend: %w", err)
+				return driver.Saved{}, fmt.Errorf("backend: %w", err)
 			}
 			turns[i] = p
 		}
 	}
 	index, err := b.indexed(ctx)
 	if err != nil {
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	reset := b.stmt("replace/reset", func() *dataflow.Stmt {
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET turn_count = 0, tokens = 0, counted = 1, version = version + 1, updated_at = ? WHERE id = ?`, b.sessions)
 	})
-	var saved memory.Saved
+	var saved driver.Saved
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
 		if _, err := b.lockSession.ExecTx(ctx, tx, key, tenantOf(key), at, at); err != nil {
@@ -52,7 +52,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 		if _, err := reset.ExecTx(ctx, tx, at, key); err != nil {
 			return err
 		}
-		saved = memory.Saved{Stored: true}
+		saved = driver.Saved{Stored: true}
 		for i := range turns {
 			t := &turns[i]
 			tokens := int64(t.Tokens())
@@ -67,7 +67,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 			args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, b.store.indexInRows())
 			if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
 				if err == errDuplicate {
-					return fmt.Errorf("%w: turn id %q given twice", memory.ErrInvalidTurn, t.ID)
+					return fmt.Errorf("%w: turn id %q given twice", driver.ErrInvalidTurn, t.ID)
 				}
 				return err
 			}
@@ -82,9 +82,9 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []memor
 	}, b.sessions, b.messages, b.erased)
 	if err != nil {
 		if b.store.msgIDConflict(err) {
-			return memory.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", memory.ErrInvalidTurn)
+			return driver.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", driver.ErrInvalidTurn)
 		}
-		return memory.Saved{}, fmt.Errorf("backend: %w", err)
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	return saved, nil
 }

@@ -13,9 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/internal/testutil"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // sessionState is what the tables hold of one session and one of its turn
@@ -48,9 +48,9 @@ func readSessionState(t *testing.T, b *DataFlowBackend, sessionID, turnID string
 // assertStoredOnce asserts that a save reported as s stored its turn once
 // between the states before and after: two messages, the count and, for a
 // session that existed, the version bumped by one, and s reporting them.
-func assertStoredOnce(t *testing.T, before, after sessionState, s memory.Saved, what string) {
+func assertStoredOnce(t *testing.T, before, after sessionState, s driver.Saved, what string) {
 	t.Helper()
-	assert.Equal(t, memory.Saved{Stored: true, Seq: int(before.count) + 1, Version: reported(after.version), Messages: 2}, s, "%s: reported", what)
+	assert.Equal(t, driver.Saved{Stored: true, Seq: int(before.count) + 1, Version: reported(after.version), Messages: 2}, s, "%s: reported", what)
 	assert.Equal(t, before.count+1, after.count, "%s: turn_count", what)
 	assert.Equal(t, before.messages+2, after.messages, "%s: message rows of the session", what)
 	assert.Equal(t, 2, after.turnMessages, "%s: message rows of the turn", what)
@@ -98,23 +98,23 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 		ctx := context.Background()
 		b, rec := newEnv(t, d)
 		require.Equal(t, d.Name == "pg", oneStatementSave(b) != nil, "the one-statement save is PostgreSQL's alone")
-		require.NoError(t, b.SaveTurn(ctx, "warm-up", memory.Turn{User: "u"})) // creates the tables
+		require.NoError(t, storeTurn(ctx, b, "warm-up", driver.Turn{User: "u"})) // creates the tables
 
 		t.Run("new-and-sequential-duplicate", func(t *testing.T) {
 			const session = "seq"
 			for _, id := range []string{"t1", "t2"} {
 				before := readSessionState(t, b, session, id)
-				s, err := b.Save(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id, Metadata: map[string]any{"k": 1}}})
+				s, err := b.Save(ctx, session, driver.PreparedTurn{Turn: driver.Turn{ID: id, User: "user " + id, Agent: "agent " + id, Metadata: map[string]any{"k": 1}}})
 				require.NoError(t, err)
 				assertStoredOnce(t, before, readSessionState(t, b, session, id), s, "new turn "+id)
 			}
 			for _, id := range []string{"t1", "t2"} {
 				before := readSessionState(t, b, session, id)
-				s, err := b.Save(ctx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "retry", Agent: "retry"}})
+				s, err := b.Save(ctx, session, driver.PreparedTurn{Turn: driver.Turn{ID: id, User: "retry", Agent: "retry"}})
 				require.NoError(t, err)
-				assert.Equal(t, memory.Saved{}, s, "duplicate %s: reported", id)
+				assert.Equal(t, driver.Saved{}, s, "duplicate %s: reported", id)
 				assert.Equal(t, before, readSessionState(t, b, session, id), "duplicate %s changed the session", id)
-				require.NoError(t, b.SaveTurn(ctx, session, memory.Turn{ID: id, User: "retry"}), "duplicate %s through SaveTurn", id)
+				require.NoError(t, storeTurn(ctx, b, session, driver.Turn{ID: id, User: "retry"}), "duplicate %s through SaveTurn", id)
 				assert.Equal(t, before, readSessionState(t, b, session, id), "duplicate %s through SaveTurn changed the session", id)
 			}
 		})
@@ -145,7 +145,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 		} {
 			t.Run("duplicate-behind-lock/"+tt.name, func(t *testing.T) {
 				if tt.existing {
-					require.NoError(t, b.SaveTurn(ctx, tt.session, memory.Turn{ID: "first", User: "first"}))
+					require.NoError(t, storeTurn(ctx, b, tt.session, driver.Turn{ID: "first", User: "first"}))
 				}
 				before := readSessionState(t, b, tt.session, "x")
 				raw := b.DB().Bun().DB
@@ -176,13 +176,13 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 
 				saveCtx, cancel := context.WithTimeout(ctx, 30*time.Second) // a hang fails, not stalls
 				defer cancel()
-				var saved [2]memory.Saved
+				var saved [2]driver.Saved
 				var errs [2]error
 				var wg sync.WaitGroup
 				defer func() { _ = tx.Rollback(); wg.Wait() }() // after a failure: release, let the saves end
 				for i := range saved {
 					wg.Go(func() {
-						saved[i], errs[i] = b.Save(saveCtx, tt.session, memory.PreparedTurn{Turn: memory.Turn{ID: "x", User: fmt.Sprint("save ", i), Agent: "a"}})
+						saved[i], errs[i] = b.Save(saveCtx, tt.session, driver.PreparedTurn{Turn: driver.Turn{ID: "x", User: fmt.Sprint("save ", i), Agent: "a"}})
 					})
 				}
 				waitUntil(t, "both saves waiting for the lock", func() bool {
@@ -202,7 +202,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				if saved[1].Stored {
 					winner = 1
 				}
-				assert.Equal(t, memory.Saved{}, saved[1-winner], "the losing save")
+				assert.Equal(t, driver.Saved{}, saved[1-winner], "the losing save")
 				assertStoredOnce(t, before, readSessionState(t, b, tt.session, "x"), saved[winner], "the winning save")
 				w := loadWindow(t, b, tt.session, 1)
 				require.Len(t, w.Turns, 1)
@@ -213,7 +213,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 
 		t.Run("concurrent-duplicates", func(t *testing.T) {
 			const goroutines, rounds = 8, 20
-			require.NoError(t, b.SaveTurn(ctx, "dup", memory.Turn{User: "first"}))
+			require.NoError(t, storeTurn(ctx, b, "dup", driver.Turn{User: "first"}))
 			for r := range rounds {
 				session := "dup" // an existing session
 				if r%2 == 1 {
@@ -222,14 +222,14 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				id := fmt.Sprintf("d%d", r)
 				before := readSessionState(t, b, session, id)
 				saveCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				var saved [goroutines]memory.Saved
+				var saved [goroutines]driver.Saved
 				var errs [goroutines]error
 				var wg sync.WaitGroup
 				start := make(chan struct{})
 				for g := range goroutines {
 					wg.Go(func() {
 						<-start
-						saved[g], errs[g] = b.Save(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: fmt.Sprint("g", g), Agent: "a"}})
+						saved[g], errs[g] = b.Save(saveCtx, session, driver.PreparedTurn{Turn: driver.Turn{ID: id, User: fmt.Sprint("g", g), Agent: "a"}})
 					})
 				}
 				close(start)
@@ -241,7 +241,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 					if saved[g].Stored {
 						winner, stored = g, stored+1
 					} else {
-						assert.Equal(t, memory.Saved{}, saved[g], "round %d, losing save %d", r, g)
+						assert.Equal(t, driver.Saved{}, saved[g], "round %d, losing save %d", r, g)
 					}
 				}
 				require.Equal(t, 1, stored, "round %d: saves that stored the turn", r)
@@ -259,7 +259,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 			const n = goroutines * each
 			saveCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
-			var saved [goroutines][each]memory.Saved
+			var saved [goroutines][each]driver.Saved
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			for g := range goroutines {
@@ -267,7 +267,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 					<-start
 					for i := range each {
 						id := fmt.Sprintf("g%d-%d", g, i)
-						s, err := b.Save(saveCtx, session, memory.PreparedTurn{Turn: memory.Turn{ID: id, User: "user " + id, Agent: "agent " + id}})
+						s, err := b.Save(saveCtx, session, driver.PreparedTurn{Turn: driver.Turn{ID: id, User: "user " + id, Agent: "agent " + id}})
 						if !assert.NoError(t, err, "save %s", id) {
 							return
 						}
@@ -308,7 +308,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 				assert.Equal(t, "agent "+bySeq[k], turn.Agent, "turn %d", k+1)
 			}
 			rows, err := b.db.QueryContext(ctx, b.db.Rebind(`SELECT count(*) FROM `+MessagesTable+`
-WHERE session_id = ? AND NOT (pos = 0 AND role = '`+string(memory.RoleUser)+`' OR pos = 1 AND role = '`+string(memory.RoleAssistant)+`')`), session)
+WHERE session_id = ? AND NOT (pos = 0 AND role = '`+string(driver.RoleUser)+`' OR pos = 1 AND role = '`+string(driver.RoleAssistant)+`')`), session)
 			require.NoError(t, err)
 			defer rows.Close()
 			require.True(t, rows.Next(), "no row: %v", rows.Err())
@@ -320,23 +320,23 @@ WHERE session_id = ? AND NOT (pos = 0 AND role = '`+string(memory.RoleUser)+`' O
 		t.Run("load-window-reads-it", func(t *testing.T) {
 			const session = "read-back"
 			at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
-			c1 := memory.Turn{ID: "c1", User: "hello", Agent: "world", Timestamp: at, Metadata: map[string]any{"model": "m"}}
-			c2 := memory.Turn{ID: "c2", User: "u2", Agent: "a2", Timestamp: at.Add(time.Second)}
-			s1, err := b.Save(ctx, session, memory.PreparedTurn{Turn: c1})
+			c1 := driver.Turn{ID: "c1", User: "hello", Agent: "world", Timestamp: at, Metadata: map[string]any{"model": "m"}}
+			c2 := driver.Turn{ID: "c2", User: "u2", Agent: "a2", Timestamp: at.Add(time.Second)}
+			s1, err := b.Save(ctx, session, driver.PreparedTurn{Turn: c1})
 			require.NoError(t, err)
 			require.True(t, s1.Stored)
-			require.NoError(t, b.SaveTurn(ctx, session, c2))
-			_, v, err := b.Load(ctx, session, memory.WindowQuery{MaxTurns: 10, Known: memory.UnknownVersion})
+			require.NoError(t, storeTurn(ctx, b, session, c2))
+			_, v, err := b.Load(ctx, session, driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion})
 			require.NoError(t, err)
 			assert.Equal(t, s1.Version+1, v, "version after two saves")
 
-			require.NoError(t, b.SaveTurn(ctx, session, memory.Turn{ID: "c1", User: "again", Agent: "again"})) // a duplicate
-			assert.Equal(t, wantWindow([]memory.Turn{prepared(t, c1), prepared(t, c2)}, 2),
+			require.NoError(t, storeTurn(ctx, b, session, driver.Turn{ID: "c1", User: "again", Agent: "again"})) // a duplicate
+			assert.Equal(t, wantWindow([]driver.Turn{prepared(t, c1), prepared(t, c2)}, 2),
 				loadWindow(t, b, session, 10))
-			w, v2, err := b.Load(ctx, session, memory.WindowQuery{MaxTurns: 10, Known: v})
+			w, v2, err := b.Load(ctx, session, driver.WindowQuery{MaxTurns: 10, Known: v})
 			require.NoError(t, err)
 			assert.Equal(t, v, v2, "a duplicate moved the version")
-			assert.Equal(t, memory.Window{}, w, "the window of an unchanged session")
+			assert.Equal(t, driver.Window{}, w, "the window of an unchanged session")
 		})
 	})
 }

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// The search index holds each message's content as memory.SearchText
+// The search index holds each message's content as driver.SearchText
 // writes it: lower-cased words and CJK characters separated by spaces, so
 // that both databases' tokenizers split it exactly where a query is split,
 // and text without spaces (Chinese, Japanese, Korean) is found by its
@@ -79,7 +79,7 @@ func (b *DataFlowBackend) indexed(ctx context.Context) (bool, error) {
 }
 
 func searchArg(content string) any {
-	if s := memory.SearchText(content); s != "" {
+	if s := driver.SearchText(content); s != "" {
 		return s
 	}
 	return nil
@@ -93,24 +93,24 @@ const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, 
 // q.Text, best first, in one statement: on SQLite an FTS5 MATCH confined
 // to the tenant (and session) by its tokens, ranked by bm25; on
 // PostgreSQL a GIN index scan of to_tsvector('simple', search_text),
-// ranked by ts_rank. The query is built from memory.QueryTerms only, so
-// it is never search syntax, and a query over memory.MaxSearchTerms or
-// memory.MaxSearchBytes is memory.ErrInvalidQuery before any SQL runs. It
-// implements memory.SessionStore.
+// ranked by ts_rank. The query is built from driver.QueryTerms only, so
+// it is never search syntax, and a query over driver.MaxSearchTerms or
+// driver.MaxSearchBytes is driver.ErrInvalidQuery before any SQL runs. It
+// implements driver.SessionStore.
 //
 // It returns once ctx is done, and the drivers stop the statement
 // (SQLite's sqlite3_interrupt, PostgreSQL's cancel request). The work
 // SQLite does without checking for that, FTS5 parsing the MATCH expression
 // (quadratic in its terms) and reading their posting lists, is bounded by
-// memory.MaxSearchTerms.
-func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.SearchQuery) ([]memory.SearchHit, error) {
+// driver.MaxSearchTerms.
+func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q driver.SearchQuery) ([]driver.SearchHit, error) {
 	if b == nil || b.db == nil {
 		return nil, errNoDB
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("backend: search: %w", err)
 	}
-	terms, err := memory.QueryTerms(q.Text)
+	terms, err := driver.QueryTerms(q.Text)
 	if err != nil {
 		return nil, fmt.Errorf("backend: search: %w", err)
 	}
@@ -121,7 +121,7 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 		return nil, fmt.Errorf("backend: search index: %w", err)
 	}
 	if b.searchOff.Load() && !b.store.indexInRows() {
-		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", bare{memory.ErrNotSupported}, SearchTable)
+		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", bare{driver.ErrNotSupported}, SearchTable)
 	}
 	st := b.store.searchStmt(q)
 	args := append(b.store.searchArgs(tenant, terms, q), q.Limit)
@@ -134,7 +134,7 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 	// Search returns at ctx's end without waiting for that step: the
 	// statement stops after it and gives its connection back.
 	type result struct {
-		hits []memory.SearchHit
+		hits []driver.SearchHit
 		err  error
 	}
 	done := make(chan result, 1)
@@ -154,13 +154,13 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q memory.Se
 }
 
 // runSearch runs the search statement st with args and reads its hits.
-func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []string) ([]memory.SearchHit, error) {
+func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []string) ([]driver.SearchHit, error) {
 	rows, err := st.Query(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var hits []memory.SearchHit
+	var hits []driver.SearchHit
 	for rows.Next() {
 		h, err := scanHit(rows, terms)
 		if err != nil {
@@ -174,7 +174,7 @@ func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []strin
 	return hits, rows.Close()
 }
 
-func scanHit(rows *sql.Rows, terms []string) (memory.SearchHit, error) {
+func scanHit(rows *sql.Rows, terms []string) (driver.SearchHit, error) {
 	var (
 		key, turnID, role, content, name, tcID string
 		seq                                    int64
@@ -185,17 +185,17 @@ func scanHit(rows *sql.Rows, terms []string) (memory.SearchHit, error) {
 		score                                  float64
 	)
 	if err := rows.Scan(&key, &turnID, &seq, &pos, &msgID, &role, &content, &name, &calls, &tcID, &parts, &meta, &tokens, &score); err != nil {
-		return memory.SearchHit{}, err
+		return driver.SearchHit{}, err
 	}
-	m := memory.Message{ID: msgID.String, Role: memory.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
+	m := driver.Message{ID: msgID.String, Role: driver.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
 	if !msgID.Valid {
-		m.ID = memory.DerivedMessageID(turnID, int(pos))
+		m.ID = driver.DerivedMessageID(turnID, int(pos))
 	}
-	if err := memory.DecodeMessage(&m, calls, parts, meta); err != nil {
-		return memory.SearchHit{}, err
+	if err := driver.DecodeMessage(&m, calls, parts, meta); err != nil {
+		return driver.SearchHit{}, err
 	}
-	_, id := memory.ParseSessionKey(key)
-	return memory.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: memory.Snippet(content, terms), Score: score}, nil
+	_, id := driver.ParseSessionKey(key)
+	return driver.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: driver.Snippet(content, terms), Score: score}, nil
 }
 
 // searchIndexExists runs q, the catalog query of a store's search index,

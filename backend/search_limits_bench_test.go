@@ -10,11 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
-// BenchmarkSearchTerms is the figure behind memory.MaxSearchTerms
+// BenchmarkSearchTerms is the figure behind driver.MaxSearchTerms
 // (docs/search-limits.md): a tenant-wide search's time against its number
 // of distinct terms, over CJK messages whose characters follow a Zipf
 // distribution (loadCJK), for the k commonest characters ("common", which
@@ -47,8 +48,8 @@ func BenchmarkSearchTerms(b *testing.B) {
 		require.NoError(b, err)
 		b.Cleanup(func() { m.Close() })
 		m = m.ForTenant("bench")
-		require.NoError(b, m.SaveTurn(ctx, "boot", memory.Turn{User: "boot"})) // the tables
-		_, err = m.Search(ctx, memory.SearchQuery{Text: "boot"})               // and the search index
+		require.NoError(b, m.SaveTurn(ctx, "boot", driver.Turn{User: "boot"})) // the tables
+		_, err = m.Search(ctx, driver.SearchQuery{Text: "boot"})               // and the search index
 		require.NoError(b, err)
 		loadCJK(b, be, "bench", msgs)
 		for _, k := range []int{8, 16, 32, 64, 128} {
@@ -61,13 +62,13 @@ func BenchmarkSearchTerms(b *testing.B) {
 					}
 					q.WriteRune(r)
 				}
-				terms, err := memory.QueryTerms(q.String())
+				terms, err := driver.QueryTerms(q.String())
 				require.NoError(b, err)
 				require.Len(b, terms, k)
 				b.Run(fmt.Sprintf("%s/terms=%d/%s", dialect, k, kind), func(b *testing.B) {
 					var hits int
 					for b.Loop() {
-						got, err := m.Search(ctx, memory.SearchQuery{Text: q.String()})
+						got, err := m.Search(ctx, driver.SearchQuery{Text: q.String()})
 						require.NoError(b, err)
 						hits = len(got)
 					}

@@ -16,13 +16,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
 // Search limits (issue 16, item 7): a search returns by its deadline
-// whatever its text, a query over memory.MaxSearchTerms distinct terms or
-// memory.MaxSearchBytes bytes is memory.ErrInvalidQuery before any SQL,
+// whatever its text, a query over driver.MaxSearchTerms distinct terms or
+// driver.MaxSearchBytes bytes is driver.ErrInvalidQuery before any SQL,
 // and a CJK sentence at the limit still finds its message.
 
 // raceEnabled reports whether the test binary was built with -race, which
@@ -78,7 +79,7 @@ func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 		var mrows []MessageRow
 		var fts []any
 		for s := first / perSession; s*perSession < min(msgs, first+perTx); s++ {
-			key := memory.SessionKey(tenant, fmt.Sprintf("c%06d", s))
+			key := driver.SessionKey(tenant, fmt.Sprintf("c%06d", s))
 			var tokens int64
 			for i := range perSession {
 				seq, pos := int64(i/2+1), int32(i%2)
@@ -86,11 +87,11 @@ func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 				tid := fmt.Sprintf("t%d", seq)
 				tok := int64(len(content) / 4)
 				row := MessageRow{SessionID: key, Seq: seq, Pos: pos, TurnID: tid,
-					MsgID: sql.NullString{String: memory.DerivedMessageID(tid, int(pos)), Valid: true},
+					MsgID: sql.NullString{String: driver.DerivedMessageID(tid, int(pos)), Valid: true},
 					Role:  "user", Content: content, Tokens: tok, TokensBefore: tokens, CreatedAt: epoch}
 				tokens += tok
 				if pg {
-					row.SearchText = sql.NullString{String: memory.SearchText(content), Valid: true}
+					row.SearchText = sql.NullString{String: driver.SearchText(content), Valid: true}
 				} else if e, ok := SearchEntry(key, seq, pos, content); ok {
 					fts = append(fts, e...)
 				}
@@ -163,8 +164,8 @@ func TestSearchReturnsByDeadline(t *testing.T) {
 		ctx := context.Background()
 		b, _ := newEnv(t, d)
 		m := newMemory(t, b, memory.WithCacheTTL(0)).ForTenant("cjk")
-		require.NoError(t, m.SaveTurn(ctx, "boot", memory.Turn{User: "boot"})) // the tables
-		_, err := m.Search(ctx, memory.SearchQuery{Text: "boot"})              // and the search index
+		require.NoError(t, m.SaveTurn(ctx, "boot", driver.Turn{User: "boot"})) // the tables
+		_, err := m.Search(ctx, driver.SearchQuery{Text: "boot"})              // and the search index
 		require.NoError(t, err)
 		msgs := 4000
 		if raceEnabled {
@@ -179,8 +180,8 @@ func TestSearchReturnsByDeadline(t *testing.T) {
 		}{
 			{"300 KB of CJK text", cjkText(r, 100_000), true},
 			{"1 MiB of words", strings.Repeat("memory window ", 1<<20/14), true},
-			{"a word more than the limit", words(memory.MaxSearchTerms+1, memory.MaxSearchTerms+1), true},
-			{"the commonest CJK characters, at the limit", string(cjkPool[:memory.MaxSearchTerms]), false},
+			{"a word more than the limit", words(driver.MaxSearchTerms+1, driver.MaxSearchTerms+1), true},
+			{"the commonest CJK characters, at the limit", string(cjkPool[:driver.MaxSearchTerms]), false},
 			{"4 common CJK characters", string(cjkPool[:4]), false},
 			{"a CJK sentence", cjkText(r, 60), false},
 		}
@@ -189,13 +190,13 @@ func TestSearchReturnsByDeadline(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/%v", q.name, deadline), func(t *testing.T) {
 					for _, call := range []struct {
 						name   string
-						search func(ctx context.Context) ([]memory.SearchHit, error)
+						search func(ctx context.Context) ([]driver.SearchHit, error)
 					}{
-						{"memory", func(ctx context.Context) ([]memory.SearchHit, error) {
-							return m.Search(ctx, memory.SearchQuery{Text: q.text})
+						{"memory", func(ctx context.Context) ([]driver.SearchHit, error) {
+							return m.Search(ctx, driver.SearchQuery{Text: q.text})
 						}},
-						{"backend", func(ctx context.Context) ([]memory.SearchHit, error) {
-							return b.Search(ctx, "cjk", memory.SearchQuery{Text: q.text, Limit: 20})
+						{"backend", func(ctx context.Context) ([]driver.SearchHit, error) {
+							return b.Search(ctx, "cjk", driver.SearchQuery{Text: q.text, Limit: 20})
 						}},
 					} {
 						ctx, cancel := context.WithTimeout(ctx, deadline)
@@ -207,7 +208,7 @@ func TestSearchReturnsByDeadline(t *testing.T) {
 						assert.LessOrEqual(t, took, deadline+searchSlack(), "%s: returned %v after a deadline of %v (err %v)", call.name, took, deadline, err)
 						switch {
 						case q.over:
-							assert.ErrorIs(t, err, memory.ErrInvalidQuery, call.name)
+							assert.ErrorIs(t, err, driver.ErrInvalidQuery, call.name)
 						case err != nil:
 							assert.ErrorIs(t, err, context.DeadlineExceeded, call.name)
 						}
@@ -223,44 +224,44 @@ func TestSearchReturnsByDeadline(t *testing.T) {
 // to its text; a query at the limits is searched.
 func TestSearchQueryLimits(t *testing.T) {
 	over := []struct{ name, text string }{
-		{"a distinct term more than MaxSearchTerms", words(memory.MaxSearchTerms+1, memory.MaxSearchTerms+1)},
-		{"a byte more than MaxSearchBytes", strings.Repeat("a", memory.MaxSearchBytes+1)},
-		{"CJK characters over MaxSearchTerms", string(cjkPool[:memory.MaxSearchTerms+1])},
+		{"a distinct term more than MaxSearchTerms", words(driver.MaxSearchTerms+1, driver.MaxSearchTerms+1)},
+		{"a byte more than MaxSearchBytes", strings.Repeat("a", driver.MaxSearchBytes+1)},
+		{"CJK characters over MaxSearchTerms", string(cjkPool[:driver.MaxSearchTerms+1])},
 		{"1 MiB", strings.Repeat("x", 1<<20)},
 	}
 	within := []struct{ name, text string }{
-		{"MaxSearchTerms distinct terms", words(memory.MaxSearchTerms, memory.MaxSearchTerms)},
-		{"MaxSearchBytes of repeated terms", strings.Repeat("ab ", memory.MaxSearchBytes/3)},
-		{"MaxSearchTerms CJK characters", string(cjkPool[:memory.MaxSearchTerms])},
+		{"MaxSearchTerms distinct terms", words(driver.MaxSearchTerms, driver.MaxSearchTerms)},
+		{"MaxSearchBytes of repeated terms", strings.Repeat("ab ", driver.MaxSearchBytes/3)},
+		{"MaxSearchTerms CJK characters", string(cjkPool[:driver.MaxSearchTerms])},
 	}
-	run := func(t *testing.T, b memory.SessionStore, rec *recorder) {
+	run := func(t *testing.T, b driver.SessionStore, rec *recorder) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("lim")
-		require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{User: "ab w1 w2", Agent: "ok"}))
-		_, err := m.Search(ctx, memory.SearchQuery{Text: "ab"}) // creates the search index
+		require.NoError(t, m.SaveTurn(ctx, "s1", driver.Turn{User: "ab w1 w2", Agent: "ok"}))
+		_, err := m.Search(ctx, driver.SearchQuery{Text: "ab"}) // creates the search index
 		require.NoError(t, err)
 		for _, q := range over {
 			if rec != nil {
 				rec.take()
 			}
-			_, err := m.Search(ctx, memory.SearchQuery{Text: q.text})
-			require.ErrorIs(t, err, memory.ErrInvalidQuery, "memory: %s", q.name)
+			_, err := m.Search(ctx, driver.SearchQuery{Text: q.text})
+			require.ErrorIs(t, err, driver.ErrInvalidQuery, "memory: %s", q.name)
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			before := ms.TotalAlloc
-			_, err = b.Search(ctx, "lim", memory.SearchQuery{Text: q.text, Limit: 20})
+			_, err = b.Search(ctx, "lim", driver.SearchQuery{Text: q.text, Limit: 20})
 			runtime.ReadMemStats(&ms)
-			require.ErrorIs(t, err, memory.ErrInvalidQuery, "backend: %s", q.name)
+			require.ErrorIs(t, err, driver.ErrInvalidQuery, "backend: %s", q.name)
 			assert.Less(t, ms.TotalAlloc-before, uint64(64<<10), "%s: bytes allocated to refuse it", q.name)
 			if rec != nil {
 				assert.Empty(t, rec.take(), "%s: no SQL", q.name)
 			}
 		}
 		for _, q := range within {
-			_, err := m.Search(ctx, memory.SearchQuery{Text: q.text})
+			_, err := m.Search(ctx, driver.SearchQuery{Text: q.text})
 			require.NoError(t, err, q.name)
 		}
-		hits, err := m.Search(ctx, memory.SearchQuery{Text: strings.Repeat("AB ab ", 100)})
+		hits, err := m.Search(ctx, driver.SearchQuery{Text: strings.Repeat("AB ab ", 100)})
 		require.NoError(t, err)
 		require.Len(t, hits, 1, "a term repeated is one term")
 	}
@@ -275,25 +276,25 @@ func TestSearchQueryLimits(t *testing.T) {
 // characters, find the message that holds them.
 func TestSearchCJKSentenceAtLimit(t *testing.T) {
 	sentence := "我们明天上午十点在东京车站的北口见面，然后一起去附近的咖啡店讨论下个季度的产品发布计划和预算安排，请提前准备好相关资料。"
-	atLimit := string(cjkPool[len(cjkPool)-memory.MaxSearchTerms:]) // none of the common ones
-	require.Len(t, memory.SearchTerms(atLimit), memory.MaxSearchTerms)
-	backends(t, func(t *testing.T, b memory.Backend) {
+	atLimit := string(cjkPool[len(cjkPool)-driver.MaxSearchTerms:]) // none of the common ones
+	require.Len(t, driver.SearchTerms(atLimit), driver.MaxSearchTerms)
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("cjk")
-		require.NoError(t, m.SaveTurn(ctx, "plans", memory.Turn{User: "明天的安排？", Agent: sentence}))
-		require.NoError(t, m.SaveTurn(ctx, "pool", memory.Turn{User: "字：" + atLimit + "。", Agent: "好"}))
-		require.NoError(t, m.SaveTurn(ctx, "other", memory.Turn{User: "我们在东京见面吧", Agent: "好的"}))
+		require.NoError(t, m.SaveTurn(ctx, "plans", driver.Turn{User: "明天的安排？", Agent: sentence}))
+		require.NoError(t, m.SaveTurn(ctx, "pool", driver.Turn{User: "字：" + atLimit + "。", Agent: "好"}))
+		require.NoError(t, m.SaveTurn(ctx, "other", driver.Turn{User: "我们在东京见面吧", Agent: "好的"}))
 		for _, c := range []struct{ text, session, content string }{
 			{sentence, "plans", sentence},
 			{atLimit, "pool", "字：" + atLimit + "。"},
 		} {
-			hits, err := m.Search(ctx, memory.SearchQuery{Text: c.text})
+			hits, err := m.Search(ctx, driver.SearchQuery{Text: c.text})
 			require.NoError(t, err)
-			require.Len(t, hits, 1, "%d terms", len(memory.SearchTerms(c.text)))
+			require.Len(t, hits, 1, "%d terms", len(driver.SearchTerms(c.text)))
 			assert.Equal(t, c.session, hits[0].SessionID)
 			assert.Equal(t, c.content, hits[0].Message.Content)
 		}
-		_, err := m.Search(ctx, memory.SearchQuery{Text: atLimit + "丁"})
-		require.True(t, errors.Is(err, memory.ErrInvalidQuery), "one character over: %v", err)
+		_, err := m.Search(ctx, driver.SearchQuery{Text: atLimit + "丁"})
+		require.True(t, errors.Is(err, driver.ErrInvalidQuery), "one character over: %v", err)
 	})
 }

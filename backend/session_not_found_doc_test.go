@@ -6,27 +6,27 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
-// TestSessionInfoOfEmptySession pins memory.ErrSessionNotFound's doc
+// TestSessionInfoOfEmptySession pins driver.ErrSessionNotFound's doc
 // (issue 16, item 12): a session CreateSession made exists with no turns;
 // one never created, or cleared, is ErrSessionNotFound. On both backends.
 func TestSessionInfoOfEmptySession(t *testing.T) {
-	check := func(t *testing.T, b memory.SessionStore) {
+	check := func(t *testing.T, b driver.SessionStore) {
 		ctx := context.Background()
 		m := newMemory(t, b)
 		_, err := m.SessionInfo(ctx, "never")
-		require.ErrorIs(t, err, memory.ErrSessionNotFound)
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "empty", User: "ada"}))
+		require.ErrorIs(t, err, driver.ErrSessionNotFound)
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "empty", User: "ada"}))
 		info, err := m.SessionInfo(ctx, "empty")
 		require.NoError(t, err, "a created session with no turns exists")
 		require.Equal(t, 0, info.TurnCount)
 		require.Equal(t, "ada", info.User)
 		require.NoError(t, m.Clear(ctx, "empty"))
 		_, err = m.SessionInfo(ctx, "empty")
-		require.ErrorIs(t, err, memory.ErrSessionNotFound, "a cleared session")
+		require.ErrorIs(t, err, driver.ErrSessionNotFound, "a cleared session")
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, _ := newEnv(t, d)

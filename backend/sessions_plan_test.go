@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
-	"github.com/turnkeep/turnkeep/memory"
 )
 
 // Issue 10, listing: one indexed query per page, its plan shown, at a few
@@ -51,7 +51,7 @@ func fillListing(t testing.TB, b *DataFlowBackend, tenant string, first, n int) 
 		rows := make([]SessionRow, 0, chunk)
 		for i := s; i < min(s+chunk, first+n); i++ {
 			rows = append(rows, SessionRow{
-				ID: memory.SessionKey(tenant, fmt.Sprintf("s-%07d", i)), Tenant: tenant,
+				ID: driver.SessionKey(tenant, fmt.Sprintf("s-%07d", i)), Tenant: tenant,
 				UserID: listOwners[i%len(listOwners)], Title: fmt.Sprintf("chat number %d", i),
 				TurnCount: 10, Version: 1, Tokens: 200, Counted: 1,
 				CreatedAt: listEpoch, UpdatedAt: listUpdated(i),
@@ -94,7 +94,7 @@ var listShapes = []listShape{
 // walkListing pages through the listing of q with pages of limit, checks
 // that it is every session of the query once, newest first, and returns
 // the cursors after each page and the sessions in order.
-func walkListing(t testing.TB, b *DataFlowBackend, tenant string, q memory.SessionQuery, want int) (cursors []string, listed []memory.SessionInfo) {
+func walkListing(t testing.TB, b *DataFlowBackend, tenant string, q driver.SessionQuery, want int) (cursors []string, listed []driver.SessionInfo) {
 	t.Helper()
 	ctx := context.Background()
 	for {
@@ -146,7 +146,7 @@ func TestListSessionsPlan(t *testing.T) {
 		ctx := context.Background()
 		b, rec := newEnv(t, d)
 		// The backend makes the table and its indexes.
-		_, err := b.ListSessions(ctx, tenant, memory.SessionQuery{Limit: limit})
+		_, err := b.ListSessions(ctx, tenant, driver.SessionQuery{Limit: limit})
 		require.NoError(t, err)
 		filled := 0
 		for _, n := range sizes {
@@ -161,20 +161,20 @@ func TestListSessionsPlan(t *testing.T) {
 
 				// Every session once, newest first; an owner's are exactly
 				// a tenth.
-				tenantCursors, listed := walkListing(t, b, tenant, memory.SessionQuery{Limit: limit}, n)
-				ownerCursors, _ := walkListing(t, b, tenant, memory.SessionQuery{User: "bob", Limit: limit}, n/len(listOwners))
+				tenantCursors, listed := walkListing(t, b, tenant, driver.SessionQuery{Limit: limit}, n)
+				ownerCursors, _ := walkListing(t, b, tenant, driver.SessionQuery{User: "bob", Limit: limit}, n/len(listOwners))
 
 				// One statement per page, wherever it falls.
 				for _, c := range []struct {
 					name string
-					q    memory.SessionQuery
+					q    driver.SessionQuery
 				}{
-					{"first page", memory.SessionQuery{Limit: limit}},
-					{"middle page", memory.SessionQuery{Limit: limit, After: tenantCursors[len(tenantCursors)/2]}},
-					{"last page", memory.SessionQuery{Limit: limit, After: tenantCursors[len(tenantCursors)-1]}},
-					{"owner first page", memory.SessionQuery{User: "bob", Limit: limit}},
-					{"owner middle page", memory.SessionQuery{User: "bob", Limit: limit, After: ownerCursors[len(ownerCursors)/2]}},
-					{"owner last page", memory.SessionQuery{User: "bob", Limit: limit, After: ownerCursors[len(ownerCursors)-1]}},
+					{"first page", driver.SessionQuery{Limit: limit}},
+					{"middle page", driver.SessionQuery{Limit: limit, After: tenantCursors[len(tenantCursors)/2]}},
+					{"last page", driver.SessionQuery{Limit: limit, After: tenantCursors[len(tenantCursors)-1]}},
+					{"owner first page", driver.SessionQuery{User: "bob", Limit: limit}},
+					{"owner middle page", driver.SessionQuery{User: "bob", Limit: limit, After: ownerCursors[len(ownerCursors)/2]}},
+					{"owner last page", driver.SessionQuery{User: "bob", Limit: limit, After: ownerCursors[len(ownerCursors)-1]}},
 				} {
 					rec.take()
 					p, err := b.ListSessions(ctx, tenant, c.q)
@@ -193,7 +193,7 @@ func TestListSessionsPlan(t *testing.T) {
 				// of the middle page.
 				mid := listed[len(listed)/2]
 				at := time.UnixMicro(mid.UpdatedAt.UnixMicro()).UTC()
-				key := memory.SessionKey(tenant, mid.ID)
+				key := driver.SessionKey(tenant, mid.ID)
 				for _, s := range listShapes {
 					t.Run(s.name, func(t *testing.T) {
 						args := []any{tenant}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -55,10 +56,10 @@ EXCEPT SELECT skey, seq, pos FROM `+SearchTable+`)`), "messages without a search
 }
 
 // wholeHistory returns every turn of the session, oldest first.
-func wholeHistory(t *testing.T, m *memory.PersistentBufferMemory, id string) []memory.Turn {
+func wholeHistory(t *testing.T, m *memory.PersistentBufferMemory, id string) []driver.Turn {
 	t.Helper()
-	var turns []memory.Turn
-	q := memory.HistoryQuery{Limit: memory.MaxListLimit}
+	var turns []driver.Turn
+	q := driver.HistoryQuery{Limit: driver.MaxListLimit}
 	for {
 		p, err := m.History(context.Background(), id, q)
 		require.NoError(t, err)
@@ -107,19 +108,19 @@ type deleterKey struct{}
 // every worker has saved again, so that saves surely land between the
 // batches. (SQLite's busy handler can otherwise starve the saves while
 // one connection begins batch after batch.)
-func deleteUserRace(t *testing.T, b memory.Backend, rec *recorder) {
+func deleteUserRace(t *testing.T, b driver.Backend, rec *recorder) {
 	ctx := context.Background()
 	m := newMemory(t, b).ForTenant("race")
 	const sessions, workers = 300, 8
 	ids := make([]string, sessions)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("s%03d", i)
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: ids[i], User: "ada"}))
-		require.NoError(t, m.SaveTurn(ctx, ids[i], memory.Turn{ID: raceTurnID(0), User: "before the delete", Agent: "ok"}))
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: ids[i], User: "ada"}))
+		require.NoError(t, m.SaveTurn(ctx, ids[i], driver.Turn{ID: raceTurnID(0), User: "before the delete", Agent: "ok"}))
 	}
 	// Another user's session in the tenant, which must stay whole.
-	require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "bob-1", User: "bob"}))
-	require.NoError(t, m.SaveTurn(ctx, "bob-1", memory.Turn{User: "bob's", Agent: "kept"}))
+	require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "bob-1", User: "bob"}))
+	require.NoError(t, m.SaveTurn(ctx, "bob-1", driver.Turn{User: "bob's", Agent: "kept"}))
 
 	var (
 		deleting, deleted atomic.Bool
@@ -142,9 +143,9 @@ func deleteUserRace(t *testing.T, b memory.Backend, rec *recorder) {
 					after++
 				}
 				for i := g; i < sessions; i += workers {
-					err := m.SaveTurn(ctx, ids[i], memory.Turn{ID: raceTurnID(r), User: fmt.Sprintf("round %d", r), Agent: "ok"})
+					err := m.SaveTurn(ctx, ids[i], driver.Turn{ID: raceTurnID(r), User: fmt.Sprintf("round %d", r), Agent: "ok"})
 					tries.Add(1)
-					if errors.Is(err, memory.ErrSessionDeleted) {
+					if errors.Is(err, driver.ErrSessionDeleted) {
 						// Issue 16, item 5: begun before the delete of its
 						// session returned, landing after it: refused.
 						refused.Add(1)
@@ -221,7 +222,7 @@ func deleteUserRace(t *testing.T, b memory.Backend, rec *recorder) {
 		assert.Equal(t, len(turns), info.TurnCount, "%s turn count", id)
 		assert.Equal(t, tokens, info.Tokens, "%s tokens", id)
 		for _, mm := range []*memory.PersistentBufferMemory{m, fresh} {
-			w, err := mm.LoadContext(ctx, id, memory.LoadMaxTurns(memory.MaxListLimit))
+			w, err := mm.LoadContext(ctx, id, memory.LoadMaxTurns(driver.MaxListLimit))
 			require.NoError(t, err)
 			assert.Equal(t, len(turns), w.TurnCount, "%s window", id)
 		}
@@ -231,12 +232,12 @@ func deleteUserRace(t *testing.T, b memory.Backend, rec *recorder) {
 	saved := 2 * (sessions + int(saves.Load()))
 	assert.Equal(t, saved-remaining, report.Messages, "messages deleted")
 
-	p, err := m.ListSessions(ctx, memory.SessionQuery{User: "ada"})
+	p, err := m.ListSessions(ctx, driver.SessionQuery{User: "ada"})
 	require.NoError(t, err)
 	assert.Empty(t, p.Sessions, "ada owns nothing")
 	info, err := m.SessionInfo(ctx, "bob-1")
 	require.NoError(t, err)
-	assert.Equal(t, memory.SessionInfo{ID: "bob-1", User: "bob", TurnCount: 1, Tokens: info.Tokens, CreatedAt: info.CreatedAt, UpdatedAt: info.UpdatedAt}, info)
+	assert.Equal(t, driver.SessionInfo{ID: "bob-1", User: "bob", TurnCount: 1, Tokens: info.Tokens, CreatedAt: info.CreatedAt, UpdatedAt: info.UpdatedAt}, info)
 	assert.Positive(t, info.Tokens)
 	if db, ok := b.(*DataFlowBackend); ok {
 		assertNoOrphans(t, db)
@@ -245,7 +246,7 @@ func deleteUserRace(t *testing.T, b memory.Backend, rec *recorder) {
 
 // inSQLiteTx reports whether b's batches begin with a BEGIN the hooks see
 // (SQLite), so that the gate waits there, outside the transaction.
-func inSQLiteTx(b memory.Backend) bool {
+func inSQLiteTx(b driver.Backend) bool {
 	db, ok := b.(*DataFlowBackend)
 	return ok && db.db.Dialect() != "pg"
 }
@@ -266,8 +267,8 @@ func TestDeleteUserDeletesLockedSessions(t *testing.T) {
 		require.NoError(t, err)
 		m := newMemory(t, b).ForTenant("locks")
 		for _, id := range []string{"a", "b", "c"} {
-			require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: id, User: "ada"}))
-			require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{User: "q", Agent: "a"}))
+			require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: id, User: "ada"}))
+			require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{User: "q", Agent: "a"}))
 		}
 
 		// Another server's write holds session b's row lock for a while:
@@ -278,7 +279,7 @@ func TestDeleteUserDeletesLockedSessions(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- other.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-				rows, err := tx.QueryContext(ctx, other.Rebind(`SELECT turn_count FROM `+SessionsTable+` WHERE id = ? FOR UPDATE`), memory.SessionKey("locks", "b"))
+				rows, err := tx.QueryContext(ctx, other.Rebind(`SELECT turn_count FROM `+SessionsTable+` WHERE id = ? FOR UPDATE`), driver.SessionKey("locks", "b"))
 				if err != nil {
 					return err
 				}
@@ -296,23 +297,23 @@ func TestDeleteUserDeletesLockedSessions(t *testing.T) {
 		report, err := m.DeleteUser(ctx, "ada")
 		require.NoError(t, err)
 		require.NoError(t, <-done)
-		p, err := m.ListSessions(ctx, memory.SessionQuery{User: "ada"})
+		p, err := m.ListSessions(ctx, driver.SessionQuery{User: "ada"})
 		require.NoError(t, err)
 		assert.Empty(t, sessionIDsOf(p), "ada's sessions left behind by DeleteUser")
-		assert.Equal(t, memory.DeleteReport{Sessions: 3, Messages: 6}, report)
+		assert.Equal(t, driver.DeleteReport{Sessions: 3, Messages: 6}, report)
 	})
 }
 
 // Another server that has the session cached sees it gone at once: its
 // next LoadContext after a DeleteUser on this server finds no turns.
 func TestDeleteUserReachesOtherServersCaches(t *testing.T) {
-	run := func(t *testing.T, a, b memory.Backend) {
+	run := func(t *testing.T, a, b driver.Backend) {
 		ctx := context.Background()
 		serverA := newMemory(t, a).ForTenant("shared")
 		serverB := newMemory(t, b).ForTenant("shared")
-		require.NoError(t, serverA.CreateSession(ctx, memory.SessionInfo{ID: "s", User: "ada"}))
+		require.NoError(t, serverA.CreateSession(ctx, driver.SessionInfo{ID: "s", User: "ada"}))
 		for i := range 3 {
-			require.NoError(t, serverA.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprintf("q%d", i), Agent: "a"}))
+			require.NoError(t, serverA.SaveTurn(ctx, "s", driver.Turn{User: fmt.Sprintf("q%d", i), Agent: "a"}))
 		}
 		for range 2 {
 			w, err := serverB.LoadContext(ctx, "s")
@@ -323,15 +324,15 @@ func TestDeleteUserReachesOtherServersCaches(t *testing.T) {
 
 		r, err := serverA.DeleteUser(ctx, "ada")
 		require.NoError(t, err)
-		require.Equal(t, memory.DeleteReport{Sessions: 1, Messages: 6}, r)
+		require.Equal(t, driver.DeleteReport{Sessions: 1, Messages: 6}, r)
 
 		w, err := serverB.LoadContext(ctx, "s")
 		require.NoError(t, err)
 		assert.Zero(t, w.TurnCount, "server B sees the session gone")
 		assert.Empty(t, w.Turns)
 		_, err = serverB.SessionInfo(ctx, "s")
-		assert.ErrorIs(t, err, memory.ErrSessionNotFound)
-		hits, err := serverB.Search(ctx, memory.SearchQuery{Text: "q1"})
+		assert.ErrorIs(t, err, driver.ErrSessionNotFound)
+		hits, err := serverB.Search(ctx, driver.SearchQuery{Text: "q1"})
 		require.NoError(t, err)
 		assert.Empty(t, hits)
 	}
@@ -360,7 +361,7 @@ var (
 )
 
 // DeleteUser of a user with many sessions runs in batches: each
-// transaction picks at most memory.DeleteBatch sessions and deletes those,
+// transaction picks at most driver.DeleteBatch sessions and deletes those,
 // so no lock is held for long however many there are.
 func TestDeleteUserInBatches(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
@@ -377,17 +378,17 @@ func TestDeleteUserInBatches(t *testing.T) {
 				b, rec := newArgEnv(t, d)
 				m := newMemory(t, b).ForTenant("big")
 				fillOwned(t, m, n, "ada")
-				require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "bob-1", User: "bob"}))
+				require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "bob-1", User: "bob"}))
 				rec.take()
 
 				start := time.Now()
 				report, err := m.DeleteUser(ctx, "ada")
 				require.NoError(t, err)
 				t.Logf("deleted %d sessions in %v", n, time.Since(start))
-				assert.Equal(t, memory.DeleteReport{Sessions: n, Messages: 2 * (n / 10)}, report)
+				assert.Equal(t, driver.DeleteReport{Sessions: n, Messages: 2 * (n / 10)}, report)
 				assertBatches(t, d.Name, rec.take(), n)
 
-				p, err := m.ListSessions(ctx, memory.SessionQuery{})
+				p, err := m.ListSessions(ctx, driver.SessionQuery{})
 				require.NoError(t, err)
 				assert.Equal(t, []string{"bob-1"}, sessionIDsOf(p))
 				assertNoOrphans(t, b)
@@ -409,12 +410,12 @@ func fillOwned(t *testing.T, m *memory.PersistentBufferMemory, n int, user strin
 			defer wg.Done()
 			for i := g; i < n; i += 8 {
 				id := fmt.Sprintf("s%05d", i)
-				if err := m.CreateSession(ctx, memory.SessionInfo{ID: id, User: user}); err != nil {
+				if err := m.CreateSession(ctx, driver.SessionInfo{ID: id, User: user}); err != nil {
 					errs <- err
 					return
 				}
 				if i%10 == 0 {
-					if err := m.SaveTurn(ctx, id, memory.Turn{User: "q", Agent: "a"}); err != nil {
+					if err := m.SaveTurn(ctx, id, driver.Turn{User: "q", Agent: "a"}); err != nil {
 						errs <- err
 						return
 					}
@@ -430,8 +431,8 @@ func fillOwned(t *testing.T, m *memory.PersistentBufferMemory, n int, user strin
 }
 
 // assertBatches checks the statements of a DeleteSessions that removed n
-// sessions: one pick per transaction, LIMIT memory.DeleteBatch, then the
-// picked sessions' messages and rows deleted, at most memory.DeleteBatch of
+// sessions: one pick per transaction, LIMIT driver.DeleteBatch, then the
+// picked sessions' messages and rows deleted, at most driver.DeleteBatch of
 // them; as many batches as n needs. On SQLite the transactions' BEGIN and
 // COMMIT are seen too (PostgreSQL's are sent by database/sql, unseen by
 // hooks), and each batch must lie within one.
@@ -460,7 +461,7 @@ func assertBatches(t checkT, dialect string, recs []stmtRecord, n int) {
 			inTx = false
 		case pickStmt.MatchString(q):
 			require.NotEmpty(t, r.args)
-			assert.Equal(t, memory.DeleteBatch, r.args[len(r.args)-1], "a batch's LIMIT: %v", r)
+			assert.Equal(t, driver.DeleteBatch, r.args[len(r.args)-1], "a batch's LIMIT: %v", r)
 			if cur == nil || dialect == "pg" {
 				cur = &batch{}
 				batches = append(batches, cur)
@@ -468,7 +469,7 @@ func assertBatches(t checkT, dialect string, recs []stmtRecord, n int) {
 			cur.picks++
 		case deleteMessagesStmt.MatchString(q):
 			require.NotNil(t, cur, "a delete before any pick: %v", r)
-			assert.LessOrEqual(t, len(r.args), memory.DeleteBatch, "messages of at most a batch of sessions deleted at once")
+			assert.LessOrEqual(t, len(r.args), driver.DeleteBatch, "messages of at most a batch of sessions deleted at once")
 		case deleteSessionsStmt.MatchString(q):
 			require.NotNil(t, cur, "a delete before any pick: %v", r)
 			if dialect == "sqlite" {
@@ -481,13 +482,13 @@ func assertBatches(t checkT, dialect string, recs []stmtRecord, n int) {
 			total += len(r.args)
 		}
 	}
-	want := (n + memory.DeleteBatch - 1) / memory.DeleteBatch
+	want := (n + driver.DeleteBatch - 1) / driver.DeleteBatch
 	full := 0
 	seen := make(map[string]bool)
 	for i, bt := range batches {
 		assert.Equal(t, 1, bt.picks, "batch %d: one pick per transaction", i)
 		assert.LessOrEqual(t, bt.deletes, 1, "batch %d: one delete of sessions", i)
-		assert.LessOrEqual(t, len(bt.keys), memory.DeleteBatch, "batch %d deletes at most DeleteBatch sessions", i)
+		assert.LessOrEqual(t, len(bt.keys), driver.DeleteBatch, "batch %d deletes at most DeleteBatch sessions", i)
 		if len(bt.keys) > 0 {
 			full++
 		}
@@ -516,7 +517,7 @@ func TestAssertBatchesCanFail(t *testing.T) {
 		}
 		return out
 	}
-	pick := stmtRecord{query: `SELECT id FROM ` + SessionsTable + ` WHERE tenant = ? AND user_id = ? ORDER BY updated_at, id LIMIT ?`, args: []any{"t", "ada", memory.DeleteBatch}}
+	pick := stmtRecord{query: `SELECT id FROM ` + SessionsTable + ` WHERE tenant = ? AND user_id = ? ORDER BY updated_at, id LIMIT ?`, args: []any{"t", "ada", driver.DeleteBatch}}
 	in := func(k int) string { return strings.TrimSuffix(strings.Repeat("?, ", k), ", ") }
 	del := func(k int) []stmtRecord {
 		return []stmtRecord{
@@ -540,9 +541,9 @@ func TestAssertBatchesCanFail(t *testing.T) {
 	assert.True(t, failed, "two batches in one transaction")
 
 	// A batch over DeleteBatch.
-	over := tx(append([]stmtRecord{pick}, del(memory.DeleteBatch+1)...)...)
+	over := tx(append([]stmtRecord{pick}, del(driver.DeleteBatch+1)...)...)
 	over = append(over, tx(pick)...)
-	failed = runFailing(func(t checkT) { assertBatches(t, "pg", over, memory.DeleteBatch+1) })
+	failed = runFailing(func(t checkT) { assertBatches(t, "pg", over, driver.DeleteBatch+1) })
 	assert.True(t, failed, "a batch over DeleteBatch")
 }
 

@@ -12,11 +12,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
-func sessionIDsOf(p memory.SessionPage) []string {
+func sessionIDsOf(p driver.SessionPage) []string {
 	var ids []string
 	for _, s := range p.Sessions {
 		ids = append(ids, s.ID)
@@ -28,15 +29,15 @@ func sessionIDsOf(p memory.SessionPage) []string {
 // listing, search, export and deletion; the default tenant is one like any
 // other.
 func TestTenantsAreIsolated(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		root := newMemory(t, b)
 		a, c := root.ForTenant("acme"), root.ForTenant("cyber")
-		require.NoError(t, a.CreateSession(ctx, memory.SessionInfo{ID: "s1", User: "ada", Title: "acme chat"}))
-		require.NoError(t, a.SaveTurn(ctx, "s1", memory.Turn{User: "acme secret pineapple", Agent: "ok"}))
-		require.NoError(t, c.SaveTurn(ctx, "s1", memory.Turn{User: "cyber pineapple", Agent: "ok"}))
-		require.NoError(t, c.SaveTurn(ctx, "s1", memory.Turn{User: "again", Agent: "ok"}))
-		require.NoError(t, root.SaveTurn(ctx, "s1", memory.Turn{User: "default pineapple", Agent: "ok"}))
+		require.NoError(t, a.CreateSession(ctx, driver.SessionInfo{ID: "s1", User: "ada", Title: "acme chat"}))
+		require.NoError(t, a.SaveTurn(ctx, "s1", driver.Turn{User: "acme secret pineapple", Agent: "ok"}))
+		require.NoError(t, c.SaveTurn(ctx, "s1", driver.Turn{User: "cyber pineapple", Agent: "ok"}))
+		require.NoError(t, c.SaveTurn(ctx, "s1", driver.Turn{User: "again", Agent: "ok"}))
+		require.NoError(t, root.SaveTurn(ctx, "s1", driver.Turn{User: "default pineapple", Agent: "ok"}))
 
 		for _, x := range []struct {
 			m     *memory.PersistentBufferMemory
@@ -47,10 +48,10 @@ func TestTenantsAreIsolated(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, x.turns, w.TurnCount, "tenant %q", x.m.Tenant())
 			assert.Equal(t, x.user, w.Turns[0].User)
-			p, err := x.m.ListSessions(ctx, memory.SessionQuery{})
+			p, err := x.m.ListSessions(ctx, driver.SessionQuery{})
 			require.NoError(t, err)
 			assert.Equal(t, []string{"s1"}, sessionIDsOf(p), "tenant %q lists its own", x.m.Tenant())
-			hits, err := x.m.Search(ctx, memory.SearchQuery{Text: "pineapple"})
+			hits, err := x.m.Search(ctx, driver.SearchQuery{Text: "pineapple"})
 			require.NoError(t, err)
 			require.Len(t, hits, 1, "tenant %q finds its own", x.m.Tenant())
 			assert.Equal(t, x.user, hits[0].Message.Content)
@@ -65,37 +66,37 @@ func TestTenantsAreIsolated(t *testing.T) {
 
 		r, err := a.DeleteUser(ctx, "ada")
 		require.NoError(t, err)
-		assert.Equal(t, memory.DeleteReport{Sessions: 1, Messages: 2}, r)
+		assert.Equal(t, driver.DeleteReport{Sessions: 1, Messages: 2}, r)
 		_, err = a.SessionInfo(ctx, "s1")
-		require.ErrorIs(t, err, memory.ErrSessionNotFound)
+		require.ErrorIs(t, err, driver.ErrSessionNotFound)
 		w, err := c.LoadContext(ctx, "s1")
 		require.NoError(t, err)
 		assert.Equal(t, 2, w.TurnCount, "another tenant's session of the same ID stays")
 
 		_, err = root.ForTenant("bad\x1ftenant").LoadContext(ctx, "s1")
-		require.ErrorIs(t, err, memory.ErrInvalidTenant)
-		_, err = root.ForTenant(strings.Repeat("t", memory.MaxTenantBytes+1)).ListSessions(ctx, memory.SessionQuery{})
-		require.ErrorIs(t, err, memory.ErrInvalidTenant)
-		require.ErrorIs(t, root.SaveTurn(ctx, "a\x1fb", memory.Turn{User: "x"}), memory.ErrInvalidSessionID)
+		require.ErrorIs(t, err, driver.ErrInvalidTenant)
+		_, err = root.ForTenant(strings.Repeat("t", driver.MaxTenantBytes+1)).ListSessions(ctx, driver.SessionQuery{})
+		require.ErrorIs(t, err, driver.ErrInvalidTenant)
+		require.ErrorIs(t, root.SaveTurn(ctx, "a\x1fb", driver.Turn{User: "x"}), driver.ErrInvalidSessionID)
 	})
 }
 
 // Owners are exact: user_1 is not userX1, user_%, or user\_1.
 func TestOwnersAreExact(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("tenantA")
 		owners := []string{"user_1", "userX1", "user_%", `user\_1`, "USER_1"}
 		for i, u := range owners {
 			id := fmt.Sprintf("s%d", i)
-			require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: id, User: u}))
-			require.NoError(t, m.SaveTurn(ctx, id, memory.Turn{User: "marmalade from " + u}))
+			require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: id, User: u}))
+			require.NoError(t, m.SaveTurn(ctx, id, driver.Turn{User: "marmalade from " + u}))
 		}
 		for i, u := range owners {
-			p, err := m.ListSessions(ctx, memory.SessionQuery{User: u})
+			p, err := m.ListSessions(ctx, driver.SessionQuery{User: u})
 			require.NoError(t, err)
 			assert.Equal(t, []string{fmt.Sprintf("s%d", i)}, sessionIDsOf(p), "owner %q", u)
-			hits, err := m.Search(ctx, memory.SearchQuery{Text: "marmalade", User: u})
+			hits, err := m.Search(ctx, driver.SearchQuery{Text: "marmalade", User: u})
 			require.NoError(t, err)
 			require.Len(t, hits, 1, "owner %q", u)
 			assert.Equal(t, fmt.Sprintf("s%d", i), hits[0].SessionID)
@@ -103,40 +104,40 @@ func TestOwnersAreExact(t *testing.T) {
 		r, err := m.DeleteUser(ctx, "user_1")
 		require.NoError(t, err)
 		assert.Equal(t, 1, r.Sessions)
-		p, err := m.ListSessions(ctx, memory.SessionQuery{})
+		p, err := m.ListSessions(ctx, driver.SessionQuery{})
 		require.NoError(t, err)
 		assert.ElementsMatch(t, []string{"s1", "s2", "s3", "s4"}, sessionIDsOf(p), "only user_1's session went")
 
 		// A session another user owns is not taken.
-		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s2", User: "mallory"}), memory.ErrSessionOwned)
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s2", User: "user_%", Title: "renamed"}), "idempotent for the owner")
+		require.ErrorIs(t, m.CreateSession(ctx, driver.SessionInfo{ID: "s2", User: "mallory"}), driver.ErrSessionOwned)
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "s2", User: "user_%", Title: "renamed"}), "idempotent for the owner")
 		// An unowned session is claimed only by ClaimSession.
-		require.NoError(t, m.SaveTurn(ctx, "loose", memory.Turn{User: "x"}))
-		require.ErrorIs(t, m.CreateSession(ctx, memory.SessionInfo{ID: "loose", User: "ada"}), memory.ErrSessionExists)
+		require.NoError(t, m.SaveTurn(ctx, "loose", driver.Turn{User: "x"}))
+		require.ErrorIs(t, m.CreateSession(ctx, driver.SessionInfo{ID: "loose", User: "ada"}), driver.ErrSessionExists)
 		require.NoError(t, m.ClaimSession(ctx, "loose", "ada"))
 		info, err := m.SessionInfo(ctx, "loose")
 		require.NoError(t, err)
 		assert.Equal(t, "ada", info.User)
 		assert.Equal(t, 1, info.TurnCount)
 		_, err = m.DeleteUser(ctx, "")
-		require.ErrorIs(t, err, memory.ErrInvalidUser)
+		require.ErrorIs(t, err, driver.ErrInvalidUser)
 	})
 }
 
 // Listing is keyset-paged, newest first: while saves move listed sessions
 // to the top, none is listed twice and none that stays put is skipped.
 func TestListSessionsPaging(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("paging")
 		const n = 23
 		for i := range n {
-			require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: fmt.Sprintf("s%02d", i), User: "u"}))
+			require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: fmt.Sprintf("s%02d", i), User: "u"}))
 			time.Sleep(time.Millisecond) // distinct update times, newest last
 		}
 		seen := map[string]int{}
 		var order []string
-		q := memory.SessionQuery{User: "u", Limit: 5}
+		q := driver.SessionQuery{User: "u", Limit: 5}
 		for page := 0; ; page++ {
 			p, err := m.ListSessions(ctx, q)
 			require.NoError(t, err)
@@ -146,8 +147,8 @@ func TestListSessionsPaging(t *testing.T) {
 			}
 			if page == 1 {
 				// Move two listed sessions to the top.
-				require.NoError(t, m.SaveTurn(ctx, order[0], memory.Turn{User: "bump"}))
-				require.NoError(t, m.SaveTurn(ctx, order[6], memory.Turn{User: "bump"}))
+				require.NoError(t, m.SaveTurn(ctx, order[0], driver.Turn{User: "bump"}))
+				require.NoError(t, m.SaveTurn(ctx, order[6], driver.Turn{User: "bump"}))
 			}
 			if p.Next == "" {
 				break
@@ -160,29 +161,29 @@ func TestListSessionsPaging(t *testing.T) {
 		}
 		assert.Equal(t, "s22", order[0], "newest first")
 
-		_, err := m.ListSessions(ctx, memory.SessionQuery{After: "not a cursor"})
-		require.ErrorIs(t, err, memory.ErrInvalidCursor)
-		_, err = m.ListSessions(ctx, memory.SessionQuery{Limit: -1})
-		require.ErrorIs(t, err, memory.ErrInvalidOption)
+		_, err := m.ListSessions(ctx, driver.SessionQuery{After: "not a cursor"})
+		require.ErrorIs(t, err, driver.ErrInvalidCursor)
+		_, err = m.ListSessions(ctx, driver.SessionQuery{Limit: -1})
+		require.ErrorIs(t, err, driver.ErrInvalidOption)
 	})
 }
 
 // Expire from 4 processes at once removes every old session exactly once,
 // and keeps the fresh ones.
 func TestExpireConcurrently(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("exp")
 		const old = 250
 		for i := range old {
-			require.NoError(t, m.SaveTurn(ctx, fmt.Sprintf("old-%03d", i), memory.Turn{User: "u", Agent: "a"}))
+			require.NoError(t, m.SaveTurn(ctx, fmt.Sprintf("old-%03d", i), driver.Turn{User: "u", Agent: "a"}))
 		}
 		cut := time.Now()
 		time.Sleep(2 * time.Millisecond)
-		require.NoError(t, m.SaveTurn(ctx, "fresh", memory.Turn{User: "u"}))
+		require.NoError(t, m.SaveTurn(ctx, "fresh", driver.Turn{User: "u"}))
 
 		var wg sync.WaitGroup
-		reports := make([]memory.DeleteReport, 4)
+		reports := make([]driver.DeleteReport, 4)
 		errs := make([]error, 4)
 		for g := range 4 {
 			wg.Add(1)
@@ -192,14 +193,14 @@ func TestExpireConcurrently(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		var total memory.DeleteReport
+		var total driver.DeleteReport
 		for g := range 4 {
 			require.NoError(t, errs[g])
 			total.Sessions += reports[g].Sessions
 			total.Messages += reports[g].Messages
 		}
-		assert.Equal(t, memory.DeleteReport{Sessions: old, Messages: 2 * old}, total, "each removed and counted once")
-		p, err := m.ListSessions(ctx, memory.SessionQuery{})
+		assert.Equal(t, driver.DeleteReport{Sessions: old, Messages: 2 * old}, total, "each removed and counted once")
+		p, err := m.ListSessions(ctx, driver.SessionQuery{})
 		require.NoError(t, err)
 		assert.Equal(t, []string{"fresh"}, sessionIDsOf(p))
 		w, err := m.LoadContext(ctx, "old-007")
@@ -211,16 +212,16 @@ func TestExpireConcurrently(t *testing.T) {
 // History pages through a whole session, both ways; Export and Import
 // round-trip it, across backends and dialects, idempotently.
 func TestHistoryExportImport(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("exp-src")
-		require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "conv", User: "ada", Title: "A long one", Metadata: map[string]any{"lang": "en"}}))
-		var want []memory.Turn
+		require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "conv", User: "ada", Title: "A long one", Metadata: map[string]any{"lang": "en"}}))
+		var want []driver.Turn
 		for i := range 12 {
-			turn := memory.Turn{ID: fmt.Sprintf("t%02d", i), User: fmt.Sprintf("q%d", i), Agent: fmt.Sprintf("a%d", i)}
+			turn := driver.Turn{ID: fmt.Sprintf("t%02d", i), User: fmt.Sprintf("q%d", i), Agent: fmt.Sprintf("a%d", i)}
 			if i%4 == 0 {
 				turn = agentTurn(fmt.Sprintf("t%02d", i))
-				turn.Messages[0].Parts = []memory.Part{{Type: "file", Data: []byte{0, 1, 2, 255}, MIMEType: "application/x-bin"}}
+				turn.Messages[0].Parts = []driver.Part{{Type: "file", Data: []byte{0, 1, 2, 255}, MIMEType: "application/x-bin"}}
 			}
 			require.NoError(t, m.SaveTurn(ctx, "conv", turn))
 			w, err := m.LoadContext(ctx, "conv", memory.LoadMaxTurns(1))
@@ -228,8 +229,8 @@ func TestHistoryExportImport(t *testing.T) {
 			want = append(want, w.Turns[0])
 		}
 		for _, newest := range []bool{false, true} {
-			var got []memory.Turn
-			q := memory.HistoryQuery{Limit: 5, NewestFirst: newest}
+			var got []driver.Turn
+			q := driver.HistoryQuery{Limit: 5, NewestFirst: newest}
 			for {
 				p, err := m.History(ctx, "conv", q)
 				require.NoError(t, err)
@@ -288,11 +289,11 @@ func TestHistoryExportImport(t *testing.T) {
 			_, err := dst.Import(ctx, strings.NewReader(bad))
 			require.Error(t, err, "%q", bad)
 			if !strings.Contains(bad, "narrator") {
-				require.ErrorIs(t, err, memory.ErrInvalidImport, "%q", bad)
+				require.ErrorIs(t, err, driver.ErrInvalidImport, "%q", bad)
 			}
 		}
 		_, err = dst.SessionInfo(ctx, "bad")
-		require.ErrorIs(t, err, memory.ErrSessionNotFound, "a malformed import stores nothing")
+		require.ErrorIs(t, err, driver.ErrSessionNotFound, "a malformed import stores nothing")
 	})
 }
 
@@ -300,12 +301,12 @@ func TestHistoryExportImport(t *testing.T) {
 func TestExportSQLiteImportPostgres(t *testing.T) {
 	ctx := context.Background()
 	var exported string
-	var want memory.Window
+	var want driver.Window
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, _ := newEnv(t, d)
 		m := newMemory(t, b)
 		if d.Name == "sqlite" {
-			require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "mv", User: "bob", Title: "moving"}))
+			require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "mv", User: "bob", Title: "moving"}))
 			require.NoError(t, m.SaveTurn(ctx, "mv", richTurn()))
 			require.NoError(t, m.SaveTurn(ctx, "mv", agentTurn("t2")))
 			var buf bytes.Buffer
@@ -332,7 +333,7 @@ func TestExportSQLiteImportPostgres(t *testing.T) {
 // its characters, and the syntax characters of the search languages taken
 // as text, never as operators.
 func TestSearch(t *testing.T) {
-	backends(t, func(t *testing.T, b memory.Backend) {
+	backends(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		m := newMemory(t, b).ForTenant("find")
 		docs := []string{
@@ -342,11 +343,11 @@ func TestSearch(t *testing.T) {
 			"fox and hound",
 		}
 		for i, d := range docs {
-			require.NoError(t, m.SaveTurn(ctx, fmt.Sprintf("s%d", i), memory.Turn{User: d}))
+			require.NoError(t, m.SaveTurn(ctx, fmt.Sprintf("s%d", i), driver.Turn{User: d}))
 		}
 		find := func(text string) []string {
 			t.Helper()
-			hits, err := m.Search(ctx, memory.SearchQuery{Text: text})
+			hits, err := m.Search(ctx, driver.SearchQuery{Text: text})
 			require.NoError(t, err, "%q", text)
 			var out []string
 			for _, h := range hits {
@@ -368,11 +369,11 @@ func TestSearch(t *testing.T) {
 		assert.Empty(t, find("fox OR nothing"), "OR is a word, not an operator")
 		assert.Empty(t, find("nothing"))
 
-		hits, err := m.Search(ctx, memory.SearchQuery{Text: "fox", SessionID: "s3"})
+		hits, err := m.Search(ctx, driver.SearchQuery{Text: "fox", SessionID: "s3"})
 		require.NoError(t, err)
 		require.Len(t, hits, 1)
 		assert.Equal(t, "fox and hound", hits[0].Message.Content)
-		assert.Equal(t, memory.RoleUser, hits[0].Message.Role)
+		assert.Equal(t, driver.RoleUser, hits[0].Message.Role)
 
 		// A cleared session is never found.
 		require.NoError(t, m.Clear(ctx, "s3"))

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -63,19 +63,19 @@ func (s *sqliteStore) msgIDConflict(err error) bool {
 func (s *sqliteStore) lockSessionTx(context.Context, *dataflow.Tx, string, string) error { return nil }
 
 // appendNewest leaves every append to the transaction path.
-func (s *sqliteStore) appendNewest(context.Context, string, string, []memory.PreparedMessage) (memory.Saved, bool, error) {
-	return memory.Saved{}, false, nil
+func (s *sqliteStore) appendNewest(context.Context, string, string, []driver.PreparedMessage) (driver.Saved, bool, error) {
+	return driver.Saved{}, false, nil
 }
 
 // save is Save on SQLite: one transaction, the session row's upsert and
 // the messages' insert (and their search entries).
-func (s *sqliteStore) save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (memory.Saved, error) {
+func (s *sqliteStore) save(ctx context.Context, sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (driver.Saved, error) {
 	b := s.b
 	t := &turn.Turn
 	var seq, version, total int64
 	index, err := b.indexed(ctx)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		seq, version, total, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
@@ -92,9 +92,9 @@ func (s *sqliteStore) save(ctx context.Context, sessionID string, turn memory.Pr
 		return nil
 	}, b.sessions, b.messages, b.erased)
 	if err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
-	return memory.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
+	return driver.Saved{Stored: true, Seq: int(seq), Version: reported(version), Messages: len(turn.Encoded)}, nil
 }
 
 // searchIndexName is the FTS5 table's name in the catalog.
@@ -172,9 +172,9 @@ func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
 // key at seq and pos, for programs that load rows in bulk beside the
 // backend; ok is false for content with no word, which has no entry.
 // (PostgreSQL's index reads the message row's search_text,
-// memory.SearchText of its content.)
+// driver.SearchText of its content.)
 func SearchEntry(key string, seq int64, pos int32, content string) (row []any, ok bool) {
-	terms := memory.SearchTerms(content)
+	terms := driver.SearchTerms(content)
 	if len(terms) == 0 {
 		return nil, false
 	}
@@ -199,7 +199,7 @@ func tenantTerms(tenant string, terms []string) string {
 
 // indexTx adds search entries for msgs, stored in the session key at seq
 // from position pos on, on SQLite; messages with no words get none.
-func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error {
+func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []driver.PreparedMessage) error {
 	b := s.b
 	var args []any
 	for i := range msgs {
@@ -242,7 +242,7 @@ func (s *sqliteStore) unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys [
 
 // searchStmt is an FTS5 MATCH confined to the tenant (and session) by its
 // tokens, ranked by bm25.
-func (s *sqliteStore) searchStmt(q memory.SearchQuery) *dataflow.Stmt {
+func (s *sqliteStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 	b := s.b
 	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
 	return b.stmt(name, func() *dataflow.Stmt {
@@ -257,7 +257,7 @@ WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session
 	})
 }
 
-func (s *sqliteStore) searchArgs(tenant string, terms []string, q memory.SearchQuery) []any {
+func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
 	var args []any
 	var match strings.Builder
 	for i, t := range terms {
@@ -267,7 +267,7 @@ func (s *sqliteStore) searchArgs(tenant string, terms []string, q memory.SearchQ
 		match.WriteString(`body:"` + strings.ReplaceAll(tenantTerms(tenant, []string{t}), `"`, `""`) + `"`)
 	}
 	if q.SessionID != "" {
-		match.WriteString(` AND sk:"` + keyToken(memory.SessionKey(tenant, q.SessionID)) + `"`)
+		match.WriteString(` AND sk:"` + keyToken(driver.SessionKey(tenant, q.SessionID)) + `"`)
 	}
 	args = append(args, match.String())
 	if q.User != "" {

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -46,11 +46,11 @@ type store interface {
 	// DataFlowBackend.Save): errDuplicate or a zero Saved when the
 	// session holds its ID, an error msgIDConflict recognises when a
 	// message ID is another turn's.
-	save(ctx context.Context, sessionID string, turn memory.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (memory.Saved, error)
+	save(ctx context.Context, sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (driver.Saved, error)
 	// appendNewest appends msgs to turn turnID when it is the session's
 	// newest, in one statement where the engine can; done is false when
 	// the transaction path must do it.
-	appendNewest(ctx context.Context, sessionID, turnID string, msgs []memory.PreparedMessage) (saved memory.Saved, done bool, err error)
+	appendNewest(ctx context.Context, sessionID, turnID string, msgs []driver.PreparedMessage) (saved driver.Saved, done bool, err error)
 	// lockSessionTx takes the session row's lock in tx, where the
 	// transaction does not hold the write lock already, failing with
 	// errTurnNotFound(sessionID, turnID) for no session.
@@ -62,7 +62,7 @@ type store interface {
 	// indexTx adds search entries for msgs, stored in the session key at
 	// seq from position pos on, where the index is a table of its own
 	// (indexInRows is false); messages with no words get none.
-	indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error
+	indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []driver.PreparedMessage) error
 	// unindexKeysTx removes the search entries of the sessions of keys,
 	// where they do not go with the rows.
 	unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error
@@ -87,8 +87,8 @@ type store interface {
 	searchIndexFound(ctx context.Context) error
 	// searchStmt is the search statement for q's shape, and searchArgs
 	// its arguments but the limit.
-	searchStmt(q memory.SearchQuery) *dataflow.Stmt
-	searchArgs(tenant string, terms []string, q memory.SearchQuery) []any
+	searchStmt(q driver.SearchQuery) *dataflow.Stmt
+	searchArgs(tenant string, terms []string, q driver.SearchQuery) []any
 
 	// sizeQuery is DatabaseSize's statement and its arguments.
 	sizeQuery() (string, []any)
@@ -111,7 +111,7 @@ func registerStore(dialect string, newStore func(*DataFlowBackend) store) {
 func newStore(b *DataFlowBackend) (store, error) {
 	mk, ok := stores[b.db.Dialect()]
 	if !ok {
-		return nil, fmt.Errorf("%w: no store for dialect %s", memory.ErrInvalidOption, b.db.Dialect())
+		return nil, fmt.Errorf("%w: no store for dialect %s", driver.ErrInvalidOption, b.db.Dialect())
 	}
 	return mk(b), nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -110,7 +111,7 @@ func newArgEnv(t *testing.T, d dbtest.Dialect) (*DataFlowBackend, *argRecorder) 
 // A tenantStep is one call of a public method of a tenant's memory.
 type tenantStep struct {
 	name string
-	run  func(t *testing.T, ctx context.Context, b memory.Backend, m *memory.PersistentBufferMemory)
+	run  func(t *testing.T, ctx context.Context, b driver.Backend, m *memory.PersistentBufferMemory)
 }
 
 // tenantSteps call every public method of PersistentBufferMemory that
@@ -120,72 +121,72 @@ type tenantStep struct {
 func tenantSteps() []tenantStep {
 	// view is a memory of m's tenant with a cache of its own, over the same
 	// backend: another server.
-	view := func(t *testing.T, b memory.Backend, m *memory.PersistentBufferMemory, opts ...memory.Option) *memory.PersistentBufferMemory {
+	view := func(t *testing.T, b driver.Backend, m *memory.PersistentBufferMemory, opts ...memory.Option) *memory.PersistentBufferMemory {
 		return newMemory(t, b, opts...).ForTenant(m.Tenant())
 	}
 	var export bytes.Buffer
 	return []tenantStep{
-		{"CreateSession", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s1", User: "ada", Title: "plans", Metadata: map[string]any{"k": "v"}}))
+		{"CreateSession", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "s1", User: "ada", Title: "plans", Metadata: map[string]any{"k": "v"}}))
 		}},
-		{"SaveTurn new session", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.SaveTurn(ctx, "s2", memory.Turn{ID: "u1", User: "loose pineapple", Agent: "ok"}))
+		{"SaveTurn new session", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.SaveTurn(ctx, "s2", driver.Turn{ID: "u1", User: "loose pineapple", Agent: "ok"}))
 		}},
-		{"SaveTurn", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{ID: "t1", User: "hello pineapple", Agent: "hi"}))
+		{"SaveTurn", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.SaveTurn(ctx, "s1", driver.Turn{ID: "t1", User: "hello pineapple", Agent: "hi"}))
 		}},
-		{"AppendMessages newest turn", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.AppendMessages(ctx, "s1", "t1", memory.Message{ID: "m-a", Role: memory.RoleAssistant, Content: "more pineapple"}))
+		{"AppendMessages newest turn", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.AppendMessages(ctx, "s1", "t1", driver.Message{ID: "m-a", Role: driver.RoleAssistant, Content: "more pineapple"}))
 		}},
-		{"SaveTurn again", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{ID: "t2", User: "second question", Agent: "second answer"}))
+		{"SaveTurn again", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.SaveTurn(ctx, "s1", driver.Turn{ID: "t2", User: "second question", Agent: "second answer"}))
 		}},
-		{"AppendMessages older turn", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.AppendMessages(ctx, "s1", "t1", memory.Message{ID: "m-b", Role: memory.RoleAssistant, Content: "late answer"}))
+		{"AppendMessages older turn", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.AppendMessages(ctx, "s1", "t1", driver.Message{ID: "m-b", Role: driver.RoleAssistant, Content: "late answer"}))
 		}},
-		{"LoadContext miss", func(t *testing.T, ctx context.Context, b memory.Backend, m *memory.PersistentBufferMemory) {
+		{"LoadContext miss", func(t *testing.T, ctx context.Context, b driver.Backend, m *memory.PersistentBufferMemory) {
 			w, err := view(t, b, m).LoadContext(ctx, "s1")
 			require.NoError(t, err)
 			require.Equal(t, 2, w.TurnCount)
 		}},
-		{"LoadContext hit", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"LoadContext hit", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			for range 2 { // the first may fill the cache; the second is a confirmed hit
 				w, err := m.LoadContext(ctx, "s1")
 				require.NoError(t, err)
 				require.Equal(t, 2, w.TurnCount)
 			}
 		}},
-		{"LoadContext token budget", func(t *testing.T, ctx context.Context, b memory.Backend, m *memory.PersistentBufferMemory) {
+		{"LoadContext token budget", func(t *testing.T, ctx context.Context, b driver.Backend, m *memory.PersistentBufferMemory) {
 			w, err := view(t, b, m, memory.WithTokenBudget(10_000)).LoadContext(ctx, "s1")
 			require.NoError(t, err)
 			require.Equal(t, 2, w.TurnCount)
 		}},
-		{"SessionInfo", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"SessionInfo", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			info, err := m.SessionInfo(ctx, "s1")
 			require.NoError(t, err)
 			require.Equal(t, "ada", info.User)
 		}},
-		{"ListSessions", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			p, err := m.ListSessions(ctx, memory.SessionQuery{Limit: 1})
+		{"ListSessions", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			p, err := m.ListSessions(ctx, driver.SessionQuery{Limit: 1})
 			require.NoError(t, err)
 			require.Len(t, p.Sessions, 1)
 			require.NotEmpty(t, p.Next)
-			p, err = m.ListSessions(ctx, memory.SessionQuery{Limit: 1, After: p.Next})
+			p, err = m.ListSessions(ctx, driver.SessionQuery{Limit: 1, After: p.Next})
 			require.NoError(t, err)
 			require.Len(t, p.Sessions, 1)
 		}},
-		{"ListSessions of a user", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"ListSessions of a user", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			require.NoError(t, m.ClaimSession(ctx, "s2", "ada"))
-			p, err := m.ListSessions(ctx, memory.SessionQuery{User: "ada", Limit: 1})
+			p, err := m.ListSessions(ctx, driver.SessionQuery{User: "ada", Limit: 1})
 			require.NoError(t, err)
 			require.Len(t, p.Sessions, 1)
 			require.NotEmpty(t, p.Next)
-			p, err = m.ListSessions(ctx, memory.SessionQuery{User: "ada", Limit: 1, After: p.Next})
+			p, err = m.ListSessions(ctx, driver.SessionQuery{User: "ada", Limit: 1, After: p.Next})
 			require.NoError(t, err)
 			require.Len(t, p.Sessions, 1)
 		}},
-		{"Search", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			for _, q := range []memory.SearchQuery{
+		{"Search", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			for _, q := range []driver.SearchQuery{
 				{Text: "pineapple"},
 				{Text: "pineapple", User: "ada"},
 				{Text: "pineapple", SessionID: "s1"},
@@ -199,22 +200,22 @@ func tenantSteps() []tenantStep {
 				}
 			}
 		}},
-		{"History", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"History", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			for _, newest := range []bool{false, true} {
-				p, err := m.History(ctx, "s1", memory.HistoryQuery{Limit: 1, NewestFirst: newest})
+				p, err := m.History(ctx, "s1", driver.HistoryQuery{Limit: 1, NewestFirst: newest})
 				require.NoError(t, err)
 				require.Len(t, p.Turns, 1)
 				require.NotEmpty(t, p.Next)
-				p, err = m.History(ctx, "s1", memory.HistoryQuery{Limit: 1, NewestFirst: newest, After: p.Next})
+				p, err = m.History(ctx, "s1", driver.HistoryQuery{Limit: 1, NewestFirst: newest, After: p.Next})
 				require.NoError(t, err)
 				require.Len(t, p.Turns, 1)
 			}
 		}},
-		{"Export", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"Export", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			export.Reset()
 			require.NoError(t, m.Export(ctx, "s1", &export))
 		}},
-		{"Import", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"Import", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			head, rest, ok := strings.Cut(export.String(), "\n")
 			require.True(t, ok, "an export of two turns has more than one line")
 			require.Contains(t, head, `"id":"s1"`)
@@ -222,22 +223,22 @@ func tenantSteps() []tenantStep {
 			require.NoError(t, err)
 			require.Equal(t, 2, info.TurnCount)
 		}},
-		{"Clear", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.SaveTurn(ctx, "s4", memory.Turn{User: "to be cleared"}))
+		{"Clear", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.SaveTurn(ctx, "s4", driver.Turn{User: "to be cleared"}))
 			require.NoError(t, m.Clear(ctx, "s4"))
 		}},
-		{"Expire none", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"Expire none", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			r, err := m.Expire(ctx, time.Now().Add(-time.Hour))
 			require.NoError(t, err)
 			require.Zero(t, r.Sessions)
 		}},
-		{"DeleteUser", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
+		{"DeleteUser", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
 			r, err := m.DeleteUser(ctx, "ada")
 			require.NoError(t, err)
 			require.Equal(t, 3, r.Sessions, "s1, s2 and s3 are ada's")
 		}},
-		{"Expire all", func(t *testing.T, ctx context.Context, _ memory.Backend, m *memory.PersistentBufferMemory) {
-			require.NoError(t, m.SaveTurn(ctx, "s5", memory.Turn{User: "soon old"}))
+		{"Expire all", func(t *testing.T, ctx context.Context, _ driver.Backend, m *memory.PersistentBufferMemory) {
+			require.NoError(t, m.SaveTurn(ctx, "s5", driver.Turn{User: "soon old"}))
 			r, err := m.Expire(ctx, time.Now().Add(time.Second))
 			require.NoError(t, err)
 			require.Equal(t, 1, r.Sessions)
@@ -296,7 +297,7 @@ func foreignArg(arg any, tenant string) string {
 				return fmt.Sprintf("tenant token of %q", name)
 			}
 		case "k":
-			if got, _ := memory.ParseSessionKey(name); got != tenant {
+			if got, _ := driver.ParseSessionKey(name); got != tenant {
 				return fmt.Sprintf("session token of %q", name)
 			}
 		}
@@ -324,8 +325,8 @@ func TestTenantStatementsCarryTheTenant(t *testing.T) {
 				s.run(t, ctx, b, root.ForTenant(other))
 			}
 			for _, id := range []string{"s1", "s2", "s3"} {
-				require.NoError(t, root.ForTenant(other).CreateSession(ctx, memory.SessionInfo{ID: id, User: "ada"}))
-				require.NoError(t, root.ForTenant(other).SaveTurn(ctx, id, memory.Turn{ID: "t1", User: "other tenant pineapple"}))
+				require.NoError(t, root.ForTenant(other).CreateSession(ctx, driver.SessionInfo{ID: id, User: "ada"}))
+				require.NoError(t, root.ForTenant(other).SaveTurn(ctx, id, driver.Turn{ID: "t1", User: "other tenant pineapple"}))
 			}
 		}
 		rec.take()
@@ -355,7 +356,7 @@ func TestTenantStatementsCarryTheTenant(t *testing.T) {
 
 		// The other tenants' sessions are untouched.
 		for _, other := range []string{"", "other-tenant"} {
-			p, err := root.ForTenant(other).ListSessions(ctx, memory.SessionQuery{})
+			p, err := root.ForTenant(other).ListSessions(ctx, driver.SessionQuery{})
 			require.NoError(t, err)
 			assert.ElementsMatch(t, []string{"s1", "s2", "s3"}, sessionIDsOf(p), "tenant %q", other)
 		}
@@ -591,14 +592,14 @@ func routedByKey(r stmtRecord, key string) error {
 
 // Every hot-path statement (save, window load, append, clear, session
 // info) filters on the distribution key, the session key (sessions.id,
-// messages.session_id), by equality, bound to memory.SessionKey(tenant,
+// messages.session_id), by equality, bound to driver.SessionKey(tenant,
 // id); an insert's row carries it. Each then routes to one shard.
 func TestHotPathStatementsFilterOnSessionKey(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
 		b, rec := newArgEnv(t, d)
 		const tenant, id = "acme-tenant", "s1"
-		key := memory.SessionKey(tenant, id)
+		key := driver.SessionKey(tenant, id)
 		m := newMemory(t, b).ForTenant(tenant)
 		budget := newMemory(t, b, memory.WithTokenBudget(10_000)).ForTenant(tenant)
 		other := newMemory(t, b).ForTenant(tenant) // another server's cache
@@ -607,14 +608,14 @@ func TestHotPathStatementsFilterOnSessionKey(t *testing.T) {
 			name string
 			run  func() error
 		}{
-			{"save, new session", func() error { return m.SaveTurn(ctx, id, memory.Turn{ID: "t1", User: "hello", Agent: "hi"}) }},
-			{"save", func() error { return m.SaveTurn(ctx, id, memory.Turn{ID: "t2", User: "again", Agent: "yes"}) }},
-			{"save, held turn", func() error { return m.SaveTurn(ctx, id, memory.Turn{ID: "t2", User: "again", Agent: "yes"}) }},
+			{"save, new session", func() error { return m.SaveTurn(ctx, id, driver.Turn{ID: "t1", User: "hello", Agent: "hi"}) }},
+			{"save", func() error { return m.SaveTurn(ctx, id, driver.Turn{ID: "t2", User: "again", Agent: "yes"}) }},
+			{"save, held turn", func() error { return m.SaveTurn(ctx, id, driver.Turn{ID: "t2", User: "again", Agent: "yes"}) }},
 			{"append, newest turn", func() error {
-				return m.AppendMessages(ctx, id, "t2", memory.Message{ID: "x1", Role: memory.RoleAssistant, Content: "and more"})
+				return m.AppendMessages(ctx, id, "t2", driver.Message{ID: "x1", Role: driver.RoleAssistant, Content: "and more"})
 			}},
 			{"append, older turn", func() error {
-				return m.AppendMessages(ctx, id, "t1", memory.Message{ID: "x2", Role: memory.RoleAssistant, Content: "late"})
+				return m.AppendMessages(ctx, id, "t1", driver.Message{ID: "x2", Role: driver.RoleAssistant, Content: "late"})
 			}},
 			{"window load, miss", func() error { _, err := other.LoadContext(ctx, id); return err }},
 			{"window load, hit", func() error { _, err := other.LoadContext(ctx, id); return err }},
@@ -625,8 +626,8 @@ func TestHotPathStatementsFilterOnSessionKey(t *testing.T) {
 		}
 		// Warm up on another session: tables, search index, statements.
 		warm := newMemory(t, b).ForTenant(tenant)
-		require.NoError(t, warm.SaveTurn(ctx, "warm", memory.Turn{ID: "t1", User: "x"}))
-		require.NoError(t, warm.AppendMessages(ctx, "warm", "t1", memory.Message{Role: memory.RoleAssistant, Content: "y"}))
+		require.NoError(t, warm.SaveTurn(ctx, "warm", driver.Turn{ID: "t1", User: "x"}))
+		require.NoError(t, warm.AppendMessages(ctx, "warm", "t1", driver.Message{Role: driver.RoleAssistant, Content: "y"}))
 		require.NoError(t, warm.Clear(ctx, "warm"))
 		rec.take()
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -29,7 +29,7 @@ const upgradeTimeout = time.Hour
 // Upgrades returns the data upgrades of the backend's tables, for
 // migrate.Migrator.UpgradePending and `turnkeep migrate status` and
 // `plan`; RunUpgrades runs them. An upgrade made here counts old messages
-// with memory.DefaultTokenCounter.
+// with driver.DefaultTokenCounter.
 func (b *DataFlowBackend) Upgrades() []migrate.Upgrade {
 	return []migrate.Upgrade{b.countedUpgrade(nil)}
 }
@@ -37,7 +37,7 @@ func (b *DataFlowBackend) Upgrades() []migrate.Upgrade {
 // RunUpgrades runs the data upgrades that are pending, as the first use of
 // the backend does, so that a deploy can run them ahead (`turnkeep
 // migrate up`): the tables and the search index are ensured first. It
-// counts old messages with memory.DefaultTokenCounter.
+// counts old messages with driver.DefaultTokenCounter.
 func (b *DataFlowBackend) RunUpgrades(ctx context.Context) ([]migrate.UpgradeResult, error) {
 	if err := b.Err(); err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (b *DataFlowBackend) RunUpgrades(ctx context.Context) ([]migrate.UpgradeRes
 // are bounded by the caller's deadline, so that a batch never holds the
 // migration lock longer than the caller would wait), and later callers
 // join it.
-func (b *DataFlowBackend) upgraded(ctx context.Context, counter memory.TokenCounter) error {
+func (b *DataFlowBackend) upgraded(ctx context.Context, counter driver.TokenCounter) error {
 	if b.upgrade.Ready() {
 		return nil
 	}
@@ -73,7 +73,7 @@ func (b *DataFlowBackend) upgraded(ctx context.Context, counter memory.TokenCoun
 	})
 }
 
-func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter memory.TokenCounter, batch time.Duration) ([]migrate.UpgradeResult, error) {
+func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenCounter, batch time.Duration) ([]migrate.UpgradeResult, error) {
 	mig := b.db.Migrator()
 	ups := []migrate.Upgrade{b.countedUpgrade(counter)}
 	// Asked before the tables are readied: an upgrade is not pending
@@ -112,13 +112,13 @@ func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter memory.TokenC
 	return out, nil
 }
 
-func (b *DataFlowBackend) countedUpgrade(counter memory.TokenCounter) migrate.Upgrade {
+func (b *DataFlowBackend) countedUpgrade(counter driver.TokenCounter) migrate.Upgrade {
 	if counter == nil {
-		counter = memory.DefaultTokenCounter
+		counter = driver.DefaultTokenCounter
 	}
 	return migrate.Upgrade{
 		Name: CountedUpgrade,
-		Note: "give the messages of sessions written before messages had IDs and token counts their IDs (memory.DerivedMessageID), " +
+		Note: "give the messages of sessions written before messages had IDs and token counts their IDs (driver.DerivedMessageID), " +
 			"token counts and the tokens before each turn, and search entries; delete the empty message of one-sided turns",
 		Tables: []string{SessionsTable, MessagesTable},
 		Batch: func(ctx context.Context, tx migrate.UpgradeTx, cursor string, until time.Time) (string, int64, bool, error) {
@@ -129,7 +129,7 @@ func (b *DataFlowBackend) countedUpgrade(counter memory.TokenCounter) migrate.Up
 
 // countBatch counts the sessions left to count after cursor, in key
 // order, until the time until passes (one session at least).
-func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, cursor string, until time.Time, counter memory.TokenCounter) (string, int64, bool, error) {
+func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, cursor string, until time.Time, counter driver.TokenCounter) (string, int64, bool, error) {
 	var done int64
 	for {
 		rows, err := tx.QueryContext(ctx, `SELECT id, counted FROM `+SessionsTable+` WHERE id > ? ORDER BY id LIMIT ?`, cursor, upgradeScan)
@@ -183,11 +183,11 @@ func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, 
 // meanwhile (by a writer of the previous release, which counts on its own
 // path: the row is locked, on SQLite by the transaction) is left as it is.
 //
-// A row gets memory.DerivedMessageID (made unique within the session if a
+// A row gets driver.DerivedMessageID (made unique within the session if a
 // message appended since holds it) and counter's count. The empty message
 // such a release stored for a one-sided turn is deleted: the conversation
 // model has no empty messages, and it carried nothing.
-func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx, sessionID string, counter memory.TokenCounter) (int64, error) {
+func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx, sessionID string, counter driver.TokenCounter) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT counted FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), sessionID)
 	if err != nil {
 		return 0, err
@@ -246,13 +246,13 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 				n++
 				continue
 			}
-			id := memory.DerivedMessageID(r.turnID, int(r.pos))
+			id := driver.DerivedMessageID(r.turnID, int(r.pos))
 			for held[id] {
 				id += "+"
 			}
 			held[id] = true
 			r.msgID = id
-			r.tokens = int64(max(counter.CountTokens(memory.Message{ID: id, Role: memory.Role(r.role), Content: r.content}), 0))
+			r.tokens = int64(max(counter.CountTokens(driver.Message{ID: id, Role: driver.Role(r.role), Content: r.content}), 0))
 		}
 		total += r.tokens
 		var search any // the search text, in the row, of a row written before there was one

@@ -17,6 +17,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -44,8 +45,8 @@ var (
 var v1Base = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 // v1Turn is turn i of session s as testdata/upgrade/v1/genfixture saved it.
-func v1Turn(s, i int) memory.Turn {
-	t := memory.Turn{
+func v1Turn(s, i int) driver.Turn {
+	t := driver.Turn{
 		ID:        fmt.Sprintf("v1-s%d-t%d", s, i),
 		User:      fmt.Sprintf("question %d of session %d?", i, s),
 		Agent:     fmt.Sprintf("answer %d of session %d: %s", i, s, strings.Repeat("lorem ipsum dolor ", i*s)),
@@ -66,11 +67,11 @@ func v1Session(s int) string { return fmt.Sprintf("session-%d", s) }
 
 // v1Want is turn i of session s as this release must load it: a user and
 // an assistant message with derived IDs, counted by c.
-func v1Want(s, i int, c memory.TokenCounter) memory.Turn {
+func v1Want(s, i int, c driver.TokenCounter) driver.Turn {
 	t := v1Turn(s, i)
-	t.Messages = []memory.Message{
-		{ID: memory.DerivedMessageID(t.ID, 0), Role: memory.RoleUser, Content: t.User},
-		{ID: memory.DerivedMessageID(t.ID, 1), Role: memory.RoleAssistant, Content: t.Agent},
+	t.Messages = []driver.Message{
+		{ID: driver.DerivedMessageID(t.ID, 0), Role: driver.RoleUser, Content: t.User},
+		{ID: driver.DerivedMessageID(t.ID, 1), Role: driver.RoleAssistant, Content: t.Agent},
 	}
 	for k := range t.Messages {
 		t.Messages[k].Tokens = c.CountTokens(t.Messages[k])
@@ -79,8 +80,8 @@ func v1Want(s, i int, c memory.TokenCounter) memory.Turn {
 }
 
 // v1WantWindow is the whole of session s as this release must load it.
-func v1WantWindow(s int, c memory.TokenCounter) memory.Window {
-	w := memory.Window{TurnCount: v1Turns}
+func v1WantWindow(s int, c driver.TokenCounter) driver.Window {
+	w := driver.Window{TurnCount: v1Turns}
 	for i := 1; i <= v1Turns; i++ {
 		t := v1Want(s, i, c)
 		w.Turns = append(w.Turns, t)
@@ -151,7 +152,7 @@ func v1Open(t testing.TB, url string) (*dataflow.DB, *v1Recorder) {
 	return db, rec
 }
 
-func v1Memory(t testing.TB, b memory.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
+func v1Memory(t testing.TB, b driver.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
 	t.Helper()
 	m, err := memory.NewPersistentBufferMemory(b, opts...)
 	require.NoError(t, err)
@@ -216,12 +217,12 @@ func v1Rows(t testing.TB, db *dataflow.DB) [2]int {
 }
 
 // v1Load is Backend.Load of the whole session with no budget.
-func v1Load(t testing.TB, b memory.Backend, session string, q memory.WindowQuery) memory.Window {
+func v1Load(t testing.TB, b driver.Backend, session string, q driver.WindowQuery) driver.Window {
 	t.Helper()
 	if q.MaxTurns == 0 {
 		q.MaxTurns = 1000
 	}
-	q.Known = memory.UnknownVersion
+	q.Known = driver.UnknownVersion
 	w, _, err := b.Load(context.Background(), session, q)
 	require.NoError(t, err)
 	return w
@@ -229,7 +230,7 @@ func v1Load(t testing.TB, b memory.Backend, session string, q memory.WindowQuery
 
 // v1Budgets are the token budgets around every boundary of w's turns: each
 // suffix sum and its neighbours, and none.
-func v1Budgets(w memory.Window) []int {
+func v1Budgets(w driver.Window) []int {
 	out := []int{0, 1}
 	sum := 0
 	for i := len(w.Turns) - 1; i >= 0; i-- {
@@ -265,7 +266,7 @@ func TestUpgradeModelV1Loads(t *testing.T) {
 		m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithCacheTTL(time.Hour))
 		for s := 1; s <= v1Sessions; s++ {
 			w := v1LoadContext(t, m, v1Session(s))
-			assert.Equal(t, v1WantWindow(s, memory.DefaultTokenCounter), w, "session %d", s)
+			assert.Equal(t, v1WantWindow(s, driver.DefaultTokenCounter), w, "session %d", s)
 			// Twice: the second answer comes from the cache, confirmed.
 			assert.Equal(t, w, v1LoadContext(t, m, v1Session(s)), "session %d from the cache", s)
 		}
@@ -307,7 +308,7 @@ func TestUpgradeModelV1Loads(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, pending, "the data upgrade is pending after it ran")
 		for s := 1; s <= v1Sessions; s++ {
-			want := v1WantWindow(s, memory.DefaultTokenCounter)
+			want := v1WantWindow(s, driver.DefaultTokenCounter)
 			assert.Equal(t, want.Tokens, v1Count(t, db, `SELECT tokens FROM `+SessionsTable+` WHERE id = ?`, v1Session(s)), "session %d tokens", s)
 		}
 		for _, table := range []string{SessionsTable, MessagesTable} {
@@ -334,19 +335,19 @@ func TestUpgradeModelV1Loads(t *testing.T) {
 		// Old rows are counted once, by the counter of the first use of a
 		// backend on the database (the data upgrade runs then), and keep
 		// that count, as every stored message does.
-		words := memory.TokenCounterFunc(func(m memory.Message) int { return len(strings.Fields(m.Content)) })
+		words := driver.TokenCounterFunc(func(m driver.Message) int { return len(strings.Fields(m.Content)) })
 		mw := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithTokenCounter(words))
-		assert.Equal(t, v1WantWindow(1, memory.DefaultTokenCounter), v1LoadContext(t, mw, v1Session(1)), "counted already")
+		assert.Equal(t, v1WantWindow(1, driver.DefaultTokenCounter), v1LoadContext(t, mw, v1Session(1)), "counted already")
 		db2, _ := v1Open(t, v1Fixture(t, d))
 		b2, err := NewDataFlowBackend(db2)
 		require.NoError(t, err)
 		mw2 := v1Memory(t, b2, memory.WithMaxTurns(100), memory.WithTokenCounter(words))
 		assert.Equal(t, v1WantWindow(1, words), v1LoadContext(t, mw2, v1Session(1)), "counted by WithTokenCounter")
-		assert.Equal(t, v1WantWindow(2, words), v1Load(t, b2, v1Session(2), memory.WindowQuery{MaxTurns: 100}), "nil counter: counted by the first use's")
+		assert.Equal(t, v1WantWindow(2, words), v1Load(t, b2, v1Session(2), driver.WindowQuery{MaxTurns: 100}), "nil counter: counted by the first use's")
 	})
 }
 
-func v1LoadContext(t testing.TB, m memory.Memory, session string, opts ...memory.LoadOption) memory.Window {
+func v1LoadContext(t testing.TB, m memory.Memory, session string, opts ...memory.LoadOption) driver.Window {
 	t.Helper()
 	w, err := m.LoadContext(context.Background(), session, opts...)
 	require.NoError(t, err)
@@ -354,14 +355,14 @@ func v1LoadContext(t testing.TB, m memory.Memory, session string, opts ...memory
 }
 
 // v1Prepared is turn as a load returns it, counted by DefaultTokenCounter.
-func v1Prepared(t testing.TB, turn memory.Turn) memory.Turn {
+func v1Prepared(t testing.TB, turn driver.Turn) driver.Turn {
 	t.Helper()
-	p, _, err := memory.PrepareTurn(turn, time.Now(), 0)
+	p, _, err := driver.PrepareTurn(turn, time.Now(), 0)
 	require.NoError(t, err)
 	return p
 }
 
-func v1IDs(msgs []memory.Message) []string {
+func v1IDs(msgs []driver.Message) []string {
 	ids := make([]string, len(msgs))
 	for k := range msgs {
 		ids[k] = msgs[k].ID
@@ -385,14 +386,14 @@ func v1Seqs(t testing.TB, db *dataflow.DB, session string) []int64 {
 // v1CheckWindows asserts that every turn and token window of the session,
 // through the backend (SQL filter and TrimWindow) and through memories with
 // a budget, is what TrimWindow makes of the whole session.
-func v1CheckWindows(t *testing.T, b *DataFlowBackend, session string, full memory.Window) {
+func v1CheckWindows(t *testing.T, b *DataFlowBackend, session string, full driver.Window) {
 	t.Helper()
 	ctx := context.Background()
 	require.NotEmpty(t, full.Turns)
 	for _, budget := range v1Budgets(full) {
 		for maxTurns := 1; maxTurns <= len(full.Turns)+1; maxTurns++ {
-			want := memory.TrimWindow(full, maxTurns, budget)
-			got := v1Load(t, b, session, memory.WindowQuery{MaxTurns: maxTurns, TokenBudget: budget})
+			want := driver.TrimWindow(full, maxTurns, budget)
+			got := v1Load(t, b, session, driver.WindowQuery{MaxTurns: maxTurns, TokenBudget: budget})
 			if !assert.Equal(t, want, got, "%s: Load(max %d, budget %d)", session, maxTurns, budget) {
 				return
 			}
@@ -400,7 +401,7 @@ func v1CheckWindows(t *testing.T, b *DataFlowBackend, session string, full memor
 		// A memory with the budget (the backend filters), loading through
 		// its cache twice, and one without, cut per call.
 		m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithTokenBudget(budget), memory.WithCacheTTL(time.Hour))
-		want := memory.TrimWindow(full, 100, budget)
+		want := driver.TrimWindow(full, 100, budget)
 		assert.Equal(t, want, v1LoadContext(t, m, session), "%s: WithTokenBudget(%d)", session, budget)
 		assert.Equal(t, want, v1LoadContext(t, m, session), "%s: WithTokenBudget(%d), cached", session, budget)
 		plain := v1Memory(t, b, memory.WithMaxTurns(100))
@@ -409,7 +410,7 @@ func v1CheckWindows(t *testing.T, b *DataFlowBackend, session string, full memor
 		assert.Equal(t, want, w, "%s: LoadTokenBudget(%d)", session, budget)
 		w, err = plain.LoadContext(ctx, session, memory.LoadTokenBudget(budget), memory.LoadMaxTurns(2))
 		require.NoError(t, err)
-		assert.Equal(t, memory.TrimWindow(full, 2, budget), w, "%s: LoadTokenBudget(%d), LoadMaxTurns(2)", session, budget)
+		assert.Equal(t, driver.TrimWindow(full, 2, budget), w, "%s: LoadTokenBudget(%d), LoadMaxTurns(2)", session, budget)
 	}
 }
 
@@ -421,16 +422,16 @@ func TestUpgradeModelV1TokenWindow(t *testing.T) {
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
 		for s := 1; s <= v1Sessions; s++ {
-			full := v1Load(t, b, v1Session(s), memory.WindowQuery{})
-			require.Equal(t, v1WantWindow(s, memory.DefaultTokenCounter), full)
+			full := v1Load(t, b, v1Session(s), driver.WindowQuery{})
+			require.Equal(t, v1WantWindow(s, driver.DefaultTokenCounter), full)
 			v1CheckWindows(t, b, v1Session(s), full)
 		}
 		// A budget smaller than the newest turn: the newest turn alone, over
 		// the budget, the count kept.
-		full := v1Load(t, b, v1Session(1), memory.WindowQuery{})
-		w := v1Load(t, b, v1Session(1), memory.WindowQuery{TokenBudget: 1})
+		full := v1Load(t, b, v1Session(1), driver.WindowQuery{})
+		w := v1Load(t, b, v1Session(1), driver.WindowQuery{TokenBudget: 1})
 		newest := full.Turns[len(full.Turns)-1]
-		assert.Equal(t, memory.Window{Turns: []memory.Turn{newest}, TurnCount: v1Turns, Tokens: newest.Tokens()}, w)
+		assert.Equal(t, driver.Window{Turns: []driver.Turn{newest}, TurnCount: v1Turns, Tokens: newest.Tokens()}, w)
 	})
 }
 
@@ -446,8 +447,8 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
 		m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithCacheTTL(time.Hour))
-		c := memory.DefaultTokenCounter
-		count := func(msgs ...memory.Message) []memory.Message {
+		c := driver.DefaultTokenCounter
+		count := func(msgs ...driver.Message) []driver.Message {
 			for k := range msgs {
 				msgs[k].Tokens = c.CountTokens(msgs[k])
 			}
@@ -460,16 +461,16 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		// the later turns' counts).
 		want := v1WantWindow(1, c)
 		require.Equal(t, want, v1LoadContext(t, m, v1Session(1)))
-		late := count(memory.Message{ID: "late-1", Role: memory.RoleAssistant, Content: "a late addition to the newest old turn"})
+		late := count(driver.Message{ID: "late-1", Role: driver.RoleAssistant, Content: "a late addition to the newest old turn"})
 		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t6", late...))
 		want.Turns[5].Messages = append(want.Turns[5].Messages, late...)
 		want.Turns[5].Agent = late[0].Content
 
-		newTurn := memory.Turn{ID: "new-1", Timestamp: v1Base.Add(time.Hour), Metadata: map[string]any{"new": true}, Messages: []memory.Message{
-			{Role: memory.RoleUser, Content: "what is the weather in Paris?"},
-			{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "call-1", Name: "weather", Arguments: `{"city":"Paris"}`}}},
-			{Role: memory.RoleTool, ToolCallID: "call-1", Content: `{"temp":21}`},
-			{Role: memory.RoleAssistant, Content: "It is 21 degrees in Paris."},
+		newTurn := driver.Turn{ID: "new-1", Timestamp: v1Base.Add(time.Hour), Metadata: map[string]any{"new": true}, Messages: []driver.Message{
+			{Role: driver.RoleUser, Content: "what is the weather in Paris?"},
+			{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{{ID: "call-1", Name: "weather", Arguments: `{"city":"Paris"}`}}},
+			{Role: driver.RoleTool, ToolCallID: "call-1", Content: `{"temp":21}`},
+			{Role: driver.RoleAssistant, Content: "It is 21 degrees in Paris."},
 		}}
 		require.NoError(t, m.SaveTurn(ctx, v1Session(1), newTurn))
 		saved := v1Prepared(t, newTurn)
@@ -478,8 +479,8 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		want.TurnCount++
 
 		mid := count(
-			memory.Message{ID: "mid-1", Role: memory.RoleAssistant, Content: "a correction to answer 2", Metadata: map[string]any{"edited": true}},
-			memory.Message{ID: "mid-2", Role: memory.RoleUser, Content: "thanks", Name: "alice"},
+			driver.Message{ID: "mid-1", Role: driver.RoleAssistant, Content: "a correction to answer 2", Metadata: map[string]any{"edited": true}},
+			driver.Message{ID: "mid-2", Role: driver.RoleUser, Content: "thanks", Name: "alice"},
 		)
 		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t2", mid...))
 		want.Turns[1].Messages = append(want.Turns[1].Messages, mid...)
@@ -492,7 +493,7 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		rows := v1Rows(t, db)
 		assert.Equal(t, [2]int{v1Sessions + 1, v1AllRows - v1EmptyRows + 1 + 4 + 2}, rows)
 		assert.Equal(t, want, v1LoadContext(t, m, v1Session(1)), "session 1 through the memory that wrote it")
-		full := v1Load(t, b, v1Session(1), memory.WindowQuery{})
+		full := v1Load(t, b, v1Session(1), driver.WindowQuery{})
 		assert.Equal(t, want, full, "session 1 read back")
 		v1CheckWindows(t, b, v1Session(1), full)
 
@@ -500,9 +501,9 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		// and a loaded old turn saved again as it is.
 		for _, retry := range []struct {
 			turnID string
-			msgs   []memory.Message
+			msgs   []driver.Message
 		}{{"v1-s1-t2", mid}, {"v1-s1-t2", mid[1:]}, {"v1-s1-t6", late}} {
-			enc, err := memory.PrepareMessages(retry.msgs, 0, nil)
+			enc, err := driver.PrepareMessages(retry.msgs, 0, nil)
 			require.NoError(t, err)
 			res, err := b.Append(ctx, v1Session(1), retry.turnID, enc)
 			require.NoError(t, err)
@@ -522,7 +523,7 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		// windows mix stored and load-time counts.
 		want2 := v1WantWindow(2, c)
 		for i := 1; i <= 3; i++ {
-			turn := memory.Turn{ID: fmt.Sprintf("s2-new%d", i), User: fmt.Sprintf("new question %d", i),
+			turn := driver.Turn{ID: fmt.Sprintf("s2-new%d", i), User: fmt.Sprintf("new question %d", i),
 				Agent: strings.Repeat("new answer ", 5*i), Timestamp: v1Base.Add(time.Duration(2*3600+i) * time.Second)}
 			require.NoError(t, m.SaveTurn(ctx, v1Session(2), turn))
 			p := v1Prepared(t, turn)
@@ -530,7 +531,7 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 			want2.TurnCount++
 			want2.Tokens += p.Tokens()
 		}
-		full2 := v1Load(t, b, v1Session(2), memory.WindowQuery{})
+		full2 := v1Load(t, b, v1Session(2), driver.WindowQuery{})
 		assert.Equal(t, want2, full2, "session 2 read back")
 		v1CheckWindows(t, b, v1Session(2), full2)
 
@@ -539,8 +540,8 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		db2, rec2 := v1Open(t, url)
 		b2, err := NewDataFlowBackend(db2)
 		require.NoError(t, err)
-		assert.Equal(t, want, v1Load(t, b2, v1Session(1), memory.WindowQuery{}), "session 1 in a new process")
-		assert.Equal(t, want2, v1Load(t, b2, v1Session(2), memory.WindowQuery{}), "session 2 in a new process")
+		assert.Equal(t, want, v1Load(t, b2, v1Session(1), driver.WindowQuery{}), "session 1 in a new process")
+		assert.Equal(t, want2, v1Load(t, b2, v1Session(2), driver.WindowQuery{}), "session 2 in a new process")
 		for _, q := range rec2.take() {
 			assert.NotEqual(t, dbtest.KindDDL, dbtest.Classify(q), "DDL on reopening: %s", q)
 		}
@@ -548,7 +549,7 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		// A clear of an old session removes it whole; the others stay.
 		m2 := v1Memory(t, b2, memory.WithMaxTurns(100))
 		require.NoError(t, m2.Clear(ctx, v1Session(3)))
-		assert.Equal(t, memory.Window{}, v1LoadContext(t, m2, v1Session(3)))
+		assert.Equal(t, driver.Window{}, v1LoadContext(t, m2, v1Session(3)))
 		assert.Equal(t, [2]int{v1Sessions, rows[1] + 6 - 2*v1Turns}, v1Rows(t, db2), "rows after clearing session 3")
 	})
 }
@@ -565,13 +566,13 @@ func TestUpgradeModelV1DerivedIDsAreHeld(t *testing.T) {
 		m := v1Memory(t, b, memory.WithMaxTurns(100))
 
 		// New data: a turn saved without message IDs holds the derived ones.
-		require.NoError(t, m.SaveTurn(ctx, "fresh", memory.Turn{ID: "f1", User: "q", Agent: "a"}))
-		require.NoError(t, m.SaveTurn(ctx, "fresh", memory.Turn{ID: "f2", User: "q2", Agent: "a2"}))
-		require.NoError(t, m.AppendMessages(ctx, "fresh", "f2", memory.Message{ID: memory.DerivedMessageID("f1", 1), Role: memory.RoleAssistant, Content: "again"}))
+		require.NoError(t, m.SaveTurn(ctx, "fresh", driver.Turn{ID: "f1", User: "q", Agent: "a"}))
+		require.NoError(t, m.SaveTurn(ctx, "fresh", driver.Turn{ID: "f2", User: "q2", Agent: "a2"}))
+		require.NoError(t, m.AppendMessages(ctx, "fresh", "f2", driver.Message{ID: driver.DerivedMessageID("f1", 1), Role: driver.RoleAssistant, Content: "again"}))
 		assert.Len(t, v1LoadContext(t, m, "fresh").Messages(), 4, "new data: a held derived ID is not stored again")
 
 		// Old data: the same.
-		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t6", memory.Message{ID: memory.DerivedMessageID("v1-s1-t5", 1), Role: memory.RoleAssistant, Content: "again"}))
+		require.NoError(t, m.AppendMessages(ctx, v1Session(1), "v1-s1-t6", driver.Message{ID: driver.DerivedMessageID("v1-s1-t5", 1), Role: driver.RoleAssistant, Content: "again"}))
 		msgs := v1LoadContext(t, m, v1Session(1)).Messages()
 		assert.Len(t, msgs, 2*v1Turns, "old data: a held derived ID is not stored again; IDs %v", v1IDs(msgs))
 	})
@@ -586,7 +587,7 @@ func TestUpgradeModelV1OneSidedTurns(t *testing.T) {
 		db, _ := v1Open(t, v1Fixture(t, d))
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
-		w := v1Load(t, b, "session-4", memory.WindowQuery{})
+		w := v1Load(t, b, "session-4", driver.WindowQuery{})
 		require.Len(t, w.Turns, 2)
 		assert.Equal(t, 2, w.TurnCount)
 		assert.Equal(t, "a question saved before its answer", w.Turns[0].User)
@@ -595,7 +596,7 @@ func TestUpgradeModelV1OneSidedTurns(t *testing.T) {
 			for _, msg := range turn.Messages {
 				assert.NotEmpty(t, msg.Content, "turn %s: message %s (%s) loads with empty content, which SaveTurn refuses", turn.ID, msg.ID, msg.Role)
 			}
-			_, _, err := memory.PrepareTurn(turn, time.Now(), 0)
+			_, _, err := driver.PrepareTurn(turn, time.Now(), 0)
 			assert.NoError(t, err, "turn %s as loaded is refused by PrepareTurn", turn.ID)
 		}
 	})
@@ -610,10 +611,10 @@ func TestUpgradeModelV1ReopenNoDDL(t *testing.T) {
 		db, _ := v1Open(t, url)
 		b, err := NewDataFlowBackend(db)
 		require.NoError(t, err)
-		_ = v1Load(t, b, v1Session(1), memory.WindowQuery{}) // the upgrade
+		_ = v1Load(t, b, v1Session(1), driver.WindowQuery{}) // the upgrade
 		// A save makes the table a save reads that a load does not
 		// (ErasedTable), as any first use of a table does.
-		require.NoError(t, b.SaveTurn(ctx, "warm-up", memory.Turn{User: "q", Agent: "a"}))
+		require.NoError(t, storeTurn(ctx, b, "warm-up", driver.Turn{User: "q", Agent: "a"}))
 		require.NoError(t, db.Close())
 
 		for round := 1; round <= 2; round++ {
@@ -625,10 +626,10 @@ func TestUpgradeModelV1ReopenNoDDL(t *testing.T) {
 			rec.take()
 			m := v1Memory(t, b, memory.WithMaxTurns(100), memory.WithTokenBudget(500))
 			s := v1Session(round) // untouched before this round
-			assert.Equal(t, memory.TrimWindow(v1WantWindow(round, memory.DefaultTokenCounter), 100, 500), v1LoadContext(t, m, s))
+			assert.Equal(t, driver.TrimWindow(v1WantWindow(round, driver.DefaultTokenCounter), 100, 500), v1LoadContext(t, m, s))
 			id := fmt.Sprintf("reopen-%d", round)
-			require.NoError(t, m.SaveTurn(ctx, s, memory.Turn{ID: id, User: "q", Agent: "a"}))
-			require.NoError(t, m.AppendMessages(ctx, s, fmt.Sprintf("v1-s%d-t1", round), memory.Message{ID: id + "-x", Role: memory.RoleAssistant, Content: "x"}))
+			require.NoError(t, m.SaveTurn(ctx, s, driver.Turn{ID: id, User: "q", Agent: "a"}))
+			require.NoError(t, m.AppendMessages(ctx, s, fmt.Sprintf("v1-s%d-t1", round), driver.Message{ID: id + "-x", Role: driver.RoleAssistant, Content: "x"}))
 			_, err = b.SessionInfo(ctx, s)
 			require.NoError(t, err)
 			require.NoError(t, m.Clear(ctx, v1Session(5-round)))
@@ -668,7 +669,7 @@ func BenchmarkCountedUpgrade(b *testing.B) {
 					turn := v1Turn(1+s%3, 1+i%6)
 					turn.ID = fmt.Sprintf("t%d", i)
 					turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
-					require.NoError(b, be.SaveTurn(ctx, fmt.Sprintf("s%04d", s), turn))
+					require.NoError(b, storeTurn(ctx, be, fmt.Sprintf("s%04d", s), turn))
 				}
 			}
 			msgs := 2 * sessions * turns
@@ -694,9 +695,9 @@ func BenchmarkCountedUpgrade(b *testing.B) {
 				require.EqualValues(b, msgs, res[0].Rows, "rows upgraded")
 			}
 			b.ReportMetric(float64(msgs*b.N)/b.Elapsed().Seconds(), "msgs/s")
-			w := v1Load(b, be, "s0001", memory.WindowQuery{})
+			w := v1Load(b, be, "s0001", driver.WindowQuery{})
 			require.Len(b, w.Turns, turns)
-			require.Equal(b, memory.DerivedMessageID("t1", 0), w.Turns[0].Messages[0].ID)
+			require.Equal(b, driver.DerivedMessageID("t1", 0), w.Turns[0].Messages[0].ID)
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -26,8 +27,8 @@ const (
 )
 
 // upgradeTurn is turn i of session s as the fixture generator saved it.
-func upgradeTurn(s, i int) memory.Turn {
-	t := memory.Turn{
+func upgradeTurn(s, i int) driver.Turn {
+	t := driver.Turn{
 		ID:        fmt.Sprintf("s%d-t%d", s, i),
 		User:      fmt.Sprintf("question %d of session %d", i, s),
 		Agent:     fmt.Sprintf("answer %d of session %d", i, s),
@@ -125,7 +126,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			for s := 1; s <= upgradeSessions; s++ {
 				w, err := m1.LoadContext(ctx, upgradeSession(s))
 				require.NoError(t, err)
-				var turns []memory.Turn
+				var turns []driver.Turn
 				for i := 1; i <= upgradeTurns; i++ {
 					// Stored without message IDs or counts: read back with
 					// derived IDs and counted tokens, as PrepareTurn makes them.
@@ -163,15 +164,15 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			}
 			// A session row written before the column existed is not
 			// reported as missing.
-			w, v, err := b.Load(ctx, upgradeSession(1), memory.WindowQuery{MaxTurns: 10, Known: memory.UnknownVersion})
+			w, v, err := b.Load(ctx, upgradeSession(1), driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion})
 			require.NoError(t, err)
 			assert.Equal(t, upgradeTurns, w.TurnCount)
-			assert.NotEqual(t, memory.NoSession, v, "version of a session the previous release wrote")
+			assert.NotEqual(t, driver.NoSession, v, "version of a session the previous release wrote")
 			assert.Equal(t, [2]int{upgradeSessions, 2 * upgradeSessions * upgradeTurns}, tableCounts(t, b), "rows after the upgrade")
 
 			// A new turn goes on after the old ones, and a second memory sees
 			// what the first saved.
-			extra := memory.Turn{ID: "s2-t6", User: "question 6", Agent: "answer 6", Metadata: map[string]any{"new": true}}
+			extra := driver.Turn{ID: "s2-t6", User: "question 6", Agent: "answer 6", Metadata: map[string]any{"new": true}}
 			require.NoError(t, m1.SaveTurn(ctx, upgradeSession(2), extra))
 			w1, err := m1.LoadContext(ctx, upgradeSession(2))
 			require.NoError(t, err)
@@ -195,9 +196,9 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			require.NoError(t, m1.Clear(ctx, upgradeSession(1)))
 			w2, err = m2.LoadContext(ctx, upgradeSession(1))
 			require.NoError(t, err)
-			assert.Equal(t, memory.Window{}, w2, "session 1 after a clear, through the other memory")
+			assert.Equal(t, driver.Window{}, w2, "session 1 after a clear, through the other memory")
 			_, err = b.SessionInfo(ctx, upgradeSession(1))
-			assert.ErrorIs(t, err, memory.ErrSessionNotFound)
+			assert.ErrorIs(t, err, driver.ErrSessionNotFound)
 			w2, err = m2.LoadContext(ctx, upgradeSession(3))
 			require.NoError(t, err)
 			assert.Equal(t, upgradeTurns, w2.TurnCount, "session 3 after session 1 was cleared")
@@ -210,7 +211,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			defer db2.Close()
 			b2, err := NewDataFlowBackend(db2)
 			require.NoError(t, err)
-			w, err = b2.LoadWindow(ctx, upgradeSession(2), 10)
+			w, err = readWindow(ctx, b2, upgradeSession(2), 10)
 			require.NoError(t, err)
 			assert.Equal(t, w1, w, "session 2 read by a new process")
 			again, err := db2.Migrator().History(ctx, SessionsTable)

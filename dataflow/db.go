@@ -11,7 +11,9 @@ import (
 	"sync/atomic"
 
 	"github.com/uptrace/bun"
+	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/turnkeep/turnkeep/internal/otelx"
 	"github.com/turnkeep/turnkeep/internal/sqlcore"
 	"github.com/turnkeep/turnkeep/migrate"
 )
@@ -32,7 +34,7 @@ type DB struct {
 	ckpt        *checkpointer // background checkpoints of file; nil if none
 	closed      atomic.Bool
 	stats       counters
-	tel         *telemetry // nil: nothing to record beyond stats
+	tel         *otelx.Recorder // nil: nothing to record beyond stats
 	// prepared holds the statements Stmt prepared, closed with the DB.
 	prepared stmtRegistry
 
@@ -92,23 +94,22 @@ func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
 		ownsDB: owns,
 		tables: make(map[string]*tableState),
 	}
-	tel, err := newTelemetry(cfg, d.System(), db.Stats)
+	tel, err := newTelemetry(cfg, db.Stats)
 	if err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOption, err)
 	}
 	if tel != nil {
 		// First, so that the other hooks see the statement's span in
 		// their context.
-		cfg.hooks = append([]bun.QueryHook{statementHook{tel}}, cfg.hooks...)
+		system := attribute.String("db.system.name", d.System())
+		cfg.hooks = append([]bun.QueryHook{statementHook{rec: tel, system: system}}, cfg.hooks...)
 	}
 	for _, h := range cfg.hooks {
 		bdb = bdb.WithQueryHook(h)
 	}
 	mig, err := migrate.New(bdb, migrate.WithHistoryTable(cfg.historyTable), migrate.WithLogger(cfg.logger))
 	if err != nil {
-		if tel != nil && tel.reg != nil {
-			_ = tel.reg.Unregister()
-		}
+		_ = tel.Close()
 		return nil, err
 	}
 	db.bun, db.cfg, db.mig, db.tel = bdb, cfg, mig, tel
@@ -154,9 +155,7 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closeStmts()
-	if db.tel != nil && db.tel.reg != nil {
-		_ = db.tel.reg.Unregister()
-	}
+	_ = db.tel.Close()
 	if db.ownsDB {
 		ckptErr := db.ckpt.close() // needs the pool: first
 		if err := errors.Join(ckptErr, db.bun.Close()); err != nil {

@@ -3,6 +3,8 @@ package dataflow
 import (
 	"errors"
 	"strings"
+
+	"github.com/turnkeep/turnkeep/internal/optx"
 )
 
 var (
@@ -42,9 +44,10 @@ var (
 	// ErrDriverNotRegistered is returned by Open when the program does not
 	// import the database/sql driver the URL needs.
 	ErrDriverNotRegistered = errors.New("dataflow: database driver not registered")
-	// ErrInvalidOption is returned by Open, New and Register for an option
-	// with an invalid value.
-	ErrInvalidOption = errors.New("dataflow: invalid option")
+	// ErrInvalidOption is returned by Open, New and Register for a nil
+	// option or one with an invalid value. It is the same value as every
+	// turnkeep package's ErrInvalidOption.
+	ErrInvalidOption = optx.ErrInvalidOption
 	// ErrClosed is returned by every operation after Close.
 	ErrClosed = errors.New("dataflow: database closed")
 	// ErrOutcomeUnknown is returned by RunInTx, and by every write that

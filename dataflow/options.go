@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnkeep/turnkeep/internal/cache"
+	"github.com/turnkeep/turnkeep/internal/optx"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -27,7 +28,9 @@ const (
 	DefaultCheckpointEvery = 1000
 )
 
-// Option configures a DB.
+// Option configures a DB. Options follow one rule in every turnkeep
+// package: a nil Option, or one given a nil or out-of-range value, is an
+// error wrapping ErrInvalidOption.
 type Option func(*config) error
 
 type config struct {
@@ -66,13 +69,8 @@ func newConfig(opts []Option) (config, error) {
 
 		checkpointEvery: DefaultCheckpointEvery,
 	}
-	for i, opt := range opts {
-		if opt == nil {
-			return config{}, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
-		}
-		if err := opt(&c); err != nil {
-			return config{}, err
-		}
+	if err := optx.Apply(&c, opts); err != nil {
+		return config{}, err
 	}
 	return c, nil
 }
@@ -283,7 +281,8 @@ func WithHistoryTable(name string) Option {
 	}
 }
 
-// ModelOption configures a registered model.
+// ModelOption configures a registered model; a nil one is ErrInvalidOption,
+// as for Option.
 type ModelOption func(*modelConfig) error
 
 type modelConfig struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/uptrace/bun/schema"
 
 	"github.com/turnkeep/turnkeep/internal/cache"
+	"github.com/turnkeep/turnkeep/internal/optx"
 	"github.com/turnkeep/turnkeep/migrate"
 
 	"github.com/turnkeep/turnkeep/internal/sqlcore"
@@ -73,13 +74,8 @@ func Register[T any](db *DB, opts ...ModelOption) (*Table[T], error) {
 		return nil, fmt.Errorf("%w: %s is not a struct", ErrInvalidModel, typ)
 	}
 	var mc modelConfig
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&mc); err != nil {
-			return nil, err
-		}
+	if err := optx.Apply(&mc, opts); err != nil {
+		return nil, err
 	}
 	st, err := newTableState(db, typ, mc)
 	if err != nil {
@@ -280,9 +276,9 @@ const ensureConnRetries = 10
 func (db *DB) run(ctx context.Context, st *tableState) error {
 	err := st.ens.Ensure(ctx, func(ctx context.Context) (err error) {
 		db.stats.runs.Add(1)
-		ctx, span, start := db.startEnsure(ctx, st.name)
+		ctx, run := db.startEnsure(ctx, st.name)
 		migrated := false
-		defer func() { db.endEnsure(ctx, span, start, st.name, migrated, err) }()
+		defer func() { db.endEnsure(ctx, run, st.name, migrated, err) }()
 		migrated, err = db.ensureOnce(ctx, st)
 		// A pooled connection found dead (the server restarted or
 		// terminated it) failed the run without doing anything wrong: run

@@ -11,7 +11,6 @@ import (
 	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnkeep/turnkeep/internal/otelx"
@@ -32,103 +31,67 @@ const (
 
 	// MetricOperationDuration is a histogram, in seconds, of ensure runs
 	// (AttrOperation "ensure", with AttrOutcome).
-	MetricOperationDuration = "turnkeep.operation.duration"
+	MetricOperationDuration = otelx.MetricOperationDuration
 	// Counters, as Stats reports them.
 	MetricEnsureRuns       = "turnkeep.ensure.runs"
 	MetricEnsureFailures   = "turnkeep.ensure.failures"
 	MetricEnsureMigrations = "turnkeep.ensure.migrations"
 	MetricRetries          = "turnkeep.retries"
 
-	AttrOperation = "turnkeep.operation"
-	AttrOutcome   = "turnkeep.outcome" // "ok" or "error"
+	AttrOperation = otelx.AttrOperation
+	AttrOutcome   = otelx.AttrOutcome // "ok" or "error"
 	AttrTable     = "db.collection.name"
 	AttrMigrated  = "turnkeep.migrated" // the run executed DDL
 )
 
-// telemetry is what a DB records beyond its counters; nil when nothing.
-type telemetry struct {
-	tracer   trace.Tracer            // nil: no spans
-	system   attribute.KeyValue      // db.system.name
-	duration metric.Float64Histogram // nil: no ensure-run latency
-	record   [2][]metric.RecordOption
-	reg      metric.Registration // the counters' callback; nil if none
-	log      *slog.Logger
-	slow     time.Duration // WithSlowThreshold; 0: off
+// newTelemetry returns the recorder of cfg's ensure runs, or nil when
+// there is nothing to record. Providers not given are otel's global ones
+// at this moment; while those are still otel's defaults (no-ops), nothing
+// is recorded.
+func newTelemetry(cfg config, stats func() Stats) (*otelx.Recorder, error) {
+	return otelx.New(otelx.Config{
+		Scope: InstrumentationName, SpanPrefix: "turnkeep.", Ops: []string{opEnsure},
+		Tracer: cfg.tracerProvider, Meter: cfg.meterProvider, Log: cfg.logger, Slow: cfg.slowThreshold,
+		Counters: []otelx.Counter{
+			{Name: MetricEnsureRuns, Unit: "{run}", Description: "First-use runs of tables (check, and migration if needed)."},
+			{Name: MetricEnsureFailures, Unit: "{run}", Description: "First-use runs that failed."},
+			{Name: MetricEnsureMigrations, Unit: "{run}", Description: "First-use runs that executed DDL."},
+			{Name: MetricRetries, Unit: "{retry}", Description: "Statements, BEGINs and ensure runs repeated after a dead pooled connection."},
+		},
+		Observe: func(v []uint64) {
+			s := stats()
+			copy(v, []uint64{s.EnsureRuns, s.Failures, s.MigrationsApplied, s.Retries})
+		},
+	})
 }
 
-// newTelemetry returns the telemetry of cfg, or nil when there is nothing
-// to record. Providers not given are otel's global ones at this moment;
-// while those are still otel's defaults (no-ops), nothing is recorded.
-func newTelemetry(cfg config, system string, stats func() Stats) (*telemetry, error) {
-	t := &telemetry{log: cfg.logger, slow: cfg.slowThreshold, system: attribute.String("db.system.name", system)}
-	if tp := otelx.TracerProvider(cfg.tracerProvider); tp != nil {
-		t.tracer = tp.Tracer(InstrumentationName)
-	}
-	if mp := otelx.MeterProvider(cfg.meterProvider); mp != nil {
-		if err := t.instruments(mp.Meter(InstrumentationName), stats); err != nil {
-			return nil, err
-		}
-	}
-	if t.tracer == nil && t.duration == nil && t.slow == 0 {
-		return nil, nil
-	}
-	return t, nil
-}
-
-func (t *telemetry) instruments(m metric.Meter, stats func() Stats) error {
-	var err error
-	t.duration, err = m.Float64Histogram(MetricOperationDuration,
-		metric.WithUnit("s"),
-		metric.WithDescription("Latency of turnkeep operations."),
-		metric.WithExplicitBucketBoundaries(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-	if err != nil {
-		return err
-	}
-	for i, outcome := range [2]string{"ok", "error"} {
-		set := attribute.NewSet(attribute.String(AttrOperation, "ensure"), attribute.String(AttrOutcome, outcome))
-		t.record[i] = []metric.RecordOption{metric.WithAttributeSet(set)}
-	}
-	var cs [4]metric.Int64ObservableCounter
-	for i, d := range [4][3]string{
-		{MetricEnsureRuns, "{run}", "First-use runs of tables (check, and migration if needed)."},
-		{MetricEnsureFailures, "{run}", "First-use runs that failed."},
-		{MetricEnsureMigrations, "{run}", "First-use runs that executed DDL."},
-		{MetricRetries, "{retry}", "Statements, BEGINs and ensure runs repeated after a dead pooled connection."},
-	} {
-		if cs[i], err = m.Int64ObservableCounter(d[0], metric.WithUnit(d[1]), metric.WithDescription(d[2])); err != nil {
-			return err
-		}
-	}
-	t.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		s := stats()
-		for i, v := range [4]uint64{s.EnsureRuns, s.Failures, s.MigrationsApplied, s.Retries} {
-			o.ObserveInt64(cs[i], int64(v))
-		}
-		return nil
-	}, cs[0], cs[1], cs[2], cs[3])
-	return err
-}
+// opEnsure is the one operation a DB records (SpanEnsure is its span).
+const opEnsure = "ensure"
 
 // statementHook is the query hook of a DB with telemetry: a span per
 // statement, and a Warn line for a statement slower than the threshold.
-type statementHook struct{ t *telemetry }
+type statementHook struct {
+	rec    *otelx.Recorder
+	system attribute.KeyValue // db.system.name
+}
 
 var _ bun.QueryHook = statementHook{}
 
 func (h statementHook) BeforeQuery(ctx context.Context, ev *bun.QueryEvent) context.Context {
-	if h.t.tracer == nil {
+	tracer := h.rec.Tracer()
+	if tracer == nil {
 		return ctx
 	}
 	query := statementText(ev)
-	ctx, _ = h.t.tracer.Start(ctx, SpanStatement, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-		h.t.system,
+	ctx, _ = tracer.Start(ctx, SpanStatement, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		h.system,
 		attribute.String("db.operation.name", operationName(query)),
 		attribute.String("db.query.text", query)))
 	return ctx
 }
 
 func (h statementHook) AfterQuery(ctx context.Context, ev *bun.QueryEvent) {
-	if h.t.tracer != nil {
+	if h.rec.Tracer() != nil {
 		span := trace.SpanFromContext(ctx)
 		if ev.Err != nil && !errors.Is(ev.Err, sql.ErrNoRows) {
 			span.RecordError(ev.Err)
@@ -136,9 +99,10 @@ func (h statementHook) AfterQuery(ctx context.Context, ev *bun.QueryEvent) {
 		}
 		span.End()
 	}
-	if d := time.Since(ev.StartTime); h.t.slow > 0 && d >= h.t.slow {
-		h.t.log.LogAttrs(ctx, slog.LevelWarn, "turnkeep: slow statement",
-			slog.String("statement", statementText(ev)), slog.Duration("duration", d), slog.Duration("threshold", h.t.slow))
+	d := time.Since(ev.StartTime)
+	if log, threshold := h.rec.Slow(d); log != nil {
+		log.LogAttrs(ctx, slog.LevelWarn, "turnkeep: slow statement",
+			slog.String("statement", statementText(ev)), slog.Duration("duration", d), slog.Duration("threshold", threshold))
 	}
 }
 
@@ -160,45 +124,26 @@ func operationName(query string) string {
 	return strings.ToUpper(query)
 }
 
-// startEnsure begins the span of an ensure run of table.
-func (db *DB) startEnsure(ctx context.Context, table string) (context.Context, trace.Span, time.Time) {
-	start := time.Now()
-	if db.tel == nil || db.tel.tracer == nil {
-		return ctx, nil, start
-	}
-	ctx, span := db.tel.tracer.Start(ctx, SpanEnsure, trace.WithAttributes(attribute.String(AttrTable, table)))
-	return ctx, span, start
+// startEnsure begins recording an ensure run of table.
+func (db *DB) startEnsure(ctx context.Context, table string) (context.Context, otelx.Run) {
+	return db.tel.Start(ctx, 0, time.Now(), attribute.String(AttrTable, table))
 }
 
 // endEnsure records and logs the end of an ensure run.
-func (db *DB) endEnsure(ctx context.Context, span trace.Span, start time.Time, table string, migrated bool, err error) {
-	d := time.Since(start)
-	if span != nil {
-		span.SetAttributes(attribute.Bool(AttrMigrated, migrated))
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End()
+func (db *DB) endEnsure(ctx context.Context, run otelx.Run, table string, migrated bool, err error) {
+	if run.Span != nil {
+		run.Span.SetAttributes(attribute.Bool(AttrMigrated, migrated))
 	}
-	outcome := 0
-	if err != nil {
-		outcome = 1
-	}
-	if db.tel != nil && db.tel.duration != nil {
-		db.tel.duration.Record(ctx, d.Seconds(), db.tel.record[outcome]...)
-	}
+	now := time.Now()
+	d := now.Sub(run.Start)
 	if err != nil {
 		db.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "turnkeep: ensure table failed",
 			slog.String("table", table), slog.Duration("duration", d), slog.Any("error", err))
-		return
+	} else {
+		db.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "turnkeep: table ensured",
+			slog.String("table", table), slog.Bool("migrated", migrated), slog.Duration("duration", d))
 	}
-	db.cfg.logger.LogAttrs(ctx, slog.LevelInfo, "turnkeep: table ensured",
-		slog.String("table", table), slog.Bool("migrated", migrated), slog.Duration("duration", d))
-	if db.tel != nil && db.tel.slow > 0 && d >= db.tel.slow {
-		db.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "turnkeep: slow operation",
-			slog.String("op", "ensure"), slog.String("table", table), slog.Duration("duration", d), slog.Duration("threshold", db.tel.slow))
-	}
+	run.End(ctx, err, now, slog.String("table", table))
 }
 
 // retried counts and logs, at Warn, a repeat of op after err found its

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // BufferMemory keeps the newest turns of every session in process memory,
@@ -64,7 +66,7 @@ func (m *BufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn
 	if err := ValidateSessionID(sessionID); err != nil {
 		return err
 	}
-	p, err := prepare(turn, time.Now(), m.maxMessageBytes, m.tokenCounter())
+	p, err := driver.Prepare(turn, time.Now(), m.maxMessageBytes, m.tokenCounter())
 	if err != nil {
 		return err
 	}
@@ -96,7 +98,7 @@ func (m *BufferMemory) AppendMessages(ctx context.Context, sessionID, turnID str
 	if err := ValidateSessionID(sessionID); err != nil {
 		return err
 	}
-	enc, err := PrepareMessages(msgs, m.maxMessageBytes, m.tokenCounter())
+	enc, err := driver.PrepareMessages(msgs, m.maxMessageBytes, m.tokenCounter())
 	if err != nil {
 		return err
 	}
@@ -117,7 +119,7 @@ func (m *BufferMemory) AppendMessages(ctx context.Context, sessionID, turnID str
 			t.Messages = append(t.Messages, p.Message)
 		}
 	}
-	t.shorthand()
+	driver.FillShorthand(&t)
 	r.buf[i] = t
 	return nil
 }
@@ -143,7 +145,7 @@ func (m *BufferMemory) LoadContext(ctx context.Context, sessionID string, opts .
 	if r == nil {
 		return Window{}, nil
 	}
-	return TrimWindow(Window{Turns: r.turns(), TurnCount: r.total}, l.maxTurns, l.tokenBudget), nil
+	return driver.TrimWindow(Window{Turns: r.turns(), TurnCount: r.total}, l.maxTurns, l.tokenBudget), nil
 }
 
 // Clear forgets the session.

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // A snapshot is a cached window. It is never modified once published, so a
@@ -14,7 +16,7 @@ type snapshot struct {
 	turns   []Turn
 	count   int
 	tokens  int
-	version Version // the backend's version of this state; UnknownVersion if it has none
+	version driver.Version // the backend's version of this state; driver.UnknownVersion if it has none
 }
 
 func (s *snapshot) window() Window {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -229,7 +230,7 @@ type pausingBackend struct {
 	resume chan struct{} // closed to let it return
 }
 
-func (b *pausingBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (b *pausingBackend) Load(ctx context.Context, id string, q driver.WindowQuery) (memory.Window, driver.Version, error) {
 	w, v, err := b.recordingBackend.Load(ctx, id, q)
 	b.read <- struct{}{}
 	<-b.resume
@@ -256,7 +257,7 @@ func TestOwnSaveNotHiddenByLoadInFlight(t *testing.T) {
 			store := &pausingBackend{recordingBackend: newRecordingBackend(), read: make(chan struct{}), resume: make(chan struct{})}
 			m := newPersistent(t, store, append([]memory.Option{memory.WithMaxTurns(maxTurns)}, tt.opts...)...)
 			// Stored behind m's back: m caches nothing for the session.
-			require.NoError(t, store.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "u0"}))
+			require.NoError(t, storeTurn(ctx, store.InMemoryBackend, "s", memory.Turn{User: "u0"}))
 
 			loaded := make(chan memory.Window, 1)
 			go func() {

@@ -10,7 +10,8 @@
 // (WithTokenCounter).
 //
 // BufferMemory keeps sessions in process memory. PersistentBufferMemory
-// stores them in a Backend (see package backend) and caches each session's
+// stores them in a backend (a driver.Backend: see package backend) and
+// caches each session's
 // window of the newest MaxTurns turns:
 //
 //	m, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(20))
@@ -27,7 +28,7 @@
 // The cache of a PersistentBufferMemory is coherent across processes by
 // default: after a SaveTurn, AppendMessages or Clear has returned on any process (or on any
 // other memory over the same store), the next LoadContext on every process
-// shows it. A Backend (both backends in package backend)
+// shows it. A driver.Backend (both backends in package backend)
 // gives every stored state of a session a version; LoadContext sends the
 // cached window's version with its one read, and the backend answers with
 // the session row alone when nothing changed, or with the new window. So a
@@ -55,6 +56,8 @@
 //
 // Input is validated before anything is stored; errors wrap the sentinels
 // ErrInvalidSessionID, ErrInvalidTurn and ErrTurnTooLarge and are compared
-// with errors.Is. Backends reuse the same rules through ValidateSessionID
-// and PrepareTurn.
+// with errors.Is. Backends reuse the same rules, and return the same
+// error values, through package driver, which defines what a backend
+// implements (driver.Backend, driver.SessionStore) and the types this
+// package re-exports (Turn, Message, Window, ...).
 package memory

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // ExportFormat names the JSON Lines format of Export, in its first line.
@@ -34,13 +36,30 @@ type exportTurn struct {
 	Messages  []exportMessage `json:"messages"`
 }
 
+// exportToolCall and exportPart are a tool call and a part as Export
+// writes them: the same JSON as a backend stores, but the export format's
+// own, so that it stays as ExportFormat names it.
+type exportToolCall struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments,omitempty"`
+}
+
+type exportPart struct {
+	Type     string `json:"type"`
+	Text     string `json:"text,omitempty"`
+	URL      string `json:"url,omitempty"`
+	MIMEType string `json:"mime_type,omitempty"`
+	Data     []byte `json:"data,omitempty"` // base64
+}
+
 type exportMessage struct {
 	ID         string           `json:"id"`
 	Role       Role             `json:"role"`
 	Content    string           `json:"content,omitempty"`
-	Parts      []storedPart     `json:"parts,omitempty"`
+	Parts      []exportPart     `json:"parts,omitempty"`
 	Name       string           `json:"name,omitempty"`
-	ToolCalls  []storedToolCall `json:"tool_calls,omitempty"`
+	ToolCalls  []exportToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string           `json:"tool_call_id,omitempty"`
 	Metadata   map[string]any   `json:"metadata,omitempty"`
 	Tokens     int              `json:"tokens,omitempty"`
@@ -53,11 +72,7 @@ type exportMessage struct {
 // session is never held whole. The format is documented in the README;
 // Import reads it back.
 func (m *PersistentBufferMemory) Export(ctx context.Context, sessionID string, w io.Writer) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opExport, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opExport, sessionID).end(&err)
 	info, err := m.SessionInfo(ctx, sessionID)
 	if err != nil {
 		return err
@@ -96,10 +111,10 @@ func toExport(t Turn) exportTurn {
 	for i, m := range t.Messages {
 		x := exportMessage{ID: m.ID, Role: m.Role, Content: m.Content, Name: m.Name, ToolCallID: m.ToolCallID, Metadata: m.Metadata, Tokens: m.Tokens}
 		for _, p := range m.Parts {
-			x.Parts = append(x.Parts, storedPart(p))
+			x.Parts = append(x.Parts, exportPart(p))
 		}
 		for _, c := range m.ToolCalls {
-			x.ToolCalls = append(x.ToolCalls, storedToolCall(c))
+			x.ToolCalls = append(x.ToolCalls, exportToolCall(c))
 		}
 		e.Messages[i] = x
 	}
@@ -143,11 +158,7 @@ const maxImportLine = 64 << 20
 // turns is ErrSessionExists when the file names an owner (ClaimSession
 // takes it); a new or empty unowned session takes the file's owner.
 func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ SessionInfo, err error) {
-	if t := m.obs(); t != nil {
-		var rec run
-		ctx, rec = t.start(ctx, opImport, m.tenant, "", m.now())
-		defer func() { t.end(ctx, rec, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opImport, "").end(&err)
 	st, err := m.store()
 	if err != nil {
 		return SessionInfo{}, err
@@ -201,10 +212,10 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 		readErr  error // what next refused: returned as it is
 		turnLine int   // the line of the turn next returned last
 	)
-	next := func() (PreparedTurn, error) {
+	next := func() (driver.PreparedTurn, error) {
 		data, err := scan()
 		if err == nil && data == nil {
-			return PreparedTurn{}, io.EOF
+			return driver.PreparedTurn{}, io.EOF
 		}
 		if err == nil {
 			err = ctx.Err()
@@ -219,18 +230,18 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 			case e.Timestamp.IsZero():
 				readErr = fmt.Errorf("%w: line %d: turn %s without a timestamp", ErrInvalidImport, line, e.ID)
 			default:
-				p, err := prepare(fromExport(e), m.now(), m.maxBytes, m.counter)
+				p, err := driver.Prepare(fromExport(e), m.now(), m.maxBytes, m.counter)
 				if err != nil {
 					readErr = fmt.Errorf("line %d: %w", line, err)
-					return PreparedTurn{}, readErr
+					return driver.PreparedTurn{}, readErr
 				}
 				turnLine = line
 				return p, nil
 			}
-			return PreparedTurn{}, readErr
+			return driver.PreparedTurn{}, readErr
 		}
 		readErr = err
-		return PreparedTurn{}, readErr
+		return driver.PreparedTurn{}, readErr
 	}
 	err = m.importTurns(ctx, st, key, info, next)
 	switch {
@@ -246,7 +257,7 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 
 // importTurns runs the backend's import, with the session's cached window
 // held and then dropped, as ReplaceSession does.
-func (m *PersistentBufferMemory) importTurns(ctx context.Context, st SessionStore, key string, info SessionInfo, next func() (PreparedTurn, error)) error {
+func (m *PersistentBufferMemory) importTurns(ctx context.Context, st driver.SessionStore, key string, info SessionInfo, next func() (driver.PreparedTurn, error)) error {
 	if !m.cached {
 		return st.Import(ctx, key, info, next)
 	}

@@ -5,20 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/turnkeep/turnkeep/driver"
 )
 
-// DeleteBatch is how many sessions DeleteUser and Expire remove per
-// transaction, so that no lock is held for long however many there are.
-const DeleteBatch = 100
-
-// store returns the backend as a SessionStore, or ErrNotSupported.
-func (m *PersistentBufferMemory) store() (SessionStore, error) {
+// store returns the backend as a driver.SessionStore, or ErrNotSupported.
+func (m *PersistentBufferMemory) store() (driver.SessionStore, error) {
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
-	s, ok := m.backend.(SessionStore)
+	s, ok := m.backend.(driver.SessionStore)
 	if !ok {
-		return nil, fmt.Errorf("%w: %T is not a SessionStore", ErrNotSupported, m.backend)
+		return nil, fmt.Errorf("%w: %T is not a driver.SessionStore", ErrNotSupported, m.backend)
 	}
 	return s, nil
 }
@@ -34,11 +32,7 @@ func (m *PersistentBufferMemory) store() (SessionStore, error) {
 // one would: it shows nothing that a new session would not. Only ID, User,
 // Title and Metadata are read; a zero CreatedAt means now.
 func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInfo) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opCreateSession, m.tenant, s.ID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opCreateSession, s.ID).end(&err)
 	key, err := m.check(s.ID)
 	if err != nil {
 		return err
@@ -60,21 +54,7 @@ func (m *PersistentBufferMemory) CreateSession(ctx context.Context, s SessionInf
 // session (owner, title, metadata) and returns s with its metadata
 // normalized.
 func (m *PersistentBufferMemory) checkSessionInfo(s SessionInfo) (SessionInfo, error) {
-	if err := ValidateUser(s.User); err != nil {
-		return SessionInfo{}, err
-	}
-	if len(s.Title) > MaxTitleBytes {
-		return SessionInfo{}, fmt.Errorf("%w: title is %d bytes, limit %d", ErrInvalidTurn, len(s.Title), MaxTitleBytes)
-	}
-	if reason := badText(s.Title); reason != "" {
-		return SessionInfo{}, fmt.Errorf("%w: title %s", ErrInvalidTurn, reason)
-	}
-	meta, _, err := prepareMetadata(s.Metadata, m.maxBytes)
-	if err != nil {
-		return SessionInfo{}, err
-	}
-	s.Metadata = meta
-	return s, nil
+	return driver.PrepareSessionInfo(s, m.maxBytes)
 }
 
 // ClaimSession makes user the owner of the unowned session sessionID,
@@ -86,11 +66,7 @@ func (m *PersistentBufferMemory) checkSessionInfo(s SessionInfo) (SessionInfo, e
 // one), and an empty user ErrInvalidUser. An app lets a user claim only a
 // session it knows is theirs: the ID alone proves nothing.
 func (m *PersistentBufferMemory) ClaimSession(ctx context.Context, sessionID, user string) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opClaimSession, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opClaimSession, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -114,11 +90,7 @@ func (m *PersistentBufferMemory) ClaimSession(ctx context.Context, sessionID, us
 // SessionInfo describes the session: owner, title, metadata, counts and
 // times. A session that does not exist is ErrSessionNotFound.
 func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID string) (_ SessionInfo, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opSessionInfo, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opSessionInfo, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return SessionInfo{}, err
@@ -137,11 +109,7 @@ func (m *PersistentBufferMemory) SessionInfo(ctx context.Context, sessionID stri
 // after its page was read is not listed again, and no session that stays
 // put is skipped. A malformed q.After is ErrInvalidCursor.
 func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuery) (_ SessionPage, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opListSessions, m.tenant, "", m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opListSessions, "").end(&err)
 	st, err := m.store()
 	if err != nil {
 		return SessionPage{}, err
@@ -165,7 +133,7 @@ func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuer
 // DeleteUser removes every session of the user in this tenant (the owner
 // matched exactly): turns, search entries and cached windows, on every
 // server (another server's cached window is found gone at its next load).
-// It works in batches of DeleteBatch sessions, and reports how many
+// It works in batches of driver.DeleteBatch sessions, and reports how many
 // sessions and messages it removed. A save racing it either lands before a
 // batch and is removed with it, or fails with ErrSessionDeleted; never
 // half, and the user's words never survive in a new session. A save begun
@@ -175,11 +143,7 @@ func (m *PersistentBufferMemory) ListSessions(ctx context.Context, q SessionQuer
 // it is run again, and running it again removes the rest. An empty user
 // is ErrInvalidUser: unowned sessions are not a user's.
 func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_ DeleteReport, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opDeleteUser, m.tenant, "", m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opDeleteUser, "").end(&err)
 	if err := ValidateUser(user); err != nil {
 		return DeleteReport{}, err
 	}
@@ -191,16 +155,12 @@ func (m *PersistentBufferMemory) DeleteUser(ctx context.Context, user string) (_
 
 // Expire removes the tenant's sessions not updated since before, with
 // their turns, search entries and cached windows, in batches of
-// DeleteBatch sessions. It is safe to run from many servers at once: each
+// driver.DeleteBatch sessions. It is safe to run from many servers at once: each
 // session is removed, and counted, once. A session updated while Expire
 // runs is kept. Cut off by ctx, it returns what it removed so far with the
 // error, every session removed whole or not at all.
 func (m *PersistentBufferMemory) Expire(ctx context.Context, before time.Time) (_ DeleteReport, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opExpire, m.tenant, "", m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opExpire, "").end(&err)
 	if before.IsZero() {
 		return DeleteReport{}, fmt.Errorf("%w: expire needs a time", ErrInvalidOption)
 	}
@@ -212,7 +172,7 @@ func (m *PersistentBufferMemory) deleteSessions(ctx context.Context, op string, 
 	if err != nil {
 		return DeleteReport{}, err
 	}
-	r, keys, err := st.DeleteSessions(ctx, m.tenant, user, before, DeleteBatch)
+	r, keys, err := st.DeleteSessions(ctx, m.tenant, user, before, driver.DeleteBatch)
 	for _, k := range keys {
 		m.cache.invalidate(k)
 	}
@@ -264,11 +224,7 @@ func (m *PersistentBufferMemory) ExpireEvery(ctx context.Context, interval, idle
 // than MaxSearchTerms distinct words, is ErrInvalidQuery, and reaches no
 // database. Search returns once ctx is done.
 func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ []SearchHit, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opSearch, m.tenant, q.SessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opSearch, q.SessionID).end(&err)
 	st, err := m.store()
 	if err != nil {
 		return nil, err
@@ -282,11 +238,11 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ [
 		}
 	}
 	// The limits first: a query too long is refused by its length alone.
-	if _, err := QueryTerms(q.Text); err != nil {
+	if _, err := driver.QueryTerms(q.Text); err != nil {
 		return nil, err
 	}
-	if reason := badText(q.Text); reason != "" {
-		return nil, fmt.Errorf("%w: search text %s", ErrInvalidOption, reason)
+	if err := driver.ValidateText(q.Text); err != nil {
+		return nil, fmt.Errorf("%w: search text %v", ErrInvalidOption, err)
 	}
 	if len(q.Text) > m.maxBytes {
 		return nil, fmt.Errorf("%w: search text is %d bytes, limit %d", ErrInvalidOption, len(q.Text), m.maxBytes)
@@ -310,11 +266,7 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ [
 // next query's After; a malformed After is ErrInvalidCursor. A session
 // that does not exist has an empty history.
 func (m *PersistentBufferMemory) History(ctx context.Context, sessionID string, q HistoryQuery) (_ HistoryPage, err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opHistory, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opHistory, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return HistoryPage{}, err

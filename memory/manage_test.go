@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -29,23 +30,23 @@ type countingStore struct {
 	deleteErr []error    // returned by the next DeleteSessions calls, in order
 }
 
-var _ memory.SessionStore = (*countingStore)(nil)
+var _ driver.SessionStore = (*countingStore)(nil)
 
 func newCountingStore() *countingStore {
 	return &countingStore{InMemoryBackend: backend.NewInMemoryBackend()}
 }
 
-func (s *countingStore) Save(ctx context.Context, key string, t memory.PreparedTurn) (memory.Saved, error) {
+func (s *countingStore) Save(ctx context.Context, key string, t driver.PreparedTurn) (driver.Saved, error) {
 	s.calls.Add(1)
 	return s.InMemoryBackend.Save(ctx, key, t)
 }
 
-func (s *countingStore) Append(ctx context.Context, key, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+func (s *countingStore) Append(ctx context.Context, key, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
 	s.calls.Add(1)
 	return s.InMemoryBackend.Append(ctx, key, turnID, msgs)
 }
 
-func (s *countingStore) Load(ctx context.Context, key string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (s *countingStore) Load(ctx context.Context, key string, q driver.WindowQuery) (memory.Window, driver.Version, error) {
 	s.calls.Add(1)
 	return s.InMemoryBackend.Load(ctx, key, q)
 }
@@ -96,7 +97,7 @@ func (s *countingStore) History(ctx context.Context, key string, q memory.Histor
 }
 
 // plainBackend is a Backend and nothing more: not a SessionStore.
-type plainBackend struct{ memory.Backend }
+type plainBackend struct{ driver.Backend }
 
 // exportOf returns the export of a session of two turns, owned by ada.
 func exportOf(t *testing.T, id string) string {

@@ -9,11 +9,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
 func TestPrepareExpandsShorthand(t *testing.T) {
-	p, _, err := memory.PrepareTurn(memory.Turn{ID: "t", User: "hi", Agent: "hello"}, time.Now(), 0)
+	p, _, err := driver.PrepareTurn(memory.Turn{ID: "t", User: "hi", Agent: "hello"}, time.Now(), 0)
 	require.NoError(t, err)
 	require.Len(t, p.Messages, 2)
 	assert.Equal(t, memory.Message{ID: "t/0", Role: memory.RoleUser, Content: "hi", Tokens: memory.DefaultTokenCounter.CountTokens(memory.Message{Role: memory.RoleUser, Content: "hi"})}, p.Messages[0])
@@ -23,25 +24,25 @@ func TestPrepareExpandsShorthand(t *testing.T) {
 	assert.Equal(t, "hello", p.Agent)
 
 	// Only an agent message: one assistant message.
-	p, _, err = memory.PrepareTurn(memory.Turn{ID: "t", Agent: "hello"}, time.Now(), 0)
+	p, _, err = driver.PrepareTurn(memory.Turn{ID: "t", Agent: "hello"}, time.Now(), 0)
 	require.NoError(t, err)
 	require.Len(t, p.Messages, 1)
 	assert.Equal(t, memory.RoleAssistant, p.Messages[0].Role)
 
 	// A prepared (or loaded) turn has both forms, in agreement: accepted
 	// as it is.
-	again, _, err := memory.PrepareTurn(p, time.Now(), 0)
+	again, _, err := driver.PrepareTurn(p, time.Now(), 0)
 	require.NoError(t, err)
 	assert.Equal(t, p, again)
 }
 
 func TestPrepareMessagesGivesIDs(t *testing.T) {
-	msgs, err := memory.PrepareMessages([]memory.Message{{Role: memory.RoleAssistant, Content: "a"}, {ID: "b", Role: memory.RoleAssistant, Content: "b", Tokens: 99}}, 0, nil)
+	msgs, err := driver.PrepareMessages([]memory.Message{{Role: memory.RoleAssistant, Content: "a"}, {ID: "b", Role: memory.RoleAssistant, Content: "b", Tokens: 99}}, 0, nil)
 	require.NoError(t, err)
 	assert.Len(t, msgs[0].ID, 32, "a random ID")
 	assert.Equal(t, "b", msgs[1].ID)
 	assert.Equal(t, memory.DefaultTokenCounter.CountTokens(memory.Message{ID: "b", Role: memory.RoleAssistant, Content: "b"}), msgs[1].Tokens, "Tokens given are recounted")
-	_, err = memory.PrepareMessages(nil, 0, nil)
+	_, err = driver.PrepareMessages(nil, 0, nil)
 	require.ErrorIs(t, err, memory.ErrInvalidTurn)
 }
 
@@ -75,7 +76,7 @@ func TestTrimWindow(t *testing.T) {
 		{1, 100, []string{"c"}, 2},
 		{0, 0, nil, 0},
 	} {
-		got := memory.TrimWindow(w, c.maxTurns, c.budget)
+		got := driver.TrimWindow(w, c.maxTurns, c.budget)
 		assert.Equal(t, c.want, ids(got), "maxTurns %d budget %d", c.maxTurns, c.budget)
 		assert.Equal(t, c.tokens, got.Tokens, "maxTurns %d budget %d", c.maxTurns, c.budget)
 		assert.Equal(t, 7, got.TurnCount)

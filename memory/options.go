@@ -5,23 +5,15 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/turnkeep/turnkeep/internal/optx"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Defaults and limits.
-const (
-	DefaultMaxTurns          = 10
-	DefaultCacheTTL          = 5 * time.Minute
-	DefaultMaxCachedSessions = 10_000
-	DefaultMaxMessageBytes   = 1 << 20 // 1 MiB
-	MaxSessionIDBytes        = 255
-	MaxTurnIDBytes           = 128
-	MaxMetadataDepth         = 100 // levels of nested objects and arrays in a turn's metadata
-)
-
 // An Option configures NewBufferMemory or NewPersistentBufferMemory.
-// BufferMemory ignores the cache, logging and telemetry options.
+// BufferMemory ignores the cache, logging and telemetry options. Options
+// follow one rule in every turnkeep package: a nil Option, or one given a
+// nil or out-of-range value, is an error wrapping ErrInvalidOption.
 type Option func(*config) error
 
 type config struct {
@@ -48,13 +40,8 @@ func newConfig(opts []Option) (config, error) {
 		maxMessageBytes:   DefaultMaxMessageBytes,
 		counter:           DefaultTokenCounter,
 	}
-	for i, opt := range opts {
-		if opt == nil {
-			return config{}, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
-		}
-		if err := opt(&c); err != nil {
-			return config{}, err
-		}
+	if err := optx.Apply(&c, opts); err != nil {
+		return config{}, err
 	}
 	return c, nil
 }
@@ -119,7 +106,7 @@ func WithMaxMessageBytes(n int) Option {
 // process's own saves and clears are always seen, and a save still never
 // appends onto a stale window. The default, 0, confirms every cached window
 // with the backend; d < 0 is an error. It also lets the windows of a
-// backend that does not version sessions (UnknownVersion) be cached.
+// backend that does not version sessions (driver.UnknownVersion) be cached.
 func WithStaleReads(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 {
@@ -264,13 +251,8 @@ func LoadTokenBudget(n int) LoadOption {
 
 // apply returns l changed by opts.
 func (l limits) apply(opts []LoadOption) (limits, error) {
-	for i, opt := range opts {
-		if opt == nil {
-			return limits{}, fmt.Errorf("%w: load option %d is nil", ErrInvalidOption, i)
-		}
-		if err := opt(&l); err != nil {
-			return limits{}, err
-		}
+	if err := optx.Apply(&l, opts); err != nil {
+		return limits{}, fmt.Errorf("load %w", err)
 	}
 	return l, nil
 }

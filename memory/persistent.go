@@ -8,10 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
+	"github.com/turnkeep/turnkeep/driver"
+	"github.com/turnkeep/turnkeep/internal/otelx"
 )
 
-// PersistentBufferMemory is a Memory that stores turns in a Backend and
+// PersistentBufferMemory is a Memory that stores turns in a driver.Backend and
 // caches each session's window in front of it. See the package doc for its
 // consistency guarantees. It is safe for concurrent use; the zero value is
 // not usable (its methods return ErrClosed): make one with
@@ -19,7 +20,7 @@ import (
 type PersistentBufferMemory struct {
 	tenant   string // ForTenant: every session key is in it
 	err      error  // ForTenant with an invalid tenant: every method returns it
-	backend  Backend
+	backend  driver.Backend
 	limits   limits // the window cached and returned by default
 	maxBytes int
 	counter  TokenCounter
@@ -30,18 +31,18 @@ type PersistentBufferMemory struct {
 	closed   *atomic.Bool  // shared by every tenant view
 	onClose  func() error  // run by the first Close: what turnkeep.Open made (close_hook.go)
 
-	tel        *telemetry   // nil: nothing to record (see newTelemetry)
-	log        *slog.Logger // nil: discard
-	logContent bool         // WithLogContent
+	tel        *otelx.Recorder // nil: nothing to record (see newTelemetry)
+	log        *slog.Logger    // nil: discard
+	logContent bool            // WithLogContent
 }
 
 // NewPersistentBufferMemory returns a Memory over b. An invalid option or a
 // nil b yields an error wrapping ErrInvalidOption.
 //
 // Windows are cached unless WithCacheTTL(0) says otherwise; a backend that
-// does not version sessions (it reports UnknownVersion) is read through on
+// does not version sessions (it reports driver.UnknownVersion) is read through on
 // every load unless WithStaleReads allows stale windows.
-func NewPersistentBufferMemory(b Backend, opts ...Option) (*PersistentBufferMemory, error) {
+func NewPersistentBufferMemory(b driver.Backend, opts ...Option) (*PersistentBufferMemory, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: backend must not be nil", ErrInvalidOption)
 	}
@@ -79,10 +80,7 @@ func (m *PersistentBufferMemory) Close() error {
 		return nil
 	}
 	m.cache.clear()
-	var err error
-	if m.tel != nil && m.tel.reg != nil {
-		err = m.tel.reg.Unregister()
-	}
+	err := m.tel.Close()
 	if m.onClose != nil {
 		err = errors.Join(err, m.onClose())
 	}
@@ -98,7 +96,7 @@ func (m *PersistentBufferMemory) check(sessionID string) (string, error) {
 	if err := ValidateSessionID(sessionID); err != nil {
 		return "", err
 	}
-	return SessionKey(m.tenant, sessionID), nil
+	return driver.SessionKey(m.tenant, sessionID), nil
 }
 
 // usable returns ErrClosed for a closed or zero memory, and the error of a
@@ -139,7 +137,7 @@ func (m *PersistentBufferMemory) Tenant() string {
 	return m.tenant
 }
 
-// SaveTurn validates turn like PrepareTurn, counts its messages' tokens and
+// SaveTurn validates turn (as driver.Prepare does), counts its messages' tokens and
 // stores it in the backend; invalid input never reaches the backend. If the
 // backend fails, the error is returned and the session's cached window is
 // dropped, so the next LoadContext reads what the backend really holds.
@@ -150,16 +148,12 @@ func (m *PersistentBufferMemory) Tenant() string {
 // window is dropped. So a save never appends onto a stale window, whatever
 // other processes did.
 func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opSaveTurn, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opSaveTurn, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
 	}
-	p, err := prepare(turn, m.now(), m.maxBytes, m.counter)
+	p, err := driver.Prepare(turn, m.now(), m.maxBytes, m.counter)
 	if err != nil {
 		return err
 	}
@@ -170,7 +164,7 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 }
 
 // saveTurn stores p in the session key, keeping the cache exact.
-func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p PreparedTurn) error {
+func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p driver.PreparedTurn) error {
 	t := p.Turn
 	if !m.cached {
 		res, err := m.backend.Save(ctx, key, p)
@@ -200,7 +194,7 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p Pre
 		switch {
 		case !res.Stored:
 			return s // the backend already held the ID and changed nothing
-		case res.Version == UnknownVersion:
+		case res.Version == driver.UnknownVersion:
 			return nil // only a read can tell what the session holds now
 		case res.Seq == 1:
 			// The session held nothing before this turn, whatever the
@@ -232,19 +226,15 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p Pre
 // message before calling the model, then append the answer's messages as
 // they come, and a crash mid-answer loses nothing the user typed.
 func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, turnID string, msgs ...Message) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opAppendMessages, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opAppendMessages, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
 	}
-	if err := validTurnID(turnID); err != nil {
+	if err := driver.ValidateTurnID(turnID); err != nil {
 		return err
 	}
-	enc, err := PrepareMessages(msgs, m.maxBytes, m.counter)
+	enc, err := driver.PrepareMessages(msgs, m.maxBytes, m.counter)
 	if err != nil {
 		return err
 	}
@@ -273,7 +263,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		switch {
 		case !res.Stored:
 			return s // every message was stored already
-		case s == nil || res.Version == UnknownVersion || res.Messages != len(enc):
+		case s == nil || res.Version == driver.UnknownVersion || res.Messages != len(enc):
 			return nil // some messages were held, or the window is unknown
 		case s.version+1 != res.Version:
 			stale = true
@@ -288,7 +278,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		turns := append([]Turn(nil), s.turns...)
 		t := turns[i]
 		t.Messages = append(append(make([]Message, 0, len(t.Messages)+len(enc)), t.Messages...), messagesOf(enc)...)
-		t.shorthand()
+		driver.FillShorthand(&t)
 		turns[i] = t
 		return m.snapshot(turns, s.count, res.Version)
 	})
@@ -299,28 +289,17 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 }
 
 // snapshot makes the cached window of turns: cut to the memory's limits.
-func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v Version) *snapshot {
-	w := TrimWindow(Window{Turns: turns, TurnCount: count}, m.limits.maxTurns, m.limits.tokenBudget)
+func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v driver.Version) *snapshot {
+	w := driver.TrimWindow(Window{Turns: turns, TurnCount: count}, m.limits.maxTurns, m.limits.tokenBudget)
 	return &snapshot{turns: w.Turns, count: count, tokens: w.Tokens, version: v}
 }
 
-func messagesOf(enc []PreparedMessage) []Message {
+func messagesOf(enc []driver.PreparedMessage) []Message {
 	out := make([]Message, len(enc))
 	for i := range enc {
 		out[i] = enc[i].Message
 	}
 	return out
-}
-
-// validTurnID refuses a turn ID no turn can have.
-func validTurnID(id string) error {
-	if id == "" || len(id) > MaxTurnIDBytes {
-		return fmt.Errorf("%w: turn id is %d bytes, want 1 to %d", ErrInvalidTurn, len(id), MaxTurnIDBytes)
-	}
-	if reason := badText(id); reason != "" {
-		return fmt.Errorf("%w: turn id %s", ErrInvalidTurn, reason)
-	}
-	return nil
 }
 
 // LoadContext returns the newest whole turns of the session, oldest first,
@@ -335,16 +314,7 @@ func validTurnID(id string) error {
 // error, even when the cache could answer.
 func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID string, opts ...LoadOption) (_ Window, err error) {
 	hit := false
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opLoadContext, m.tenant, sessionID, m.now())
-		defer func() {
-			if r.span != nil && err == nil {
-				r.span.SetAttributes(attribute.Bool(AttrCacheHit, hit))
-			}
-			t.end(ctx, r, err, m.now())
-		}()
-	}
+	defer m.trace(&ctx, opLoadContext, sessionID).endLoad(&err, &hit)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return Window{}, err
@@ -358,24 +328,24 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	}
 	if !m.cached || !l.within(m.limits) {
 		m.cache.stats.misses.Add(1)
-		w, _, err := m.backend.Load(ctx, key, m.query(l, UnknownVersion))
+		w, _, err := m.backend.Load(ctx, key, m.query(l, driver.UnknownVersion))
 		if err != nil {
 			return Window{}, fmt.Errorf("memory: load context: %w", err)
 		}
-		return TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
+		return driver.TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
 	}
 	w, hit, err := m.loadCached(ctx, key)
 	if err != nil {
 		return Window{}, fmt.Errorf("memory: load context: %w", err)
 	}
 	if l != m.limits {
-		w = TrimWindow(w, l.maxTurns, l.tokenBudget)
+		w = driver.TrimWindow(w, l.maxTurns, l.tokenBudget)
 	}
 	return w, nil
 }
 
-func (m *PersistentBufferMemory) query(l limits, known Version) WindowQuery {
-	return WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
+func (m *PersistentBufferMemory) query(l limits, known driver.Version) driver.WindowQuery {
+	return driver.WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
 }
 
 // loadCached is LoadContext of the memory's own window, through the
@@ -393,7 +363,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	}
 	e, s, gen := m.cache.pin(sessionID, start)
 	defer m.cache.unpin(e)
-	known := UnknownVersion
+	known := driver.UnknownVersion
 	if s != nil {
 		known = s.version
 	}
@@ -401,7 +371,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	if err != nil {
 		return Window{}, false, err
 	}
-	if v == known && v != UnknownVersion {
+	if v == known && v != driver.UnknownVersion {
 		m.cache.stats.hits.Add(1)
 		m.cache.confirm(e, gen, start)
 		return s.window(), true, nil
@@ -414,7 +384,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	// The backend's slice is ours: kept as the immutable snapshot, cloned
 	// once for the caller.
 	s = m.snapshot(w.Turns, w.TurnCount, v)
-	if v == UnknownVersion && m.stale == 0 {
+	if v == driver.UnknownVersion && m.stale == 0 {
 		// A backend that does not version sessions cannot confirm a
 		// cached window: keeping one would only cost memory.
 		return s.window(), false, nil
@@ -435,20 +405,14 @@ func (m *PersistentBufferMemory) Stats() CacheStats {
 // engine's under its backend, when the backend reports them.
 type Figures struct {
 	Cache  CacheStats
-	Engine map[string]uint64 // EngineReporter.EngineStats of the backend; nil if it is none
-}
-
-// An EngineReporter is a Backend that reports counters of the engine under
-// it by name, as backend.DataFlowBackend reports its dataflow.DB's Stats.
-type EngineReporter interface {
-	EngineStats() map[string]uint64
+	Engine map[string]uint64 // driver.EngineReporter.EngineStats of the backend; nil if it is none
 }
 
 // Figures returns a snapshot of the cache counters and of the engine's.
 func (m *PersistentBufferMemory) Figures() Figures {
 	f := Figures{Cache: m.Stats()}
 	if m != nil {
-		if r, ok := m.backend.(EngineReporter); ok {
+		if r, ok := m.backend.(driver.EngineReporter); ok {
 			f.Engine = r.EngineStats()
 		}
 	}
@@ -467,11 +431,7 @@ func (m *PersistentBufferMemory) backendErr() error {
 // Clear removes the session from the backend and the cache. The cached
 // window is dropped even if the backend fails, since it may have cleared.
 func (m *PersistentBufferMemory) Clear(ctx context.Context, sessionID string) (err error) {
-	if t := m.obs(); t != nil {
-		var r run
-		ctx, r = t.start(ctx, opClear, m.tenant, sessionID, m.now())
-		defer func() { t.end(ctx, r, err, m.now()) }()
-	}
+	defer m.trace(&ctx, opClear, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
@@ -502,5 +462,5 @@ func (m *PersistentBufferMemory) InvalidateCache(sessionID string) {
 	if m == nil || m.cache == nil {
 		return
 	}
-	m.cache.invalidate(SessionKey(m.tenant, sessionID))
+	m.cache.invalidate(driver.SessionKey(m.tenant, sessionID))
 }

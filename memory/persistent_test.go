@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/testutil"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -33,7 +34,7 @@ func save(t testing.TB, m memory.Memory, sessionID string, turn memory.Turn) {
 
 // requireCacheConsistent checks that the cached window of the session, if
 // any, equals a read-through.
-func requireCacheConsistent(t testing.TB, m *memory.PersistentBufferMemory, b memory.Backend, sessionID string) {
+func requireCacheConsistent(t testing.TB, m *memory.PersistentBufferMemory, b driver.Backend, sessionID string) {
 	t.Helper()
 	if w, ok := memory.CachedWindow(m, sessionID); ok {
 		require.Equal(t, readThrough(t, b, sessionID, maxTurns), w, "cache differs from read-through")
@@ -46,7 +47,7 @@ func TestPersistentCachesWindow(t *testing.T) {
 	ctx := context.Background()
 	b := newRecordingBackend()
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "u0", Metadata: map[string]any{"n": 0}}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "u0", Metadata: map[string]any{"n": 0}}))
 
 	w := load(t, m, "s")
 	assert.Equal(t, int64(1), b.loads.Load())
@@ -82,7 +83,7 @@ func TestPersistentTTL(t *testing.T) {
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns), memory.WithCacheTTL(ttl))
 	clock := testutil.NewClock()
 	memory.SetClock(m, clock.Now)
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "u0"}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "u0"}))
 	assert.Equal(t, 1, load(t, m, "s").TurnCount)
 	require.Equal(t, int64(1), b.loads.Load())
 
@@ -95,7 +96,7 @@ func TestPersistentTTL(t *testing.T) {
 	assert.Equal(t, int64(3), b.checks.Load())
 
 	// Another process writes: seen at once, TTL or not.
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "other"}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "other"}))
 	assert.Equal(t, 2, load(t, m, "s").TurnCount)
 	assert.Equal(t, int64(2), b.loads.Load())
 	assert.Equal(t, uint64(1), m.Stats().Stale)
@@ -137,7 +138,7 @@ func TestPersistentLRU(t *testing.T) {
 	// Stored behind the memory's back: a save through it would cache the
 	// one-turn window (see TestPersistentFirstSaveCaches).
 	for _, id := range []string{"a", "b", "c"} {
-		require.NoError(t, b.InMemoryBackend.SaveTurn(context.Background(), id, memory.Turn{User: id}))
+		require.NoError(t, storeTurn(context.Background(), b.InMemoryBackend, id, memory.Turn{User: id}))
 	}
 	loadsOf := func() int64 { return b.loads.Load() } // whole windows read; hits only check
 
@@ -205,7 +206,7 @@ func TestPersistentSaveUncachedKeepsHistory(t *testing.T) {
 	ctx := context.Background()
 	b := newRecordingBackend()
 	for i := range 5 {
-		require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprint("old", i)}))
+		require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: fmt.Sprint("old", i)}))
 	}
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
 	save(t, m, "s", memory.Turn{User: "new"})
@@ -259,7 +260,7 @@ func TestPersistentIdempotentSave(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newRecordingBackend()
-			var mb memory.Backend = b
+			var mb driver.Backend = b
 			switch tt.kind {
 			case storer:
 				mb = unversioned{b}
@@ -291,7 +292,7 @@ func TestPersistentIdempotentSave(t *testing.T) {
 func TestPersistentGeneratedIDsStayCached(t *testing.T) {
 	b := newRecordingBackend()
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
-	require.NoError(t, b.InMemoryBackend.SaveTurn(context.Background(), "s", memory.Turn{User: "u"}))
+	require.NoError(t, storeTurn(context.Background(), b.InMemoryBackend, "s", memory.Turn{User: "u"}))
 	load(t, m, "s")
 	require.Equal(t, int64(1), b.loads.Load())
 	for range 10 {
@@ -337,18 +338,18 @@ func TestPersistentUnversionedBackend(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range []struct {
 		name string
-		wrap func(*recordingBackend) memory.Backend
+		wrap func(*recordingBackend) driver.Backend
 	}{
-		{"storer", func(b *recordingBackend) memory.Backend { return unversioned{b} }},
-		{"save only", func(b *recordingBackend) memory.Backend { return newSaveOnly(b) }},
+		{"storer", func(b *recordingBackend) driver.Backend { return unversioned{b} }},
+		{"save only", func(b *recordingBackend) driver.Backend { return newSaveOnly(b) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mb := tt.wrap(newRecordingBackend())
-			_, err := mb.Save(ctx, "s", memory.PreparedTurn{Turn: memory.Turn{User: "u"}})
+			_, err := mb.Save(ctx, "s", driver.PreparedTurn{Turn: memory.Turn{User: "u"}})
 			require.NoError(t, err)
-			_, v, err := mb.Load(ctx, "s", memory.WindowQuery{MaxTurns: 1, Known: memory.UnknownVersion})
+			_, v, err := mb.Load(ctx, "s", driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion})
 			require.NoError(t, err)
-			require.Equal(t, memory.UnknownVersion, v, "precondition: the wrapper hides the versions")
+			require.Equal(t, driver.UnknownVersion, v, "precondition: the wrapper hides the versions")
 
 			t.Run("no stale reads", func(t *testing.T) {
 				b := newRecordingBackend()
@@ -365,7 +366,7 @@ func TestPersistentUnversionedBackend(t *testing.T) {
 				assert.Zero(t, b.checks.Load())
 				assert.Equal(t, memory.CacheStats{Misses: 8}, m.Stats())
 				// So another process's write is seen at once.
-				require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "other"}))
+				require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "other"}))
 				assert.Equal(t, 5, load(t, m, "s").TurnCount)
 			})
 
@@ -421,7 +422,7 @@ func TestPersistentInvalidateCache(t *testing.T) {
 	m := newPersistent(t, b, memory.WithStaleReads(time.Hour))
 	save(t, m, "s", memory.Turn{User: "u"})
 	load(t, m, "s")
-	require.NoError(t, b.InMemoryBackend.SaveTurn(ctx, "s", memory.Turn{User: "other"}))
+	require.NoError(t, storeTurn(ctx, b.InMemoryBackend, "s", memory.Turn{User: "other"}))
 	assert.Equal(t, 1, load(t, m, "s").TurnCount)
 	assert.Zero(t, b.loads.Load()+b.checks.Load(), "a stale read reached the backend")
 
@@ -449,23 +450,23 @@ func (b *gatedBackend) wait(ctx context.Context) error {
 	}
 }
 
-func (b *gatedBackend) Load(ctx context.Context, id string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (b *gatedBackend) Load(ctx context.Context, id string, q driver.WindowQuery) (memory.Window, driver.Version, error) {
 	if err := b.wait(ctx); err != nil {
 		return memory.Window{}, 0, err
 	}
 	return b.recordingBackend.Load(ctx, id, q)
 }
 
-func (b *gatedBackend) Save(ctx context.Context, id string, t memory.PreparedTurn) (memory.Saved, error) {
+func (b *gatedBackend) Save(ctx context.Context, id string, t driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.wait(ctx); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	return b.recordingBackend.Save(ctx, id, t)
 }
 
-func (b *gatedBackend) Append(ctx context.Context, id, turnID string, msgs []memory.PreparedMessage) (memory.Saved, error) {
+func (b *gatedBackend) Append(ctx context.Context, id, turnID string, msgs []driver.PreparedMessage) (driver.Saved, error) {
 	if err := b.wait(ctx); err != nil {
-		return memory.Saved{}, err
+		return driver.Saved{}, err
 	}
 	return b.recordingBackend.Append(ctx, id, turnID, msgs)
 }
@@ -480,7 +481,7 @@ func newGatedBackend() *gatedBackend {
 // asserted, and the count of reads is logged.)
 func TestPersistentConcurrentMissesAgree(t *testing.T) {
 	b := newGatedBackend()
-	require.NoError(t, b.InMemoryBackend.SaveTurn(context.Background(), "s", memory.Turn{User: "u"}))
+	require.NoError(t, storeTurn(context.Background(), b.InMemoryBackend, "s", memory.Turn{User: "u"}))
 	m := newPersistent(t, b, memory.WithMaxTurns(maxTurns))
 	want := readThrough(t, b.InMemoryBackend, "s", maxTurns)
 	const callers = 20

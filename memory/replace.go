@@ -4,16 +4,9 @@ import (
 	"context"
 	"fmt"
 	"time"
-)
 
-// A Replacer is a Backend that can replace a session's whole history in
-// one atomic write. Both backends in package backend implement it.
-type Replacer interface {
-	// Replace makes turns, in order, the session's whole history,
-	// atomically: readers see the old history or the new one, never a
-	// mix. The session's owner, title and metadata are kept.
-	Replace(ctx context.Context, sessionID string, turns []PreparedTurn) (Saved, error)
-}
+	"github.com/turnkeep/turnkeep/driver"
+)
 
 // ReplaceSession makes turns, in order, the session's whole history,
 // atomically: every turn is validated first (nothing changes if one is
@@ -22,15 +15,15 @@ type Replacer interface {
 // mix, and a failure leaves the old one. The session's owner, title and
 // metadata are kept. With no turns it is Clear, but for them. Turn IDs, and
 // message IDs, must be unique across turns (ErrInvalidTurn). A backend that
-// is not a Replacer is ErrNotSupported.
+// is not a driver.Replacer is ErrNotSupported.
 func (m *PersistentBufferMemory) ReplaceSession(ctx context.Context, sessionID string, turns ...Turn) error {
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err
 	}
-	r, ok := m.backend.(Replacer)
+	r, ok := m.backend.(driver.Replacer)
 	if !ok {
-		return fmt.Errorf("%w: %T is not a Replacer", ErrNotSupported, m.backend)
+		return fmt.Errorf("%w: %T is not a driver.Replacer", ErrNotSupported, m.backend)
 	}
 	prepared, err := prepareAll(turns, m.now(), m.maxBytes, m.counter)
 	if err != nil {
@@ -57,12 +50,12 @@ func (m *PersistentBufferMemory) ReplaceSession(ctx context.Context, sessionID s
 
 // prepareAll validates turns for a replacement: each as SaveTurn would,
 // and their turn and message IDs unique across them.
-func prepareAll(turns []Turn, now time.Time, limit int, counter TokenCounter) ([]PreparedTurn, error) {
-	out := make([]PreparedTurn, len(turns))
+func prepareAll(turns []Turn, now time.Time, limit int, counter TokenCounter) ([]driver.PreparedTurn, error) {
+	out := make([]driver.PreparedTurn, len(turns))
 	turnIDs := make(map[string]bool, len(turns))
 	msgIDs := make(map[string]bool)
 	for i, t := range turns {
-		p, err := prepare(t, now, limit, counter)
+		p, err := driver.Prepare(t, now, limit, counter)
 		if err != nil {
 			return nil, fmt.Errorf("turn %d: %w", i, err)
 		}

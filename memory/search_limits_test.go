@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -34,13 +35,13 @@ func TestQueryTerms(t *testing.T) {
 		{"syntax only", `" * - : ()`, nil, false},
 		{"repeated, any case", "Fox fox FOX dog fox", []string{"fox", "dog"}, false},
 		{"CJK by character, each once", cjk, []string{"我", "们", "明", "天", "在", "东", "京", "见", "面", "吧"}, false},
-		{"MaxSearchTerms distinct", distinctWords(memory.MaxSearchTerms), memory.SearchTerms(distinctWords(memory.MaxSearchTerms)), false},
+		{"MaxSearchTerms distinct", distinctWords(memory.MaxSearchTerms), driver.SearchTerms(distinctWords(memory.MaxSearchTerms)), false},
 		{"MaxSearchBytes of one word repeated", strings.Repeat("ab ", memory.MaxSearchBytes/3), []string{"ab"}, false},
 		{"one more distinct term", distinctWords(memory.MaxSearchTerms + 1), nil, true},
 		{"one more byte", strings.Repeat("a", memory.MaxSearchBytes+1), nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := memory.QueryTerms(tc.text)
+			got, err := driver.QueryTerms(tc.text)
 			if tc.invalid {
 				require.ErrorIs(t, err, memory.ErrInvalidQuery)
 				return

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -93,7 +94,7 @@ func invalidTurns() []struct {
 func TestPrepareTurnRejects(t *testing.T) {
 	for _, tt := range invalidTurns() {
 		t.Run(tt.name, func(t *testing.T) {
-			_, data, err := memory.PrepareTurn(tt.turn, time.Now(), testMaxBytes)
+			_, data, err := driver.PrepareTurn(tt.turn, time.Now(), testMaxBytes)
 			require.ErrorIs(t, err, tt.wantErr)
 			assert.Nil(t, data)
 		})
@@ -141,7 +142,7 @@ func TestPrepareTurnMetadataDepthLimit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, data, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: tt.meta}, time.Now(), 0)
+			_, data, err := driver.PrepareTurn(memory.Turn{User: "u", Metadata: tt.meta}, time.Now(), 0)
 			if !tt.wantErr {
 				require.NoError(t, err)
 				assert.NotEmpty(t, data)
@@ -172,10 +173,10 @@ func TestMetadataMillionLevelsDeep(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			turn := memory.Turn{User: "u", Metadata: tt.meta}
 			start := time.Now()
-			_, _, err := memory.PrepareTurn(turn, start, 0)
+			_, _, err := driver.PrepareTurn(turn, start, 0)
 			elapsed := time.Since(start)
 			require.ErrorIs(t, err, memory.ErrInvalidTurn)
-			allocs := testing.AllocsPerRun(10, func() { _, _, _ = memory.PrepareTurn(turn, start, 0) })
+			allocs := testing.AllocsPerRun(10, func() { _, _, _ = driver.PrepareTurn(turn, start, 0) })
 			t.Logf("refused in %v, %.0f allocations", elapsed, allocs)
 			assert.Less(t, elapsed, time.Second)
 			assert.Less(t, allocs, 100.0)
@@ -185,7 +186,7 @@ func TestMetadataMillionLevelsDeep(t *testing.T) {
 			require.NoError(t, err)
 			require.ErrorIs(t, m.SaveTurn(ctx, "s", turn), memory.ErrInvalidTurn)
 			assert.Zero(t, b.calls(), "an invalid turn reached the backend")
-			require.ErrorIs(t, b.InMemoryBackend.SaveTurn(ctx, "s", turn), memory.ErrInvalidTurn)
+			require.ErrorIs(t, storeTurn(ctx, b.InMemoryBackend, "s", turn), memory.ErrInvalidTurn)
 			_, err = b.InMemoryBackend.SessionInfo(ctx, "s")
 			assert.ErrorIs(t, err, memory.ErrSessionNotFound, "something was stored")
 		})
@@ -193,16 +194,16 @@ func TestMetadataMillionLevelsDeep(t *testing.T) {
 }
 
 func TestPrepareTurnWrapsJSONError(t *testing.T) {
-	_, _, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: map[string]any{"c": make(chan int)}}, time.Now(), 0)
+	_, _, err := driver.PrepareTurn(memory.Turn{User: "u", Metadata: map[string]any{"c": make(chan int)}}, time.Now(), 0)
 	var typeErr *json.UnsupportedTypeError
 	assert.ErrorAs(t, err, &typeErr)
 }
 
 func TestPrepareTurnDefaultLimit(t *testing.T) {
 	for _, limit := range []int{0, -1} {
-		_, _, err := memory.PrepareTurn(memory.Turn{User: strings.Repeat("u", memory.DefaultMaxMessageBytes)}, time.Now(), limit)
+		_, _, err := driver.PrepareTurn(memory.Turn{User: strings.Repeat("u", memory.DefaultMaxMessageBytes)}, time.Now(), limit)
 		assert.NoError(t, err, "limit %d", limit)
-		_, _, err = memory.PrepareTurn(memory.Turn{User: strings.Repeat("u", memory.DefaultMaxMessageBytes+1)}, time.Now(), limit)
+		_, _, err = driver.PrepareTurn(memory.Turn{User: strings.Repeat("u", memory.DefaultMaxMessageBytes+1)}, time.Now(), limit)
 		assert.ErrorIs(t, err, memory.ErrTurnTooLarge, "limit %d", limit)
 	}
 }
@@ -212,7 +213,7 @@ func TestPrepareTurnNormalizes(t *testing.T) {
 	wantNow := time.Date(2025, 3, 4, 4, 6, 7, 123456000, time.UTC)
 
 	t.Run("generated ID and timestamp", func(t *testing.T) {
-		got, data, err := memory.PrepareTurn(memory.Turn{User: "u"}, now, 0)
+		got, data, err := driver.PrepareTurn(memory.Turn{User: "u"}, now, 0)
 		require.NoError(t, err)
 		assert.Regexp(t, regexp.MustCompile(`^[0-9a-f]{32}$`), got.ID)
 		assert.Equal(t, wantNow, got.Timestamp)
@@ -222,13 +223,13 @@ func TestPrepareTurnNormalizes(t *testing.T) {
 	})
 	t.Run("given ID and timestamp", func(t *testing.T) {
 		ts := time.Date(2020, 1, 1, 0, 0, 0, 999, time.FixedZone("Y", -7200))
-		got, _, err := memory.PrepareTurn(memory.Turn{ID: "turn-1", Agent: "a", Timestamp: ts}, now, 0)
+		got, _, err := driver.PrepareTurn(memory.Turn{ID: "turn-1", Agent: "a", Timestamp: ts}, now, 0)
 		require.NoError(t, err)
 		assert.Equal(t, "turn-1", got.ID)
 		assert.Equal(t, time.Date(2020, 1, 1, 2, 0, 0, 0, time.UTC), got.Timestamp)
 	})
 	t.Run("empty metadata is nil", func(t *testing.T) {
-		got, data, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: map[string]any{}}, now, 0)
+		got, data, err := driver.PrepareTurn(memory.Turn{User: "u", Metadata: map[string]any{}}, now, 0)
 		require.NoError(t, err)
 		assert.Nil(t, got.Metadata)
 		assert.Nil(t, data)
@@ -243,7 +244,7 @@ func TestPrepareTurnNormalizes(t *testing.T) {
 			"pair":   json.RawMessage(`"\ud83d\ude00"`),
 			"struct": struct{ A int }{A: 2},
 		}
-		got, data, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: meta}, now, 0)
+		got, data, err := driver.PrepareTurn(memory.Turn{User: "u", Metadata: meta}, now, 0)
 		require.NoError(t, err)
 		want := map[string]any{
 			"int":    float64(7),
@@ -280,16 +281,16 @@ func TestInvalidInputNeverReachesBackend(t *testing.T) {
 	ctx := context.Background()
 	type memoryCase struct {
 		name string
-		new  func(memory.Backend) memory.Memory
+		new  func(driver.Backend) memory.Memory
 	}
 	memories := []memoryCase{
-		{"persistent", func(b memory.Backend) memory.Memory {
+		{"persistent", func(b driver.Backend) memory.Memory {
 			return newPersistent(t, b, memory.WithMaxMessageBytes(testMaxBytes))
 		}},
-		{"persistent without cache", func(b memory.Backend) memory.Memory {
+		{"persistent without cache", func(b driver.Backend) memory.Memory {
 			return newPersistent(t, b, memory.WithMaxMessageBytes(testMaxBytes), memory.WithCacheTTL(0))
 		}},
-		{"buffer", func(memory.Backend) memory.Memory {
+		{"buffer", func(driver.Backend) memory.Memory {
 			return memory.NewBufferMemory(memory.WithMaxMessageBytes(testMaxBytes))
 		}},
 	}
@@ -331,13 +332,13 @@ func TestPrepareTurnMetadataSharedMaps(t *testing.T) {
 		m = map[string]any{"a": m, "b": m}
 	}
 	start := time.Now()
-	_, _, err := memory.PrepareTurn(memory.Turn{User: "u", Metadata: m}, time.Now(), 0)
+	_, _, err := driver.PrepareTurn(memory.Turn{User: "u", Metadata: m}, time.Now(), 0)
 	t.Logf("refused in %v", time.Since(start))
 	require.ErrorIs(t, err, memory.ErrTurnTooLarge)
 
 	cyclic := map[string]any{}
 	cyclic["self"] = []any{cyclic}
-	_, _, err = memory.PrepareTurn(memory.Turn{User: "u", Metadata: cyclic}, time.Now(), 0)
+	_, _, err = driver.PrepareTurn(memory.Turn{User: "u", Metadata: cyclic}, time.Now(), 0)
 	require.ErrorIs(t, err, memory.ErrInvalidTurn)
 	require.ErrorContains(t, err, "cycle")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -50,7 +51,7 @@ type windowSubject struct {
 // save or an append, or cutting a per-call budget from the cached window)
 // is held to what the backend returns.
 func forEachWindowMemory(t *testing.T, opts []memory.Option, fn func(t *testing.T, s windowSubject)) {
-	persistent := func(t *testing.T, b memory.Backend) windowSubject {
+	persistent := func(t *testing.T, b driver.Backend) windowSubject {
 		cached, err := memory.NewPersistentBufferMemory(b, opts...)
 		require.NoError(t, err)
 		direct, err := memory.NewPersistentBufferMemory(b, append(append([]memory.Option(nil), opts...), memory.WithCacheTTL(0))...)
@@ -153,7 +154,7 @@ func TestTrimWindowKeepsNewestTurn(t *testing.T) {
 		{1, 1, shape{IDs: []string{"b"}, Tokens: 50, TurnCount: 9}},
 		{0, 1, shape{TurnCount: 9}},
 	} {
-		assert.Equal(t, c.want, shapeOf(memory.TrimWindow(w, c.maxTurns, c.budget)), "maxTurns %d budget %d", c.maxTurns, c.budget)
+		assert.Equal(t, c.want, shapeOf(driver.TrimWindow(w, c.maxTurns, c.budget)), "maxTurns %d budget %d", c.maxTurns, c.budget)
 	}
-	assert.Equal(t, shape{TurnCount: 3}, shapeOf(memory.TrimWindow(memory.Window{TurnCount: 3}, 10, 1)), "no turns given")
+	assert.Equal(t, shape{TurnCount: 3}, shapeOf(driver.TrimWindow(memory.Window{TurnCount: 3}, 10, 1)), "no turns given")
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
 
+	"github.com/turnkeep/turnkeep/internal/optx"
 	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
@@ -25,9 +26,10 @@ var (
 	// ErrDestructive is returned by Apply when a forced destructive step
 	// cannot be carried out on this dialect.
 	ErrDestructive = errors.New("migrate: destructive change not supported")
-	// ErrInvalidOption is returned by New for a nil option or one with an
-	// invalid value.
-	ErrInvalidOption = errors.New("migrate: invalid option")
+	// ErrInvalidOption is returned by New for a nil db, a nil option or one
+	// with an invalid value. It is the same value as every turnkeep
+	// package's ErrInvalidOption.
+	ErrInvalidOption = optx.ErrInvalidOption
 )
 
 // Index describes an index the table should have.
@@ -87,20 +89,15 @@ type Migrator struct {
 // dialect.
 func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 	if db == nil {
-		return nil, errors.New("migrate: db must not be nil")
+		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidOption)
 	}
 	d, ok := sqlcore.Detect(db)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, db.Dialect().Name())
 	}
 	m := &Migrator{db: db, d: d, history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
-	for i, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
-		}
-		if err := opt(m); err != nil {
-			return nil, err
-		}
+	if err := optx.Apply(m, opts); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -34,7 +35,7 @@ func BenchmarkCoherentLoad(b *testing.B) {
 		name string
 		opts []memory.Option
 		// reads says what the load statement, if any, must ask for: the
-		// whole window (known version memory.UnknownVersion) or not.
+		// whole window (known version driver.UnknownVersion) or not.
 		reads bool
 	}{
 		{name: "coherent-hit"},
@@ -77,7 +78,7 @@ func BenchmarkCoherentLoad(b *testing.B) {
 						}
 						// The load statement's first argument is the known
 						// version minus one (backend/dataflow.go, load).
-						if known, _ := q.args[0].(int64); (known == int64(memory.UnknownVersion)-1) != mode.reads {
+						if known, _ := q.args[0].(int64); (known == int64(driver.UnknownVersion)-1) != mode.reads {
 							b.Fatalf("%s: load statement with known version %d + 1; want a read of the window: %v", mode.name, known, mode.reads)
 						}
 						bytes += rowBytes(b, db, q)

@@ -89,7 +89,7 @@ func TestTwoAppServers(t *testing.T) {
 			}
 			for s := range coherenceSessions {
 				session := coherenceSession(s)
-				w, err := b.LoadWindow(context.Background(), session, coherenceMaxTurns)
+				w, err := readWindow(context.Background(), b, session, coherenceMaxTurns)
 				if err != nil {
 					t.Fatalf("LoadWindow(%q): %v", session, err)
 				}

@@ -548,9 +548,9 @@ func TestFaultAfterClose(t *testing.T) {
 				"Clear":                   func() error { return warm.Clear(ctx, "closed") },
 				"Clear, no cache":         func() error { return uncached.Clear(ctx, "closed") },
 				"Backend.SessionInfo":     func() error { _, err := b.SessionInfo(ctx, "closed"); return err },
-				"Backend.LoadWindow":      func() error { _, err := b.LoadWindow(ctx, "closed", 5); return err },
+				"Backend.LoadWindow":      func() error { _, err := readWindow(ctx, b, "closed", 5); return err },
 				"NewDataFlowBackend(db)":  func() error { _, err := backend.NewDataFlowBackend(db); return err },
-				"Backend.SaveTurn":        func() error { return b.SaveTurn(ctx, "closed", idTurn("c3")) },
+				"Backend.SaveTurn":        func() error { return storeTurn(ctx, b, "closed", idTurn("c3")) },
 				"Backend.ClearSession":    func() error { return b.ClearSession(ctx, "closed") },
 				"LoadContext, cold, cancel": func() error {
 					c, cancel := context.WithCancel(ctx)

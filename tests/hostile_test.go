@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -150,6 +151,22 @@ func newHostileEnv(t *testing.T, d dbtest.Dialect) *hostileEnv {
 	return e
 }
 
+// saveDirect saves turn to the side's backend directly, as a program
+// without a memory would: prepared at the side's limit when it has one
+// (the limit is a memory's, carried by the prepared turn), else validated
+// by the backend within the default.
+func (s *hostileSide) saveDirect(ctx context.Context, session string, turn memory.Turn) error {
+	if s.maxBytes == 0 {
+		return storeTurn(ctx, s.be, session, turn)
+	}
+	p, err := driver.Prepare(turn, time.Now(), s.maxBytes, nil)
+	if err != nil {
+		return err
+	}
+	_, err = s.be.Save(ctx, session, p)
+	return err
+}
+
 // side returns the entry points with the given message size limit.
 func (e *hostileEnv) side(t *testing.T, maxBytes int) *hostileSide {
 	t.Helper()
@@ -157,16 +174,14 @@ func (e *hostileEnv) side(t *testing.T, maxBytes int) *hostileSide {
 		return s
 	}
 	s := &hostileSide{maxBytes: maxBytes}
-	var beOpts []backend.Option
 	var memOpts []memory.Option
 	if maxBytes > 0 {
-		beOpts = append(beOpts, backend.WithMaxMessageBytes(maxBytes))
 		memOpts = append(memOpts, memory.WithMaxMessageBytes(maxBytes))
 	} else {
 		s.inMem = backend.NewInMemoryBackend()
 	}
 	var err error
-	s.be, err = backend.NewDataFlowBackend(e.db, beOpts...)
+	s.be, err = backend.NewDataFlowBackend(e.db)
 	require.NoError(t, err)
 	s.mem, err = memory.NewPersistentBufferMemory(s.be, memOpts...)
 	require.NoError(t, err)
@@ -188,7 +203,7 @@ func (e *hostileEnv) counts(t *testing.T) hostileCounts {
 func (e *hostileEnv) checkVictim(t *testing.T) {
 	t.Helper()
 	s := e.side(t, 0)
-	w, err := s.be.LoadWindow(e.ctx, hostileVictim, 10)
+	w, err := readWindow(e.ctx, s.be, hostileVictim, 10)
 	require.NoError(t, err)
 	hostileRequireWindow(t, []memory.Turn{e.victim}, w)
 	w, err = s.mem.LoadContext(e.ctx, hostileVictim)
@@ -200,7 +215,7 @@ func (e *hostileEnv) checkVictim(t *testing.T) {
 // return.
 func hostilePrepared(t *testing.T, turn memory.Turn, maxBytes int) memory.Turn {
 	t.Helper()
-	want, _, err := memory.PrepareTurn(turn, hostileNow, maxBytes)
+	want, _, err := driver.PrepareTurn(turn, hostileNow, maxBytes)
 	require.NoError(t, err, "PrepareTurn")
 	return want
 }
@@ -407,7 +422,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				rows := len(want.Messages) // one per message: a user's, an agent's, or both
 				require.Equal(t, hostileCounts{before.messages + rows, before.sessions + 1}, e.counts(t), "rows after save")
 
-				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
+				w, err := readWindow(e.ctx, s.be, c.session, 10)
 				require.NoError(t, err)
 				hostileRequireWindow(t, []memory.Turn{want}, w)
 				w, err = s.mem.LoadContext(e.ctx, c.session)
@@ -419,7 +434,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 
 				// A retry of the same turn (same ID) stores nothing.
 				require.NoError(t, s.mem.SaveTurn(e.ctx, c.session, c.turn))
-				require.NoError(t, s.be.SaveTurn(e.ctx, c.session, c.turn))
+				require.NoError(t, storeTurn(e.ctx, s.be, c.session, c.turn))
 				require.Equal(t, hostileCounts{before.messages + rows, before.sessions + 1}, e.counts(t), "rows after retries")
 				e.checkVictim(t)
 			})
@@ -436,7 +451,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				want := hostilePrepared(t, c.turn, c.maxBytes)
 				n, rows = n+1, rows+len(want.Messages)
 				s := e.side(t, c.maxBytes)
-				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
+				w, err := readWindow(e.ctx, s.be, c.session, 10)
 				require.NoError(t, err, c.name)
 				hostileRequireWindow(t, []memory.Turn{want}, w)
 			}
@@ -454,7 +469,7 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 				require.NoError(t, s.mem.Clear(e.ctx, c.session))
 				rows := len(hostilePrepared(t, c.turn, c.maxBytes).Messages)
 				require.Equal(t, hostileCounts{before.messages - rows, before.sessions - 1}, e.counts(t), "rows after clear")
-				w, err := s.be.LoadWindow(e.ctx, c.session, 10)
+				w, err := readWindow(e.ctx, s.be, c.session, 10)
 				require.NoError(t, err)
 				require.Equal(t, memory.Window{}, w)
 				_, err = s.be.SessionInfo(e.ctx, c.session)
@@ -491,20 +506,20 @@ func TestHostileInputRejected(t *testing.T) {
 				}
 				require.True(t, s.inMem != nil || !errors.Is(c.want, memory.ErrInvalidSessionID), "session cases use the default limit")
 				check("PersistentBufferMemory.SaveTurn", true, func() error { return s.mem.SaveTurn(e.ctx, c.session, c.turn) })
-				check("DataFlowBackend.SaveTurn", true, func() error { return s.be.SaveTurn(e.ctx, c.session, c.turn) })
+				check("DataFlowBackend.Save", true, func() error { return s.saveDirect(e.ctx, c.session, c.turn) })
 				check("BufferMemory.SaveTurn", false, func() error { return s.buf.SaveTurn(e.ctx, c.session, c.turn) })
 				if s.inMem != nil {
-					check("InMemoryBackend.SaveTurn", false, func() error { return s.inMem.SaveTurn(e.ctx, c.session, c.turn) })
+					check("InMemoryBackend.SaveTurn", false, func() error { return storeTurn(e.ctx, s.inMem, c.session, c.turn) })
 				}
 				if errors.Is(c.want, memory.ErrInvalidSessionID) {
 					check("PersistentBufferMemory.LoadContext", true, func() error { _, err := s.mem.LoadContext(e.ctx, c.session); return err })
 					check("PersistentBufferMemory.Clear", true, func() error { return s.mem.Clear(e.ctx, c.session) })
-					check("DataFlowBackend.LoadWindow", true, func() error { _, err := s.be.LoadWindow(e.ctx, c.session, 10); return err })
+					check("DataFlowBackend.LoadWindow", true, func() error { _, err := readWindow(e.ctx, s.be, c.session, 10); return err })
 					check("DataFlowBackend.ClearSession", true, func() error { return s.be.ClearSession(e.ctx, c.session) })
 					check("DataFlowBackend.SessionInfo", true, func() error { _, err := s.be.SessionInfo(e.ctx, c.session); return err })
 					check("BufferMemory.LoadContext", false, func() error { _, err := s.buf.LoadContext(e.ctx, c.session); return err })
 					check("BufferMemory.Clear", false, func() error { return s.buf.Clear(e.ctx, c.session) })
-					check("InMemoryBackend.LoadWindow", false, func() error { _, err := s.inMem.LoadWindow(e.ctx, c.session, 10); return err })
+					check("InMemoryBackend.LoadWindow", false, func() error { _, err := readWindow(e.ctx, s.inMem, c.session, 10); return err })
 					check("InMemoryBackend.ClearSession", false, func() error { return s.inMem.ClearSession(e.ctx, c.session) })
 					check("InMemoryBackend.SessionInfo", false, func() error { _, err := s.inMem.SessionInfo(e.ctx, c.session); return err })
 					s.mem.InvalidateCache(c.session) // must not panic
@@ -518,43 +533,44 @@ func TestHostileInputRejected(t *testing.T) {
 	})
 }
 
-// TestHostileInputSmallerBackendLimit puts a memory with the default limit
-// in front of a backend with a smaller one. The memory's limit is the one
-// limit: a turn the memory prepared is stored as it is, even over the
-// backend's limit, and reads back verbatim from the cache and the
-// database. A turn given to the backend directly is validated with the
-// backend's own limit: its ErrTurnTooLarge reaches the caller, nothing is
-// written, and the memory's cached window stays exact.
-func TestHostileInputSmallerBackendLimit(t *testing.T) {
+// TestHostileInputLargerMemoryLimit puts a memory with a limit larger than
+// the default in front of a backend. The memory's limit is the one limit
+// (a backend has none of its own): a turn the memory prepared is stored as
+// it is, even over the default, and reads back verbatim from the cache and
+// the database. A turn given to the backend directly is validated within
+// the default: its ErrTurnTooLarge reaches the caller, nothing is written,
+// and the memory's cached window stays exact.
+func TestHostileInputLargerMemoryLimit(t *testing.T) {
+	const limit = 2 * memory.DefaultMaxMessageBytes
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newHostileEnv(t, d)
-		be := e.side(t, 64).be
-		mem, err := memory.NewPersistentBufferMemory(be)
+		be := e.side(t, 0).be
+		mem, err := memory.NewPersistentBufferMemory(be, memory.WithMaxMessageBytes(limit))
 		require.NoError(t, err)
 		first := memory.Turn{ID: "t1", User: "u", Timestamp: hostileNow}
 		require.NoError(t, mem.SaveTurn(e.ctx, "s", first))
 		w, err := mem.LoadContext(e.ctx, "s") // now cached
 		require.NoError(t, err)
-		hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, first, 64)}, w)
+		hostileRequireWindow(t, []memory.Turn{hostilePrepared(t, first, limit)}, w)
 
 		// Through the memory: within its limit, so stored.
 		before := e.counts(t)
-		big := memory.Turn{ID: "t2", User: strings.Repeat("x", 65), Timestamp: hostileNow}
+		big := memory.Turn{ID: "t2", User: strings.Repeat("x", memory.DefaultMaxMessageBytes+1), Timestamp: hostileNow}
 		err = mem.SaveTurn(e.ctx, "s", big)
 		hostileNoDBError(t, err)
 		require.NoError(t, err)
 		require.Equal(t, hostileCounts{before.messages + 1, before.sessions}, e.counts(t))
-		want := []memory.Turn{hostilePrepared(t, first, 64), hostilePrepared(t, big, 0)}
+		want := []memory.Turn{hostilePrepared(t, first, limit), hostilePrepared(t, big, limit)}
 		w, err = mem.LoadContext(e.ctx, "s")
 		require.NoError(t, err)
 		hostileRequireWindow(t, want, w)
-		w, err = be.LoadWindow(e.ctx, "s", 10)
+		w, err = readWindow(e.ctx, be, "s", 10)
 		require.NoError(t, err)
 		hostileRequireWindow(t, want, w)
 
-		// To the backend directly: over its limit, so refused.
+		// To the backend directly: over the default, so refused.
 		before = e.counts(t)
-		err = be.SaveTurn(e.ctx, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", 65), Timestamp: hostileNow})
+		err = storeTurn(e.ctx, be, "s", memory.Turn{ID: "t3", User: strings.Repeat("x", memory.DefaultMaxMessageBytes+1), Timestamp: hostileNow})
 		hostileNoDBError(t, err)
 		require.ErrorIs(t, err, memory.ErrTurnTooLarge)
 		require.Equal(t, before, e.counts(t))

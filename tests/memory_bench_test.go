@@ -117,7 +117,7 @@ func openRaw(tb testing.TB, url string) *rawStore {
 	if err != nil {
 		tb.Fatalf("new backend: %v", err)
 	}
-	if _, err := b.LoadWindow(ctx, "raw-schema", 1); err != nil { // creates both tables
+	if _, err := readWindow(ctx, b, "raw-schema", 1); err != nil { // creates both tables
 		tb.Fatalf("create raw schema: %v", err)
 	}
 	return &rawStore{db: db.Bun()}

@@ -220,7 +220,7 @@ func prefillTurnkeep(tb testing.TB, dbURL string, ids []string) {
 		go func() {
 			for t := range peerTurns {
 				for i := w; i < len(ids); i += workers {
-					if err := b.SaveTurn(ctx, ids[i], memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+					if err := storeTurn(ctx, b, ids[i], memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
 						errs <- fmt.Errorf("prefill %s turn %d: %w", ids[i], t, err)
 						return
 					}

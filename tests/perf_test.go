@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -240,7 +241,7 @@ func TestPerfSeedScenario(t *testing.T) {
 			// with the generated ID.
 			in := turns[i]
 			in.ID = got.ID
-			want, _, err := memory.PrepareTurn(in, time.Now(), 0)
+			want, _, err := driver.PrepareTurn(in, time.Now(), 0)
 			require.NoError(t, err)
 			require.Equalf(t, want, got, "session %s: turn read back", ids[i])
 		}

@@ -38,7 +38,7 @@ func openPGTurnkeep(tb testing.TB, async, search bool) *backend.DataFlowBackend 
 	if err != nil {
 		tb.Fatalf("new backend: %v", err)
 	}
-	if err := b.SaveTurn(ctx, "warm-up", memory.Turn{User: "a", Agent: "b"}); err != nil { // creates the tables
+	if err := storeTurn(ctx, b, "warm-up", memory.Turn{User: "a", Agent: "b"}); err != nil { // creates the tables
 		tb.Fatalf("warm-up: %v", err)
 	}
 	if err := b.EnsureSearchIndex(ctx); err != nil {
@@ -78,7 +78,7 @@ func benchGrowth(b *testing.B, analyze bool) {
 	}{{"at100", 100}, {"at10k", 10_000}}
 	for _, s := range sizes {
 		for i := range s.turns {
-			if err := be.SaveTurn(ctx, s.name, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+			if err := storeTurn(ctx, be, s.name, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
 				b.Fatalf("fill %s turn %d: %v", s.name, i, err)
 			}
 		}
@@ -96,7 +96,7 @@ func benchGrowth(b *testing.B, analyze bool) {
 		b.Run("save/"+s.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := be.SaveTurn(ctx, s.name, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+				if err := storeTurn(ctx, be, s.name, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -143,7 +143,7 @@ func BenchmarkPGThroughput16(b *testing.B) {
 				defer wg.Done()
 				for i := range perRun {
 					id := fmt.Sprintf("w%02d-%d", w, i%4)
-					if err := be.SaveTurn(ctx, id, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
+					if err := storeTurn(ctx, be, id, memory.Turn{User: peerUser, Agent: peerAgent}); err != nil {
 						failed.Store(err)
 						return
 					}

@@ -140,7 +140,7 @@ func scaleBuild(ctx context.Context, t *testing.T, d dbtest.Dialect, name string
 		t.Fatalf("%s: backend: %v", name, err)
 	}
 	const boot = "scale-bootstrap"
-	if err := be.SaveTurn(ctx, boot, memory.Turn{User: "create", Agent: "tables"}); err != nil {
+	if err := storeTurn(ctx, be, boot, memory.Turn{User: "create", Agent: "tables"}); err != nil {
 		t.Fatalf("%s: bootstrap save: %v", name, err)
 	}
 	if err := be.ClearSession(ctx, boot); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -122,7 +123,7 @@ func (s *sessDB) load(tb testing.TB, l sessLoad) time.Duration {
 		mrows := make([]backend.MessageRow, 0, n*l.turns*2)
 		var fts []any
 		for i := first; i < first+n; i++ {
-			key := memory.SessionKey(sessTenant, sessID(i))
+			key := driver.SessionKey(sessTenant, sessID(i))
 			var tokens int64
 			for seq := int64(1); seq <= int64(l.turns); seq++ {
 				tid := scaleTurnID(i, seq)
@@ -132,11 +133,11 @@ func (s *sessDB) load(tb testing.TB, l sessLoad) time.Duration {
 					tok := int64(len(content)/4 + 1)
 					tokens += tok
 					row := backend.MessageRow{SessionID: key, Seq: seq, Pos: int32(pos), TurnID: tid,
-						MsgID: sql.NullString{String: memory.DerivedMessageID(tid, pos), Valid: true},
+						MsgID: sql.NullString{String: driver.DerivedMessageID(tid, pos), Valid: true},
 						Role:  string(role), Content: content, Tokens: tok, TokensBefore: before,
 						CreatedAt: scaleEpoch.Add(time.Duration(seq) * time.Minute)}
 					if pg {
-						if text := memory.SearchText(content); text != "" {
+						if text := driver.SearchText(content); text != "" {
 							row.SearchText = sql.NullString{String: text, Valid: true}
 						}
 					} else if entry, ok := backend.SearchEntry(key, seq, int32(pos), content); ok {
@@ -312,7 +313,7 @@ func sessionsSearch(t *testing.T, d dbtest.Dialect, sessions, turns int) {
 			if err := rows.Scan(&key, &turn, &content); err != nil {
 				t.Fatalf("like: %v", err)
 			}
-			_, id := memory.ParseSessionKey(key)
+			_, id := driver.ParseSessionKey(key)
 			found[id+"/"+turn] = true
 		}
 		if err := rows.Err(); err != nil {
@@ -467,7 +468,7 @@ func sessionsDeleteUser(t *testing.T, d dbtest.Dialect, n int) {
 		t.Errorf("delete user: report %+v; want %+v", r, want)
 	}
 	t.Logf("%s: DeleteUser of %d sessions (%d messages) in batches of %d: %v; %.0f sessions/s, %.0f messages/s",
-		d.Name, r.Sessions, r.Messages, memory.DeleteBatch, took.Round(time.Millisecond),
+		d.Name, r.Sessions, r.Messages, driver.DeleteBatch, took.Round(time.Millisecond),
 		float64(r.Sessions)/took.Seconds(), float64(r.Messages)/took.Seconds())
 
 	// Exactly the user's sessions are gone, with their messages and search

@@ -15,6 +15,7 @@ import (
 	"github.com/tmc/langchaingo/schema"
 
 	"github.com/turnkeep/turnkeep/contrib/langchaingo"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -75,7 +76,7 @@ func requireExchanges(t *testing.T, mem memory.Memory, sessionID string, first i
 }
 
 func TestConversationBuffer(t *testing.T) {
-	eachStore(t, func(t *testing.T, b memory.Backend) {
+	eachStore(t, func(t *testing.T, b driver.Backend) {
 		mem := newMemory(t, b)
 		h, err := langchaingo.NewHistory(mem, "s")
 		require.NoError(t, err)
@@ -100,7 +101,7 @@ func TestConversationBuffer(t *testing.T) {
 // TestConversationBufferWindow: a ConversationBuffer over a History with
 // WithWindow sends the model the newest exchanges and keeps them all.
 func TestConversationBufferWindow(t *testing.T) {
-	eachStore(t, func(t *testing.T, b memory.Backend) {
+	eachStore(t, func(t *testing.T, b driver.Backend) {
 		mem := newMemory(t, b)
 		h, err := langchaingo.NewHistory(mem, "s", langchaingo.WithWindow(2))
 		require.NoError(t, err)
@@ -116,7 +117,7 @@ func TestConversationBufferWindow(t *testing.T) {
 // TestConversationWindowBuffer: langchaingo's window buffer cuts the store
 // itself, through SetMessages, to its last k exchanges, kept as turns.
 func TestConversationWindowBuffer(t *testing.T) {
-	eachStore(t, func(t *testing.T, b memory.Backend) {
+	eachStore(t, func(t *testing.T, b driver.Backend) {
 		mem := newMemory(t, b)
 		h, err := langchaingo.NewHistory(mem, "s")
 		require.NoError(t, err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -27,20 +28,20 @@ const envPostgres = "TURNKEEP_POSTGRES_URL"
 // A store is a kind of backend the tests run on.
 type store struct {
 	name    string
-	backend func(t *testing.T) memory.Backend
+	backend func(t *testing.T) driver.Backend
 }
 
 var stores = []store{
-	{"inmemory", func(*testing.T) memory.Backend { return backend.NewInMemoryBackend() }},
-	{"sqlite", func(t *testing.T) memory.Backend {
+	{"inmemory", func(*testing.T) driver.Backend { return backend.NewInMemoryBackend() }},
+	{"sqlite", func(t *testing.T) driver.Backend {
 		return dataFlow(t, "sqlite:///"+filepath.Join(t.TempDir(), "test.db"))
 	}},
-	{"pg", func(t *testing.T) memory.Backend { return dataFlow(t, postgresURL(t)) }},
+	{"pg", func(t *testing.T) driver.Backend { return dataFlow(t, postgresURL(t)) }},
 }
 
 // eachStore runs fn as a subtest on every store; without envPostgres the
 // PostgreSQL subtest is skipped with a message naming it.
-func eachStore(t *testing.T, fn func(t *testing.T, b memory.Backend)) {
+func eachStore(t *testing.T, fn func(t *testing.T, b driver.Backend)) {
 	t.Helper()
 	for _, s := range stores {
 		t.Run(s.name, func(t *testing.T) { fn(t, s.backend(t)) })
@@ -48,7 +49,7 @@ func eachStore(t *testing.T, fn func(t *testing.T, b memory.Backend)) {
 }
 
 // newMemory returns a PersistentBufferMemory over b.
-func newMemory(t *testing.T, b memory.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
+func newMemory(t *testing.T, b driver.Backend, opts ...memory.Option) *memory.PersistentBufferMemory {
 	t.Helper()
 	m, err := memory.NewPersistentBufferMemory(b, opts...)
 	require.NoError(t, err)
@@ -106,12 +107,12 @@ func postgresURL(t *testing.T) string {
 
 // recordingBackend records the turn limit of every Load.
 type recordingBackend struct {
-	memory.Backend
+	driver.Backend
 	mu       sync.Mutex // protects maxTurns
 	maxTurns []int
 }
 
-func (b *recordingBackend) Load(ctx context.Context, sessionID string, q memory.WindowQuery) (memory.Window, memory.Version, error) {
+func (b *recordingBackend) Load(ctx context.Context, sessionID string, q driver.WindowQuery) (memory.Window, driver.Version, error) {
 	b.mu.Lock()
 	b.maxTurns = append(b.maxTurns, q.MaxTurns)
 	b.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tmc/langchaingo/llms"
 	"github.com/tmc/langchaingo/schema"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -217,7 +218,7 @@ func group(messages []llms.ChatMessage) ([]memory.Turn, error) {
 	}
 	now := time.Now()
 	for i := range turns {
-		if _, err := memory.Prepare(turns[i], now, 0); err != nil {
+		if _, err := driver.Prepare(turns[i], now, 0, nil); err != nil {
 			return nil, fmt.Errorf("turn %d of %d: %w", i+1, len(turns), err)
 		}
 	}

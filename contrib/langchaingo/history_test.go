@@ -13,6 +13,7 @@ import (
 	"github.com/tmc/langchaingo/llms"
 
 	"github.com/turnkeep/turnkeep/contrib/langchaingo"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -89,7 +90,7 @@ var conversations = []struct {
 // SetMessages, and reads it back as it was, in turns as the package doc
 // says.
 func TestRoundTrip(t *testing.T) {
-	eachStore(t, func(t *testing.T, b memory.Backend) {
+	eachStore(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		mem := newMemory(t, b)
 		for _, c := range conversations {
@@ -300,7 +301,7 @@ func TestAddAfterConcurrentClear(t *testing.T) {
 
 // TestWindow: Messages and AddMessage read only the turns they need.
 func TestWindow(t *testing.T) {
-	eachStore(t, func(t *testing.T, b memory.Backend) {
+	eachStore(t, func(t *testing.T, b driver.Backend) {
 		ctx := context.Background()
 		rb := &recordingBackend{Backend: b}
 		mem := newMemory(t, rb, memory.WithCacheTTL(0), memory.WithMaxTurns(3))
@@ -429,7 +430,7 @@ func TestZeroHistory(t *testing.T) {
 // TestConcurrentExchanges: exchanges added by many goroutines through one
 // History each stay one turn.
 func TestConcurrentExchanges(t *testing.T) {
-	eachStore(t, func(t *testing.T, b memory.Backend) {
+	eachStore(t, func(t *testing.T, b driver.Backend) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		mem := newMemory(t, b)

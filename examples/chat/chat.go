@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -175,7 +176,7 @@ func (c *chat) say(ctx context.Context, message string) {
 
 // A turnWriter appends the messages of an answer to its stored turn as
 // they come. Each message gets the ID of its place in the turn
-// (memory.DerivedMessageID), so a write is idempotent: a message that
+// (driver.DerivedMessageID), so a write is idempotent: a message that
 // failed to store stays pending and is sent again with the next one, and
 // the memory skips any that an earlier, seemingly failed, write stored.
 // Later messages are never stored before an earlier one.
@@ -188,7 +189,7 @@ type turnWriter struct {
 }
 
 func (tw *turnWriter) nextID() string {
-	id := memory.DerivedMessageID(tw.turnID, tw.next)
+	id := driver.DerivedMessageID(tw.turnID, tw.next)
 	tw.next++
 	return id
 }

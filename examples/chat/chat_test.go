@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -69,7 +70,7 @@ func TestAnswerRetriedIdempotently(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, w.Turns, 1)
 	turn := w.Turns[0]
-	id := func(pos int) string { return memory.DerivedMessageID(turn.ID, pos) }
+	id := func(pos int) string { return driver.DerivedMessageID(turn.ID, pos) }
 	assert.Equal(t, [][]string{{id(1)}, {id(1), id(2)}, {id(1), id(2), id(3)}}, mem.appended, "pending messages are sent again with the same IDs")
 	var roles []memory.Role
 	for i, m := range turn.Messages {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -50,7 +51,7 @@ func stored(t *testing.T, dbURL, session string) memory.Window {
 	defer db.Close()
 	b, err := backend.NewDataFlowBackend(db)
 	require.NoError(t, err)
-	w, err := b.LoadWindow(ctx, session, 1000)
+	w, err := readWindow(ctx, b, session, 1000)
 	require.NoError(t, err)
 	return w
 }
@@ -187,7 +188,7 @@ func TestBadArguments(t *testing.T) {
 		{"not a url", nil, []string{"-db", "chat.db"}, exitFailure, "invalid database url"},
 		{"missing directory", nil, []string{"-db", missingDir}, exitFailure, "does not exist"},
 		{"postgres password not echoed", nil, []string{"-db", "postgres://u:s3cret@/chat"}, exitFailure, "no host"},
-		{"max turns", nil, []string{"-db", sqliteURL(t), "-max-turns", "0"}, exitUsage, "-max-turns: turnkeep: memory: invalid option: max turns must be at least 1"},
+		{"max turns", nil, []string{"-db", sqliteURL(t), "-max-turns", "0"}, exitUsage, "-max-turns: turnkeep: invalid option: max turns must be at least 1"},
 		{"empty session", nil, []string{"-session", ""}, exitUsage, "-session: memory: invalid session id: empty"},
 		{"unknown flag", nil, []string{"-nope"}, exitUsage, "flag provided but not defined: -nope"},
 		{"argument", nil, []string{"-db", sqliteURL(t), "hello"}, exitUsage, `unexpected argument "hello"`},
@@ -503,12 +504,12 @@ func testOfflineCalculatorTurn(t *testing.T, dbURL string) {
 	callID := turn.Messages[1].ToolCalls[0].ID
 	assert.NotEmpty(t, callID)
 	assert.Equal(t, []memory.Message{
-		{ID: memory.DerivedMessageID(turn.ID, 0), Role: memory.RoleUser, Content: "what is 6*7"},
-		{ID: memory.DerivedMessageID(turn.ID, 1), Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{
+		{ID: driver.DerivedMessageID(turn.ID, 0), Role: memory.RoleUser, Content: "what is 6*7"},
+		{ID: driver.DerivedMessageID(turn.ID, 1), Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{
 			{ID: callID, Name: calculatorName, Arguments: `{"expression":"6*7"}`},
 		}},
-		{ID: memory.DerivedMessageID(turn.ID, 2), Role: memory.RoleTool, Name: calculatorName, ToolCallID: callID, Content: "42"},
-		{ID: memory.DerivedMessageID(turn.ID, 3), Role: memory.RoleAssistant, Content: "6*7 = 42"},
+		{ID: driver.DerivedMessageID(turn.ID, 2), Role: memory.RoleTool, Name: calculatorName, ToolCallID: callID, Content: "42"},
+		{ID: driver.DerivedMessageID(turn.ID, 3), Role: memory.RoleAssistant, Content: "6*7 = 42"},
 	}, withoutTokens(t, turn.Messages))
 	assert.Equal(t, "what is 6*7", turn.User)
 	assert.Equal(t, "6*7 = 42", turn.Agent)
@@ -626,10 +627,10 @@ func TestLLMToolCallsThroughChat(t *testing.T) {
 	require.Equal(t, 3, w.TurnCount)
 	turn := w.Turns[1]
 	assert.Equal(t, []memory.Message{
-		{ID: memory.DerivedMessageID(turn.ID, 0), Role: memory.RoleUser, Content: "what is (2+3)*4 in words?"},
-		{ID: memory.DerivedMessageID(turn.ID, 1), Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "call_1", Name: calculatorName, Arguments: `{"expression":"(2+3)*4"}`}}},
-		{ID: memory.DerivedMessageID(turn.ID, 2), Role: memory.RoleTool, Name: calculatorName, ToolCallID: "call_1", Content: "20"},
-		{ID: memory.DerivedMessageID(turn.ID, 3), Role: memory.RoleAssistant, Content: "It is 20."},
+		{ID: driver.DerivedMessageID(turn.ID, 0), Role: memory.RoleUser, Content: "what is (2+3)*4 in words?"},
+		{ID: driver.DerivedMessageID(turn.ID, 1), Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "call_1", Name: calculatorName, Arguments: `{"expression":"(2+3)*4"}`}}},
+		{ID: driver.DerivedMessageID(turn.ID, 2), Role: memory.RoleTool, Name: calculatorName, ToolCallID: "call_1", Content: "20"},
+		{ID: driver.DerivedMessageID(turn.ID, 3), Role: memory.RoleAssistant, Content: "It is 20."},
 	}, withoutTokens(t, turn.Messages))
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -89,7 +90,7 @@ func (a *answerWriter) finish(ctx context.Context, complete bool) error {
 
 // segment turns the held text into a pending segment.
 func (a *answerWriter) segment(partial bool) {
-	m := memory.Message{ID: memory.DerivedMessageID(a.turnID, a.next), Role: memory.RoleAssistant, Content: a.buf.String()}
+	m := memory.Message{ID: driver.DerivedMessageID(a.turnID, a.next), Role: memory.RoleAssistant, Content: a.buf.String()}
 	if partial {
 		m.Metadata = map[string]any{partialKey: true}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -362,7 +363,7 @@ func (s *server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	turnID := memory.NewTurnID()
-	msg := memory.Message{ID: memory.DerivedMessageID(turnID, 0), Role: memory.RoleUser, Content: content, Name: user}
+	msg := memory.Message{ID: driver.DerivedMessageID(turnID, 0), Role: memory.RoleUser, Content: content, Name: user}
 	if err := s.mem.SaveTurn(ctx, info.ID, memory.Turn{ID: turnID, Messages: []memory.Message{msg}}); err != nil {
 		s.error(w, err)
 		return

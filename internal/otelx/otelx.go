@@ -1,5 +1,6 @@
-// Package otelx holds what package memory and package dataflow share about
-// OpenTelemetry: which provider records anything.
+// Package otelx is the one OpenTelemetry recorder of turnkeep: package
+// memory and package dataflow each make a Recorder of their operations, and
+// this package decides which provider records anything.
 package otelx
 
 import (

@@ -14,7 +14,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 func main() {
@@ -31,7 +31,7 @@ func main() {
 	base := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
 	for s := 1; s <= 3; s++ {
 		for i := 1; i <= 5; i++ {
-			t := memory.Turn{
+			t := driver.Turn{
 				ID:        fmt.Sprintf("s%d-t%d", s, i),
 				User:      fmt.Sprintf("question %d of session %d", i, s),
 				Agent:     fmt.Sprintf("answer %d of session %d", i, s),

@@ -17,15 +17,15 @@ import (
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 var base = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 // turn is turn i of session s: answers of growing length, some in other
 // scripts, metadata on every turn but those divisible by 3.
-func turn(s, i int) memory.Turn {
-	t := memory.Turn{
+func turn(s, i int) driver.Turn {
+	t := driver.Turn{
 		ID:        fmt.Sprintf("v1-s%d-t%d", s, i),
 		User:      fmt.Sprintf("question %d of session %d?", i, s),
 		Agent:     fmt.Sprintf("answer %d of session %d: %s", i, s, strings.Repeat("lorem ipsum dolor ", i*s)),
@@ -52,7 +52,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	save := func(session string, t memory.Turn) {
+	save := func(session string, t driver.Turn) {
 		if err := b.SaveTurn(ctx, session, t); err != nil {
 			log.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func main() {
 	// Session 3 first holds 3 turns that a clear removes; the 6 saved
 	// after it are what stays.
 	for i := 1; i <= 3; i++ {
-		save("session-3", memory.Turn{ID: fmt.Sprintf("v1-s3-old%d", i), User: "forgotten question", Agent: "forgotten answer",
+		save("session-3", driver.Turn{ID: fmt.Sprintf("v1-s3-old%d", i), User: "forgotten question", Agent: "forgotten answer",
 			Timestamp: base.Add(time.Duration(i) * time.Second)})
 	}
 	if err := b.ClearSession(ctx, "session-3"); err != nil {
@@ -74,8 +74,8 @@ func main() {
 	// A turn saved twice is stored once.
 	save("session-1", turn(1, 6))
 	// Session 4: turns this release took with one side empty.
-	save("session-4", memory.Turn{ID: "v1-s4-t1", User: "a question saved before its answer", Timestamp: base.Add(4001 * time.Second)})
-	save("session-4", memory.Turn{ID: "v1-s4-t2", Agent: "an answer with no question", Timestamp: base.Add(4002 * time.Second)})
+	save("session-4", driver.Turn{ID: "v1-s4-t1", User: "a question saved before its answer", Timestamp: base.Add(4001 * time.Second)})
+	save("session-4", driver.Turn{ID: "v1-s4-t2", Agent: "an answer with no question", Timestamp: base.Add(4002 * time.Second)})
 	for s := 1; s <= 4; s++ {
 		w, err := b.LoadWindow(ctx, fmt.Sprintf("session-%d", s), 100)
 		want := 6

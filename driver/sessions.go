@@ -1,7 +1,6 @@
-package memory
+package driver
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -85,6 +84,33 @@ func ValidateUser(user string) error {
 	return nil
 }
 
+// PrepareSessionInfo validates the owner (ValidateUser), title and
+// metadata of s, the fields CreateSession and Import store, and returns s
+// with its metadata normalized as Prepare normalizes a turn's. Errors wrap
+// ErrInvalidUser, ErrInvalidTurn (a title longer than MaxTitleBytes, or
+// text or metadata Prepare would refuse) or ErrTurnTooLarge (metadata over
+// maxMessageBytes; <= 0 means DefaultMaxMessageBytes).
+func PrepareSessionInfo(s SessionInfo, maxMessageBytes int) (SessionInfo, error) {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxMessageBytes
+	}
+	if err := ValidateUser(s.User); err != nil {
+		return SessionInfo{}, err
+	}
+	if len(s.Title) > MaxTitleBytes {
+		return SessionInfo{}, fmt.Errorf("%w: title is %d bytes, limit %d", ErrInvalidTurn, len(s.Title), MaxTitleBytes)
+	}
+	if reason := badText(s.Title); reason != "" {
+		return SessionInfo{}, fmt.Errorf("%w: title %s", ErrInvalidTurn, reason)
+	}
+	meta, _, err := prepareMetadata(s.Metadata, maxMessageBytes)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	s.Metadata = meta
+	return s, nil
+}
+
 // badName says why s cannot be a tenant or owner name, or returns "".
 func badName(s string) string {
 	if reason := badText(s); reason != "" {
@@ -157,50 +183,6 @@ type HistoryQuery struct {
 type HistoryPage struct {
 	Turns []Turn // in the order the query asked for
 	Next  string // "" on the last page
-}
-
-// A SessionStore is a Backend that manages sessions as a product: owners,
-// listing, deletion in batches, search and paging through history. Both
-// backends in package backend implement it. Sessions are named by their
-// keys (SessionKey); operations over many sessions take the tenant.
-type SessionStore interface {
-	Backend
-	// CreateSession records the session's owner, title and metadata,
-	// creating it with no turns if need be. A session owned by another
-	// user is ErrSessionOwned; an unowned one that holds turns is
-	// ErrSessionExists (unless s.User is empty), and an unowned empty one
-	// takes s.User as its owner.
-	CreateSession(ctx context.Context, key string, s SessionInfo) error
-	// ClaimSession makes user the owner of the existing, unowned session,
-	// atomically: of two claims at once exactly one wins, and the other
-	// is ErrSessionOwned. A session the user owns already is no change;
-	// one that does not exist is ErrSessionNotFound.
-	ClaimSession(ctx context.Context, key, user string) error
-	// Import stores, all or nothing, the session's head and every turn
-	// next yields until it returns io.EOF: the whole import is one
-	// transaction, and an error from next, or from storing any turn,
-	// leaves the session as it was. The head's owner must be the
-	// session's (ErrSessionOwned; ErrSessionExists for an unowned session
-	// that holds turns), or the session must be new or empty and
-	// unowned, when it takes that owner; when the head has an owner, a
-	// title or metadata, they become the session's. A turn whose ID the
-	// session (or the import) holds is no change when its messages equal
-	// the held ones, and otherwise an error wrapping ErrInvalidImport
-	// naming the turn, as is a message ID another turn holds. Only what
-	// one turn needs is held in memory, never the whole import.
-	Import(ctx context.Context, key string, s SessionInfo, next func() (PreparedTurn, error)) error
-	// ListSessions returns a page of the tenant's sessions, most recently
-	// updated first, by keyset: one indexed query per page.
-	ListSessions(ctx context.Context, tenant string, q SessionQuery) (SessionPage, error)
-	// DeleteSessions removes, in batches of at most batch sessions, every
-	// session of the tenant owned by user (when user is not nil) and last
-	// updated before before (when it is not zero), with their messages and
-	// search entries, and returns the keys it removed.
-	DeleteSessions(ctx context.Context, tenant string, user *string, before time.Time, batch int) (DeleteReport, []string, error)
-	// Search finds messages of the tenant's sessions by full-text search.
-	Search(ctx context.Context, tenant string, q SearchQuery) ([]SearchHit, error)
-	// History returns a page of the session's turns, in sequence order.
-	History(ctx context.Context, key string, q HistoryQuery) (HistoryPage, error)
 }
 
 // SearchTerms splits search text into the terms a SessionStore matches:

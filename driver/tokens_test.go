@@ -1,11 +1,11 @@
-package memory_test
+package driver_test
 
 import (
 	"strings"
 	"testing"
 	"unicode/utf8"
 
-	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/driver"
 )
 
 // estimateSamples are texts of the kinds EstimateTokens is fitted to,
@@ -32,7 +32,7 @@ var estimateSamples = []struct {
 
 func TestEstimateTokens(t *testing.T) {
 	for _, tt := range estimateSamples {
-		if got := memory.EstimateTokens(tt.text); got != tt.want {
+		if got := driver.EstimateTokens(tt.text); got != tt.want {
 			t.Errorf("%s: EstimateTokens(%q) = %d; want %d", tt.name, tt.text, got, tt.want)
 		}
 	}
@@ -42,7 +42,7 @@ func TestEstimateTokens(t *testing.T) {
 // least a token for a non-empty text, and at most a token per byte.
 func checkEstimate(t *testing.T, s string) {
 	t.Helper()
-	n := memory.EstimateTokens(s)
+	n := driver.EstimateTokens(s)
 	switch {
 	case n < 0:
 		t.Errorf("EstimateTokens(%q) = %d; want >= 0", s, n)
@@ -75,11 +75,11 @@ func TestEstimateTokensGrowsWithText(t *testing.T) {
 			continue // whitespace, however long, is a token or two
 		}
 		line := strings.TrimSuffix(tt.text, "\n") + "\n"
-		prev, one := 0, memory.EstimateTokens(line)
+		prev, one := 0, driver.EstimateTokens(line)
 		for k := 1; k <= 8; k++ {
 			s := strings.Repeat(line, k)
 			checkEstimate(t, s)
-			n := memory.EstimateTokens(s)
+			n := driver.EstimateTokens(s)
 			if n <= prev {
 				t.Errorf("%s: %d lines estimate %d tokens; want more than %d lines' %d", tt.name, k, n, k-1, prev)
 			}
@@ -94,7 +94,7 @@ func TestEstimateTokensGrowsWithText(t *testing.T) {
 // Huge texts do not overflow the estimate.
 func TestEstimateTokensLongText(t *testing.T) {
 	s := strings.Repeat("👨‍👩‍👧‍👦 ", 1<<16)
-	n := memory.EstimateTokens(s)
+	n := driver.EstimateTokens(s)
 	if want := 12 << 16; n < want-(1<<16) || n > want+(1<<16) {
 		t.Errorf("EstimateTokens(%d bytes of emoji) = %d; want about %d", len(s), n, want)
 	}
@@ -104,29 +104,29 @@ func TestEstimateTokensLongText(t *testing.T) {
 }
 
 func TestDefaultTokenCounter(t *testing.T) {
-	c := memory.DefaultTokenCounter
-	est := memory.EstimateTokens
-	call := memory.ToolCall{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Lisbon"}`}
+	c := driver.DefaultTokenCounter
+	est := driver.EstimateTokens
+	call := driver.ToolCall{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Lisbon"}`}
 	for _, tt := range []struct {
 		name string
-		m    memory.Message
+		m    driver.Message
 		want int
 	}{
-		{"empty", memory.Message{}, memory.MessageOverheadTokens},
-		{"role only", memory.Message{Role: memory.RoleUser}, memory.MessageOverheadTokens},
-		{"content", memory.Message{Role: memory.RoleUser, Content: "hello world"},
-			memory.MessageOverheadTokens + est("hello world")},
-		{"name", memory.Message{Role: memory.RoleUser, Content: "hello world", Name: "ana"},
-			memory.MessageOverheadTokens + est("hello world") + 1 + est("ana")},
-		{"tool calls", memory.Message{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{call, call}},
-			memory.MessageOverheadTokens + 2*(3+est(call.Name)+est(call.Arguments))},
-		{"tool result", memory.Message{Role: memory.RoleTool, ToolCallID: "call_1", Content: "sunny"},
-			memory.MessageOverheadTokens + est("call_1") + est("sunny")},
-		{"parts", memory.Message{Role: memory.RoleUser, Parts: []memory.Part{
+		{"empty", driver.Message{}, driver.MessageOverheadTokens},
+		{"role only", driver.Message{Role: driver.RoleUser}, driver.MessageOverheadTokens},
+		{"content", driver.Message{Role: driver.RoleUser, Content: "hello world"},
+			driver.MessageOverheadTokens + est("hello world")},
+		{"name", driver.Message{Role: driver.RoleUser, Content: "hello world", Name: "ana"},
+			driver.MessageOverheadTokens + est("hello world") + 1 + est("ana")},
+		{"tool calls", driver.Message{Role: driver.RoleAssistant, ToolCalls: []driver.ToolCall{call, call}},
+			driver.MessageOverheadTokens + 2*(3+est(call.Name)+est(call.Arguments))},
+		{"tool result", driver.Message{Role: driver.RoleTool, ToolCallID: "call_1", Content: "sunny"},
+			driver.MessageOverheadTokens + est("call_1") + est("sunny")},
+		{"parts", driver.Message{Role: driver.RoleUser, Parts: []driver.Part{
 			{Type: "text", Text: "hello world"}, {Type: "image", URL: "https://example.com/a.png"}, {Type: "file"},
-		}}, memory.MessageOverheadTokens + est("hello world") + 2*memory.ImagePartTokens},
-		{"metadata and id are free", memory.Message{ID: "m1", Role: memory.RoleUser, Metadata: map[string]any{"k": "v"}},
-			memory.MessageOverheadTokens},
+		}}, driver.MessageOverheadTokens + est("hello world") + 2*driver.ImagePartTokens},
+		{"metadata and id are free", driver.Message{ID: "m1", Role: driver.RoleUser, Metadata: map[string]any{"k": "v"}},
+			driver.MessageOverheadTokens},
 	} {
 		if got := c.CountTokens(tt.m); got != tt.want {
 			t.Errorf("%s: CountTokens = %d; want %d", tt.name, got, tt.want)
@@ -136,15 +136,15 @@ func TestDefaultTokenCounter(t *testing.T) {
 
 // More text in any field never means fewer tokens.
 func TestDefaultTokenCounterGrowsWithText(t *testing.T) {
-	c := memory.DefaultTokenCounter
-	base := memory.Message{Role: memory.RoleAssistant, Content: "hi", Name: "bot", ToolCalls: []memory.ToolCall{{Name: "f", Arguments: "{}"}}}
+	c := driver.DefaultTokenCounter
+	base := driver.Message{Role: driver.RoleAssistant, Content: "hi", Name: "bot", ToolCalls: []driver.ToolCall{{Name: "f", Arguments: "{}"}}}
 	n := c.CountTokens(base)
-	grow := map[string]func(m *memory.Message){
-		"content":   func(m *memory.Message) { m.Content += " and a great deal more" },
-		"name":      func(m *memory.Message) { m.Name += "_with_a_longer_name" },
-		"arguments": func(m *memory.Message) { m.ToolCalls = []memory.ToolCall{{Name: "f", Arguments: `{"q":"more"}`}} },
-		"tool call": func(m *memory.Message) { m.ToolCalls = append(m.ToolCalls, memory.ToolCall{Name: "g"}) },
-		"part":      func(m *memory.Message) { m.Parts = append(m.Parts, memory.Part{Type: "text", Text: "x"}) },
+	grow := map[string]func(m *driver.Message){
+		"content":   func(m *driver.Message) { m.Content += " and a great deal more" },
+		"name":      func(m *driver.Message) { m.Name += "_with_a_longer_name" },
+		"arguments": func(m *driver.Message) { m.ToolCalls = []driver.ToolCall{{Name: "f", Arguments: `{"q":"more"}`}} },
+		"tool call": func(m *driver.Message) { m.ToolCalls = append(m.ToolCalls, driver.ToolCall{Name: "g"}) },
+		"part":      func(m *driver.Message) { m.Parts = append(m.Parts, driver.Part{Type: "text", Text: "x"}) },
 	}
 	for name, f := range grow {
 		m := base
@@ -155,19 +155,19 @@ func TestDefaultTokenCounterGrowsWithText(t *testing.T) {
 	}
 }
 
-var allocSample = memory.Message{
-	Role:      memory.RoleAssistant,
+var allocSample = driver.Message{
+	Role:      driver.RoleAssistant,
 	Content:   "The quick brown fox 🦊 jumps over the lazy dog; 你好，世界! 12345",
 	Name:      "bot",
-	ToolCalls: []memory.ToolCall{{ID: "c1", Name: "get_weather", Arguments: `{"city":"Lisbon"}`}},
-	Parts:     []memory.Part{{Type: "text", Text: "more"}, {Type: "image"}},
+	ToolCalls: []driver.ToolCall{{ID: "c1", Name: "get_weather", Arguments: `{"city":"Lisbon"}`}},
+	Parts:     []driver.Part{{Type: "text", Text: "more"}, {Type: "image"}},
 }
 
 func TestTokenCountingAllocatesNothing(t *testing.T) {
-	if n := testing.AllocsPerRun(100, func() { memory.EstimateTokens(allocSample.Content) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { driver.EstimateTokens(allocSample.Content) }); n != 0 {
 		t.Errorf("EstimateTokens: %v allocations; want 0", n)
 	}
-	if n := testing.AllocsPerRun(100, func() { memory.DefaultTokenCounter.CountTokens(allocSample) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { driver.DefaultTokenCounter.CountTokens(allocSample) }); n != 0 {
 		t.Errorf("DefaultTokenCounter.CountTokens: %v allocations; want 0", n)
 	}
 }
@@ -185,14 +185,14 @@ func BenchmarkEstimateTokens(b *testing.B) {
 			b.SetBytes(int64(len(bm.text)))
 			b.ReportAllocs()
 			for b.Loop() {
-				memory.EstimateTokens(bm.text)
+				driver.EstimateTokens(bm.text)
 			}
 		})
 	}
 	b.Run("message", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			memory.DefaultTokenCounter.CountTokens(allocSample)
+			driver.DefaultTokenCounter.CountTokens(allocSample)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package memory
+package driver
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package memory
+package driver
 
 // A Version identifies one stored state of a session. Every write that
 // changes a session (a stored turn, an append, a clear) gives it a version

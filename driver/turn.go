@@ -1,9 +1,10 @@
-package memory
+package driver
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -59,6 +60,19 @@ func ValidateSessionID(id string) error {
 	return nil
 }
 
+// ValidateTurnID returns an error wrapping ErrInvalidTurn for a turn ID no
+// stored turn can have: empty, longer than MaxTurnIDBytes, not valid UTF-8
+// or holding a NUL byte.
+func ValidateTurnID(id string) error {
+	if id == "" || len(id) > MaxTurnIDBytes {
+		return fmt.Errorf("%w: turn id is %d bytes, want 1 to %d", ErrInvalidTurn, len(id), MaxTurnIDBytes)
+	}
+	if reason := badText(id); reason != "" {
+		return fmt.Errorf("%w: turn id %s", ErrInvalidTurn, reason)
+	}
+	return nil
+}
+
 // NewTurnID returns 128 random bits from crypto/rand as 32 lowercase hex
 // characters.
 func NewTurnID() string {
@@ -88,7 +102,7 @@ func NewTurnID() string {
 // never aliased and the turn equals what a database read returns. Empty
 // metadata, parts and tool calls are nil.
 func PrepareTurn(t Turn, now time.Time, maxMessageBytes int) (Turn, []byte, error) {
-	p, err := Prepare(t, now, maxMessageBytes)
+	p, err := Prepare(t, now, maxMessageBytes, nil)
 	return p.Turn, p.Metadata, err
 }
 
@@ -119,9 +133,13 @@ func (p PreparedTurn) Counter() TokenCounter {
 // without validating it again.
 func (p PreparedTurn) Prepared() bool { return p.limit > 0 }
 
-// Prepare is PrepareTurn returning a PreparedTurn.
-func Prepare(t Turn, now time.Time, maxMessageBytes int) (PreparedTurn, error) {
-	return prepare(t, now, maxMessageBytes, DefaultTokenCounter)
+// Prepare is PrepareTurn returning a PreparedTurn, whose messages' tokens
+// counter counts (nil: DefaultTokenCounter).
+func Prepare(t Turn, now time.Time, maxMessageBytes int, counter TokenCounter) (PreparedTurn, error) {
+	if counter == nil {
+		counter = DefaultTokenCounter
+	}
+	return prepare(t, now, maxMessageBytes, counter)
 }
 
 func prepare(t Turn, now time.Time, limit int, counter TokenCounter) (PreparedTurn, error) {
@@ -358,6 +376,16 @@ func nests(t reflect.Type) bool {
 		return true
 	}
 	return false
+}
+
+// ValidateText returns an error saying why s cannot be stored as text
+// (it is not valid UTF-8, or holds a NUL byte), or nil. The error wraps no
+// sentinel: the caller wraps it with its own.
+func ValidateText(s string) error {
+	if reason := badText(s); reason != "" {
+		return errors.New(reason)
+	}
+	return nil
 }
 
 // badText says why s cannot be stored as text, or returns "".
