@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx": Open's postgres:// URLs need no import in the program
 	_ "modernc.org/sqlite"             // registers "sqlite": likewise for sqlite://
@@ -85,16 +86,16 @@ func Open(ctx context.Context, url string, opts ...Option) (*memory.PersistentBu
 	var c config
 	for i, opt := range opts {
 		if opt == nil {
-			return nil, fmt.Errorf("turnkeep: %w: option %d is nil", ErrInvalidOption, i)
+			return nil, fmt.Errorf("%w: option %d is nil", ErrInvalidOption, i)
 		}
 		opt(&c)
 	}
 	if err := checkOptions(ctx, c); err != nil {
-		return nil, fmt.Errorf("turnkeep: %w", invalidOption(err))
+		return nil, wrap(err)
 	}
 	db, err := openDB(ctx, url, c.engine...)
 	if err != nil {
-		return nil, fmt.Errorf("turnkeep: %w", invalidOption(err))
+		return nil, wrap(err)
 	}
 	b, err := newBackend(db, c.backend...)
 	if err != nil {
@@ -148,10 +149,20 @@ func invalidOption(err error) error {
 	return err
 }
 
+// wrap names the package once: errors of options already begin with
+// "turnkeep: " (ErrInvalidOption is one value in every package).
+func wrap(err error) error {
+	err = invalidOption(err)
+	if strings.HasPrefix(err.Error(), "turnkeep: ") {
+		return err
+	}
+	return fmt.Errorf("turnkeep: %w", err)
+}
+
 // closeAfter closes db after the step that failed with err, and returns
 // err, with the error of the close if there is one.
 func closeAfter(db *dataflow.DB, err error) error {
-	err = fmt.Errorf("turnkeep: %w", invalidOption(err))
+	err = wrap(err)
 	if cerr := db.Close(); cerr != nil {
 		return fmt.Errorf("%w (closing the database: %w)", err, cerr)
 	}
