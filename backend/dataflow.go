@@ -153,6 +153,7 @@ type DataFlowBackend struct {
 	noSearch  bool          // WithSearchIndex(false)
 	search    cache.Ensurer // creates the search index once (search.go)
 	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
+	queue     searchQueue   // SQLite: the messages saves queued for the search index (sqlite_search_queue.go)
 }
 
 var (
@@ -342,6 +343,7 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn memor
 	if err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
+	b.queued(ctx, sessionID, saved.Messages)
 	return saved, nil
 }
 
@@ -443,6 +445,7 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 	if err != nil {
 		return memory.Saved{}, fmt.Errorf("backend: %w", err)
 	}
+	b.queued(ctx, sessionID, saved.Messages)
 	return saved, nil
 }
 

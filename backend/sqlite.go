@@ -18,9 +18,9 @@ import (
 const SearchTable = "turnkeep_search"
 
 // sqliteStore is the backend's SQLite: a save is one transaction of two
-// statements (three with the search index), under the write lock of BEGIN
-// IMMEDIATE, and the search index is an FTS5 table of its own
-// (SearchTable) that the writes keep.
+// statements, under the write lock of BEGIN IMMEDIATE, and the search
+// index is an FTS5 table of its own (SearchTable) that catches up with
+// what writes queued (sqlite_search_queue.go).
 type sqliteStore struct{ b *DataFlowBackend }
 
 func init() {
@@ -122,8 +122,14 @@ func (s *sqliteStore) searchIndexExists(ctx context.Context) (bool, error) {
 }
 
 // searchIndexFound turns on the table's secure-delete option where it is
-// off (secureDeleteSearch).
-func (s *sqliteStore) searchIndexFound(ctx context.Context) error { return s.secureDeleteSearch(ctx) }
+// off (secureDeleteSearch), and makes the queue of messages to index
+// where it is missing (ensureSearchQueue).
+func (s *sqliteStore) searchIndexFound(ctx context.Context) error {
+	if err := s.secureDeleteSearch(ctx); err != nil {
+		return err
+	}
+	return s.b.ensureSearchQueue(ctx)
+}
 
 // SearchSecureDelete is the statement that turns on the secure-delete
 // option of the SQLite search index (SearchTable), which the backend runs
@@ -206,7 +212,9 @@ func tenantTerms(tenant string, terms []string) string {
 }
 
 // indexTx adds search entries for msgs, stored in the session key at seq
-// from position pos on, on SQLite; messages with no words get none.
+// from position pos on, on SQLite, where the index has no queue (written
+// by an earlier release, and the DB may not change the schema); messages
+// with no words get none.
 func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []memory.PreparedMessage) error {
 	b := s.b
 	var args []any
@@ -218,21 +226,18 @@ func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, 
 	if len(args) == 0 {
 		return nil
 	}
-	n := len(args) / 6
-	st := b.stmt(fmt.Sprintf("index/%d", n), func() *dataflow.Stmt {
-		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ")
-		return b.db.NewStmt(`INSERT INTO `+SearchTable+` (body, sk, tk, skey, seq, pos) VALUES `+rows, b.messages)
-	})
-	_, err := st.ExecTx(ctx, tx, args...)
-	return err
+	return b.insertEntries(ctx, tx, args)
 }
 
-// unindexKeysTx removes the search entries of the sessions of keys, on
-// SQLite.
+// unindexKeysTx removes the search entries of the sessions of keys, and
+// their queued messages, on SQLite.
 func (s *sqliteStore) unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error {
 	b := s.b
 	if b.searchOff.Load() || len(keys) == 0 {
 		return nil
+	}
+	if err := b.unqueueKeysTx(ctx, tx, keys); err != nil {
+		return err
 	}
 	var match strings.Builder
 	for i, k := range keys {

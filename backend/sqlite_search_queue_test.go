@@ -1,0 +1,106 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// A save writes no search entry: it queues its messages; a search on
+// another backend of the same file (another server) finds them, having
+// caught the index up, and empties the queue.
+func TestSQLiteSearchQueueReadYourWrites(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.SQLiteURL(t)
+	dbA, _ := openDB(t, url)
+	dbB, _ := openDB(t, url)
+	a, err := NewDataFlowBackend(dbA)
+	require.NoError(t, err)
+	b, err := NewDataFlowBackend(dbB)
+	require.NoError(t, err)
+
+	key := memory.SessionKey("acme", "s1")
+	require.NoError(t, a.SaveTurn(ctx, key, memory.Turn{User: "where is the lighthouse", Agent: "past the harbour"}))
+	assert.Equal(t, 0, countQuery(t, dbA, `SELECT count(*) FROM `+SearchTable), "search entries written by the save")
+	assert.Equal(t, 2, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable+` WHERE tenant = 'acme'`), "messages queued by the save")
+
+	hits, err := b.Search(ctx, "acme", memory.SearchQuery{Text: "lighthouse", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, "s1", hits[0].SessionID)
+	assert.Equal(t, 0, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable), "queued messages after the search")
+	assert.Equal(t, 2, countQuery(t, dbA, `SELECT count(*) FROM `+SearchTable), "search entries after the search")
+
+	// Another tenant's search catches up its own queue only.
+	other := memory.SessionKey("other", "s1")
+	require.NoError(t, a.SaveTurn(ctx, other, memory.Turn{User: "lighthouse keeper", Agent: "hello"}))
+	hits, err = b.Search(ctx, "acme", memory.SearchQuery{Text: "lighthouse", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, 2, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable+` WHERE tenant = 'other'`), "the other tenant's queue after acme's search")
+	hits, err = b.Search(ctx, "other", memory.SearchQuery{Text: "lighthouse", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, 0, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable), "queued messages after both searches")
+}
+
+// A backend that has queued searchCatchUpAfter messages catches the index
+// up after the save that crossed it, with no search.
+func TestSQLiteSearchQueueCatchesUpAfterSaves(t *testing.T) {
+	ctx := context.Background()
+	b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL})
+	saves := searchCatchUpAfter / 2
+	for i := range saves - 1 {
+		require.NoError(t, b.SaveTurn(ctx, fmt.Sprintf("s%d", i%7), memory.Turn{User: fmt.Sprintf("question %d", i), Agent: "answer"}))
+	}
+	assert.Equal(t, 2*(saves-1), countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued before the threshold")
+	require.NoError(t, b.SaveTurn(ctx, "s0", memory.Turn{User: "the last one", Agent: "answer"}))
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued after the threshold")
+	assert.Equal(t, 2*saves, countQuery(t, b.db, `SELECT count(*) FROM `+SearchTable), "search entries after the threshold")
+}
+
+// What deletes a session (a clear, a replace, expiry) before the
+// index caught up leaves nothing of it queued, and a catch-up then indexes
+// only what is stored.
+func TestSQLiteSearchQueueErasure(t *testing.T) {
+	ctx := context.Background()
+	b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL})
+	keep, cleared, replaced := memory.SessionKey("t", "keep"), memory.SessionKey("t", "cleared"), memory.SessionKey("t", "replaced")
+	for _, k := range []string{keep, cleared, replaced} {
+		require.NoError(t, b.SaveTurn(ctx, k, memory.Turn{User: "secret walrus " + k, Agent: "noted"}))
+	}
+	require.NoError(t, b.ClearSession(ctx, cleared))
+	_, err := b.Replace(ctx, replaced, []memory.PreparedTurn{{Turn: memory.Turn{User: "new words", Agent: "only"}}})
+	require.NoError(t, err)
+
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable+` WHERE skey = ?`, cleared), "queued rows of the cleared session")
+	assert.Equal(t, 2, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable+` WHERE skey = ?`, replaced), "queued rows of the replaced session: its new turn")
+	hits, err := b.Search(ctx, "t", memory.SearchQuery{Text: "walrus", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, "keep", hits[0].SessionID)
+	hits, err = b.Search(ctx, "t", memory.SearchQuery{Text: "new words", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assertNoOrphans(t, b)
+
+	// Expiry deletes sessions by the batch: their queued rows go too.
+	for _, id := range []string{"e1", "e2", "e3"} {
+		require.NoError(t, b.SaveTurn(ctx, memory.SessionKey("x", id), memory.Turn{User: "expiring walrus", Agent: "noted"}))
+	}
+	report, keys, err := b.DeleteSessions(ctx, "x", nil, time.Now().Add(time.Hour), 100)
+	require.NoError(t, err)
+	require.Len(t, keys, 3, "deleted: %+v", report)
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable+` WHERE tenant = 'x'`), "queued rows of expired sessions")
+	hits, err = b.Search(ctx, "x", memory.SearchQuery{Text: "walrus", Limit: 10})
+	require.NoError(t, err)
+	assert.Empty(t, hits)
+	assertNoOrphans(t, b)
+}
