@@ -105,6 +105,9 @@ func peerSides(withFloors bool) []peerSide {
 			}
 			return peerSQLiteLangchaingo(tb, ids)
 		}},
+		// The same two inserts on turnkeep's pure-Go driver: the bar of
+		// turnkeep's save on the same driver.
+		{"sqlite", "langchaingo-style-modernc", openSQLiteLangchaingoModernc},
 		{"pg", "turnkeep", func(tb testing.TB, ids []string) peerStore {
 			return openTurnkeepPeer(tb, dbtest.PostgresURL(tb), ids)
 		}},
