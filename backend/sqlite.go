@@ -184,7 +184,11 @@ func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
 // SearchEntry is the row the SQLite search index (SearchTable: body, sk,
 // tk, skey, seq, pos) holds for a message of content stored in the session
 // key at seq and pos, for programs that load rows in bulk beside the
-// backend; ok is false for content with no word, which has no entry.
+// backend; ok is false for content with no word, which has no entry. The
+// insert of a message row queues it for the index (SearchQueueTable): a
+// program that writes the entries itself deletes those queued rows in the
+// same transaction, or the index catches up with them again. One that
+// writes none leaves the rows queued, and the next search indexes them.
 // (PostgreSQL's index reads the message row's search_text,
 // memory.SearchText of its content.)
 func SearchEntry(key string, seq int64, pos int32, content string) (row []any, ok bool) {
