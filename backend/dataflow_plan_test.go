@@ -164,12 +164,24 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 
 func assertSQLitePlan(t *testing.T, plan string) {
 	t.Helper()
+	plan = withoutSessionCoroutineScan(plan)
 	assert.Regexp(t, regexp.MustCompile(`(?m)^SEARCH m USING PRIMARY KEY \(session_id=\? AND seq>\?\)( LEFT-JOIN)?$`), plan,
 		"the messages must be an index range scan on (session_id, seq)")
 	assert.NotRegexp(t, regexp.MustCompile(`(?m)^SCAN `), plan, "a full scan")
 	assert.NotContains(t, plan, "TEMP B-TREE", "a sort")
 	assert.Regexp(t, regexp.MustCompile(`(?m)^SEARCH s USING (COVERING )?INDEX \S+ \(id=\?\)`), plan,
 		"the turn count must be a key lookup")
+}
+
+// withoutSessionCoroutineScan drops from a SQLite plan the scan of the
+// co-routine s, the session row's subquery (LIMIT 1: one row at most),
+// which is no table scan.
+func withoutSessionCoroutineScan(plan string) string {
+	if !strings.Contains(plan, "CO-ROUTINE s\n") {
+		return plan
+	}
+	lines := strings.Split(plan, "\n")
+	return strings.Join(slices.DeleteFunc(lines, func(l string) bool { return l == "SCAN s" }), "\n")
 }
 
 func assertPGPlan(t *testing.T, plan string) {
@@ -234,7 +246,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		saveOne = `^WITH known AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
 		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
 		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
-		load    = `^SELECT s\.turn_count, s\.version, .* FROM (turnkeep_sessions s LEFT JOIN turnkeep_messages m ON .* WHERE s\.id = \?|\(SELECT .* FROM turnkeep_sessions s WHERE s\.id = \$\d+ OFFSET 0\) s LEFT JOIN LATERAL \(SELECT \* FROM turnkeep_messages x WHERE x\.session_id = s\.id AND x\.seq > s\.lo\) m ON TRUE)$`
+		load    = `^SELECT s\.turn_count, s\.version, .* FROM (\(SELECT s\.id, .* FROM turnkeep_sessions s WHERE s\.id = \? LIMIT 1\) s LEFT JOIN turnkeep_messages m ON m\.session_id = s\.id AND m\.seq > s\.lo|\(SELECT .* FROM turnkeep_sessions s WHERE s\.id = \$\d+ OFFSET 0\) s LEFT JOIN LATERAL \(SELECT \* FROM turnkeep_messages x WHERE x\.session_id = s\.id AND x\.seq > s\.lo\) m ON TRUE)$`
 		// On SQLite the search index is an FTS5 table that a save does not
 		// write: a trigger queues its messages, and the index catches up
 		// in batches (on PostgreSQL the save's own row carries it). What
