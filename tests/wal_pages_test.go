@@ -13,7 +13,6 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -179,29 +178,6 @@ func openPageMap(t testing.TB, file string) *sql.DB {
 	return conn
 }
 
-// copyDB copies the (checkpointed) database file src to a new file under
-// dir and returns its path.
-func copyDB(t testing.TB, src, dir string) string {
-	t.Helper()
-	dst := filepath.Join(dir, filepath.Base(src))
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 // walSaveOrder is the sessions the warm-up and measured saves go to: a
 // random session each, the same on every layout.
 func walSaveOrder(n int) []int {
@@ -211,18 +187,6 @@ func walSaveOrder(n int) []int {
 		order[i] = r.IntN(walSessions)
 	}
 	return order
-}
-
-// walPrefillOrder yields the prefill's saves turn by turn across sessions,
-// as concurrent chats interleave.
-func walPrefillOrder(yield func(session int, seq int64) bool) {
-	for seq := int64(1); seq <= walTurns; seq++ {
-		for s := range walSessions {
-			if !yield(s, seq) {
-				return
-			}
-		}
-	}
 }
 
 // walTurn is the turn the prefill and the measured saves store in session
