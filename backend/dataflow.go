@@ -203,10 +203,19 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// order, so a window is a few adjacent pages however sessions
 	// interleave (it kept LoadWindow within 1.3x from 1,000 to 1,000,000
 	// messages; tests/scale_test.go).
-	if b.messages, err = dataflow.Register[MessageRow](db, dataflow.WithoutRowID(),
+	messageOpts := []dataflow.ModelOption{dataflow.WithoutRowID(),
 		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos"),
-		dataflow.WithUniqueIndex(MessagesTable+"_msg_idx", "session_id", "msg_id"),
-		dataflow.WithIndex(MessagesTable+"_budget_idx", "session_id", "tokens_before", "seq")); err != nil {
+		dataflow.WithUniqueIndex(MessagesTable+"_msg_idx", "session_id", "msg_id")}
+	// The budget index finds a budget window's oldest turn in one seek,
+	// unless the store bounds the window its own way (budgetBounder): then
+	// an index every save writes is dropped.
+	budgetIdx := MessagesTable + "_budget_idx"
+	if _, ok := b.store.(budgetBounder); ok {
+		messageOpts = append(messageOpts, dataflow.WithDroppedIndex(budgetIdx))
+	} else {
+		messageOpts = append(messageOpts, dataflow.WithIndex(budgetIdx, "session_id", "tokens_before", "seq"))
+	}
+	if b.messages, err = dataflow.Register[MessageRow](db, messageOpts...); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	if b.erased, err = dataflow.Register[ErasedRow](db,
