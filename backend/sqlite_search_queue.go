@@ -55,7 +55,7 @@ const (
 	searchCatchUpAfter = 256
 	// searchBatch bounds the messages one catch-up transaction indexes,
 	// and so the memory it holds (their text and entries).
-	searchBatch = 128
+	searchBatch = 64
 	// searchInsertRows bounds the rows of one insert into the index (6
 	// parameters each).
 	searchInsertRows = 128
