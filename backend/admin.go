@@ -9,7 +9,7 @@ import (
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
-// What an operator's tool (cmd/turnkeep) needs beyond memory.SessionStore:
+// What an operator's tool (cmd/turnkeep) needs beyond driver.SessionStore:
 // the backend's schema as migrate models, per-tenant counts and the size of
 // the database.
 
@@ -19,16 +19,21 @@ import (
 // runs with dataflow.WithAutoMigrate(false). TestModelsMatchRegistered
 // keeps them equal to what the engine migrates.
 func (b *DataFlowBackend) Models() []migrate.Model {
+	messages := migrate.Model{Value: (*MessageRow)(nil), WithoutRowID: true, Indexes: []migrate.Index{
+		{Name: MessagesTable + "_turn_idx", Columns: []string{"session_id", "turn_id", "pos"}, Unique: true},
+		{Name: MessagesTable + "_msg_idx", Columns: []string{"session_id", "msg_id"}, Unique: true},
+	}}
+	if _, ok := b.store.(budgetBounder); ok { // as NewDataFlowBackend registers it
+		messages.Dropped = []string{MessagesTable + "_budget_idx"}
+	} else {
+		messages.Indexes = append(messages.Indexes, migrate.Index{Name: MessagesTable + "_budget_idx", Columns: []string{"session_id", "tokens_before", "seq"}})
+	}
 	return []migrate.Model{
 		{Value: (*SessionRow)(nil), Indexes: []migrate.Index{
 			{Name: SessionsTable + "_user_idx", Columns: []string{"tenant", "user_id", "updated_at", "id"}},
 			{Name: SessionsTable + "_tenant_idx", Columns: []string{"tenant", "updated_at", "id"}},
 		}},
-		{Value: (*MessageRow)(nil), WithoutRowID: true, Indexes: []migrate.Index{
-			{Name: MessagesTable + "_turn_idx", Columns: []string{"session_id", "turn_id", "pos"}, Unique: true},
-			{Name: MessagesTable + "_msg_idx", Columns: []string{"session_id", "msg_id"}, Unique: true},
-			{Name: MessagesTable + "_budget_idx", Columns: []string{"session_id", "tokens_before", "seq"}},
-		}},
+		messages,
 		{Value: (*ErasedRow)(nil), Indexes: []migrate.Index{
 			{Name: ErasedTable + "_tenant_idx", Columns: []string{"tenant", "erased_at"}},
 		}},

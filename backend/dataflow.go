@@ -140,6 +140,7 @@ type DataFlowBackend struct {
 	search    cache.Ensurer // creates the search index once (search.go)
 	upgrade   cache.Ensurer // runs the data upgrades once (upgrade.go)
 	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
+	queue     searchQueue   // SQLite: the messages saves queued for the search index (sqlite_search_queue.go)
 }
 
 var (
@@ -184,10 +185,19 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// order, so a window is a few adjacent pages however sessions
 	// interleave (it kept LoadWindow within 1.3x from 1,000 to 1,000,000
 	// messages; tests/scale_test.go).
-	if b.messages, err = dataflow.Register[MessageRow](db, dataflow.WithoutRowID(),
+	messageOpts := []dataflow.ModelOption{dataflow.WithoutRowID(),
 		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos"),
-		dataflow.WithUniqueIndex(MessagesTable+"_msg_idx", "session_id", "msg_id"),
-		dataflow.WithIndex(MessagesTable+"_budget_idx", "session_id", "tokens_before", "seq")); err != nil {
+		dataflow.WithUniqueIndex(MessagesTable+"_msg_idx", "session_id", "msg_id")}
+	// The budget index finds a budget window's oldest turn in one seek,
+	// unless the store bounds the window its own way (budgetBounder): then
+	// an index every save writes is dropped.
+	budgetIdx := MessagesTable + "_budget_idx"
+	if _, ok := b.store.(budgetBounder); ok {
+		messageOpts = append(messageOpts, dataflow.WithDroppedIndex(budgetIdx))
+	} else {
+		messageOpts = append(messageOpts, dataflow.WithIndex(budgetIdx, "session_id", "tokens_before", "seq"))
+	}
+	if b.messages, err = dataflow.Register[MessageRow](db, messageOpts...); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	if b.erased, err = dataflow.Register[ErasedRow](db,
@@ -237,6 +247,9 @@ RETURNING turn_count, version`, b.sessions)
 		COALESCE((
 			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.tokens_before >= s.tokens - CAST(? AS BIGINT)
 			ORDER BY x.tokens_before, x.seq LIMIT 1), s.turn_count) - 1)`
+	if bb, ok := b.store.(budgetBounder); ok {
+		budget = bb.budgetBound()
+	}
 	b.loadWindow = db.NewReadStmt(b.store.windowQuery(turns), b.sessions, b.messages)
 	b.loadBudget = db.NewReadStmt(b.store.windowQuery(budget), b.sessions, b.messages)
 	return b, nil
@@ -314,6 +327,7 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn drive
 	if err != nil {
 		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
+	b.queued(ctx, sessionID, saved.Messages)
 	return saved, nil
 }
 
@@ -418,6 +432,7 @@ func (b *DataFlowBackend) Append(ctx context.Context, sessionID, turnID string, 
 	if err != nil {
 		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
+	b.queued(ctx, sessionID, saved.Messages)
 	return saved, nil
 }
 
@@ -693,7 +708,7 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Ver
 			sorted = false
 		}
 		if msgs == nil {
-			msgs = make([]messageRow, 0, 2*min(q.MaxTurns, int(count)))
+			msgs = make([]messageRow, 0, 2*windowTurnsHint(q, count))
 		}
 		msgs = append(msgs, r)
 	}
@@ -706,7 +721,7 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Ver
 		})
 	}
 	if len(msgs) > 0 {
-		w.Turns = make([]driver.Turn, 0, min(q.MaxTurns, int(count)))
+		w.Turns = make([]driver.Turn, 0, min(windowTurnsHint(q, count), len(msgs)))
 	}
 	for i := range msgs {
 		r := &msgs[i]
@@ -730,6 +745,23 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Ver
 		driver.FillShorthand(&w.Turns[i])
 	}
 	return w, v, rows.Close()
+}
+
+// budgetTurnsHint is how many turns a budget window's buffers are sized
+// for before they grow: its turn limit says little of its length, and
+// sizing by it made a window of 10 turns under a limit of 1,000 allocate
+// 380 KB.
+const budgetTurnsHint = 32
+
+// windowTurnsHint is the turns q's window is expected to hold, of a
+// session of count turns: the turn limit, or with a budget at most
+// budgetTurnsHint.
+func windowTurnsHint(q driver.WindowQuery, count int64) int {
+	n := min(q.MaxTurns, int(count))
+	if q.TokenBudget > 0 {
+		n = min(n, budgetTurnsHint)
+	}
+	return max(n, 0)
 }
 
 func cloneJSON(b sql.RawBytes) []byte {

@@ -124,6 +124,7 @@ RETURNING user_id, turn_count`, b.sessions)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
+	b.queued(ctx, key, searchCatchUpAfter) // SQLite: a bulk write, indexed now
 	return nil
 }
 

@@ -86,5 +86,6 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 		}
 		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
+	b.queued(ctx, key, saved.Messages)
 	return saved, nil
 }

@@ -14,9 +14,12 @@ import (
 // writes it: lower-cased words and CJK characters separated by spaces, so
 // that both databases' tokenizers split it exactly where a query is split,
 // and text without spaces (Chinese, Japanese, Korean) is found by its
-// characters. It is written in the transaction that writes the message,
-// and deleted in the one that deletes it, so a hit always exists and a
-// deleted message is never found.
+// characters. On PostgreSQL it is written in the transaction that writes
+// the message; on SQLite that transaction queues the message, and the
+// index catches up in batches, first thing in a search
+// (sqlite_search_queue.go). It is deleted in the transaction that deletes
+// the message, so a hit always exists and a deleted message is never
+// found.
 //
 // SQLite: an FTS5 table with, per message, its search text (body) with
 // every term prefixed by its tenant (tenantTerm: "t", the tenant in hex,
@@ -58,7 +61,9 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 				return err
 			}
 		}
-		return nil // the DDL sets SQLite's secure-delete option too
+		// What an existing index gets too (SQLite: the queue of messages
+		// saved and not yet indexed).
+		return b.store.searchIndexFound(ctx)
 	})
 }
 
@@ -66,8 +71,9 @@ func (b *DataFlowBackend) ensureSearch(ctx context.Context) error {
 // PostgreSQL over a table of millions of messages it takes minutes.
 const searchIndexTimeout = time.Hour
 
-// indexed reports whether writes on SQLite keep the FTS5 table; it runs
-// ensureSearch first.
+// indexed reports whether writes on SQLite write the FTS5 table's entries
+// themselves: only where the index has no queue (sqlite_search_queue.go);
+// it runs ensureSearch first.
 func (b *DataFlowBackend) indexed(ctx context.Context) (bool, error) {
 	if b.store.indexInRows() {
 		return false, nil // the insert writes the indexed column itself
@@ -75,7 +81,7 @@ func (b *DataFlowBackend) indexed(ctx context.Context) (bool, error) {
 	if err := b.ensureSearch(ctx); err != nil {
 		return false, fmt.Errorf("search index: %w", err)
 	}
-	return !b.searchOff.Load(), nil
+	return !b.searchOff.Load() && !b.queue.on.Load(), nil
 }
 
 func searchArg(content string) any {
@@ -122,6 +128,10 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q driver.Se
 	}
 	if b.searchOff.Load() && !b.store.indexInRows() {
 		return nil, fmt.Errorf("backend: %w: no search index (%s): WithSearchIndex(false), or a DB that may not create it", bare{driver.ErrNotSupported}, SearchTable)
+	}
+	// Read-your-writes: what saves queued is indexed first (SQLite).
+	if err := b.catchUpSearch(ctx, tenant); err != nil {
+		return nil, fmt.Errorf("backend: search index catch-up: %w", err)
 	}
 	st := b.store.searchStmt(q)
 	args := append(b.store.searchArgs(tenant, terms, q), q.Limit)

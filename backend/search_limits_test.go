@@ -116,7 +116,13 @@ func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 				}
 				fts = fts[k:]
 			}
-			return nil
+			if pg {
+				return nil
+			}
+			// The entries are written: nothing is left for the index to
+			// catch up (the trigger queued the rows).
+			_, err := tx.ExecContext(ctx, `DELETE FROM `+SearchQueueTable+` WHERE tenant = ?`, tenant)
+			return err
 		})
 		require.NoError(t, err)
 	}

@@ -34,8 +34,8 @@ func countQuery(t *testing.T, db *dataflow.DB, q string, args ...any) int {
 
 // assertNoOrphans checks the tables agree: no message without its session
 // row, every session row's counts are its messages', and on SQLite every
-// search entry is of a stored message and every message with words has
-// its entry.
+// queued message is stored and, the index caught up, every search entry is
+// of a stored message and every message with words has its entry.
 func assertNoOrphans(t *testing.T, b *DataFlowBackend) {
 	t.Helper()
 	assert.Zero(t, countQuery(t, b.db, `SELECT count(*) FROM `+MessagesTable+` m
@@ -46,6 +46,24 @@ WHERE s.turn_count <> (SELECT count(*) FROM `+MessagesTable+` m WHERE m.session_
 	if b.db.Dialect() == "pg" {
 		return
 	}
+	// Saves queue their messages for the index: nothing is queued of a
+	// message that is gone, and once caught up the index holds exactly
+	// the messages.
+	assert.Zero(t, countQuery(t, b.db, `SELECT count(*) FROM (SELECT skey, seq, pos FROM `+SearchQueueTable+`
+EXCEPT SELECT session_id, seq, pos FROM `+MessagesTable+`)`), "queued messages that are gone")
+	tenants, err := b.db.QueryContext(context.Background(), `SELECT DISTINCT tenant FROM `+SearchQueueTable)
+	require.NoError(t, err)
+	var queued []string
+	for tenants.Next() {
+		var tenant string
+		require.NoError(t, tenants.Scan(&tenant))
+		queued = append(queued, tenant)
+	}
+	require.NoError(t, tenants.Err())
+	for _, tenant := range queued {
+		require.NoError(t, b.catchUpSearch(context.Background(), tenant))
+	}
+	assert.Zero(t, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued messages after a catch-up")
 	assert.Zero(t, countQuery(t, b.db, `SELECT count(*) FROM (SELECT skey FROM `+SearchTable+`
 EXCEPT SELECT id FROM `+SessionsTable+`)`), "search entries without a session row")
 	// EXCEPT rather than NOT EXISTS: skey is not indexed in the FTS5 table.

@@ -18,9 +18,9 @@ import (
 const SearchTable = "turnkeep_search"
 
 // sqliteStore is the backend's SQLite: a save is one transaction of two
-// statements (three with the search index), under the write lock of BEGIN
-// IMMEDIATE, and the search index is an FTS5 table of its own
-// (SearchTable) that the writes keep.
+// statements, under the write lock of BEGIN IMMEDIATE, and the search
+// index is an FTS5 table of its own (SearchTable) that catches up with
+// what writes queued (sqlite_search_queue.go).
 type sqliteStore struct{ b *DataFlowBackend }
 
 func init() {
@@ -39,14 +39,38 @@ func (s *sqliteStore) prepare()                   {}
 // turns after sequence bound (an expression over the session row s, whose
 // arguments come before the session ID's).
 //
-// SQLite's planner computes the bound once and range-scans from it as it
-// is.
+// The bound is computed once, on the session row, in a subquery that
+// LIMIT keeps SQLite from flattening: joined directly, the bound of a
+// budget window (a subquery of its own, budgetBound) was evaluated again
+// for every message row of the range, and the window cost 2.3x the turn
+// window's.
 func (s *sqliteStore) windowQuery(bound string) string {
 	b := s.b
 	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM ` + SessionsTable + ` s
-LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > ` + bound + `
-WHERE s.id = ?`
+FROM (SELECT s.id, s.turn_count, s.version, s.counted, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? LIMIT 1) s
+LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > s.lo`
+}
+
+// budgetBounder is a store whose budget window's bound is its own
+// expression, over the same arguments as the shared one's: the known
+// version, the turn limit and the budget, in that order.
+type budgetBounder interface{ budgetBound() string }
+
+// budgetBound is the bound of a budget window on SQLite: the newest turn
+// before the budget (the first row, reading the session's primary key
+// backwards from its newest turn, whose tokens_before is under tokens -
+// budget), no older than the turn limit's bound and no newer than the turn
+// before the newest (a window holds the newest turn even over budget). It
+// reads the window's rows and one more, whatever the session's history
+// (the turn limit stops a budget that holds every turn), through the
+// primary key: no index of tokens_before is needed. The turn bound is
+// used twice, so the parameters are numbered (?1 known version, ?2 turn
+// limit, ?3 budget; the session ID's plain ? that follows is the 4th).
+func (s *sqliteStore) budgetBound() string {
+	turns := `s.turn_count - CASE WHEN s.version = ?1 THEN 0 ELSE ?2 END`
+	return `MAX(` + turns + `, MIN(COALESCE((
+			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > ` + turns + ` AND x.tokens_before < s.tokens - ?3
+			ORDER BY x.seq DESC LIMIT 1), 0), s.turn_count - 1))`
 }
 
 // msgIDConflict reports whether err is a violation of the message ID
@@ -114,8 +138,14 @@ func (s *sqliteStore) searchIndexExists(ctx context.Context) (bool, error) {
 }
 
 // searchIndexFound turns on the table's secure-delete option where it is
-// off (secureDeleteSearch).
-func (s *sqliteStore) searchIndexFound(ctx context.Context) error { return s.secureDeleteSearch(ctx) }
+// off (secureDeleteSearch), and makes the queue of messages to index
+// where it is missing (ensureSearchQueue).
+func (s *sqliteStore) searchIndexFound(ctx context.Context) error {
+	if err := s.secureDeleteSearch(ctx); err != nil {
+		return err
+	}
+	return s.b.ensureSearchQueue(ctx)
+}
 
 // SearchSecureDelete is the statement that turns on the secure-delete
 // option of the SQLite search index (SearchTable), which the backend runs
@@ -170,7 +200,11 @@ func tenantToken(t string) string { return "t" + hex.EncodeToString([]byte(t)) }
 // SearchEntry is the row the SQLite search index (SearchTable: body, sk,
 // tk, skey, seq, pos) holds for a message of content stored in the session
 // key at seq and pos, for programs that load rows in bulk beside the
-// backend; ok is false for content with no word, which has no entry.
+// backend; ok is false for content with no word, which has no entry. The
+// insert of a message row queues it for the index (SearchQueueTable): a
+// program that writes the entries itself deletes those queued rows in the
+// same transaction, or the index catches up with them again. One that
+// writes none leaves the rows queued, and the next search indexes them.
 // (PostgreSQL's index reads the message row's search_text,
 // driver.SearchText of its content.)
 func SearchEntry(key string, seq int64, pos int32, content string) (row []any, ok bool) {
@@ -198,7 +232,9 @@ func tenantTerms(tenant string, terms []string) string {
 }
 
 // indexTx adds search entries for msgs, stored in the session key at seq
-// from position pos on, on SQLite; messages with no words get none.
+// from position pos on, on SQLite, where the index has no queue (written
+// by an earlier release, and the DB may not change the schema); messages
+// with no words get none.
 func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, seq int64, pos int32, msgs []driver.PreparedMessage) error {
 	b := s.b
 	var args []any
@@ -210,21 +246,18 @@ func (s *sqliteStore) indexTx(ctx context.Context, tx *dataflow.Tx, key string, 
 	if len(args) == 0 {
 		return nil
 	}
-	n := len(args) / 6
-	st := b.stmt(fmt.Sprintf("index/%d", n), func() *dataflow.Stmt {
-		rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ")
-		return b.db.NewStmt(`INSERT INTO `+SearchTable+` (body, sk, tk, skey, seq, pos) VALUES `+rows, b.messages)
-	})
-	_, err := st.ExecTx(ctx, tx, args...)
-	return err
+	return b.insertEntries(ctx, tx, args)
 }
 
-// unindexKeysTx removes the search entries of the sessions of keys, on
-// SQLite.
+// unindexKeysTx removes the search entries of the sessions of keys, and
+// their queued messages, on SQLite.
 func (s *sqliteStore) unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error {
 	b := s.b
 	if b.searchOff.Load() || len(keys) == 0 {
 		return nil
+	}
+	if err := b.unqueueKeysTx(ctx, tx, keys); err != nil {
+		return err
 	}
 	var match strings.Builder
 	for i, k := range keys {

@@ -377,11 +377,31 @@ var keyInList = regexp.MustCompile("(?i)(?:^|[^\\w\"`])(?:[\"`]?\\w+[\"`]?\\.)?[
 var insertInto = regexp.MustCompile("(?is)INSERT\\s+INTO\\s+[\"`]?(\\w+)[\"`]?\\s*\\(([^)]*)\\)\\s*(VALUES|SELECT)\\b")
 
 // placeholderAt returns the index of the argument that the placeholder at
-// q[i:] binds ("?" or "$n"), or -1 when there is none.
+// q[i:] binds ("?", SQLite's "?n", or "$n"), or -1 when there is none. A
+// plain "?" binds the one after the greatest bound before it, as SQLite
+// numbers them.
 func placeholderAt(q string, i int) int {
 	switch {
 	case strings.HasPrefix(q[i:], "?"):
-		return strings.Count(q[:i], "?")
+		greatest := 0 // 1-based
+		for j := 0; j <= i; j++ {
+			if q[j] != '?' {
+				continue
+			}
+			k := j + 1
+			for k < len(q) && q[k] >= '0' && q[k] <= '9' {
+				k++
+			}
+			n := greatest + 1
+			if k > j+1 {
+				n, _ = strconv.Atoi(q[j+1 : k])
+			}
+			if j == i {
+				return n - 1
+			}
+			greatest = max(greatest, n)
+		}
+		return -1
 	case strings.HasPrefix(q[i:], "$"):
 		j := i + 1
 		for j < len(q) && q[j] >= '0' && q[j] <= '9' {

@@ -286,7 +286,7 @@ func TestUpgradeModelV1Loads(t *testing.T) {
 			// The session key columns are widened on PostgreSQL (varchar
 			// lengths only; no rewrite), and the search index is created.
 			assert.Regexp(t, `(?i)^(ALTER TABLE \S+ ADD COLUMN |CREATE (UNIQUE )?INDEX IF NOT EXISTS \S*(`+MessagesTable+`|`+SessionsTable+`)_|CREATE (TABLE|INDEX) IF NOT EXISTS \S*turnkeep_migrations|`+
-				`ALTER TABLE \S+ ALTER COLUMN "(id|session_id)" TYPE varchar\(320\)$|CREATE VIRTUAL TABLE IF NOT EXISTS `+SearchTable+` USING fts5|CREATE INDEX IF NOT EXISTS `+MessagesTable+`_search_idx ON \S+ USING GIN|SELECT pg_advisory_xact_lock)`, q,
+				`ALTER TABLE \S+ ALTER COLUMN "(id|session_id)" TYPE varchar\(320\)$|CREATE VIRTUAL TABLE IF NOT EXISTS `+SearchTable+` USING fts5|CREATE TABLE IF NOT EXISTS `+SearchQueueTable+` |CREATE TRIGGER IF NOT EXISTS `+searchQueueTrigger+` AFTER INSERT ON `+MessagesTable+` |CREATE INDEX IF NOT EXISTS `+MessagesTable+`_search_idx ON \S+ USING GIN|SELECT pg_advisory_xact_lock)`, q,
 				"the upgrade only adds columns and indexes")
 		}
 

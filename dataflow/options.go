@@ -288,6 +288,7 @@ type ModelOption func(*modelConfig) error
 type modelConfig struct {
 	indexes      []migrate.Index
 	withoutRowID bool
+	dropped      []string // WithDroppedIndex
 }
 
 // WithoutRowID makes SQLite store the table's rows in primary-key order

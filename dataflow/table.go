@@ -108,7 +108,7 @@ func newTableState(db *DB, typ reflect.Type, mc modelConfig) (*tableState, error
 		name:  t.Name,
 		typ:   typ,
 		st:    t,
-		model: migrate.Model{Value: t.ZeroIface, Indexes: mc.indexes, WithoutRowID: mc.withoutRowID},
+		model: migrate.Model{Value: t.ZeroIface, Indexes: mc.indexes, WithoutRowID: mc.withoutRowID, Dropped: mc.dropped},
 		cols:  make(map[string]*schema.Field, len(t.Fields)),
 	}
 	for _, f := range t.Fields {

@@ -41,6 +41,7 @@ func checksum(d sqlcore.Dialect, t *schema.Table, model Model) string {
 	for _, ix := range idx {
 		fmt.Fprintf(&b, "index %s unique=%t (%s)\n", ix.Name, ix.Unique, strings.Join(ix.Columns, ","))
 	}
+	writeDropped(&b, model)
 	sum := sha256.Sum256([]byte(b.String()))
 	return hex.EncodeToString(sum[:])
 }

@@ -49,6 +49,11 @@ type Model struct {
 	// adjacent pages; it needs a primary key, and suits rows of modest
 	// size. PostgreSQL ignores it. It applies when the table is created.
 	WithoutRowID bool
+
+	// Dropped names indexes the model no longer has: a plan drops one
+	// the table still holds (an index holds no data of its own, so the
+	// step is not destructive), see plan_dropped.go.
+	Dropped []string
 }
 
 // Option configures a Migrator.

@@ -183,6 +183,7 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 				unique, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
 		})
 	}
+	p.Steps = append(p.Steps, m.droppedSteps(t, model, ti)...)
 	return p, nil
 }
 

@@ -96,6 +96,10 @@ func peerSides(withFloors bool) []peerSide {
 		{"sqlite", "turnkeep", func(tb testing.TB, ids []string) peerStore {
 			return openTurnkeepPeer(tb, dbtest.SQLiteURL(tb), ids)
 		}},
+		// langchaingo's two inserts on turnkeep's pure-Go driver: the bar of
+		// turnkeep's save on the same driver (the cgo side, mattn, is the
+		// module tests/sqlite3peer).
+		{"sqlite", "langchaingo-style-modernc", openSQLiteLangchaingoModernc},
 		{"pg", "turnkeep", func(tb testing.TB, ids []string) peerStore {
 			return openTurnkeepPeer(tb, dbtest.PostgresURL(tb), ids)
 		}},

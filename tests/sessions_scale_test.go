@@ -167,7 +167,13 @@ func (s *sessDB) load(tb testing.TB, l sessLoad) time.Duration {
 				}
 				fts = fts[k:]
 			}
-			return nil
+			if s.dialect == "pg" {
+				return nil
+			}
+			// The entries are written: nothing is left for the index to
+			// catch up (the trigger queued the rows).
+			_, err := tx.ExecContext(ctx, `DELETE FROM `+backend.SearchQueueTable+` WHERE tenant = ?`, sessTenant)
+			return err
 		})
 		if err != nil {
 			tb.Fatalf("load sessions %d..%d: %v", first, first+n-1, err)

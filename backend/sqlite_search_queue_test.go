@@ -1,0 +1,147 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/driver"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+)
+
+// A save writes no search entry: it queues its messages; a search on
+// another backend of the same file (another server) finds them, having
+// caught the index up, and empties the queue.
+func TestSQLiteSearchQueueReadYourWrites(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.SQLiteURL(t)
+	dbA, _ := openDB(t, url)
+	dbB, _ := openDB(t, url)
+	a, err := NewDataFlowBackend(dbA)
+	require.NoError(t, err)
+	b, err := NewDataFlowBackend(dbB)
+	require.NoError(t, err)
+
+	key := driver.SessionKey("acme", "s1")
+	require.NoError(t, storeTurn(ctx, a, key, driver.Turn{User: "where is the lighthouse", Agent: "past the harbour"}))
+	assert.Equal(t, 0, countQuery(t, dbA, `SELECT count(*) FROM `+SearchTable), "search entries written by the save")
+	assert.Equal(t, 2, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable+` WHERE tenant = 'acme'`), "messages queued by the save")
+
+	hits, err := b.Search(ctx, "acme", driver.SearchQuery{Text: "lighthouse", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, "s1", hits[0].SessionID)
+	assert.Equal(t, 0, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable), "queued messages after the search")
+	assert.Equal(t, 2, countQuery(t, dbA, `SELECT count(*) FROM `+SearchTable), "search entries after the search")
+
+	// Another tenant's search catches up its own queue only.
+	other := driver.SessionKey("other", "s1")
+	require.NoError(t, storeTurn(ctx, a, other, driver.Turn{User: "lighthouse keeper", Agent: "hello"}))
+	hits, err = b.Search(ctx, "acme", driver.SearchQuery{Text: "lighthouse", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, 2, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable+` WHERE tenant = 'other'`), "the other tenant's queue after acme's search")
+	hits, err = b.Search(ctx, "other", driver.SearchQuery{Text: "lighthouse", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, 0, countQuery(t, dbA, `SELECT count(*) FROM `+SearchQueueTable), "queued messages after both searches")
+}
+
+// A backend that has queued searchCatchUpAfter messages catches the index
+// up after the save that crossed it, with no search.
+func TestSQLiteSearchQueueCatchesUpAfterSaves(t *testing.T) {
+	ctx := context.Background()
+	b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL})
+	saves := searchCatchUpAfter / 2
+	for i := range saves - 1 {
+		require.NoError(t, storeTurn(ctx, b, fmt.Sprintf("s%d", i%7), driver.Turn{User: fmt.Sprintf("question %d", i), Agent: "answer"}))
+	}
+	assert.Equal(t, 2*(saves-1), countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued before the threshold")
+	require.NoError(t, storeTurn(ctx, b, "s0", driver.Turn{User: "the last one", Agent: "answer"}))
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued after the threshold")
+	assert.Equal(t, 2*saves, countQuery(t, b.db, `SELECT count(*) FROM `+SearchTable), "search entries after the threshold")
+}
+
+// What deletes a session (a clear, a replace, expiry) before the
+// index caught up leaves nothing of it queued, and a catch-up then indexes
+// only what is stored.
+func TestSQLiteSearchQueueErasure(t *testing.T) {
+	ctx := context.Background()
+	b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL})
+	keep, cleared, replaced := driver.SessionKey("t", "keep"), driver.SessionKey("t", "cleared"), driver.SessionKey("t", "replaced")
+	for _, k := range []string{keep, cleared, replaced} {
+		require.NoError(t, storeTurn(ctx, b, k, driver.Turn{User: "secret walrus " + k, Agent: "noted"}))
+	}
+	require.NoError(t, b.ClearSession(ctx, cleared))
+	_, err := b.Replace(ctx, replaced, []driver.PreparedTurn{{Turn: driver.Turn{User: "new words", Agent: "only"}}})
+	require.NoError(t, err)
+
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable+` WHERE skey = ?`, cleared), "queued rows of the cleared session")
+	assert.Equal(t, 2, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable+` WHERE skey = ?`, replaced), "queued rows of the replaced session: its new turn")
+	hits, err := b.Search(ctx, "t", driver.SearchQuery{Text: "walrus", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assert.Equal(t, "keep", hits[0].SessionID)
+	hits, err = b.Search(ctx, "t", driver.SearchQuery{Text: "new words", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, hits, 1)
+	assertNoOrphans(t, b)
+
+	// Expiry deletes sessions by the batch: their queued rows go too.
+	for _, id := range []string{"e1", "e2", "e3"} {
+		require.NoError(t, storeTurn(ctx, b, driver.SessionKey("x", id), driver.Turn{User: "expiring walrus", Agent: "noted"}))
+	}
+	report, keys, err := b.DeleteSessions(ctx, "x", nil, time.Now().Add(time.Hour), 100)
+	require.NoError(t, err)
+	require.Len(t, keys, 3, "deleted: %+v", report)
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable+` WHERE tenant = 'x'`), "queued rows of expired sessions")
+	hits, err = b.Search(ctx, "x", driver.SearchQuery{Text: "walrus", Limit: 10})
+	require.NoError(t, err)
+	assert.Empty(t, hits)
+	assertNoOrphans(t, b)
+}
+
+// A database of the previous release holds the budget index, which the
+// SQLite store no longer reads: the messages table's migration drops it
+// (its history's checksum is not the model's), and the rows stay.
+func TestSQLiteDropsBudgetIndex(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.SQLiteURL(t)
+	db, _ := openDB(t, url)
+	b, err := NewDataFlowBackend(db)
+	require.NoError(t, err)
+	require.NoError(t, storeTurn(ctx, b, "s1", driver.Turn{User: "before", Agent: "the upgrade"}))
+	index := func(db interface {
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	}) int {
+		rows, err := db.QueryContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`, MessagesTable+"_budget_idx")
+		require.NoError(t, err)
+		var n int
+		require.NoError(t, scanOne(rows, &n))
+		return n
+	}
+	require.Zero(t, index(db), "a new database's budget index")
+	// As 2e761bd left it: the index, and its checksum in the history.
+	_, err = db.ExecContext(ctx, `CREATE INDEX `+MessagesTable+`_budget_idx ON `+MessagesTable+` (session_id, tokens_before, seq)`)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, `UPDATE turnkeep_migrations SET checksum = 'previous release' WHERE table_name = ?`, MessagesTable)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	db2, _ := openDB(t, url)
+	b2, err := NewDataFlowBackend(db2)
+	require.NoError(t, err)
+	require.NoError(t, storeTurn(ctx, b2, "s1", driver.Turn{User: "after", Agent: "the upgrade"}))
+	assert.Zero(t, index(db2), "the budget index after the upgrade")
+	w, err := readWindow(ctx, b2, "s1", 10)
+	require.NoError(t, err)
+	assert.Len(t, w.Turns, 2)
+	w, _, err = b2.Load(ctx, "s1", driver.WindowQuery{MaxTurns: 10, TokenBudget: 1, Known: driver.UnknownVersion})
+	require.NoError(t, err)
+	assert.Len(t, w.Turns, 1, "a budget window holds the newest turn even over budget")
+}
