@@ -163,10 +163,18 @@ func (b *DataFlowBackend) SearchIndexPlan(ctx context.Context) (*migrate.Plan, e
 		return nil, fmt.Errorf("backend: search index plan: %w", err)
 	}
 	p.Exists = exists
-	if exists || b.noSearch {
+	if b.noSearch {
 		return p, nil
 	}
 	ddl, step := b.store.searchIndexDDL()
+	if exists {
+		ddl = nil
+	}
+	missing, err := b.store.searchIndexMissing(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backend: search index plan: %w", err)
+	}
+	ddl = append(ddl, missing...)
 	for _, stmt := range ddl {
 		step.SQL = stmt
 		p.Steps = append(p.Steps, step)

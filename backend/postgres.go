@@ -303,6 +303,9 @@ func (s *postgresStore) searchIndexName() string { return MessagesTable + "_sear
 
 // searchIndexDDL returns the statements that create the search index, in
 // order; `turnkeep migrate plan` prints them (SearchIndexPlan).
+// searchIndexMissing returns nothing: an existing GIN index is whole.
+func (s *postgresStore) searchIndexMissing(context.Context) ([]string, error) { return nil, nil }
+
 func (s *postgresStore) searchIndexDDL() ([]string, migrate.Step) {
 	// Built CONCURRENTLY, so that a table that already holds
 	// messages (an upgraded deployment) keeps taking writes while

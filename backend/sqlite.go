@@ -132,6 +132,24 @@ func (s *sqliteStore) searchIndexDDL() ([]string, migrate.Step) {
 		SearchSecureDelete}, migrate.Step{Kind: migrate.CreateTable, Table: SearchTable}
 }
 
+// searchIndexMissing returns the statements an existing index still
+// needs: the queue of messages to index and its trigger, where an earlier
+// release made the index without them.
+func (s *sqliteStore) searchIndexMissing(ctx context.Context) ([]string, error) {
+	rows, err := s.b.db.QueryContext(ctx, `SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?`, searchQueueTrigger)
+	if err != nil {
+		return nil, err
+	}
+	var one int
+	if err := scanOne(rows, &one); err != nil && err != sql.ErrNoRows {
+		return nil, err
+	}
+	if one == 1 {
+		return nil, nil
+	}
+	return searchQueueDDL(), nil
+}
+
 // searchIndexExists reports whether the catalog holds the FTS5 table.
 func (s *sqliteStore) searchIndexExists(ctx context.Context) (bool, error) {
 	return searchIndexExists(ctx, s.b, `SELECT 1 FROM sqlite_master WHERE name = ?`, s.searchIndexName())

@@ -80,6 +80,9 @@ type store interface {
 	// searchIndexDDL returns the statements that create the search
 	// index, in order, and the kind of step they are in a plan.
 	searchIndexDDL() ([]string, migrate.Step)
+	// searchIndexMissing returns the statements an existing search index
+	// still needs (migrate up runs them; see SearchIndexPlan).
+	searchIndexMissing(ctx context.Context) ([]string, error)
 	// searchIndexExists reports whether the catalog holds a usable
 	// search index.
 	searchIndexExists(ctx context.Context) (bool, error)

@@ -137,7 +137,7 @@ func TestMigrateSearchIndexStatements(t *testing.T) {
 		if d.Name == "pg" {
 			require.Contains(t, r.stdout, "1 statement applied")
 		} else {
-			require.Contains(t, r.stdout, "2 statements applied") // FTS5 table, secure-delete
+			require.Contains(t, r.stdout, "2 statements applied") // FTS5 table, secure-delete (the queue stays)
 		}
 		run(t, "", "migrate", "status", "--db", url).want(t, 0)
 	})
