@@ -43,6 +43,7 @@ type UpgradeTx struct {
 	q interface {
 		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 	}
 	rebind func(string) string
 }
@@ -55,6 +56,13 @@ func (t UpgradeTx) ExecContext(ctx context.Context, query string, args ...any) (
 // QueryContext runs a query.
 func (t UpgradeTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return t.q.QueryContext(ctx, t.rebind(query), args...)
+}
+
+// PrepareContext prepares a statement run many times in the batch (on
+// SQLite each ExecContext would otherwise parse it again); the caller
+// closes it before the batch returns.
+func (t UpgradeTx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return t.q.PrepareContext(ctx, t.rebind(query))
 }
 
 // DefaultUpgradeBatch bounds one batch of an upgrade run by RunUpgrade
