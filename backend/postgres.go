@@ -290,10 +290,8 @@ func (s *postgresStore) indexTx(context.Context, *dataflow.Tx, string, int64, in
 	return nil
 }
 
-// upgradeIndex does nothing: the upgrade writes the row's search_text.
-func (s *postgresStore) upgradeIndex(context.Context, migrate.UpgradeTx, string, int64, int32, string) error {
-	return nil
-}
+// upgradeIndexSQL is none: the upgrade writes the row's search_text.
+func (s *postgresStore) upgradeIndexSQL() string { return "" }
 
 // unindexKeysTx does nothing: the entries go with the rows.
 func (s *postgresStore) unindexKeysTx(context.Context, *dataflow.Tx, []string) error { return nil }

@@ -333,13 +333,8 @@ func (s *sqliteStore) sizeQuery() (string, []any) {
 	return `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`, nil
 }
 
-// upgradeIndex adds the FTS5 entry of an old message the data upgrade
-// counts, in the upgrade's transaction.
-func (s *sqliteStore) upgradeIndex(ctx context.Context, tx migrate.UpgradeTx, key string, seq int64, pos int32, content string) error {
-	row, ok := SearchEntry(key, seq, pos, content)
-	if !ok {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO `+SearchTable+` (body, sk, tk, skey, seq, pos) VALUES (?, ?, ?, ?, ?, ?)`, row...)
-	return err
+// upgradeIndexSQL inserts the FTS5 entry of an old message the data
+// upgrade counts.
+func (s *sqliteStore) upgradeIndexSQL() string {
+	return `INSERT INTO ` + SearchTable + ` (body, sk, tk, skey, seq, pos) VALUES (?, ?, ?, ?, ?, ?)`
 }

@@ -66,10 +66,10 @@ type store interface {
 	// unindexKeysTx removes the search entries of the sessions of keys,
 	// where they do not go with the rows.
 	unindexKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) error
-	// upgradeIndex adds the search entry of an old message the data
-	// upgrade counts, in its transaction, where the index is a table of
-	// its own (indexInRows is false).
-	upgradeIndex(ctx context.Context, tx migrate.UpgradeTx, key string, seq int64, pos int32, content string) error
+	// upgradeIndexSQL is the insert of one search entry (SearchEntry's
+	// row) that the data upgrade runs for each old message, where the
+	// index is a table of its own (indexInRows is false); "" otherwise.
+	upgradeIndexSQL() string
 	// indexInRows reports whether the search index reads the message
 	// rows themselves (PostgreSQL's search_text, written by the insert),
 	// rather than being a table of its own that writes keep (SQLite's

@@ -130,6 +130,11 @@ func (b *DataFlowBackend) countedUpgrade(counter driver.TokenCounter) migrate.Up
 // countBatch counts the sessions left to count after cursor, in key
 // order, until the time until passes (one session at least).
 func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, cursor string, until time.Time, counter driver.TokenCounter) (string, int64, bool, error) {
+	st, err := b.prepareCount(ctx, tx)
+	if err != nil {
+		return cursor, 0, false, err
+	}
+	defer st.close()
 	var done int64
 	for {
 		rows, err := tx.QueryContext(ctx, `SELECT id, counted FROM `+SessionsTable+` WHERE id > ? ORDER BY id LIMIT ?`, cursor, upgradeScan)
@@ -160,7 +165,7 @@ func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, 
 			if i > 0 && time.Now().After(until) {
 				return cursor, done, false, nil // id and after: the next batch
 			}
-			n, err := b.countSession(ctx, tx, id, counter)
+			n, err := b.countSession(ctx, tx, st, id, counter)
 			if err != nil {
 				return cursor, done, false, fmt.Errorf("session %s: %w", sessionName(id), err)
 			}
@@ -187,7 +192,7 @@ func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, 
 // message appended since holds it) and counter's count. The empty message
 // such a release stored for a one-sided turn is deleted: the conversation
 // model has no empty messages, and it carried nothing.
-func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx, sessionID string, counter driver.TokenCounter) (int64, error) {
+func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx, st *countStmts, sessionID string, counter driver.TokenCounter) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT counted FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), sessionID)
 	if err != nil {
 		return 0, err
@@ -232,7 +237,7 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 			held[r.msgID] = true
 		}
 	}
-	inRows, index := b.store.indexInRows(), !b.store.indexInRows() && !b.searchOff.Load()
+	inRows := b.store.indexInRows()
 	var total, before, n int64
 	for i, r := range all {
 		if i == 0 || r.seq != all[i-1].seq {
@@ -240,7 +245,7 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 		}
 		if !r.counted {
 			if r.content == "" {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`, sessionID, r.seq, r.pos); err != nil {
+				if _, err := st.del.ExecContext(ctx, sessionID, r.seq, r.pos); err != nil {
 					return 0, err
 				}
 				n++
@@ -259,13 +264,16 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 		if inRows {
 			search = searchArg(r.content)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`,
-			r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
+		if _, err := st.update.ExecContext(ctx, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
 			return 0, err
 		}
 		n++
-		if !r.counted && index {
-			if err := b.store.upgradeIndex(ctx, tx, sessionID, r.seq, r.pos, r.content); err != nil {
+		if row, ok := SearchEntry(sessionID, r.seq, r.pos, r.content); !r.counted && st.indexSQL != "" && ok {
+			index, err := st.indexStmt(ctx)
+			if err != nil {
+				return 0, err
+			}
+			if _, err := index.ExecContext(ctx, row...); err != nil {
 				return 0, err
 			}
 		}
@@ -274,4 +282,47 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 		return 0, err
 	}
 	return n, nil
+}
+
+// countStmts are the statements countSession runs per row, prepared once
+// per batch: on SQLite each ExecContext would parse its text again.
+type countStmts struct {
+	tx          migrate.UpgradeTx
+	update, del *sql.Stmt
+	indexSQL    string    // "": no search entries to write (see store.upgradeIndexSQL)
+	index       *sql.Stmt // indexSQL prepared, at its first use (a new database has no index yet and needs none)
+}
+
+func (st *countStmts) indexStmt(ctx context.Context) (*sql.Stmt, error) {
+	if st.index == nil {
+		var err error
+		if st.index, err = st.tx.PrepareContext(ctx, st.indexSQL); err != nil {
+			return nil, err
+		}
+	}
+	return st.index, nil
+}
+
+func (b *DataFlowBackend) prepareCount(ctx context.Context, tx migrate.UpgradeTx) (*countStmts, error) {
+	st := &countStmts{tx: tx}
+	var err error
+	if st.update, err = tx.PrepareContext(ctx, `UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {
+		return nil, err
+	}
+	if st.del, err = tx.PrepareContext(ctx, `DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {
+		st.close()
+		return nil, err
+	}
+	if !b.searchOff.Load() {
+		st.indexSQL = b.store.upgradeIndexSQL()
+	}
+	return st, nil
+}
+
+func (st *countStmts) close() {
+	for _, s := range []*sql.Stmt{st.update, st.del, st.index} {
+		if s != nil {
+			s.Close()
+		}
+	}
 }

@@ -43,6 +43,7 @@ type UpgradeTx struct {
 	q interface {
 		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
 	}
 	rebind func(string) string
 }
@@ -55,6 +56,13 @@ func (t UpgradeTx) ExecContext(ctx context.Context, query string, args ...any) (
 // QueryContext runs a query.
 func (t UpgradeTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	return t.q.QueryContext(ctx, t.rebind(query), args...)
+}
+
+// PrepareContext prepares a statement run many times in the batch (on
+// SQLite each ExecContext would otherwise parse it again); the caller
+// closes it before the batch returns.
+func (t UpgradeTx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return t.q.PrepareContext(ctx, t.rebind(query))
 }
 
 // DefaultUpgradeBatch bounds one batch of an upgrade run by RunUpgrade
@@ -181,7 +189,8 @@ func (m *Migrator) RunUpgrade(ctx context.Context, u Upgrade, opts UpgradeOption
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("upgrade %q: %w", u.Name, err)
 		}
-		finished := false
+		finished, ran := false, false
+		var rows int64
 		err := m.locked(ctx, func(c bun.IConn) error {
 			record := !opts.NoDDL
 			if record {
@@ -212,11 +221,11 @@ func (m *Migrator) RunUpgrade(ctx context.Context, u Upgrade, opts UpgradeOption
 			if err != nil {
 				return err
 			}
-			next, rows, done, err := u.Batch(ctx, tx, cursor, until)
+			next, n, done, err := u.Batch(ctx, tx, cursor, until)
 			if err != nil {
 				return fmt.Errorf("upgrade %q: %w", u.Name, err)
 			}
-			cursor, res.Rows, res.Batches, res.Ran = next, res.Rows+rows, res.Batches+1, true
+			cursor, rows, ran = next, n, true
 			if !done {
 				return nil
 			}
@@ -234,7 +243,15 @@ func (m *Migrator) RunUpgrade(ctx context.Context, u Upgrade, opts UpgradeOption
 			return nil
 		})
 		if err != nil {
+			if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+				// The driver may report only that the transaction is
+				// gone (database/sql rolls it back when ctx ends).
+				err = fmt.Errorf("upgrade %q: %w: %w", u.Name, cerr, err)
+			}
 			return res, err
+		}
+		if ran { // committed
+			res.Rows, res.Batches, res.Ran = res.Rows+rows, res.Batches+1, true
 		}
 		if finished {
 			res.Duration = time.Since(start)
