@@ -166,7 +166,11 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", driver.ErrInvalidOption)
 	}
-	b := &DataFlowBackend{db: db, search: cache.Ensurer{Timeout: searchIndexTimeout}, upgrade: cache.Ensurer{Timeout: upgradeTimeout}, log: slog.New(slog.DiscardHandler), named: make(map[string]*dataflow.Stmt)}
+	minWait, maxWait := db.EnsureBackoff() // first-use steps of the backend wait as the DB's do
+	b := &DataFlowBackend{db: db,
+		search:  cache.Ensurer{Timeout: searchIndexTimeout, MinBackoff: minWait, MaxBackoff: maxWait},
+		upgrade: cache.Ensurer{Timeout: upgradeTimeout, MinBackoff: minWait, MaxBackoff: maxWait},
+		log:     slog.New(slog.DiscardHandler), named: make(map[string]*dataflow.Stmt)}
 	if err := optx.Apply(b, opts); err != nil {
 		return nil, err
 	}

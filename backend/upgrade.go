@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -68,10 +69,26 @@ func (b *DataFlowBackend) upgraded(ctx context.Context, counter driver.TokenCoun
 		batch = min(batch, time.Until(d))
 	}
 	return b.upgrade.Ensure(ctx, func(ctx context.Context) error {
+		// A run resumes where it stopped, so one cut off by a dead pooled
+		// connection (or a transient conflict) is run again at once, as
+		// dataflow runs a table's first use again; only what fails again
+		// is cached, with its backoff.
 		_, err := b.runUpgrades(ctx, counter, batch)
+		for attempt := 0; err != nil && attempt < upgradeRetries && ctx.Err() == nil && dataflow.Retryable(err); attempt++ {
+			_, err = b.runUpgrades(ctx, counter, batch)
+		}
+		if err != nil && !errors.Is(err, dataflow.ErrEnsureFailed) {
+			// A failed first-use step, as a table's: callers tell it, and
+			// its backoff, by dataflow.ErrEnsureFailed.
+			err = fmt.Errorf("%w: %w", dataflow.ErrEnsureFailed, err)
+		}
 		return err
 	})
 }
+
+// upgradeRetries bounds the runs again of an upgrade check cut off by a
+// dead pooled connection: a pool may hold that many dead ones.
+const upgradeRetries = 4
 
 func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenCounter, batch time.Duration) ([]migrate.UpgradeResult, error) {
 	mig := b.db.Migrator()

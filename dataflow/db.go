@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/uptrace/bun"
 	"go.opentelemetry.io/otel/attribute"
@@ -293,4 +294,14 @@ func (db *DB) readyAll(ctx context.Context) error {
 // A zero or closed DB changes nothing.
 func (db *DB) SchemaChanges() bool {
 	return db != nil && db.sql != nil && !db.Closed() && db.cfg.autoMigrate && !db.cfg.existingSchema
+}
+
+// EnsureBackoff returns the wait after a failed first-use run and its
+// cap (WithEnsureBackoff), for steps of first use that a package above
+// the DB runs itself, such as a backend's data upgrades.
+func (db *DB) EnsureBackoff() (minWait, maxWait time.Duration) {
+	if db == nil {
+		return DefaultMinBackoff, DefaultMaxBackoff
+	}
+	return db.cfg.minBackoff, db.cfg.maxBackoff
 }
