@@ -13,30 +13,40 @@ import (
 // so that text order is time order.
 const SQLiteTimeLayout = "2006-01-02 15:04:05.000000000+00:00"
 
-// Dialect is SQLite (the zero value) or PostgreSQL.
-type Dialect struct{ PG bool }
+// Dialect is SQLite (the zero value), PostgreSQL or the MySQL family
+// (MariaDB, Galera, MySQL; see dialect_mysql.go).
+type Dialect struct {
+	PG    bool
+	MySQL bool
+}
 
 // Detect returns the dialect of db, and false for one that is neither
-// SQLite nor PostgreSQL.
+// SQLite, PostgreSQL nor MySQL.
 func Detect(db *bun.DB) (Dialect, bool) {
 	switch db.Dialect().Name() {
 	case dialect.SQLite:
 		return Dialect{}, true
 	case dialect.PG:
 		return Dialect{PG: true}, true
+	case dialect.MySQL:
+		return Dialect{MySQL: true}, true
 	}
 	return Dialect{}, false
 }
 
-// Name returns "pg" or "sqlite", bun's names.
+// Name returns "pg", "mysql" or "sqlite", bun's names.
 func (d Dialect) Name() string {
+	if d.MySQL {
+		return dialect.MySQL.String()
+	}
 	if d.PG {
 		return dialect.PG.String()
 	}
 	return dialect.SQLite.String()
 }
 
-// Quote quotes an identifier: "name" on PostgreSQL, `name` on SQLite.
+// Quote quotes an identifier: "name" on PostgreSQL, `name` on SQLite and
+// MySQL.
 //
 // SQLite reads a double-quoted identifier that names no column as a string
 // literal (the "DQS" misfeature, on in the default build): a column missing
@@ -97,10 +107,11 @@ func (d Dialect) Rebind(query string) string {
 	return b.String()
 }
 
-// BindTime returns the bound parameter for t: t in UTC on PostgreSQL,
-// UTC text in SQLiteTimeLayout on SQLite.
+// BindTime returns the bound parameter for t: t in UTC on PostgreSQL and
+// MySQL (where DATETIME(6) keeps microseconds), UTC text in
+// SQLiteTimeLayout on SQLite.
 func (d Dialect) BindTime(t time.Time) any {
-	if d.PG {
+	if d.PG || d.MySQL {
 		return t.UTC()
 	}
 	return FormatSQLiteTime(t)

@@ -12,7 +12,14 @@ import (
 // named key: a transaction-scoped advisory lock on PostgreSQL (per key and
 // current schema), the write lock of BEGIN IMMEDIATE on SQLite. It commits
 // if fn returns nil and rolls back otherwise, also when fn panics.
+//
+// On MySQL the lock is a lease in LockTable and fn runs outside a
+// transaction, each of its statements committing on its own (DDL commits
+// implicitly there): see lockedMySQL.
 func (d Dialect) Locked(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error {
+	if d.MySQL {
+		return lockedMySQL(ctx, db, key, fn)
+	}
 	if d.PG {
 		return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(? || current_schema()))`, key); err != nil {
