@@ -78,6 +78,9 @@ func buildStatements(d sqlcore.Dialect, t *schema.Table) *statements {
 	} else {
 		s.conflict += " DO NOTHING"
 	}
+	if d.MySQL {
+		s.conflict = mysqlConflict(s, t)
+	}
 	return s
 }
 
@@ -112,7 +115,11 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 	case len(cols) == 0 && rows == 1:
 		// Every column is left to the database (a model that is only an
 		// auto-increment key).
-		b.WriteString("INSERT INTO " + s.table + " DEFAULT VALUES")
+		if s.d.MySQL {
+			b.WriteString("INSERT INTO " + s.table + mysqlDefaultRow)
+		} else {
+			b.WriteString("INSERT INTO " + s.table + " DEFAULT VALUES")
+		}
 	case len(cols) == 0: // PostgreSQL only: bulkInsert gives SQLite one row at a time
 		defaults := make([]string, len(st.returning))
 		for i, f := range st.returning {

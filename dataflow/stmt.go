@@ -90,8 +90,8 @@ func runStmt[R any](ctx context.Context, s *Stmt, args []any, do func(context.Co
 	if err != nil {
 		return zero, err
 	}
-	var q querier = s.db.sql // PostgreSQL
-	if !s.db.d.PG {
+	var q querier = s.db.sql // PostgreSQL, MySQL
+	if s.db.d.SQLite() {
 		p, err := s.prepared(ctx)
 		if err != nil {
 			return zero, err
@@ -142,7 +142,7 @@ func (s *Stmt) ExecTx(ctx context.Context, tx *Tx, args ...any) (sql.Result, err
 // prepare it on (SetMaxOpenConns), rather than wait for one, perhaps for
 // tx's own.
 func (s *Stmt) inTx(ctx context.Context, tx *Tx) (querier, error) {
-	if tx.tx == nil || s.db.d.PG {
+	if tx.tx == nil || !s.db.d.SQLite() {
 		return tx.q, nil
 	}
 	p := s.prep.Load()
@@ -228,9 +228,12 @@ func (p preparedQuerier) QueryContext(ctx context.Context, _ string, args ...any
 }
 
 // IsUniqueViolation reports whether err is a unique violation of the named
-// index or constraint (PostgreSQL SQLSTATE 23505), so that a caller can
+// index or constraint (PostgreSQL SQLSTATE 23505, MySQL error 1062), so that a caller can
 // tell a write that lost a race for a key from any other failure.
 func IsUniqueViolation(err error, name string) bool {
+	if isMySQLDuplicate(err, name) {
+		return true
+	}
 	code, ok := sqlcore.SQLState(err)
 	return ok && code == "23505" && strings.Contains(err.Error(), `"`+name+`"`)
 }

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/turnkeep/turnkeep/internal/otelx"
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 // Names of the telemetry a DB emits. The README lists them all.
@@ -59,10 +60,13 @@ type telemetry struct {
 // newTelemetry returns the telemetry of cfg, or nil when there is nothing
 // to record. Providers not given are otel's global ones at this moment;
 // while those are still otel's defaults (no-ops), nothing is recorded.
-func newTelemetry(cfg config, pg bool, stats func() Stats) (*telemetry, error) {
+func newTelemetry(cfg config, d sqlcore.Dialect, stats func() Stats) (*telemetry, error) {
 	t := &telemetry{log: cfg.logger, slow: cfg.slowThreshold, system: attribute.String("db.system.name", "sqlite")}
-	if pg {
+	switch {
+	case d.PG:
 		t.system = attribute.String("db.system.name", "postgresql")
+	case d.MySQL:
+		t.system = attribute.String("db.system.name", "mysql") // MariaDB too: one wire protocol and SQL
 	}
 	if tp := otelx.TracerProvider(cfg.tracerProvider); tp != nil {
 		t.tracer = tp.Tracer(InstrumentationName)

@@ -92,6 +92,9 @@ func (m *Migrator) check(ctx context.Context, c bun.IConn, table, sum string) (S
 // one catalog query.
 func (m *Migrator) existing(ctx context.Context, c bun.IConn, names ...string) (map[string]bool, error) {
 	q := `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?)`
+	if m.d.MySQL {
+		q = mysqlExisting
+	}
 	if m.d.PG {
 		q = `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (?)`
@@ -229,6 +232,9 @@ func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
 	duration_ms BIGINT NOT NULL)`,
 		`CREATE INDEX IF NOT EXISTS ` + m.ident(m.history+"_table_idx") + ` ON ` + m.ident(m.history) + ` (table_name, id)`,
 	}
+	if m.d.MySQL {
+		stmts = m.mysqlHistory()
+	}
 	for _, s := range stmts {
 		if _, err := c.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create history table: %w", err)
@@ -256,7 +262,7 @@ func (m *Migrator) History(ctx context.Context, table string) ([]HistoryEntry, e
 	for rows.Next() {
 		var e HistoryEntry
 		var ms int64
-		if err := rows.Scan(&e.ID, &e.Table, &e.Checksum, &e.Statements, &e.AppliedAt, &ms); err != nil {
+		if err := rows.Scan(&e.ID, &e.Table, &e.Checksum, &e.Statements, anyTime{&e.AppliedAt}, &ms); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read history of %q: %w", table, err)
 		}

@@ -80,6 +80,9 @@ ORDER BY i.relname, k.ord`
 
 func (m *Migrator) inspect(ctx context.Context, c bun.IConn, table string) (*TableInfo, error) {
 	colsQuery, idxQuery := sqliteColumns, sqliteIndexes
+	if m.d.MySQL {
+		colsQuery, idxQuery = mysqlColumns, mysqlIndexes
+	}
 	if m.d.PG {
 		colsQuery, idxQuery = pgColumns, pgIndexes
 	}

@@ -17,7 +17,7 @@ const DefaultHistoryTable = "turnkeep_migrations"
 
 var (
 	// ErrUnsupportedDialect is returned by New for a database that is
-	// neither SQLite nor PostgreSQL.
+	// neither SQLite, PostgreSQL nor MySQL.
 	ErrUnsupportedDialect = errors.New("migrate: unsupported dialect")
 	// ErrInvalidModel is returned when a Model is not a bun model struct or
 	// names an index column the model does not have.
@@ -83,8 +83,8 @@ type Migrator struct {
 	models  sqlcore.Models // the bun tables of models, and the ones bun could not build
 }
 
-// New returns a Migrator for db, which must use the SQLite or PostgreSQL
-// dialect.
+// New returns a Migrator for db, which must use the SQLite, PostgreSQL or
+// MySQL dialect.
 func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 	if db == nil {
 		return nil, errors.New("migrate: db must not be nil")

@@ -115,7 +115,9 @@ func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, e
 func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, error) {
 	indexes := model.Indexes
 	p := &Plan{Table: t.Name, Checksum: checksum(m.d.Name(), t, model), Exists: ti.Exists}
-	if !ti.Exists {
+	if !ti.Exists && m.d.MySQL {
+		p.Steps = append(p.Steps, Step{Kind: CreateTable, Table: t.Name, SQL: m.mysqlCreateTable(t)})
+	} else if !ti.Exists {
 		b, err := m.db.NewCreateTable().Model(t.ZeroIface).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
@@ -131,9 +133,9 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 				p.Steps = append(p.Steps, m.addColumn(t, f))
 				continue
 			}
-			if normType(m.d.PG, col.Type) != normType(m.d.PG, f.CreateTableSQLType) {
+			if m.norm(col.Type) != m.norm(m.modelType(f)) {
 				p.Steps = append(p.Steps, m.alterType(t, f, col))
-			} else if live, model, ok := varcharLengths(col.Type, f.CreateTableSQLType); m.d.PG && ok && live < model {
+			} else if live, model, ok := varcharLengths(col.Type, m.modelType(f)); (m.d.PG || m.d.MySQL) && ok && live < model {
 				p.Steps = append(p.Steps, m.widen(t, f, col))
 			}
 		}
@@ -157,9 +159,13 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 			if live.Unique == ix.Unique && slices.Equal(live.Columns, ix.Columns) {
 				continue
 			}
+			drop := "DROP INDEX " + m.ident(ix.Name)
+			if m.d.MySQL {
+				drop += " ON " + m.ident(t.Name)
+			}
 			p.Steps = append(p.Steps, Step{
 				Kind: DropIndex, Table: t.Name, Name: ix.Name,
-				SQL: "DROP INDEX " + m.ident(ix.Name),
+				SQL: drop,
 				Note: fmt.Sprintf("live index unique=%t on (%s); recreated as unique=%t on (%s)",
 					live.Unique, strings.Join(live.Columns, ", "), ix.Unique, strings.Join(ix.Columns, ", ")),
 			})
@@ -172,16 +178,23 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 		if ix.Unique {
 			unique = "UNIQUE "
 		}
+		ifNotExists := "IF NOT EXISTS "
+		if m.d.MySQL {
+			ifNotExists = "" // MySQL 8 lacks it; the plan creates only what inspect did not find
+		}
 		p.Steps = append(p.Steps, Step{
 			Kind: CreateIndex, Table: t.Name, Name: ix.Name,
-			SQL: fmt.Sprintf("CREATE %sINDEX IF NOT EXISTS %s ON %s (%s)",
-				unique, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
+			SQL: fmt.Sprintf("CREATE %sINDEX %s%s ON %s (%s)",
+				unique, ifNotExists, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
 		})
 	}
 	return p, nil
 }
 
 func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
+	if m.d.MySQL {
+		return Step{Kind: AddColumn, Table: t.Name, Name: f.Name, SQL: m.mysqlAddColumn(t, f)}
+	}
 	def := f.CreateTableSQLType
 	switch {
 	case f.SQLDefault != "":
@@ -207,9 +220,12 @@ func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step 
 		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true, Breaks: true,
 		Note: fmt.Sprintf("live type %s, model type %s", col.Type, f.CreateTableSQLType),
 	}
+	s.Note = fmt.Sprintf("live type %s, model type %s", col.Type, m.modelType(f))
 	if m.d.PG {
 		s.SQL = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s",
 			m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType, m.ident(f.Name), f.CreateTableSQLType)
+	} else if m.d.MySQL {
+		s.SQL = m.mysqlModify(t, f)
 	} else {
 		s.Note += "; SQLite cannot change a column's type in place"
 	}
@@ -220,6 +236,12 @@ func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step 
 // changes, and PostgreSQL rewrites neither the table nor its indexes for it,
 // so it is not destructive.
 func (m *Migrator) widen(t *schema.Table, f *schema.Field, col Column) Step {
+	if m.d.MySQL { // a longer VARCHAR keeps every value; InnoDB widens in place within a length-byte size
+		return Step{
+			Kind: AlterType, Table: t.Name, Name: f.Name, SQL: m.mysqlModify(t, f),
+			Note: fmt.Sprintf("widened from %s to %s", col.Type, m.modelType(f)),
+		}
+	}
 	return Step{
 		Kind: AlterType, Table: t.Name, Name: f.Name,
 		SQL:  fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s", m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType),
@@ -248,6 +270,22 @@ func varcharLength(t string) (int, bool) {
 	}
 	n, err := strconv.Atoi(strings.TrimSuffix(rest, ")"))
 	return n, err == nil && strings.HasSuffix(rest, ")")
+}
+
+// modelType is the type the model's field f has on the dialect.
+func (m *Migrator) modelType(f *schema.Field) string {
+	if m.d.MySQL {
+		return mysqlType(f)
+	}
+	return f.CreateTableSQLType
+}
+
+// norm is normType on the dialect.
+func (m *Migrator) norm(t string) string {
+	if m.d.MySQL {
+		return normMySQL(t)
+	}
+	return normType(m.d.PG, t)
 }
 
 func zeroDefault(typ string) string {

@@ -1,0 +1,256 @@
+package migrate
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun/schema"
+
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
+)
+
+// The MySQL family (MariaDB 10.11, Galera, MySQL 8): its catalog, its
+// DDL and its column types.
+//
+// DDL commits implicitly on MySQL, so a migration is not one transaction
+// there: each step commits as it runs, under the migration lease (see
+// sqlcore.Dialect.Locked), and the history row is written last. A run cut
+// short is finished by the next: Check finds no checksum, and the plan
+// against the live table holds only the steps still missing. On Galera
+// every DDL statement runs in total order on every node.
+
+// mysqlTableOptions end every CREATE TABLE: InnoDB (Galera replicates only
+// it), and an exact collation, so that IDs, owners and tenants compare
+// byte for byte, as on the other dialects, never case- or
+// accent-insensitively.
+const mysqlTableOptions = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+const (
+	mysqlExisting = `SELECT table_name FROM information_schema.tables
+WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' AND table_name IN (?)`
+	mysqlColumns = `SELECT column_name, column_type, is_nullable = 'NO', column_key = 'PRI',
+	(column_default IS NOT NULL AND column_default <> 'NULL') OR extra LIKE '%auto_increment%' OR extra LIKE '%GENERATED%'
+FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = ?
+ORDER BY ordinal_position`
+	mysqlIndexes = `SELECT index_name, non_unique = 0, COALESCE(column_name, '')
+FROM information_schema.statistics
+WHERE table_schema = DATABASE() AND table_name = ?
+ORDER BY index_name, seq_in_index`
+)
+
+// mysqlType is the column type of f on MySQL: bun's, made to hold what
+// the other dialects hold. bun maps time.Time to DATETIME, which drops the
+// fraction: times are DATETIME(6) (microseconds, as on PostgreSQL). TEXT
+// and BLOB hold 64 KiB on MySQL: they are LONGTEXT and LONGBLOB (4 GiB),
+// the size of TEXT and BYTEA elsewhere. A VARCHAR without a length gets
+// bun's 255.
+func mysqlType(f *schema.Field) string {
+	typ := strings.TrimSpace(f.CreateTableSQLType)
+	base, mod := typ, ""
+	if i := strings.IndexByte(typ, '('); i >= 0 {
+		base, mod = strings.TrimSpace(typ[:i]), typ[i:]
+	}
+	switch strings.ToUpper(base) {
+	case "DATETIME", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP WITHOUT TIME ZONE":
+		if mod == "" {
+			return "DATETIME(6)"
+		}
+		return "DATETIME" + mod
+	case "TEXT":
+		if mod == "" {
+			return "LONGTEXT"
+		}
+	case "BLOB", "BYTEA":
+		return "LONGBLOB"
+	case "VARCHAR", "CHARACTER VARYING":
+		if mod == "" {
+			return "VARCHAR(255)"
+		}
+		return "VARCHAR" + mod
+	case "JSONB", "JSON":
+		return "JSON"
+	case "DOUBLE PRECISION", "FLOAT8":
+		return "DOUBLE"
+	}
+	return typ
+}
+
+// mysqlAliases maps the type names a model may use to the names
+// information_schema reports, so a model and a live table compare equal.
+var mysqlAliases = map[string]string{
+	"boolean":           "tinyint",
+	"bool":              "tinyint",
+	"integer":           "int",
+	"real":              "double",
+	"double precision":  "double",
+	"json":              "longtext", // MariaDB: LONGTEXT with a json_valid check
+	"numeric":           "decimal",
+	"character varying": "varchar",
+	"character":         "char",
+}
+
+// normMySQL reduces a MySQL type name to a comparable form: lower case,
+// without length or precision, aliases resolved.
+func normMySQL(t string) string {
+	t = normType(false, t)
+	if a, ok := mysqlAliases[t]; ok {
+		return a
+	}
+	return t
+}
+
+// mysqlDefault is f's DEFAULT clause value on MySQL: CURRENT_TIMESTAMP
+// with the column's precision (DATETIME(6) refuses a default of less).
+func mysqlDefault(f *schema.Field, typ string) string {
+	d := f.SQLDefault
+	switch strings.ToLower(d) {
+	case "current_timestamp", "now()", "current_timestamp()":
+		if i := strings.IndexByte(typ, '('); i >= 0 && strings.HasPrefix(strings.ToUpper(typ), "DATETIME") {
+			return "CURRENT_TIMESTAMP" + typ[i:]
+		}
+		return "CURRENT_TIMESTAMP"
+	}
+	return d
+}
+
+// mysqlZeroDefault is zeroDefault for a MySQL type: DATETIME takes no
+// zone offset.
+func mysqlZeroDefault(typ string) string {
+	t := normType(false, typ)
+	if t == "datetime" || t == "timestamp" {
+		return "'1970-01-01 00:00:00'"
+	}
+	return zeroDefault(normMySQL(typ))
+}
+
+// mysqlColumnDef is a column's definition after its name.
+func mysqlColumnDef(f *schema.Field) string {
+	typ := mysqlType(f)
+	def := typ
+	if f.NotNull || f.IsPK {
+		def += " NOT NULL"
+	}
+	if f.AutoIncrement || f.Identity {
+		def += " AUTO_INCREMENT"
+	}
+	if f.SQLDefault != "" {
+		def += " DEFAULT " + mysqlDefault(f, typ)
+	}
+	return def
+}
+
+// mysqlCreateTable is the CREATE TABLE of t on MySQL.
+func (m *Migrator) mysqlCreateTable(t *schema.Table) string {
+	var b strings.Builder
+	b.WriteString("CREATE TABLE IF NOT EXISTS " + m.ident(t.Name) + " (")
+	for i, f := range t.Fields {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(m.ident(f.Name) + " " + mysqlColumnDef(f))
+	}
+	if len(t.PKs) > 0 {
+		b.WriteString(", PRIMARY KEY (" + m.idents(t.PKs) + ")")
+	}
+	names := make([]string, 0, len(t.Unique))
+	for name := range t.Unique {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		b.WriteString(", UNIQUE (" + m.idents(t.Unique[name]) + ")")
+	}
+	b.WriteString(")" + mysqlTableOptions)
+	return b.String()
+}
+
+func (m *Migrator) idents(fs []*schema.Field) string {
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = m.ident(f.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// mysqlAddColumn is the ADD COLUMN of f on MySQL: NOT NULL with the type's
+// zero for existing rows, as on the other dialects.
+func (m *Migrator) mysqlAddColumn(t *schema.Table, f *schema.Field) string {
+	typ := mysqlType(f)
+	def := typ
+	switch {
+	case f.SQLDefault != "":
+		if f.NotNull {
+			def += " NOT NULL"
+		}
+		def += " DEFAULT " + mysqlDefault(f, typ)
+	case f.NotNull:
+		if z := mysqlZeroDefault(typ); z != "" {
+			def += " NOT NULL DEFAULT " + z
+		}
+	}
+	return fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", m.ident(t.Name), m.ident(f.Name), def)
+}
+
+// mysqlModify is the MODIFY COLUMN that gives f its model type on MySQL
+// (the full definition: MODIFY replaces it).
+func (m *Migrator) mysqlModify(t *schema.Table, f *schema.Field) string {
+	def := mysqlType(f)
+	if f.NotNull || f.IsPK {
+		def += " NOT NULL"
+	}
+	if f.AutoIncrement || f.Identity {
+		def += " AUTO_INCREMENT"
+	}
+	if f.SQLDefault != "" {
+		def += " DEFAULT " + mysqlDefault(f, mysqlType(f))
+	}
+	return fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s", m.ident(t.Name), m.ident(f.Name), def)
+}
+
+// mysqlHistory is the history table on MySQL, its index inline (MySQL 8
+// has no CREATE INDEX IF NOT EXISTS).
+func (m *Migrator) mysqlHistory() []string {
+	return []string{`CREATE TABLE IF NOT EXISTS ` + m.ident(m.history) + ` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+	table_name VARCHAR(255) NOT NULL,
+	checksum VARCHAR(64) NOT NULL,
+	statements LONGTEXT NOT NULL,
+	applied_at DATETIME(6) NOT NULL,
+	duration_ms BIGINT NOT NULL,
+	KEY ` + m.ident(m.history+"_table_idx") + ` (table_name, id))` + mysqlTableOptions}
+}
+
+// anyTime scans a time column whether or not the driver parses times
+// (parseTime in the DSN of a *bun.DB the caller made).
+type anyTime struct{ t *time.Time }
+
+func (a anyTime) Scan(v any) error {
+	switch x := v.(type) {
+	case time.Time:
+		*a.t = x.UTC()
+		return nil
+	case []byte:
+		return a.parse(string(x))
+	case string:
+		return a.parse(x)
+	case nil:
+		*a.t = time.Time{}
+		return nil
+	}
+	return fmt.Errorf("scan %T into a time", v)
+}
+
+func (a anyTime) parse(s string) error {
+	if t, ok := sqlcore.ParseSQLiteTime(s); ok {
+		*a.t = t
+		return nil
+	}
+	t, err := time.Parse("2006-01-02 15:04:05.999999999", s)
+	if err != nil {
+		return err
+	}
+	*a.t = t
+	return nil
+}
