@@ -102,6 +102,11 @@ type recoverItem struct {
 func blockTable(t *testing.T, ctx context.Context, db *dataflow.DB, d dbtest.Dialect, name string) (unblock func()) {
 	t.Helper()
 	var do, undo []string
+	if d.Name == "mysql" {
+		// CREATE TABLE IF NOT EXISTS only notes a view or table of the
+		// name, and MySQL has no other namespace a table shares.
+		t.Skip("MySQL: no object makes CREATE TABLE IF NOT EXISTS fail")
+	}
 	if d.Name == "pg" {
 		// A table's row type takes its name: an existing type conflicts.
 		do = []string{fmt.Sprintf(`CREATE TYPE %q AS ENUM ('a')`, name)}

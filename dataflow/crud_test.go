@@ -261,7 +261,7 @@ func TestRoundTrip(t *testing.T) {
 				assert.Equal(t, tt.in.Tags, got.Tags)
 
 				want := tt.in.At.UTC().Format("2006-01-02 15:04:05.000000") + "|+00:00"
-				assert.Equal(t, want, storedUTC(t, ctx, db, d.Name == "pg", events.Name(), in.ID), "stored time, in UTC")
+				assert.Equal(t, want, storedUTC(t, ctx, db, d.Name, events.Name(), in.ID), "stored time, in UTC")
 
 				list, err := events.List(ctx, dataflow.Query{Filter: dataflow.Filter{"at": tt.in.At, "id": in.ID}})
 				require.NoError(t, err)
@@ -283,11 +283,14 @@ func assertTime(t *testing.T, want, got time.Time) {
 
 // storedUTC returns the column at of row id as the database holds it, in
 // UTC, to the microsecond: "2006-01-02 15:04:05.000000".
-func storedUTC(t *testing.T, ctx context.Context, db *dataflow.DB, pg bool, table string, id int64) string {
+func storedUTC(t *testing.T, ctx context.Context, db *dataflow.DB, dialect string, table string, id int64) string {
 	t.Helper()
 	q := `SELECT substr(at, 1, 26) || '|' || substr(at, 30) FROM "` + table + `" WHERE id = ?`
-	if pg {
+	switch dialect {
+	case "pg":
 		q = `SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '|+00:00' FROM "` + table + `" WHERE id = ?`
+	case "mysql": // DATETIME(6) holds the UTC wall clock
+		q = "SELECT CONCAT(DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f'), '|+00:00') FROM `" + table + "` WHERE id = ?"
 	}
 	rows, err := db.QueryContext(ctx, db.Rebind(q), id)
 	require.NoError(t, err)

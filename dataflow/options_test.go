@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 
@@ -55,6 +56,8 @@ func TestNewWrapsBunDB(t *testing.T) {
 		var bdb *bun.DB
 		if d.Name == "pg" {
 			bdb = bun.NewDB(src.Bun().DB, pgdialect.New())
+		} else if d.Name == "mysql" {
+			bdb = bun.NewDB(src.Bun().DB, mysqldialect.New())
 		} else {
 			bdb = bun.NewDB(src.Bun().DB, sqlitedialect.New())
 		}
@@ -104,7 +107,11 @@ func TestQueryHookSeesArgs(t *testing.T) {
 		require.NoError(t, users.Create(ctx, &user{Name: "hooked", Age: 33, Created: time.Now()}))
 		stmts := rec.all()
 		require.Len(t, stmts, 1)
-		assert.Contains(t, stmts[0].Query, `INSERT INTO "users"`)
+		if d.Name == "mysql" {
+			assert.Contains(t, stmts[0].Query, "INSERT INTO `users`")
+		} else {
+			assert.Contains(t, stmts[0].Query, `INSERT INTO "users"`)
+		}
 		assert.Contains(t, stmts[0].Args, any("hooked"))
 		assert.Contains(t, stmts[0].Args, any(33))
 		assert.NoError(t, stmts[0].Err)

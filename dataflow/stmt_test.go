@@ -48,8 +48,8 @@ func TestStmt(t *testing.T) {
 			require.NoError(t, rows.Close())
 			assert.Equal(t, []string{"outside", "inside"}, got)
 			want := at.UTC()
-			if d.Name == "pg" {
-				want = want.Truncate(time.Microsecond) // timestamptz keeps microseconds
+			if d.Name == "pg" || d.Name == "mysql" {
+				want = want.Truncate(time.Microsecond) // timestamptz and DATETIME(6) keep microseconds
 			}
 			assert.Equal(t, []time.Time{want, want.Add(time.Second)}, times, "times read back in UTC, exactly")
 		}
