@@ -101,6 +101,13 @@ func NewMariaDBServer(opts MariaDBOptions) (*MariaDB, error) {
 	if err := os.MkdirAll(m.dataDir(), 0o700); err != nil {
 		return nil, err
 	}
+	if opts.NoInstall && os.Geteuid() == 0 {
+		// A Galera joiner's state arrives by rsync, whose daemon drops
+		// root for nobody: nobody must own the data directory.
+		if err := errors.Join(os.Chmod(dir, 0o755), os.Chown(m.dataDir(), nobodyID, nobodyID)); err != nil {
+			return nil, err
+		}
+	}
 	if err := m.writeConfig(); err != nil {
 		return nil, err
 	}
@@ -113,6 +120,9 @@ func NewMariaDBServer(opts MariaDBOptions) (*MariaDB, error) {
 	}
 	return m, nil
 }
+
+// nobodyID is the user and group ID of nobody on Debian.
+const nobodyID = 65534
 
 func (m *MariaDB) dataDir() string { return filepath.Join(m.Dir, "data") }
 func (m *MariaDB) cnf() string     { return filepath.Join(m.Dir, "my.cnf") }
@@ -184,12 +194,14 @@ func (m *MariaDB) exited() bool {
 // Start starts the server and waits until it answers a query over TCP or
 // ctx ends. With detach, the server is a session of its own that outlives
 // the calling process (for CI, which ends it by PID).
-func (m *MariaDB) Start(ctx context.Context, detach bool) error {
+func (m *MariaDB) Start(ctx context.Context, detach bool) error { return m.start(ctx, detach) }
+
+func (m *MariaDB) start(ctx context.Context, detach bool, args ...string) error {
 	if m.PID() != 0 {
 		return errors.New("mariadb: already running")
 	}
 	start := time.Now()
-	cmd := exec.Command(MariaDBServer, "--defaults-file="+m.cnf())
+	cmd := exec.Command(MariaDBServer, append([]string{"--defaults-file=" + m.cnf()}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !detach, Setsid: detach}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start mariadbd: %w", err)
