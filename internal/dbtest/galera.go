@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,6 +171,19 @@ func (g *Galera) WaitSynced(ctx context.Context, i, members int) error {
 // Restart starts node i again (after Kill or Stop), joining the cluster,
 // and waits until it is Synced among members nodes.
 func (g *Galera) Restart(ctx context.Context, i, members int) error {
+	if os.Geteuid() == 0 {
+		// The files mariadbd made since are root's; a state transfer's
+		// rsync daemon, which runs as nobody, must be able to replace them.
+		err := filepath.WalkDir(g.Nodes[i].dataDir(), func(path string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(path, nobodyID, nobodyID)
+		})
+		if err != nil {
+			return fmt.Errorf("node %d: %w", i+1, err)
+		}
+	}
 	if err := g.Nodes[i].start(ctx, false); err != nil {
 		return fmt.Errorf("node %d: %w", i+1, err)
 	}
