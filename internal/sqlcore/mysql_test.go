@@ -63,8 +63,8 @@ func TestMySQLErrno(t *testing.T) {
 		want bool
 	}{
 		{mysql.ErrInvalidConn, true},
-		{&mysql.MySQLError{Number: 1927, SQLState: [5]byte{'7', '0', '1', '0', '0'}}, true}, // connection killed
-		{&mysql.MySQLError{Number: 1047, SQLState: [5]byte{'0', '8', 'S', '0', '1'}}, true}, // wsrep not ready
+		{&mysql.MySQLError{Number: 1927, SQLState: [5]byte{'7', '0', '1', '0', '0'}}, true},  // connection killed
+		{&mysql.MySQLError{Number: 1047, SQLState: [5]byte{'0', '8', 'S', '0', '1'}}, true},  // wsrep not ready
 		{&mysql.MySQLError{Number: 1317, SQLState: [5]byte{'7', '0', '1', '0', '0'}}, false}, // query interrupted
 		{deadlock, false},
 		{&mysql.MySQLError{Number: 1062, SQLState: [5]byte{'2', '3', '0', '0', '0'}}, false},
