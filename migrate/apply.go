@@ -143,6 +143,9 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 	}
 	var res *Result
 	err = m.locked(ctx, func(c bun.IConn) error {
+		if err := m.mysqlCollation(ctx, c); err != nil {
+			return err
+		}
 		if err := m.createHistory(ctx, c); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync/atomic"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
@@ -81,6 +82,9 @@ type Migrator struct {
 	history string
 	log     *slog.Logger
 	models  sqlcore.Models // the bun tables of models, and the ones bun could not build
+	// collation is the exact collation of MySQL tables (a string), found
+	// before the first plan; see mysqlCollation.
+	collation atomic.Value
 }
 
 // New returns a Migrator for db, which must use the SQLite, PostgreSQL or

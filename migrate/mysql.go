@@ -1,11 +1,13 @@
 package migrate
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
 
 	"github.com/turnkeep/turnkeep/internal/sqlcore"
@@ -22,10 +24,56 @@ import (
 // every DDL statement runs in total order on every node.
 
 // mysqlTableOptions end every CREATE TABLE: InnoDB (Galera replicates only
-// it), and an exact collation, so that IDs, owners and tenants compare
-// byte for byte, as on the other dialects, never case- or
-// accent-insensitively.
-const mysqlTableOptions = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+// it), and an exact collation (see mysqlCollation), so that IDs, owners
+// and tenants compare byte for byte, as on the other dialects, never case-
+// or accent-insensitively, and "bob" never equals "bob ".
+func (m *Migrator) mysqlTableOptions() string {
+	c, _ := m.collation.Load().(string)
+	if c == "" {
+		c = "utf8mb4_bin"
+	}
+	return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" + c
+}
+
+// mysqlExactCollations are the binary collations without trailing-space
+// padding, best first: utf8mb4_bin is a PAD SPACE collation, under which
+// 'a' = 'a ' and the two collide in a key. MariaDB has utf8mb4_nopad_bin,
+// MySQL 8 utf8mb4_0900_bin; utf8mb4_bin is the fallback of a server with
+// neither.
+var mysqlExactCollations = []string{"utf8mb4_nopad_bin", "utf8mb4_0900_bin"}
+
+// mysqlCollation finds the server's exact collation once per Migrator (a
+// catalog query before the first plan; a failure is not remembered).
+func (m *Migrator) mysqlCollation(ctx context.Context, c bun.IConn) error {
+	if !m.d.MySQL || m.collation.Load() != nil {
+		return nil
+	}
+	rows, err := c.QueryContext(ctx, "SELECT collation_name FROM information_schema.collations WHERE collation_name IN (?)", bun.List(mysqlExactCollations))
+	if err != nil {
+		return fmt.Errorf("find collation: %w", err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return fmt.Errorf("find collation: %w", err)
+		}
+		have[name] = true
+	}
+	if err := closeRows(rows); err != nil {
+		return fmt.Errorf("find collation: %w", err)
+	}
+	best := "utf8mb4_bin"
+	for _, c := range mysqlExactCollations {
+		if have[c] {
+			best = c
+			break
+		}
+	}
+	m.collation.Store(best)
+	return nil
+}
 
 const (
 	mysqlExisting = `SELECT table_name FROM information_schema.tables
@@ -163,7 +211,7 @@ func (m *Migrator) mysqlCreateTable(t *schema.Table) string {
 	for _, name := range names {
 		b.WriteString(", UNIQUE (" + m.idents(t.Unique[name]) + ")")
 	}
-	b.WriteString(")" + mysqlTableOptions)
+	b.WriteString(")" + m.mysqlTableOptions())
 	return b.String()
 }
 
@@ -219,7 +267,7 @@ func (m *Migrator) mysqlHistory() []string {
 	statements LONGTEXT NOT NULL,
 	applied_at DATETIME(6) NOT NULL,
 	duration_ms BIGINT NOT NULL,
-	KEY ` + m.ident(m.history+"_table_idx") + ` (table_name, id))` + mysqlTableOptions}
+	KEY ` + m.ident(m.history+"_table_idx") + ` (table_name, id))` + m.mysqlTableOptions()}
 }
 
 // anyTime scans a time column whether or not the driver parses times

@@ -109,6 +109,9 @@ func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, e
 	if err != nil {
 		return nil, err
 	}
+	if err := m.mysqlCollation(ctx, c); err != nil {
+		return nil, err
+	}
 	return m.diff(t, model, ti)
 }
 

@@ -136,7 +136,7 @@ func (m *MariaDB) writeConfig() error {
 	// from 127.0.0.1 needs its own account. The file runs at every start.
 	if err := os.WriteFile(init, []byte("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';\n"+
 		"GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;\n"+
-		"CREATE DATABASE IF NOT EXISTS test CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;\n"), 0o600); err != nil {
+		"CREATE DATABASE IF NOT EXISTS test CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin;\n"), 0o600); err != nil {
 		return err
 	}
 	lines := []string{
@@ -153,7 +153,7 @@ func (m *MariaDB) writeConfig() error {
 		"innodb-log-file-size=16M",
 		"max-connections=500",
 		"character-set-server=utf8mb4",
-		"collation-server=utf8mb4_bin",
+		"collation-server=utf8mb4_nopad_bin",
 	}
 	if os.Geteuid() == 0 {
 		lines = append(lines, "user=root")

@@ -34,7 +34,7 @@ var (
 		"name VARCHAR(255) NOT NULL PRIMARY KEY, " +
 		"owner VARCHAR(64) NOT NULL DEFAULT '', " +
 		"expires_at DATETIME(6) NOT NULL" +
-		") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+		") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin" // its keys are ours: no trailing spaces
 	lockRow     = "INSERT INTO `" + LockTable + "` (name, owner, expires_at) VALUES (?, '', '1970-01-01 00:00:00') ON DUPLICATE KEY UPDATE name = name"
 	lockTake    = "UPDATE `" + LockTable + "` SET owner = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? SECOND WHERE name = ? AND (owner = '' OR expires_at < UTC_TIMESTAMP(6))"
 	lockRenew   = "UPDATE `" + LockTable + "` SET expires_at = UTC_TIMESTAMP(6) + INTERVAL ? SECOND WHERE name = ? AND owner = ?"
