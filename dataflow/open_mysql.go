@@ -3,6 +3,7 @@ package dataflow
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -96,7 +97,7 @@ func mysqlSession(ctx context.Context, sqldb *sql.DB, t *target) (bool, error) {
 	var name, value string
 	err := sqldb.QueryRowContext(ctx, "SHOW VARIABLES LIKE 'wsrep_on'").Scan(&name, &value)
 	switch {
-	case err == sql.ErrNoRows: // MySQL, or MariaDB built without wsrep
+	case errors.Is(err, sql.ErrNoRows): // MySQL, or MariaDB built without wsrep
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("open %s: %w", t.redacted, redact(err, *t))
