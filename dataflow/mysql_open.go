@@ -31,6 +31,10 @@ var mysqlDefaults = [...][2]string{
 	{"parseTime", "true"},
 	{"loc", "UTC"},
 	{"interpolateParams", "true"},
+	// multiStatements: a text of several statements is one round trip
+	// (backend's MySQL save: begin, write and commit in one); with
+	// interpolateParams every value in it is still bound by the driver.
+	{"multiStatements", "true"},
 	{"clientFoundRows", "true"}, // RowsAffected counts matched rows, as elsewhere (an UPDATE to the same values is not "not found")
 	{"time_zone", "'+00:00'"},
 	{"sql_mode", "'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION'"},
