@@ -222,8 +222,8 @@ WHERE `+b.erasedCheck()+`
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
 RETURNING turn_count, version, tokens, counted`, b.sessions, b.erased)
-	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
-ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
+	b.lockSession = db.NewStmt(b.form("lockSession", `INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`), b.sessions)
 	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
 	b.findTurn = db.NewStmt(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
 	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq),
@@ -269,7 +269,8 @@ RETURNING turn_count, version`, b.sessions)
 // rows of a held message ID; a save's skips only those of a held turn, so
 // that another turn's message ID is an error.
 func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
-	return b.stmt(fmt.Sprintf("insert/%d/%t", n, append), func() *dataflow.Stmt {
+	name := fmt.Sprintf("insert/%d/%t", n, append)
+	return b.stmt(name, func() *dataflow.Stmt {
 		var q strings.Builder
 		q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) VALUES `)
 		for i := range n {
@@ -283,7 +284,7 @@ func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
 		} else {
 			q.WriteString(` ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
 		}
-		return b.db.NewStmt(q.String(), b.messages)
+		return b.db.NewStmt(b.form(name, q.String()), b.messages)
 	})
 }
 
