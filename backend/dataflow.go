@@ -216,12 +216,12 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// cleared and saved again never repeats a version a cache may hold.
 	// A session DeleteUser deleted after the write began is not made
 	// again (ErasedRow): then no row comes back.
-	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+	b.saveSession = db.NewStmt(b.form("saveSession", `INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
 SELECT `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "VARCHAR")+`, 1, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "BIGINT")+`, 1, `+b.cast("?", "TIMESTAMPTZ")+`, `+b.cast("?", "TIMESTAMPTZ")+`
 WHERE `+b.erasedCheck()+`
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-RETURNING turn_count, version, tokens, counted`, b.sessions, b.erased)
+RETURNING turn_count, version, tokens, counted`), b.sessions, b.erased)
 	b.lockSession = db.NewStmt(b.form("lockSession", `INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`), b.sessions)
 	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
@@ -229,8 +229,8 @@ ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`), b.se
 	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq),
 	(SELECT s.counted FROM `+SessionsTable+` s WHERE s.id = m.session_id)
 FROM `+MessagesTable+` m WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0`, b.sessions, b.messages)
-	b.bumpSession = db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
-RETURNING turn_count, version`, b.sessions)
+	b.bumpSession = db.NewStmt(b.form("bumpSession", `UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
+RETURNING turn_count, version`), b.sessions)
 	b.backfillRd = db.NewStmt(`SELECT seq, pos, turn_id, msg_id, role, content, tokens FROM `+MessagesTable+` WHERE session_id = ?`, b.messages)
 	b.backfillRow = db.NewStmt(`UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
 	b.backfillDel = db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`, b.messages)
@@ -605,11 +605,15 @@ func reported(column int64) memory.Version { return memory.Version(column + 1) }
 
 func scanOne(rows *sql.Rows, dest ...any) error {
 	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return err
+	for !rows.Next() {
+		// A text of several statements (a MySQL form, see
+		// statementForms) yields its row from its last result.
+		if !rows.NextResultSet() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return sql.ErrNoRows
 		}
-		return sql.ErrNoRows
 	}
 	if err := rows.Scan(dest...); err != nil {
 		return err

@@ -103,11 +103,11 @@ func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info me
 		return err
 	}
 	st := b.stmt("create", func() *dataflow.Stmt {
-		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+		return b.db.NewStmt(b.form("create", `INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, metadata = excluded.metadata, updated_at = excluded.updated_at
 WHERE (`+SessionsTable+`.user_id = excluded.user_id AND `+SessionsTable+`.user_id <> '') OR (`+SessionsTable+`.user_id = '' AND `+SessionsTable+`.turn_count = 0)
-RETURNING id`, b.sessions)
+RETURNING id`), b.sessions)
 	})
 	at := now()
 	created := at

@@ -58,12 +58,51 @@ WHERE s.id = ?`
 }
 
 // form is the MySQL text of the shared statements written with ON
-// CONFLICT, which MySQL lacks (see statementForms).
+// CONFLICT or RETURNING, which MySQL (MariaDB's UPDATE) lacks (see
+// statementForms). Each takes the shared statement's arguments in the
+// same order. Where the shared statement returns a row, the form is a
+// text of several statements (one round trip) whose last one returns
+// it: a SELECT of values the write captured in user variables, or of the
+// row it wrote (FOR UPDATE: the newest version, which the write locked),
+// conditioned on ROW_COUNT(), the previous statement's count.
 func (s *mysqlStore) form(name, query string) string {
-	switch {
-	case name == "lockSession":
+	switch name {
+	case "lockSession":
 		return `INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
 ON DUPLICATE KEY UPDATE turn_count = turn_count`
+	case "saveSession":
+		return `INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT (@tk_id := ?), ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE ` + s.b.erasedCheck() + `
+ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
+SELECT turn_count, version, tokens, counted FROM ` + SessionsTable + ` WHERE id = @tk_id AND ROW_COUNT() > 0 FOR UPDATE`
+	case "bumpSession":
+		return `UPDATE ` + SessionsTable + ` SET version = (@tk_v := version + 1), tokens = tokens + ?, updated_at = ?, turn_count = (@tk_n := turn_count) WHERE id = ?;
+SELECT @tk_n, @tk_v FROM DUAL WHERE ROW_COUNT() > 0`
+	case "claim":
+		return `UPDATE ` + SessionsTable + ` SET user_id = ?, updated_at = ? WHERE id = ? AND user_id = '';
+SELECT 'claimed' FROM DUAL WHERE ROW_COUNT() > 0`
+	case "create":
+		// The condition is read on the row as it was, before the first
+		// assignment changes it, into @tk_ok; a new row sets nothing, so
+		// it starts true.
+		return `SET @tk_ok = 1;
+INSERT INTO ` + SessionsTable + ` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
+ON DUPLICATE KEY UPDATE
+	user_id = IF((@tk_ok := (user_id = VALUES(user_id) AND user_id <> '') OR (user_id = '' AND turn_count = 0)), VALUES(user_id), user_id),
+	title = IF(@tk_ok, VALUES(title), title), metadata = IF(@tk_ok, VALUES(metadata), metadata), updated_at = IF(@tk_ok, VALUES(updated_at), updated_at);
+SELECT 'created' FROM DUAL WHERE @tk_ok`
+	case "import/head":
+		return `INSERT INTO ` + SessionsTable + ` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+VALUES ((@tk_id := ?), ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
+ON DUPLICATE KEY UPDATE turn_count = turn_count;
+SELECT user_id, turn_count FROM ` + SessionsTable + ` WHERE id = @tk_id FOR UPDATE`
+	}
+	switch {
+	case strings.HasPrefix(name, "erased/mark/"):
+		if i := strings.Index(query, "\nON CONFLICT"); i >= 0 {
+			return query[:i] + "\nON DUPLICATE KEY UPDATE user_id = VALUES(user_id), done = 0, erased_at = VALUES(erased_at)"
+		}
 	case strings.HasPrefix(name, "insert/"):
 		// An insert that skips held rows: ON DUPLICATE KEY UPDATE of a
 		// column to itself changes nothing. Not INSERT IGNORE, which
