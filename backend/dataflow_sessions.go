@@ -380,11 +380,11 @@ func (b *DataFlowBackend) History(ctx context.Context, key string, q memory.Hist
 		}
 	}
 	st := b.stmt("history", func() *dataflow.Stmt {
-		return b.db.NewReadStmt(loadColumns+b.db.TimeColumn("m.created_at")+`
+		return b.db.NewReadStmt(b.form("history", loadColumns+b.db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
 	AND m.seq > COALESCE(CAST(? AS BIGINT), s.turn_count - CAST(? AS BIGINT)) AND m.seq <= COALESCE(CAST(? AS BIGINT), s.turn_count)
-WHERE s.id = ?`, b.sessions, b.messages)
+WHERE s.id = ?`), b.sessions, b.messages)
 	})
 	// Turns (lo, hi] of the session: oldest first from the cursor up;
 	// newest first from the cursor (or the newest turn) down.

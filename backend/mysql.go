@@ -111,7 +111,7 @@ SELECT user_id, turn_count FROM ` + SessionsTable + ` WHERE id = @tk_id FOR UPDA
 			return query[:i] + " ON DUPLICATE KEY UPDATE session_id = session_id"
 		}
 	}
-	return query
+	return strings.ReplaceAll(query, " AS BIGINT)", " AS SIGNED)") // MySQL's CAST has no BIGINT
 }
 
 // msgIDConflict reports whether err is a violation of the message ID
