@@ -104,14 +104,44 @@ SELECT user_id, turn_count FROM ` + SessionsTable + ` WHERE id = @tk_id FOR UPDA
 			return query[:i] + "\nON DUPLICATE KEY UPDATE user_id = VALUES(user_id), done = 0, erased_at = VALUES(erased_at)"
 		}
 	case strings.HasPrefix(name, "insert/"):
-		// An insert that skips held rows: ON DUPLICATE KEY UPDATE of a
-		// column to itself changes nothing. Not INSERT IGNORE, which
-		// would also turn a value that does not fit into a warning.
-		if i := strings.Index(query, " ON CONFLICT"); i >= 0 {
-			return query[:i] + " ON DUPLICATE KEY UPDATE session_id = session_id"
+		var n int
+		var append bool
+		if _, err := fmt.Sscanf(name, "insert/%d/%t", &n, &append); err == nil {
+			return mysqlInsertRows(n, append)
 		}
 	}
 	return strings.ReplaceAll(query, " AS BIGINT)", " AS SIGNED)") // MySQL's CAST has no BIGINT
+}
+
+// mysqlInsertRows is the insert of n message rows that skips, as ON
+// CONFLICT DO NOTHING does, an append's rows whose message ID (or place)
+// the session holds, or a save's rows of a held turn, so that another
+// turn's message ID is still an error. The rows are a derived table
+// filtered by NOT EXISTS, so that RowsAffected counts only the rows
+// stored: ON DUPLICATE KEY UPDATE would count a skipped row as found
+// (the DSN's clientFoundRows), and INSERT IGNORE would also turn a value
+// that does not fit into a warning.
+func mysqlInsertRows(n int, append bool) string {
+	cols := strings.Split(messageColumns, ", ")
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) SELECT u.* FROM (SELECT `)
+	for i, c := range cols {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("? AS " + c)
+	}
+	row := strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ")
+	for range n - 1 {
+		q.WriteString("\nUNION ALL SELECT " + row)
+	}
+	q.WriteString(`) u WHERE NOT EXISTS (SELECT 1 FROM ` + MessagesTable + ` x WHERE x.session_id = u.session_id AND `)
+	if append {
+		q.WriteString(`(x.msg_id = u.msg_id OR x.seq = u.seq AND x.pos = u.pos OR x.turn_id = u.turn_id AND x.pos = u.pos))`)
+	} else {
+		q.WriteString(`x.turn_id = u.turn_id AND x.pos = u.pos)`)
+	}
+	return q.String()
 }
 
 // msgIDConflict reports whether err is a violation of the message ID
@@ -149,8 +179,10 @@ const mysqlSaveTries = 5
 // in statements the server runs in order, stopping at the first that
 // fails (the caller then rolls back).
 //
-//  1. Whether the session holds the turn's ID (a locking read: it sees
-//     the newest commit, not the transaction's snapshot).
+//  1. Whether the session holds the turn's ID: a plain read, which takes
+//     no lock (a shared lock on the messages' gap here made two saves of
+//     one session deadlock on their inserts). An ID committed after it
+//     is caught by the turn index at 4.
 //  2. The session row's upsert, unless the ID is held or DeleteUser
 //     erased the session after the save began (ErasedRow): a new row
 //     starts at a random version; a held one gets the next turn.
@@ -170,7 +202,7 @@ func (s *mysqlStore) saveText(n int) string {
 	var q strings.Builder
 	q.WriteString(`SET @tk_seq = NULL, @tk_ver = NULL, @tk_tok = NULL, @tk_rc = 0;
 START TRANSACTION;
-SELECT COUNT(*) INTO @tk_known FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0 LOCK IN SHARE MODE;
+SELECT COUNT(*) INTO @tk_known FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0;
 INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
 SELECT ?, ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0 AND ` + s.b.erasedCheck() + `
 ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
