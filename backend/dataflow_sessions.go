@@ -279,6 +279,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		}
 		return nil
 	}
+	retries := 0
 	for {
 		var got []string
 		var msgs int64
@@ -307,9 +308,17 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			}
 			return b.markErasedTx(ctx, tx, tenant, *user, got)
 		}, b.sessions, b.messages, b.erased)
+		if err != nil && retries < deleteRetries && dataflow.Retryable(err) && ctx.Err() == nil {
+			// The batch was rolled back whole (a deadlock of two batches'
+			// gap locks on MySQL, a Galera certification conflict): pick
+			// again.
+			retries++
+			continue
+		}
 		if err != nil {
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
+		retries = 0
 		if len(got) == 0 && b.store.skipLocked() == "" {
 			return report, keys, finish() // the transaction saw every row
 		}

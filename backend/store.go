@@ -127,3 +127,8 @@ func (b *DataFlowBackend) form(name, query string) string {
 	}
 	return query
 }
+
+// deleteRetries bounds how often in a row a batch of a delete by owner or
+// age (DeleteUser, Expire) that lost a deadlock or a certification
+// conflict is picked again.
+const deleteRetries = 5
