@@ -26,7 +26,7 @@ func (b *DataFlowBackend) ClaimSession(ctx context.Context, key, user string) er
 		return fmt.Errorf("backend: %w: empty", driver.ErrInvalidUser)
 	}
 	st := b.stmt("claim", func() *dataflow.Stmt {
-		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, updated_at = ? WHERE id = ? AND user_id = '' RETURNING id`, b.sessions)
+		return b.db.NewStmt(b.form("claim", `UPDATE `+SessionsTable+` SET user_id = ?, updated_at = ? WHERE id = ? AND user_id = '' RETURNING id`), b.sessions)
 	})
 	rows, err := st.Query(ctx, user, now(), key)
 	if err != nil {

@@ -212,20 +212,20 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// cleared and saved again never repeats a version a cache may hold.
 	// A session DeleteUser deleted after the write began is not made
 	// again (ErasedRow): then no row comes back.
-	b.saveSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+	b.saveSession = db.NewStmt(b.form("saveSession", `INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
 SELECT `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "VARCHAR")+`, 1, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "BIGINT")+`, 1, `+b.cast("?", "TIMESTAMPTZ")+`, `+b.cast("?", "TIMESTAMPTZ")+`
 WHERE `+b.erasedCheck()+`
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
 	tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-RETURNING turn_count, version, tokens`, b.sessions, b.erased)
-	b.lockSession = db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
-ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`, b.sessions)
+RETURNING turn_count, version, tokens`), b.sessions, b.erased)
+	b.lockSession = db.NewStmt(b.form("lockSession", `INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
+ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`), b.sessions)
 	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
 	b.findTurn = db.NewStmt(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
 	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq)
 FROM `+MessagesTable+` m WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0`, b.sessions, b.messages)
-	b.bumpSession = db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
-RETURNING turn_count, version`, b.sessions)
+	b.bumpSession = db.NewStmt(b.form("bumpSession", `UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
+RETURNING turn_count, version`), b.sessions)
 	b.lockRow = db.NewStmt(`SELECT 1 FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
 	b.shiftBefore = db.NewStmt(`UPDATE `+MessagesTable+` SET tokens_before = tokens_before + ? WHERE session_id = ? AND seq > ?`, b.messages)
 	b.store.prepare()
@@ -263,7 +263,8 @@ RETURNING turn_count, version`, b.sessions)
 // rows of a held message ID; a save's skips only those of a held turn, so
 // that another turn's message ID is an error.
 func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
-	return b.stmt(fmt.Sprintf("insert/%d/%t", n, append), func() *dataflow.Stmt {
+	name := fmt.Sprintf("insert/%d/%t", n, append)
+	return b.stmt(name, func() *dataflow.Stmt {
 		var q strings.Builder
 		q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) VALUES `)
 		for i := range n {
@@ -277,7 +278,7 @@ func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
 		} else {
 			q.WriteString(` ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
 		}
-		return b.db.NewStmt(q.String(), b.messages)
+		return b.db.NewStmt(b.form(name, q.String()), b.messages)
 	})
 }
 
@@ -589,11 +590,15 @@ func reported(column int64) driver.Version { return driver.Version(column + 1) }
 
 func scanOne(rows *sql.Rows, dest ...any) error {
 	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return err
+	for !rows.Next() {
+		// A text of several statements (a MySQL form, see
+		// statementForms) yields its row from its last result.
+		if !rows.NextResultSet() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return sql.ErrNoRows
 		}
-		return sql.ErrNoRows
 	}
 	if err := rows.Scan(dest...); err != nil {
 		return err

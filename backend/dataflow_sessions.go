@@ -103,11 +103,11 @@ func (b *DataFlowBackend) CreateSession(ctx context.Context, key string, info dr
 		return err
 	}
 	st := b.stmt("create", func() *dataflow.Stmt {
-		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+		return b.db.NewStmt(b.form("create", `INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, metadata = excluded.metadata, updated_at = excluded.updated_at
 WHERE (`+SessionsTable+`.user_id = excluded.user_id AND `+SessionsTable+`.user_id <> '') OR (`+SessionsTable+`.user_id = '' AND `+SessionsTable+`.turn_count = 0)
-RETURNING id`, b.sessions)
+RETURNING id`), b.sessions)
 	})
 	at := now()
 	created := at
@@ -279,6 +279,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		}
 		return nil
 	}
+	retries := 0
 	for {
 		var got []string
 		var msgs int64
@@ -307,9 +308,17 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			}
 			return b.markErasedTx(ctx, tx, tenant, *user, got)
 		}, b.sessions, b.messages, b.erased)
+		if err != nil && retries < deleteRetries && dataflow.Retryable(err) && ctx.Err() == nil {
+			// The batch was rolled back whole (a deadlock of two batches'
+			// gap locks on MySQL, a Galera certification conflict): pick
+			// again.
+			retries++
+			continue
+		}
 		if err != nil {
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
+		retries = 0
 		if len(got) == 0 && b.store.skipLocked() == "" {
 			return report, keys, finish() // the transaction saw every row
 		}
@@ -380,11 +389,11 @@ func (b *DataFlowBackend) History(ctx context.Context, key string, q driver.Hist
 		}
 	}
 	st := b.stmt("history", func() *dataflow.Stmt {
-		return b.db.NewReadStmt(loadColumns+b.db.TimeColumn("m.created_at")+`
+		return b.db.NewReadStmt(b.form("history", loadColumns+b.db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
 	AND m.seq > COALESCE(CAST(? AS BIGINT), s.turn_count - CAST(? AS BIGINT)) AND m.seq <= COALESCE(CAST(? AS BIGINT), s.turn_count)
-WHERE s.id = ?`, b.sessions, b.messages)
+WHERE s.id = ?`), b.sessions, b.messages)
 	})
 	// Turns (lo, hi] of the session: oldest first from the cursor up;
 	// newest first from the cursor (or the newest turn) down.

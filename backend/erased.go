@@ -104,10 +104,11 @@ func (b *DataFlowBackend) erasedSinceTx(ctx context.Context, tx *dataflow.Tx, ke
 // the transaction that deletes them, so that a save waiting for their
 // rows finds the mark.
 func (b *DataFlowBackend) markErasedTx(ctx context.Context, tx *dataflow.Tx, tenant, user string, keys []string) error {
-	st := b.stmt(fmt.Sprintf("erased/mark/%d", len(keys)), func() *dataflow.Stmt {
-		return b.db.NewStmt(`INSERT INTO `+ErasedTable+` (id, tenant, user_id, done, erased_at) VALUES `+
+	name := fmt.Sprintf("erased/mark/%d", len(keys))
+	st := b.stmt(name, func() *dataflow.Stmt {
+		return b.db.NewStmt(b.form(name, `INSERT INTO `+ErasedTable+` (id, tenant, user_id, done, erased_at) VALUES `+
 			strings.TrimSuffix(strings.Repeat("(?, ?, ?, 0, ?), ", len(keys)), ", ")+`
-ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, done = 0, erased_at = excluded.erased_at`, b.erased)
+ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, done = 0, erased_at = excluded.erased_at`), b.erased)
 	})
 	at := now()
 	args := make([]any, 0, 4*len(keys))

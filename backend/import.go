@@ -34,10 +34,10 @@ func (b *DataFlowBackend) Import(ctx context.Context, key string, s driver.Sessi
 		return fmt.Errorf("backend: %w", err)
 	}
 	head := b.stmt("import/head", func() *dataflow.Stmt {
-		return b.db.NewStmt(`INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+		return b.db.NewStmt(b.form("import/head", `INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count
-RETURNING user_id, turn_count`, b.sessions)
+RETURNING user_id, turn_count`), b.sessions)
 	})
 	apply := b.stmt("import/apply", func() *dataflow.Stmt {
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, title = ?, metadata = ?, updated_at = ? WHERE id = ?`, b.sessions)

@@ -299,11 +299,11 @@ func (s *postgresStore) unindexKeysTx(context.Context, *dataflow.Tx, []string) e
 // searchIndexName is the GIN index's name in the catalog.
 func (s *postgresStore) searchIndexName() string { return MessagesTable + "_search_idx" }
 
-// searchIndexDDL returns the statements that create the search index, in
-// order; `turnkeep migrate plan` prints them (SearchIndexPlan).
 // searchIndexMissing returns nothing: an existing GIN index is whole.
 func (s *postgresStore) searchIndexMissing(context.Context) ([]string, error) { return nil, nil }
 
+// searchIndexDDL returns the statements that create the search index, in
+// order; `turnkeep migrate plan` prints them (SearchIndexPlan).
 func (s *postgresStore) searchIndexDDL() ([]string, migrate.Step) {
 	// Built CONCURRENTLY, so that a table that already holds
 	// messages (an upgraded deployment) keeps taking writes while

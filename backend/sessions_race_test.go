@@ -43,7 +43,7 @@ WHERE NOT EXISTS (SELECT 1 FROM `+SessionsTable+` s WHERE s.id = m.session_id)`)
 	assert.Zero(t, countQuery(t, b.db, `SELECT count(*) FROM `+SessionsTable+` s
 WHERE s.turn_count <> (SELECT count(*) FROM `+MessagesTable+` m WHERE m.session_id = s.id AND m.pos = 0)
 	OR s.tokens <> (SELECT COALESCE(SUM(m.tokens), 0) FROM `+MessagesTable+` m WHERE m.session_id = s.id)`), "session rows whose counts are not their messages'")
-	if b.db.Dialect() == "pg" {
+	if b.store.indexInRows() { // no search table of its own (PostgreSQL, MySQL)
 		return
 	}
 	// Saves queue their messages for the index: nothing is queued of a

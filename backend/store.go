@@ -118,3 +118,24 @@ func newStore(b *DataFlowBackend) (store, error) {
 	}
 	return mk(b), nil
 }
+
+// statementForms is implemented by a store whose engine writes some of
+// the shared statements otherwise (MySQL has no ON CONFLICT): form
+// returns the engine's text of the shared statement name, whose shared
+// text is query. A store without it runs the shared texts.
+type statementForms interface {
+	form(name, query string) string
+}
+
+// form returns the store's text of the shared statement name.
+func (b *DataFlowBackend) form(name, query string) string {
+	if f, ok := b.store.(statementForms); ok {
+		return f.form(name, query)
+	}
+	return query
+}
+
+// deleteRetries bounds how often in a row a batch of a delete by owner or
+// age (DeleteUser, Expire) that lost a deadlock or a certification
+// conflict is picked again.
+const deleteRetries = 5

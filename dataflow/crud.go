@@ -148,7 +148,7 @@ func (t *Table[T]) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if col, ok := missingColumn(err); ok && !errors.Is(err, ErrSchemaMismatch) && !errors.Is(err, ErrEnsureFailed) {
+	if col, ok := missingColumnAny(err); ok && !errors.Is(err, ErrSchemaMismatch) && !errors.Is(err, ErrEnsureFailed) {
 		return fmt.Errorf("%s %s: %w: column %q is missing from the table: %w", op, t.st.name, ErrSchemaMismatch, col, err)
 	}
 	return fmt.Errorf("%s %s: %w", op, t.st.name, err)
@@ -330,8 +330,8 @@ func (t *Table[T]) List(ctx context.Context, q Query) ([]T, error) {
 	case q.Limit > 0:
 		b.WriteString(" LIMIT ")
 		b.rawArg(int64(q.Limit))
-	case q.Offset > 0 && t.db.d.OffsetNeedsLimit():
-		b.WriteString(" LIMIT -1") // SQLite needs a LIMIT before OFFSET
+	case q.Offset > 0:
+		b.WriteString(t.db.d.UnboundedLimit()) // SQLite and MySQL need a LIMIT before OFFSET
 	}
 	if q.Offset > 0 {
 		b.WriteString(" OFFSET ")

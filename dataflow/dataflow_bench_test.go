@@ -66,11 +66,12 @@ type benchEnv struct {
 	ids  []int64 // of the seeded rows
 }
 
-// benchDialects runs fn as a sub-benchmark per dialect ("sqlite", "pg"),
-// each on a fresh database; pg is skipped without TURNKEEP_POSTGRES_URL.
+// benchDialects runs fn as a sub-benchmark per dialect ("sqlite", "pg",
+// "mysql"), each on a fresh database; pg is skipped without
+// TURNKEEP_POSTGRES_URL, mysql without TURNKEEP_MYSQL_URL.
 // The set-up runs once per dialect, outside fn's sub-benchmarks.
 func benchDialects(b *testing.B, fn func(b *testing.B, e *benchEnv)) {
-	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
+	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}, {Name: "mysql", URL: dbtest.MySQLURL}} {
 		b.Run(d.Name, func(b *testing.B) {
 			ctx := context.Background()
 			db, err := dataflow.Open(ctx, d.URL(b))

@@ -60,7 +60,8 @@ type counters struct {
 	fastHits, slowCalls, runs, migrations, failures, retries atomic.Uint64
 }
 
-// New wraps a *bun.DB the caller already has, on SQLite or PostgreSQL. The
+// New wraps a *bun.DB the caller already has, on SQLite, PostgreSQL or
+// MySQL (whose DSN should set parseTime and loc=UTC, as Open does). The
 // caller keeps ownership: Close does not close it. Hooks given with
 // WithQueryHook are added to a copy of db, not to db itself, and see every
 // statement; hooks already on db see only what runs through bun (the
@@ -87,7 +88,7 @@ func New(db *bun.DB, opts ...Option) (*DB, error) {
 func newDB(bdb *bun.DB, cfg config, owns bool) (*DB, error) {
 	d, ok := sqlcore.Detect(bdb)
 	if !ok {
-		return nil, fmt.Errorf("%w: dialect %s (want sqlite or pg)", ErrInvalidArgument, bdb.Dialect().Name())
+		return nil, fmt.Errorf("%w: dialect %s (want sqlite, pg or mysql)", ErrInvalidArgument, bdb.Dialect().Name())
 	}
 	db := &DB{
 		sql:    bdb.DB,
@@ -135,7 +136,7 @@ func (db *DB) Migrator() *migrate.Migrator {
 	return db.mig
 }
 
-// Dialect returns "sqlite" or "pg".
+// Dialect returns "sqlite", "pg" or "mysql".
 func (db *DB) Dialect() string {
 	if db == nil || db.bun == nil {
 		return ""

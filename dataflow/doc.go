@@ -51,7 +51,7 @@
 //
 // Each operation on a ready table runs exactly its own statement: one for
 // Create, Read, Update, Delete, Upsert, List and Count, one per batch for the
-// bulk operations. Every value is a bound parameter (? on SQLite, $n on
+// bulk operations. Every value is a bound parameter (? on SQLite and MySQL, $n on
 // PostgreSQL); identifiers come only from registered models, and a filter or
 // order naming a column the model lacks is ErrUnknownColumn before any SQL
 // runs. Hooks given with WithQueryHook see every statement.
@@ -62,6 +62,21 @@
 //	sqlite:////absolute/path.db   an absolute path
 //	sqlite:///:memory:, :memory:  an in-memory database shared by every caller
 //	postgres://… , postgresql://… PostgreSQL, through pgx
+//	mysql://user[:password]@host:port/dbname[?params]
+//	                              the MySQL family (MariaDB, Galera, MySQL),
+//	                              through github.com/go-sql-driver/mysql
+//
+// MySQL connections get parseTime and loc=UTC, the driver's own argument
+// interpolation (one round trip per statement; the driver escapes every
+// value), matched-row counts, a UTC session time zone and a strict
+// sql_mode; a params query adds or overrides driver parameters and session
+// variables. On a Galera node Open also sets wsrep_sync_wait=3, so that a
+// read on one node sees what another acknowledged, unless the URL sets it.
+// Tables are InnoDB with the utf8mb4_bin collation (exact comparisons),
+// times DATETIME(6). DDL commits implicitly there, and the migration lock
+// is a lease row (Galera has no GET_LOCK): see package migrate. Upsert is
+// ON DUPLICATE KEY UPDATE, which also fires on a clash with another unique
+// index. INSERT … RETURNING (generated keys) needs MariaDB 10.5 or later.
 //
 // SQLite files get WAL, a busy timeout (WithBusyTimeout), synchronous=NORMAL
 // (WithSynchronousFull for FULL) and foreign keys; transactions begin with
@@ -72,6 +87,7 @@
 //
 //	import _ "modernc.org/sqlite"             // sqlite://
 //	import _ "github.com/jackc/pgx/v5/stdlib" // postgres://
+//	import _ "github.com/go-sql-driver/mysql" // mysql://
 //
 // # Transactions
 //

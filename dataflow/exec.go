@@ -423,7 +423,8 @@ func withCtxErr(ctx context.Context, err error) error {
 // that is idempotent (such as a turn saved with its ID), may be tried
 // again, preferably after a pause: the connection was lost (which
 // QueryRetry and the BEGIN of RunInTx act on at once), the transaction lost a serialization conflict (40001) or a deadlock (40P01)
-// on PostgreSQL, or SQLite stayed busy for the whole busy timeout, because
+// on PostgreSQL, a deadlock or Galera certification conflict (1213,
+// SQLSTATE 40001) or a lock wait timeout (1205) on MySQL, or SQLite stayed busy for the whole busy timeout, because
 // another writer held the lock that long.
 //
 // It is false once the context ended, and for errors that another attempt
@@ -437,6 +438,9 @@ func Retryable(err error) bool {
 	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
+	}
+	if sqlcore.MySQLRetryable(err) {
+		return true
 	}
 	if code, ok := sqlcore.SQLState(err); ok {
 		return code == "40001" || code == "40P01"

@@ -172,7 +172,7 @@ func appendCond(b *sqlBuilder, col *schema.Field, name string, v any) error {
 		if err := b.arg(pattern); err != nil {
 			return err
 		}
-		b.WriteString(` ESCAPE '\'`)
+		b.WriteString(b.d.LikeEscape())
 		return nil
 	default:
 		if isNil(op.v) {

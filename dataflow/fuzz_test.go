@@ -77,6 +77,16 @@ func FuzzParseURL(f *testing.F) {
 				t.Fatalf("parseURL(%q) = %+v", raw, tg)
 			}
 
+		case tg.mysql:
+			u, err := url.Parse(raw)
+			if !strings.HasPrefix(raw, "mysql://") || err != nil || u.Host == "" {
+				t.Fatalf("parseURL(%q) is MySQL (%v)", raw, err)
+			}
+			if tg.driver != MySQLDriver || tg.path != "" || !strings.Contains(tg.dsn, "@tcp("+u.Host+")/") && !strings.HasPrefix(tg.dsn, "tcp(") {
+				t.Fatalf("parseURL(%q) = %+v", raw, tg)
+			}
+			fuzzNoPassword(t, raw, tg.redacted)
+
 		case tg.pg:
 			if !strings.HasPrefix(raw, "postgres://") && !strings.HasPrefix(raw, "postgresql://") {
 				t.Fatalf("parseURL(%q) is PostgreSQL", raw)

@@ -108,7 +108,7 @@ func classify(stmts []stmt) counts {
 
 func isCreateTable(q, table string) bool {
 	return strings.HasPrefix(strings.ToUpper(strings.TrimSpace(q)), "CREATE TABLE") &&
-		strings.Contains(q, `"`+table+`"`)
+		(strings.Contains(q, `"`+table+`"`) || strings.Contains(q, "`"+table+"`"))
 }
 
 // open opens url with opts and closes the DB when the test ends.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 )
@@ -23,6 +24,7 @@ import (
 //
 //	import _ "modernc.org/sqlite"               // registers "sqlite"
 //	import _ "github.com/jackc/pgx/v5/stdlib"   // registers "pgx"
+//	import _ "github.com/go-sql-driver/mysql"   // registers "mysql" (see MySQLDriver)
 const (
 	SQLiteDriver   = "sqlite"
 	PostgresDriver = "pgx"
@@ -33,6 +35,8 @@ type target struct {
 	driver   string
 	dsn      string
 	pg       bool
+	mysql    bool
+	password string // mysql: the URL's password, kept out of errors
 	memory   bool
 	path     string // SQLite file
 	redacted string // the URL without a password, for errors and logs
@@ -41,7 +45,8 @@ type target struct {
 var memCounter atomic.Uint64
 
 // parseURL understands sqlite:///relative.db, sqlite:////absolute.db,
-// sqlite:///:memory:, :memory:, postgres://… and postgresql://….
+// sqlite:///:memory:, :memory:, postgres://…, postgresql://… and
+// mysql://… (see parseMySQLURL).
 func parseURL(raw string, cfg config) (target, error) {
 	switch {
 	case raw == ":memory:" || raw == "sqlite://:memory:":
@@ -82,17 +87,19 @@ func parseURL(raw string, cfg config) (target, error) {
 			return target{}, fmt.Errorf("%w: %s: no host", ErrInvalidURL, redactURL(u))
 		}
 		return target{driver: PostgresDriver, dsn: raw, pg: true, redacted: redactURL(u)}, nil
+	case strings.HasPrefix(raw, "mysql://"):
+		return parseMySQLURL(raw)
 	default:
 		// Echo only a real scheme: raw may be a key=value DSN holding a
 		// password.
 		scheme, _, ok := strings.Cut(raw, ":")
 		if !ok || !isScheme(scheme) {
-			return target{}, fmt.Errorf("%w: no scheme (want sqlite:// or postgres://)", ErrInvalidURL)
+			return target{}, fmt.Errorf("%w: no scheme (want sqlite://, postgres:// or mysql://)", ErrInvalidURL)
 		}
 		if len(scheme) > 32 {
 			scheme = scheme[:32] + "…"
 		}
-		return target{}, fmt.Errorf("%w: unknown scheme %q (want sqlite:// or postgres://)", ErrInvalidURL, scheme)
+		return target{}, fmt.Errorf("%w: unknown scheme %q (want sqlite://, postgres:// or mysql://)", ErrInvalidURL, scheme)
 	}
 }
 
@@ -196,6 +203,8 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 		hint := `import _ "modernc.org/sqlite"`
 		if t.pg {
 			hint = `import _ "github.com/jackc/pgx/v5/stdlib"`
+		} else if t.mysql {
+			hint = `import _ "github.com/go-sql-driver/mysql"`
 		}
 		return nil, fmt.Errorf("%w: %q (%s)", ErrDriverNotRegistered, t.driver, hint)
 	}
@@ -218,7 +227,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 		sqldb.SetMaxIdleConns(1)
 		sqldb.SetConnMaxLifetime(0)
 		sqldb.SetConnMaxIdleTime(0)
-	case t.pg:
+	case t.pg || t.mysql:
 		sqldb.SetMaxOpenConns(cfg.maxOpenConns)
 		sqldb.SetMaxIdleConns(cfg.maxOpenConns)
 	default:
@@ -228,9 +237,24 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 		sqldb.Close()
 		return nil, err
 	}
+	if t.mysql {
+		if changed, err := mysqlSession(ctx, sqldb, &t); err != nil {
+			sqldb.Close()
+			return nil, err
+		} else if changed { // the settings are the pool's: every connection gets them
+			sqldb.Close()
+			if sqldb, err = sql.Open(t.driver, t.dsn); err != nil {
+				return nil, fmt.Errorf("open %s: %w", t.redacted, err)
+			}
+			sqldb.SetMaxOpenConns(cfg.maxOpenConns)
+			sqldb.SetMaxIdleConns(cfg.maxOpenConns)
+		}
+	}
 	var bdb *bun.DB
 	if t.pg {
 		bdb = bun.NewDB(sqldb, pgdialect.New())
+	} else if t.mysql {
+		bdb = bun.NewDB(sqldb, mysqldialect.New())
 	} else {
 		bdb = bun.NewDB(sqldb, sqlitedialect.New())
 	}
@@ -239,7 +263,7 @@ func Open(ctx context.Context, rawURL string, opts ...Option) (*DB, error) {
 		sqldb.Close()
 		return nil, err
 	}
-	if t.pg {
+	if t.pg || t.mysql {
 		db.maxIdle = cfg.maxOpenConns
 	} else {
 		db.txImmediate = true // sqlitePragmas sets _txlock=immediate
@@ -369,6 +393,12 @@ func dirHint(t target) string {
 // redact removes the password from an error text, should a driver echo the
 // connection string.
 func redact(err error, t target) error {
+	if t.mysql {
+		if t.password == "" || !strings.Contains(err.Error(), t.password) {
+			return err
+		}
+		return redactedError{msg: strings.ReplaceAll(err.Error(), t.password, "xxxxx"), err: err}
+	}
 	if !t.pg {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 
@@ -49,12 +50,14 @@ func TestInvalidOptions(t *testing.T) {
 // New wraps the caller's *bun.DB: hooks go on a copy, and Close leaves the
 // caller's handle open.
 func TestNewWrapsBunDB(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		src := open(t, d.URL(t)) // only to get a driver-level handle with the right settings
 		var bdb *bun.DB
 		if d.Name == "pg" {
 			bdb = bun.NewDB(src.Bun().DB, pgdialect.New())
+		} else if d.Name == "mysql" {
+			bdb = bun.NewDB(src.Bun().DB, mysqldialect.New())
 		} else {
 			bdb = bun.NewDB(src.Bun().DB, sqlitedialect.New())
 		}
@@ -79,7 +82,7 @@ func TestNewWrapsBunDB(t *testing.T) {
 }
 
 func TestHistoryTableAndLogger(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		var logs bytes.Buffer
 		db, rec := openRec(t, d.URL(t), dataflow.WithHistoryTable("my_history"),
@@ -99,12 +102,16 @@ func TestHistoryTableAndLogger(t *testing.T) {
 
 // A query hook sees the engine's own statements with their bound values.
 func TestQueryHookSeesArgs(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		require.NoError(t, users.Create(ctx, &user{Name: "hooked", Age: 33, Created: time.Now()}))
 		stmts := rec.all()
 		require.Len(t, stmts, 1)
-		assert.Contains(t, stmts[0].Query, `INSERT INTO "users"`)
+		if d.Name == "mysql" {
+			assert.Contains(t, stmts[0].Query, "INSERT INTO `users`")
+		} else {
+			assert.Contains(t, stmts[0].Query, `INSERT INTO "users"`)
+		}
 		assert.Contains(t, stmts[0].Args, any("hooked"))
 		assert.Contains(t, stmts[0].Args, any(33))
 		assert.NoError(t, stmts[0].Err)

@@ -59,11 +59,11 @@ func buildStatements(d sqlcore.Dialect, t *schema.Table) *statements {
 	s.deleteByPK = "DELETE FROM " + s.table + pkWhere()
 	n = 0
 	sets := make([]string, 0, len(t.DataFields))
-	excluded := make([]string, 0, len(t.DataFields))
+	data := make([]string, 0, len(t.DataFields))
 	for _, f := range t.DataFields {
 		n++
 		sets = append(sets, s.ident(f)+" = "+d.Placeholder(n))
-		excluded = append(excluded, s.ident(f)+" = EXCLUDED."+s.ident(f))
+		data = append(data, s.ident(f))
 	}
 	if len(sets) > 0 {
 		s.updateByPK = "UPDATE " + s.table + " SET " + strings.Join(sets, ", ") + pkWhere()
@@ -72,12 +72,7 @@ func buildStatements(d sqlcore.Dialect, t *schema.Table) *statements {
 	for i, f := range t.PKs {
 		pks[i] = s.ident(f)
 	}
-	s.conflict = " ON CONFLICT (" + strings.Join(pks, ", ") + ")"
-	if len(excluded) > 0 {
-		s.conflict += " DO UPDATE SET " + strings.Join(excluded, ", ")
-	} else {
-		s.conflict += " DO NOTHING"
-	}
+	s.conflict = d.Upsert(pks, data)
 	return s
 }
 
@@ -112,7 +107,7 @@ func (s *statements) insertFor(t *schema.Table, omit uint64, rows int, upsert bo
 	case len(cols) == 0 && rows == 1:
 		// Every column is left to the database (a model that is only an
 		// auto-increment key).
-		b.WriteString("INSERT INTO " + s.table + " DEFAULT VALUES")
+		b.WriteString("INSERT INTO " + s.table + s.d.DefaultRow())
 	case len(cols) == 0: // PostgreSQL only: bulkInsert gives SQLite one row at a time
 		defaults := make([]string, len(st.returning))
 		for i, f := range st.returning {

@@ -228,9 +228,12 @@ func (p preparedQuerier) QueryContext(ctx context.Context, _ string, args ...any
 }
 
 // IsUniqueViolation reports whether err is a unique violation of the named
-// index or constraint (PostgreSQL SQLSTATE 23505), so that a caller can
+// index or constraint (PostgreSQL SQLSTATE 23505, MySQL error 1062), so that a caller can
 // tell a write that lost a race for a key from any other failure.
 func IsUniqueViolation(err error, name string) bool {
+	if isMySQLDuplicate(err, name) {
+		return true
+	}
 	code, ok := sqlcore.SQLState(err)
 	return ok && code == "23505" && strings.Contains(err.Error(), `"`+name+`"`)
 }

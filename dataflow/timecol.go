@@ -16,7 +16,7 @@ const SQLiteTimeLayout = "2006-01-02 15:04:05.000000000+00:00" // spelt out for 
 // dataflow stored it, for scanning into a Time: on SQLite the stored text
 // itself, so that the driver does not try format after format on every row
 // (modernc guesses the format of a column declared as a time, starting with
-// one that always fails); on PostgreSQL expr itself.
+// one that always fails); on PostgreSQL and MySQL expr itself.
 func (db *DB) TimeColumn(expr string) string {
 	if db == nil || !db.d.TimeAsText() {
 		return expr

@@ -135,6 +135,9 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 	}
 	var res *Result
 	err = m.locked(ctx, func(c bun.IConn) error {
+		if err := m.setup(ctx, c); err != nil {
+			return err
+		}
 		if err := m.createHistory(ctx, c); err != nil {
 			return err
 		}
@@ -220,6 +223,9 @@ func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
 	duration_ms BIGINT NOT NULL)`,
 		`CREATE INDEX IF NOT EXISTS ` + m.ident(m.history+"_table_idx") + ` ON ` + m.ident(m.history) + ` (table_name, id)`,
 	}
+	if m.ddl.history != nil {
+		stmts = m.ddl.history(m)
+	}
 	for _, s := range stmts {
 		if _, err := c.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("create history table: %w", err)
@@ -247,7 +253,7 @@ func (m *Migrator) History(ctx context.Context, table string) ([]HistoryEntry, e
 	for rows.Next() {
 		var e HistoryEntry
 		var ms int64
-		if err := rows.Scan(&e.ID, &e.Table, &e.Checksum, &e.Statements, &e.AppliedAt, &ms); err != nil {
+		if err := rows.Scan(&e.ID, &e.Table, &e.Checksum, &e.Statements, anyTime{&e.AppliedAt}, &ms); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read history of %q: %w", table, err)
 		}

@@ -21,7 +21,7 @@
 // lookup tell whether the model's schema checksum is already recorded.
 // [Migrator.Ensure] runs Check and, only when it says so, [Migrator.Apply].
 //
-//	m, err := migrate.New(db) // db is a *bun.DB on SQLite or PostgreSQL
+//	m, err := migrate.New(db) // db is a *bun.DB on SQLite, PostgreSQL or MySQL
 //	res, err := m.Ensure(ctx, migrate.Model{Value: (*User)(nil)}, false)
 //	fmt.Println(res.Plan.SQL())
 //
@@ -29,6 +29,15 @@
 // BEGIN IMMEDIATE; either way the re-check, the DDL and the history row are
 // one transaction, so processes that start together on a fresh database all
 // succeed and the history shows one migration per table.
+//
+// On the MySQL family (MariaDB, Galera, MySQL 8) DDL commits implicitly,
+// and Galera has neither GET_LOCK nor LOCK TABLES: the lock is a lease, a
+// row of turnkeep_locks taken by an autocommitted UPDATE (certification
+// lets one node's take win), renewed while the migration runs and
+// expiring if its holder dies. Each step commits on its own and the
+// history row comes last, so a run cut short is finished by the next.
+// Tables are InnoDB, utf8mb4 with the exact utf8mb4_bin collation; times
+// are DATETIME(6), TEXT and BLOB LONGTEXT and LONGBLOB.
 //
 // A Migrator is safe for concurrent use.
 package migrate

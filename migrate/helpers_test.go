@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 
@@ -26,6 +27,12 @@ func openBun(t testing.TB, url string) *bun.DB {
 		sqldb, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
 		require.NoError(t, err)
 		db = bun.NewDB(sqldb, sqlitedialect.New())
+	} else if strings.HasPrefix(url, "mysql://") {
+		dsn, err := dbtest.MySQLDSN(url)
+		require.NoError(t, err)
+		sqldb, err := sql.Open("mysql", dsn)
+		require.NoError(t, err)
+		db = bun.NewDB(sqldb, mysqldialect.New())
 	} else {
 		sqldb, err := sql.Open("pgx", url)
 		require.NoError(t, err)
@@ -102,6 +109,8 @@ func (e *env) reopen(t *testing.T) {
 }
 
 func (e *env) pg() bool { return e.d.Name == "pg" }
+
+func (e *env) mysql() bool { return e.d.Name == "mysql" }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync/atomic"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
@@ -18,7 +19,7 @@ const DefaultHistoryTable = "turnkeep_migrations"
 
 var (
 	// ErrUnsupportedDialect is returned by New for a database that is
-	// neither SQLite nor PostgreSQL.
+	// neither SQLite, PostgreSQL nor MySQL.
 	ErrUnsupportedDialect = errors.New("migrate: unsupported dialect")
 	// ErrInvalidModel is returned when a Model is not a bun model struct or
 	// names an index column the model does not have.
@@ -88,10 +89,14 @@ type Migrator struct {
 	history string
 	log     *slog.Logger
 	models  sqlcore.Models // the bun tables of models, and the ones bun could not build
+	ddl     *ddl           // the engine's own DDL
+	// collation is the exact collation of MySQL tables (a string), found
+	// before the first plan; see mysqlCollation.
+	collation atomic.Value
 }
 
-// New returns a Migrator for db, which must use the SQLite or PostgreSQL
-// dialect.
+// New returns a Migrator for db, which must use the SQLite, PostgreSQL or
+// MySQL dialect.
 func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: db must not be nil", ErrInvalidOption)
@@ -100,7 +105,7 @@ func New(db *bun.DB, opts ...Option) (*Migrator, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedDialect, db.Dialect().Name())
 	}
-	m := &Migrator{db: db, d: d, history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
+	m := &Migrator{db: db, d: d, ddl: engineDDL(d.Name()), history: DefaultHistoryTable, log: slog.New(slog.DiscardHandler)}
 	if err := optx.Apply(m, opts); err != nil {
 		return nil, err
 	}

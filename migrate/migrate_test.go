@@ -62,7 +62,7 @@ var (
 )
 
 func TestPlanOnFreshDatabaseIsDryRun(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 
@@ -98,7 +98,7 @@ func TestPlanOnFreshDatabaseIsDryRun(t *testing.T) {
 }
 
 func TestEnsureCreatesTableIndexAndHistory(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 
@@ -149,7 +149,7 @@ func TestEnsureCreatesTableIndexAndHistory(t *testing.T) {
 }
 
 func TestRestartWithUnchangedModelRunsNoDDL(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, v1Idx, false)
@@ -179,7 +179,7 @@ func TestRestartWithUnchangedModelRunsNoDDL(t *testing.T) {
 }
 
 func TestNewFieldAddsColumnAndKeepsRows(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, v1, false)
@@ -246,7 +246,7 @@ func TestNewFieldAddsColumnAndKeepsRows(t *testing.T) {
 }
 
 func TestDroppedFieldIsSkippedUnlessForced(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, v2, false)
@@ -333,7 +333,7 @@ func TestPartialMigrationIsNotUpToDate(t *testing.T) {
 		ID            int64  `bun:"id,pk,autoincrement"`
 		New           string `bun:"new"`
 	}
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, migrate.Model{Value: (*before)(nil)}, false)
@@ -371,7 +371,7 @@ func TestTypeChangeIsDestructive(t *testing.T) {
 	}
 	m1 := migrate.Model{Value: (*numV1)(nil)}
 	m2 := migrate.Model{Value: (*numV2)(nil)}
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, m1, false)
@@ -392,6 +392,8 @@ func TestTypeChangeIsDestructive(t *testing.T) {
 		if e.pg() {
 			assert.Contains(t, s.SQL, "ALTER COLUMN")
 			assert.Contains(t, s.SQL, "TYPE")
+		} else if e.mysql() {
+			assert.Equal(t, "ALTER TABLE `mt_nums` MODIFY COLUMN `n` VARCHAR(255)", s.SQL)
 		} else {
 			assert.Empty(t, s.SQL, "SQLite cannot alter a type in place")
 			assert.Contains(t, res.Plan.SQL(), "not supported")
@@ -401,7 +403,7 @@ func TestTypeChangeIsDestructive(t *testing.T) {
 		assert.Equal(t, before.Columns, after.Columns, "type changed without force")
 
 		res, err = e.m.Ensure(ctx, m2, true)
-		if !e.pg() {
+		if !e.pg() && !e.mysql() {
 			require.ErrorIs(t, err, migrate.ErrDestructive)
 			return
 		}
@@ -409,7 +411,11 @@ func TestTypeChangeIsDestructive(t *testing.T) {
 		assert.Equal(t, []migrate.StepKind{migrate.AlterType}, kinds(res.Applied))
 		ti, err := e.m.Inspect(ctx, "mt_nums")
 		require.NoError(t, err)
-		assert.Equal(t, "character varying", ti.Columns[1].Type)
+		if e.mysql() {
+			assert.Equal(t, "varchar(255)", ti.Columns[1].Type)
+		} else {
+			assert.Equal(t, "character varying", ti.Columns[1].Type)
+		}
 		var got numV2
 		require.NoError(t, e.db.NewSelect().Model(&got).Where("id = ?", 1).Scan(ctx))
 		assert.Equal(t, "42", got.N, "value lost by the type change")
@@ -426,7 +432,7 @@ func TestChecksum(t *testing.T) {
 	idx := func(ix ...migrate.Index) migrate.Model { return migrate.Model{Value: (*noteV1)(nil), Indexes: ix} }
 	a := migrate.Index{Name: "a_idx", Columns: []string{"title"}}
 	b := migrate.Index{Name: "b_idx", Columns: []string{"body"}}
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newEnv(t, d)
 		sum := func(m migrate.Model) string {
 			t.Helper()
@@ -470,7 +476,7 @@ func TestChecksum(t *testing.T) {
 // row.
 func TestConcurrentProcessesMigrateOnce(t *testing.T) {
 	const procs = 8
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		for round := range 3 {
 			t.Run(fmt.Sprint("round", round), func(t *testing.T) {
 				ctx := ctxT(t)
@@ -545,7 +551,7 @@ func TestInvalidModel(t *testing.T) {
 		"index without name": {Value: (*noteV1)(nil), Indexes: []migrate.Index{{Columns: []string{"title"}}}},
 		"index without cols": {Value: (*noteV1)(nil), Indexes: []migrate.Index{{Name: "x_idx"}}},
 	}
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		for name, m := range cases {
@@ -569,7 +575,7 @@ func TestInvalidModel(t *testing.T) {
 func TestNewAndOptions(t *testing.T) {
 	_, err := migrate.New(nil)
 	require.Error(t, err)
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		db := openBun(t, d.URL(t))
 		_, err := migrate.New(db, migrate.WithHistoryTable(""))
@@ -628,7 +634,7 @@ func TestNoSpuriousDiffAfterEnsure(t *testing.T) {
 		B             int64  `bun:"b,pk"`
 		V             string `bun:"v"`
 	}
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		for _, m := range []migrate.Model{
@@ -646,7 +652,7 @@ func TestNoSpuriousDiffAfterEnsure(t *testing.T) {
 }
 
 func TestCanceledContext(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newEnv(t, d)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -667,7 +673,7 @@ func TestChangedIndexIsRecreated(t *testing.T) {
 	model := func(ix migrate.Index) migrate.Model {
 		return migrate.Model{Value: (*noteV1)(nil), Indexes: []migrate.Index{ix}}
 	}
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		steps := []struct {
@@ -725,7 +731,7 @@ type noKeyRow struct {
 }
 
 func TestWithoutRowID(t *testing.T) {
-	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		plain := migrate.Model{Value: (*pairRow)(nil)}
@@ -734,8 +740,8 @@ func TestWithoutRowID(t *testing.T) {
 		require.NoError(t, err)
 		sumClustered, err := e.m.Checksum(clustered)
 		require.NoError(t, err)
-		if e.pg() {
-			assert.Equal(t, sumPlain, sumClustered, "PostgreSQL ignores WithoutRowID")
+		if e.pg() || e.mysql() {
+			assert.Equal(t, sumPlain, sumClustered, "PostgreSQL and MySQL ignore WithoutRowID")
 		} else {
 			assert.NotEqual(t, sumPlain, sumClustered, "the table's storage is part of its schema")
 		}
@@ -743,7 +749,7 @@ func TestWithoutRowID(t *testing.T) {
 		res, err := e.m.Ensure(ctx, clustered, false)
 		require.NoError(t, err)
 		require.NotNil(t, res.Plan)
-		if e.pg() {
+		if e.pg() || e.mysql() { // InnoDB keeps every table in primary-key order
 			assert.NotContains(t, res.Plan.SQL(), "WITHOUT ROWID")
 		} else {
 			assert.Contains(t, res.Plan.SQL(), "WITHOUT ROWID")

@@ -114,13 +114,18 @@ func (m *Migrator) plan(ctx context.Context, c bun.IConn, model Model) (*Plan, e
 	if err != nil {
 		return nil, err
 	}
+	if err := m.setup(ctx, c); err != nil {
+		return nil, err
+	}
 	return m.diff(t, model, ti)
 }
 
 func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, error) {
 	indexes := model.Indexes
 	p := &Plan{Table: t.Name, Checksum: checksum(m.d, t, model), Exists: ti.Exists}
-	if !ti.Exists {
+	if !ti.Exists && m.ddl.createTable != nil {
+		p.Steps = append(p.Steps, Step{Kind: CreateTable, Table: t.Name, SQL: m.ddl.createTable(m, t)})
+	} else if !ti.Exists {
 		b, err := m.db.NewCreateTable().Model(t.ZeroIface).IfNotExists().AppendQuery(m.db.QueryGen(), nil)
 		if err != nil {
 			return nil, fmt.Errorf("plan table %q: %w", t.Name, err)
@@ -136,9 +141,9 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 				p.Steps = append(p.Steps, m.addColumn(t, f))
 				continue
 			}
-			if m.d.NormType(col.Type) != m.d.NormType(f.CreateTableSQLType) {
+			if m.d.NormType(col.Type) != m.d.NormType(m.modelType(f)) {
 				p.Steps = append(p.Steps, m.alterType(t, f, col))
-			} else if live, model, ok := varcharLengths(col.Type, f.CreateTableSQLType); m.d.EnforcesVarcharLength() && ok && live < model {
+			} else if live, model, ok := varcharLengths(col.Type, m.modelType(f)); m.d.EnforcesVarcharLength() && ok && live < model {
 				p.Steps = append(p.Steps, m.widen(t, f, col))
 			}
 		}
@@ -162,9 +167,13 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 			if live.Unique == ix.Unique && slices.Equal(live.Columns, ix.Columns) {
 				continue
 			}
+			drop := "DROP INDEX " + m.ident(ix.Name)
+			if m.ddl.dropIndexOn {
+				drop += " ON " + m.ident(t.Name)
+			}
 			p.Steps = append(p.Steps, Step{
 				Kind: DropIndex, Table: t.Name, Name: ix.Name,
-				SQL: "DROP INDEX " + m.ident(ix.Name),
+				SQL: drop,
 				Note: fmt.Sprintf("live index unique=%t on (%s); recreated as unique=%t on (%s)",
 					live.Unique, strings.Join(live.Columns, ", "), ix.Unique, strings.Join(ix.Columns, ", ")),
 			})
@@ -177,10 +186,14 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 		if ix.Unique {
 			unique = "UNIQUE "
 		}
+		ifNotExists := "IF NOT EXISTS "
+		if m.ddl.noIndexIfNotExists {
+			ifNotExists = "" // the plan creates only what inspect did not find
+		}
 		p.Steps = append(p.Steps, Step{
 			Kind: CreateIndex, Table: t.Name, Name: ix.Name,
-			SQL: fmt.Sprintf("CREATE %sINDEX IF NOT EXISTS %s ON %s (%s)",
-				unique, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
+			SQL: fmt.Sprintf("CREATE %sINDEX %s%s ON %s (%s)",
+				unique, ifNotExists, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
 		})
 	}
 	p.Steps = append(p.Steps, m.droppedSteps(t, model, ti)...)
@@ -188,6 +201,9 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 }
 
 func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
+	if m.ddl.addColumn != nil {
+		return Step{Kind: AddColumn, Table: t.Name, Name: f.Name, SQL: m.ddl.addColumn(m, t, f)}
+	}
 	def := f.CreateTableSQLType
 	switch {
 	case f.SQLDefault != "":
@@ -211,9 +227,11 @@ func (m *Migrator) addColumn(t *schema.Table, f *schema.Field) Step {
 func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step {
 	s := Step{
 		Kind: AlterType, Table: t.Name, Name: f.Name, Destructive: true, Breaks: true,
-		Note: fmt.Sprintf("live type %s, model type %s", col.Type, f.CreateTableSQLType),
+		Note: fmt.Sprintf("live type %s, model type %s", col.Type, m.modelType(f)),
 	}
-	if sql, ok := m.d.AlterType(m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType); ok {
+	if m.ddl.modify != nil {
+		s.SQL = m.ddl.modify(m, t, f)
+	} else if sql, ok := m.d.AlterType(m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType); ok {
 		s.SQL = sql
 	} else {
 		s.Note += "; " + m.d.Product() + " cannot change a column's type in place"
@@ -221,10 +239,16 @@ func (m *Migrator) alterType(t *schema.Table, f *schema.Field, col Column) Step 
 	return s
 }
 
-// widen is the step that lengthens a PostgreSQL varchar column: no data
-// changes, and PostgreSQL rewrites neither the table nor its indexes for it,
-// so it is not destructive.
+// widen is the step that lengthens a varchar column: no data changes,
+// and PostgreSQL rewrites neither the table nor its indexes for it (InnoDB
+// widens in place within a length-byte size), so it is not destructive.
 func (m *Migrator) widen(t *schema.Table, f *schema.Field, col Column) Step {
+	if m.ddl.modify != nil {
+		return Step{
+			Kind: AlterType, Table: t.Name, Name: f.Name, SQL: m.ddl.modify(m, t, f),
+			Note: fmt.Sprintf("widened from %s to %s", col.Type, m.modelType(f)),
+		}
+	}
 	return Step{
 		Kind: AlterType, Table: t.Name, Name: f.Name,
 		SQL:  fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s", m.ident(t.Name), m.ident(f.Name), f.CreateTableSQLType),

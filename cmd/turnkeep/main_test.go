@@ -126,7 +126,7 @@ func TestHelpAndUsage(t *testing.T) {
 	run(t, "", "sessions", "ls", "--limit", "x").want(t, exitUsage) // bad flag value
 	r = run(t, "", "sessions", "ls").want(t, exitUsage)             // no database
 	require.Contains(t, r.stderr, "TURNKEEP_DB_URL")
-	r = run(t, "", "stats", "--db", "mysql://x").want(t, exitUsage)
+	r = run(t, "", "stats", "--db", "oracle://x").want(t, exitUsage)
 	require.Contains(t, r.stderr, "unknown scheme")
 	r = run(t, "", "stats", "--db", "sqlite:///"+filepath.Join(t.TempDir(), "none.db")).want(t, exitNotFound)
 	require.Contains(t, r.stderr, "no SQLite database")

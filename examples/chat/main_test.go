@@ -184,7 +184,7 @@ func TestBadArguments(t *testing.T) {
 		code int
 		want string // in stderr
 	}{
-		{"unknown scheme", nil, []string{"-db", "mysql://localhost/chat"}, exitFailure, `invalid database url: unknown scheme "mysql"`},
+		{"unknown scheme", nil, []string{"-db", "oracle://localhost/chat"}, exitFailure, `invalid database url: unknown scheme "oracle"`},
 		{"not a url", nil, []string{"-db", "chat.db"}, exitFailure, "invalid database url"},
 		{"missing directory", nil, []string{"-db", missingDir}, exitFailure, "does not exist"},
 		{"postgres password not echoed", nil, []string{"-db", "postgres://u:s3cret@/chat"}, exitFailure, "no host"},

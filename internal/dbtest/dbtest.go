@@ -1,7 +1,10 @@
 // Package dbtest gives tests a fresh database on every dialect: SQLite in a
-// file under t.TempDir() always, and PostgreSQL, in a schema of its own
-// dropped at cleanup, when TURNKEEP_POSTGRES_URL is set. It imports the
-// drivers, so only tests and programs may import it.
+// file under t.TempDir() always, PostgreSQL, in a schema of its own
+// dropped at cleanup, when TURNKEEP_POSTGRES_URL is set, and the MySQL
+// family, in a database of its own, when TURNKEEP_MYSQL_URL is set (see
+// RunAll). It also starts private servers: a mariadbd (MariaDB) and a
+// three-node Galera cluster on loopback (Galera). It imports the drivers,
+// so only tests and programs may import it.
 package dbtest
 
 import (

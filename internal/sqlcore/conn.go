@@ -18,7 +18,10 @@ import (
 // connection, or a PostgreSQL error of class 08 (connection exception) or
 // 57P01-57P03 and 57P05 (the server terminated the session: an
 // administrator, a shutdown, a server not accepting connections yet, an
-// idle session timeout). It is false for an error that involves the
+// idle session timeout), or on MySQL the driver's "invalid connection"
+// (the connection broke while a statement was in flight) or a server
+// error that ends the session (see mysqlConnLost). It is false for an
+// error that involves the
 // context ending, and for local failures such as a missing file or a full
 // disk.
 func ConnLost(err error) bool {
@@ -26,7 +29,7 @@ func ConnLost(err error) bool {
 		return false // the caller gave up; DeadlineExceeded is also a net.Error
 	}
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || netLost(err) {
+		errors.Is(err, net.ErrClosed) || netLost(err) || mysqlConnLost(err) {
 		return true
 	}
 	if code, ok := SQLState(err); ok {
@@ -36,7 +39,8 @@ func ConnLost(err error) bool {
 		}
 		return strings.HasPrefix(code, "08")
 	}
-	return strings.Contains(err.Error(), "conn closed")
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, mysqlInvalidConn)
 }
 
 // netLost reports whether err is a network failure that another attempt
@@ -56,10 +60,14 @@ func netLost(err error) bool {
 	return errors.As(err, &netErr) && netErr.Timeout()
 }
 
-// SQLState returns the SQLSTATE of a PostgreSQL error in err's chain.
+// SQLState returns the SQLSTATE of a PostgreSQL or MySQL error in err's
+// chain.
 func SQLState(err error) (string, bool) {
 	var state interface{ SQLState() string }
 	if !errors.As(err, &state) {
+		if _, code, ok := MySQLErrno(err); ok && code != "" {
+			return code, true
+		}
 		return "", false
 	}
 	return state.SQLState(), true

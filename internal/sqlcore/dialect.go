@@ -30,14 +30,17 @@ type engine struct {
 	quote    byte   // identifier quote
 	numbered bool   // placeholders are $1, $2, … rather than ?
 
-	timeAsText        bool // times are stored as SQLiteTimeLayout text
-	prepare           bool // statements are prepared once per connection by the caller (the driver caches none)
-	immediateTx       bool // a write transaction must take the write lock at BEGIN (BEGIN IMMEDIATE)
-	arrays            bool // bun's "array" tag binds a native array
-	offsetNeedsLimit  bool // OFFSET needs a LIMIT before it (LIMIT -1)
-	defaultValuesOnly bool // a row of only defaults is inserted alone (DEFAULT VALUES), not in a batch
-	withoutRowID      bool // tables can be WITHOUT ROWID
-	varcharLength     bool // varchar(n) is enforced, so a shorter live column must be widened
+	timeAsText        bool   // times are stored as SQLiteTimeLayout text
+	prepare           bool   // statements are prepared once per connection by the caller (the driver caches none)
+	immediateTx       bool   // a write transaction must take the write lock at BEGIN (BEGIN IMMEDIATE)
+	arrays            bool   // bun's "array" tag binds a native array
+	unboundedLimit    string // a LIMIT of every row, where OFFSET needs a LIMIT before it ("" where it does not)
+	defaultValuesOnly bool   // a row of only defaults is inserted alone (DEFAULT VALUES), not in a batch
+	withoutRowID      bool   // tables can be WITHOUT ROWID
+	varcharLength     bool   // varchar(n) is enforced, so a shorter live column must be widened
+
+	likeEscape string // the ESCAPE clause that makes a backslash a LIKE pattern's escape
+	defaultRow string // what follows INSERT INTO t for a row of only defaults
 
 	typeAliases map[string]string // type names as a model writes them -> as the catalog reports them
 	historyID   string            // the history table's id column
@@ -47,6 +50,8 @@ type engine struct {
 	// alterType returns the statement that changes the type of column
 	// col of table to typ in place, or "" when the engine cannot.
 	alterType func(table, col, typ string) string
+	// upsert is Dialect.Upsert; nil is ON CONFLICT (SQLite, PostgreSQL).
+	upsert func(keys, data []string) string
 	// locked is Dialect.Locked.
 	locked func(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error
 }
@@ -189,9 +194,51 @@ func (d Dialect) ImmediateTx() bool { return d.eng().immediateTx }
 // array.
 func (d Dialect) NativeArrays() bool { return d.eng().arrays }
 
-// OffsetNeedsLimit reports whether OFFSET needs a LIMIT before it (then
-// LIMIT -1 means none).
-func (d Dialect) OffsetNeedsLimit() bool { return d.eng().offsetNeedsLimit }
+// UnboundedLimit returns the LIMIT clause that selects every row, for an
+// OFFSET without a limit where the engine needs a LIMIT before OFFSET
+// (" LIMIT -1" on SQLite), and "" where it does not.
+func (d Dialect) UnboundedLimit() string { return d.eng().unboundedLimit }
+
+// LikeEscape returns the ESCAPE clause that makes a backslash the escape
+// character of a LIKE pattern, as a string literal of the engine reads it.
+func (d Dialect) LikeEscape() string {
+	if e := d.eng().likeEscape; e != "" {
+		return e
+	}
+	return ` ESCAPE '\'`
+}
+
+// DefaultRow returns what follows "INSERT INTO table" to insert one row
+// whose every column takes its default.
+func (d Dialect) DefaultRow() string {
+	if r := d.eng().defaultRow; r != "" {
+		return r
+	}
+	return " DEFAULT VALUES"
+}
+
+// Upsert returns the clause that follows an INSERT's VALUES so that a row
+// whose key is taken updates the data columns to the inserted values (or,
+// with none, keeps the row): keys and data are quoted column names.
+func (d Dialect) Upsert(keys, data []string) string {
+	if f := d.eng().upsert; f != nil {
+		return f(keys, data)
+	}
+	var b strings.Builder
+	b.WriteString(" ON CONFLICT (" + strings.Join(keys, ", ") + ")")
+	if len(data) == 0 {
+		b.WriteString(" DO NOTHING")
+		return b.String()
+	}
+	b.WriteString(" DO UPDATE SET ")
+	for i, c := range data {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c + " = EXCLUDED." + c)
+	}
+	return b.String()
+}
 
 // DefaultValuesOnly reports whether a row of only default values is
 // inserted alone (INSERT ... DEFAULT VALUES) rather than in a batch.

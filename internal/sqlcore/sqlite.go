@@ -20,7 +20,7 @@ var sqliteEngine = engine{
 	timeAsText:        true,
 	prepare:           true,
 	immediateTx:       true,
-	offsetNeedsLimit:  true,
+	unboundedLimit:    " LIMIT -1",
 	defaultValuesOnly: true,
 	withoutRowID:      true,
 	historyID:         "id INTEGER PRIMARY KEY AUTOINCREMENT",

@@ -1,0 +1,434 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
+	"github.com/turnkeep/turnkeep/migrate"
+)
+
+// mysqlStore is the backend's MySQL family (MariaDB 10.11, Galera, MySQL
+// 8): a save is one round trip, one text of several statements (the
+// driver's multiStatements, with its interpolateParams binding every
+// value: our code concatenates none) that begins, writes and commits a
+// transaction; a second round trip, a ROLLBACK, follows only when a
+// statement of it failed. The search index is the message rows'
+// search_text, matched word by word with LIKE (see searchStmt).
+type mysqlStore struct {
+	b *DataFlowBackend
+
+	saveMu    sync.Mutex
+	saveTexts map[int]string // the save's text by number of messages; protected by saveMu
+}
+
+func init() {
+	registerStore(sqlcore.MySQL.Name(), func(b *DataFlowBackend) store {
+		return &mysqlStore{b: b, saveTexts: make(map[int]string)}
+	})
+}
+
+// cast is expr: the driver binds every value into the text as a literal
+// of its type, and MySQL converts a literal to a column's type itself.
+func (s *mysqlStore) cast(expr, _ string) string { return expr }
+func (s *mysqlStore) rowLock() string            { return " FOR UPDATE" }
+func (s *mysqlStore) skipLocked() string         { return " FOR UPDATE SKIP LOCKED" }
+func (s *mysqlStore) greatest() string           { return "GREATEST" }
+func (s *mysqlStore) indexInRows() bool          { return true }
+func (s *mysqlStore) prepare()                   {}
+
+// windowQuery is the load statement whose messages are the session's
+// turns after sequence bound: the session row by primary key, joined to a
+// range of the messages' primary key (session_id, seq). MySQL's CAST has
+// no BIGINT: SIGNED is its 64-bit integer.
+func (s *mysqlStore) windowQuery(bound string) string {
+	b := s.b
+	bound = strings.ReplaceAll(bound, " AS BIGINT)", " AS SIGNED)")
+	return loadColumns + b.db.TimeColumn("m.created_at") + `
+FROM ` + SessionsTable + ` s
+LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > ` + bound + `
+WHERE s.id = ?`
+}
+
+// form is the MySQL text of the shared statements written with ON
+// CONFLICT or RETURNING, which MySQL (MariaDB's UPDATE) lacks (see
+// statementForms). Each takes the shared statement's arguments in the
+// same order. Where the shared statement returns a row, the form is a
+// text of several statements (one round trip) whose last one returns
+// it: a SELECT of values the write captured in user variables, or of the
+// row it wrote (FOR UPDATE: the newest version, which the write locked),
+// upgradeIndexSQL is none: MySQL's search reads the rows' search_text,
+// and no release before this one wrote MySQL.
+func (s *mysqlStore) upgradeIndexSQL() string { return "" }
+
+// searchIndexMissing returns nothing: MySQL's search reads the messages'
+// search_text, with no index of its own.
+func (s *mysqlStore) searchIndexMissing(context.Context) ([]string, error) { return nil, nil }
+
+// conditioned on ROW_COUNT(), the previous statement's count.
+func (s *mysqlStore) form(name, query string) string {
+	switch name {
+	case "lockSession":
+		return `INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
+ON DUPLICATE KEY UPDATE turn_count = turn_count`
+	case "saveSession":
+		return `INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT (@tk_id := ?), ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE ` + s.b.erasedCheck() + `
+ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
+SELECT turn_count, version, tokens FROM ` + SessionsTable + ` WHERE id = @tk_id AND ROW_COUNT() > 0 FOR UPDATE`
+	case "bumpSession":
+		return `UPDATE ` + SessionsTable + ` SET version = (@tk_v := version + 1), tokens = tokens + ?, updated_at = ?, turn_count = (@tk_n := turn_count) WHERE id = ?;
+SELECT @tk_n, @tk_v FROM DUAL WHERE ROW_COUNT() > 0`
+	case "claim":
+		return `UPDATE ` + SessionsTable + ` SET user_id = ?, updated_at = ? WHERE id = ? AND user_id = '';
+SELECT 'claimed' FROM DUAL WHERE ROW_COUNT() > 0`
+	case "create":
+		// The condition is read on the row as it was, before the first
+		// assignment changes it, into @tk_ok; a new row sets nothing, so
+		// it starts true.
+		return `SET @tk_ok = 1;
+INSERT INTO ` + SessionsTable + ` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
+ON DUPLICATE KEY UPDATE
+	user_id = IF((@tk_ok := (user_id = VALUES(user_id) AND user_id <> '') OR (user_id = '' AND turn_count = 0)), VALUES(user_id), user_id),
+	title = IF(@tk_ok, VALUES(title), title), metadata = IF(@tk_ok, VALUES(metadata), metadata), updated_at = IF(@tk_ok, VALUES(updated_at), updated_at);
+SELECT 'created' FROM DUAL WHERE @tk_ok`
+	case "import/head":
+		return `INSERT INTO ` + SessionsTable + ` (id, tenant, user_id, title, metadata, turn_count, version, tokens, counted, created_at, updated_at)
+VALUES ((@tk_id := ?), ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
+ON DUPLICATE KEY UPDATE turn_count = turn_count;
+SELECT user_id, turn_count FROM ` + SessionsTable + ` WHERE id = @tk_id FOR UPDATE`
+	}
+	switch {
+	case strings.HasPrefix(name, "erased/mark/"):
+		if i := strings.Index(query, "\nON CONFLICT"); i >= 0 {
+			return query[:i] + "\nON DUPLICATE KEY UPDATE user_id = VALUES(user_id), done = 0, erased_at = VALUES(erased_at)"
+		}
+	case strings.HasPrefix(name, "insert/"):
+		var n int
+		var append bool
+		if _, err := fmt.Sscanf(name, "insert/%d/%t", &n, &append); err == nil {
+			return mysqlInsertRows(n, append)
+		}
+	}
+	return strings.ReplaceAll(query, " AS BIGINT)", " AS SIGNED)") // MySQL's CAST has no BIGINT
+}
+
+// mysqlInsertRows is the insert of n message rows that skips, as ON
+// CONFLICT DO NOTHING does, an append's rows whose message ID (or place)
+// the session holds, or a save's rows of a held turn, so that another
+// turn's message ID is still an error. The rows are a derived table
+// filtered by NOT EXISTS, so that RowsAffected counts only the rows
+// stored: ON DUPLICATE KEY UPDATE would count a skipped row as found
+// (the DSN's clientFoundRows), and INSERT IGNORE would also turn a value
+// that does not fit into a warning.
+func mysqlInsertRows(n int, append bool) string {
+	cols := strings.Split(messageColumns, ", ")
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) SELECT u.* FROM (SELECT `)
+	for i, c := range cols {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("? AS " + c)
+	}
+	row := strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ")
+	for range n - 1 {
+		q.WriteString("\nUNION ALL SELECT " + row)
+	}
+	q.WriteString(`) u WHERE NOT EXISTS (SELECT 1 FROM ` + MessagesTable + ` x WHERE x.session_id = u.session_id AND `)
+	if append {
+		q.WriteString(`(x.msg_id = u.msg_id OR x.seq = u.seq AND x.pos = u.pos OR x.turn_id = u.turn_id AND x.pos = u.pos))`)
+	} else {
+		q.WriteString(`x.turn_id = u.turn_id AND x.pos = u.pos)`)
+	}
+	return q.String()
+}
+
+// msgIDConflict reports whether err is a violation of the message ID
+// index: a message ID the session holds in another turn.
+func (s *mysqlStore) msgIDConflict(err error) bool {
+	return err != nil && dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx")
+}
+
+// lockSessionTx locks the session row first (SELECT … FOR UPDATE).
+func (s *mysqlStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error {
+	rows, err := s.b.lockRow.QueryTx(ctx, tx, sessionID)
+	if err != nil {
+		return err
+	}
+	var one int
+	if err := scanOne(rows, &one); errors.Is(err, sql.ErrNoRows) {
+		return errTurnNotFound(sessionID, turnID)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// appendNewest leaves every append to the transaction path.
+func (s *mysqlStore) appendNewest(context.Context, string, string, []driver.PreparedMessage) (driver.Saved, bool, error) {
+	return driver.Saved{}, false, nil
+}
+
+// mysqlSaveTries bounds the tries of a save that lost a deadlock or a
+// Galera certification conflict (error 1213): the turn ID makes another
+// try safe, as it stores nothing twice.
+const mysqlSaveTries = 5
+
+// saveText returns the text of a save of n messages: one transaction,
+// in statements the server runs in order, stopping at the first that
+// fails (the caller then rolls back).
+//
+//  1. Whether the session holds the turn's ID: a plain read, which takes
+//     no lock (a shared lock on the messages' gap here made two saves of
+//     one session deadlock on their inserts). An ID committed after it
+//     is caught by the turn index at 4.
+//  2. The session row's upsert, unless the ID is held or DeleteUser
+//     erased the session after the save began (ErasedRow): a new row
+//     starts at a random version; a held one gets the next turn.
+//  3. The row's new count, version and tokens, into user variables, only
+//     when 2 wrote (ROW_COUNT()).
+//  4. The messages, numbered from 0, with the turn's sequence and the
+//     tokens before it; none when 3 found nothing. A second save of the
+//     same new ID at once waits for the session row's lock, then fails
+//     here on the turn index: the caller reads that as "held".
+//  5. COMMIT, then the variables: reading them means the commit is done.
+func (s *mysqlStore) saveText(n int) string {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if q, ok := s.saveTexts[n]; ok {
+		return q
+	}
+	var q strings.Builder
+	q.WriteString(`SET @tk_seq = NULL, @tk_ver = NULL, @tk_tok = NULL, @tk_rc = 0;
+START TRANSACTION;
+SELECT COUNT(*) INTO @tk_known FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0;
+INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT ?, ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0 AND ` + s.b.erasedCheck() + `
+ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
+SET @tk_rc = ROW_COUNT();
+SELECT turn_count, version, tokens INTO @tk_seq, @tk_ver, @tk_tok FROM ` + SessionsTable + ` WHERE id = ? AND @tk_rc > 0;
+INSERT INTO ` + MessagesTable + ` (` + messageColumns + `)
+`)
+	for i := range n {
+		if i > 0 {
+			q.WriteString("\nUNION ALL ")
+		}
+		q.WriteString(`SELECT ?, @tk_seq, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, @tk_tok - ?, ?, ?, ? FROM DUAL WHERE @tk_seq IS NOT NULL`)
+	}
+	q.WriteString(`;
+COMMIT;
+SELECT @tk_seq, @tk_ver, @tk_known`)
+	s.saveTexts[n] = q.String()
+	return s.saveTexts[n]
+}
+
+// mysqlSaveArgs are the arguments of saveText for the turn.
+func mysqlSaveArgs(sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at, begun time.Time) []any {
+	t := &turn.Turn
+	args := make([]any, 0, 12+16*len(turn.Encoded))
+	args = append(args, sessionID, t.ID,
+		sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
+		sessionID)
+	for i := range turn.Encoded {
+		m := &turn.Encoded[i]
+		var meta any
+		if i == 0 {
+			meta = metaArg
+		}
+		args = append(args, sessionID, int32(i), t.ID, m.ID, string(m.Role), m.Content, m.Name,
+			jsonArg(m.ToolCallsJSON), m.ToolCallID, jsonArg(m.PartsJSON), jsonArg(m.MetadataJSON),
+			int64(m.Tokens), tokens, meta, t.Timestamp, searchArg(m.Content))
+	}
+	return args
+}
+
+// save is Save on MySQL: one round trip (saveText), two when a statement
+// fails and the transaction is rolled back, each try. A deadlock or a
+// Galera certification conflict (1213) is tried again, up to
+// mysqlSaveTries, with the same turn ID.
+func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (driver.Saved, error) {
+	b := s.b
+	for _, t := range []interface{ EnsureTable(context.Context) error }{b.sessions, b.messages, b.erased} {
+		if err := t.EnsureTable(ctx); err != nil {
+			return driver.Saved{}, err
+		}
+	}
+	query := s.saveText(len(turn.Encoded))
+	args := mysqlSaveArgs(sessionID, turn, metaArg, tokens, at, begun)
+	var err error
+	for try := 1; ; try++ {
+		var seq, version sql.NullInt64
+		var known int64
+		seq, version, known, err = s.saveOnce(ctx, query, args)
+		switch {
+		case err == nil && !seq.Valid && known > 0:
+			return driver.Saved{}, nil // the session holds the turn's ID
+		case err == nil && !seq.Valid:
+			erased, err := b.erasedSince(ctx, sessionID, begun)
+			if err != nil {
+				return driver.Saved{}, err
+			}
+			if erased {
+				return driver.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
+			}
+			return driver.Saved{}, errNotSaved
+		case err == nil:
+			return driver.Saved{Stored: true, Seq: int(seq.Int64), Version: reported(version.Int64), Messages: len(turn.Encoded)}, nil
+		case dataflow.IsUniqueViolation(err, MessagesTable+"_turn_idx"):
+			return driver.Saved{}, nil // a concurrent save of the same ID won
+		case dataflow.IsUniqueViolation(err, MessagesTable+"_msg_idx"):
+			return driver.Saved{}, err // the caller tells which
+		case sqlcore.MySQLRetryable(err) && try < mysqlSaveTries && ctx.Err() == nil:
+			// Rolled back whole: nothing of the turn is stored.
+			select {
+			case <-ctx.Done():
+				return driver.Saved{}, ctx.Err()
+			case <-time.After(time.Duration(try) * time.Millisecond):
+			}
+			continue
+		}
+		// A text sent and then cut off by the context or a lost
+		// connection may have committed: ErrOutcomeUnknown. A retry with
+		// the same turn ID stores nothing twice.
+		return driver.Saved{}, b.writeOutcome(ctx, "save", err)
+	}
+}
+
+// saveOnce runs the save's text on a connection of its own and reads its
+// last result; after a failure it rolls the transaction back on that
+// connection, or discards the connection, so that no open transaction
+// goes back to the pool.
+func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (seq, version sql.NullInt64, known int64, err error) {
+	conn, err := s.b.db.Bun().DB.Conn(ctx)
+	if err != nil {
+		return seq, version, 0, err
+	}
+	defer func() {
+		if err == nil {
+			conn.Close()
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sqlcore.RollbackTimeout)
+		defer cancel()
+		if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+			sqlcore.Discard(conn)
+			return
+		}
+		conn.Close()
+	}()
+	rows, err := conn.QueryContext(ctx, query, args...)
+	if err != nil {
+		return seq, version, 0, err
+	}
+	defer rows.Close()
+	found := false
+	for {
+		for rows.Next() {
+			if err := rows.Scan(&seq, &version, &known); err != nil {
+				return seq, version, 0, err
+			}
+			found = true
+		}
+		if !rows.NextResultSet() {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return seq, version, 0, err
+	}
+	if err := rows.Close(); err != nil {
+		return seq, version, 0, err
+	}
+	if !found {
+		return seq, version, 0, errors.New("save: no result (does the DSN set multiStatements=true?)")
+	}
+	return seq, version, known, nil
+}
+
+// indexTx does nothing: the insert wrote each row's search_text.
+func (s *mysqlStore) indexTx(context.Context, *dataflow.Tx, string, int64, int32, []driver.PreparedMessage) error {
+	return nil
+}
+
+// unindexKeysTx does nothing: the entries go with the rows.
+func (s *mysqlStore) unindexKeysTx(context.Context, *dataflow.Tx, []string) error { return nil }
+
+// searchIndexName names the column searched: there is no index of its
+// own (see searchStmt).
+func (s *mysqlStore) searchIndexName() string { return MessagesTable + ".search_text" }
+
+// searchIndexDDL is empty: search reads search_text as it is.
+func (s *mysqlStore) searchIndexDDL() ([]string, migrate.Step) {
+	return nil, migrate.Step{Kind: migrate.CreateIndex, Table: MessagesTable, Name: s.searchIndexName()}
+}
+
+// searchIndexExists is true: the column is part of the messages table.
+func (s *mysqlStore) searchIndexExists(context.Context) (bool, error) { return true, nil }
+
+func (s *mysqlStore) searchIndexFound(context.Context) error { return nil }
+
+// searchStmt matches each term as a whole word of search_text (the words
+// of driver.SearchText, one space apart, CJK as the other dialects split
+// it) with LIKE: InnoDB's FULLTEXT cannot find CJK on MariaDB (no ngram
+// parser) and its minimum token size is a server-wide setting. It reads
+// the scope's rows (a session: its primary-key range; a tenant: its
+// sessions by the tenant index, then their messages), so its cost grows
+// with the scope, not with the database. Hits come in session and turn
+// order, each scored 1.
+func (s *mysqlStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
+	b := s.b
+	terms, _ := driver.QueryTerms(q.Text) // Search checked them
+	n := max(1, len(terms))
+	name := fmt.Sprintf("search/%t/%t/%d", q.User != "", q.SessionID != "", n)
+	return b.stmt(name, func() *dataflow.Stmt {
+		where := `s.tenant = ?`
+		if q.User != "" {
+			where += ` AND s.user_id = ?`
+		}
+		if q.SessionID != "" {
+			where += ` AND m.session_id = ?`
+		}
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, 1.0 AS score
+FROM `+SessionsTable+` s JOIN `+MessagesTable+` m ON m.session_id = s.id
+WHERE `+where+` AND m.search_text IS NOT NULL`+strings.Repeat(` AND CONCAT(' ', m.search_text, ' ') LIKE ? ESCAPE '\\'`, n)+`
+ORDER BY m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+	})
+}
+
+// searchArgs are the scope's arguments and a LIKE pattern per term.
+func (s *mysqlStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+	args := []any{tenant}
+	if q.User != "" {
+		args = append(args, q.User)
+	}
+	if q.SessionID != "" {
+		args = append(args, driver.SessionKey(tenant, q.SessionID))
+	}
+	for _, t := range terms {
+		args = append(args, mysqlWordPattern(t))
+	}
+	return args
+}
+
+// likeEscaper escapes LIKE's wildcards and its escape character.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// mysqlWordPattern is the LIKE pattern that matches a space-padded
+// search_text holding term as a whole word.
+func mysqlWordPattern(term string) string { return "% " + likeEscaper.Replace(term) + " %" }
+
+// sizeQuery is the backend's tables' data and indexes as InnoDB reports
+// them (an estimate the server updates with its statistics).
+func (s *mysqlStore) sizeQuery() (string, []any) {
+	return `SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED) FROM information_schema.tables
+WHERE table_schema = DATABASE() AND table_name IN (?, ?)`, []any{SessionsTable, MessagesTable}
+}
