@@ -121,6 +121,7 @@ type DataFlowBackend struct {
 	sessions *dataflow.Table[SessionRow]
 	messages *dataflow.Table[MessageRow]
 	erased   *dataflow.Table[ErasedRow] // sessions DeleteUser deleted (erased.go)
+	summary  summaryState               // sessions' summaries and their leases (summary.go)
 
 	saveSession *dataflow.Stmt // upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
@@ -239,6 +240,9 @@ RETURNING turn_count, version`, b.sessions)
 			ORDER BY x.tokens_before, x.seq LIMIT 1), s.turn_count) - 1)`
 	b.loadWindow = db.NewReadStmt(b.store.windowQuery(turns), b.sessions, b.messages)
 	b.loadBudget = db.NewReadStmt(b.store.windowQuery(budget), b.sessions, b.messages)
+	if err := b.initSummaries(turns, budget); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -637,6 +641,9 @@ func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
+	if q.Summary {
+		return b.loadSummary(ctx, sessionID, q)
+	}
 	var rows *sql.Rows
 	var err error
 	if q.TokenBudget > 0 {
@@ -647,7 +654,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.W
 	if err != nil {
 		return driver.Window{}, 0, err
 	}
-	return scanWindow(rows, q)
+	return scanWindow(rows, q, nil)
 }
 
 // scanWindow reads the rows of the load statement: no row for a session
@@ -658,7 +665,10 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.W
 // an index scan yields key order, and the rows are sorted here only when a
 // plan yielded them otherwise (PostgreSQL may read a small table whole, in
 // heap order).
-func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Version, error) {
+//
+// lead are destinations of columns before the window's (the summary's),
+// and onRow, when not nil, is called after every row is scanned.
+func scanWindow(rows *sql.Rows, q driver.WindowQuery, onRow func(), lead ...any) (driver.Window, driver.Version, error) {
 	defer rows.Close()
 	var (
 		w       driver.Window
@@ -677,9 +687,15 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Ver
 		at                                       dataflow.Time
 		dest                                     = []any{&count, &version, &seq, &pos, &turnID, &msgID, &role, &content, &name, &calls, &tcID, &parts, &msgMeta, &tokens, &meta, &at}
 	)
+	if len(lead) > 0 {
+		dest = append(lead, dest...)
+	}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return driver.Window{}, 0, err
+		}
+		if onRow != nil {
+			onRow()
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
@@ -783,9 +799,12 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
 			return err
 		}
+		if err := b.deleteSummariesTx(ctx, tx, []string{sessionID}); err != nil {
+			return err
+		}
 		_, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID})
 		return err
-	}, b.sessions, b.messages)
+	}, b.sessions, b.messages, b.summary.table)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}

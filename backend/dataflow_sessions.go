@@ -306,7 +306,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 				return err
 			}
 			return b.markErasedTx(ctx, tx, tenant, *user, got)
-		}, b.sessions, b.messages, b.erased)
+		}, b.sessions, b.messages, b.erased, b.summary.table)
 		if err != nil {
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
@@ -343,6 +343,9 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 		args[i] = k
 	}
 	if err := b.store.unindexKeysTx(ctx, tx, keys); err != nil {
+		return 0, err
+	}
+	if err := b.deleteSummariesTx(ctx, tx, keys); err != nil {
 		return 0, err
 	}
 	delMsgs := b.stmt(fmt.Sprintf("delmsgs/%d", len(keys)), func() *dataflow.Stmt {
@@ -407,7 +410,7 @@ WHERE s.id = ?`, b.sessions, b.messages)
 	var w driver.Window
 	rows, err := st.Query(ctx, lo, limit, hi, key)
 	if err == nil {
-		w, _, err = scanWindow(rows, wq)
+		w, _, err = scanWindow(rows, wq, nil)
 	}
 	if err != nil {
 		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)

@@ -49,6 +49,9 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": key}); err != nil {
 			return err
 		}
+		if err := b.deleteSummariesTx(ctx, tx, []string{key}); err != nil {
+			return err
+		}
 		if _, err := reset.ExecTx(ctx, tx, at, key); err != nil {
 			return err
 		}
@@ -79,7 +82,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 			saved.Seq, saved.Version, saved.Messages = int(seq), reported(version), saved.Messages+len(t.Encoded)
 		}
 		return nil
-	}, b.sessions, b.messages, b.erased)
+	}, b.sessions, b.messages, b.erased, b.summary.table)
 	if err != nil {
 		if b.store.msgIDConflict(err) {
 			return driver.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", driver.ErrInvalidTurn)

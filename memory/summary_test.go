@@ -1,0 +1,249 @@
+package memory_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/memory"
+)
+
+// recordingSummarizer records every turn it folds and may be held: while
+// gate is not closed, each call waits.
+type recordingSummarizer struct {
+	gate chan struct{}
+
+	mu     sync.Mutex // protects folded, calls
+	folded []memory.Turn
+	calls  int
+}
+
+func newRecordingSummarizer(blocked bool) *recordingSummarizer {
+	r := &recordingSummarizer{gate: make(chan struct{})}
+	if !blocked {
+		close(r.gate)
+	}
+	return r
+}
+
+func (r *recordingSummarizer) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
+	select {
+	case <-r.gate:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	r.folded = append(r.folded, req.Turns...)
+	ids := make([]string, len(req.Turns))
+	for i, t := range req.Turns {
+		ids[i] = t.ID
+	}
+	return strings.TrimSpace(req.Previous + " " + strings.Join(ids, " ")), nil
+}
+
+func (r *recordingSummarizer) turns() []memory.Turn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]memory.Turn(nil), r.folded...)
+}
+
+// twoServers returns two memories, each over its own connection pool to
+// one database: two app servers.
+func summaryServers(t *testing.T, d dbtest.Dialect, s memory.Summarizer, opts ...memory.Option) (*memory.PersistentBufferMemory, *memory.PersistentBufferMemory, *dataflow.DB) {
+	url := d.URL(t)
+	var ms [2]*memory.PersistentBufferMemory
+	var first *dataflow.DB
+	for i := range ms {
+		db, err := dataflow.Open(context.Background(), url)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = db.Close() })
+		b, err := backend.NewDataFlowBackend(db)
+		require.NoError(t, err)
+		ms[i], err = memory.NewPersistentBufferMemory(b, append([]memory.Option{memory.WithSummarizer(s, 200)}, opts...)...)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ms[i].Close() })
+		if first == nil {
+			first = db
+		}
+	}
+	return ms[0], ms[1], first
+}
+
+// requireAccounted loads the session from every memory and checks the
+// accounting rule, returning the first window.
+func requireAccounted(t *testing.T, id string, ms ...*memory.PersistentBufferMemory) memory.Window {
+	t.Helper()
+	var first memory.Window
+	for i, m := range ms {
+		w, err := m.LoadContext(context.Background(), id)
+		require.NoError(t, err)
+		covered := 0
+		if w.Summary != nil {
+			covered = w.Summary.Turns
+		}
+		require.Equal(t, w.TurnCount, covered+w.Unsummarized+len(w.Turns),
+			"memory %d: Summary.Turns %d + Unsummarized %d + len(Turns) %d; want TurnCount %d", i, covered, w.Unsummarized, len(w.Turns), w.TurnCount)
+		if i == 0 {
+			first = w
+		}
+	}
+	return first
+}
+
+func toolTurn(i int) memory.Turn {
+	if i%3 != 0 {
+		return memory.Turn{ID: fmt.Sprintf("t%02d", i), User: fmt.Sprintf("question %d", i), Agent: fmt.Sprintf("answer %d", i)}
+	}
+	// A tool call and its result in one turn.
+	return memory.Turn{ID: fmt.Sprintf("t%02d", i), Messages: []memory.Message{
+		{Role: memory.RoleUser, Content: fmt.Sprintf("weather %d?", i)},
+		{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: fmt.Sprintf("c%d", i), Name: "weather", Arguments: `{"city":"Oslo"}`}}},
+		{Role: memory.RoleTool, ToolCallID: fmt.Sprintf("c%d", i), Content: "sunny"},
+		{Role: memory.RoleAssistant, Content: "It is sunny."},
+	}}
+}
+
+// Two app servers on one database, a summarizer held: every load
+// accounts for each turn once, Unsummarized grows while the summarizer
+// is held and is 0 after Summarize, each turn is folded once, whole, and
+// oldest first.
+func TestSummaryAcrossServers(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		rec := newRecordingSummarizer(true)
+		a, b, _ := summaryServers(t, d, rec, memory.WithMaxTurns(3))
+		const n = 12
+		for i := 1; i <= n; i++ {
+			m := a
+			if i%2 == 0 {
+				m = b
+			}
+			require.NoError(t, m.SaveTurn(ctx, "s", toolTurn(i)))
+			w := requireAccounted(t, "s", a, b)
+			assert.Nil(t, w.Summary, "held: no summary yet")
+			assert.Equal(t, max(i-3, 0), w.Unsummarized, "after turn %d", i)
+		}
+		close(rec.gate)
+		s, err := a.Summarize(ctx, "s")
+		require.NoError(t, err)
+		assert.Equal(t, n-3, s.Turns)
+		w := requireAccounted(t, "s", a, b)
+		assert.Equal(t, 0, w.Unsummarized)
+		require.NotNil(t, w.Summary)
+		assert.Equal(t, n-3, w.Summary.Turns)
+		assert.Positive(t, w.Summary.Tokens)
+		wb, err := b.LoadContext(ctx, "s")
+		require.NoError(t, err)
+		assert.Equal(t, w.Summary.Text, wb.Summary.Text, "the other server sees the summary")
+
+		folded := rec.turns()
+		require.Len(t, folded, n-3, "each turn folded once")
+		for i, turn := range folded {
+			want := toolTurn(i + 1)
+			assert.Equal(t, want.ID, turn.ID, "oldest first")
+			msgs := max(len(want.Messages), 2) // User and Agent make two
+			assert.Len(t, turn.Messages, msgs, "turn %s folded whole", turn.ID)
+		}
+
+		// Summarize with nothing to fold returns the summary as it is.
+		again, err := b.Summarize(ctx, "s")
+		require.NoError(t, err)
+		assert.Equal(t, s.Text, again.Text)
+		assert.Len(t, rec.turns(), n-3, "nothing folded twice")
+
+		// History still holds every turn.
+		h, err := a.History(ctx, "s", memory.HistoryQuery{Limit: 100})
+		require.NoError(t, err)
+		assert.Len(t, h.Turns, n)
+
+		// The background worker folds what later saves push out.
+		for i := n + 1; i <= n+4; i++ {
+			require.NoError(t, b.SaveTurn(ctx, "s", toolTurn(i)))
+			requireAccounted(t, "s", a, b)
+		}
+		require.Eventually(t, func() bool {
+			w := requireAccounted(t, "s", a, b)
+			return w.Unsummarized == 0 && w.Summary != nil && w.Summary.Turns == n+1
+		}, 10*time.Second, 10*time.Millisecond)
+		assert.Len(t, rec.turns(), n+1, "each turn folded once")
+	})
+}
+
+// A token budget counts the summary's tokens: the turns fit what is left.
+func TestSummaryTokenBudget(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		rec := newRecordingSummarizer(false)
+		a, b, _ := summaryServers(t, d, rec, memory.WithMaxTurns(50), memory.WithTokenBudget(60), memory.WithTokenCounter(byLength))
+		for i := 1; i <= 20; i++ {
+			require.NoError(t, a.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprintf("t%02d", i), User: "0123456789"}))
+			requireAccounted(t, "s", a, b)
+		}
+		_, err := a.Summarize(ctx, "s")
+		require.NoError(t, err)
+		w := requireAccounted(t, "s", a, b)
+		require.NotNil(t, w.Summary)
+		assert.Equal(t, 0, w.Unsummarized)
+		assert.LessOrEqual(t, w.Tokens, max(60-w.Summary.Tokens, 10), "turns fit the budget minus the summary")
+		// A wider per-call window never shows a covered turn twice.
+		w, err = a.LoadContext(ctx, "s", memory.LoadMaxTurns(50), memory.LoadTokenBudget(1000))
+		require.NoError(t, err)
+		assert.Equal(t, w.TurnCount, w.Summary.Turns+w.Unsummarized+len(w.Turns))
+	})
+}
+
+// Clear, ReplaceSession, DeleteUser and Expire delete the summary, and a
+// write of a lease taken before lands nowhere.
+func TestSummaryErasure(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		rec := newRecordingSummarizer(false)
+		a, b, db := summaryServers(t, d, rec, memory.WithMaxTurns(2))
+		rows := func() int {
+			var n int
+			require.NoError(t, db.Bun().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+backend.SummariesTable).Scan(&n))
+			return n
+		}
+		fill := func(id string) {
+			for i := 1; i <= 5; i++ {
+				require.NoError(t, a.SaveTurn(ctx, id, memory.Turn{ID: fmt.Sprintf("t%d", i), User: "Ada Lovelace 1815"}))
+			}
+			s, err := a.Summarize(ctx, id)
+			require.NoError(t, err)
+			require.Equal(t, 3, s.Turns)
+		}
+		fill("c")
+		require.NoError(t, b.Clear(ctx, "c"))
+		w := requireAccounted(t, "c", a, b)
+		assert.Nil(t, w.Summary)
+		assert.Equal(t, 0, rows())
+
+		fill("r")
+		require.NoError(t, b.ReplaceSession(ctx, "r", memory.Turn{ID: "x", User: "new"}))
+		w = requireAccounted(t, "r", a, b)
+		assert.Nil(t, w.Summary)
+		assert.Equal(t, 0, rows())
+
+		require.NoError(t, a.CreateSession(ctx, memory.SessionInfo{ID: "u", User: "ada"}))
+		fill("u")
+		_, err := b.DeleteUser(ctx, "ada")
+		require.NoError(t, err)
+		assert.Equal(t, 0, rows())
+
+		fill("e")
+		_, err = b.Expire(ctx, time.Now().Add(time.Hour))
+		require.NoError(t, err)
+		assert.Equal(t, 0, rows())
+	})
+}
