@@ -46,6 +46,7 @@ type summaryState struct {
 	write      *dataflow.Stmt
 	bump       *dataflow.Stmt
 	release    *dataflow.Stmt
+	drop       *dataflow.Stmt
 	turns      *dataflow.Stmt
 	put        *dataflow.Stmt
 }
@@ -86,6 +87,7 @@ RETURNING text, turns, tokens, `+b.db.TimeColumn("updated_at"), s.table, b.sessi
 WHERE id = ? AND lease_owner = ? AND turns = ?`, s.table)
 	s.bump = b.db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1 WHERE id = ?`, b.sessions)
 	s.release = b.db.NewStmt(`UPDATE `+SummariesTable+` SET lease_owner = '', lease_until = 0 WHERE id = ? AND lease_owner = ?`, s.table)
+	s.drop = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ? AND lease_owner = ? AND turns = 0`, s.table)
 	s.turns = b.db.NewReadStmt(loadColumns+b.db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id AND m.seq > CAST(? AS BIGINT) AND m.seq <= CAST(? AS BIGINT)
@@ -198,6 +200,16 @@ func (b *DataFlowBackend) WriteSummary(ctx context.Context, key, owner string, p
 	}
 	var ok bool
 	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		// The session row's lock first, in the order every write of the
+		// session takes its locks.
+		rows, err := b.lockRow.QueryTx(ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		found := rows.Next()
+		if err := rows.Close(); err != nil || !found {
+			return err
+		}
 		res, err := b.summary.write.ExecTx(ctx, tx, s.Text, s.Turns, s.Tokens, s.UpdatedAt.UTC().Truncate(time.Microsecond), key, owner, prev)
 		if err != nil {
 			return err
@@ -221,7 +233,15 @@ func (b *DataFlowBackend) ReleaseSummary(ctx context.Context, key, owner string)
 	if err := b.check(key); err != nil {
 		return err
 	}
-	if _, err := b.summary.release.Exec(ctx, key, owner); err != nil {
+	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		// A lease that never wrote leaves no row behind.
+		if _, err := b.summary.drop.ExecTx(ctx, tx, key, owner); err != nil {
+			return err
+		}
+		_, err := b.summary.release.ExecTx(ctx, tx, key, owner)
+		return err
+	}, b.summary.table)
+	if err != nil {
 		return fmt.Errorf("backend: release summary: %w", err)
 	}
 	return nil

@@ -284,6 +284,16 @@ func (m *PersistentBufferMemory) fold(ctx context.Context, key, sessionID string
 			}
 			return Summary{}, errLeaseHeld
 		}
+		// The window again, now that the lease orders this fold with any
+		// clear or replacement: a target read before one would name turns
+		// of a history that is gone.
+		if w, _, err = m.backend.Load(ctx, key, m.query(m.limits, driver.UnknownVersion)); err != nil {
+			_ = z.store.ReleaseSummary(context.WithoutCancel(ctx), key, owner)
+			return Summary{}, err
+		}
+		w.Summary = &got // the leased summary is the one to cut the budget by
+		w = m.account(driver.TrimWindow(w, m.limits.maxTurns, m.limits.tokenBudget), m.limits)
+		target = w.TurnCount - len(w.Turns)
 		written, err := m.foldChunk(ctx, key, sessionID, owner, got, target)
 		m.cache.invalidate(key)
 		if err != nil || !written {
