@@ -799,7 +799,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
 			return err
 		}
-		if err := b.deleteSummariesTx(ctx, tx, []string{sessionID}); err != nil {
+		if err := b.deleteSummaryTx(ctx, tx, sessionID); err != nil {
 			return err
 		}
 		_, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID})

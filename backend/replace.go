@@ -49,7 +49,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": key}); err != nil {
 			return err
 		}
-		if err := b.deleteSummariesTx(ctx, tx, []string{key}); err != nil {
+		if err := b.deleteSummaryTx(ctx, tx, key); err != nil {
 			return err
 		}
 		if _, err := reset.ExecTx(ctx, tx, at, key); err != nil {

@@ -47,6 +47,7 @@ type summaryState struct {
 	bump       *dataflow.Stmt
 	release    *dataflow.Stmt
 	drop       *dataflow.Stmt
+	del        *dataflow.Stmt
 	turns      *dataflow.Stmt
 	put        *dataflow.Stmt
 }
@@ -87,6 +88,7 @@ RETURNING text, turns, tokens, `+b.db.TimeColumn("updated_at"), s.table, b.sessi
 WHERE id = ? AND lease_owner = ? AND turns = ?`, s.table)
 	s.bump = b.db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1 WHERE id = ?`, b.sessions)
 	s.release = b.db.NewStmt(`UPDATE `+SummariesTable+` SET lease_owner = '', lease_until = 0 WHERE id = ? AND lease_owner = ?`, s.table)
+	s.del = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ?`, s.table)
 	s.drop = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ? AND lease_owner = ? AND turns = 0`, s.table)
 	s.turns = b.db.NewReadStmt(loadColumns+b.db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
@@ -130,6 +132,13 @@ func (b *DataFlowBackend) loadSummary(ctx context.Context, sessionID string, q d
 		w.Summary = &sum
 	}
 	return w, v, nil
+}
+
+// deleteSummaryTx deletes the session's summary (and lease), by
+// equality on its key: a clear and a replacement take it with the turns.
+func (b *DataFlowBackend) deleteSummaryTx(ctx context.Context, tx *dataflow.Tx, key string) error {
+	_, err := b.summary.del.ExecTx(ctx, tx, key)
+	return err
 }
 
 // deleteSummariesTx deletes the summaries (and leases) of the sessions of
@@ -286,7 +295,7 @@ func (b *DataFlowBackend) PutSummary(ctx context.Context, key string, s driver.S
 			return err
 		}
 		if s.Turns < 1 {
-			if err := b.deleteSummariesTx(ctx, tx, []string{key}); err != nil {
+			if err := b.deleteSummaryTx(ctx, tx, key); err != nil {
 				return err
 			}
 		} else if _, err := b.summary.put.ExecTx(ctx, tx, key, s.Text, s.Turns, s.Tokens, s.UpdatedAt.UTC().Truncate(time.Microsecond), key); err != nil {
