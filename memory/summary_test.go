@@ -254,3 +254,51 @@ func TestSummaryErasure(t *testing.T) {
 		assert.Empty(t, rows())
 	})
 }
+
+// Export carries the summary (format turnkeep.session/2) and Import
+// stores it; a session without one still exports as turnkeep.session/1,
+// which every earlier release reads.
+func TestSummaryExportImport(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		rec := newRecordingSummarizer(false)
+		a, b, _ := summaryServers(t, d, rec, memory.WithMaxTurns(2))
+		for i := 1; i <= 6; i++ {
+			require.NoError(t, a.SaveTurn(ctx, "s", toolTurn(i)))
+		}
+		want, err := a.Summarize(ctx, "s")
+		require.NoError(t, err)
+		require.Equal(t, 4, want.Turns)
+
+		var out strings.Builder
+		require.NoError(t, a.Export(ctx, "s", &out))
+		assert.Contains(t, strings.SplitN(out.String(), "\n", 2)[0], `"format":"turnkeep.session/2"`)
+		assert.Contains(t, out.String(), want.Text)
+
+		other := b.ForTenant("elsewhere")
+		_, err = other.Import(ctx, strings.NewReader(out.String()))
+		require.NoError(t, err)
+		w := requireAccounted(t, "s", other)
+		require.NotNil(t, w.Summary)
+		assert.Equal(t, want.Text, w.Summary.Text)
+		assert.Equal(t, want.Turns, w.Summary.Turns)
+		assert.Equal(t, want.Tokens, w.Summary.Tokens)
+		assert.Equal(t, 0, w.Unsummarized)
+
+		// No summary: the format every release reads.
+		require.NoError(t, a.SaveTurn(ctx, "plain", toolTurn(1)))
+		out.Reset()
+		require.NoError(t, a.Export(ctx, "plain", &out))
+		assert.Contains(t, strings.SplitN(out.String(), "\n", 2)[0], `"format":"`+memory.ExportFormat+`"`)
+		assert.NotContains(t, out.String(), `"summary"`)
+
+		// A summary claiming more turns than the file holds is refused,
+		// and nothing is stored.
+		bad := strings.Replace(strings.Replace(out.String(), memory.ExportFormat, "turnkeep.session/2", 1),
+			`"turn_count":1`, `"turn_count":1,"summary":{"text":"x","turns":5,"tokens":1,"updated_at":"2026-01-01T00:00:00Z"}`, 1)
+		_, err = other.Import(ctx, strings.NewReader(strings.Replace(bad, `"id":"plain"`, `"id":"bad"`, 1)))
+		require.ErrorIs(t, err, memory.ErrInvalidImport)
+		_, err = other.SessionInfo(ctx, "bad")
+		require.ErrorIs(t, err, memory.ErrSessionNotFound)
+	})
+}
