@@ -788,8 +788,12 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 	if _, err := b.indexed(ctx); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
+	sums, tables, err := b.erasing(ctx, b.sessions, b.messages)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 	at := now()
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
 			return err
 		}
@@ -799,12 +803,14 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
 			return err
 		}
-		if err := b.deleteSummaryTx(ctx, tx, sessionID); err != nil {
-			return err
+		if sums {
+			if err := b.deleteSummaryTx(ctx, tx, sessionID); err != nil {
+				return err
+			}
 		}
 		_, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID})
 		return err
-	}, b.sessions, b.messages, b.summary.table)
+	}, tables...)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}

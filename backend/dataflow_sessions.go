@@ -279,6 +279,10 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		}
 		return nil
 	}
+	sums, tables, err := b.erasing(ctx, b.sessions, b.messages, b.erased)
+	if err != nil {
+		return report, keys, fmt.Errorf("backend: %w", err)
+	}
 	for {
 		var got []string
 		var msgs int64
@@ -302,11 +306,11 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			if err := rows.Err(); err != nil || len(got) == 0 {
 				return err
 			}
-			if msgs, err = b.deleteKeysTx(ctx, tx, got); err != nil || user == nil {
+			if msgs, err = b.deleteKeysTx(ctx, tx, got, sums); err != nil || user == nil {
 				return err
 			}
 			return b.markErasedTx(ctx, tx, tenant, *user, got)
-		}, b.sessions, b.messages, b.erased, b.summary.table)
+		}, tables...)
 		if err != nil {
 			return report, keys, fmt.Errorf("backend: %w", err)
 		}
@@ -336,7 +340,8 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 
 // deleteKeysTx deletes the sessions of keys, with their messages and search
 // entries, and returns how many messages it deleted.
-func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) (int64, error) {
+// With sums, their summaries too.
+func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string, sums bool) (int64, error) {
 	in := strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")
 	args := make([]any, len(keys))
 	for i, k := range keys {
@@ -345,8 +350,10 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 	if err := b.store.unindexKeysTx(ctx, tx, keys); err != nil {
 		return 0, err
 	}
-	if err := b.deleteSummariesTx(ctx, tx, keys); err != nil {
-		return 0, err
+	if sums {
+		if err := b.deleteSummariesTx(ctx, tx, keys); err != nil {
+			return 0, err
+		}
 	}
 	delMsgs := b.stmt(fmt.Sprintf("delmsgs/%d", len(keys)), func() *dataflow.Stmt {
 		return b.db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id IN (`+in+`)`, b.messages)

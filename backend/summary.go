@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -111,6 +112,14 @@ func (b *DataFlowBackend) loadSummary(ctx context.Context, sessionID string, q d
 	} else {
 		rows, err = b.summary.loadWindow.Query(ctx, int64(q.Known)-1, q.MaxTurns, sessionID)
 	}
+	if errors.Is(err, dataflow.ErrTableMissing) {
+		if ok, _ := b.summaries(ctx); !ok {
+			// An earlier release's database, auto-migration off: no
+			// summaries table, so no summary.
+			q.Summary = false
+			return b.load(ctx, sessionID, q)
+		}
+	}
 	if err != nil {
 		return driver.Window{}, 0, err
 	}
@@ -132,6 +141,27 @@ func (b *DataFlowBackend) loadSummary(ctx context.Context, sessionID string, q d
 		w.Summary = &sum
 	}
 	return w, v, nil
+}
+
+// summaries reports whether the summaries table is there to delete from,
+// ensuring it as every use does: a database of an earlier release opened
+// with auto-migration off has none, and so no summary to delete.
+func (b *DataFlowBackend) summaries(ctx context.Context) (bool, error) {
+	err := b.summary.table.Ready(ctx)
+	if errors.Is(err, dataflow.ErrTableMissing) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// erasing returns the tables a destructive transaction ensures: tables
+// and, when it is there, the summaries table.
+func (b *DataFlowBackend) erasing(ctx context.Context, tables ...dataflow.Readier) (bool, []dataflow.Readier, error) {
+	ok, err := b.summaries(ctx)
+	if ok {
+		tables = append(tables, b.summary.table)
+	}
+	return ok, tables, err
 }
 
 // deleteSummaryTx deletes the session's summary (and lease), by
