@@ -41,7 +41,7 @@ func (e extractive) Summarize(ctx context.Context, req SummaryRequest) (string, 
 	}
 	add(req.Previous)
 	for _, t := range req.Turns {
-		for _, m := range t.Messages {
+		for _, m := range turnMessages(t) {
 			if m.Role == RoleUser || (m.Role == RoleAssistant && len(m.ToolCalls) == 0) {
 				add(m.Content)
 			}
@@ -117,4 +117,20 @@ func scoreSentence(s string) int {
 		}
 	}
 	return score
+}
+
+// turnMessages is the turn's messages, or those its User and Agent
+// shorthand stand for when it has none.
+func turnMessages(t Turn) []Message {
+	if len(t.Messages) > 0 || (t.User == "" && t.Agent == "") {
+		return t.Messages
+	}
+	var out []Message
+	if t.User != "" {
+		out = append(out, Message{Role: RoleUser, Content: t.User})
+	}
+	if t.Agent != "" {
+		out = append(out, Message{Role: RoleAssistant, Content: t.Agent})
+	}
+	return out
 }
