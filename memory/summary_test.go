@@ -302,3 +302,35 @@ func TestSummaryExportImport(t *testing.T) {
 		require.ErrorIs(t, err, memory.ErrSessionNotFound)
 	})
 }
+
+// The in-memory backend keeps summaries by the same contract: two
+// memories on one backend, a held summarizer, the accounting rule on
+// every load, each turn folded once, a clear taking the summary.
+func TestSummaryInMemoryBackend(t *testing.T) {
+	ctx := context.Background()
+	rec := newRecordingSummarizer(true)
+	be := backend.NewInMemoryBackend()
+	var ms [2]*memory.PersistentBufferMemory
+	for i := range ms {
+		m, err := memory.NewPersistentBufferMemory(be, memory.WithMaxTurns(3), memory.WithSummarizer(rec, 100))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = m.Close() })
+		ms[i] = m
+	}
+	for i := 1; i <= 8; i++ {
+		require.NoError(t, ms[i%2].SaveTurn(ctx, "s", toolTurn(i)))
+		w := requireAccounted(t, "s", ms[0], ms[1])
+		assert.Equal(t, max(i-3, 0), w.Unsummarized)
+	}
+	close(rec.gate)
+	s, err := ms[1].Summarize(ctx, "s")
+	require.NoError(t, err)
+	assert.Equal(t, 5, s.Turns)
+	w := requireAccounted(t, "s", ms[0], ms[1])
+	assert.Equal(t, 0, w.Unsummarized)
+	require.Len(t, rec.turns(), 5, "each turn folded once")
+	require.NoError(t, ms[0].Clear(ctx, "s"))
+	require.NoError(t, ms[0].SaveTurn(ctx, "s", toolTurn(1)))
+	w = requireAccounted(t, "s", ms[0], ms[1])
+	assert.Nil(t, w.Summary, "the clear took the summary")
+}
