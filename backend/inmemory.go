@@ -30,7 +30,7 @@ type inMemorySession struct {
 	updatedAt time.Time
 	user      string
 	title     string
-	metadata  []byte // JSON, nil for none
+	metadata  []byte          // JSON, nil for none
 	summary   inMemorySummary // goes with the session: a clear, replacement or deletion drops it
 }
 
