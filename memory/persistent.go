@@ -417,11 +417,17 @@ func (m *PersistentBufferMemory) Stats() CacheStats {
 type Figures struct {
 	Cache  CacheStats
 	Engine map[string]uint64 // driver.EngineReporter.EngineStats of the backend; nil if it is none
+
+	Summaries       uint64 // summaries written (WithSummarizer)
+	SummaryFailures uint64 // failed summarizer calls or summary writes, each retried with backoff (and logged)
 }
 
 // Figures returns a snapshot of the cache counters and of the engine's.
 func (m *PersistentBufferMemory) Figures() Figures {
 	f := Figures{Cache: m.Stats()}
+	if m != nil && m.sum != nil {
+		f.Summaries, f.SummaryFailures = m.sum.folds.Load(), m.sum.failures.Load()
+	}
 	if m != nil {
 		if r, ok := m.backend.(driver.EngineReporter); ok {
 			f.Engine = r.EngineStats()

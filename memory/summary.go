@@ -53,7 +53,8 @@ type summarizer struct {
 	s         Summarizer
 	store     driver.SummaryStore
 	maxTokens int
-	timeout   time.Duration
+	timeout   time.Duration // of one Summarizer call
+	backoff   time.Duration // the worker's first retry delay, doubled each time
 
 	queue   chan summaryJob
 	pending sync.Map // session key -> struct{}: queued, not yet taken
@@ -101,7 +102,7 @@ func newSummarizer(b driver.Backend, c config) (*summarizer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: WithSummarizer: the backend %T keeps no summaries (driver.SummaryStore)", ErrInvalidOption, b)
 	}
-	return &summarizer{s: c.summarizer, store: st, maxTokens: c.summaryTokens, timeout: summaryTimeout,
+	return &summarizer{s: c.summarizer, store: st, maxTokens: c.summaryTokens, timeout: summaryTimeout, backoff: summaryBackoff,
 		queue: make(chan summaryJob, summaryQueue), stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
@@ -192,7 +193,7 @@ func (m *PersistentBufferMemory) work() {
 // another process holds is its work, not a failure.
 func (m *PersistentBufferMemory) foldWithRetry(ctx context.Context, j summaryJob) {
 	z := m.sum
-	delay := summaryBackoff
+	delay := z.backoff
 	for attempt := 1; ; attempt++ {
 		_, err := m.fold(ctx, j.key, j.id)
 		if err == nil || errors.Is(err, errLeaseHeld) || ctx.Err() != nil {

@@ -2,9 +2,12 @@ package memory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,4 +336,72 @@ func TestSummaryInMemoryBackend(t *testing.T) {
 	require.NoError(t, ms[0].SaveTurn(ctx, "s", toolTurn(1)))
 	w = requireAccounted(t, "s", ms[0], ms[1])
 	assert.Nil(t, w.Summary, "the clear took the summary")
+}
+
+// failingSummarizer fails its first n calls (or hangs past the call's
+// timeout when slow), then folds as recordingSummarizer does.
+type failingSummarizer struct {
+	recordingSummarizer
+	left atomic.Int32
+	slow bool
+}
+
+func (f *failingSummarizer) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
+	if f.left.Add(-1) >= 0 {
+		if f.slow {
+			<-ctx.Done()
+			return "", ctx.Err()
+		}
+		return "", errors.New("model overloaded")
+	}
+	return f.recordingSummarizer.Summarize(ctx, req)
+}
+
+// A failing or slow summarizer never fails a save or a load: the worker
+// retries it with backoff, counts and logs each failure, and the summary
+// lands once it succeeds, each turn folded once.
+func TestSummaryFailuresRetried(t *testing.T) {
+	for _, slow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slow=%t", slow), func(t *testing.T) {
+			ctx := context.Background()
+			f := &failingSummarizer{recordingSummarizer: *newRecordingSummarizer(false), slow: slow}
+			f.left.Store(2)
+			var logs lockedLog
+			m, err := memory.NewPersistentBufferMemory(backend.NewInMemoryBackend(), memory.WithMaxTurns(2),
+				memory.WithSummarizer(f, 50), memory.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			require.NoError(t, err)
+			defer m.Close()
+			memory.SetSummaryTiming(m, 20*time.Millisecond, time.Millisecond)
+			for i := 1; i <= 5; i++ {
+				require.NoError(t, m.SaveTurn(ctx, "s", toolTurn(i)))
+				requireAccounted(t, "s", m)
+			}
+			require.Eventually(t, func() bool {
+				w := requireAccounted(t, "s", m)
+				return w.Summary != nil && w.Summary.Turns == 3
+			}, 10*time.Second, 5*time.Millisecond)
+			fig := m.Figures()
+			assert.Equal(t, uint64(2), fig.SummaryFailures)
+			assert.Positive(t, fig.Summaries)
+			assert.Equal(t, 2, strings.Count(logs.String(), "turnkeep: summary failed"), "%s", logs.String())
+			assert.Len(t, f.turns(), 3, "each turn folded once")
+		})
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex // protects b
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
