@@ -170,7 +170,9 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q driver.W
 			sum = &x
 		}
 		count = len(s.turns)
-		stored = s.turns[max(0, count-q.MaxTurns):] // stored turns are never modified
+		// Copied under the lock: an append replaces an element of s.turns
+		// (a stored turn's messages are never modified, the slot is).
+		stored = append([]storedTurn(nil), s.turns[max(0, count-q.MaxTurns):]...)
 		sum, first := 0, len(stored)
 		// The newest turn always, even alone over the budget (see
 		// driver.TrimWindow).

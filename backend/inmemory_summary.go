@@ -71,7 +71,7 @@ func (b *InMemoryBackend) SummaryTurns(ctx context.Context, key string, after, t
 	if s := b.sessions[key]; s != nil {
 		through = min(through, after+limit, len(s.turns))
 		if after >= 0 && after < through {
-			stored = s.turns[after:through] // stored turns are never modified
+			stored = append([]storedTurn(nil), s.turns[after:through]...) // copied under the lock, as Load does
 		}
 	}
 	b.mu.Unlock()

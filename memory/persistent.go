@@ -255,6 +255,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 			return fmt.Errorf("memory: append messages: %w", err)
 		}
 		m.logWrite(ctx, "turnkeep: messages appended", key, turnID, msgs, nil, res)
+		m.appended(key, sessionID)
 		return nil
 	}
 	e, err := m.cache.acquire(ctx, key, m.now())
@@ -296,6 +297,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 	if stale {
 		m.logStale(ctx, "AppendMessages", key)
 	}
+	m.appended(key, sessionID)
 	return nil
 }
 

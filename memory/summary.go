@@ -150,8 +150,24 @@ func (m *PersistentBufferMemory) account(w Window, l limits) Window {
 // saved queues the session for the worker when a save of turn seq may
 // have pushed turns out of the memory's window; it never blocks.
 func (m *PersistentBufferMemory) saved(key, sessionID string, seq int) {
+	if seq == 0 || (seq <= m.limits.maxTurns && (m.limits.tokenBudget == 0 || seq == 1)) {
+		return
+	}
+	m.enqueue(key, sessionID)
+}
+
+// appended queues the session for the worker after an append, which
+// under a token budget may push older turns out of the window.
+func (m *PersistentBufferMemory) appended(key, sessionID string) {
+	if m.limits.tokenBudget > 0 {
+		m.enqueue(key, sessionID)
+	}
+}
+
+// enqueue queues the session for the worker, once, without blocking.
+func (m *PersistentBufferMemory) enqueue(key, sessionID string) {
 	z := m.sum
-	if z == nil || seq == 0 || (seq <= m.limits.maxTurns && (m.limits.tokenBudget == 0 || seq == 1)) {
+	if z == nil {
 		return
 	}
 	if _, queued := z.pending.LoadOrStore(key, struct{}{}); queued {

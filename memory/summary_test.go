@@ -405,3 +405,30 @@ func (l *lockedLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// An append that grows a turn pushes older turns out of a token budget:
+// the worker folds them, and the turns fit the budget less the summary.
+func TestSummaryAfterAppend(t *testing.T) {
+	ctx := context.Background()
+	rec := newRecordingSummarizer(false)
+	m, err := memory.NewPersistentBufferMemory(backend.NewInMemoryBackend(), memory.WithMaxTurns(50),
+		memory.WithTokenBudget(100), memory.WithTokenCounter(byLength), memory.WithSummarizer(rec, 20))
+	require.NoError(t, err)
+	defer m.Close()
+	for i := 1; i <= 5; i++ {
+		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprintf("t%02d", i), User: "0123456789"}))
+	}
+	w := requireAccounted(t, "s", m)
+	require.Len(t, w.Turns, 5, "all fit: nothing to fold")
+	require.NoError(t, m.AppendMessages(ctx, "s", "t05", memory.Message{Role: memory.RoleAssistant, Content: strings.Repeat("x", 60)}))
+	require.Eventually(t, func() bool {
+		w := requireAccounted(t, "s", m)
+		return w.Unsummarized == 0 && w.Summary != nil
+	}, 10*time.Second, 5*time.Millisecond)
+	w = requireAccounted(t, "s", m)
+	// "t01 t02" is 7 tokens: t03 to t05 (90) fit the 93 left, t02 did not.
+	assert.Equal(t, 2, w.Summary.Turns)
+	assert.Equal(t, "t01 t02", w.Summary.Text)
+	assert.Equal(t, 90, w.Tokens)
+	assert.Len(t, rec.turns(), 2)
+}
