@@ -19,7 +19,7 @@ import (
 // statements run beside the saves, as they would in production.
 func BenchmarkSaveTurnSummarizer(b *testing.B) {
 	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
-		for _, mode := range []string{"without", "with"} {
+		for _, mode := range []string{"without", "with", "without-again"} {
 			b.Run(d.Name+"/"+mode, func(b *testing.B) {
 				ctx := context.Background()
 				db, err := dataflow.Open(ctx, d.URL(b))
@@ -58,5 +58,58 @@ func BenchmarkSaveTurnSummarizer(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkLoadSummary compares a read-through LoadContext of a window
+// with its summary (one statement: the window's and four scalar
+// subqueries by primary key) to the same load without a summarizer, in
+// one run, on every dialect.
+func BenchmarkLoadSummary(b *testing.B) {
+	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
+		b.Run(d.Name, func(b *testing.B) {
+			ctx := context.Background()
+			db, err := dataflow.Open(ctx, d.URL(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			be, err := NewDataFlowBackend(db)
+			if err != nil {
+				b.Fatal(err)
+			}
+			summed, err := memory.NewPersistentBufferMemory(be, memory.WithMaxTurns(10), memory.WithCacheTTL(0),
+				memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 300))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer summed.Close()
+			plain, err := memory.NewPersistentBufferMemory(be, memory.WithMaxTurns(10), memory.WithCacheTTL(0))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range 40 {
+				if err := summed.SaveTurn(ctx, "s", driver.Turn{User: fmt.Sprintf("My name is Ada and order %d is late.", i), Agent: "I will look into it."}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := summed.Summarize(ctx, "s"); err != nil {
+				b.Fatal(err)
+			}
+			for _, c := range []struct {
+				name string
+				m    *memory.PersistentBufferMemory
+			}{{"without", plain}, {"with", summed}} {
+				b.Run(c.name, func(b *testing.B) {
+					b.ReportAllocs()
+					for b.Loop() {
+						w, err := c.m.LoadContext(ctx, "s")
+						if err != nil || len(w.Turns) != 10 || (c.m == summed) != (w.Summary != nil) {
+							b.Fatal(err, len(w.Turns))
+						}
+					}
+				})
+			}
+		})
 	}
 }

@@ -41,6 +41,7 @@ const (
 	summaryRetries   = 5                // attempts of the worker per session, with backoff
 	summaryBackoff   = time.Second      // the first retry's delay, doubled each time
 	summaryLeasePoll = 20 * time.Millisecond
+	summaryInterval  = time.Second // the worker folds a session at most once per interval
 )
 
 // errLeaseHeld says another process (or this one's worker) holds the
@@ -55,9 +56,11 @@ type summarizer struct {
 	maxTokens int
 	timeout   time.Duration // of one Summarizer call
 	backoff   time.Duration // the worker's first retry delay, doubled each time
+	interval  time.Duration // the worker folds a session at most once per interval
 
 	queue   chan summaryJob
-	pending sync.Map // session key -> struct{}: queued, not yet taken
+	pending sync.Map // session key -> struct{}: queued (or waiting out its interval), not yet taken
+	last    sync.Map // session key -> time.Time: when the worker last began to fold it, for interval
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -102,7 +105,7 @@ func newSummarizer(b driver.Backend, c config) (*summarizer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: WithSummarizer: the backend %T keeps no summaries (driver.SummaryStore)", ErrInvalidOption, b)
 	}
-	return &summarizer{s: c.summarizer, store: st, maxTokens: c.summaryTokens, timeout: summaryTimeout, backoff: summaryBackoff,
+	return &summarizer{s: c.summarizer, store: st, maxTokens: c.summaryTokens, timeout: summaryTimeout, backoff: summaryBackoff, interval: summaryInterval,
 		queue: make(chan summaryJob, summaryQueue), stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
@@ -180,6 +183,16 @@ func (m *PersistentBufferMemory) enqueue(key, sessionID string) {
 	}
 }
 
+// requeue queues j again after its interval, without blocking: a full
+// queue drops it until a later save.
+func (z *summarizer) requeue(j summaryJob) {
+	select {
+	case z.queue <- j:
+	default:
+		z.pending.Delete(j.key)
+	}
+}
+
 // work is the background worker: it folds each queued session, retrying
 // with backoff, until the memory closes.
 func (m *PersistentBufferMemory) work() {
@@ -199,7 +212,18 @@ func (m *PersistentBufferMemory) work() {
 		case <-z.stop:
 			return
 		case j := <-z.queue:
+			// Fold a session at most once per interval: the saves of a
+			// busy session meanwhile are folded together, so that the
+			// worker's statements stay a small share of the saves'.
+			if t, ok := z.last.Load(j.key); ok {
+				if wait := z.interval - time.Since(t.(time.Time)); wait > 0 {
+					time.AfterFunc(wait, func() { z.requeue(j) })
+					continue
+				}
+			}
 			z.pending.Delete(j.key)
+			z.last.Store(j.key, time.Now())
+			time.AfterFunc(z.interval, func() { z.last.Delete(j.key) })
 			m.foldWithRetry(ctx, j)
 		}
 	}
