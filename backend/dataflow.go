@@ -121,6 +121,7 @@ type DataFlowBackend struct {
 	sessions *dataflow.Table[SessionRow]
 	messages *dataflow.Table[MessageRow]
 	erased   *dataflow.Table[ErasedRow] // sessions DeleteUser deleted (erased.go)
+	summary  summaryState               // sessions' summaries and their leases (summary.go)
 
 	saveSession *dataflow.Stmt // upsert of the session row, returning the new count, version and tokens; no row when DeleteUser deleted the session since the write began
 	knownTurn   *dataflow.Stmt // whether the session holds a turn ID
@@ -256,6 +257,9 @@ RETURNING turn_count, version`), b.sessions)
 	}
 	b.loadWindow = db.NewReadStmt(b.store.windowQuery(turns), b.sessions, b.messages)
 	b.loadBudget = db.NewReadStmt(b.store.windowQuery(budget), b.sessions, b.messages)
+	if err := b.initSummaries(turns, budget); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -661,6 +665,9 @@ func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
+	if q.Summary {
+		return b.loadSummary(ctx, sessionID, q)
+	}
 	var rows *sql.Rows
 	var err error
 	if q.TokenBudget > 0 {
@@ -671,7 +678,7 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.W
 	if err != nil {
 		return driver.Window{}, 0, err
 	}
-	return scanWindow(rows, q)
+	return scanWindow(rows, q, nil)
 }
 
 // scanWindow reads the rows of the load statement: no row for a session
@@ -682,7 +689,10 @@ func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.W
 // an index scan yields key order, and the rows are sorted here only when a
 // plan yielded them otherwise (PostgreSQL may read a small table whole, in
 // heap order).
-func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Version, error) {
+//
+// lead are destinations of columns before the window's (the summary's),
+// and onRow, when not nil, is called after every row is scanned.
+func scanWindow(rows *sql.Rows, q driver.WindowQuery, onRow func(), lead ...any) (driver.Window, driver.Version, error) {
 	defer rows.Close()
 	var (
 		w       driver.Window
@@ -701,9 +711,15 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery) (driver.Window, driver.Ver
 		at                                       dataflow.Time
 		dest                                     = []any{&count, &version, &seq, &pos, &turnID, &msgID, &role, &content, &name, &calls, &tcID, &parts, &msgMeta, &tokens, &meta, &at}
 	)
+	if len(lead) > 0 {
+		dest = append(lead, dest...)
+	}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return driver.Window{}, 0, err
+		}
+		if onRow != nil {
+			onRow()
 		}
 		w.TurnCount, v = int(count), reported(version)
 		if !seq.Valid { // the session row alone: its messages were skipped
@@ -813,8 +829,12 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 	if _, err := b.indexed(ctx); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
+	sums, tables, err := b.erasing(ctx, b.sessions, b.messages)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 	at := now()
-	err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
 			return err
 		}
@@ -824,9 +844,14 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": sessionID}); err != nil {
 			return err
 		}
+		if sums {
+			if err := b.deleteSummaryTx(ctx, tx, sessionID); err != nil {
+				return err
+			}
+		}
 		_, err := b.sessions.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"id": sessionID})
 		return err
-	}, b.sessions, b.messages)
+	}, tables...)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}

@@ -290,13 +290,14 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		}, wantData: []string{`^SELECT .* FROM "?turnkeep_sessions"? WHERE`}},
 		{name: "ClearSession", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
 			return b.ClearSession(ctx, "new")
-		}, wantData: []string{lock, unqueue, unindex, `^DELETE FROM "?turnkeep_messages`, `^DELETE FROM "?turnkeep_sessions`}, wantTx: true},
+		}, wantData: []string{lock, unqueue, unindex, `^DELETE FROM "?turnkeep_messages`, `^DELETE FROM "?turnkeep_summaries`, `^DELETE FROM "?turnkeep_sessions`}, wantTx: true},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithCacheTTL(time.Hour))
 		// Warm-up: first use of both tables.
 		require.NoError(t, storeTurn(ctx, b, "warm", driver.Turn{ID: "warm-1", User: "u"}))
+		require.NoError(t, b.ClearSession(ctx, "warm-clear")) // first use of the summaries table a clear deletes from
 		warm := byKind(rec.take())
 		require.NotEmpty(t, warm[kindDDL], "the warm-up created no table: is the hook seeing statements?")
 		require.NotEmpty(t, warm[kindCatalog], "the warm-up inspected no catalog: is the classifier right?")

@@ -279,6 +279,10 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 		}
 		return nil
 	}
+	sums, tables, err := b.erasing(ctx, b.sessions, b.messages, b.erased)
+	if err != nil {
+		return report, keys, fmt.Errorf("backend: %w", err)
+	}
 	retries := 0
 	for {
 		var got []string
@@ -303,11 +307,11 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			if err := rows.Err(); err != nil || len(got) == 0 {
 				return err
 			}
-			if msgs, err = b.deleteKeysTx(ctx, tx, got); err != nil || user == nil {
+			if msgs, err = b.deleteKeysTx(ctx, tx, got, sums); err != nil || user == nil {
 				return err
 			}
 			return b.markErasedTx(ctx, tx, tenant, *user, got)
-		}, b.sessions, b.messages, b.erased)
+		}, tables...)
 		if err != nil && retries < deleteRetries && dataflow.Retryable(err) && ctx.Err() == nil {
 			// The batch was rolled back whole (a deadlock of two batches'
 			// gap locks on MySQL, a Galera certification conflict): pick
@@ -345,7 +349,8 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 
 // deleteKeysTx deletes the sessions of keys, with their messages and search
 // entries, and returns how many messages it deleted.
-func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string) (int64, error) {
+// With sums, their summaries too.
+func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string, sums bool) (int64, error) {
 	in := strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")
 	args := make([]any, len(keys))
 	for i, k := range keys {
@@ -353,6 +358,11 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 	}
 	if err := b.store.unindexKeysTx(ctx, tx, keys); err != nil {
 		return 0, err
+	}
+	if sums {
+		if err := b.deleteSummariesTx(ctx, tx, keys); err != nil {
+			return 0, err
+		}
 	}
 	delMsgs := b.stmt(fmt.Sprintf("delmsgs/%d", len(keys)), func() *dataflow.Stmt {
 		return b.db.NewStmt(`DELETE FROM `+MessagesTable+` WHERE session_id IN (`+in+`)`, b.messages)
@@ -416,7 +426,7 @@ WHERE s.id = ?`), b.sessions, b.messages)
 	var w driver.Window
 	rows, err := st.Query(ctx, lo, limit, hi, key)
 	if err == nil {
-		w, _, err = scanWindow(rows, wq)
+		w, _, err = scanWindow(rows, wq, nil)
 	}
 	if err != nil {
 		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)

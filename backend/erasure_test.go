@@ -61,6 +61,12 @@ func TestSQLiteErasureLeavesNoBytes(t *testing.T) {
 				m := newMemory(t, b).ForTenant("acme")
 				marker := newMarker(t)
 				cut := seedErasure(t, m, marker, op.keepsSession)
+				// A summary of each erased session holds the marker too
+				// (issue 20): it goes with the session.
+				for _, id := range erasedSessions {
+					require.NoError(t, b.PutSummary(ctx, driver.SessionKey("acme", id),
+						driver.Summary{Text: "they said " + marker, Turns: 1, Tokens: 3, UpdatedAt: time.Now()}))
+				}
 
 				requireCheckpoint(t, db)
 				require.Positive(t, markerCount(t, path, marker), "the marker reached the database file before the call")

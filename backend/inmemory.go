@@ -30,7 +30,8 @@ type inMemorySession struct {
 	updatedAt time.Time
 	user      string
 	title     string
-	metadata  []byte // JSON, nil for none
+	metadata  []byte          // JSON, nil for none
+	summary   inMemorySummary // goes with the session: a clear, replacement or deletion drops it
 }
 
 // storedTurn is a turn as stored: its messages encoded, so that every read
@@ -160,11 +161,18 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q driver.W
 	s := b.sessions[sessionID]
 	var stored []storedTurn
 	var count int
+	var sum *driver.Summary
 	v := driver.NoSession
 	if s != nil {
 		v = s.version
+		if q.Summary && s.summary.Turns > 0 {
+			x := s.summary.Summary
+			sum = &x
+		}
 		count = len(s.turns)
-		stored = s.turns[max(0, count-q.MaxTurns):] // stored turns are never modified
+		// Copied under the lock: an append replaces an element of s.turns
+		// (a stored turn's messages are never modified, the slot is).
+		stored = append([]storedTurn(nil), s.turns[max(0, count-q.MaxTurns):]...)
 		sum, first := 0, len(stored)
 		// The newest turn always, even alone over the budget (see
 		// driver.TrimWindow).
@@ -178,7 +186,7 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q driver.W
 		return driver.Window{}, v, nil
 	}
 
-	w := driver.Window{TurnCount: count}
+	w := driver.Window{TurnCount: count, Summary: sum}
 	if len(stored) > 0 {
 		w.Turns = make([]driver.Turn, len(stored))
 	}

@@ -37,6 +37,10 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 	reset := b.stmt("replace/reset", func() *dataflow.Stmt {
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET turn_count = 0, tokens = 0, counted = 1, version = version + 1, updated_at = ? WHERE id = ?`, b.sessions)
 	})
+	sums, tables, err := b.erasing(ctx, b.sessions, b.messages, b.erased)
+	if err != nil {
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
+	}
 	var saved driver.Saved
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
@@ -48,6 +52,11 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 		}
 		if _, err := b.messages.WithTx(tx).BulkDelete(ctx, dataflow.Filter{"session_id": key}); err != nil {
 			return err
+		}
+		if sums {
+			if err := b.deleteSummaryTx(ctx, tx, key); err != nil {
+				return err
+			}
 		}
 		if _, err := reset.ExecTx(ctx, tx, at, key); err != nil {
 			return err
@@ -79,7 +88,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 			saved.Seq, saved.Version, saved.Messages = int(seq), reported(version), saved.Messages+len(t.Encoded)
 		}
 		return nil
-	}, b.sessions, b.messages, b.erased)
+	}, tables...)
 	if err != nil {
 		if b.store.msgIDConflict(err) {
 			return driver.Saved{}, fmt.Errorf("backend: %w: a message id is given twice", driver.ErrInvalidTurn)

@@ -615,6 +615,9 @@ func TestUpgradeModelV1ReopenNoDDL(t *testing.T) {
 		// A save makes the table a save reads that a load does not
 		// (ErasedTable), as any first use of a table does.
 		require.NoError(t, storeTurn(ctx, b, "warm-up", driver.Turn{User: "q", Agent: "a"}))
+		// A clear makes the summaries table it deletes from (a session's
+		// summary goes with it).
+		require.NoError(t, b.ClearSession(ctx, "warm-up-clear"))
 		require.NoError(t, db.Close())
 
 		for round := 1; round <= 2; round++ {

@@ -55,6 +55,7 @@ type WindowQuery struct {
 	TokenBudget int          // > 0: only the newest whole turns whose tokens fit it, and always the newest turn
 	Known       Version      // the version the caller holds; UnknownVersion for none
 	Counter     TokenCounter // counts messages stored without a count, by a release before counts were stored; nil: DefaultTokenCounter
+	Summary     bool         // read the session's summary too, into Window.Summary (a SummaryStore; see there)
 }
 
 // A Replacer is a Backend that can replace a session's whole history in

@@ -38,6 +38,14 @@ type Window struct {
 	Turns     []Turn // the newest whole turns, oldest first, within the turn and token limits
 	TurnCount int    // every turn the session holds
 	Tokens    int    // the tokens of the turns in the window; over the budget only when the newest turn alone is
+
+	// Summary is the session's summary, when the memory has a summarizer
+	// and the session has one; nil otherwise.
+	Summary *Summary
+	// Unsummarized is how many turns older than Turns the Summary does
+	// not cover yet: with a summarizer, Summary.Turns + Unsummarized +
+	// len(Turns) == TurnCount; 0 without one.
+	Unsummarized int
 }
 
 // ValidateSessionID returns an error wrapping ErrInvalidSessionID if id is

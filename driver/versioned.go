@@ -31,7 +31,7 @@ type Saved struct {
 // 0, turns whose tokens sum to at most tokenBudget. The newest turn is
 // always kept (when maxTurns >= 1), even alone over the budget: a window
 // then holds it alone, and its Tokens exceed tokenBudget. Its Tokens are
-// recomputed; TurnCount is kept.
+// recomputed; TurnCount, Summary and Unsummarized are kept.
 func TrimWindow(w Window, maxTurns, tokenBudget int) Window {
 	turns := w.Turns
 	if len(turns) > maxTurns {
@@ -49,5 +49,6 @@ func TrimWindow(w Window, maxTurns, tokenBudget int) Window {
 	if len(turns) == 0 {
 		turns = nil
 	}
-	return Window{Turns: turns, TurnCount: w.TurnCount, Tokens: sum}
+	w.Turns, w.Tokens = turns, sum // the rest (TurnCount, Summary) kept
+	return w
 }

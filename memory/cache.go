@@ -17,10 +17,16 @@ type snapshot struct {
 	count   int
 	tokens  int
 	version driver.Version // the backend's version of this state; driver.UnknownVersion if it has none
+	summary *Summary       // the session's summary, read with the window (WithSummarizer); never modified
 }
 
 func (s *snapshot) window() Window {
-	return Window{Turns: cloneTurns(s.turns), TurnCount: s.count, Tokens: s.tokens}
+	w := Window{Turns: cloneTurns(s.turns), TurnCount: s.count, Tokens: s.tokens}
+	if s.summary != nil {
+		sum := *s.summary
+		w.Summary = &sum
+	}
+	return w
 }
 
 // An entry is the per-session state of a sessionCache: the lock that orders

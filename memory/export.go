@@ -14,7 +14,15 @@ import (
 )
 
 // ExportFormat names the JSON Lines format of Export, in its first line.
+// Export writes it for a session with no summary, so that such a file
+// stays readable by every release's Import; a session with a summary is
+// written as exportFormatSummary, which adds the head's "summary" field
+// (Import reads both; a release before summaries refuses the second by
+// its format, never by losing the summary silently).
 const ExportFormat = "turnkeep.session/1"
+
+// exportFormatSummary is ExportFormat with the head's summary.
+const exportFormatSummary = "turnkeep.session/2"
 
 // exportSession is the first line of an export.
 type exportSession struct {
@@ -26,6 +34,15 @@ type exportSession struct {
 	TurnCount int            `json:"turn_count"`
 	CreatedAt time.Time      `json:"created_at"`
 	UpdatedAt time.Time      `json:"updated_at"`
+	Summary   *exportSummary `json:"summary,omitempty"` // exportFormatSummary only
+}
+
+// exportSummary is a session's summary in an export.
+type exportSummary struct {
+	Text      string    `json:"text"`
+	Turns     int       `json:"turns"`
+	Tokens    int       `json:"tokens"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // exportTurn is every following line: one turn.
@@ -77,11 +94,18 @@ func (m *PersistentBufferMemory) Export(ctx context.Context, sessionID string, w
 	if err != nil {
 		return err
 	}
+	head := exportSession{Format: ExportFormat, ID: info.ID, User: info.User, Title: info.Title, Metadata: info.Metadata,
+		TurnCount: info.TurnCount, CreatedAt: info.CreatedAt, UpdatedAt: info.UpdatedAt}
+	if sum, err := m.storedSummary(ctx, sessionID); err != nil {
+		return fmt.Errorf("memory: export: %w", err)
+	} else if sum != nil {
+		head.Format = exportFormatSummary
+		head.Summary = &exportSummary{Text: sum.Text, Turns: sum.Turns, Tokens: sum.Tokens, UpdatedAt: sum.UpdatedAt}
+	}
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(exportSession{Format: ExportFormat, ID: info.ID, User: info.User, Title: info.Title, Metadata: info.Metadata,
-		TurnCount: info.TurnCount, CreatedAt: info.CreatedAt, UpdatedAt: info.UpdatedAt}); err != nil {
+	if err := enc.Encode(head); err != nil {
 		return fmt.Errorf("memory: export: %w", err)
 	}
 	q := HistoryQuery{Limit: 100}
@@ -193,8 +217,22 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 	if err := decodeLine(data, &head); err != nil {
 		return SessionInfo{}, fmt.Errorf("%w: line %d: %v", ErrInvalidImport, line, err)
 	}
-	if head.Format != ExportFormat {
-		return SessionInfo{}, fmt.Errorf("%w: line %d: format %q, want %q", ErrInvalidImport, line, head.Format, ExportFormat)
+	switch {
+	case head.Format == ExportFormat && head.Summary != nil:
+		return SessionInfo{}, fmt.Errorf("%w: line %d: a summary in format %q", ErrInvalidImport, line, head.Format)
+	case head.Format == ExportFormat, head.Format == exportFormatSummary:
+	default:
+		return SessionInfo{}, fmt.Errorf("%w: line %d: format %q, want %q or %q", ErrInvalidImport, line, head.Format, ExportFormat, exportFormatSummary)
+	}
+	var sum *Summary
+	if h := head.Summary; h != nil {
+		if h.Turns < 1 || h.Turns > head.TurnCount || h.Tokens < 0 {
+			return SessionInfo{}, fmt.Errorf("%w: line %d: a summary of %d turns of %d", ErrInvalidImport, line, h.Turns, head.TurnCount)
+		}
+		if _, ok := m.backend.(driver.SummaryStore); !ok {
+			return SessionInfo{}, fmt.Errorf("%w: line %d: the backend keeps no summaries", ErrInvalidImport, line)
+		}
+		sum = &Summary{Text: h.Text, Turns: h.Turns, Tokens: h.Tokens, UpdatedAt: h.UpdatedAt}
 	}
 	if err := ValidateSessionID(head.ID); err != nil {
 		return SessionInfo{}, fmt.Errorf("%w: line %d: %w", ErrInvalidImport, line, err)
@@ -244,6 +282,9 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 		return driver.PreparedTurn{}, readErr
 	}
 	err = m.importTurns(ctx, st, key, info, next)
+	if err == nil && sum != nil {
+		err = m.importSummary(ctx, key, *sum)
+	}
 	switch {
 	case err == nil:
 		return m.SessionInfo(ctx, head.ID)
@@ -277,4 +318,37 @@ func decodeLine(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
+}
+
+// storedSummary returns the session's stored summary, nil for none or a
+// backend that keeps none: one load statement.
+func (m *PersistentBufferMemory) storedSummary(ctx context.Context, sessionID string) (*Summary, error) {
+	key, err := m.check(sessionID)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := m.backend.(driver.SummaryStore); !ok {
+		return nil, nil
+	}
+	w, _, err := m.backend.Load(ctx, key, driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion, Counter: m.counter, Summary: true})
+	return w.Summary, err
+}
+
+// importSummary stores an imported summary, when the session's first
+// sum.Turns turns are the file's (the import stored them, or held them
+// already) and the session has no summary covering more.
+func (m *PersistentBufferMemory) importSummary(ctx context.Context, key string, sum Summary) error {
+	st := m.backend.(driver.SummaryStore) // checked by Import
+	w, _, err := m.backend.Load(ctx, key, driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion, Counter: m.counter, Summary: true})
+	if err != nil {
+		return err
+	}
+	if sum.Turns > w.TurnCount || (w.Summary != nil && w.Summary.Turns >= sum.Turns) {
+		return nil
+	}
+	if err := st.PutSummary(ctx, key, sum); err != nil {
+		return err
+	}
+	m.cache.invalidate(key)
+	return nil
 }

@@ -24,3 +24,9 @@ func CachedSessions(m *PersistentBufferMemory) (windows, entries int) {
 	defer m.cache.mu.Unlock()
 	return m.cache.lru.Len(), len(m.cache.entries)
 }
+
+// SetSummaryTiming sets the summarizer call's timeout and the worker's
+// first retry delay of m.
+func SetSummaryTiming(m *PersistentBufferMemory, timeout, backoff time.Duration) {
+	m.sum.timeout, m.sum.backoff = timeout, backoff
+}

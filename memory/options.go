@@ -24,6 +24,8 @@ type config struct {
 	staleReads        time.Duration
 	tokenBudget       int
 	counter           TokenCounter
+	summarizer        Summarizer // WithSummarizer
+	summaryTokens     int
 
 	logger         *slog.Logger // nil: discard
 	logContent     bool

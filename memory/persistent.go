@@ -30,6 +30,7 @@ type PersistentBufferMemory struct {
 	cache    *sessionCache // shared by every tenant view, keyed by session key
 	closed   *atomic.Bool  // shared by every tenant view
 	onClose  func() error  // run by the first Close: what turnkeep.Open made (close_hook.go)
+	sum      *summarizer   // WithSummarizer; nil for none; shared by every tenant view
 
 	tel        *otelx.Recorder // nil: nothing to record (see newTelemetry)
 	log        *slog.Logger    // nil: discard
@@ -64,8 +65,14 @@ func NewPersistentBufferMemory(b driver.Backend, opts ...Option) (*PersistentBuf
 		logContent: c.logContent,
 	}
 	m.cached = c.cacheTTL > 0
+	if m.sum, err = newSummarizer(b, c); err != nil {
+		return nil, err
+	}
 	if m.tel, err = newTelemetry(c, m.cache.stats.snapshot); err != nil {
 		return nil, fmt.Errorf("%w: telemetry: %w", ErrInvalidOption, err)
+	}
+	if m.sum != nil {
+		go m.work()
 	}
 	return m, nil
 }
@@ -79,6 +86,7 @@ func (m *PersistentBufferMemory) Close() error {
 	if m == nil || m.cache == nil || m.closed == nil || m.closed.Swap(true) {
 		return nil
 	}
+	m.sum.close()
 	m.cache.clear()
 	err := m.tel.Close()
 	if m.onClose != nil {
@@ -157,26 +165,29 @@ func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string,
 	if err != nil {
 		return err
 	}
-	if err := m.saveTurn(ctx, key, p); err != nil {
+	seq, err := m.saveTurn(ctx, key, p)
+	if err != nil {
 		return fmt.Errorf("memory: save turn: %w", err)
 	}
+	m.saved(key, sessionID, seq)
 	return nil
 }
 
-// saveTurn stores p in the session key, keeping the cache exact.
-func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p driver.PreparedTurn) error {
+// saveTurn stores p in the session key, keeping the cache exact, and
+// returns the turn's sequence number (0 when it stored nothing).
+func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p driver.PreparedTurn) (int, error) {
 	t := p.Turn
 	if !m.cached {
 		res, err := m.backend.Save(ctx, key, p)
 		if err == nil {
 			m.logWrite(ctx, "turnkeep: turn saved", key, t.ID, t.Messages, t.Metadata, res)
 		}
-		return err
+		return res.Seq, err
 	}
 
 	e, err := m.cache.acquire(ctx, key, m.now())
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer m.cache.release(e)
 	res, err := m.backend.Save(ctx, key, p)
@@ -186,7 +197,7 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p dri
 		// COMMIT) the next load reads what was really stored.
 		m.cache.invalidate(key)
 		m.logInvalidated(ctx, "SaveTurn", key, err)
-		return err
+		return 0, err
 	}
 	m.logWrite(ctx, "turnkeep: turn saved", key, t.ID, t.Messages, t.Metadata, res)
 	stale := false // another writer moved the session
@@ -199,7 +210,7 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p dri
 		case res.Seq == 1:
 			// The session held nothing before this turn, whatever the
 			// window said: it is exactly this turn now.
-			return m.snapshot([]Turn{t}, 1, res.Version)
+			return m.snapshot([]Turn{t}, 1, res.Version, nil)
 		case s == nil:
 			return nil
 		case s.count+1 != res.Seq || s.version+1 != res.Version:
@@ -207,12 +218,12 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p dri
 			return nil // another writer moved the session: the window is stale
 		}
 		turns := make([]Turn, 0, len(s.turns)+1)
-		return m.snapshot(append(append(turns, s.turns...), t), res.Seq, res.Version)
+		return m.snapshot(append(append(turns, s.turns...), t), res.Seq, res.Version, s.summary)
 	})
 	if stale {
 		m.logStale(ctx, "SaveTurn", key)
 	}
-	return nil
+	return res.Seq, nil
 }
 
 // AppendMessages adds msgs to the session's stored turn turnID, atomically:
@@ -244,6 +255,7 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 			return fmt.Errorf("memory: append messages: %w", err)
 		}
 		m.logWrite(ctx, "turnkeep: messages appended", key, turnID, msgs, nil, res)
+		m.appended(key, sessionID)
 		return nil
 	}
 	e, err := m.cache.acquire(ctx, key, m.now())
@@ -273,25 +285,26 @@ func (m *PersistentBufferMemory) AppendMessages(ctx context.Context, sessionID, 
 		if i < 0 {
 			// The turn is older than the window (which always holds the
 			// newest): growing it leaves the window as it is.
-			return &snapshot{turns: s.turns, count: s.count, tokens: s.tokens, version: res.Version}
+			return &snapshot{turns: s.turns, count: s.count, tokens: s.tokens, version: res.Version, summary: s.summary}
 		}
 		turns := append([]Turn(nil), s.turns...)
 		t := turns[i]
 		t.Messages = append(append(make([]Message, 0, len(t.Messages)+len(enc)), t.Messages...), messagesOf(enc)...)
 		driver.FillShorthand(&t)
 		turns[i] = t
-		return m.snapshot(turns, s.count, res.Version)
+		return m.snapshot(turns, s.count, res.Version, s.summary)
 	})
 	if stale {
 		m.logStale(ctx, "AppendMessages", key)
 	}
+	m.appended(key, sessionID)
 	return nil
 }
 
 // snapshot makes the cached window of turns: cut to the memory's limits.
-func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v driver.Version) *snapshot {
+func (m *PersistentBufferMemory) snapshot(turns []Turn, count int, v driver.Version, sum *Summary) *snapshot {
 	w := driver.TrimWindow(Window{Turns: turns, TurnCount: count}, m.limits.maxTurns, m.limits.tokenBudget)
-	return &snapshot{turns: w.Turns, count: count, tokens: w.Tokens, version: v}
+	return &snapshot{turns: w.Turns, count: count, tokens: w.Tokens, version: v, summary: sum}
 }
 
 func messagesOf(enc []driver.PreparedMessage) []Message {
@@ -332,7 +345,7 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 		if err != nil {
 			return Window{}, fmt.Errorf("memory: load context: %w", err)
 		}
-		return driver.TrimWindow(w, l.maxTurns, l.tokenBudget), nil // the backend's slice is ours
+		return m.account(driver.TrimWindow(w, l.maxTurns, l.tokenBudget), l), nil // the backend's slice is ours
 	}
 	w, hit, err := m.loadCached(ctx, key)
 	if err != nil {
@@ -341,11 +354,11 @@ func (m *PersistentBufferMemory) LoadContext(ctx context.Context, sessionID stri
 	if l != m.limits {
 		w = driver.TrimWindow(w, l.maxTurns, l.tokenBudget)
 	}
-	return w, nil
+	return m.account(w, l), nil
 }
 
 func (m *PersistentBufferMemory) query(l limits, known driver.Version) driver.WindowQuery {
-	return driver.WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter}
+	return driver.WindowQuery{MaxTurns: l.maxTurns, TokenBudget: l.tokenBudget, Known: known, Counter: m.counter, Summary: m.sum != nil}
 }
 
 // loadCached is LoadContext of the memory's own window, through the
@@ -383,7 +396,7 @@ func (m *PersistentBufferMemory) loadCached(ctx context.Context, sessionID strin
 	m.cache.stats.misses.Add(1)
 	// The backend's slice is ours: kept as the immutable snapshot, cloned
 	// once for the caller.
-	s = m.snapshot(w.Turns, w.TurnCount, v)
+	s = m.snapshot(w.Turns, w.TurnCount, v, w.Summary)
 	if v == driver.UnknownVersion && m.stale == 0 {
 		// A backend that does not version sessions cannot confirm a
 		// cached window: keeping one would only cost memory.
@@ -406,11 +419,17 @@ func (m *PersistentBufferMemory) Stats() CacheStats {
 type Figures struct {
 	Cache  CacheStats
 	Engine map[string]uint64 // driver.EngineReporter.EngineStats of the backend; nil if it is none
+
+	Summaries       uint64 // summaries written (WithSummarizer)
+	SummaryFailures uint64 // failed summarizer calls or summary writes, each retried with backoff (and logged)
 }
 
 // Figures returns a snapshot of the cache counters and of the engine's.
 func (m *PersistentBufferMemory) Figures() Figures {
 	f := Figures{Cache: m.Stats()}
+	if m != nil && m.sum != nil {
+		f.Summaries, f.SummaryFailures = m.sum.folds.Load(), m.sum.failures.Load()
+	}
 	if m != nil {
 		if r, ok := m.backend.(driver.EngineReporter); ok {
 			f.Engine = r.EngineStats()

@@ -54,13 +54,14 @@ const (
 	opExport
 	opImport
 	opClaimSession
+	opSummarize
 	numOps
 )
 
 var opNames = [numOps]string{
 	"SaveTurn", "AppendMessages", "LoadContext", "Clear", "CreateSession", "SessionInfo",
 	"ListSessions", "DeleteUser", "Expire", "Search", "History", "Export", "Import",
-	"ClaimSession",
+	"ClaimSession", "Summarize",
 }
 
 // newTelemetry returns the recorder of c's operations, or nil when there

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/turnkeep/turnkeep/backend"
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -110,6 +111,10 @@ func copyAll(ctx context.Context, src *store, dst *backend.DataFlowBackend, coun
 			defer c.mem.Close()
 			for j := range jobs {
 				if err := c.session(ctx, src.mem.ForTenant(j.tenant), j.tenant, j.info, prog, st); err != nil {
+					cancel(err)
+					return
+				}
+				if err := copySummary(ctx, src.b, dst, j.tenant, j.info.ID); err != nil {
 					cancel(err)
 					return
 				}
@@ -224,6 +229,31 @@ func (c *copier) session(ctx context.Context, from *memory.PersistentBufferMemor
 	st.Lock()
 	st.sessions++
 	st.Unlock()
+	return nil
+}
+
+// copySummary copies the session's summary (issue 20), when the source
+// holds one the destination does not: after the turns, which it covers.
+func copySummary(ctx context.Context, src, dst *backend.DataFlowBackend, tenant, id string) error {
+	key := driver.SessionKey(tenant, id)
+	q := driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion, Summary: true}
+	from, _, err := src.Load(ctx, key, q)
+	if err != nil {
+		return dbErr(fmt.Errorf("--from: summary of session %q of tenant %q: %w", id, tenant, err))
+	}
+	if from.Summary == nil {
+		return nil
+	}
+	to, _, err := dst.Load(ctx, key, q)
+	if err != nil {
+		return dbErr(fmt.Errorf("--to: summary of session %q of tenant %q: %w", id, tenant, err))
+	}
+	if to.Summary != nil && *to.Summary == *from.Summary || from.Summary.Turns > to.TurnCount {
+		return nil
+	}
+	if err := dst.PutSummary(ctx, key, *from.Summary); err != nil {
+		return dbErr(fmt.Errorf("--to: summary of session %q of tenant %q: %w", id, tenant, err))
+	}
 	return nil
 }
 

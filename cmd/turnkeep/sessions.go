@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/memory"
 )
 
@@ -190,6 +191,16 @@ func runSessionsShow(ctx context.Context, a *app, o *options, args []string) err
 		fmt.Fprintf(w, " · %q", info.Title)
 	}
 	fmt.Fprintf(w, "\n%s · %s · created %s · updated %s\n", plural(info.TurnCount, "turn"), plural(info.Tokens, "token"), formatTime(info.CreatedAt), formatTime(info.UpdatedAt))
+	sum, _, err := s.b.Load(ctx, driver.SessionKey(o.tenant, id), driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion, Summary: true})
+	if err != nil {
+		return dbErr(err)
+	}
+	if sm := sum.Summary; sm != nil {
+		fmt.Fprintf(w, "\nsummary of turns 1-%d · %s · updated %s\n", sm.Turns, plural(sm.Tokens, "token"), formatTime(sm.UpdatedAt))
+		for _, line := range strings.Split(sm.Text, "\n") {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	}
 	q := memory.HistoryQuery{Limit: memory.MaxListLimit}
 	for {
 		p, err := s.mem.History(ctx, id, q)

@@ -13,18 +13,27 @@ import (
 // for a developer message, and Param sends a system message with it so.
 const MetadataRole = "openai.role"
 
+// SummaryPrefix begins the system message that carries a window's
+// summary (Messages).
+const SummaryPrefix = "Summary of the conversation before the messages below: "
+
 // Messages converts the window's messages, oldest first, to a chat
-// completion request's messages. It stops at the first message Param
-// cannot convert, returning an error naming its position and ID.
+// completion request's messages; a window with a summary
+// (memory.WithSummarizer) starts with a system message holding it,
+// SummaryPrefix first. It stops at the first message Param cannot
+// convert, returning an error naming its position and ID.
 func Messages(w memory.Window) ([]openai.ChatCompletionMessageParamUnion, error) {
 	msgs := w.Messages()
-	out := make([]openai.ChatCompletionMessageParamUnion, len(msgs))
+	out := make([]openai.ChatCompletionMessageParamUnion, 0, len(msgs)+1)
+	if w.Summary != nil && w.Summary.Text != "" {
+		out = append(out, openai.SystemMessage(SummaryPrefix+w.Summary.Text))
+	}
 	for i, m := range msgs {
 		p, err := Param(m)
 		if err != nil {
 			return nil, fmt.Errorf("message %d (id %q): %w", i, m.ID, err)
 		}
-		out[i] = p
+		out = append(out, p)
 	}
 	return out, nil
 }

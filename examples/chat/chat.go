@@ -227,6 +227,18 @@ func (c *chat) history(ctx context.Context) {
 	}
 	fmt.Fprintf(c.out, "History of session %q: %s%s:\n", c.session, turns(w.TurnCount), shown(w))
 	printTurns(c.out, w)
+	printSummary(c.out, w)
+}
+
+// printSummary shows what the window does not: the summary of the older
+// turns, and how many of them it does not cover yet.
+func printSummary(out io.Writer, w memory.Window) {
+	if s := w.Summary; s != nil {
+		fmt.Fprintf(out, "Summary of turns 1-%d: %s\n", s.Turns, s.Text)
+	}
+	if w.Unsummarized > 0 {
+		fmt.Fprintf(out, "(%s before these not summarized yet)\n", turns(w.Unsummarized))
+	}
 }
 
 func (c *chat) clear(ctx context.Context) {

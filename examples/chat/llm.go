@@ -135,14 +135,57 @@ func (a *toolArguments) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// systemPrompt introduces the remembered turns to the model.
+// systemPrompt introduces the remembered turns, and the summary of the
+// older ones, to the model.
 func systemPrompt(w memory.Window) string {
 	s := "You are a helpful assistant in a terminal chat with persistent memory. " +
 		"The earlier messages are the conversation so far, remembered across restarts; use them."
 	if len(w.Turns) < w.TurnCount {
 		s += fmt.Sprintf(" The conversation has %d turns; you see the last %d.", w.TurnCount, len(w.Turns))
 	}
+	if w.Summary != nil && w.Summary.Text != "" {
+		s += fmt.Sprintf(" A summary of its first %d turns: %s", w.Summary.Turns, w.Summary.Text)
+	}
 	return s
+}
+
+// summaryInstructions is the system message of a summary request.
+const summaryInstructions = "You keep the running summary of a conversation between a user and an assistant. " +
+	"Fold the new turns into the summary so far. Keep every name, number, date, decision and preference; " +
+	"drop small talk. Write plain prose, at most %d tokens. Answer with the summary alone."
+
+// Summarize makes the agent's model the chat's summarizer
+// (memory.Summarizer): one request, without tools, holding the summary so
+// far and the new turns.
+func (a *llmAgent) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
+	var b strings.Builder
+	b.WriteString("Summary so far: ")
+	if req.Previous == "" {
+		b.WriteString("(none)")
+	}
+	b.WriteString(req.Previous)
+	b.WriteString("\n\nNew turns:\n")
+	for _, t := range req.Turns {
+		for _, m := range t.Messages {
+			if text := messageText(m, false); text != "" {
+				fmt.Fprintf(&b, "%s: %s\n", m.Role, text)
+			}
+			for _, c := range m.ToolCalls {
+				fmt.Fprintf(&b, "%s called %s(%s)\n", m.Role, c.Name, c.Arguments)
+			}
+		}
+	}
+	r, err := a.post(ctx, chatRequest{Model: a.model, Messages: []chatMessage{
+		{Role: "system", Content: fmt.Sprintf(summaryInstructions, req.MaxTokens)},
+		{Role: "user", Content: b.String()},
+	}})
+	if err != nil {
+		return "", err
+	}
+	if len(r.Choices) == 0 || strings.TrimSpace(r.Choices[0].Message.Content) == "" {
+		return "", errors.New("llm: no summary in the response")
+	}
+	return strings.TrimSpace(r.Choices[0].Message.Content), nil
 }
 
 // requestMessages returns the request messages: the system prompt, the

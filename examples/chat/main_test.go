@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/turnkeep/turnkeep"
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/driver"
@@ -335,6 +336,19 @@ func (s *llmServer) recorded() []llmRequest {
 	return append([]llmRequest(nil), s.requests...)
 }
 
+// chatRequests splits recorded requests into the chat's and the
+// summarizer's.
+func chatRequests(all []llmRequest) (chat, summaries []llmRequest) {
+	for _, r := range all {
+		if len(r.body.Messages) > 0 && strings.HasPrefix(r.body.Messages[0].Content, "You keep the running summary") {
+			summaries = append(summaries, r)
+		} else {
+			chat = append(chat, r)
+		}
+	}
+	return chat, summaries
+}
+
 func TestLLMSendsRememberedTurns(t *testing.T) {
 	dbURL := sqliteURL(t)
 	r := runChat(t, nil, "old turn\nmy name is Ada\nI like tea\n", "-db", dbURL)
@@ -355,8 +369,15 @@ func TestLLMSendsRememberedTurns(t *testing.T) {
 	assert.Contains(t, r.stdout, "agent: test-model at "+srv.URL+"/v1/chat/completions")
 	assert.Contains(t, r.stdout, "agent: You are Ada, and you like tea.\n")
 
-	reqs := srv.recorded()
+	// The model is also the summarizer: a save that pushes "old turn"
+	// out of the window may have it folded, in the background, by a
+	// request of its own (whether it ran before the chat ended is timing).
+	reqs, summaries := chatRequests(srv.recorded())
 	require.Len(t, reqs, 1)
+	for _, sr := range summaries {
+		assert.Contains(t, sr.body.Messages[1].Content, "user: old turn")
+		assert.NotContains(t, sr.body.Messages[1].Content, "I like tea", "a turn of the window folded")
+	}
 	req := reqs[0]
 	assert.Equal(t, http.MethodPost, req.method)
 	assert.Equal(t, "/v1/chat/completions", req.path)
@@ -658,4 +679,26 @@ func TestLLMFailureMidAnswer(t *testing.T) {
 	assert.Equal(t, memory.RoleTool, turn.Messages[2].Role)
 	assert.Equal(t, "call_1", turn.Messages[2].ToolCallID)
 	assert.Empty(t, turn.Agent)
+}
+
+// /history shows the summary of the turns older than the window, which
+// the chat keeps with the offline summarizer when no model is set.
+func TestHistoryShowsSummary(t *testing.T) {
+	ctx := context.Background()
+	dbURL := sqliteURL(t)
+	mem, err := turnkeep.Open(ctx, dbURL, turnkeep.Memory(memory.WithMaxTurns(2),
+		memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), summaryTokens)))
+	require.NoError(t, err)
+	require.NoError(t, mem.SaveTurn(ctx, DefaultSession, memory.Turn{User: "My name is Ada Lovelace and I was born in 1815.", Agent: "Nice to meet you."}))
+	for _, u := range []string{"two", "three", "four"} {
+		require.NoError(t, mem.SaveTurn(ctx, DefaultSession, memory.Turn{User: u, Agent: "ok"}))
+	}
+	_, err = mem.Summarize(ctx, DefaultSession)
+	require.NoError(t, err)
+	require.NoError(t, mem.Close())
+
+	r := runChat(t, nil, "/history\n", "-db", dbURL, "-max-turns", "2")
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	assert.Contains(t, r.stdout, `History of session "default": 4 turns, the last 2 shown:`)
+	assert.Contains(t, r.stdout, "Summary of turns 1-2: My name is Ada Lovelace and I was born in 1815.")
 }

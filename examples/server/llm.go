@@ -107,6 +107,9 @@ func requestMessages(w memory.Window, message string) []chatMessage {
 	if len(w.Turns) < w.TurnCount {
 		prompt += fmt.Sprintf(" The conversation has %d turns; you see the last %d.", w.TurnCount, len(w.Turns))
 	}
+	if w.Summary != nil && w.Summary.Text != "" {
+		prompt += fmt.Sprintf(" A summary of its first %d turns: %s", w.Summary.Turns, w.Summary.Text)
+	}
 	msgs := []chatMessage{{Role: "system", Content: prompt}}
 	for _, t := range w.Turns {
 		if t.User != "" {
@@ -224,4 +227,61 @@ func redactURL(raw string) string {
 		return u.Redacted()
 	}
 	return raw
+}
+
+// summaryInstructions is the system message of a summary request.
+const summaryInstructions = "You keep the running summary of a conversation between a user and an assistant. " +
+	"Fold the new turns into the summary so far. Keep every name, number, date, decision and preference; " +
+	"drop small talk. Write plain prose, at most %d tokens. Answer with the summary alone."
+
+// Summarize makes the agent's model the server's summarizer
+// (memory.Summarizer): one request, not streamed, holding the summary so
+// far and the new turns.
+func (a *llmAgent) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
+	var b strings.Builder
+	b.WriteString("Summary so far: ")
+	if req.Previous == "" {
+		b.WriteString("(none)")
+	}
+	b.WriteString(req.Previous)
+	b.WriteString("\n\nNew turns:\n")
+	for _, t := range req.Turns {
+		for _, m := range t.Messages {
+			if m.Content != "" {
+				fmt.Fprintf(&b, "%s: %s\n", m.Role, m.Content)
+			}
+		}
+	}
+	body, err := json.Marshal(chatRequest{Model: a.model, Messages: []chatMessage{
+		{Role: "system", Content: fmt.Sprintf(summaryInstructions, req.MaxTokens)},
+		{Role: "user", Content: b.String()},
+	}})
+	if err != nil {
+		return "", fmt.Errorf("llm: encode request: %w", err)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, a.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("llm: %w", err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	if a.apiKey != "" {
+		hr.Header.Set("Authorization", "Bearer "+a.apiKey)
+	}
+	resp, err := a.client.Do(hr)
+	if err != nil {
+		return "", fmt.Errorf("llm: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("llm: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return "", fmt.Errorf("llm: %s: %s", resp.Status, excerpt(data))
+	}
+	var c chatChunk
+	if err := json.Unmarshal(data, &c); err != nil || len(c.Choices) == 0 || strings.TrimSpace(c.Choices[0].Message.Content) == "" {
+		return "", fmt.Errorf("llm: no summary in the response: %s", excerpt(data))
+	}
+	return strings.TrimSpace(c.Choices[0].Message.Content), nil
 }

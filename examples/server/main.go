@@ -73,6 +73,7 @@ import (
 	"time"
 
 	"github.com/turnkeep/turnkeep"
+	"github.com/turnkeep/turnkeep/memory"
 )
 
 // Defaults of the flags.
@@ -125,7 +126,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 		return exitUsage
 	}
 
-	mem, err := turnkeep.Open(ctx, *dbURL)
+	// Turns older than the window are folded into a running summary in
+	// the background: by the model when there is one, offline otherwise.
+	var summarizer memory.Summarizer = memory.NewExtractiveSummarizer(nil)
+	if sm, ok := agent.(memory.Summarizer); ok {
+		summarizer = sm
+	}
+	mem, err := turnkeep.Open(ctx, *dbURL, turnkeep.Memory(memory.WithSummarizer(summarizer, summaryTokens)))
 	if err != nil {
 		fmt.Fprintf(stderr, "server: %v\n", err) // turnkeep keeps passwords out of its errors
 		return exitFailure
@@ -160,6 +167,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 	s.close()
 	return exitOK
 }
+
+// summaryTokens is the target size of a session's summary.
+const summaryTokens = 300
 
 // newAgent returns the language-model agent if TURNKEEP_LLM_URL is set and
 // the offline agent otherwise, with a description of it.

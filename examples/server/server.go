@@ -289,6 +289,15 @@ func (s *server) deleteUser(w http.ResponseWriter, r *http.Request) {
 	s.json(w, http.StatusOK, map[string]int{"sessions": rep.Sessions, "messages": rep.Messages})
 }
 
+// summaryJSON is a session's summary in /history: its text and the
+// number of the session's first turns it covers.
+type summaryJSON struct {
+	Text      string    `json:"text"`
+	Turns     int       `json:"turns"`
+	Tokens    int       `json:"tokens"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
 // history returns a page of the session's turns: oldest first, or with
 // newest_first=true from the newest back (what a chat shows first).
 func (s *server) history(w http.ResponseWriter, r *http.Request) {
@@ -313,11 +322,23 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) {
 		s.error(w, err)
 		return
 	}
+	// The summary of the turns older than the agent's window, and how
+	// many of them it does not cover yet: one more statement.
+	win, err := s.mem.LoadContext(r.Context(), info.ID)
+	if err != nil {
+		s.error(w, err)
+		return
+	}
 	out := struct {
-		Session sessionJSON `json:"session"`
-		Turns   []turnJSON  `json:"turns"`
-		Next    string      `json:"next"`
-	}{Session: toSessionJSON(info), Turns: make([]turnJSON, 0, len(p.Turns)), Next: p.Next}
+		Session      sessionJSON  `json:"session"`
+		Summary      *summaryJSON `json:"summary,omitempty"`
+		Unsummarized int          `json:"unsummarized"`
+		Turns        []turnJSON   `json:"turns"`
+		Next         string       `json:"next"`
+	}{Session: toSessionJSON(info), Unsummarized: win.Unsummarized, Turns: make([]turnJSON, 0, len(p.Turns)), Next: p.Next}
+	if sm := win.Summary; sm != nil {
+		out.Summary = &summaryJSON{Text: sm.Text, Turns: sm.Turns, Tokens: sm.Tokens, UpdatedAt: sm.UpdatedAt}
+	}
 	for _, t := range p.Turns {
 		out.Turns = append(out.Turns, toTurnJSON(t))
 	}

@@ -54,7 +54,7 @@ func newInstanceOn(t *testing.T, ln net.Listener, dbURL string, agent Agent) *in
 func newInstanceWith(t *testing.T, ln net.Listener, dbURL string, agent Agent, to timeouts) *instance {
 	t.Helper()
 	ctx := context.Background()
-	mem, err := turnkeep.Open(ctx, dbURL)
+	mem, err := turnkeep.Open(ctx, dbURL, turnkeep.Memory(memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), summaryTokens))) // as run opens it
 	require.NoError(t, err)
 	logger := log.New(testWriter{t}, "server: ", 0)
 	s := newServer(mem, agent, logger)
@@ -190,9 +190,11 @@ func answer(t *testing.T, events []event) string {
 }
 
 type historyJSON struct {
-	Session sessionJSON `json:"session"`
-	Turns   []turnJSON  `json:"turns"`
-	Next    string      `json:"next"`
+	Session      sessionJSON  `json:"session"`
+	Summary      *summaryJSON `json:"summary"`
+	Unsummarized int          `json:"unsummarized"`
+	Turns        []turnJSON   `json:"turns"`
+	Next         string       `json:"next"`
 }
 
 func (in *instance) history(t *testing.T, user, session string) historyJSON {
@@ -554,4 +556,33 @@ func (in *instance) trySend(user, session, text string) error {
 func itoa(i int) string {
 	data, _ := json.Marshal(i)
 	return string(data)
+}
+
+// /history holds the summary of the turns older than the agent's window.
+func TestHistoryShowsSummary(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		in := newInstance(t, d.URL(t), offlineAgent{})
+		s := in.create(t, "ada")
+		require.NoError(t, in.mem.SaveTurn(ctx, s.ID, memory.Turn{User: "My name is Ada Lovelace, born 1815.", Agent: "Hello Ada."}))
+		n := memory.DefaultMaxTurns + 3
+		for i := 2; i <= n; i++ {
+			require.NoError(t, in.mem.SaveTurn(ctx, s.ID, memory.Turn{User: "go on", Agent: "ok"}))
+		}
+		h := in.history(t, "ada", s.ID)
+		covered := 0
+		if h.Summary != nil {
+			covered = h.Summary.Turns
+		}
+		assert.Equal(t, 3, covered+h.Unsummarized, "every turn older than the window is summarized or counted")
+		sum, err := in.mem.Summarize(ctx, s.ID)
+		require.NoError(t, err)
+		h = in.history(t, "ada", s.ID)
+		require.NotNil(t, h.Summary)
+		assert.Equal(t, sum.Text, h.Summary.Text)
+		assert.Equal(t, 3, h.Summary.Turns)
+		assert.Equal(t, 0, h.Unsummarized)
+		assert.Contains(t, h.Summary.Text, "Ada Lovelace")
+		assert.Len(t, h.Turns, n, "the history still holds every turn")
+	})
 }
