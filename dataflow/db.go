@@ -301,8 +301,8 @@ func (db *DB) SchemaChanges() bool {
 // cap (WithEnsureBackoff), for steps of first use that a package above
 // the DB runs itself, such as a backend's data upgrades.
 func (db *DB) EnsureBackoff() (minWait, maxWait time.Duration) {
-	if db == nil {
-		return DefaultMinBackoff, DefaultMaxBackoff
+	if db == nil || db.cfg.minBackoff <= 0 || db.cfg.maxBackoff < db.cfg.minBackoff {
+		return DefaultMinBackoff, DefaultMaxBackoff // a zero DB
 	}
 	return db.cfg.minBackoff, db.cfg.maxBackoff
 }

@@ -40,11 +40,18 @@ var mysqlDefaults = [...][2]string{
 	{"sql_mode", "'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE,NO_ENGINE_SUBSTITUTION'"},
 }
 
+// maxMySQLURLBytes bounds a mysql:// URL, so that an error never echoes a
+// huge one: a host name is at most 253 bytes.
+const maxMySQLURLBytes = 4096
+
 // parseMySQLURL reads mysql://user[:password]@host[:port]/dbname[?params]
 // into the driver's DSN, user:password@tcp(host:port)/dbname?params. The
 // parameters are the driver's (see mysqlDefaults); an unknown one sets the
 // session variable of that name.
 func parseMySQLURL(raw string) (target, error) {
+	if len(raw) > maxMySQLURLBytes {
+		return target{}, fmt.Errorf("%w: a mysql url of %d bytes (at most %d)", ErrInvalidURL, len(raw), maxMySQLURLBytes) // not echoed
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return target{}, fmt.Errorf("%w: cannot parse mysql url", ErrInvalidURL) // the error would echo the password

@@ -96,6 +96,12 @@ func TestZeroAndClosedValues(t *testing.T) {
 		"ScanRows":     {true, func(db *dataflow.DB) error { return db.ScanRows(ctx, nil, new(int)) }},
 		"Bind":         {true, func(db *dataflow.DB) error { _, err := db.Bind(1); return err }},
 		"TimeColumn":   {false, func(db *dataflow.DB) error { db.TimeColumn("created"); return nil }},
+		"EnsureBackoff": {false, func(db *dataflow.DB) error {
+			if minWait, maxWait := db.EnsureBackoff(); minWait <= 0 || maxWait < minWait {
+				return fmt.Errorf("backoff %v..%v; want the defaults", minWait, maxWait)
+			}
+			return nil
+		}},
 		"SchemaChanges": {false, func(db *dataflow.DB) error {
 			if db.SchemaChanges() {
 				return errors.New("a zero or closed DB may change the schema")

@@ -896,7 +896,7 @@ func hostileURLs() []string {
 		"sqlite:/", "sqlite://", "sqlite:///", "sqlite:/a.db", "sqlite://a.db", "sqlite:///a?b",
 		"sqlite:///a.db?_pragma=journal_mode(DELETE)", "sqlite:///a.db#frag", "sqlite:///?", "sqlite:///%zz",
 		"sqlite:///a%00b.db", "sqlite:///a\x00b.db", "sqlite:///%", "sqlite:///:memory:?cache=private",
-		"SQLITE:///a.db", " sqlite:///a.db", "file:a.db", "file::memory:", "mysql://x", "mysql://u:sekrit@h/db",
+		"SQLITE:///a.db", " sqlite:///a.db", "file:a.db", "file::memory:", "mysql://x", "mysql://u:sekrit@h:port/db",
 		"postgres://", "postgres:///db", "postgres://u:sekrit@/db", "postgresql://", "postgres:", "postgres:/h/db",
 		"postgres://u:p%zz@h/db", "postgres://u:sekrit@h:port/db", "postgres://u:sekrit@[::1/db",
 		"postgres://u:sekrit@h\x7f/db", "postgres://u:sekrit@%zz/db", "POSTGRES://u:sekrit@h/db",
