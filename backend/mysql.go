@@ -160,17 +160,7 @@ func (s *mysqlStore) msgIDConflict(err error) bool {
 
 // lockSessionTx locks the session row first (SELECT … FOR UPDATE).
 func (s *mysqlStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error {
-	rows, err := s.b.lockRow.QueryTx(ctx, tx, sessionID)
-	if err != nil {
-		return err
-	}
-	var one int
-	if err := scanOne(rows, &one); errors.Is(err, sql.ErrNoRows) {
-		return errTurnNotFound(sessionID, turnID)
-	} else if err != nil {
-		return err
-	}
-	return nil
+	return s.b.lockRowTx(ctx, tx, sessionID, turnID)
 }
 
 // appendNewest leaves every append to the transaction path.

@@ -149,17 +149,7 @@ func (s *postgresStore) msgIDConflict(err error) bool {
 // lockSessionTx locks the session row first (SQLite's transaction holds
 // the write lock already).
 func (s *postgresStore) lockSessionTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error {
-	rows, err := s.b.lockRow.QueryTx(ctx, tx, sessionID)
-	if err != nil {
-		return err
-	}
-	var one int
-	if err := scanOne(rows, &one); errors.Is(err, sql.ErrNoRows) {
-		return errTurnNotFound(sessionID, turnID)
-	} else if err != nil {
-		return err
-	}
-	return nil
+	return s.b.lockRowTx(ctx, tx, sessionID, turnID)
 }
 
 // jsonRows encodes msgs for the PostgreSQL statements, numbering them from

@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -139,3 +141,20 @@ func (b *DataFlowBackend) form(name, query string) string {
 // age (DeleteUser, Expire) that lost a deadlock or a certification
 // conflict is picked again.
 const deleteRetries = 5
+
+// lockRowTx locks the session row in tx (lockRow: SELECT … FOR UPDATE),
+// for the engines whose transactions lock rows, not the database: a
+// missing row is the turn's ErrTurnNotFound.
+func (b *DataFlowBackend) lockRowTx(ctx context.Context, tx *dataflow.Tx, sessionID, turnID string) error {
+	rows, err := b.lockRow.QueryTx(ctx, tx, sessionID)
+	if err != nil {
+		return err
+	}
+	var one int
+	if err := scanOne(rows, &one); errors.Is(err, sql.ErrNoRows) {
+		return errTurnNotFound(sessionID, turnID)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
