@@ -22,6 +22,25 @@ import (
 // database inside the transaction, and nothing but the current turn is
 // held in memory. It implements driver.SessionStore.
 func (b *DataFlowBackend) Import(ctx context.Context, key string, s driver.SessionInfo, next func() (driver.PreparedTurn, error)) error {
+	return b.importSession(ctx, key, s, nil, next)
+}
+
+var _ driver.SummaryImporter = (*DataFlowBackend)(nil)
+
+// ImportSummary is Import with the session's summary stored in the same
+// transaction, after the last turn (importSummaryTx): two statements
+// more. It implements driver.SummaryImporter.
+func (b *DataFlowBackend) ImportSummary(ctx context.Context, key string, s driver.SessionInfo, sum driver.Summary, next func() (driver.PreparedTurn, error)) error {
+	return b.importSession(ctx, key, s, &sum, next)
+}
+
+// importFault, when set (by tests), is called in an import's transaction
+// after its summary is written; an error from it aborts the import.
+var importFault func(key string) error
+
+// importSession stores an import, and sum, when not nil, in its
+// transaction.
+func (b *DataFlowBackend) importSession(ctx context.Context, key string, s driver.SessionInfo, sum *driver.Summary, next func() (driver.PreparedTurn, error)) error {
 	if err := b.check(key); err != nil {
 		return err
 	}
@@ -49,6 +68,10 @@ RETURNING user_id, turn_count`), b.sessions)
 	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
 	if err := b.upgraded(ctx, nil); err != nil {
 		return fmt.Errorf("backend: %w", err)
+	}
+	tables := []dataflow.Readier{b.sessions, b.messages, b.erased}
+	if sum != nil {
+		tables = append(tables, b.summary.table)
 	}
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
@@ -89,6 +112,9 @@ RETURNING user_id, turn_count`), b.sessions)
 		for {
 			t, err := next()
 			if err == io.EOF {
+				if sum != nil {
+					return b.importSummaryTx(ctx, tx, key, *sum)
+				}
 				return nil
 			}
 			if err != nil {
@@ -120,11 +146,43 @@ RETURNING user_id, turn_count`), b.sessions)
 				return err
 			}
 		}
-	}, b.sessions, b.messages, b.erased)
+	}, tables...)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
 	b.queued(ctx, key, searchCatchUpAfter) // SQLite: a bulk write, indexed now
+	return nil
+}
+
+// importSummaryTx stores sum as the session's summary, in an import's
+// transaction (the session row locked), when the session holds at least
+// sum.Turns turns and its stored summary covers fewer: one read of the
+// session row with its summary's coverage, then the summary's upsert and
+// the session's new version.
+func (b *DataFlowBackend) importSummaryTx(ctx context.Context, tx *dataflow.Tx, key string, sum driver.Summary) error {
+	cover := b.stmt("import/summary", func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT s.turn_count, COALESCE((SELECT x.turns FROM `+SummariesTable+` x WHERE x.id = s.id), 0) FROM `+SessionsTable+` s WHERE s.id = ?`, b.sessions, b.summary.table)
+	})
+	rows, err := cover.QueryTx(ctx, tx, key)
+	if err != nil {
+		return err
+	}
+	var count, covered int64
+	if err := scanOne(rows, &count, &covered); err != nil {
+		return err
+	}
+	if int64(sum.Turns) > count || covered >= int64(sum.Turns) {
+		return nil
+	}
+	if _, err := b.summary.put.ExecTx(ctx, tx, key, sum.Text, sum.Turns, sum.Tokens, sum.UpdatedAt.UTC().Truncate(time.Microsecond), key); err != nil {
+		return err
+	}
+	if _, err := b.summary.bump.ExecTx(ctx, tx, key); err != nil {
+		return err
+	}
+	if importFault != nil {
+		return importFault(key)
+	}
 	return nil
 }
 

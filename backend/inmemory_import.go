@@ -16,6 +16,21 @@ import (
 // after the last turn is read and checked. It implements
 // driver.SessionStore.
 func (b *InMemoryBackend) Import(ctx context.Context, key string, info driver.SessionInfo, next func() (driver.PreparedTurn, error)) error {
+	return b.importSession(ctx, key, info, nil, next)
+}
+
+var _ driver.SummaryImporter = (*InMemoryBackend)(nil)
+
+// ImportSummary is Import with the session's summary stored in the same
+// step, after the last turn, by the rule of driver.SummaryImporter. It
+// implements driver.SummaryImporter.
+func (b *InMemoryBackend) ImportSummary(ctx context.Context, key string, info driver.SessionInfo, sum driver.Summary, next func() (driver.PreparedTurn, error)) error {
+	return b.importSession(ctx, key, info, &sum, next)
+}
+
+// importSession stores an import, and sum, when not nil, with it: every
+// check, importFault's too, runs before the session changes.
+func (b *InMemoryBackend) importSession(ctx context.Context, key string, info driver.SessionInfo, sum *driver.Summary, next func() (driver.PreparedTurn, error)) error {
 	if err := checkRequest(ctx, key); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -80,6 +95,16 @@ func (b *InMemoryBackend) Import(ctx context.Context, key string, info driver.Se
 		held[st.id] = st
 		add = append(add, st)
 	}
+	held0 := 0
+	if s != nil {
+		held0 = len(s.turns)
+	}
+	putSummary := sum != nil && sum.Turns >= 1 && sum.Turns <= held0+len(add) && (s == nil || s.summary.Turns < sum.Turns)
+	if putSummary && importFault != nil {
+		if err := importFault(key); err != nil {
+			return fmt.Errorf("backend: %w", err)
+		}
+	}
 	if s == nil {
 		created := now
 		if !info.CreatedAt.IsZero() {
@@ -104,6 +129,10 @@ func (b *InMemoryBackend) Import(ctx context.Context, key string, info driver.Se
 		if len(s.turns) > 1 {
 			s.version++
 		}
+	}
+	if putSummary {
+		s.summary = inMemorySummary{Summary: *sum}
+		s.version++
 	}
 	return nil
 }

@@ -105,6 +105,23 @@ SELECT 'created' FROM DUAL WHERE @tk_ok`
 VALUES ((@tk_id := ?), ?, ?, ?, ?, 0, ?, 0, 1, ?, ?)
 ON DUPLICATE KEY UPDATE turn_count = turn_count;
 SELECT user_id, turn_count FROM ` + SessionsTable + ` WHERE id = @tk_id FOR UPDATE`
+	case "summary/lease":
+		// The lease changes only where it expired: each assignment reads
+		// the row's lease_until as it was (lease_owner's comes first and
+		// lease_until's reads its own old value). The row is returned
+		// when the lease is the caller's now (owner and until as given).
+		return `INSERT INTO ` + SummariesTable + ` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
+SELECT (@tk_id := ?), '', 0, 0, ?, (@tk_owner := ?), (@tk_until := ?) FROM DUAL
+WHERE EXISTS (SELECT 1 FROM ` + SessionsTable + ` WHERE id = ?) AND (@tk_now := ?) IS NOT NULL
+ON DUPLICATE KEY UPDATE lease_owner = IF(lease_until < @tk_now, VALUES(lease_owner), lease_owner),
+	lease_until = IF(lease_until < @tk_now, VALUES(lease_until), lease_until);
+SELECT text, turns, tokens, ` + s.b.db.TimeColumn("updated_at") + ` FROM ` + SummariesTable + `
+WHERE id = @tk_id AND lease_owner = @tk_owner AND lease_until = @tk_until`
+	case "summary/put":
+		return `INSERT INTO ` + SummariesTable + ` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
+SELECT ?, ?, ?, ?, ?, '', 0 FROM DUAL WHERE EXISTS (SELECT 1 FROM ` + SessionsTable + ` WHERE id = ?)
+ON DUPLICATE KEY UPDATE text = VALUES(text), turns = VALUES(turns), tokens = VALUES(tokens),
+	updated_at = VALUES(updated_at), lease_owner = '', lease_until = 0`
 	}
 	switch {
 	case strings.HasPrefix(name, "erased/mark/"):

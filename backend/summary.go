@@ -79,27 +79,27 @@ func (b *DataFlowBackend) initSummaries(turns, budget string) error {
 	}
 	s.loadWindow = b.db.NewReadStmt(withSummary(b.store.windowQuery(turns)), b.sessions, b.messages, s.table)
 	s.loadBudget = b.db.NewReadStmt(withSummary(b.store.windowQuery(budget)), b.sessions, b.messages, s.table)
-	s.lease = b.db.NewStmt(`INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
+	s.lease = b.db.NewStmt(b.form("summary/lease", `INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
 SELECT `+b.cast("?", "VARCHAR")+`, '', 0, 0, `+b.cast("?", "TIMESTAMPTZ")+`, `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "BIGINT")+`
 WHERE EXISTS (SELECT 1 FROM `+SessionsTable+` WHERE id = `+b.cast("?", "VARCHAR")+`)
 ON CONFLICT (id) DO UPDATE SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until
 WHERE `+SummariesTable+`.lease_until < `+b.cast("?", "BIGINT")+`
-RETURNING text, turns, tokens, `+b.db.TimeColumn("updated_at"), s.table, b.sessions)
+RETURNING text, turns, tokens, `+b.db.TimeColumn("updated_at")), s.table, b.sessions)
 	s.write = b.db.NewStmt(`UPDATE `+SummariesTable+` SET text = ?, turns = ?, tokens = ?, updated_at = ?, lease_owner = '', lease_until = 0
 WHERE id = ? AND lease_owner = ? AND turns = ?`, s.table)
 	s.bump = b.db.NewStmt(`UPDATE `+SessionsTable+` SET version = version + 1 WHERE id = ?`, b.sessions)
 	s.release = b.db.NewStmt(`UPDATE `+SummariesTable+` SET lease_owner = '', lease_until = 0 WHERE id = ? AND lease_owner = ?`, s.table)
 	s.del = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ?`, s.table)
 	s.drop = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ? AND lease_owner = ? AND turns = 0`, s.table)
-	s.turns = b.db.NewReadStmt(loadColumns+b.db.TimeColumn("m.created_at")+`
+	s.turns = b.db.NewReadStmt(b.form("summary/turns", loadColumns+b.db.TimeColumn("m.created_at")+`
 FROM `+SessionsTable+` s
 LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id AND m.seq > CAST(? AS BIGINT) AND m.seq <= CAST(? AS BIGINT)
-WHERE s.id = ?`, b.sessions, b.messages)
-	s.put = b.db.NewStmt(`INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
+WHERE s.id = ?`), b.sessions, b.messages)
+	s.put = b.db.NewStmt(b.form("summary/put", `INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
 SELECT `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "TEXT")+`, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "TIMESTAMPTZ")+`, '', 0
 WHERE EXISTS (SELECT 1 FROM `+SessionsTable+` WHERE id = `+b.cast("?", "VARCHAR")+`)
 ON CONFLICT (id) DO UPDATE SET text = excluded.text, turns = excluded.turns, tokens = excluded.tokens,
-	updated_at = excluded.updated_at, lease_owner = '', lease_until = 0`, s.table, b.sessions)
+	updated_at = excluded.updated_at, lease_owner = '', lease_until = 0`), s.table, b.sessions)
 	return nil
 }
 
@@ -212,17 +212,17 @@ func (b *DataFlowBackend) LeaseSummary(ctx context.Context, key, owner string, u
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		if !rows.Next() {
-			return rows.Err()
-		}
 		var turns, tokens int64
 		var upd dataflow.Time
-		if err := rows.Scan(&s.Text, &turns, &tokens, &upd); err != nil {
+		// scanOne: a MySQL form yields its row from its last result.
+		switch err := scanOne(rows, &s.Text, &turns, &tokens, &upd); {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil // another holds the lease
+		case err != nil:
 			return err
 		}
 		s.Turns, s.Tokens, s.UpdatedAt, ok = int(turns), int(tokens), upd.Time, true
-		return rows.Close()
+		return nil
 	}, b.sessions, b.summary.table)
 	if err != nil {
 		return driver.Summary{}, false, fmt.Errorf("backend: lease summary: %w", err)

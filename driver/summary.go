@@ -44,3 +44,16 @@ type SummaryStore interface {
 	// or a copy does; an empty s (no Turns) deletes it.
 	PutSummary(ctx context.Context, key string, s Summary) error
 }
+
+// A SummaryImporter is a SummaryStore whose import stores the session's
+// summary in the import's own transaction, so that an import with a
+// summary is all or nothing too.
+type SummaryImporter interface {
+	SummaryStore
+	// ImportSummary is SessionStore.Import, and then, in the same
+	// transaction, stores sum as the session's summary when the session
+	// holds at least sum.Turns turns and its stored summary covers fewer:
+	// an error anywhere, after the last turn too, leaves the session, its
+	// turns and its summary as they were.
+	ImportSummary(ctx context.Context, key string, s SessionInfo, sum Summary, next func() (PreparedTurn, error)) error
+}

@@ -281,8 +281,8 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 		readErr = err
 		return driver.PreparedTurn{}, readErr
 	}
-	err = m.importTurns(ctx, st, key, info, next)
-	if err == nil && sum != nil {
+	err = m.importTurns(ctx, st, key, info, sum, next)
+	if _, atomic := st.(driver.SummaryImporter); err == nil && sum != nil && !atomic {
 		err = m.importSummary(ctx, key, *sum)
 	}
 	switch {
@@ -297,17 +297,25 @@ func (m *PersistentBufferMemory) Import(ctx context.Context, r io.Reader) (_ Ses
 }
 
 // importTurns runs the backend's import, with the session's cached window
-// held and then dropped, as ReplaceSession does.
-func (m *PersistentBufferMemory) importTurns(ctx context.Context, st driver.SessionStore, key string, info SessionInfo, next func() (driver.PreparedTurn, error)) error {
-	if !m.cached {
+// held and then dropped, as ReplaceSession does. A backend that is a
+// driver.SummaryImporter stores sum, when not nil, in the import's
+// transaction; for another, Import stores it after (importSummary).
+func (m *PersistentBufferMemory) importTurns(ctx context.Context, st driver.SessionStore, key string, info SessionInfo, sum *Summary, next func() (driver.PreparedTurn, error)) error {
+	run := func() error {
+		if si, ok := st.(driver.SummaryImporter); ok && sum != nil {
+			return si.ImportSummary(ctx, key, info, *sum, next)
+		}
 		return st.Import(ctx, key, info, next)
+	}
+	if !m.cached {
+		return run()
 	}
 	e, err := m.cache.acquire(ctx, key, m.now())
 	if err != nil {
 		return err
 	}
 	defer m.cache.release(e)
-	err = st.Import(ctx, key, info, next)
+	err = run()
 	m.cache.invalidate(key)
 	return err
 }
@@ -334,7 +342,8 @@ func (m *PersistentBufferMemory) storedSummary(ctx context.Context, sessionID st
 	return w.Summary, err
 }
 
-// importSummary stores an imported summary, when the session's first
+// importSummary stores an imported summary after the import, for a
+// backend that is not a driver.SummaryImporter, when the session's first
 // sum.Turns turns are the file's (the import stored them, or held them
 // already) and the session has no summary covering more.
 func (m *PersistentBufferMemory) importSummary(ctx context.Context, key string, sum Summary) error {
