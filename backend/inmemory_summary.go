@@ -66,6 +66,9 @@ func (b *InMemoryBackend) SummaryTurns(ctx context.Context, key string, after, t
 	if err := checkRequest(ctx, key); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	if limit < 1 || after < 0 {
+		return nil, fmt.Errorf("backend: summary turns: %w: after %d, limit %d (want after >= 0, limit >= 1)", driver.ErrInvalidQuery, after, limit)
+	}
 	b.mu.Lock()
 	var stored []storedTurn
 	if s := b.sessions[key]; s != nil {

@@ -38,7 +38,9 @@ type SummaryStore interface {
 	// ReleaseSummary ends owner's lease, if it holds it, writing nothing.
 	ReleaseSummary(ctx context.Context, key, owner string) error
 	// SummaryTurns returns the session's turns after sequence after,
-	// through sequence through, oldest first, at most limit of them.
+	// through sequence through, oldest first, at most limit of them; a
+	// limit below 1 or a negative after is an error wrapping
+	// ErrInvalidQuery.
 	SummaryTurns(ctx context.Context, key string, after, through, limit int) ([]Turn, error)
 	// PutSummary makes s the session's summary, unguarded, as an import
 	// or a copy does; an empty s (no Turns) deletes it.
