@@ -47,7 +47,7 @@ func (s *sqliteStore) prepare()                   {}
 func (s *sqliteStore) windowQuery(bound string) string {
 	b := s.b
 	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM (SELECT s.id, s.turn_count, s.version, s.counted, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? LIMIT 1) s
+FROM (SELECT s.id, s.turn_count, s.version, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? LIMIT 1) s
 LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > s.lo`
 }
 
