@@ -2,7 +2,6 @@ package turnkeep
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -140,19 +139,9 @@ func checkOptions(ctx context.Context, c config) error {
 	return m.Close()
 }
 
-// invalidOption makes an invalid option of any package wrap
-// ErrInvalidOption, so that one errors.Is test catches them all.
-func invalidOption(err error) error {
-	if errors.Is(err, dataflow.ErrInvalidOption) && !errors.Is(err, ErrInvalidOption) {
-		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
-	}
-	return err
-}
-
 // wrap names the package once: errors of options already begin with
 // "turnkeep: " (ErrInvalidOption is one value in every package).
 func wrap(err error) error {
-	err = invalidOption(err)
 	if strings.HasPrefix(err.Error(), "turnkeep: ") {
 		return err
 	}
