@@ -116,3 +116,26 @@ type SessionStore interface {
 	// History returns a page of the session's turns, in sequence order.
 	History(ctx context.Context, key string, q HistoryQuery) (HistoryPage, error)
 }
+
+// MaxForks is how many forks ListForks returns at most.
+const MaxForks = 1000
+
+// A Forker is a SessionStore that forks sessions. A fork shares its
+// parent's turns up to the fork point instead of copying them, so a fork
+// costs the same whatever the parent holds; afterwards the two are
+// independent: clearing, replacing or deleting the parent leaves the fork
+// whole. Both backends in package backend implement it.
+type Forker interface {
+	SessionStore
+	// Fork makes the session child hold the turns of the session parent
+	// up to and including its turn atTurnID, then continue on its own.
+	// parent and child are keys of the same tenant. The child is owned by
+	// the parent's owner. It returns an error wrapping ErrTurnNotFound if
+	// the parent holds no such turn, ErrSessionExists if the child holds
+	// turns, and ErrSessionOwned if the child exists and another user
+	// owns it.
+	Fork(ctx context.Context, parent, atTurnID, child string) error
+	// ListForks returns the sessions forked from the session key (whose
+	// ForkOf names it), newest first, at most limit (1 to MaxForks).
+	ListForks(ctx context.Context, key string, limit int) ([]SessionInfo, error)
+}

@@ -78,6 +78,11 @@ var (
 	// invalid option, and by backends for an invalid maxTurns.
 	ErrInvalidOption = optx.ErrInvalidOption
 
+	// ErrConflict is returned by a guarded save (a Turn whose Seq is not
+	// 0) when the turn would not land at exactly its Seq: the session
+	// moved on (or has not reached it). Nothing is written.
+	ErrConflict = errors.New("memory: conflict: the session moved on")
+
 	// ErrClosed is returned by every method of a PersistentBufferMemory
 	// after Close, and of one not made by NewPersistentBufferMemory (the
 	// zero value), and by a backend's methods when it has no store.

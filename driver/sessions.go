@@ -133,7 +133,15 @@ type SessionInfo struct {
 	TurnCount int
 	Tokens    int // the tokens of every message the session holds
 	CreatedAt time.Time
-	UpdatedAt time.Time // the last write: a turn saved or appended to, or CreateSession
+	UpdatedAt time.Time  // the last write: a turn saved or appended to, or CreateSession
+	ForkOf    *ForkPoint // the session and turn it was forked at; nil for a session that is no fork
+}
+
+// A ForkPoint is where a fork left its parent: the parent session's ID (in
+// the same tenant) and the ID of the last turn the fork shares with it.
+type ForkPoint struct {
+	SessionID string
+	TurnID    string
 }
 
 // A SessionQuery selects a page of sessions for ListSessions.

@@ -29,6 +29,13 @@ type Turn struct {
 	Messages  []Message      // the whole exchange in order; set this or User/Agent, not both
 	Timestamp time.Time      // zero: now; stored in UTC, truncated to microseconds; years 1 to 9999
 	Metadata  map[string]any // JSON; round-trips through encoding/json (numbers come back float64)
+
+	// Seq is the turn's 1-based position in its session; loaded turns
+	// carry it. On save, when > 0, the turn must land at exactly this
+	// position: otherwise ErrConflict and nothing is written. 0: no
+	// condition. A turn whose ID the session already holds is stored once
+	// and is no conflict, whatever its Seq.
+	Seq int
 }
 
 // A Window is the recent context of a session. It always holds the

@@ -78,6 +78,11 @@ var (
 	// migrate's ErrInvalidOption are the same).
 	ErrInvalidOption = driver.ErrInvalidOption
 
+	// ErrConflict is returned by SaveTurn for a guarded turn (Seq > 0)
+	// that would not land at exactly its Seq: the session moved on.
+	// Nothing is written.
+	ErrConflict = driver.ErrConflict
+
 	// ErrClosed is returned by every method of a PersistentBufferMemory
 	// after Close, and of one not made by NewPersistentBufferMemory (the
 	// zero value), and by a backend's methods when it has no store.

@@ -55,13 +55,15 @@ const (
 	opImport
 	opClaimSession
 	opSummarize
+	opFork
+	opListForks
 	numOps
 )
 
 var opNames = [numOps]string{
 	"SaveTurn", "AppendMessages", "LoadContext", "Clear", "CreateSession", "SessionInfo",
 	"ListSessions", "DeleteUser", "Expire", "Search", "History", "Export", "Import",
-	"ClaimSession", "Summarize",
+	"ClaimSession", "Summarize", "Fork", "ListForks",
 }
 
 // newTelemetry returns the recorder of c's operations, or nil when there

@@ -44,6 +44,8 @@ type (
 	SearchHit = driver.SearchHit
 	// A DeleteReport says what DeleteUser or Expire removed.
 	DeleteReport = driver.DeleteReport
+	// A ForkPoint is where a fork left its parent (SessionInfo.ForkOf).
+	ForkPoint = driver.ForkPoint
 )
 
 // The roles of a message.
