@@ -638,6 +638,7 @@ const nodeLossCallTimeout = 3 * time.Second
 // nodeLossCall is one save a writer made.
 type nodeLossCall struct {
 	node       int
+	writer     int
 	start, end time.Time
 	err        error
 }
@@ -657,15 +658,27 @@ func (c *galeraCluster) killUnderLoad(t *testing.T, dbname string, servers []gal
 		mu.Lock()
 		defer mu.Unlock()
 		k, n := killed.Load(), 0
-		for _, c := range calls {
-			if c.node != victim && c.err == nil && k != 0 && c.start.UnixNano() > k {
+		for _, call := range calls {
+			if call.node != victim && call.err == nil && k != 0 && call.start.UnixNano() > k {
 				n++
 			}
 		}
 		return n
 	}
+	writersAcked := func() int { // writers with a save acknowledged
+		mu.Lock()
+		defer mu.Unlock()
+		seen := map[int]bool{}
+		for _, call := range calls {
+			if call.err == nil {
+				seen[call.writer] = true
+			}
+		}
+		return len(seen)
+	}
 	for i, s := range servers {
 		for w := range writersPerNode {
+			writer := i*writersPerNode + w
 			session := fmt.Sprintf("loss-%d-n%d-w%d", round, i+1, w)
 			mu.Lock()
 			acked[session], attempted[session] = map[string]bool{}, map[string]bool{}
@@ -683,7 +696,7 @@ func (c *galeraCluster) killUnderLoad(t *testing.T, dbname string, servers []gal
 					attempted[session][id] = true
 					mu.Unlock()
 					cctx, ccancel := context.WithTimeout(ctx, nodeLossCallTimeout)
-					call := nodeLossCall{node: i, start: time.Now()}
+					call := nodeLossCall{node: i, writer: writer, start: time.Now()}
 					call.err = s.m.SaveTurn(cctx, session, memory.Turn{ID: id, User: "during the node loss", Agent: "ok"})
 					call.end = time.Now()
 					ccancel()
@@ -702,7 +715,15 @@ func (c *galeraCluster) killUnderLoad(t *testing.T, dbname string, servers []gal
 			})
 		}
 	}
-	time.Sleep(time.Second)
+	// Warm: every writer has had a save acknowledged (the first ones make
+	// the tables), and the load has run for a second.
+	warm := time.Now()
+	for time.Since(warm) < time.Second || writersAcked() < len(servers)*writersPerNode {
+		if time.Since(warm) > time.Minute {
+			t.Fatalf("round %d: %d saves acknowledged in a minute before the kill", round, writersAcked())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err := c.g.Nodes[victim].Kill(); err != nil {
 		t.Fatal(err)
 	}
