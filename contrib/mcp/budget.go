@@ -1,7 +1,6 @@
 package mcp
 
 import (
-	"encoding/json"
 	"unicode/utf8"
 
 	"github.com/turnkeep/turnkeep/memory"
@@ -10,7 +9,7 @@ import (
 // A budget counts the tokens of one tool answer. Message text is counted
 // as the memory counted it when it stored the message (Message.Tokens, set
 // by the memory's token counter); everything else, field names, IDs and
-// times, as memory.EstimateTokens of its JSON.
+// times, as memory.EstimateTokens of each value plus its key (fieldTokens).
 type budget struct{ spent, limit int }
 
 func newBudget(limit int) *budget { return &budget{limit: limit} }
@@ -26,10 +25,27 @@ func (b *budget) take(n int) bool {
 
 func (b *budget) left() int { return b.limit - b.spent }
 
-// overhead is the tokens of v's JSON, a rendered item without its text.
-func (b *budget) overhead(v any) int {
-	data, _ := json.Marshal(v) // plain structs of strings and numbers
-	return memory.EstimateTokens(string(data)) + 1
+// fieldTokens is what the JSON of an object with these field values costs
+// beyond its message text: each value's tokens and four for its key and
+// punctuation, and two for the braces.
+func fieldTokens(values ...string) int {
+	n := 2
+	for _, v := range values {
+		n += 4
+		if v != "" {
+			n += memory.EstimateTokens(v)
+		}
+	}
+	return n
+}
+
+// messageOverhead is fieldTokens of a rendered message without its text.
+func messageOverhead(m historyMessage) int {
+	n := fieldTokens(m.Role, m.Name, "")
+	for _, name := range m.ToolCalls {
+		n += memory.EstimateTokens(name) + 2
+	}
+	return n
 }
 
 // messageTokens is the tokens the memory counted for m, or the default

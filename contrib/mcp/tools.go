@@ -1,7 +1,9 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -172,30 +174,77 @@ func (t *tools) register(s *sdkmcp.Server, writes bool) error {
 
 // addTool adds tool with handler h: schemas from In and Out, the call
 // bounded by t.timeout, and every error an error result, never a protocol
-// error or a panic.
+// error or a panic. Arguments are decoded strictly here rather than by the
+// SDK's generic validation, whose messages a model acts on less well and
+// which re-encodes every argument and answer (a measured fifth of a
+// search_memory call's cost).
 func addTool[In, Out any](s *sdkmcp.Server, t *tools, tool *sdkmcp.Tool, h func(context.Context, In) (Out, error)) error {
 	in, err := jsonschema.For[In](nil)
 	if err != nil {
-		return fmt.Errorf("mcp: schema of %s: %w", tool.Name, err)
+		return fmt.Errorf("mcp: input schema of %s: %w", tool.Name, err)
 	}
-	tool.InputSchema = in
-	sdkmcp.AddTool(s, tool, func(ctx context.Context, _ *sdkmcp.CallToolRequest, args In) (_ *sdkmcp.CallToolResult, out Out, err error) {
+	out, err := jsonschema.For[Out](nil)
+	if err != nil {
+		return fmt.Errorf("mcp: output schema of %s: %w", tool.Name, err)
+	}
+	tool.InputSchema, tool.OutputSchema = in, out
+	s.AddTool(tool, func(ctx context.Context, req *sdkmcp.CallToolRequest) (res *sdkmcp.CallToolResult, _ error) {
 		defer func() {
 			if p := recover(); p != nil {
-				var zero Out
-				out, err = zero, toolErrorf("%s failed: internal error (%v)", tool.Name, p)
+				res = errorResult(toolErrorf("%s failed: internal error (%v)", tool.Name, p))
 			}
 		}()
+		var args In
+		if err := decodeArgs(req.Params.Arguments, &args); err != nil {
+			return errorResult(err), nil
+		}
 		ctx, cancel := context.WithTimeout(ctx, t.timeout)
 		defer cancel()
-		out, err = h(ctx, args)
+		v, err := h(ctx, args)
 		if err != nil {
-			var zero Out
-			return nil, zero, t.describe(ctx, tool.Name, err)
+			return errorResult(t.describe(ctx, tool.Name, err)), nil
 		}
-		return nil, out, nil
+		data, err := json.Marshal(v)
+		if err != nil {
+			return errorResult(toolErrorf("%s failed: %v", tool.Name, err)), nil
+		}
+		return &sdkmcp.CallToolResult{
+			Content:           []sdkmcp.Content{&sdkmcp.TextContent{Text: string(data)}},
+			StructuredContent: json.RawMessage(data),
+		}, nil
 	})
 	return nil
+}
+
+func errorResult(err error) *sdkmcp.CallToolResult {
+	var res sdkmcp.CallToolResult
+	res.SetError(err)
+	return &res
+}
+
+// decodeArgs decodes a call's arguments into v strictly: an unknown
+// argument, or one of the wrong type, is a tool error naming it.
+func decodeArgs(raw json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data")
+	}
+	if err == nil {
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return toolErrorf("%s: got a JSON %s; see the tool's input schema for its type.", typeErr.Field, typeErr.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return toolErrorf("unknown argument %s; see the tool's input schema for the arguments it takes.", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return toolErrorf("arguments: %v; pass a JSON object as the tool's input schema says.", err)
 }
 
 // describe turns err into the text of an error result.
@@ -268,7 +317,7 @@ func (t *tools) search(ctx context.Context, in searchInput) (searchOutput, error
 	b := newBudget(OutputBudget)
 	for i, h := range hits {
 		hit := searchHit{SessionID: h.SessionID, TurnID: h.TurnID, Role: string(h.Message.Role), Time: formatTime(h.Time)}
-		cost := b.overhead(hit) + snippetTokens(h.Message, h.Snippet)
+		cost := fieldTokens(hit.SessionID, hit.TurnID, hit.Role, hit.Time, "") + snippetTokens(h.Message, h.Snippet)
 		if !b.take(cost) {
 			out.Omitted = len(hits) - i
 			break
@@ -310,7 +359,7 @@ func sessionItems(ss []memory.SessionInfo) ([]sessionItem, int) {
 	fit := -1
 	for i, s := range ss {
 		it := sessionItem{SessionID: s.ID, Title: s.Title, TurnCount: s.TurnCount, UpdatedAt: formatTime(s.UpdatedAt)}
-		if !b.take(b.overhead(it)) && fit < 0 {
+		if !b.take(fieldTokens(it.SessionID, it.Title, "0", it.UpdatedAt)) && fit < 0 {
 			fit = i
 		}
 		items = append(items, it)
@@ -336,7 +385,7 @@ func (t *tools) history(ctx context.Context, in historyInput) (historyOutput, er
 	}
 	out := historyOutput{SessionID: info.ID, Title: info.Title, TurnCount: info.TurnCount, Turns: []historyTurn{}}
 	b := newBudget(OutputBudget)
-	b.take(b.overhead(out))
+	b.take(fieldTokens(out.SessionID, out.Title, "0", "", "") + 2)
 	w, err := t.mem.LoadContext(ctx, in.SessionID, memory.LoadMaxTurns(1))
 	if err != nil {
 		return historyOutput{}, err
@@ -345,20 +394,20 @@ func (t *tools) history(ctx context.Context, in historyInput) (historyOutput, er
 		// The summary takes at most a quarter of the budget.
 		text, tokens := fitText(w.Summary.Text, w.Summary.Tokens, OutputBudget/4)
 		out.Summary = &historySummary{Text: text, Turns: w.Summary.Turns}
-		b.take(tokens + b.overhead(historySummary{Turns: w.Summary.Turns}))
+		b.take(tokens + fieldTokens("", "0"))
 	}
 	// turns are newest first: keep the newest that fit, then put them in
 	// reading order.
 	var kept []historyTurn
 	for i, turn := range turns {
-		ht, cost := renderTurn(turn, b)
+		ht, cost := renderTurn(turn)
 		if !b.take(cost) {
 			if len(kept) > 0 {
 				more = true
 				break
 			}
 			// The newest turn alone is over what is left: cut it.
-			ht, cost = renderTurnWithin(turn, b, b.left())
+			ht, cost = renderTurnWithin(turn, b.left())
 			b.take(cost)
 			more = more || i < len(turns)-1
 			kept = append(kept, ht)
@@ -416,25 +465,25 @@ func (t *tools) turnsBefore(ctx context.Context, id, before string, limit int) (
 }
 
 // renderTurn renders turn whole and returns its cost.
-func renderTurn(turn memory.Turn, b *budget) (historyTurn, int) {
+func renderTurn(turn memory.Turn) (historyTurn, int) {
 	ht := historyTurn{TurnID: turn.ID, Time: formatTime(turn.Timestamp), Messages: make([]historyMessage, 0, len(turn.Messages))}
 	cost := 0
 	for _, m := range turn.Messages {
 		hm := historyMessage{Role: string(m.Role), Name: m.Name, Content: messageText(m), ToolCalls: toolNames(m)}
-		cost += messageTokens(m) + b.overhead(historyMessage{Role: hm.Role, Name: hm.Name, ToolCalls: hm.ToolCalls})
+		cost += messageTokens(m) + messageOverhead(hm)
 		ht.Messages = append(ht.Messages, hm)
 	}
-	return ht, cost + b.overhead(historyTurn{TurnID: ht.TurnID, Time: ht.Time})
+	return ht, cost + fieldTokens(ht.TurnID, ht.Time, "")
 }
 
 // renderTurnWithin renders turn with its messages' text cut so that the
 // whole costs at most left.
-func renderTurnWithin(turn memory.Turn, b *budget, left int) (historyTurn, int) {
+func renderTurnWithin(turn memory.Turn, left int) (historyTurn, int) {
 	ht := historyTurn{TurnID: turn.ID, Time: formatTime(turn.Timestamp), Messages: make([]historyMessage, 0, len(turn.Messages))}
-	cost := b.overhead(historyTurn{TurnID: ht.TurnID, Time: ht.Time})
+	cost := fieldTokens(ht.TurnID, ht.Time, "")
 	for _, m := range turn.Messages {
 		hm := historyMessage{Role: string(m.Role), Name: m.Name, ToolCalls: toolNames(m), Truncated: true}
-		over := b.overhead(hm)
+		over := messageOverhead(hm) + fieldTokens("true")
 		room := left - cost - over
 		if room <= 0 {
 			break
