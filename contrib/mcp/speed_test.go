@@ -99,6 +99,9 @@ func (r *speedRig) baseline(t testing.TB) (direct, noop time.Duration) {
 // woken, which grows with the load, not with the work. The wall times are
 // logged beside it.
 func TestSearchMemoryOverhead(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector slows the database (Go code too, on modernc.org/sqlite) and the SDK unevenly, and loading the corpus alone takes minutes: run it without -race")
+	}
 	r := newSpeedRig(t)
 	for range 20 { // warm the statement cache and the schema caches
 		r.callSearch(t)
