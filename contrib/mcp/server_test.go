@@ -287,3 +287,27 @@ func TestOutputIsBounded(t *testing.T) {
 	require.False(t, r.isErr, r.text)
 	assert.LessOrEqual(t, memory.EstimateTokens(r.text), tkmcp.OutputBudget+tkmcp.OutputBudget/20)
 }
+
+// TestHistoryShowsSummary: get_history carries the session's summary of
+// its older turns, as the memory folded it.
+func TestHistoryShowsSummary(t *testing.T) {
+	ctx := context.Background()
+	m := openSQLite(t, memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 200), memory.WithMaxTurns(2))
+	require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s", User: "ada"}))
+	for i := range 6 {
+		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprintf("fact %d: the key is under mat %d", i, i), Agent: "ok"}))
+	}
+	sum, err := m.Summarize(ctx, "s")
+	require.NoError(t, err)
+	require.NotEmpty(t, sum.Text)
+	cs := connect(t, m, tkmcp.Scope{User: "ada"})
+	h := decode[historyJSON](t, cs, "get_history", map[string]any{"session_id": "s", "limit": 2})
+	require.NotNil(t, h.Summary, "the session has a summary")
+	assert.Equal(t, sum.Text, h.Summary.Text)
+	assert.Equal(t, sum.Turns, h.Summary.Turns)
+	assert.Len(t, h.Turns, 2)
+
+	require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "fresh", User: "ada"}))
+	require.NoError(t, m.SaveTurn(ctx, "fresh", memory.Turn{User: "hi", Agent: "hello"}))
+	assert.Nil(t, decode[historyJSON](t, cs, "get_history", map[string]any{"session_id": "fresh"}).Summary, "none for a session without one")
+}
