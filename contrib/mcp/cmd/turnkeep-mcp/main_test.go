@@ -410,3 +410,22 @@ func TestReadmeConfig(t *testing.T) {
 	assert.NotEmpty(t, o.db)
 	assert.NotEmpty(t, o.user)
 }
+
+// TestReadOnly: --read-only leaves save_note out.
+func TestReadOnly(t *testing.T) {
+	url, _ := seed(t)
+	cmd := exec.Command(binary, "--db", url, "--user", "ada", "--read-only")
+	cmd.Stderr = os.Stderr
+	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test", Version: "v0"}, nil).
+		Connect(context.Background(), &sdkmcp.CommandTransport{Command: cmd}, nil)
+	require.NoError(t, err)
+	defer cs.Close()
+	tools, err := cs.ListTools(context.Background(), nil)
+	require.NoError(t, err)
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	assert.Equal(t, []string{"get_history", "list_sessions", "search_memory"}, names)
+}
