@@ -225,7 +225,7 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q driver.Se
 					return nil, fmt.Errorf("backend: %w", err)
 				}
 				hits = append(hits, driver.SearchHit{SessionID: id, TurnID: st.id, Message: m,
-					Snippet: driver.Snippet(m.Content, terms), Score: float64(score) / float64(1+len(text)/100)})
+					Snippet: driver.Snippet(m.Content, terms), Score: float64(score) / float64(1+len(text)/100), Time: st.at})
 			}
 		}
 	}

@@ -458,7 +458,7 @@ func (s *mysqlStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 		if q.SessionID != "" {
 			where += ` AND m.session_id = ?`
 		}
-		return b.db.NewReadStmt(`SELECT `+searchColumns+`, 1.0 AS score
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, `+b.db.TimeColumn("m.created_at")+`, 1.0 AS score
 FROM `+SessionsTable+` s JOIN `+MessagesTable+` m ON m.session_id = s.id
 WHERE `+where+` AND m.search_text IS NOT NULL`+strings.Repeat(` AND CONCAT(' ', m.search_text, ' ') LIKE ? ESCAPE '\\'`, n)+`
 ORDER BY m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)

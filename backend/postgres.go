@@ -342,7 +342,7 @@ func (s *postgresStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 		// Ranked among the first searchCandidates matches: a word in
 		// half of a million messages would otherwise rank them all
 		// (35 s measured) to return twenty.
-		return b.db.NewReadStmt(`SELECT `+searchColumns+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), m.q) AS score
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, `+b.db.TimeColumn("m.created_at")+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), m.q) AS score
 FROM (SELECT m.*, q.q FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m
 	WHERE `+where+` LIMIT `+fmt.Sprint(searchCandidates)+`) m
 ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)

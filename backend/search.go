@@ -92,7 +92,8 @@ func searchArg(content string) any {
 }
 
 // searchColumns are the message columns a hit is read from, in scanHit's
-// order, before its score.
+// order, before its turn's time (dataflow.TimeColumn of m.created_at) and its
+// score.
 const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, m.content, m.name, m.tool_calls, m.tool_call_id, m.parts, m.msg_metadata, m.tokens`
 
 // Search finds the messages of the tenant's sessions holding every term of
@@ -192,9 +193,10 @@ func scanHit(rows *sql.Rows, terms []string) (driver.SearchHit, error) {
 		msgID                                  sql.NullString
 		calls, parts, meta                     []byte
 		tokens                                 int64
+		at                                     dataflow.Time
 		score                                  float64
 	)
-	if err := rows.Scan(&key, &turnID, &seq, &pos, &msgID, &role, &content, &name, &calls, &tcID, &parts, &meta, &tokens, &score); err != nil {
+	if err := rows.Scan(&key, &turnID, &seq, &pos, &msgID, &role, &content, &name, &calls, &tcID, &parts, &meta, &tokens, &at, &score); err != nil {
 		return driver.SearchHit{}, err
 	}
 	m := driver.Message{ID: msgID.String, Role: driver.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
@@ -205,7 +207,7 @@ func scanHit(rows *sql.Rows, terms []string) (driver.SearchHit, error) {
 		return driver.SearchHit{}, err
 	}
 	_, id := driver.ParseSessionKey(key)
-	return driver.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: driver.Snippet(content, terms), Score: score}, nil
+	return driver.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: driver.Snippet(content, terms), Score: score, Time: at.UTC()}, nil
 }
 
 // searchIndexExists runs q, the catalog query of a store's search index,

@@ -374,6 +374,13 @@ func TestSearch(t *testing.T) {
 		require.Len(t, hits, 1)
 		assert.Equal(t, "fox and hound", hits[0].Message.Content)
 		assert.Equal(t, driver.RoleUser, hits[0].Message.Role)
+		info, err := m.SessionInfo(ctx, "s3")
+		require.NoError(t, err)
+		page, err := m.History(ctx, "s3", driver.HistoryQuery{})
+		require.NoError(t, err)
+		require.Len(t, page.Turns, 1)
+		assert.Equal(t, page.Turns[0].Timestamp, hits[0].Time, "a hit's time is its turn's timestamp")
+		assert.False(t, hits[0].Time.Before(info.CreatedAt.Add(-time.Second)), "got %v; session created %v", hits[0].Time, info.CreatedAt)
 
 		// A cleared session is never found.
 		require.NoError(t, m.Clear(ctx, "s3"))

@@ -302,7 +302,7 @@ func (s *sqliteStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			join = ` JOIN ` + SessionsTable + ` s ON s.id = f.skey`
 			where = ` AND s.user_id = ?`
 		}
-		return b.db.NewReadStmt(`SELECT `+searchColumns+`, -bm25(`+SearchTable+`) AS score
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, `+b.db.TimeColumn("m.created_at")+`, -bm25(`+SearchTable+`) AS score
 FROM `+SearchTable+` f JOIN `+MessagesTable+` m ON m.session_id = f.skey AND m.seq = f.seq AND m.pos = f.pos`+join+`
 WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 	})

@@ -176,8 +176,9 @@ type SearchHit struct {
 	SessionID string
 	TurnID    string
 	Message   Message
-	Snippet   string  // the part of the message around the first match
-	Score     float64 // higher is a better match; comparable within one search only
+	Snippet   string    // the part of the message around the first match
+	Score     float64   // higher is a better match; comparable within one search only
+	Time      time.Time // the Timestamp of the message's turn, in UTC
 }
 
 // A HistoryQuery selects a page of a session's turns for History.
