@@ -90,50 +90,49 @@ func (r *speedRig) baseline(t testing.TB) (direct, noop time.Duration) {
 	return direct, noop
 }
 
-// TestSearchMemoryOverhead: a search_memory call over a stdio-framed pipe
-// costs at most 1.2x a direct Search plus a no-op tool call over the same
-// connection, measured in one run, in blocks that alternate. The cost is
-// the process's CPU time (user and system, every thread: the client's
-// side, the server's and the database's): on a machine shared with other
-// work, wall time measures mostly how long a parked thread waits to be
-// woken, which grows with the load, not with the work. The wall times are
-// logged beside it.
-func TestSearchMemoryOverhead(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector slows the database (Go code too, on modernc.org/sqlite) and the SDK unevenly, and loading the corpus alone takes minutes: run it without -race")
-	}
-	r := newSpeedRig(t)
+// BenchmarkSearchMemoryOverhead measures a search_memory call over a
+// stdio-framed pipe against a direct Search plus a no-op tool call over
+// the same connection, in one run, in blocks that alternate, and reports
+// the ratio (the bar: at most 1.2x). The cost is the process's
+// CPU time (user and system, every thread: the client's side, the
+// server's and the database's): on a machine shared with other work,
+// wall time measures mostly how long a parked thread waits to be woken,
+// which grows with the load, not with the work. The wall medians are
+// reported beside it.
+//
+//	cd contrib/mcp && go test -run '^$' -bench SearchMemoryOverhead -benchtime 1x
+func BenchmarkSearchMemoryOverhead(b *testing.B) {
+	r := newSpeedRig(b)
 	for range 20 { // warm the statement cache and the schema caches
-		r.callSearch(t)
-		r.baseline(t)
+		r.callSearch(b)
+		r.baseline(b)
 	}
 	const blocks, per = 10, 10
 	var toolCPU, baseCPU time.Duration
 	var tools, directs, noops []time.Duration
-	for blk := range blocks {
-		for side := range 2 {
-			start := cpuTime(t)
-			for range per {
-				if (blk+side)%2 == 0 {
-					tt := r.callSearch(t)
-					tools = append(tools, tt)
-				} else {
-					d, n := r.baseline(t)
-					directs, noops = append(directs, d), append(noops, n)
+	b.ResetTimer()
+	for b.Loop() {
+		for blk := range blocks {
+			for side := range 2 {
+				start := cpuTime(b)
+				for range per {
+					if (blk+side)%2 == 0 {
+						tools = append(tools, r.callSearch(b))
+					} else {
+						d, n := r.baseline(b)
+						directs, noops = append(directs, d), append(noops, n)
+					}
 				}
-			}
-			if (blk+side)%2 == 0 {
-				toolCPU += cpuTime(t) - start
-			} else {
-				baseCPU += cpuTime(t) - start
+				if (blk+side)%2 == 0 {
+					toolCPU += cpuTime(b) - start
+				} else {
+					baseCPU += cpuTime(b) - start
+				}
 			}
 		}
 	}
-	ratio := float64(toolCPU) / float64(baseCPU)
-	t.Logf("CPU per call: search_memory %v; Search + no-op call %v; ratio %.3f", toolCPU/(blocks*per), baseCPU/(blocks*per), ratio)
-	t.Logf("wall medians: search_memory %v; Search %v + no-op call %v; ratio %.3f",
-		median(tools), median(directs), median(noops), float64(median(tools))/float64(median(directs)+median(noops)))
-	require.LessOrEqual(t, ratio, 1.2, "search_memory over the wire vs a direct Search plus a no-op call")
+	b.ReportMetric(float64(toolCPU)/float64(baseCPU), "cpu-ratio")
+	b.ReportMetric(float64(median(tools))/float64(median(directs)+median(noops)), "wall-ratio")
 }
 
 // cpuTime is the CPU time the process has used, user and system.
