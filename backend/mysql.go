@@ -313,7 +313,8 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 // saveOnce runs the save's text on a connection of its own and reads its
 // last result; after a failure it rolls the transaction back on that
 // connection, or discards the connection, so that no open transaction
-// goes back to the pool.
+// goes back to the pool. Query hooks see the text and the ROLLBACK, each
+// one statement and one round trip.
 func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (seq, version sql.NullInt64, known int64, err error) {
 	conn, err := s.b.db.Bun().DB.Conn(ctx)
 	if err != nil {
@@ -326,13 +327,13 @@ func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (se
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sqlcore.RollbackTimeout)
 		defer cancel()
-		if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+		if _, rerr := s.b.db.ConnExecContext(rctx, conn, "ROLLBACK"); rerr != nil {
 			sqlcore.Discard(conn)
 			return
 		}
 		conn.Close()
 	}()
-	rows, err := conn.QueryContext(ctx, query, args...)
+	rows, err := s.b.db.ConnQueryContext(ctx, conn, query, args...)
 	if err != nil {
 		return seq, version, 0, err
 	}
