@@ -46,11 +46,7 @@ func fillSessions(t *testing.T, b *DataFlowBackend, sessions, turns int) {
 // plan node.
 func explain(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns int) []string {
 	t.Helper()
-	prefix := "EXPLAIN QUERY PLAN "
-	if b.db.Dialect() == "pg" {
-		prefix = "EXPLAIN "
-	}
-	return explainWith(t, b, prefix, sessionID, maxTurns)
+	return explainWith(t, b, planPrefix(b), sessionID, maxTurns)
 }
 
 // explainWith is explain with the EXPLAIN prefix given (on PostgreSQL, for
@@ -69,6 +65,9 @@ func explainQuery(t testing.TB, b *DataFlowBackend, prefix, query string, args .
 	rows, err := b.db.QueryContext(context.Background(), prefix+query, args...)
 	require.NoError(t, err)
 	defer rows.Close()
+	if b.db.Dialect() == "mysql" {
+		return mysqlPlanRows(t, rows)
+	}
 	var plan []string
 	for rows.Next() {
 		if pg {
@@ -89,7 +88,7 @@ func explainQuery(t testing.TB, b *DataFlowBackend, prefix, query string, args .
 
 // planPrefix is the EXPLAIN form of b's dialect.
 func planPrefix(b *DataFlowBackend) string {
-	if b.db.Dialect() == "pg" {
+	if b.db.Dialect() == "pg" || b.db.Dialect() == "mysql" {
 		return "EXPLAIN "
 	}
 	return "EXPLAIN QUERY PLAN "
@@ -103,8 +102,7 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 		ctx := context.Background()
 		b, _ := newEnv(t, d)
 		fillSessions(t, b, sessions, turns)
-		_, err := b.db.ExecContext(ctx, "ANALYZE")
-		require.NoError(t, err)
+		analyzeAll(t, b)
 
 		// The bulk rows read back like saved turns: the newest window of a
 		// middle session is turns 31..40.
@@ -132,6 +130,10 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 					assertPGPlanNoSession(t, b, tc.session, tc.maxTurns, text)
 				case d.Name == "pg":
 					assertPGPlan(t, text)
+				case d.Name == "mysql" && tc.session == "nobody":
+					assertMySQLPlanNoSession(t, text)
+				case d.Name == "mysql":
+					assertMySQLLoadPlan(t, text)
 				default:
 					assertSQLitePlan(t, text)
 				}
@@ -147,8 +149,7 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 					CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(0, 0).UTC()})
 			}
 			require.NoError(t, b.sessions.BulkCreate(ctx, more))
-			_, err := b.db.ExecContext(ctx, "ANALYZE")
-			require.NoError(t, err)
+			analyzeAll(t, b)
 			text := strings.Join(explain(t, b, "session-025", window), "\n")
 			t.Logf("plan:\n%s", text)
 			if d.Name == "pg" {
@@ -156,6 +157,8 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 				assert.NotContains(t, text, "Seq Scan", "a full scan")
 				assert.Regexp(t, `Index (Only )?Scan using turnkeep_sessions_pkey on turnkeep_sessions s`, text,
 					"the turn count must be a key lookup")
+			} else if d.Name == "mysql" {
+				assertMySQLLoadPlan(t, text)
 			} else {
 				assertSQLitePlan(t, text)
 			}
@@ -377,3 +380,15 @@ func assertTxStatements(t *testing.T, dialect string, inTx, rolledBack bool, got
 }
 
 func oneLine(q string) string { return strings.Join(strings.Fields(q), " ") }
+
+// analyzeAll refreshes the planner's statistics of every table the load
+// reads.
+func analyzeAll(t testing.TB, b *DataFlowBackend) {
+	t.Helper()
+	q := "ANALYZE"
+	if b.db.Dialect() == "mysql" {
+		q = "ANALYZE TABLE " + SessionsTable + ", " + MessagesTable
+	}
+	_, err := b.db.ExecContext(context.Background(), q)
+	require.NoError(t, err)
+}
