@@ -71,7 +71,7 @@ func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 	t.Helper()
 	ctx := context.Background()
 	rowText := b.db.Dialect() != "sqlite" // the rows carry their search text
-	const perSession, perTx = 100, 2000 // messages: 50 turns of 2
+	const perSession, perTx = 100, 2000   // messages: 50 turns of 2
 	r := rand.New(rand.NewPCG(1, 2))
 	epoch := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for first := 0; first < msgs; first += perTx {

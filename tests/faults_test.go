@@ -870,18 +870,18 @@ func requireNoOpenTransaction(t *testing.T, dbURL, app string) {
 }
 
 // holdWriteLock takes, from a connection of its own, the lock a save into
-// session needs: the SQLite write lock, or the PostgreSQL row lock of the
-// session row. release ends it.
+// session needs: the SQLite write lock, or the row lock of the session
+// row (PostgreSQL, MySQL). release ends it.
 func holdWriteLock(t *testing.T, dbURL, session string) (release func()) {
 	t.Helper()
 	ctx := context.Background()
-	db, pg := openChecker(t, dbURL)
+	db, rowLocks := openChecker(t, dbURL)
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lock := []string{"BEGIN IMMEDIATE"}
-	if pg {
+	if rowLocks {
 		lock = []string{"BEGIN", "SELECT id FROM " + backend.SessionsTable + " WHERE id = '" + session + "' FOR UPDATE"}
 	}
 	for _, stmt := range lock {
