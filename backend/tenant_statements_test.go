@@ -747,7 +747,7 @@ func TestRoutedByKey(t *testing.T) {
 		{`INSERT INTO m (seq, session_id) SELECT s.n, CAST($2 AS TEXT) FROM s`, []any{1, key}, true},
 		{`INSERT INTO m (session_id, seq) SELECT s.id, 1 FROM s`, []any{}, false},
 		{`INSERT INTO m (session_id, seq) SELECT u.* FROM (SELECT ? AS session_id, ? AS seq UNION ALL SELECT ?, ?) u WHERE NOT EXISTS (SELECT 1 FROM m x WHERE x.session_id = u.session_id)`, []any{key, 1, key, 2}, true},
-		{`INSERT INTO m (session_id, seq) SELECT u.* FROM (SELECT ? AS session_id, ? AS seq UNION ALL SELECT ?, ?) u`, []any{key, 1, "acmes2", 2}, false},
+		{`INSERT INTO m (session_id, seq) SELECT u.* FROM (SELECT ? AS session_id, ? AS seq UNION ALL SELECT ?, ?) u`, []any{key, 1, "acme\x1fs2", 2}, false},
 		{`INSERT INTO m (seq, session_id) SELECT u.* FROM (SELECT ? AS seq, 'x' AS session_id) u`, []any{1}, false},
 		{`DELETE FROM ` + SearchTable + ` WHERE ` + SearchTable + ` MATCH ?`, []any{`sk:"` + keyToken(key) + `"`}, true},
 		{`DELETE FROM ` + SearchTable + ` WHERE ` + SearchTable + ` MATCH ?`, []any{`sk:"` + keyToken(key) + `" OR sk:"k00"`}, false},
