@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	_ "github.com/go-sql-driver/mysql" // registers "mysql": likewise for mysql://
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx": Open's postgres:// URLs need no import in the program
 	_ "modernc.org/sqlite"             // registers "sqlite": likewise for sqlite://
 

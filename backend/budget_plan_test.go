@@ -71,8 +71,7 @@ func TestBudgetWindowPlan(t *testing.T) {
 			t.Run(fmt.Sprintf("%d-messages", n*turns*2), func(t *testing.T) {
 				fillCounted(t, b, filled, n-filled, turns)
 				filled = n
-				_, err := b.db.ExecContext(ctx, "ANALYZE")
-				require.NoError(t, err)
+				analyzeAll(t, b)
 				session := fmt.Sprintf("session-%06d", n/2)
 
 				// 85 tokens hold the newest 4 turns of 20: turns 47..50.
@@ -89,11 +88,14 @@ func TestBudgetWindowPlan(t *testing.T) {
 				// (A table of 10 sessions may be read whole: it is one page.)
 				assert.NotContains(t, plan, "Seq Scan on "+MessagesTable, "no sequential scan of the messages")
 				assert.NotContains(t, plan, "TEMP B-TREE", "no sort")
-				if d.Name == "pg" {
+				switch d.Name {
+				case "mysql":
+					assertMySQLBudgetPlan(t, plan)
+				case "pg":
 					assert.NotRegexp(t, `(?m)^\s*(->\s*)?Sort\b`, plan, "no sort")
 					assert.Contains(t, plan, MessagesTable+"_budget_idx", "the budget index finds the oldest turn that fits")
 					assert.Contains(t, plan, MessagesTable+"_pkey", "the messages are a primary-key range")
-				} else {
+				default:
 					// The bound: the session's primary key read backwards from
 					// its newest turn (ORDER BY seq DESC LIMIT 1, no sort), within
 					// the turn limit, to the first row before the budget.

@@ -46,11 +46,7 @@ func fillSessions(t *testing.T, b *DataFlowBackend, sessions, turns int) {
 // plan node.
 func explain(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns int) []string {
 	t.Helper()
-	prefix := "EXPLAIN QUERY PLAN "
-	if b.db.Dialect() == "pg" {
-		prefix = "EXPLAIN "
-	}
-	return explainWith(t, b, prefix, sessionID, maxTurns)
+	return explainWith(t, b, planPrefix(b), sessionID, maxTurns)
 }
 
 // explainWith is explain with the EXPLAIN prefix given (on PostgreSQL, for
@@ -69,6 +65,9 @@ func explainQuery(t testing.TB, b *DataFlowBackend, prefix, query string, args .
 	rows, err := b.db.QueryContext(context.Background(), prefix+query, args...)
 	require.NoError(t, err)
 	defer rows.Close()
+	if b.db.Dialect() == "mysql" {
+		return mysqlPlanRows(t, rows)
+	}
 	var plan []string
 	for rows.Next() {
 		if pg {
@@ -89,7 +88,7 @@ func explainQuery(t testing.TB, b *DataFlowBackend, prefix, query string, args .
 
 // planPrefix is the EXPLAIN form of b's dialect.
 func planPrefix(b *DataFlowBackend) string {
-	if b.db.Dialect() == "pg" {
+	if b.db.Dialect() == "pg" || b.db.Dialect() == "mysql" {
 		return "EXPLAIN "
 	}
 	return "EXPLAIN QUERY PLAN "
@@ -103,8 +102,7 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 		ctx := context.Background()
 		b, _ := newEnv(t, d)
 		fillSessions(t, b, sessions, turns)
-		_, err := b.db.ExecContext(ctx, "ANALYZE")
-		require.NoError(t, err)
+		analyzeAll(t, b)
 
 		// The bulk rows read back like saved turns: the newest window of a
 		// middle session is turns 31..40.
@@ -132,6 +130,10 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 					assertPGPlanNoSession(t, b, tc.session, tc.maxTurns, text)
 				case d.Name == "pg":
 					assertPGPlan(t, text)
+				case d.Name == "mysql" && tc.session == "nobody":
+					assertMySQLPlanNoSession(t, text)
+				case d.Name == "mysql":
+					assertMySQLLoadPlan(t, text)
 				default:
 					assertSQLitePlan(t, text)
 				}
@@ -147,8 +149,7 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 					CreatedAt: time.Unix(0, 0).UTC(), UpdatedAt: time.Unix(0, 0).UTC()})
 			}
 			require.NoError(t, b.sessions.BulkCreate(ctx, more))
-			_, err := b.db.ExecContext(ctx, "ANALYZE")
-			require.NoError(t, err)
+			analyzeAll(t, b)
 			text := strings.Join(explain(t, b, "session-025", window), "\n")
 			t.Logf("plan:\n%s", text)
 			if d.Name == "pg" {
@@ -156,6 +157,8 @@ func TestDataFlowBackendLoadPlan(t *testing.T) {
 				assert.NotContains(t, text, "Seq Scan", "a full scan")
 				assert.Regexp(t, `Index (Only )?Scan using turnkeep_sessions_pkey on turnkeep_sessions s`, text,
 					"the turn count must be a key lookup")
+			} else if d.Name == "mysql" {
+				assertMySQLLoadPlan(t, text)
 			} else {
 				assertSQLitePlan(t, text)
 			}
@@ -229,8 +232,10 @@ func indexOf(lines []string, re *regexp.Regexp) int {
 }
 
 // After warm-up, SaveTurn runs exactly two statements besides BEGIN and
-// COMMIT and LoadWindow exactly one; none of them is a catalog, DDL or
-// migration history statement.
+// COMMIT (on PostgreSQL one statement, on MySQL one text of several
+// statements that begins and commits its own transaction) and LoadWindow
+// exactly one; none of them is a catalog, DDL or migration history
+// statement.
 func TestDataFlowBackendStatementCounts(t *testing.T) {
 	ctx := context.Background()
 	type op struct {
@@ -254,6 +259,13 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		// deletes a session deletes its entries and its queued messages.
 		unqueue = `^DELETE FROM turnkeep_search_queue WHERE tenant = \? AND skey = \?$`
 		unindex = `^DELETE FROM turnkeep_search WHERE turnkeep_search MATCH \?$`
+		// On MySQL a save is one text (one round trip) that begins and
+		// commits its transaction and ends with a read of the result;
+		// the load reads the session row and its range of messages in one
+		// join; the lock is an upsert without ON CONFLICT.
+		saveMySQL = `^SET @tk_seq = NULL, .*; START TRANSACTION; SELECT COUNT\(\*\) INTO @tk_known FROM turnkeep_messages WHERE session_id = \? .*; INSERT INTO turnkeep_sessions .*ON DUPLICATE KEY UPDATE .*; INSERT INTO turnkeep_messages .*; COMMIT; SELECT @tk_seq, @tk_ver, @tk_known$`
+		loadMySQL = `^SELECT s\.turn_count, s\.version, .* FROM turnkeep_sessions s LEFT JOIN turnkeep_messages m ON m\.session_id = s\.id AND m\.seq > .* WHERE s\.id = \?$`
+		lockMySQL = `^INSERT INTO turnkeep_sessions .*ON DUPLICATE KEY UPDATE turn_count = turn_count$`
 	)
 	ops := []op{
 		{name: "SaveTurn new session", run: save("new", driver.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert}, wantTx: true},
@@ -290,7 +302,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		}, wantData: []string{`^SELECT .* FROM "?turnkeep_sessions"? WHERE`}},
 		{name: "ClearSession", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
 			return b.ClearSession(ctx, "new")
-		}, wantData: []string{lock, unqueue, unindex, `^DELETE FROM "?turnkeep_messages`, `^DELETE FROM "?turnkeep_summaries`, `^DELETE FROM "?turnkeep_sessions`}, wantTx: true},
+		}, wantData: []string{lock, unqueue, unindex, "^DELETE FROM [\"`]?turnkeep_messages", "^DELETE FROM [\"`]?turnkeep_summaries", "^DELETE FROM [\"`]?turnkeep_sessions"}, wantTx: true},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, rec := newEnv(t, d)
@@ -312,6 +324,24 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 				o.wantData, o.wantTx = []string{saveOne}, false
 			case d.Name == "pg":
 				o.wantData = slices.DeleteFunc(slices.Clone(o.wantData), func(re string) bool { return re == unindex || re == unqueue })
+			case d.Name == "mysql" && slices.Equal(o.wantData, []string{upsert, insert}):
+				// Outside any transaction of database/sql's: the text
+				// holds START TRANSACTION and COMMIT.
+				o.wantData, o.wantTx = []string{saveMySQL}, false
+			case d.Name == "mysql":
+				var want []string
+				for _, re := range o.wantData {
+					switch re {
+					case unindex, unqueue: // the rows carry their search text
+					case load:
+						want = append(want, loadMySQL)
+					case lock:
+						want = append(want, lockMySQL)
+					default:
+						want = append(want, re)
+					}
+				}
+				o.wantData = want
 			}
 			t.Run(o.name, func(t *testing.T) {
 				for round := range 3 { // the count is the same every time
@@ -336,7 +366,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 
 // assertTxStatements checks the transaction control statements the hook saw.
 // On SQLite the engine runs BEGIN IMMEDIATE and COMMIT (or ROLLBACK) itself;
-// on PostgreSQL database/sql does, unseen by hooks.
+// on PostgreSQL and MySQL database/sql does, unseen by hooks.
 func assertTxStatements(t *testing.T, dialect string, inTx, rolledBack bool, got []string) {
 	t.Helper()
 	var want []string
@@ -350,3 +380,15 @@ func assertTxStatements(t *testing.T, dialect string, inTx, rolledBack bool, got
 }
 
 func oneLine(q string) string { return strings.Join(strings.Fields(q), " ") }
+
+// analyzeAll refreshes the planner's statistics of every table the load
+// reads.
+func analyzeAll(t testing.TB, b *DataFlowBackend) {
+	t.Helper()
+	q := "ANALYZE"
+	if b.db.Dialect() == "mysql" {
+		q = "ANALYZE TABLE " + SessionsTable + ", " + MessagesTable
+	}
+	_, err := b.db.ExecContext(context.Background(), q)
+	require.NoError(t, err)
+}

@@ -217,7 +217,11 @@ var errRolledBack = errors.New("save: the transaction was rolled back under it (
 //     erased the session after the save began (ErasedRow): a new row
 //     starts at a random version; a held one gets the next turn.
 //  3. The row's new count, version and tokens, into user variables, only
-//     when 2 wrote (ROW_COUNT()).
+//     when 2 wrote: its SELECT sets @tk_rc as it yields the row. Not
+//     ROW_COUNT(): once the client has gone (a deadline, a killed
+//     process) the server runs the text on, but ROW_COUNT() reads 0
+//     after the upsert, and the text would commit the bump without the
+//     messages.
 //  4. The messages, numbered from 0, with the turn's sequence and the
 //     tokens before it; none when 3 found nothing. A second save of the
 //     same new ID at once waits for the session row's lock, then fails
@@ -252,9 +256,8 @@ func (s *mysqlStore) saveText(n int) string {
 START TRANSACTION;
 SELECT COUNT(*) INTO @tk_known FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0;
 INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
-SELECT ?, ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0` + guard + ` AND ` + s.b.erasedCheck() + `
+SELECT ?, ?, (@tk_rc := 1), ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0` + guard + ` AND ` + s.b.erasedCheck() + `
 ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
-SET @tk_rc = ROW_COUNT();
 SELECT turn_count, version, tokens INTO @tk_seq, @tk_ver, @tk_tok FROM ` + SessionsTable + ` WHERE id = ? AND @tk_rc > 0` + guard + `;
 INSERT INTO ` + MessagesTable + ` (` + messageColumns + `)
 `)
@@ -367,7 +370,8 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 // saveOnce runs the save's text on a connection of its own and reads its
 // last result; after a failure it rolls the transaction back on that
 // connection, or discards the connection, so that no open transaction
-// goes back to the pool.
+// goes back to the pool. Query hooks see the text and the ROLLBACK, each
+// one statement and one round trip.
 func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (seq, version sql.NullInt64, known, stored int64, err error) {
 	conn, err := s.b.db.Bun().DB.Conn(ctx)
 	if err != nil {
@@ -380,13 +384,13 @@ func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (se
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sqlcore.RollbackTimeout)
 		defer cancel()
-		if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+		if _, rerr := s.b.db.ConnExecContext(rctx, conn, "ROLLBACK"); rerr != nil {
 			sqlcore.Discard(conn)
 			return
 		}
 		conn.Close()
 	}()
-	rows, err := conn.QueryContext(ctx, query, args...)
+	rows, err := s.b.db.ConnQueryContext(ctx, conn, query, args...)
 	if err != nil {
 		return seq, version, 0, 0, err
 	}

@@ -65,13 +65,13 @@ func cjkText(r *rand.Rand, n int) string {
 
 // loadCJK bulk-inserts sessions holding msgs messages of 40 to 160 CJK
 // characters in all, with their search entries, as saves of tenant leave
-// them (on PostgreSQL the rows' search_text, on SQLite the FTS5 rows of
-// SearchEntry).
+// them (on PostgreSQL and MySQL the rows' search_text, on SQLite the FTS5
+// rows of SearchEntry).
 func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 	t.Helper()
 	ctx := context.Background()
-	pg := b.db.Dialect() == "pg"
-	const perSession, perTx = 100, 2000 // messages: 50 turns of 2
+	rowText := b.db.Dialect() != "sqlite" // the rows carry their search text
+	const perSession, perTx = 100, 2000   // messages: 50 turns of 2
 	r := rand.New(rand.NewPCG(1, 2))
 	epoch := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for first := 0; first < msgs; first += perTx {
@@ -90,7 +90,7 @@ func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 					MsgID: sql.NullString{String: driver.DerivedMessageID(tid, int(pos)), Valid: true},
 					Role:  "user", Content: content, Tokens: tok, TokensBefore: tokens, CreatedAt: epoch}
 				tokens += tok
-				if pg {
+				if rowText {
 					row.SearchText = sql.NullString{String: driver.SearchText(content), Valid: true}
 				} else if e, ok := SearchEntry(key, seq, pos, content); ok {
 					fts = append(fts, e...)
@@ -116,7 +116,7 @@ func loadCJK(t testing.TB, b *DataFlowBackend, tenant string, msgs int) {
 				}
 				fts = fts[k:]
 			}
-			if pg {
+			if rowText {
 				return nil
 			}
 			// The entries are written: nothing is left for the index to

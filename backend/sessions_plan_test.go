@@ -69,8 +69,11 @@ func fillListing(t testing.TB, b *DataFlowBackend, tenant string, first, n int) 
 func analyze(t testing.TB, b *DataFlowBackend) {
 	t.Helper()
 	q := "ANALYZE"
-	if b.db.Dialect() == "pg" {
+	switch b.db.Dialect() {
+	case "pg":
 		q = "VACUUM (ANALYZE) " + SessionsTable
+	case "mysql":
+		q = "ANALYZE TABLE " + SessionsTable
 	}
 	_, err := b.db.ExecContext(context.Background(), q)
 	require.NoError(t, err)
@@ -212,6 +215,8 @@ func TestListSessionsPlan(t *testing.T) {
 						}
 						if d.Name == "pg" {
 							assertPGListPlan(t, plan, index, s.user != "", s.after)
+						} else if d.Name == "mysql" {
+							assertMySQLListPlan(t, plan, index)
 						} else {
 							assertSQLiteListPlan(t, plan, index, s.user != "", s.after)
 						}

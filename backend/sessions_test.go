@@ -297,26 +297,25 @@ func TestHistoryExportImport(t *testing.T) {
 	})
 }
 
-// Importing into PostgreSQL what was exported from SQLite.
+// Importing into every dialect (PostgreSQL and MySQL among them) what was
+// exported from SQLite.
 func TestExportSQLiteImportPostgres(t *testing.T) {
 	ctx := context.Background()
-	var exported string
-	var want driver.Window
+	src := newMemory(t, func() *DataFlowBackend {
+		b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL})
+		return b
+	}())
+	require.NoError(t, src.CreateSession(ctx, driver.SessionInfo{ID: "mv", User: "bob", Title: "moving"}))
+	require.NoError(t, src.SaveTurn(ctx, "mv", richTurn()))
+	require.NoError(t, src.SaveTurn(ctx, "mv", agentTurn("t2")))
+	var buf bytes.Buffer
+	require.NoError(t, src.Export(ctx, "mv", &buf))
+	want, err := src.LoadContext(ctx, "mv")
+	require.NoError(t, err)
+	exported := buf.String()
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		b, _ := newEnv(t, d)
 		m := newMemory(t, b)
-		if d.Name == "sqlite" {
-			require.NoError(t, m.CreateSession(ctx, driver.SessionInfo{ID: "mv", User: "bob", Title: "moving"}))
-			require.NoError(t, m.SaveTurn(ctx, "mv", richTurn()))
-			require.NoError(t, m.SaveTurn(ctx, "mv", agentTurn("t2")))
-			var buf bytes.Buffer
-			require.NoError(t, m.Export(ctx, "mv", &buf))
-			w, err := m.LoadContext(ctx, "mv")
-			require.NoError(t, err)
-			exported, want = buf.String(), w
-			return
-		}
-		require.NotEmpty(t, exported)
 		info, err := m.ForTenant("moved").Import(ctx, strings.NewReader(exported))
 		require.NoError(t, err)
 		assert.Equal(t, "bob", info.User)

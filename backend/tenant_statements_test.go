@@ -418,7 +418,8 @@ func placeholderAt(q string, i int) int {
 
 // splitItems splits q from start into comma-separated items at
 // parenthesis depth 0, stopping at the parenthesis that closes an
-// enclosing one, or (for a SELECT list) at a top-level FROM or WHERE. It
+// enclosing one, or (for a SELECT list) at a top-level FROM, WHERE or
+// UNION. It
 // returns each item's start offset in q.
 func splitItems(q string, start int, selectList bool) []int {
 	items := []int{start}
@@ -434,7 +435,7 @@ func splitItems(q string, start int, selectList bool) []int {
 			depth--
 		case c == ',' && depth == 0:
 			items = append(items, i+1)
-		case selectList && depth == 0 && (i == 0 || !isWord(q[i-1])) && (hasWordAt(q, i, "FROM") || hasWordAt(q, i, "WHERE")):
+		case selectList && depth == 0 && (i == 0 || !isWord(q[i-1])) && (hasWordAt(q, i, "FROM") || hasWordAt(q, i, "WHERE") || hasWordAt(q, i, "UNION")):
 			return items
 		}
 	}
@@ -474,11 +475,49 @@ func itemPlaceholder(q string, i int) int {
 			offset += lead + strings.Index(q[offset+lead:], item)
 		}
 	}
+	if m := aliased.FindStringSubmatch(item); m != nil { // "? AS session_id"
+		item = m[1]
+	}
 	if item == "?" || (len(item) > 1 && item[0] == '$' && isDigits(item[1:])) {
 		return placeholderAt(q, offset)
 	}
 	return -1
 }
+
+// aliased is a placeholder with a column alias, as a derived table's
+// SELECT list names its columns.
+var aliased = regexp.MustCompile(`(?i)^(\?|\$\d+)\s+AS\s+\w+$`)
+
+// derivedAll matches, at the start of an INSERT's SELECT list, the list
+// "alias.*" of a derived table of rows: MySQL's insert that skips held
+// rows, SELECT u.* FROM (SELECT ? AS session_id, … UNION ALL SELECT …) u.
+var derivedAll = regexp.MustCompile(`(?is)^\s*\w+\.\*\s+FROM\s*\(\s*SELECT\b`)
+
+// derivedRows returns the start of each row's SELECT list in the derived
+// table whose first SELECT list starts at q[start:]: the first, and the
+// one after each UNION ALL SELECT at its depth.
+func derivedRows(q string, start int) []int {
+	rows := []int{start}
+	depth := 0
+	for i := start; i < len(q); i++ {
+		switch c := q[i]; {
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth == 0 {
+				return rows
+			}
+			depth--
+		case depth == 0 && (i == 0 || !isWord(q[i-1])) && hasWordAt(q, i, "UNION"):
+			if m := unionSelect.FindStringIndex(q[i:]); m != nil {
+				rows = append(rows, i+m[1])
+			}
+		}
+	}
+	return rows
+}
+
+var unionSelect = regexp.MustCompile(`(?is)^UNION\s+(ALL\s+)?SELECT\b`)
 
 func isDigits(s string) bool {
 	for _, c := range s {
@@ -521,6 +560,18 @@ func keyedInserts(q string, args []any, key string) (int, error) {
 			return nil
 		}
 		if strings.EqualFold(q[m[6]:m[7]], "SELECT") {
+			if d := derivedAll.FindStringIndex(q[m[7]:]); d != nil {
+				for _, row := range derivedRows(q, m[7]+d[1]) {
+					items := splitItems(q, row, true)
+					if col >= len(items) {
+						return checked, fmt.Errorf("INSERT INTO %s: %d items in a derived row", q[m[2]:m[3]], len(items))
+					}
+					if err := bindAt(items[col]); err != nil {
+						return checked, err
+					}
+				}
+				continue
+			}
 			items := splitItems(q, m[7], true)
 			if col >= len(items) {
 				return checked, fmt.Errorf("INSERT INTO %s: %d items selected", q[m[2]:m[3]], len(items))
@@ -695,6 +746,9 @@ func TestRoutedByKey(t *testing.T) {
 		{`INSERT INTO m (session_id, seq) VALUES (?, ?), (?, ?)`, []any{key, 1, "acme\x1fs2", 2}, false},
 		{`INSERT INTO m (seq, session_id) SELECT s.n, CAST($2 AS TEXT) FROM s`, []any{1, key}, true},
 		{`INSERT INTO m (session_id, seq) SELECT s.id, 1 FROM s`, []any{}, false},
+		{`INSERT INTO m (session_id, seq) SELECT u.* FROM (SELECT ? AS session_id, ? AS seq UNION ALL SELECT ?, ?) u WHERE NOT EXISTS (SELECT 1 FROM m x WHERE x.session_id = u.session_id)`, []any{key, 1, key, 2}, true},
+		{`INSERT INTO m (session_id, seq) SELECT u.* FROM (SELECT ? AS session_id, ? AS seq UNION ALL SELECT ?, ?) u`, []any{key, 1, "acme\x1fs2", 2}, false},
+		{`INSERT INTO m (seq, session_id) SELECT u.* FROM (SELECT ? AS seq, 'x' AS session_id) u`, []any{1}, false},
 		{`DELETE FROM ` + SearchTable + ` WHERE ` + SearchTable + ` MATCH ?`, []any{`sk:"` + keyToken(key) + `"`}, true},
 		{`DELETE FROM ` + SearchTable + ` WHERE ` + SearchTable + ` MATCH ?`, []any{`sk:"` + keyToken(key) + `" OR sk:"k00"`}, false},
 	} {

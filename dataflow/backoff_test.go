@@ -29,7 +29,7 @@ type brokenDefault struct {
 // than the backoff allows.
 func TestEnsureFailureBackoff(t *testing.T) {
 	const callers, burst = 50, 1000
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		// A backoff far longer than the test: every call after the first
 		// failure falls inside it.
@@ -132,7 +132,7 @@ func blockTable(t *testing.T, ctx context.Context, db *dataflow.DB, d dbtest.Dia
 // Once the cause of a failure is gone, the table works after the backoff,
 // without a restart.
 func TestEnsureRecoversAfterBackoff(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		url := d.URL(t)
 		admin := open(t, url)
@@ -181,7 +181,7 @@ func TestEnsureRecoversAfterBackoff(t *testing.T) {
 // The shared first-use run does not die with the first caller's context:
 // a caller that gives up returns its own error, the others still succeed.
 func TestEnsureSharedRunOutlivesCaller(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		url := d.URL(t)
 		admin := open(t, url)

@@ -59,7 +59,7 @@ func budgetOps(ctx context.Context, users *dataflow.Table[user], seed *user) []b
 // After a table is ensured, every operation runs only its own statement:
 // no catalog query, no history read, no DDL.
 func TestStatementBudgetWarm(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db, rec := openRec(t, d.URL(t))
 		users := register[user](t, db, dataflow.WithIndex("users_name_idx", "name"))
@@ -132,7 +132,7 @@ func countInserts(rec *recorder) (total, failed int) {
 // atomic.
 func TestStatementBudgetBulkBatches(t *testing.T) {
 	perBatch := dataflow.MaxParams / 4
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, 2*time.Minute)
 		db, rec := openRec(t, d.URL(t))
 		rows := register[batchRow](t, db)
@@ -231,7 +231,7 @@ func TestStatementBudgetBulkBatches(t *testing.T) {
 // statements besides the operation's own, none of them DDL, and a restart
 // with an unchanged model runs no DDL at all.
 func TestStatementBudgetFirstUseMatchingSchema(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		url := d.URL(t)
 		ix := dataflow.WithIndex("users_name_idx", "name")
@@ -297,7 +297,7 @@ func TestStatementBudgetFirstUseMatchingSchema(t *testing.T) {
 // one ensure run: CREATE TABLE runs once and every goroutine succeeds.
 func TestFirstUseConcurrent(t *testing.T) {
 	const workers = 64
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db, rec := openRec(t, d.URL(t))
 		users := register[user](t, db)
@@ -349,7 +349,7 @@ func TestFirstUseConcurrent(t *testing.T) {
 // fresh database all succeed, and the history records one migration.
 func TestFirstUseConcurrentHandles(t *testing.T) {
 	const handles = 6
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		url := d.URL(t)
 		tables := make([]*dataflow.Table[user], handles)

@@ -24,7 +24,7 @@ func ready(t *testing.T, d dbtest.Dialect) (context.Context, *dataflow.Table[use
 }
 
 func TestCreateReadsBackGeneratedKey(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, _ := ready(t, d)
 		var prev int64
 		for _, name := range []string{"ann", "bob", "cy"} {
@@ -47,7 +47,7 @@ func TestCreateReadsBackGeneratedKey(t *testing.T) {
 }
 
 func TestInvalidArguments(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		tests := []struct {
 			name string
@@ -99,7 +99,7 @@ func TestInvalidArguments(t *testing.T) {
 }
 
 func TestNotFound(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, _ := ready(t, d)
 		missing := &user{ID: 999, Name: "ghost", Created: time.Now()}
 		_, err := users.Read(ctx, int64(999))
@@ -113,7 +113,7 @@ func TestNotFound(t *testing.T) {
 }
 
 func TestUpdateDelete(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, _ := ready(t, d)
 		a := user{Name: "ann", Age: 1, Nick: ptr("a"), Created: time.Now()}
 		b := user{Name: "bob", Age: 2, Created: time.Now()}
@@ -141,7 +141,7 @@ func TestUpdateDelete(t *testing.T) {
 }
 
 func TestUpsert(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, _ := ready(t, d)
 		u := user{ID: 42, Name: "ann", Age: 1, Created: time.Now()}
 		require.NoError(t, users.Upsert(ctx, &u), "insert")
@@ -174,7 +174,7 @@ type membership struct {
 }
 
 func TestCompositePrimaryKey(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		m := register[membership](t, db)
@@ -239,7 +239,7 @@ func TestRoundTrip(t *testing.T) {
 		{"empty map", event{At: exact, Data: map[string]any{}}},
 		{"slice", event{At: exact, Tags: []string{"a", "b,c", `"q"`}}},
 	}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		events := register[event](t, db)
@@ -300,7 +300,7 @@ func storedUTC(t *testing.T, ctx context.Context, db *dataflow.DB, dialect strin
 }
 
 func TestBulkOperations(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, _ := ready(t, d)
 		in := []user{
 			{Name: "a", Age: 1, Created: time.Now()},
@@ -346,7 +346,7 @@ func TestBulkOperations(t *testing.T) {
 
 // Rows of one bulk call may mix generated and explicit keys.
 func TestBulkMixedGeneratedKeys(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, _ := ready(t, d)
 		in := []user{
 			{Name: "gen1", Created: time.Now()},

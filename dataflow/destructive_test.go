@@ -58,7 +58,7 @@ type extraNotNull struct {
 var fastRetry = dataflow.WithEnsureBackoff(time.Millisecond, time.Millisecond)
 
 func TestDestructiveChange(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 
 		t.Run("type change", func(t *testing.T) {

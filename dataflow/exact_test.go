@@ -24,7 +24,7 @@ type owned struct {
 // trailing spaces all count. (MySQL's utf8mb4_bin pads: 'bob' = 'bob '
 // there, so tables use a NO PAD binary collation.)
 func TestExactComparisons(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		db := open(t, d.URL(t))

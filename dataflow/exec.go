@@ -88,6 +88,25 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql
 	return db.query(ctx, db.sql, query, args)
 }
 
+// ConnExecContext runs a statement on conn, a connection of db's pool
+// the caller holds (db.Bun().DB.Conn), like ExecContext: query hooks see
+// it. It is for a text that must run on one connection, such as a
+// transaction begun and ended within one text of several statements.
+func (db *DB) ConnExecContext(ctx context.Context, conn *sql.Conn, query string, args ...any) (sql.Result, error) {
+	if err := db.usable(); err != nil {
+		return nil, err
+	}
+	return db.exec(ctx, conn, query, args)
+}
+
+// ConnQueryContext runs a query on conn like ConnExecContext.
+func (db *DB) ConnQueryContext(ctx context.Context, conn *sql.Conn, query string, args ...any) (*sql.Rows, error) {
+	if err := db.usable(); err != nil {
+		return nil, err
+	}
+	return db.query(ctx, conn, query, args)
+}
+
 // ScanRows scans rows into dest (a pointer to a model, a slice of models,
 // or plain values) the way bun does, and closes rows.
 func (db *DB) ScanRows(ctx context.Context, rows *sql.Rows, dest ...any) error {

@@ -16,7 +16,7 @@ import (
 // A filter, order or set naming a column the model lacks fails before any
 // SQL runs, even before the table is ensured.
 func TestUnknownColumnRunsNoSQL(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db, rec := openRec(t, d.URL(t))
 		users := register[user](t, db)
@@ -86,7 +86,7 @@ func seedFilter(t *testing.T, ctx context.Context, users *dataflow.Table[user]) 
 }
 
 func TestFilterOperators(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		times := seedFilter(t, ctx, users)
 		tests := []struct {
@@ -141,7 +141,7 @@ func TestFilterOperators(t *testing.T) {
 }
 
 func TestFilterInvalidValues(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		tests := []struct {
 			name   string
@@ -199,7 +199,7 @@ func assertBound(t *testing.T, rec *recorder, v string) {
 }
 
 func TestValuesAreBoundParameters(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		for i, s := range hostile {
 			t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -265,7 +265,7 @@ func ids(us []user) []int64 {
 }
 
 func TestListOrderLimitOffset(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		for _, u := range []user{{Name: "a", Age: 30}, {Name: "b", Age: 10}, {Name: "c", Age: 50}, {Name: "d", Age: 10}, {Name: "e", Age: 40}} {
 			u.Created = time.Now()

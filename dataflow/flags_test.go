@@ -57,7 +57,7 @@ func allOps(ctx context.Context, db *dataflow.DB, users *dataflow.Table[user]) m
 }
 
 func TestAutoMigrateOff(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 
 		t.Run("missing table, then created by other means", func(t *testing.T) {
@@ -121,7 +121,7 @@ func TestAutoMigrateOff(t *testing.T) {
 }
 
 func TestExistingSchemaMode(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 
 		t.Run("pre-created table", func(t *testing.T) {
@@ -161,7 +161,7 @@ func TestExistingSchemaMode(t *testing.T) {
 }
 
 func TestSkipTableChecks(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 
 		t.Run("pre-created table", func(t *testing.T) {

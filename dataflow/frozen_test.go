@@ -362,7 +362,7 @@ func TestRunInTxBeginImmediateHonorsContext(t *testing.T) {
 // A transaction whose context ends before COMMIT is sent rolls back and
 // returns the context's error: its outcome is known.
 func TestRunInTxContextEndedBeforeCommit(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		db := open(t, d.URL(t))
 		items := register[frozenItem](t, db)
 		require.NoError(t, items.EnsureTable(testCtx(t, 10*time.Second)))

@@ -48,7 +48,7 @@ func TestMissingColumnIsSchemaMismatch(t *testing.T) {
 		{"auto-migrate, checksum still recorded", dataflow.WithAutoMigrate(true)},
 		{"auto-migrate off", dataflow.WithAutoMigrate(false)},
 	}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		url := d.URL(t)
 

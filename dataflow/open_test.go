@@ -251,7 +251,7 @@ func TestSQLitePragmas(t *testing.T) {
 func TestConcurrentWritesNeverLocked(t *testing.T) {
 	const workers = 16
 	const runFor = 700 * time.Millisecond
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		users := register[user](t, db)

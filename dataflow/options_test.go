@@ -50,7 +50,7 @@ func TestInvalidOptions(t *testing.T) {
 // New wraps the caller's *bun.DB: hooks go on a copy, and Close leaves the
 // caller's handle open.
 func TestNewWrapsBunDB(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		src := open(t, d.URL(t)) // only to get a driver-level handle with the right settings
 		var bdb *bun.DB
@@ -82,7 +82,7 @@ func TestNewWrapsBunDB(t *testing.T) {
 }
 
 func TestHistoryTableAndLogger(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		var logs bytes.Buffer
 		db, rec := openRec(t, d.URL(t), dataflow.WithHistoryTable("my_history"),
@@ -102,7 +102,7 @@ func TestHistoryTableAndLogger(t *testing.T) {
 
 // A query hook sees the engine's own statements with their bound values.
 func TestQueryHookSeesArgs(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx, users, rec := ready(t, d)
 		require.NoError(t, users.Create(ctx, &user{Name: "hooked", Age: 33, Created: time.Now()}))
 		stmts := rec.all()

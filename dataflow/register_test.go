@@ -36,7 +36,7 @@ type noKey struct {
 }
 
 func TestRegisterErrors(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		db, rec := openRec(t, d.URL(t))
 		require.NoError(t, func() error { _, err := dataflow.Register[dupA](db); return err }())
 		tests := []struct {
@@ -90,7 +90,7 @@ func TestRegisterErrors(t *testing.T) {
 // Registering a type again returns a handle on the same table state: it
 // is ensured once.
 func TestRegisterTwiceSharesState(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db, rec := openRec(t, d.URL(t))
 		ix := dataflow.WithIndex("users_name_idx", "name")
@@ -108,7 +108,7 @@ func TestRegisterTwiceSharesState(t *testing.T) {
 
 // A model without a primary key supports what needs none.
 func TestModelWithoutPrimaryKey(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		nk := register[noKey](t, db)
@@ -132,7 +132,7 @@ func TestModelWithoutPrimaryKey(t *testing.T) {
 // A model that is only its key can be created, read, upserted and deleted,
 // but has nothing to update.
 func TestModelOnlyKey(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		k := register[keyOnly](t, db)
@@ -159,7 +159,7 @@ type autoKeyOnly struct {
 // A model that is only an auto-increment key leaves every column to the
 // database: INSERT … DEFAULT VALUES, one statement per row on SQLite.
 func TestModelOnlyAutoKey(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		k := register[autoKeyOnly](t, db)

@@ -16,7 +16,7 @@ import (
 // statement to the hooks, and reads back through TimeColumn without
 // guessing, inside and outside transactions, on every dialect.
 func TestStmt(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db, rec := openRec(t, d.URL(t))
 		users := register[user](t, db)

@@ -67,7 +67,7 @@ func TestLoggingOutcomeUnknownAndRetries(t *testing.T) {
 // A failed first-use run is logged at Warn; none of the default logger's
 // lines reach a discarded handler.
 func TestLoggingEnsureFailure(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		var logs lockedBuffer
 		db := open(t, d.URL(t), dataflow.WithAutoMigrate(false), dataflow.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		items := register[frozenItem](t, db)

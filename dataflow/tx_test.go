@@ -17,7 +17,7 @@ import (
 
 func TestRunInTx(t *testing.T) {
 	errBoom := errors.New("boom")
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		// A connection left inside a transaction would block the next
 		// writer: keep the wait short so that shows up as an error.
 		ctx := testCtx(t, time.Minute)
@@ -164,7 +164,7 @@ func TestRunInTx(t *testing.T) {
 
 // After Close every operation returns ErrClosed; nothing panics.
 func TestClosed(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		db := open(t, d.URL(t))
 		users := register[user](t, db)
@@ -189,7 +189,7 @@ func TestClosed(t *testing.T) {
 // A transaction waiting for a pooled connection gives up when its context
 // ends: only the transaction itself, once begun, outlives the context.
 func TestRunInTxPoolWaitHonorsContext(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		if d.Name != "pg" {
 			t.Skip("WithMaxOpenConns bounds the PostgreSQL pool only")
 		}
@@ -228,7 +228,7 @@ func TestRunInTxPoolWaitHonorsContext(t *testing.T) {
 // A registered table that cannot be made ready does not fail transactions
 // that do not use it.
 func TestRunInTxUnrelatedBrokenTable(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := testCtx(t, time.Minute)
 		url := d.URL(t)
 		createUsers[user](t, ctx, url)

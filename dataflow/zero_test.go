@@ -90,6 +90,14 @@ func TestZeroAndClosedValues(t *testing.T) {
 			}
 			return err
 		}},
+		"ConnExecContext": {true, func(db *dataflow.DB) error {
+			_, err := db.ConnExecContext(ctx, nil, "SELECT 1")
+			return err
+		}},
+		"ConnQueryContext": {true, func(db *dataflow.DB) error {
+			_, err := db.ConnQueryContext(ctx, nil, "SELECT 1")
+			return err
+		}},
 		"ExecContext":  {true, func(db *dataflow.DB) error { _, err := db.ExecContext(ctx, "SELECT 1"); return err }},
 		"QueryContext": {true, func(db *dataflow.DB) error { _, err := db.QueryContext(ctx, "SELECT 1"); return err }},
 		"QueryRetry":   {true, func(db *dataflow.DB) error { _, err := db.QueryRetry(ctx, "SELECT 1"); return err }},

@@ -62,7 +62,7 @@ var (
 )
 
 func TestPlanOnFreshDatabaseIsDryRun(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 
@@ -98,7 +98,7 @@ func TestPlanOnFreshDatabaseIsDryRun(t *testing.T) {
 }
 
 func TestEnsureCreatesTableIndexAndHistory(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 
@@ -149,7 +149,7 @@ func TestEnsureCreatesTableIndexAndHistory(t *testing.T) {
 }
 
 func TestRestartWithUnchangedModelRunsNoDDL(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, v1Idx, false)
@@ -179,7 +179,7 @@ func TestRestartWithUnchangedModelRunsNoDDL(t *testing.T) {
 }
 
 func TestNewFieldAddsColumnAndKeepsRows(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, v1, false)
@@ -246,7 +246,7 @@ func TestNewFieldAddsColumnAndKeepsRows(t *testing.T) {
 }
 
 func TestDroppedFieldIsSkippedUnlessForced(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, v2, false)
@@ -333,7 +333,7 @@ func TestPartialMigrationIsNotUpToDate(t *testing.T) {
 		ID            int64  `bun:"id,pk,autoincrement"`
 		New           string `bun:"new"`
 	}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, migrate.Model{Value: (*before)(nil)}, false)
@@ -371,7 +371,7 @@ func TestTypeChangeIsDestructive(t *testing.T) {
 	}
 	m1 := migrate.Model{Value: (*numV1)(nil)}
 	m2 := migrate.Model{Value: (*numV2)(nil)}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		_, err := e.m.Ensure(ctx, m1, false)
@@ -432,7 +432,7 @@ func TestChecksum(t *testing.T) {
 	idx := func(ix ...migrate.Index) migrate.Model { return migrate.Model{Value: (*noteV1)(nil), Indexes: ix} }
 	a := migrate.Index{Name: "a_idx", Columns: []string{"title"}}
 	b := migrate.Index{Name: "b_idx", Columns: []string{"body"}}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newEnv(t, d)
 		sum := func(m migrate.Model) string {
 			t.Helper()
@@ -476,7 +476,7 @@ func TestChecksum(t *testing.T) {
 // row.
 func TestConcurrentProcessesMigrateOnce(t *testing.T) {
 	const procs = 8
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		for round := range 3 {
 			t.Run(fmt.Sprint("round", round), func(t *testing.T) {
 				ctx := ctxT(t)
@@ -551,7 +551,7 @@ func TestInvalidModel(t *testing.T) {
 		"index without name": {Value: (*noteV1)(nil), Indexes: []migrate.Index{{Columns: []string{"title"}}}},
 		"index without cols": {Value: (*noteV1)(nil), Indexes: []migrate.Index{{Name: "x_idx"}}},
 	}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		for name, m := range cases {
@@ -575,7 +575,7 @@ func TestInvalidModel(t *testing.T) {
 func TestNewAndOptions(t *testing.T) {
 	_, err := migrate.New(nil)
 	require.Error(t, err)
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		db := openBun(t, d.URL(t))
 		_, err := migrate.New(db, migrate.WithHistoryTable(""))
@@ -634,7 +634,7 @@ func TestNoSpuriousDiffAfterEnsure(t *testing.T) {
 		B             int64  `bun:"b,pk"`
 		V             string `bun:"v"`
 	}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		for _, m := range []migrate.Model{
@@ -652,7 +652,7 @@ func TestNoSpuriousDiffAfterEnsure(t *testing.T) {
 }
 
 func TestCanceledContext(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		e := newEnv(t, d)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -673,7 +673,7 @@ func TestChangedIndexIsRecreated(t *testing.T) {
 	model := func(ix migrate.Index) migrate.Model {
 		return migrate.Model{Value: (*noteV1)(nil), Indexes: []migrate.Index{ix}}
 	}
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		steps := []struct {
@@ -731,7 +731,7 @@ type noKeyRow struct {
 }
 
 func TestWithoutRowID(t *testing.T) {
-	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := ctxT(t)
 		e := newEnv(t, d)
 		plain := migrate.Model{Value: (*pairRow)(nil)}

@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -93,9 +94,17 @@ func mysqlCollation(ctx context.Context, m *Migrator, c bun.IConn) error {
 // fraction: times are DATETIME(6) (microseconds, as on PostgreSQL). TEXT
 // and BLOB hold 64 KiB on MySQL: they are LONGTEXT and LONGBLOB (4 GiB),
 // the size of TEXT and BYTEA elsewhere. A VARCHAR without a length gets
-// bun's 255.
+// bun's 255, except a map's, a slice's or an array's (bun stores its
+// JSON there, and 255 characters would cut it short): that is JSON, as
+// on PostgreSQL.
 func mysqlType(f *schema.Field) string {
 	typ := strings.TrimSpace(f.CreateTableSQLType)
+	if !f.Tag.HasOption("type") && f.IndirectType != nil && strings.HasPrefix(strings.ToUpper(typ), "VARCHAR") {
+		switch f.IndirectType.Kind() {
+		case reflect.Map, reflect.Slice, reflect.Array:
+			return "JSON"
+		}
+	}
 	base, mod := typ, ""
 	if i := strings.IndexByte(typ, '('); i >= 0 {
 		base, mod = strings.TrimSpace(typ[:i]), typ[i:]

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/internal/dbtest"
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 	"github.com/turnkeep/turnkeep/migrate"
 )
 
@@ -273,6 +274,12 @@ func TestUpgradeEdges(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, res.Ran)
 		for _, s := range writes(e.rec.take()) {
+			if d.Name == "mysql" && strings.HasPrefix(s, "CREATE TABLE IF NOT EXISTS `"+sqlcore.LockTable+"`") {
+				// MySQL's migration lock is a lease row (Galera has no
+				// GET_LOCK), in a table made on first use, NoDDL or not:
+				// the one statement allowed, none of the schema's.
+				continue
+			}
 			assert.NotRegexp(t, `(?i)^\s*(CREATE|ALTER|DROP)`, s, "DDL under NoDDL")
 		}
 		done, _ := upState(t, e)

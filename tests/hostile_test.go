@@ -595,8 +595,8 @@ type hostileRow struct {
 // hostileLike reports whether s matches the LIKE pattern as the dialect
 // defines it: % any run of characters, _ one character, a backslash
 // escaping the next character (ESCAPE '\\' on every dialect); SQLite folds
-// ASCII case, PostgreSQL is case-sensitive.
-func hostileLike(pattern, s string, pg bool) bool {
+// ASCII case, PostgreSQL and MySQL (binary collation) are case-sensitive.
+func hostileLike(pattern, s string, caseSensitive bool) bool {
 	type tok struct {
 		r       rune
 		literal bool
@@ -612,7 +612,7 @@ func hostileLike(pattern, s string, pg bool) bool {
 		p = append(p, tok{pr[i], false})
 	}
 	fold := func(r rune) rune {
-		if !pg && 'A' <= r && r <= 'Z' {
+		if !caseSensitive && 'A' <= r && r <= 'Z' {
 			return r + 'a' - 'A'
 		}
 		return r
@@ -661,7 +661,7 @@ func TestHostileInputDataflow(t *testing.T) {
 		db, err := dataflow.Open(ctx, d.URL(t), dataflow.WithQueryHook(stmts))
 		require.NoError(t, err)
 		defer db.Close()
-		pg := d.Name == "pg"
+		caseSensitive := d.Name != "sqlite" // PostgreSQL, and MySQL's binary collation
 
 		_, err = db.ExecContext(ctx, "CREATE TABLE x (id integer)")
 		require.NoError(t, err)
@@ -751,7 +751,7 @@ func TestHostileInputDataflow(t *testing.T) {
 					}
 					want := []int64{}
 					for _, r := range rows {
-						if hostileLike(p, r.Name, pg) {
+						if hostileLike(p, r.Name, caseSensitive) {
 							want = append(want, r.ID)
 						}
 					}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/turnkeep/turnkeep/backend"
 	"github.com/turnkeep/turnkeep/dataflow"
@@ -145,7 +146,20 @@ func (r *rawStore) save(ctx context.Context, sessionID string, turn memory.Turn)
 	turnID := memory.NewTurnID()
 	return r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		s := backend.SessionRow{ID: sessionID, TurnCount: 1, CreatedAt: now, UpdatedAt: now}
-		if _, err := tx.NewInsert().Model(&s).
+		if r.db.Dialect().Name() == dialect.MySQL {
+			// MySQL has neither ON CONFLICT nor RETURNING: the upsert,
+			// then a read of the row it locked.
+			if _, err := tx.NewInsert().Model(&s).
+				On("DUPLICATE KEY UPDATE").
+				Set("turn_count = turn_count + 1").
+				Set("updated_at = VALUES(updated_at)").
+				Exec(ctx); err != nil {
+				return err
+			}
+			if err := tx.NewSelect().Model(&s).Column("turn_count").Where("id = ?", sessionID).For("UPDATE").Scan(ctx); err != nil {
+				return err
+			}
+		} else if _, err := tx.NewInsert().Model(&s).
 			On("CONFLICT (id) DO UPDATE").
 			Set("turn_count = ?TableAlias.turn_count + 1").
 			Set("updated_at = EXCLUDED.updated_at").

@@ -379,21 +379,28 @@ func runSavers(t *testing.T, bin string, args [][]string) []saverResult {
 }
 
 // openChecker opens the database at url with the driver alone, not
-// through the library, for reading a store back.
-func openChecker(t testing.TB, url string) (db *sql.DB, pg bool) {
+// through the library, for reading a store back. rowLocks reports an
+// engine that locks rows (PostgreSQL, MySQL), not the database (SQLite).
+func openChecker(t testing.TB, url string) (db *sql.DB, rowLocks bool) {
 	t.Helper()
 	var err error
 	if path, ok := strings.CutPrefix(url, "sqlite:///"); ok {
 		db, err = sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	} else if strings.HasPrefix(url, "mysql://") {
+		var dsn string
+		if dsn, err = dbtest.MySQLDSN(url); err == nil {
+			db, err = sql.Open("mysql", dsn)
+		}
+		rowLocks = true
 	} else {
 		db, err = sql.Open("pgx", url)
-		pg = true
+		rowLocks = true
 	}
 	if err != nil {
 		t.Fatalf("open checker: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return db, pg
+	return db, rowLocks
 }
 
 // A storeView is what the tables of a DataFlowBackend hold.

@@ -240,6 +240,9 @@ func scaleMaintenance(dialect string) []string {
 			"VACUUM (ANALYZE) " + backend.MessagesTable,
 		}
 	}
+	if dialect == "mysql" {
+		return []string{"ANALYZE TABLE " + backend.SessionsTable + ", " + backend.MessagesTable}
+	}
 	return []string{
 		"ANALYZE " + backend.SessionsTable,
 		"ANALYZE " + backend.MessagesTable,

@@ -200,7 +200,7 @@ func TestTelemetrySpans(t *testing.T) {
 		}
 		require.NotEmpty(t, children, "statement spans under SaveTurn")
 		system, _ := attrOf(children[0], "db.system.name")
-		assert.Equal(t, map[string]string{"sqlite": "sqlite", "pg": "postgresql"}[d.Name], system.AsString())
+		assert.Equal(t, map[string]string{"sqlite": "sqlite", "pg": "postgresql", "mysql": "mysql"}[d.Name], system.AsString())
 		text, _ := attrOf(children[0], "db.query.text")
 		assert.NotContains(t, text.AsString(), secretContent, "a statement span holds no value")
 		for _, s := range spanNamed(spans, dataflow.SpanStatement) {

@@ -90,6 +90,9 @@ func TestClosedStdoutExitsQuietly(t *testing.T) {
 // PostgreSQL); status lists the index, and exits 1 until all is up to date.
 func TestMigrateSearchIndexStatements(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name == "mysql" {
+			t.Skip("MySQL's search has no index of its own to plan or apply: it matches the messages' search_text with LIKE (backend mysqlStore.searchStmt)")
+		}
 		url := d.URL(t)
 		want := "CREATE VIRTUAL TABLE IF NOT EXISTS turnkeep_search USING fts5("
 		index := "turnkeep_search"

@@ -345,10 +345,14 @@ func TestMigrateUpRefusesDestructive(t *testing.T) {
 // indexes (6 on PostgreSQL; 5 on SQLite, whose budget window reads no
 // index) and the search index, which on SQLite is its FTS5 table, the
 // statement that turns on its secure-delete option, and the queue of
-// messages to index with its trigger.
+// messages to index with its trigger. MySQL's search has no index of its
+// own: 3 tables and their 6 indexes.
 func appliedCount(dialect string) string {
-	if dialect == "pg" {
+	switch dialect {
+	case "pg":
 		return "10 statements applied"
+	case "mysql":
+		return "9 statements applied"
 	}
 	return "12 statements applied"
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	_ "github.com/go-sql-driver/mysql" // mysql://
 	_ "github.com/jackc/pgx/v5/stdlib" // postgres://
 	_ "modernc.org/sqlite"             // sqlite://
 

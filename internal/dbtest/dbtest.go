@@ -1,8 +1,7 @@
 // Package dbtest gives tests a fresh database on every dialect: SQLite in a
 // file under t.TempDir() always, PostgreSQL, in a schema of its own
 // dropped at cleanup, when TURNKEEP_POSTGRES_URL is set, and the MySQL
-// family, in a database of its own, when TURNKEEP_MYSQL_URL is set (see
-// RunAll). It also starts private servers: a mariadbd (MariaDB) and a
+// family, in a database of its own, when TURNKEEP_MYSQL_URL is set. It also starts private servers: a mariadbd (MariaDB) and a
 // three-node Galera cluster on loopback (Galera). It imports the drivers,
 // so only tests and programs may import it.
 package dbtest
@@ -28,17 +27,21 @@ const EnvPostgres = "TURNKEEP_POSTGRES_URL"
 
 // Dialect is one database a test runs on.
 type Dialect struct {
-	Name string // "sqlite" or "pg"
-	// URL returns a URL of a fresh, empty database (SQLite file or
-	// PostgreSQL schema), removed when the test ends.
+	Name string // "sqlite", "pg" or "mysql"
+	// URL returns a URL of a fresh, empty database (SQLite file,
+	// PostgreSQL schema or MySQL database), removed when the test ends.
 	URL func(t testing.TB) string
 }
 
-// Run runs fn as a subtest on every dialect; without EnvPostgres the
-// PostgreSQL subtest is skipped with a message naming the variable.
+// dialects are the dialects Run runs on, in its order.
+var dialects = []Dialect{{Name: "sqlite", URL: SQLiteURL}, {Name: "pg", URL: PostgresURL}, {Name: "mysql", URL: MySQLURL}}
+
+// Run runs fn as a subtest on every dialect: SQLite always, PostgreSQL
+// with EnvPostgres, the MySQL family with EnvMySQL; without its variable
+// a subtest is skipped with a message naming it.
 func Run(t *testing.T, fn func(t *testing.T, d Dialect)) {
 	t.Helper()
-	for _, d := range []Dialect{{Name: "sqlite", URL: SQLiteURL}, {Name: "pg", URL: PostgresURL}} {
+	for _, d := range dialects {
 		t.Run(d.Name, func(t *testing.T) { fn(t, d) })
 	}
 }

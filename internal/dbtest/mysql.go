@@ -20,18 +20,6 @@ import (
 // private mariadbd and sets it.
 const EnvMySQL = "TURNKEEP_MYSQL_URL"
 
-// RunAll runs fn as a subtest on every dialect, the MySQL family included:
-// SQLite always, PostgreSQL with EnvPostgres, MySQL with EnvMySQL (each
-// skipped with a message naming its variable otherwise). Suites that pass
-// on MySQL use it; Run stays on SQLite and PostgreSQL until the backend
-// has a MySQL store.
-func RunAll(t *testing.T, fn func(t *testing.T, d Dialect)) {
-	t.Helper()
-	for _, d := range []Dialect{{Name: "sqlite", URL: SQLiteURL}, {Name: "pg", URL: PostgresURL}, {Name: "mysql", URL: MySQLURL}} {
-		t.Run(d.Name, func(t *testing.T) { fn(t, d) })
-	}
-}
-
 // MySQLURL creates a database with a random name on the EnvMySQL server,
 // returns the URL naming it, and drops it at cleanup. It skips the test
 // when EnvMySQL is not set.
