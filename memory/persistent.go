@@ -201,7 +201,7 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p dri
 	}
 	m.logWrite(ctx, "turnkeep: turn saved", key, t.ID, t.Messages, t.Metadata, res)
 	t.Seq = res.Seq // the window holds the turn as a load reads it
-	stale := false // another writer moved the session
+	stale := false  // another writer moved the session
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
 		switch {
 		case !res.Stored:
