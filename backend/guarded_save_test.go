@@ -184,3 +184,26 @@ func race(t *testing.T, rounds int, servers ...*memory.PersistentBufferMemory) {
 		}
 	}
 }
+
+// On MySQL a guarded save is one round trip, as an unguarded one: its
+// count is checked by the statements of the save's own text.
+func TestMySQLGuardedSaveRoundTrips(t *testing.T) {
+	b := newMySQLBackend(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, storeTurn(ctx, b, driver.SessionKey("acme", "warm"), driver.Turn{ID: "w", User: "u", Agent: "a"}))
+	key := driver.SessionKey("acme", "g")
+	for seq := 1; seq <= 3; seq++ {
+		before := roundTrips()
+		s, err := save(ctx, b, key, driver.Turn{User: "u", Agent: "a", Seq: seq})
+		got := roundTrips() - before
+		require.NoError(t, err)
+		assert.Equal(t, seq, s.Seq)
+		assert.Equal(t, 1, got, "guarded save of Seq %d: round trips", seq)
+	}
+	before := roundTrips()
+	s, err := save(ctx, b, key, driver.Turn{User: "u", Agent: "a"})
+	require.NoError(t, err)
+	assert.Equal(t, 4, s.Seq)
+	assert.Equal(t, 1, roundTrips()-before, "unguarded save: round trips")
+}
