@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -206,4 +207,67 @@ func TestMySQLGuardedSaveRoundTrips(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 4, s.Seq)
 	assert.Equal(t, 1, roundTrips()-before, "unguarded save: round trips")
+}
+
+// Replace and Import take a turn's Seq as its position: a replacement's
+// turn Seq must be its place in the list, an imported turn's the place
+// it is held at or lands at; otherwise nothing is written.
+func TestSeqReplaceImport(t *testing.T) {
+	guardedBackends(t, func(t *testing.T, b driver.Backend) {
+		ctx := context.Background()
+		key := driver.SessionKey("acme", "r")
+		r := b.(driver.Replacer)
+		st := b.(driver.SessionStore)
+		prep := func(turns ...driver.Turn) []driver.PreparedTurn {
+			out := make([]driver.PreparedTurn, len(turns))
+			for i, turn := range turns {
+				p, err := driver.Prepare(turn, time.Now(), 0, nil)
+				require.NoError(t, err)
+				out[i] = p
+			}
+			return out
+		}
+		_, err := r.Replace(ctx, key, prep(driver.Turn{ID: "a", User: "a", Seq: 1}, driver.Turn{ID: "b", User: "b", Seq: 3}))
+		require.ErrorIs(t, err, driver.ErrInvalidTurn)
+		assert.Equal(t, 0, loadWindow(t, b, key, 10).TurnCount, "nothing written")
+		_, err = r.Replace(ctx, key, prep(driver.Turn{ID: "a", User: "a", Seq: 1}, driver.Turn{ID: "b", User: "b"}, driver.Turn{ID: "c", User: "c", Seq: 3}))
+		require.NoError(t, err)
+		w := loadWindow(t, b, key, 10)
+		require.Len(t, w.Turns, 3)
+		assert.Equal(t, []int{1, 2, 3}, []int{w.Turns[0].Seq, w.Turns[1].Seq, w.Turns[2].Seq})
+
+		// Replaced with its own loaded turns: the same history.
+		p := make([]driver.PreparedTurn, len(w.Turns))
+		for i := range w.Turns {
+			p[i] = driver.PreparedTurn{Turn: w.Turns[i]}
+		}
+		_, err = r.Replace(ctx, key, p)
+		require.NoError(t, err)
+		assert.Equal(t, w.Turns, loadWindow(t, b, key, 10).Turns)
+
+		imp := func(turns ...driver.Turn) error {
+			ps := prep(turns...)
+			return st.Import(ctx, key, driver.SessionInfo{}, func() (driver.PreparedTurn, error) {
+				if len(ps) == 0 {
+					return driver.PreparedTurn{}, io.EOF
+				}
+				p := ps[0]
+				ps = ps[1:]
+				return p, nil
+			})
+		}
+		for _, bad := range [][]driver.Turn{
+			{{ID: "a", User: "a", Seq: 2}},                               // held as turn 1
+			{{ID: "d", User: "d", Seq: 5}},                               // would be turn 4
+			{{ID: "d", User: "d", Seq: 4}, {ID: "e", User: "e", Seq: 4}}, // e would be turn 5
+		} {
+			require.ErrorIs(t, imp(bad...), driver.ErrInvalidImport, "%+v", bad)
+			assert.Equal(t, w, loadWindow(t, b, key, 10), "nothing written")
+		}
+		require.NoError(t, imp(driver.Turn{ID: "a", User: "a", Seq: 1}, driver.Turn{ID: "d", User: "d", Seq: 4}, driver.Turn{ID: "e", User: "e"}))
+		w = loadWindow(t, b, key, 10)
+		require.Len(t, w.Turns, 5)
+		assert.Equal(t, "d", w.Turns[3].ID)
+		assert.Equal(t, 5, w.Turns[4].Seq)
+	})
 }
