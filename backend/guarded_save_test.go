@@ -271,3 +271,74 @@ func TestSeqReplaceImport(t *testing.T) {
 		assert.Equal(t, 5, w.Turns[4].Seq)
 	})
 }
+
+// An append racing a ReplaceSession that removes its turn either lands
+// in the old history (and goes with it) or is ErrTurnNotFound: never a
+// write into the new history, whose turns reuse the sequence numbers
+// (TestAppendRacingReplace's rule, here on MySQL and the in-memory
+// backend too, with the turns' Seq checked after every round).
+func TestAppendRacingReplaceSeq(t *testing.T) {
+	const rounds = 25
+	run := func(t *testing.T, b1, b2 driver.Backend) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		key := driver.SessionKey("acme", "ar")
+		r := b2.(driver.Replacer)
+		for n := range rounds {
+			old := make([]driver.PreparedTurn, 3)
+			fresh := make([]driver.PreparedTurn, 3)
+			for i := range old {
+				var err error
+				old[i], err = driver.Prepare(driver.Turn{ID: fmt.Sprintf("old%d-%d", n, i), User: "old"}, time.Now(), 0, nil)
+				require.NoError(t, err)
+				fresh[i], err = driver.Prepare(driver.Turn{ID: fmt.Sprintf("new%d-%d", n, i), User: "new"}, time.Now(), 0, nil)
+				require.NoError(t, err)
+			}
+			_, err := r.Replace(ctx, key, old)
+			require.NoError(t, err)
+			msgs, err := driver.PrepareMessages([]driver.Message{{ID: fmt.Sprintf("late%d", n), Role: driver.RoleAssistant, Content: "late"}}, 0, nil)
+			require.NoError(t, err)
+			target := old[n%3].ID // the newest turn (one statement on PostgreSQL) or an older one
+			var appendErr, replaceErr error
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, appendErr = b1.Append(ctx, key, target, msgs)
+			}()
+			go func() {
+				defer wg.Done()
+				<-start
+				_, replaceErr = r.Replace(ctx, key, fresh)
+			}()
+			close(start)
+			wg.Wait()
+			require.NoError(t, replaceErr, "round %d", n)
+			if appendErr != nil {
+				require.ErrorIs(t, appendErr, driver.ErrTurnNotFound, "round %d", n)
+			}
+			w := loadWindow(t, b1, key, 10)
+			require.Len(t, w.Turns, 3, "round %d", n)
+			for i, turn := range w.Turns {
+				assert.Equal(t, fresh[i].ID, turn.ID, "round %d", n)
+				assert.Len(t, turn.Messages, 1, "round %d: turn %s holds a message appended to %s", n, turn.ID, target)
+				assert.Equal(t, i+1, turn.Seq)
+			}
+			// And after the replace, the append is refused.
+			_, err = b1.Append(ctx, key, target, msgs)
+			require.ErrorIs(t, err, driver.ErrTurnNotFound, "round %d", n)
+		}
+	}
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+		url := d.URL(t)
+		b1, _ := newEnvURL(t, url)
+		b2, _ := newEnvURL(t, url)
+		run(t, b1, b2)
+	})
+	t.Run("inmemory", func(t *testing.T) {
+		b := NewInMemoryBackend()
+		run(t, b, b)
+	})
+}
