@@ -342,3 +342,48 @@ func TestAppendRacingReplaceSeq(t *testing.T) {
 		run(t, b, b)
 	})
 }
+
+// On PostgreSQL a guarded save is the one statement of a save, and it
+// touches about the same buffers: its session step is the upsert (Seq 1)
+// or an UPDATE of the session row by primary key, and it reads no
+// message index.
+func TestPGGuardedSaveBuffers(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name != "pg" {
+			t.Skip("PostgreSQL's one-statement save")
+		}
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		for i := range 20 {
+			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
+		}
+		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
+		require.NoError(t, err)
+		s := b.store.(*postgresStore)
+		explainSave(t, b, "grows") // warms the caches: the first run reads the catalog
+		// Each explained save is rolled back, leaving dead index entries
+		// that the next insert at the same keys checks: so the guarded
+		// statement runs between two unguarded ones, and is compared with
+		// the later.
+		args := saveArgs(t, "grows", driver.NewTurnID())
+		// saveLater's session step binds tokens, time, session, count,
+		// erased digest and begun where the upsert binds its eight.
+		tokens, at, begun := args[4], args[5], args[8]
+		guardedArgs := append([]any{"grows", tokens, at, "grows", int64(20), erasedDigest("grows"), begun}, args[9:]...)
+		_, before := explainSave(t, b, "grows")
+		plan, guarded := explainStmt(t, b, s.saveLater, guardedArgs)
+		_, after := explainSave(t, b, "grows")
+		assert.NotContains(t, plan, `"Index Name": "`+MessagesTable, "the guarded save reads a message index")
+		assert.Contains(t, plan, `"Relation Name": "`+MessagesTable, "the guarded save inserted the messages")
+		_, newBefore := explainSave(t, b, "empty")
+		_, first := explainStmt(t, b, s.saveFirst, saveArgs(t, "empty", driver.NewTurnID()))
+		_, newAfter := explainSave(t, b, "empty")
+		t.Logf("save buffers at 20 turns: unguarded %d, guarded (Seq 21) %d, unguarded %d; into a new session: unguarded %d, guarded (Seq 1) %d, unguarded %d",
+			before, guarded, after, newBefore, first, newAfter)
+		// The UPDATE of a later Seq finds the session row by its primary
+		// key (about 2 buffers, which explainStmt's sum counts twice: the
+		// CTE's and its scan's), where the upsert's insertion finds it.
+		assert.LessOrEqualf(t, guarded, after+4, "guarded save buffers: got %d; want at most the next unguarded save's %d and the row lookup", guarded, after)
+		assert.LessOrEqualf(t, first, newAfter, "guarded first save buffers: got %d; want at most the next unguarded save's", first)
+	})
+}
