@@ -277,6 +277,7 @@ func (b *InMemoryBackend) History(ctx context.Context, key string, q driver.Hist
 		if err != nil {
 			return driver.HistoryPage{}, err
 		}
+		t.Seq = k + 1
 		p.Turns = append(p.Turns, t)
 		seqs = append(seqs, seq)
 	}
@@ -320,6 +321,9 @@ func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []drive
 			}
 			turns[i] = p
 		}
+	}
+	if err := checkPositions(turns); err != nil {
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -27,7 +27,7 @@ type mysqlStore struct {
 	b *DataFlowBackend
 
 	saveMu    sync.Mutex
-	saveTexts map[int]string // the save's text by number of messages; protected by saveMu
+	saveTexts map[saveTextKey]string // the save's text by number of messages and guards; protected by saveMu
 	// noTxGuard is set once the server has answered that it has no
 	// @@in_transaction (MySQL 8): the save's writes are then unguarded
 	// (see saveText), as nothing aborts a transaction between statements
@@ -37,7 +37,7 @@ type mysqlStore struct {
 
 func init() {
 	registerStore(sqlcore.MySQL.Name(), func(b *DataFlowBackend) store {
-		return &mysqlStore{b: b, saveTexts: make(map[int]string)}
+		return &mysqlStore{b: b, saveTexts: make(map[saveTextKey]string)}
 	})
 }
 
@@ -226,52 +226,88 @@ var errRolledBack = errors.New("save: the transaction was rolled back under it (
 //     tokens before it; none when 3 found nothing. A second save of the
 //     same new ID at once waits for the session row's lock, then fails
 //     here on the turn index: the caller reads that as "held".
-//  5. COMMIT, then the variables and whether the session holds the turn
-//     at the sequence 3 read: reading them means the commit is done, and
-//     the last tells a commit from a transaction rolled back under the
-//     text (below).
+//  5. COMMIT, then the variables, whether the session holds the turn at
+//     the sequence 3 read, and the session's turn count: reading them
+//     means the commit is done, and the fourth tells a commit from a
+//     transaction rolled back under the text (below).
+//
+// Whether 2 wrote is set by the write itself (@tk_rc := 1 in the upsert's
+// SELECT, or in the UPDATE's assignment), never read from ROW_COUNT(),
+// which reads 0 once the client has gone: a save cut off by a deadline
+// must not commit a session bump without its messages.
+//
+// A guarded save (Seq > 0, g) checks the count in step 2, under the row's
+// lock: Seq 1 (guardFirst) is the upsert whose update path writes only on
+// a row of no turns (@tk_ok, read on the row as it was), and a later Seq
+// (guardLater) is an UPDATE of a row holding Seq-1 turns, so that no new
+// row is made. When the check fails nothing is written, 3 finds nothing,
+// and so does 4; the count read at 5 tells the conflict.
 //
 // A Galera node aborts a local transaction that conflicts with a write
 // set replicated from another node (a brute-force abort) at once, even
 // between two statements of one text; the rest of the text then runs
 // outside any transaction, each statement committing on its own, and no
 // error is returned (measured: 250 of 828 such texts, TestGaleraCluster).
-// So every write is guarded by @@in_transaction (MariaDB; guard is "" on
-// a server without it, which aborts nothing between statements), and the
+// So every write is guarded by @@in_transaction (MariaDB; tx is "" on a
+// server without it, which aborts nothing between statements), and the
 // last SELECT checks that the turn is stored: a save whose writes were
 // skipped or rolled back stores nothing and is tried again.
-func (s *mysqlStore) saveText(n int) string {
+func (s *mysqlStore) saveText(n int, g guard) string {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
-	key := n
-	guard := " AND @@in_transaction = 1"
+	k := saveTextKey{n, g, s.noTxGuard}
+	tx := " AND @@in_transaction = 1"
 	if s.noTxGuard {
-		key, guard = -n, ""
+		tx = ""
 	}
-	if q, ok := s.saveTexts[key]; ok {
+	if q, ok := s.saveTexts[k]; ok {
 		return q
 	}
 	var q strings.Builder
-	q.WriteString(`SET @tk_seq = NULL, @tk_ver = NULL, @tk_tok = NULL, @tk_rc = 0;
+	q.WriteString(`SET @tk_seq = NULL, @tk_ver = NULL, @tk_tok = NULL, @tk_rc = 0, @tk_ok = 1;
 START TRANSACTION;
 SELECT COUNT(*) INTO @tk_known FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0;
-INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
-SELECT ?, ?, (@tk_rc := 1), ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0` + guard + ` AND ` + s.b.erasedCheck() + `
+`)
+	switch g {
+	case guardNone:
+		q.WriteString(`INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT ?, ?, (@tk_rc := 1), ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0` + tx + ` AND ` + s.b.erasedCheck() + `
 ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
-SELECT turn_count, version, tokens INTO @tk_seq, @tk_ver, @tk_tok FROM ` + SessionsTable + ` WHERE id = ? AND @tk_rc > 0` + guard + `;
+`)
+	case guardFirst:
+		q.WriteString(`INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT ?, ?, (@tk_rc := 1), ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0` + tx + ` AND ` + s.b.erasedCheck() + `
+ON DUPLICATE KEY UPDATE turn_count = IF((@tk_ok := turn_count = 0), turn_count + 1, turn_count), version = IF(@tk_ok, version + 1, version),
+	tokens = IF(@tk_ok, tokens + VALUES(tokens), tokens), updated_at = IF(@tk_ok, VALUES(updated_at), updated_at);
+`)
+	case guardLater:
+		q.WriteString(`UPDATE ` + SessionsTable + ` SET turn_count = turn_count + (@tk_rc := 1), version = version + 1, tokens = tokens + ?, updated_at = ?
+WHERE id = ? AND turn_count = ? AND @tk_known = 0` + tx + ` AND ` + s.b.erasedCheck() + `;
+`)
+	}
+	q.WriteString(`SELECT turn_count, version, tokens INTO @tk_seq, @tk_ver, @tk_tok FROM ` + SessionsTable + ` WHERE id = ? AND @tk_rc > 0 AND @tk_ok` + tx + `;
 INSERT INTO ` + MessagesTable + ` (` + messageColumns + `)
 `)
 	for i := range n {
 		if i > 0 {
 			q.WriteString("\nUNION ALL ")
 		}
-		q.WriteString(`SELECT ?, @tk_seq, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, @tk_tok - ?, ?, ?, ? FROM DUAL WHERE @tk_seq IS NOT NULL` + guard)
+		q.WriteString(`SELECT ?, @tk_seq, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, @tk_tok - ?, ?, ?, ? FROM DUAL WHERE @tk_seq IS NOT NULL` + tx)
 	}
 	q.WriteString(`;
 COMMIT;
-SELECT @tk_seq, @tk_ver, @tk_known, (SELECT COUNT(*) FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0 AND seq = @tk_seq)`)
-	s.saveTexts[key] = q.String()
-	return s.saveTexts[key]
+SELECT @tk_seq, @tk_ver, @tk_known, (SELECT COUNT(*) FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0 AND seq = @tk_seq),
+	(SELECT turn_count FROM ` + SessionsTable + ` WHERE id = ?)`)
+	s.saveTexts[k] = q.String()
+	return s.saveTexts[k]
+}
+
+// saveTextKey names a save's text: its number of messages, its guard,
+// and whether its writes go unguarded by @@in_transaction.
+type saveTextKey struct {
+	n    int
+	g    guard
+	noTx bool
 }
 
 // dropTxGuard makes the save's text unguarded from now on (the server has
@@ -287,10 +323,14 @@ func (s *mysqlStore) dropTxGuard() bool {
 // mysqlSaveArgs are the arguments of saveText for the turn.
 func mysqlSaveArgs(sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at, begun time.Time) []any {
 	t := &turn.Turn
-	args := make([]any, 0, 13+16*len(turn.Encoded))
-	args = append(args, sessionID, t.ID,
-		sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
-		sessionID)
+	args := make([]any, 0, 14+16*len(turn.Encoded))
+	args = append(args, sessionID, t.ID)
+	if guardOf(t.Seq) == guardLater {
+		args = append(args, tokens, at, sessionID, int64(t.Seq-1), erasedDigest(sessionID), begun)
+	} else {
+		args = append(args, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun)
+	}
+	args = append(args, sessionID)
 	for i := range turn.Encoded {
 		m := &turn.Encoded[i]
 		var meta any
@@ -301,7 +341,7 @@ func mysqlSaveArgs(sessionID string, turn driver.PreparedTurn, metaArg any, toke
 			jsonArg(m.ToolCallsJSON), m.ToolCallID, jsonArg(m.PartsJSON), jsonArg(m.MetadataJSON),
 			int64(m.Tokens), tokens, meta, t.Timestamp, searchArg(m.Content))
 	}
-	return append(args, sessionID, t.ID)
+	return append(args, sessionID, t.ID, sessionID)
 }
 
 // save is Save on MySQL: one round trip (saveText), two when a statement
@@ -319,8 +359,8 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 	var err error
 	for try := 1; ; try++ {
 		var seq, version sql.NullInt64
-		var known, stored int64
-		seq, version, known, stored, err = s.saveOnce(ctx, s.saveText(len(turn.Encoded)), args)
+		var known, stored, count int64
+		seq, version, known, stored, count, err = s.saveOnce(ctx, s.saveText(len(turn.Encoded), guardOf(turn.Seq)), args)
 		switch {
 		case err == nil && !seq.Valid && known > 0:
 			return driver.Saved{}, nil // the session holds the turn's ID
@@ -331,6 +371,9 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 			}
 			if erased {
 				return driver.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
+			}
+			if turn.Seq > 0 && count != int64(turn.Seq-1) {
+				return driver.Saved{}, errSeqConflict // the session is not at the turn's Seq
 			}
 			if try == mysqlSaveTries || ctx.Err() != nil {
 				return driver.Saved{}, errNotSaved
@@ -372,10 +415,10 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 // connection, or discards the connection, so that no open transaction
 // goes back to the pool. Query hooks see the text and the ROLLBACK, each
 // one statement and one round trip.
-func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (seq, version sql.NullInt64, known, stored int64, err error) {
+func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (seq, version sql.NullInt64, known, stored, count int64, err error) {
 	conn, err := s.b.db.Bun().DB.Conn(ctx)
 	if err != nil {
-		return seq, version, 0, 0, err
+		return seq, version, 0, 0, 0, err
 	}
 	defer func() {
 		if err == nil {
@@ -392,31 +435,32 @@ func (s *mysqlStore) saveOnce(ctx context.Context, query string, args []any) (se
 	}()
 	rows, err := s.b.db.ConnQueryContext(ctx, conn, query, args...)
 	if err != nil {
-		return seq, version, 0, 0, err
+		return seq, version, 0, 0, 0, err
 	}
 	defer rows.Close()
 	found := false
 	for {
 		for rows.Next() {
-			if err := rows.Scan(&seq, &version, &known, &stored); err != nil {
-				return seq, version, 0, 0, err
+			var n sql.NullInt64
+			if err := rows.Scan(&seq, &version, &known, &stored, &n); err != nil {
+				return seq, version, 0, 0, 0, err
 			}
-			found = true
+			found, count = true, n.Int64
 		}
 		if !rows.NextResultSet() {
 			break
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return seq, version, 0, 0, err
+		return seq, version, 0, 0, 0, err
 	}
 	if err := rows.Close(); err != nil {
-		return seq, version, 0, 0, err
+		return seq, version, 0, 0, 0, err
 	}
 	if !found {
-		return seq, version, 0, 0, errors.New("save: no result (does the DSN set multiStatements=true?)")
+		return seq, version, 0, 0, 0, errors.New("save: no result (does the DSN set multiStatements=true?)")
 	}
-	return seq, version, known, stored, nil
+	return seq, version, known, stored, count, nil
 }
 
 // indexTx does nothing: the insert wrote each row's search_text.

@@ -14,6 +14,8 @@ var _ driver.Replacer = (*DataFlowBackend)(nil)
 // session row locked (inserted if need be, as Clear does), its messages
 // and search entries deleted, its counts reset with a new version, and
 // every turn stored as Save stores it. Owner, title and metadata are kept.
+// A turn whose Seq is not 0 must have its position in turns (1 for the
+// first), or nothing is written (driver.ErrInvalidTurn).
 // Readers see the old history or the new one. It implements
 // driver.Replacer.
 func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []driver.PreparedTurn) (driver.Saved, error) {
@@ -29,6 +31,9 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 			}
 			turns[i] = p
 		}
+	}
+	if err := checkPositions(turns); err != nil {
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	index, err := b.indexed(ctx)
 	if err != nil {
@@ -97,4 +102,16 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 	}
 	b.queued(ctx, key, saved.Messages)
 	return saved, nil
+}
+
+// checkPositions refuses a replacement whose turn has a Seq other than 0
+// and its position in turns: a history given with the positions it
+// was loaded at must keep them.
+func checkPositions(turns []driver.PreparedTurn) error {
+	for i := range turns {
+		if seq := turns[i].Seq; seq != 0 && seq != i+1 {
+			return fmt.Errorf("%w: turn %d (%q) has Seq %d", driver.ErrInvalidTurn, i, turns[i].ID, seq)
+		}
+	}
+	return nil
 }

@@ -170,7 +170,7 @@ func TestDataFlowBackendSaveInOne(t *testing.T) {
 					first = st.String()
 				}
 				if ms, ok := b.store.(*mysqlStore); ok {
-					first = ms.saveText(2) // the save's one text, of two messages
+					first = ms.saveText(2, guardNone) // the save's one text, of two messages
 				}
 				var sent atomic.Int32
 				rec.arm(func(ctx context.Context, query string) context.Context {
