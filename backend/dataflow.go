@@ -707,7 +707,15 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery, onRow func(), lead ...any)
 	if len(lead) > 0 {
 		dest = append(lead, dest...)
 	}
-	for rows.Next() {
+	next := func() bool { // a text of several statements (MySQL's chainQuery) yields its rows last
+		for !rows.Next() {
+			if !rows.NextResultSet() {
+				return false
+			}
+		}
+		return true
+	}
+	for next() {
 		if err := rows.Scan(dest...); err != nil {
 			return driver.Window{}, 0, err
 		}
@@ -828,7 +836,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		return fmt.Errorf("backend: %w", err)
 	}
 	at := now()
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.runTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
 			return err
 		}

@@ -54,17 +54,17 @@ var _ driver.Forker = (*DataFlowBackend)(nil)
 // whose parameters come before the session ID's), the chain c of the
 // sessions storing its turns, each with its highest sequence hi (walked
 // while its fork point is above prune), and per chain row its range of
-// messages m. A session that does not exist yields no row; one whose range
-// is empty yields its row alone (m's columns NULL). lo and hi are
-// expressions over h (lo may read c).
+// messages m (the store's chainQuery puts these together, with the
+// one-row CTE s of the session's bounds lo and hi). A session that does
+// not exist yields no row; one whose range is empty yields its row alone
+// (m's columns NULL). lo and hi are expressions over h (lo may read c).
 func (b *DataFlowBackend) chainRead(name, head, prune, lo, hi string) string {
-	return b.form(name, `WITH RECURSIVE h AS (SELECT s.id, s.turn_count, s.version, s.base, s.base_seq`+head+` FROM `+SessionsTable+` s WHERE s.id = ?),
+	ctes := `WITH RECURSIVE h AS (SELECT s.id, s.turn_count, s.version, s.base, s.base_seq` + head + ` FROM ` + SessionsTable + ` s WHERE s.id = ?),
 c (id, hi, base, base_seq) AS (SELECT h.id, h.turn_count, h.base, h.base_seq FROM h
 	UNION ALL
-	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN h ON c.base <> '' AND c.base_seq > `+prune+` JOIN `+SessionsTable+` p ON p.id = c.base),
-s AS (SELECT h.id, h.turn_count, h.version, `+lo+` AS lo, `+hi+` AS hi FROM h`+b.store.fence()+`)
-`+loadColumns+b.db.TimeColumn("m.created_at")+`
-FROM s CROSS JOIN c `+b.store.chainJoin("m.session_id = c.id AND m.seq > s.lo AND m.seq <= c.hi AND m.seq <= s.hi"))
+	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN h ON c.base <> '' AND c.base_seq > ` + prune + ` JOIN ` + SessionsTable + ` p ON p.id = c.base)`
+	return b.form(name, b.store.chainQuery(ctes, lo, hi, loadColumns+b.db.TimeColumn("m.created_at"),
+		"m.session_id = c.id AND m.seq > s.lo AND m.seq <= c.hi AND m.seq <= s.hi"))
 }
 
 // windowReads returns the load statements, without and with a token
@@ -127,7 +127,7 @@ func (b *DataFlowBackend) Fork(ctx context.Context, parent, atTurnID, child stri
 		return fmt.Errorf("backend: %w", err)
 	}
 	begun := now()
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.runTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		return b.forkTx(ctx, tx, parent, atTurnID, child, sums, begun)
 	}, tables...)
 	if err != nil {
@@ -347,6 +347,20 @@ ORDER BY created_at DESC, id DESC LIMIT ?`, b.sessions)
 	return forks, rows.Close()
 }
 
+// runTx is db.RunInTx, run again (up to deleteRetries times) when the
+// transaction was rolled back whole because it lost a deadlock or a
+// serialization conflict: a fork and a deletion along one chain take row
+// locks in orders that may cross.
+func (b *DataFlowBackend) runTx(ctx context.Context, fn func(context.Context, *dataflow.Tx) error, tables ...dataflow.Readier) error {
+	for try := 0; ; try++ {
+		err := b.db.RunInTx(ctx, fn, tables...)
+		if err != nil && try < deleteRetries && dataflow.Retryable(err) && ctx.Err() == nil {
+			continue
+		}
+		return err
+	}
+}
+
 // detachTx makes every session whose prefix is stored in the sessions of
 // keys (which the transaction is about to delete) hold it itself: the rows
 // it shares are copied into its own, with their search entries (index:
@@ -414,6 +428,18 @@ FROM `+MessagesTable+` WHERE session_id = ? AND seq > `+b.cast("?", "BIGINT")+` 
 			return nil
 		}
 		for _, d := range todo {
+			// The new base's row is locked first, so that a deletion of
+			// it waits for this one, then finds d based on it (a read
+			// whose snapshot predates this commit would miss d), or the
+			// two deadlock and one is rolled back and run again
+			// (runTx).
+			if d.base != "" {
+				if _, _, ok, err := b.lockOwner(ctx, tx, d.base); err != nil {
+					return err
+				} else if !ok {
+					return fmt.Errorf("detach %s: its base %s is gone", sessionName(d.id), sessionName(d.base))
+				}
+			}
 			if _, err := copyRows.ExecTx(ctx, tx, d.id, d.src, d.baseSeq, d.seq); err != nil {
 				return err
 			}

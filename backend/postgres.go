@@ -37,18 +37,18 @@ func (s *postgresStore) indexInRows() bool            { return true }
 // budgetLo reads the budget index (budgetIndexLo).
 func (s *postgresStore) budgetLo() string { return s.b.budgetIndexLo() }
 
-// fence keeps the planner from pulling a chain read's one-row session
-// CTE up into the query that reads it (OFFSET 0).
-func (s *postgresStore) fence() string { return " OFFSET 0" }
-
-// chainJoin joins a chain read's message rows m to its chain row c on
-// cond as a LATERAL subquery, which OFFSET 0 keeps from being pulled up
-// into a join: an index scan of each chain row's range.
+// chainQuery is a chain read on PostgreSQL: OFFSET 0 keeps the planner
+// from pulling s up into the query that reads it, and the message rows
+// of each chain row are a LATERAL subquery, which OFFSET 0 keeps from
+// being pulled up into a join: an index scan of each chain row's range.
 // Joined directly, a planner without statistics (a new table) chose a
 // hash join that read the session's every message and evaluated the
 // budget's subquery once per message row: 2.8x the turn window's cost.
-func (s *postgresStore) chainJoin(cond string) string {
-	return `LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE ` + strings.ReplaceAll(cond, "m.", "x.") + ` OFFSET 0) m ON TRUE`
+func (s *postgresStore) chainQuery(ctes, lo, hi, cols, cond string) string {
+	return ctes + `,
+s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi FROM h OFFSET 0)
+` + cols + `
+FROM s CROSS JOIN c LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE ` + strings.ReplaceAll(cond, "m.", "x.") + ` OFFSET 0) m ON TRUE`
 }
 
 // prepare makes the PostgreSQL statements that do a write in one round

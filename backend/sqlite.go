@@ -48,16 +48,17 @@ func (s *sqliteStore) budgetLo() string {
 	ORDER BY x.seq DESC LIMIT 1)) FROM c), 0), h.turn_count - 1))`
 }
 
-// fence keeps SQLite from flattening a chain read's one-row session CTE
-// into the query that reads it: flattened, the bound of a budget window
-// (a subquery of its own) was evaluated again for every message row of
-// the range, and the window cost 2.3x the turn window's.
-func (s *sqliteStore) fence() string { return " LIMIT 1" }
-
-// chainJoin joins a chain read's message rows m to its chain row c on
-// cond: a range of the primary key (session_id, seq) per chain row.
-func (s *sqliteStore) chainJoin(cond string) string {
-	return `LEFT JOIN ` + MessagesTable + ` m ON ` + cond
+// chainQuery is a chain read on SQLite: the message rows joined to each
+// chain row, a range of the primary key (session_id, seq). LIMIT keeps
+// SQLite from flattening s into the query that reads it: flattened, the
+// bound of a budget window (a subquery of its own) was evaluated again for
+// every message row of the range, and the window cost 2.3x the turn
+// window's.
+func (s *sqliteStore) chainQuery(ctes, lo, hi, cols, cond string) string {
+	return ctes + `,
+s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi FROM h LIMIT 1)
+` + cols + `
+FROM s CROSS JOIN c LEFT JOIN ` + MessagesTable + ` m ON ` + cond
 }
 
 // budgetBounder is a store that keeps no budget index: every save then

@@ -43,12 +43,13 @@ type store interface {
 	// bound, and h.th, the session's tokens minus the budget) and its
 	// chain c (see windowReads).
 	budgetLo() string
-	// fence is the clause that keeps a one-row CTE from being merged
-	// into the query that reads it (see chainRead).
-	fence() string
-	// chainJoin is the join of a chain read's message rows, aliased m,
-	// to its chain rows c on cond (written over m): see chainRead.
-	chainJoin(cond string) string
+	// chainQuery completes a chain read (chainRead) from its CTEs h
+	// and c: the one-row CTE s (id, turn_count, version, and the bounds
+	// lo and hi, expressions over h and c), then the SELECT of cols: per
+	// chain row its message rows m that cond (over m, c and s) holds
+	// for, every chain row with at least one row (m's columns NULL where
+	// none).
+	chainQuery(ctes, lo, hi, cols, cond string) string
 	// prepare makes the engine's own statements, once, at construction.
 	prepare()
 
