@@ -460,7 +460,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 			return err
 		}
 		if err := scanOne(rows, &seq, &before, &at, &last); errors.Is(err, sql.ErrNoRows) {
-			return errTurnNotFound(sessionID, turnID)
+			return b.appendMissing(ctx, tx, sessionID, turnID)
 		} else if err != nil {
 			return err
 		}

@@ -1,10 +1,13 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -498,4 +501,94 @@ func (b *DataFlowBackend) indexRangeTx(ctx context.Context, tx *dataflow.Tx, key
 		entries = entries[n:]
 	}
 	return nil
+}
+
+// chainLink is a session of a fork chain and the highest turn sequence of
+// its own rows the chain reads.
+type chainLink struct {
+	key string
+	hi  int64
+}
+
+// chainOf returns key's fork chain, the session itself first (its own
+// rows unbounded), then each session storing its inherited turns; none for
+// no session. One statement, a primary-key lookup per link.
+func (b *DataFlowBackend) chainOf(ctx context.Context, key string) ([]chainLink, error) {
+	st := b.stmt("fork/chain", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`WITH RECURSIVE c (id, hi, base, base_seq) AS (
+	SELECT id, turn_count, base, base_seq FROM `+SessionsTable+` WHERE id = ?
+	UNION ALL
+	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN `+SessionsTable+` p ON p.id = c.base)
+SELECT id, hi FROM c`, b.sessions)
+	})
+	rows, err := st.Query(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var chain []chainLink
+	for rows.Next() {
+		var l chainLink
+		if err := rows.Scan(&l.key, &l.hi); err != nil {
+			return nil, err
+		}
+		if l.key == key {
+			l.hi = math.MaxInt64
+		}
+		chain = append(chain, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return chain, rows.Close()
+}
+
+// searchChain is a search scoped to a session: of a fork, its own messages
+// and those it inherits, each session of its chain searched up to its
+// fork point (one statement per session of the chain, after the chain's
+// own), the hits named by the fork, merged best first (oldest first among
+// equal scores), at most q.Limit. A tenant- or user-wide search returns
+// each stored message once, under the session that stores it.
+func (b *DataFlowBackend) searchChain(ctx context.Context, tenant string, terms []string, q driver.SearchQuery) ([]driver.SearchHit, error) {
+	key := driver.SessionKey(tenant, q.SessionID)
+	chain, err := b.chainOf(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
+	if len(chain) == 0 {
+		chain = []chainLink{{key: key, hi: math.MaxInt64}}
+	}
+	var hits []driver.SearchHit
+	for i := len(chain) - 1; i >= 0; i-- {
+		sub := q
+		_, sub.SessionID = driver.ParseSessionKey(chain[i].key)
+		h, err := b.searchOnce(ctx, tenant, terms, sub, chain[i].hi)
+		if err != nil {
+			return nil, err
+		}
+		for j := range h {
+			h[j].SessionID = q.SessionID
+		}
+		hits = append(hits, h...)
+	}
+	if len(chain) > 1 {
+		slices.SortStableFunc(hits, func(a, b driver.SearchHit) int { return cmp.Compare(b.Score, a.Score) })
+		if q.Limit > 0 && len(hits) > q.Limit {
+			hits = hits[:q.Limit]
+		}
+	}
+	return hits, nil
+}
+
+// appendMissing is the error of an append to a turn the session's own rows
+// do not hold: a turn a fork inherited is stored in an ancestor, which an
+// append never writes into (driver.ErrNotSupported: fork after the turn
+// instead, then save the new turn); otherwise ErrTurnNotFound.
+func (b *DataFlowBackend) appendMissing(ctx context.Context, tx *dataflow.Tx, key, turnID string) error {
+	if fp, found, err := b.findForkPoint(ctx, tx, key, turnID); err != nil {
+		return err
+	} else if found && fp.store != key {
+		return fmt.Errorf("%s turn %q: %w: the turn is inherited from the session the fork was made from; fork after it instead", sessionName(key), turnID, bare{driver.ErrNotSupported})
+	}
+	return errTurnNotFound(key, turnID)
 }

@@ -124,6 +124,15 @@ func TestForkReads(t *testing.T) {
 		require.NoError(t, b.Fork(ctx, "p", "p-4", "f"))
 		saveTurns(t, b, "plain-f", parent[:4]...)
 		sameReads(t, b, "f", "plain-f")
+		// An append to an inherited turn never writes into the parent.
+		before := tableCounts(t, b)
+		more, err := driver.PrepareMessages([]driver.Message{{Role: driver.RoleAssistant, Content: "more"}}, driver.DefaultMaxMessageBytes, nil)
+		require.NoError(t, err)
+		_, err = b.Append(ctx, "f", "p-4", more)
+		require.ErrorIs(t, err, driver.ErrNotSupported)
+		_, err = b.Append(ctx, "f", "p-5", more)
+		require.ErrorIs(t, err, driver.ErrTurnNotFound, "past the fork point")
+		require.Equal(t, before, tableCounts(t, b))
 		own := []driver.Turn{forkTurn("f", 5), forkTurn("f", 6), forkTurn("f", 7)}
 		saveTurns(t, b, "f", own...)
 		saveTurns(t, b, "plain-f", own...)
@@ -138,6 +147,28 @@ func TestForkReads(t *testing.T) {
 		require.Nil(t, plainInfo.ForkOf)
 		require.Equal(t, plainInfo.TurnCount, info.TurnCount)
 		require.Equal(t, plainInfo.Tokens, info.Tokens)
+
+		// A search scoped to the fork finds its inherited turns (up to the
+		// fork point) and its own, under its name; a tenant-wide search
+		// finds each stored message once, under the session storing it.
+		hits, err := b.Search(ctx, "", driver.SearchQuery{Text: "answer", SessionID: "f", Limit: 100})
+		require.NoError(t, err)
+		var got []string
+		for _, h := range hits {
+			require.Equal(t, "f", h.SessionID)
+			got = append(got, h.TurnID)
+		}
+		require.ElementsMatch(t, []string{"p-1", "p-2", "p-3", "p-4", "f-5", "f-6", "f-7"}, got)
+		hits, err = b.Search(ctx, "", driver.SearchQuery{Text: "answer", SessionID: "f", Limit: 2})
+		require.NoError(t, err)
+		require.Len(t, hits, 2)
+		hits, err = b.Search(ctx, "", driver.SearchQuery{Text: "answer", Limit: 100})
+		require.NoError(t, err)
+		per := map[string]int{}
+		for _, h := range hits {
+			per[h.SessionID]++
+		}
+		require.Equal(t, map[string]int{"p": 9, "plain-p": 9, "f": 3, "plain-f": 7}, per)
 
 		time.Sleep(2 * time.Millisecond)
 		require.NoError(t, b.Fork(ctx, "p", "p-9", "g"))
@@ -363,7 +394,7 @@ func TestForkLoadCost(t *testing.T) {
 	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
 		b, rec := newEnv(t, d)
-		const n, window, rounds = 200, 20, 1000
+		const n, window, rounds = 200, 20, 400
 		var turns []driver.Turn
 		for i := 1; i <= n; i++ {
 			turns = append(turns, forkTurn("x", i))

@@ -458,7 +458,7 @@ func (s *mysqlStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			where += ` AND s.user_id = ?`
 		}
 		if q.SessionID != "" {
-			where += ` AND m.session_id = ?`
+			where += ` AND m.session_id = ? AND m.seq <= ?`
 		}
 		return b.db.NewReadStmt(`SELECT `+searchColumns+`, 1.0 AS score
 FROM `+SessionsTable+` s JOIN `+MessagesTable+` m ON m.session_id = s.id
@@ -468,13 +468,13 @@ ORDER BY m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 }
 
 // searchArgs are the scope's arguments and a LIKE pattern per term.
-func (s *mysqlStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *mysqlStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	args := []any{tenant}
 	if q.User != "" {
 		args = append(args, q.User)
 	}
 	if q.SessionID != "" {
-		args = append(args, driver.SessionKey(tenant, q.SessionID))
+		args = append(args, driver.SessionKey(tenant, q.SessionID), through)
 	}
 	for _, t := range terms {
 		args = append(args, mysqlWordPattern(t))

@@ -264,7 +264,9 @@ func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID strin
 	err = scanOne(rows, &seq, &n, &version)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return driver.Saved{}, false, errTurnNotFound(sessionID, turnID)
+		// The session's own rows hold no such turn: the transaction path
+		// tells a turn a fork inherited from none (appendMissing).
+		return driver.Saved{}, false, nil
 	case err != nil:
 		return driver.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	case n == 0:
@@ -337,7 +339,7 @@ func (s *postgresStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			where = `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.user_id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
 		}
 		if q.SessionID != "" {
-			where += ` AND m.session_id = ?`
+			where += ` AND m.session_id = ? AND m.seq <= ?`
 		}
 		// Ranked among the first searchCandidates matches: a word in
 		// half of a million messages would otherwise rank them all
@@ -349,7 +351,7 @@ ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages
 	})
 }
 
-func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	var args []any
 	quoted := make([]string, len(terms))
 	for i, t := range terms {
@@ -360,7 +362,7 @@ func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.Searc
 		args = append(args, q.User)
 	}
 	if q.SessionID != "" {
-		args = append(args, driver.SessionKey(tenant, q.SessionID))
+		args = append(args, driver.SessionKey(tenant, q.SessionID), through)
 	}
 	return args
 }

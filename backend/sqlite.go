@@ -298,13 +298,16 @@ func (s *sqliteStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			join = ` JOIN ` + SessionsTable + ` s ON s.id = f.skey`
 			where = ` AND s.user_id = ?`
 		}
+		if q.SessionID != "" {
+			where += ` AND f.seq <= ?`
+		}
 		return b.db.NewReadStmt(`SELECT `+searchColumns+`, -bm25(`+SearchTable+`) AS score
 FROM `+SearchTable+` f JOIN `+MessagesTable+` m ON m.session_id = f.skey AND m.seq = f.seq AND m.pos = f.pos`+join+`
 WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 	})
 }
 
-func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	var args []any
 	var match strings.Builder
 	for i, t := range terms {
@@ -319,6 +322,9 @@ func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQ
 	args = append(args, match.String())
 	if q.User != "" {
 		args = append(args, q.User)
+	}
+	if q.SessionID != "" {
+		args = append(args, through)
 	}
 	return args
 }

@@ -100,9 +100,12 @@ type store interface {
 	// searchIndexFound finishes ensureSearch for an index that exists.
 	searchIndexFound(ctx context.Context) error
 	// searchStmt is the search statement for q's shape, and searchArgs
-	// its arguments but the limit.
+	// its arguments but the limit. A search scoped to a session (its
+	// key q.SessionID of tenant) finds its messages of turns up to
+	// through (see Search: a fork's search reads each session of its
+	// chain up to its fork point).
 	searchStmt(q driver.SearchQuery) *dataflow.Stmt
-	searchArgs(tenant string, terms []string, q driver.SearchQuery) []any
+	searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any
 
 	// sizeQuery is DatabaseSize's statement and its arguments.
 	sizeQuery() (string, []any)
