@@ -562,3 +562,33 @@ func TestForkRacesClear(t *testing.T) {
 		t.Logf("%s: %d of %d forks came before the clears", d.Name, made-2, forks)
 	})
 }
+
+// A fork starts with its parent's summary only when the summary covers no
+// turn past the fork point; otherwise with none, and makes its own.
+func TestForkSummary(t *testing.T) {
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		var turns []driver.Turn
+		for i := 1; i <= 6; i++ {
+			turns = append(turns, forkTurn("s", i))
+		}
+		saveTurns(t, b, "p", turns...)
+		require.NoError(t, b.PutSummary(ctx, "p", driver.Summary{Text: "first two", Turns: 2, Tokens: 3, UpdatedAt: time.Unix(500, 0).UTC()}))
+		require.NoError(t, b.Fork(ctx, "p", "s-3", "covered"))
+		require.NoError(t, b.PutSummary(ctx, "p", driver.Summary{Text: "first five", Turns: 5, Tokens: 4, UpdatedAt: time.Unix(600, 0).UTC()}))
+		require.NoError(t, b.Fork(ctx, "p", "s-3", "past"))
+		load := func(key string) driver.Window {
+			w, _, err := b.Load(ctx, key, driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion, Summary: true})
+			require.NoError(t, err)
+			return w
+		}
+		w := load("covered")
+		require.NotNil(t, w.Summary)
+		require.Equal(t, "first two", w.Summary.Text)
+		require.Equal(t, 2, w.Summary.Turns)
+		require.Len(t, w.Turns, 3)
+		require.Nil(t, load("past").Summary, "the parent's summary covers turns past the fork point")
+		require.Equal(t, "first five", load("p").Summary.Text)
+	})
+}
