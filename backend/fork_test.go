@@ -325,6 +325,9 @@ func TestForkIndependence(t *testing.T) {
 					replaceTurns(t, b, "g", []driver.Turn{forkTurn("r", 1)})
 					sameReads(t, b, "p", "plain-p")
 					replaceTurns(t, b, "p", []driver.Turn{forkTurn("r", 2)})
+					w := loadWindow(t, b, "p", 10)
+					require.Equal(t, 1, w.TurnCount, "a fork replaced holds its new turns alone")
+					require.Equal(t, "r-2", w.Turns[0].ID)
 				case "expire":
 					// Only the ancestors are older than the cutoff.
 					_, err := b.db.ExecContext(ctx, b.db.Rebind(`UPDATE `+SessionsTable+` SET updated_at = ? WHERE id IN ('g', 'p')`), time.Unix(100, 0).UTC())
