@@ -35,43 +35,39 @@ func (s *sqliteStore) greatest() string           { return "MAX" }
 func (s *sqliteStore) indexInRows() bool          { return false }
 func (s *sqliteStore) prepare()                   {}
 
-// windowQuery is the load statement whose messages are the session's
-// turns after sequence bound (an expression over the session row s, whose
-// arguments come before the session ID's).
-//
-// The bound is computed once, on the session row, in a subquery that
-// LIMIT keeps SQLite from flattening: joined directly, the bound of a
-// budget window (a subquery of its own, budgetBound) was evaluated again
-// for every message row of the range, and the window cost 2.3x the turn
+// budgetLo is the bound of a budget window on SQLite: the newest turn
+// before the budget (per chain row, the first row reading its range of the
+// primary key backwards from its top whose tokens_before is under h.th),
+// no older than the turn limit's bound and no newer than the turn before
+// the newest (a window holds the newest turn even over budget). It reads
+// the window's rows and one more per chain row, whatever the session's
+// history (the turn limit stops a budget that holds every turn), through
+// the primary key: no index of tokens_before is needed.
+func (s *sqliteStore) budgetLo() string {
+	return `MAX(h.t, MIN(COALESCE((SELECT MAX((SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = c.id AND x.seq > h.t AND x.seq <= c.hi AND x.tokens_before < h.th
+	ORDER BY x.seq DESC LIMIT 1)) FROM c), 0), h.turn_count - 1))`
+}
+
+// chainQuery is a chain read on SQLite: the message rows joined to each
+// chain row, a range of the primary key (session_id, seq). LIMIT keeps
+// SQLite from flattening s into the query that reads it: flattened, the
+// bound of a budget window (a subquery of its own) was evaluated again for
+// every message row of the range, and the window cost 2.3x the turn
 // window's.
-func (s *sqliteStore) windowQuery(bound string) string {
-	b := s.b
-	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM (SELECT s.id, s.turn_count, s.version, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? LIMIT 1) s
-LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > s.lo`
+func (s *sqliteStore) chainQuery(ctes, lo, hi, cols, cond string) string {
+	return ctes + `,
+s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi FROM h LIMIT 1)
+` + cols + `
+FROM s CROSS JOIN c LEFT JOIN ` + MessagesTable + ` m ON ` + cond
 }
 
-// budgetBounder is a store whose budget window's bound is its own
-// expression, over the same arguments as the shared one's: the known
-// version, the turn limit and the budget, in that order.
-type budgetBounder interface{ budgetBound() string }
+// budgetBounder is a store that keeps no budget index: every save then
+// writes one index less. A budget window's bound is read from the
+// primary key backwards (see chainBudget), on every engine.
+type budgetBounder interface{ noBudgetIndex() }
 
-// budgetBound is the bound of a budget window on SQLite: the newest turn
-// before the budget (the first row, reading the session's primary key
-// backwards from its newest turn, whose tokens_before is under tokens -
-// budget), no older than the turn limit's bound and no newer than the turn
-// before the newest (a window holds the newest turn even over budget). It
-// reads the window's rows and one more, whatever the session's history
-// (the turn limit stops a budget that holds every turn), through the
-// primary key: no index of tokens_before is needed. The turn bound is
-// used twice, so the parameters are numbered (?1 known version, ?2 turn
-// limit, ?3 budget; the session ID's plain ? that follows is the 4th).
-func (s *sqliteStore) budgetBound() string {
-	turns := `s.turn_count - CASE WHEN s.version = ?1 THEN 0 ELSE ?2 END`
-	return `MAX(` + turns + `, MIN(COALESCE((
-			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > ` + turns + ` AND x.tokens_before < s.tokens - ?3
-			ORDER BY x.seq DESC LIMIT 1), 0), s.turn_count - 1))`
-}
+// noBudgetIndex marks SQLite as keeping no budget index.
+func (s *sqliteStore) noBudgetIndex() {}
 
 // msgIDConflict reports whether err is a violation of the message ID
 // index: a message ID the session holds in another turn.
@@ -307,13 +303,16 @@ func (s *sqliteStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			join = ` JOIN ` + SessionsTable + ` s ON s.id = f.skey`
 			where = ` AND s.user_id = ?`
 		}
+		if q.SessionID != "" {
+			where += ` AND f.seq <= ?`
+		}
 		return b.db.NewReadStmt(`SELECT `+searchColumns+`, `+b.db.TimeColumn("m.created_at")+`, -bm25(`+SearchTable+`) AS score
 FROM `+SearchTable+` f JOIN `+MessagesTable+` m ON m.session_id = f.skey AND m.seq = f.seq AND m.pos = f.pos`+join+`
 WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 	})
 }
 
-func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	var args []any
 	var match strings.Builder
 	for i, t := range terms {
@@ -328,6 +327,9 @@ func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQ
 	args = append(args, match.String())
 	if q.User != "" {
 		args = append(args, q.User)
+	}
+	if q.SessionID != "" {
+		args = append(args, through)
 	}
 	return args
 }

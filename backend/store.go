@@ -38,9 +38,18 @@ type store interface {
 	// greatest is the name of the two-argument function of the greater
 	// value (MAX on SQLite, GREATEST on PostgreSQL).
 	greatest() string
-	// windowQuery is the load statement whose messages are the session's
-	// turns after sequence bound (see DataFlowBackend.loadWindow).
-	windowQuery(bound string) string
+	// budgetLo is the bound of a budget window's range, an expression
+	// over a chain read's session row h (with h.t, the turn limit's
+	// bound, and h.th, the session's tokens minus the budget) and its
+	// chain c (see windowReads).
+	budgetLo() string
+	// chainQuery completes a chain read (chainRead) from its CTEs h
+	// and c: the one-row CTE s (id, turn_count, version, and the bounds
+	// lo and hi, expressions over h and c), then the SELECT of cols: per
+	// chain row its message rows m that cond (over m, c and s) holds
+	// for, every chain row with at least one row (m's columns NULL where
+	// none).
+	chainQuery(ctes, lo, hi, cols, cond string) string
 	// prepare makes the engine's own statements, once, at construction.
 	prepare()
 
@@ -91,9 +100,12 @@ type store interface {
 	// searchIndexFound finishes ensureSearch for an index that exists.
 	searchIndexFound(ctx context.Context) error
 	// searchStmt is the search statement for q's shape, and searchArgs
-	// its arguments but the limit.
+	// its arguments but the limit. A search scoped to a session (its
+	// key q.SessionID of tenant) finds its messages of turns up to
+	// through (see Search: a fork's search reads each session of its
+	// chain up to its fork point).
 	searchStmt(q driver.SearchQuery) *dataflow.Stmt
-	searchArgs(tenant string, terms []string, q driver.SearchQuery) []any
+	searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any
 
 	// sizeQuery is DatabaseSize's statement and its arguments.
 	sizeQuery() (string, []any)
