@@ -1,12 +1,14 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/turnkeep/turnkeep/driver"
+	"github.com/turnkeep/turnkeep/memory"
 )
 
 // A fork of InMemoryBackend shares its parent's stored turns, and its
@@ -43,4 +45,33 @@ func TestInMemoryForkSharesPrefix(t *testing.T) {
 	require.Equal(t, "", b.sessions["c"].base)
 	require.Equal(t, 0, b.sessions["c"].inherited)
 	require.Equal(t, 0, b.sessions["g"].inherited)
+}
+
+// Export of a fork writes its whole history, and Import stores it as a
+// session that is no fork (docs/sessions.md).
+func TestForkExportMaterializes(t *testing.T) {
+	ctx := context.Background()
+	m, err := memory.NewPersistentBufferMemory(NewInMemoryBackend())
+	require.NoError(t, err)
+	for _, id := range []string{"t1", "t2", "t3"} {
+		require.NoError(t, m.SaveTurn(ctx, "p", driver.Turn{ID: id, User: "u " + id, Agent: "a " + id}))
+	}
+	require.NoError(t, m.Fork(ctx, "p", "t2", "c"))
+	require.NoError(t, m.SaveTurn(ctx, "c", driver.Turn{ID: "c3", User: "own"}))
+	var buf bytes.Buffer
+	require.NoError(t, m.Export(ctx, "c", &buf))
+
+	dst := NewInMemoryBackend()
+	to, err := memory.NewPersistentBufferMemory(dst)
+	require.NoError(t, err)
+	info, err := to.Import(ctx, &buf)
+	require.NoError(t, err)
+	require.Equal(t, "c", info.ID)
+	got, err := to.SessionInfo(ctx, "c")
+	require.NoError(t, err)
+	require.Equal(t, 3, got.TurnCount)
+	require.Nil(t, got.ForkOf, "the relation is not kept")
+	w, err := readWindow(ctx, dst, "c", 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"t1", "t2", "c3"}, turnIDs(w))
 }
