@@ -361,7 +361,7 @@ var forkChecks = []check{
 		s := summaryStore(t, b)
 		ctx := context.Background()
 		saveAll(t, b, "p", "t1", "t2", "t3", "t4")
-		noErr(t, s.PutSummary(ctx, "p", driver.Summary{Text: "the first three", Turns: 3, Tokens: 3}), "put summary")
+		noErr(t, s.PutSummary(ctx, "p", driver.Summary{Text: "the first three", Turns: 3, Tokens: 3, UpdatedAt: time.Now()}), "put summary")
 		doFork(t, f, "p", "t2", "short")
 		doFork(t, f, "p", "t3", "at")
 		doFork(t, f, "p", "t4", "long")

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/turnkeep/turnkeep/driver"
 )
@@ -373,7 +374,7 @@ var coherenceChecks = []check{
 			step("a replace")
 		}
 		if s, ok := b.(driver.SummaryStore); ok {
-			noErr(t, s.PutSummary(ctx, "s", driver.Summary{Text: "sum", Turns: 1}), "put summary")
+			noErr(t, s.PutSummary(ctx, "s", driver.Summary{Text: "sum", Turns: 1, UpdatedAt: time.Now()}), "put summary")
 			step("a summary")
 		}
 		noErr(t, b.ClearSession(ctx, "s"), "clear")
