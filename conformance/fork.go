@@ -315,6 +315,30 @@ var forkChecks = []check{
 			t.Fatalf("fork's own turn after its append: got %d messages; want 3", n)
 		}
 	}},
+	{"AppendAfterParentCleared", func(t *testing.T, b Backend) {
+		// An append to a turn the parent no longer holds is
+		// ErrTurnNotFound, never a write into the fork's copy of it.
+		f := forker(t, b)
+		ctx := context.Background()
+		saveAll(t, b, "p", "t1", "t2")
+		doFork(t, f, "p", "t2", "c")
+		noErr(t, b.ClearSession(ctx, "p"), "clear the parent")
+		_, err := f.Append(ctx, "p", "t2", appendMsgs(t, driver.Message{Role: driver.RoleAssistant, Content: "late"}))
+		wantErr(t, err, driver.ErrTurnNotFound, "append to the cleared parent's turn")
+		if r, ok := b.(driver.Replacer); ok {
+			saveAll(t, b, "q", "t1", "t2")
+			doFork(t, f, "q", "t2", "d")
+			_, err := r.Replace(ctx, "q", []driver.PreparedTurn{prepare(t, turn("n1", "a", "b"))})
+			noErr(t, err, "replace")
+			_, err = f.Append(ctx, "q", "t2", appendMsgs(t, driver.Message{Role: driver.RoleAssistant, Content: "late"}))
+			wantErr(t, err, driver.ErrTurnNotFound, "append to the replaced parent's turn")
+			wantWindow(t, b, "d", 10, 2, "t1", "t2")
+		}
+		w := wantWindow(t, b, "c", 10, 2, "t1", "t2")
+		if n := len(w.Turns[1].Messages); n != 2 {
+			t.Fatalf("fork's turn t2: got %d messages; want 2", n)
+		}
+	}},
 	{"InheritedID", func(t *testing.T, b Backend) {
 		f := forker(t, b)
 		saveAll(t, b, "p", "t1", "t2", "t3")
