@@ -153,6 +153,35 @@ var (
 // holds already.
 var errDuplicate = errors.New("turn already stored")
 
+// errSeqConflict is a store's save of a guarded turn (Seq > 0) that wrote
+// nothing because the session does not hold exactly Seq-1 turns. Save
+// then tells a turn the session holds already (no conflict, whatever its
+// Seq) from a conflict.
+var errSeqConflict = errors.New("the session is not at the turn's seq")
+
+// A guard is the form of a save's condition on the session's count, by
+// the turn's Seq: none, the session's first turn, or a later one. A store
+// whose statement writes a new session row only for the first turn picks
+// its statement by it.
+type guard int
+
+const (
+	guardNone  guard = iota // Seq 0: no condition
+	guardFirst              // Seq 1: the session holds no turn
+	guardLater              // Seq > 1: the session exists and holds Seq-1 turns
+)
+
+// guardOf returns the guard of a turn of Seq seq.
+func guardOf(seq int) guard {
+	switch {
+	case seq <= 0:
+		return guardNone
+	case seq == 1:
+		return guardFirst
+	}
+	return guardLater
+}
+
 // loadColumns are the columns scanWindow reads, but for the time column
 // (dataflow.TimeColumn of m.created_at), which follows.
 const loadColumns = `SELECT s.turn_count, s.version, m.seq, m.pos, m.turn_id, m.msg_id, m.role, m.content, m.name,
@@ -302,6 +331,13 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // is validated first, within WithMaxMessageBytes. A message ID the session
 // holds in another turn is an error wrapping driver.ErrInvalidTurn, and
 // nothing is stored. It implements driver.Backend.
+//
+// A turn with Seq > 0 is stored only as the session's turn Seq: the same
+// statement or transaction checks the session's count under the session
+// row's lock, so two saves of one Seq at once store one turn. Otherwise
+// nothing is written and the error wraps driver.ErrConflict, unless the
+// session holds the turn's ID already (one more read, on that path only),
+// which is no conflict whatever its Seq.
 func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn driver.PreparedTurn) (driver.Saved, error) {
 	if err := b.check(sessionID); err != nil {
 		return driver.Saved{}, err
@@ -319,6 +355,15 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn drive
 	saved, err := b.save(ctx, sessionID, turn, begun)
 	if err == errDuplicate { // exactly: not joined with a failed rollback, which must be reported
 		return driver.Saved{}, nil
+	}
+	if err == errSeqConflict {
+		switch known, kerr := b.holds(ctx, sessionID, turn.ID); {
+		case kerr != nil:
+			return driver.Saved{}, fmt.Errorf("backend: %w", kerr)
+		case known:
+			return driver.Saved{}, nil
+		}
+		return driver.Saved{}, fmt.Errorf("backend: %s turn %q: %w: it is not turn %d", sessionName(sessionID), turn.ID, bare{driver.ErrConflict}, turn.Seq)
 	}
 	if b.store.msgIDConflict(err) {
 		// Either the turn is stored (a concurrent save of the same ID won,
@@ -751,7 +796,7 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery, onRow func(), lead ...any)
 	for i := range msgs {
 		r := &msgs[i]
 		if i == 0 || r.seq != msgs[i-1].seq { // a turn's messages share its sequence
-			w.Turns = append(w.Turns, driver.Turn{ID: r.turnID, Timestamp: r.at.UTC()})
+			w.Turns = append(w.Turns, driver.Turn{ID: r.turnID, Timestamp: r.at.UTC(), Seq: int(r.seq)})
 		}
 		t := &w.Turns[len(w.Turns)-1]
 		if r.meta != nil {

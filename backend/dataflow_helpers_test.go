@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -168,9 +169,22 @@ func users(w driver.Window) []string {
 // wantWindow is the driver.Window of turns out of count stored, its Tokens
 // summed from the turns'.
 func wantWindow(turns []driver.Turn, count int) driver.Window {
-	w := driver.Window{Turns: turns, TurnCount: count}
+	w := driver.Window{Turns: withSeq(turns, count-len(turns)+1), TurnCount: count}
 	for _, t := range turns {
 		w.Tokens += t.Tokens()
 	}
 	return w
+}
+
+// withSeq returns a copy of turns numbered from first on, as loaded turns
+// carry their Seq.
+func withSeq(turns []driver.Turn, first int) []driver.Turn {
+	if turns == nil {
+		return nil
+	}
+	out := slices.Clone(turns)
+	for i := range out {
+		out[i].Seq = first + i
+	}
+	return out
 }

@@ -155,9 +155,9 @@ func TestDataFlowBackendWindow(t *testing.T) {
 				require.Len(t, w.Turns, tt.wantLen)
 				switch tt.sessionID {
 				case "s":
-					assert.Equal(t, all[tt.wantFirst:tt.wantFirst+tt.wantLen], w.Turns)
+					assert.Equal(t, withSeq(all[tt.wantFirst:tt.wantFirst+tt.wantLen], tt.wantFirst+1), w.Turns)
 				case "other":
-					assert.Equal(t, []driver.Turn{prepared(t, other)}, w.Turns)
+					assert.Equal(t, withSeq([]driver.Turn{prepared(t, other)}, 1), w.Turns)
 				default:
 					assert.Equal(t, driver.Window{}, w, "an unknown session is the zero Window")
 				}

@@ -58,7 +58,10 @@ func NewInMemoryBackend() *InMemoryBackend {
 
 // Save stores turn as the newest turn of the session and reports what it
 // did. A turn driver.Prepare made is stored as it is; any other is
-// validated first (DefaultMaxMessageBytes). It implements driver.Backend.
+// validated first (DefaultMaxMessageBytes). A turn with Seq > 0 whose ID
+// the session does not hold is stored only as the session's turn Seq:
+// otherwise the error wraps driver.ErrConflict and nothing is written. It
+// implements driver.Backend.
 func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn driver.PreparedTurn) (driver.Saved, error) {
 	if err := checkRequest(ctx, sessionID); err != nil {
 		return driver.Saved{}, fmt.Errorf("backend: %w", err)
@@ -77,6 +80,17 @@ func (b *InMemoryBackend) Save(ctx context.Context, sessionID string, turn drive
 	s := b.sessions[sessionID]
 	if at, ok := b.erased[sessionID]; ok && s == nil && (at.IsZero() || at.After(now)) {
 		return driver.Saved{}, fmt.Errorf("backend: %s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
+	}
+	if n := 0; turn.Seq > 0 {
+		if s != nil {
+			if _, ok := s.ids[st.id]; ok {
+				return driver.Saved{}, nil
+			}
+			n = len(s.turns)
+		}
+		if turn.Seq != n+1 {
+			return driver.Saved{}, fmt.Errorf("backend: %s turn %q: %w: it is not turn %d", sessionName(sessionID), st.id, bare{driver.ErrConflict}, turn.Seq)
+		}
 	}
 	if s == nil {
 		s = &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: driver.Version(rand.Int64N(1<<62)) + 1}
@@ -201,6 +215,7 @@ func (b *InMemoryBackend) Load(ctx context.Context, sessionID string, q driver.W
 		if err != nil {
 			return driver.Window{}, 0, err
 		}
+		t.Seq = count - len(stored) + i + 1
 		w.Turns[i] = t
 		w.Tokens += stored[i].tokens
 	}

@@ -284,6 +284,7 @@ func (b *InMemoryBackend) History(ctx context.Context, key string, q driver.Hist
 		if err != nil {
 			return driver.HistoryPage{}, err
 		}
+		t.Seq = k + 1
 		p.Turns = append(p.Turns, t)
 		seqs = append(seqs, seq)
 	}

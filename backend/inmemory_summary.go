@@ -84,6 +84,7 @@ func (b *InMemoryBackend) SummaryTurns(ctx context.Context, key string, after, t
 		if err != nil {
 			return nil, err
 		}
+		t.Seq = after + i + 1
 		out = append(out, t)
 	}
 	return out, nil

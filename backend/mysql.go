@@ -26,12 +26,12 @@ type mysqlStore struct {
 	b *DataFlowBackend
 
 	saveMu    sync.Mutex
-	saveTexts map[int]string // the save's text by number of messages; protected by saveMu
+	saveTexts map[saveTextKey]string // the save's text by number of messages and guard; protected by saveMu
 }
 
 func init() {
 	registerStore(sqlcore.MySQL.Name(), func(b *DataFlowBackend) store {
-		return &mysqlStore{b: b, saveTexts: make(map[int]string)}
+		return &mysqlStore{b: b, saveTexts: make(map[saveTextKey]string)}
 	})
 }
 
@@ -208,21 +208,44 @@ const mysqlSaveTries = 5
 //     same new ID at once waits for the session row's lock, then fails
 //     here on the turn index: the caller reads that as "held".
 //  5. COMMIT, then the variables: reading them means the commit is done.
-func (s *mysqlStore) saveText(n int) string {
+//
+// A guarded save (Seq > 0, guard) checks the count in step 2, under the
+// row's lock: Seq 1 (guard first) is the upsert whose update path writes
+// only on a row of no turns (@tk_ok, read on the row as it was), and a
+// later Seq (guard later) is an UPDATE of a row holding Seq-1 turns, so
+// that no new row is made. When the check fails nothing is written, 3
+// finds nothing, and so does 4.
+func (s *mysqlStore) saveText(n int, g guard) string {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
-	if q, ok := s.saveTexts[n]; ok {
+	k := saveTextKey{n, g}
+	if q, ok := s.saveTexts[k]; ok {
 		return q
 	}
 	var q strings.Builder
-	q.WriteString(`SET @tk_seq = NULL, @tk_ver = NULL, @tk_tok = NULL, @tk_rc = 0;
+	q.WriteString(`SET @tk_seq = NULL, @tk_ver = NULL, @tk_tok = NULL, @tk_rc = 0, @tk_ok = 1;
 START TRANSACTION;
 SELECT COUNT(*) INTO @tk_known FROM ` + MessagesTable + ` WHERE session_id = ? AND turn_id = ? AND pos = 0;
-INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+`)
+	switch g {
+	case guardNone:
+		q.WriteString(`INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
 SELECT ?, ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0 AND ` + s.b.erasedCheck() + `
 ON DUPLICATE KEY UPDATE turn_count = turn_count + 1, version = version + 1, tokens = tokens + VALUES(tokens), updated_at = VALUES(updated_at);
-SET @tk_rc = ROW_COUNT();
-SELECT turn_count, version, tokens INTO @tk_seq, @tk_ver, @tk_tok FROM ` + SessionsTable + ` WHERE id = ? AND @tk_rc > 0;
+`)
+	case guardFirst:
+		q.WriteString(`INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+SELECT ?, ?, 1, ?, ?, 1, ?, ? FROM DUAL WHERE @tk_known = 0 AND ` + s.b.erasedCheck() + `
+ON DUPLICATE KEY UPDATE turn_count = IF((@tk_ok := turn_count = 0), turn_count + 1, turn_count), version = IF(@tk_ok, version + 1, version),
+	tokens = IF(@tk_ok, tokens + VALUES(tokens), tokens), updated_at = IF(@tk_ok, VALUES(updated_at), updated_at);
+`)
+	case guardLater:
+		q.WriteString(`UPDATE ` + SessionsTable + ` SET turn_count = turn_count + 1, version = version + 1, tokens = tokens + ?, updated_at = ?
+WHERE id = ? AND turn_count = ? AND @tk_known = 0 AND ` + s.b.erasedCheck() + `;
+`)
+	}
+	q.WriteString(`SET @tk_rc = ROW_COUNT();
+SELECT turn_count, version, tokens INTO @tk_seq, @tk_ver, @tk_tok FROM ` + SessionsTable + ` WHERE id = ? AND @tk_rc > 0 AND @tk_ok;
 INSERT INTO ` + MessagesTable + ` (` + messageColumns + `)
 `)
 	for i := range n {
@@ -234,17 +257,27 @@ INSERT INTO ` + MessagesTable + ` (` + messageColumns + `)
 	q.WriteString(`;
 COMMIT;
 SELECT @tk_seq, @tk_ver, @tk_known`)
-	s.saveTexts[n] = q.String()
-	return s.saveTexts[n]
+	s.saveTexts[k] = q.String()
+	return s.saveTexts[k]
+}
+
+// saveTextKey names a save's text: its number of messages and its guard.
+type saveTextKey struct {
+	n int
+	g guard
 }
 
 // mysqlSaveArgs are the arguments of saveText for the turn.
 func mysqlSaveArgs(sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at, begun time.Time) []any {
 	t := &turn.Turn
 	args := make([]any, 0, 12+16*len(turn.Encoded))
-	args = append(args, sessionID, t.ID,
-		sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
-		sessionID)
+	args = append(args, sessionID, t.ID)
+	if guardOf(t.Seq) == guardLater {
+		args = append(args, tokens, at, sessionID, int64(t.Seq-1), erasedDigest(sessionID), begun)
+	} else {
+		args = append(args, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun)
+	}
+	args = append(args, sessionID)
 	for i := range turn.Encoded {
 		m := &turn.Encoded[i]
 		var meta any
@@ -269,7 +302,7 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 			return driver.Saved{}, err
 		}
 	}
-	query := s.saveText(len(turn.Encoded))
+	query := s.saveText(len(turn.Encoded), guardOf(turn.Seq))
 	args := mysqlSaveArgs(sessionID, turn, metaArg, tokens, at, begun)
 	var err error
 	for try := 1; ; try++ {
@@ -286,6 +319,9 @@ func (s *mysqlStore) save(ctx context.Context, sessionID string, turn driver.Pre
 			}
 			if erased {
 				return driver.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
+			}
+			if turn.Seq > 0 {
+				return driver.Saved{}, errSeqConflict // the session is not at the turn's Seq
 			}
 			return driver.Saved{}, errNotSaved
 		case err == nil:

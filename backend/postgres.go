@@ -21,6 +21,8 @@ type postgresStore struct {
 	b *DataFlowBackend
 
 	saveTurn  *dataflow.Stmt // the whole save in one statement
+	saveFirst *dataflow.Stmt // saveTurn of a turn of Seq 1: only into a session of no turns
+	saveLater *dataflow.Stmt // saveTurn of a turn of Seq > 1: only into a session of Seq-1 turns
 	appendNew *dataflow.Stmt // an append to the newest turn in one statement
 }
 
@@ -85,25 +87,29 @@ func (s *postgresStore) prepare() {
 	// errVanishedText, aborting it whole, to be run again on a fresh
 	// snapshot, which sees the mark, or, after a clear or an expiry,
 	// starts the new session.
-	s.saveTurn = b.db.NewIdempotentStmt(`WITH o AS (
-	SELECT created_at FROM `+SessionsTable+` WHERE id = ?
-), s AS (
-	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
+	//
+	// A guarded save (Seq > 0) has its own session step, which writes
+	// only when the count is right, checked under the row's lock (the
+	// condition is evaluated again on the row as it is once the lock is
+	// granted): Seq 1 is the upsert whose update path writes only on a
+	// row of no turns; a later Seq is an UPDATE of a row holding Seq-1
+	// turns, so that no new row is made. When it writes nothing, s is
+	// empty and so is m, as for an erased session.
+	upsert := func(cond string) string {
+		return `INSERT INTO ` + SessionsTable + ` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at)
 	SELECT ?, ?, 1, CAST(? AS BIGINT), CAST(? AS BIGINT), 1, CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ)
-	WHERE `+b.erasedCheck()+`
-	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1,
-		tokens = `+SessionsTable+`.tokens + excluded.tokens, updated_at = excluded.updated_at
-	RETURNING turn_count, version, tokens, created_at
-), m AS (
-	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
-	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
-		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ), u.search
-	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
-		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
-)
-SELECT s.turn_count, s.version,
-	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT)
-FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
+	WHERE ` + b.erasedCheck() + `
+	ON CONFLICT (id) DO UPDATE SET turn_count = ` + SessionsTable + `.turn_count + 1, version = ` + SessionsTable + `.version + 1,
+		tokens = ` + SessionsTable + `.tokens + excluded.tokens, updated_at = excluded.updated_at` + cond + `
+	RETURNING turn_count, version, tokens, created_at`
+	}
+	s.saveTurn = s.saveStmt(upsert(""))
+	s.saveFirst = s.saveStmt(upsert(`
+	WHERE ` + SessionsTable + `.turn_count = 0`))
+	s.saveLater = s.saveStmt(`UPDATE ` + SessionsTable + ` SET turn_count = ` + SessionsTable + `.turn_count + 1, version = ` + SessionsTable + `.version + 1,
+		tokens = ` + SessionsTable + `.tokens + CAST(? AS BIGINT), updated_at = CAST(? AS TIMESTAMPTZ)
+	WHERE id = ? AND turn_count = CAST(? AS BIGINT) AND ` + b.erasedCheck() + `
+	RETURNING turn_count, version, tokens, created_at`)
 	// An append to the newest turn in one statement. The turn is found,
 	// with the session row's version, in the statement's snapshot; the
 	// session row's update then re-checks, under its lock (PostgreSQL
@@ -138,6 +144,27 @@ FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.mess
 	FROM s, t, p, u
 )
 SELECT t.seq, n.n, s.version FROM t CROSS JOIN n LEFT JOIN s ON TRUE`, b.sessions, b.messages)
+}
+
+// saveStmt is the save statement (see prepare) whose session step is
+// session: a statement returning the session row's new count, version,
+// tokens and created_at.
+func (s *postgresStore) saveStmt(session string) *dataflow.Stmt {
+	b := s.b
+	return b.db.NewIdempotentStmt(`WITH o AS (
+	SELECT created_at FROM `+SessionsTable+` WHERE id = ?
+), s AS (
+	`+session+`
+), m AS (
+	INSERT INTO `+MessagesTable+` (`+messageColumns+`)
+	SELECT ?, s.turn_count, u.pos, ?, u.id, u.role, u.content, u.name, u.tool_calls, u.tool_call_id, u.parts, u.meta, u.tokens,
+		s.tokens - CAST(? AS BIGINT), CASE WHEN u.pos = 0 THEN CAST(? AS TEXT) END, CAST(? AS TIMESTAMPTZ), u.search
+	FROM s, json_to_recordset(CAST(? AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)
+)
+SELECT s.turn_count, s.version,
+	CAST(CASE WHEN s.created_at IS NULL OR o.created_at IS NULL OR o.created_at = s.created_at OR CAST(? AS BOOLEAN) THEN '0' ELSE '`+errVanishedText+`' END AS INT)
+FROM (SELECT 1) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE`, b.sessions, b.messages, b.erased)
 }
 
 // msgIDConflict reports whether err is a violation of the message ID
@@ -189,12 +216,23 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn driver.
 	// nothing for a reason gone since: a DeleteUser that was running in
 	// its snapshot has ended before the save began.
 	const tries = 4
+	st, args := s.saveTurn, make([]any, 0, 17)
+	args = append(args, sessionID)
+	switch guardOf(t.Seq) {
+	case guardFirst:
+		st = s.saveFirst
+	case guardLater:
+		st = s.saveLater
+		args = append(args, tokens, at, sessionID, int64(t.Seq-1), erasedDigest(sessionID), begun)
+	}
+	if st != s.saveLater {
+		args = append(args, sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun)
+	}
+	args = append(args, sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, false)
 	for try := 1; try <= tries; try++ {
 		var rows *sql.Rows
-		rows, err = s.saveTurn.Query(ctx,
-			sessionID,
-			sessionID, tenantOf(sessionID), firstVersion(), tokens, at, at, erasedDigest(sessionID), begun,
-			sessionID, t.ID, tokens, metaArg, t.Timestamp, rowsJSON, try == tries)
+		args[len(args)-1] = try == tries
+		rows, err = st.Query(ctx, args...)
 		if err == nil {
 			err = scanOne(rows, &seq, &version, &vanished)
 		}
@@ -207,6 +245,8 @@ func (s *postgresStore) save(ctx context.Context, sessionID string, turn driver.
 				return driver.Saved{}, err
 			case erased:
 				return driver.Saved{}, fmt.Errorf("%s: %w", sessionName(sessionID), bare{driver.ErrSessionDeleted})
+			case t.Seq > 0:
+				return driver.Saved{}, errSeqConflict // the session is not at the turn's Seq
 			}
 			err = errNotSaved
 			continue

@@ -92,7 +92,9 @@ func (s *sqliteStore) appendNewest(context.Context, string, string, []driver.Pre
 }
 
 // save is Save on SQLite: one transaction, the session row's upsert and
-// the messages' insert (and their search entries).
+// the messages' insert (and their search entries). A guarded turn (Seq >
+// 0) is checked against the count the upsert returns, under the write
+// lock, before the insert: a mismatch rolls the upsert back.
 func (s *sqliteStore) save(ctx context.Context, sessionID string, turn driver.PreparedTurn, metaArg any, tokens int64, at time.Time, begun time.Time) (driver.Saved, error) {
 	b := s.b
 	t := &turn.Turn
@@ -105,6 +107,9 @@ func (s *sqliteStore) save(ctx context.Context, sessionID string, turn driver.Pr
 		seq, version, total, err = b.newTurnTx(ctx, tx, sessionID, tokens, at, begun)
 		if err != nil {
 			return err
+		}
+		if t.Seq > 0 && seq != int64(t.Seq) {
+			return errSeqConflict // rolled back: the upsert is undone
 		}
 		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp, false)
 		if err := b.insert(ctx, tx, len(turn.Encoded), args); err != nil {

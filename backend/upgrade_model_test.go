@@ -84,6 +84,7 @@ func v1WantWindow(s int, c driver.TokenCounter) driver.Window {
 	w := driver.Window{TurnCount: v1Turns}
 	for i := 1; i <= v1Turns; i++ {
 		t := v1Want(s, i, c)
+		t.Seq = i
 		w.Turns = append(w.Turns, t)
 		w.Tokens += t.Tokens()
 	}
@@ -475,6 +476,7 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 		require.NoError(t, m.SaveTurn(ctx, v1Session(1), newTurn))
 		saved := v1Prepared(t, newTurn)
 		require.Equal(t, []string{"new-1/0", "new-1/1", "new-1/2", "new-1/3"}, v1IDs(saved.Messages))
+		saved.Seq = len(want.Turns) + 1
 		want.Turns = append(want.Turns, saved)
 		want.TurnCount++
 
@@ -527,6 +529,7 @@ func TestUpgradeModelV1WritesAfterUpgrade(t *testing.T) {
 				Agent: strings.Repeat("new answer ", 5*i), Timestamp: v1Base.Add(time.Duration(2*3600+i) * time.Second)}
 			require.NoError(t, m.SaveTurn(ctx, v1Session(2), turn))
 			p := v1Prepared(t, turn)
+			p.Seq = len(want2.Turns) + 1
 			want2.Turns = append(want2.Turns, p)
 			want2.TurnCount++
 			want2.Tokens += p.Tokens()

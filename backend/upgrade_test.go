@@ -178,7 +178,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, upgradeTurns+1, w1.TurnCount)
 			if assert.Len(t, w1.Turns, upgradeTurns+1) {
-				assert.Equal(t, prepared(t, upgradeTurn(2, 1)), w1.Turns[0])
+				assert.Equal(t, withSeq([]driver.Turn{prepared(t, upgradeTurn(2, 1))}, 1)[0], w1.Turns[0])
 				last := w1.Turns[upgradeTurns]
 				assert.Equal(t, []any{extra.ID, extra.User, extra.Agent, extra.Metadata}, []any{last.ID, last.User, last.Agent, last.Metadata})
 			}

@@ -100,7 +100,7 @@ func NewTurnID() string {
 // metadata (nil when there is none). maxMessageBytes <= 0 means
 // DefaultMaxMessageBytes.
 //
-// Errors wrap ErrInvalidTurn (no message; both Messages and a User or
+// Errors wrap ErrInvalidTurn (no message; a negative Seq; both Messages and a User or
 // Agent that disagrees with them; a message PrepareMessages refuses; NUL
 // or invalid UTF-8 in any text; an ID longer than MaxTurnIDBytes; message
 // IDs repeated; metadata nested more than MaxMetadataDepth levels, or
@@ -190,6 +190,9 @@ func prepare(t Turn, now time.Time, limit int, counter TokenCounter) (PreparedTu
 	}
 	if len(msgs) > MaxTurnMessages {
 		return PreparedTurn{}, fmt.Errorf("%w: %d messages, limit %d", ErrTurnTooLarge, len(msgs), MaxTurnMessages)
+	}
+	if t.Seq < 0 {
+		return PreparedTurn{}, fmt.Errorf("%w: seq %d is negative", ErrInvalidTurn, t.Seq)
 	}
 	if len(t.ID) > MaxTurnIDBytes {
 		return PreparedTurn{}, fmt.Errorf("%w: id is %d bytes, limit %d", ErrInvalidTurn, len(t.ID), MaxTurnIDBytes)

@@ -58,7 +58,9 @@ func (m *BufferMemory) tokenCounter() TokenCounter {
 }
 
 // SaveTurn validates turn like PrepareTurn and keeps it as the newest turn
-// of the session.
+// of the session. A turn with Seq > 0 that it does not hold already must
+// land at exactly that position, or SaveTurn returns ErrConflict and keeps
+// nothing; the turns LoadContext returns carry their Seq.
 func (m *BufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) error {
 	if m.err != nil {
 		return m.err
@@ -82,9 +84,14 @@ func (m *BufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn
 		r = &ring{}
 		m.sessions[sessionID] = r
 	}
-	if !r.has(t.ID) {
-		r.push(t, m.limits().maxTurns)
+	if r.has(t.ID) {
+		return nil
 	}
+	if t.Seq > 0 && t.Seq != r.total+1 {
+		return fmt.Errorf("%w: session %q turn %q: seq %d, but the session holds %d turns", ErrConflict, sessionID, t.ID, t.Seq, r.total)
+	}
+	t.Seq = r.total + 1
+	r.push(t, m.limits().maxTurns)
 	return nil
 }
 

@@ -200,7 +200,8 @@ func (m *PersistentBufferMemory) saveTurn(ctx context.Context, key string, p dri
 		return 0, err
 	}
 	m.logWrite(ctx, "turnkeep: turn saved", key, t.ID, t.Messages, t.Metadata, res)
-	stale := false // another writer moved the session
+	t.Seq = res.Seq // the window holds the turn as a load reads it
+	stale := false  // another writer moved the session
 	m.cache.update(e, m.now(), func(s *snapshot) *snapshot {
 		switch {
 		case !res.Stored:

@@ -88,6 +88,7 @@ func invalidTurns() []struct {
 		{"marshaler writes invalid UTF-8", memory.Turn{User: "u", Metadata: map[string]any{"r": json.RawMessage("\"\xff\"")}}, memory.ErrInvalidTurn},
 		{"marshaler writes lone surrogate", memory.Turn{User: "u", Metadata: map[string]any{"r": json.RawMessage(`"\ud800x"`)}}, memory.ErrInvalidTurn},
 		{"marshaler writes escaped NUL", memory.Turn{User: "u", Metadata: map[string]any{"r": json.RawMessage(`"\u0000"`)}}, memory.ErrInvalidTurn},
+		{"negative seq", memory.Turn{User: "u", Seq: -1}, memory.ErrInvalidTurn},
 	}
 }
 
@@ -341,4 +342,13 @@ func TestPrepareTurnMetadataSharedMaps(t *testing.T) {
 	_, _, err = driver.PrepareTurn(memory.Turn{User: "u", Metadata: cyclic}, time.Now(), 0)
 	require.ErrorIs(t, err, memory.ErrInvalidTurn)
 	require.ErrorContains(t, err, "cycle")
+}
+
+// Seq is kept as given: it is a condition of the save, not normalized.
+func TestPrepareTurnKeepsSeq(t *testing.T) {
+	for _, seq := range []int{0, 1, 7} {
+		p, err := driver.Prepare(memory.Turn{User: "u", Seq: seq}, time.Now(), testMaxBytes, nil)
+		require.NoError(t, err)
+		assert.Equal(t, seq, p.Seq)
+	}
 }

@@ -241,7 +241,7 @@ func TestPerfSeedScenario(t *testing.T) {
 			// The rest as PrepareTurn normalizes it (its messages included)
 			// with the generated ID.
 			in := turns[i]
-			in.ID = got.ID
+			in.ID, in.Seq = got.ID, 1
 			want, _, err := driver.PrepareTurn(in, time.Now(), 0)
 			require.NoError(t, err)
 			require.Equalf(t, want, got, "session %s: turn read back", ids[i])
