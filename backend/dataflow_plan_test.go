@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -245,6 +246,8 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return storeTurn(ctx, b, id, turn) }
 	}
 	const (
+		known   = `^SELECT 1 FROM turnkeep_messages WHERE session_id = \S+ AND turn_id = \S+ AND pos = 0$`
+		erased  = `^SELECT COUNT\(\*\) FROM turnkeep_erased WHERE id = `
 		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens$`
 		saveOne = `^WITH o AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
 		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
@@ -261,11 +264,32 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		// deletes a session deletes its entries and its queued messages.
 		unqueue = `^DELETE FROM turnkeep_search_queue WHERE tenant = \? AND skey = \?$`
 		unindex = `^DELETE FROM turnkeep_search WHERE turnkeep_search MATCH \?$`
+		// A guarded save on PostgreSQL: the same one statement, its
+		// session step the upsert (Seq 1) or an UPDATE (a later Seq).
+		saveGuarded = `^WITH o AS \(.*(INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .* WHERE turnkeep_sessions\.turn_count = 0|UPDATE turnkeep_sessions SET .* WHERE id = \$\d+ AND turn_count = ).*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
 	)
+	guarded := 0 // the Seq of the last guarded save: each round saves the next
+	conflicts := func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
+		err := storeTurn(ctx, b, "warm", driver.Turn{User: "late", Seq: 1})
+		if !errors.Is(err, driver.ErrConflict) {
+			return fmt.Errorf("a save of Seq 1 into a session of turns: %v; want ErrConflict", err)
+		}
+		return nil
+	}
 	ops := []op{
 		{name: "SaveTurn new session", run: save("new", driver.Turn{User: "u", Agent: "a"}), wantData: []string{upsert, insert}, wantTx: true},
 		{name: "SaveTurn existing session", run: save("warm", driver.Turn{User: "u", Agent: "a", Metadata: map[string]any{"k": "v"}}), wantData: []string{upsert, insert}, wantTx: true},
 		{name: "SaveTurn duplicate ID", run: save("warm", driver.Turn{ID: "warm-1", User: "u"}), wantData: []string{upsert, insert}, wantTx: true},
+		// A guarded save costs what a save does: the count is checked in
+		// the upsert's transaction (SQLite) or the one statement.
+		{name: "SaveTurn guarded", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
+			guarded++
+			return storeTurn(ctx, b, "guarded", driver.Turn{User: "u", Seq: guarded})
+		}, wantData: []string{upsert, insert}, wantTx: true},
+		// A refused one: the upsert, rolled back, then whether the session
+		// holds the turn's ID (on PostgreSQL after whether it was erased,
+		// which an empty result also means).
+		{name: "SaveTurn guarded conflict", run: conflicts, wantData: []string{upsert, known}, wantTx: true},
 		{name: "LoadWindow", run: func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error {
 			_, err := readWindow(ctx, b, "warm", 10)
 			return err
@@ -300,6 +324,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		}, wantData: []string{lock, deps, unqueue, unindex, `^DELETE FROM "?turnkeep_messages`, `^DELETE FROM "?turnkeep_summaries`, `^DELETE FROM "?turnkeep_sessions`}, wantTx: true},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		guarded = 0
 		b, rec := newEnv(t, d)
 		m := newMemory(t, b, memory.WithCacheTTL(time.Hour))
 		// Warm-up: first use of both tables.
@@ -313,6 +338,10 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 
 		for _, o := range ops {
 			switch {
+			case d.Name == "pg" && o.name == "SaveTurn guarded":
+				o.wantData, o.wantTx = []string{saveGuarded}, false
+			case d.Name == "pg" && o.name == "SaveTurn guarded conflict":
+				o.wantData, o.wantTx = []string{saveOne, erased, known}, false
 			case d.Name == "pg" && slices.Equal(o.wantData, []string{upsert, insert}):
 				// On PostgreSQL a save is one statement, outside any
 				// explicit transaction: one round trip.
@@ -334,7 +363,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 							assert.Regexp(t, regexp.MustCompile(`(?s)`+re), oneLine(data[i]), "round %d: statement %d", round, i)
 						}
 					}
-					assertTxStatements(t, d.Name, o.wantTx, o.name == "SaveTurn duplicate ID", kinds[kindTx])
+					assertTxStatements(t, d.Name, o.wantTx, o.name == "SaveTurn duplicate ID" || o.name == "SaveTurn guarded conflict", kinds[kindTx])
 				}
 			})
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -183,4 +184,206 @@ func race(t *testing.T, rounds int, servers ...*memory.PersistentBufferMemory) {
 			require.Equal(t, want, got, "round %d: server %d: history", n, i)
 		}
 	}
+}
+
+// On MySQL a guarded save is one round trip, as an unguarded one: its
+// count is checked by the statements of the save's own text.
+func TestMySQLGuardedSaveRoundTrips(t *testing.T) {
+	b := newMySQLBackend(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, storeTurn(ctx, b, driver.SessionKey("acme", "warm"), driver.Turn{ID: "w", User: "u", Agent: "a"}))
+	key := driver.SessionKey("acme", "g")
+	for seq := 1; seq <= 3; seq++ {
+		before := roundTrips()
+		s, err := save(ctx, b, key, driver.Turn{User: "u", Agent: "a", Seq: seq})
+		got := roundTrips() - before
+		require.NoError(t, err)
+		assert.Equal(t, seq, s.Seq)
+		assert.Equal(t, 1, got, "guarded save of Seq %d: round trips", seq)
+	}
+	before := roundTrips()
+	s, err := save(ctx, b, key, driver.Turn{User: "u", Agent: "a"})
+	require.NoError(t, err)
+	assert.Equal(t, 4, s.Seq)
+	assert.Equal(t, 1, roundTrips()-before, "unguarded save: round trips")
+}
+
+// Replace and Import take a turn's Seq as its position: a replacement's
+// turn Seq must be its place in the list, an imported turn's the place
+// it is held at or lands at; otherwise nothing is written.
+func TestSeqReplaceImport(t *testing.T) {
+	guardedBackends(t, func(t *testing.T, b driver.Backend) {
+		ctx := context.Background()
+		key := driver.SessionKey("acme", "r")
+		r := b.(driver.Replacer)
+		st := b.(driver.SessionStore)
+		prep := func(turns ...driver.Turn) []driver.PreparedTurn {
+			out := make([]driver.PreparedTurn, len(turns))
+			for i, turn := range turns {
+				p, err := driver.Prepare(turn, time.Now(), 0, nil)
+				require.NoError(t, err)
+				out[i] = p
+			}
+			return out
+		}
+		_, err := r.Replace(ctx, key, prep(driver.Turn{ID: "a", User: "a", Seq: 1}, driver.Turn{ID: "b", User: "b", Seq: 3}))
+		require.ErrorIs(t, err, driver.ErrInvalidTurn)
+		assert.Equal(t, 0, loadWindow(t, b, key, 10).TurnCount, "nothing written")
+		_, err = r.Replace(ctx, key, prep(driver.Turn{ID: "a", User: "a", Seq: 1}, driver.Turn{ID: "b", User: "b"}, driver.Turn{ID: "c", User: "c", Seq: 3}))
+		require.NoError(t, err)
+		w := loadWindow(t, b, key, 10)
+		require.Len(t, w.Turns, 3)
+		assert.Equal(t, []int{1, 2, 3}, []int{w.Turns[0].Seq, w.Turns[1].Seq, w.Turns[2].Seq})
+
+		// Replaced with its own loaded turns: the same history.
+		p := make([]driver.PreparedTurn, len(w.Turns))
+		for i := range w.Turns {
+			p[i] = driver.PreparedTurn{Turn: w.Turns[i]}
+		}
+		_, err = r.Replace(ctx, key, p)
+		require.NoError(t, err)
+		assert.Equal(t, w.Turns, loadWindow(t, b, key, 10).Turns)
+
+		imp := func(turns ...driver.Turn) error {
+			ps := prep(turns...)
+			return st.Import(ctx, key, driver.SessionInfo{}, func() (driver.PreparedTurn, error) {
+				if len(ps) == 0 {
+					return driver.PreparedTurn{}, io.EOF
+				}
+				p := ps[0]
+				ps = ps[1:]
+				return p, nil
+			})
+		}
+		for _, bad := range [][]driver.Turn{
+			{{ID: "a", User: "a", Seq: 2}},                               // held as turn 1
+			{{ID: "d", User: "d", Seq: 5}},                               // would be turn 4
+			{{ID: "d", User: "d", Seq: 4}, {ID: "e", User: "e", Seq: 4}}, // e would be turn 5
+		} {
+			require.ErrorIs(t, imp(bad...), driver.ErrInvalidImport, "%+v", bad)
+			assert.Equal(t, w, loadWindow(t, b, key, 10), "nothing written")
+		}
+		require.NoError(t, imp(driver.Turn{ID: "a", User: "a", Seq: 1}, driver.Turn{ID: "d", User: "d", Seq: 4}, driver.Turn{ID: "e", User: "e"}))
+		w = loadWindow(t, b, key, 10)
+		require.Len(t, w.Turns, 5)
+		assert.Equal(t, "d", w.Turns[3].ID)
+		assert.Equal(t, 5, w.Turns[4].Seq)
+	})
+}
+
+// An append racing a ReplaceSession that removes its turn either lands
+// in the old history (and goes with it) or is ErrTurnNotFound: never a
+// write into the new history, whose turns reuse the sequence numbers
+// (TestAppendRacingReplace's rule, here on MySQL and the in-memory
+// backend too, with the turns' Seq checked after every round).
+func TestAppendRacingReplaceSeq(t *testing.T) {
+	const rounds = 25
+	run := func(t *testing.T, b1, b2 driver.Backend) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		key := driver.SessionKey("acme", "ar")
+		r := b2.(driver.Replacer)
+		for n := range rounds {
+			old := make([]driver.PreparedTurn, 3)
+			fresh := make([]driver.PreparedTurn, 3)
+			for i := range old {
+				var err error
+				old[i], err = driver.Prepare(driver.Turn{ID: fmt.Sprintf("old%d-%d", n, i), User: "old"}, time.Now(), 0, nil)
+				require.NoError(t, err)
+				fresh[i], err = driver.Prepare(driver.Turn{ID: fmt.Sprintf("new%d-%d", n, i), User: "new"}, time.Now(), 0, nil)
+				require.NoError(t, err)
+			}
+			_, err := r.Replace(ctx, key, old)
+			require.NoError(t, err)
+			msgs, err := driver.PrepareMessages([]driver.Message{{ID: fmt.Sprintf("late%d", n), Role: driver.RoleAssistant, Content: "late"}}, 0, nil)
+			require.NoError(t, err)
+			target := old[n%3].ID // the newest turn (one statement on PostgreSQL) or an older one
+			var appendErr, replaceErr error
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, appendErr = b1.Append(ctx, key, target, msgs)
+			}()
+			go func() {
+				defer wg.Done()
+				<-start
+				_, replaceErr = r.Replace(ctx, key, fresh)
+			}()
+			close(start)
+			wg.Wait()
+			require.NoError(t, replaceErr, "round %d", n)
+			if appendErr != nil {
+				require.ErrorIs(t, appendErr, driver.ErrTurnNotFound, "round %d", n)
+			}
+			w := loadWindow(t, b1, key, 10)
+			require.Len(t, w.Turns, 3, "round %d", n)
+			for i, turn := range w.Turns {
+				assert.Equal(t, fresh[i].ID, turn.ID, "round %d", n)
+				assert.Len(t, turn.Messages, 1, "round %d: turn %s holds a message appended to %s", n, turn.ID, target)
+				assert.Equal(t, i+1, turn.Seq)
+			}
+			// And after the replace, the append is refused.
+			_, err = b1.Append(ctx, key, target, msgs)
+			require.ErrorIs(t, err, driver.ErrTurnNotFound, "round %d", n)
+		}
+	}
+	dbtest.RunAll(t, func(t *testing.T, d dbtest.Dialect) {
+		url := d.URL(t)
+		b1, _ := newEnvURL(t, url)
+		b2, _ := newEnvURL(t, url)
+		run(t, b1, b2)
+	})
+	t.Run("inmemory", func(t *testing.T) {
+		b := NewInMemoryBackend()
+		run(t, b, b)
+	})
+}
+
+// On PostgreSQL a guarded save is the one statement of a save, and it
+// touches about the same buffers: its session step is the upsert (Seq 1)
+// or an UPDATE of the session row by primary key, and it reads no
+// message index.
+func TestPGGuardedSaveBuffers(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name != "pg" {
+			t.Skip("PostgreSQL's one-statement save")
+		}
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		for i := range 20 {
+			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
+		}
+		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
+		require.NoError(t, err)
+		s := b.store.(*postgresStore)
+		explainSave(t, b, "grows") // warms the caches: the first run reads the catalog
+		// Each explained save is rolled back, leaving dead index entries
+		// that the next insert at the same keys checks: so the guarded
+		// statement runs between two unguarded ones, and is compared with
+		// the later.
+		args := saveArgs(t, "grows", driver.NewTurnID())
+		// saveLater's session step binds tokens, time, session, count,
+		// erased digest and begun where the upsert binds its eight.
+		tokens, at, begun := args[4], args[5], args[8]
+		guardedArgs := append([]any{"grows", tokens, at, "grows", int64(20), erasedDigest("grows"), begun}, args[9:]...)
+		_, before := explainSave(t, b, "grows")
+		plan, guarded := explainStmt(t, b, s.saveLater, guardedArgs)
+		_, after := explainSave(t, b, "grows")
+		assert.NotContains(t, plan, `"Index Name": "`+MessagesTable, "the guarded save reads a message index")
+		assert.Contains(t, plan, `"Relation Name": "`+MessagesTable, "the guarded save inserted the messages")
+		_, newBefore := explainSave(t, b, "empty")
+		_, first := explainStmt(t, b, s.saveFirst, saveArgs(t, "empty", driver.NewTurnID()))
+		_, newAfter := explainSave(t, b, "empty")
+		t.Logf("save buffers at 20 turns: unguarded %d, guarded (Seq 21) %d, unguarded %d; into a new session: unguarded %d, guarded (Seq 1) %d, unguarded %d",
+			before, guarded, after, newBefore, first, newAfter)
+		// The UPDATE of a later Seq finds the session row by its primary
+		// key (about 2 buffers, which explainStmt's sum counts twice: the
+		// CTE's and its scan's), where the upsert's insertion finds it.
+		assert.LessOrEqualf(t, guarded, after+4, "guarded save buffers: got %d; want at most the next unguarded save's %d and the row lookup", guarded, after)
+		assert.LessOrEqualf(t, first, newAfter, "guarded first save buffers: got %d; want at most the next unguarded save's", first)
+	})
 }

@@ -20,7 +20,10 @@ import (
 // is found by the unique index, whose violation aborts the transaction.
 // So duplicates, within the file or against the session, are found by the
 // database inside the transaction, and nothing but the current turn is
-// held in memory. It implements driver.SessionStore.
+// held in memory. A turn whose Seq is not 0 must be the session's turn Seq
+// once imported (where it is held, or where it lands), or the import
+// stores nothing (driver.ErrInvalidImport). It implements
+// driver.SessionStore.
 func (b *DataFlowBackend) Import(ctx context.Context, key string, s driver.SessionInfo, next func() (driver.PreparedTurn, error)) error {
 	return b.importSession(ctx, key, s, nil, next)
 }
@@ -62,7 +65,7 @@ RETURNING user_id, turn_count`), b.sessions)
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, title = ?, metadata = ?, updated_at = ? WHERE id = ?`, b.sessions)
 	})
 	held := b.stmt("import/held", func() *dataflow.Stmt {
-		return b.db.NewStmt(`SELECT pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+
+		return b.db.NewStmt(`SELECT seq, pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+
 			` WHERE session_id = ? AND turn_id = ? ORDER BY pos`, b.messages)
 	})
 	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
@@ -125,9 +128,12 @@ RETURNING user_id, turn_count`), b.sessions)
 					return err
 				}
 			}
-			stored, err := b.heldTurnTx(ctx, tx, held, key, t.ID)
+			stored, pos, err := b.heldTurnTx(ctx, tx, held, key, t.ID)
 			if err != nil {
 				return err
+			}
+			if stored != nil && t.Seq != 0 && int64(t.Seq) != pos {
+				return fmt.Errorf("%s turn %q: %w: Seq %d, but the session holds it as turn %d", sessionName(key), t.ID, bare{driver.ErrInvalidImport}, t.Seq, pos)
 			}
 			if stored != nil {
 				same, err := sameMessages(stored, t.Encoded)
@@ -196,6 +202,9 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 	if err != nil {
 		return err
 	}
+	if t.Seq != 0 && int64(t.Seq) != seq {
+		return fmt.Errorf("%s turn %q: %w: Seq %d, but it would be turn %d", sessionName(key), t.ID, bare{driver.ErrInvalidImport}, t.Seq, seq)
+	}
 	var meta any
 	if t.Metadata != nil {
 		meta = string(t.Metadata)
@@ -214,14 +223,18 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 }
 
 // heldTurnTx returns the messages the session holds under turnID, nil for
-// none, decoded for comparison: without token counts.
-func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]driver.Message, error) {
+// none, decoded for comparison: without token counts; and the turn's
+// position.
+func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]driver.Message, int64, error) {
 	rows, err := st.QueryTx(ctx, tx, key, turnID)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer rows.Close()
-	var out []driver.Message
+	var (
+		out []driver.Message
+		seq int64
+	)
 	for rows.Next() {
 		var (
 			pos                   int32
@@ -230,22 +243,22 @@ func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *d
 			role                  string
 			calls, parts, msgMeta sql.NullString
 		)
-		if err := rows.Scan(&pos, &id, &role, &m.Content, &m.Name, &calls, &m.ToolCallID, &parts, &msgMeta); err != nil {
-			return nil, err
+		if err := rows.Scan(&seq, &pos, &id, &role, &m.Content, &m.Name, &calls, &m.ToolCallID, &parts, &msgMeta); err != nil {
+			return nil, 0, err
 		}
 		m.ID, m.Role = id.String, driver.Role(role)
 		if !id.Valid { // stored before messages had IDs
 			m.ID = driver.DerivedMessageID(turnID, int(pos))
 		}
 		if err := driver.DecodeMessage(&m, nullBytes(calls), nullBytes(parts), nullBytes(msgMeta)); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return out, rows.Close()
+	return out, seq, rows.Close()
 }
 
 func nullBytes(s sql.NullString) []byte {

@@ -46,10 +46,11 @@ func (b *InMemoryBackend) importSession(ctx context.Context, key string, info dr
 		return refusedOwner(key, s.user)
 	}
 	held := map[string]storedTurn{} // the session's turns by ID, and the import's
+	at := map[string]int{}          // their positions (Seq)
 	msgIDs := map[string]struct{}{} // the import's message IDs
 	if s != nil {
-		for _, st := range s.turns {
-			held[st.id] = st
+		for i, st := range s.turns {
+			held[st.id], at[st.id] = st, i+1
 		}
 	}
 	var add []storedTurn
@@ -67,6 +68,15 @@ func (b *InMemoryBackend) importSession(ctx context.Context, key string, info dr
 			}
 		}
 		st := storedTurn{id: p.ID, at: p.Timestamp, metadata: p.Metadata, msgs: p.Encoded, tokens: p.Tokens()}
+		if _, ok := at[st.id]; !ok { // a new turn: where it lands
+			at[st.id] = len(add) + 1
+			if s != nil {
+				at[st.id] += len(s.turns)
+			}
+		}
+		if p.Seq != 0 && p.Seq != at[st.id] {
+			return fmt.Errorf("backend: %s turn %q: %w: Seq %d, but it is turn %d", sessionName(key), st.id, bare{driver.ErrInvalidImport}, p.Seq, at[st.id])
+		}
 		if h, ok := held[st.id]; ok {
 			stored, err := (&h).turn()
 			if err != nil {

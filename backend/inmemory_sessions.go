@@ -329,6 +329,9 @@ func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []drive
 			turns[i] = p
 		}
 	}
+	if err := checkPositions(turns); err != nil {
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := b.sessions[key]

@@ -42,9 +42,15 @@ var errRollBack = errors.New("roll back")
 // buffers the statement touched.
 func explainSave(t *testing.T, b *DataFlowBackend, session string) (string, int) {
 	t.Helper()
+	return explainStmt(t, b, oneStatementSave(b), saveArgs(t, session, driver.NewTurnID()))
+}
+
+// explainStmt is explainSave of the statement st with args.
+func explainStmt(t *testing.T, b *DataFlowBackend, st *dataflow.Stmt, args []any) (string, int) {
+	t.Helper()
 	var plan []byte
 	err := b.db.RunInTx(context.Background(), func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oneStatementSave(b).String(), saveArgs(t, session, driver.NewTurnID())...)
+		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+st.String(), args...)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,8 @@ var _ driver.Replacer = (*DataFlowBackend)(nil)
 // every turn stored as Save stores it. Owner, title and metadata are kept;
 // the forks sharing its turns get copies of them first (detachTx), and a
 // fork replaced holds its new turns alone (ForkOf stays, as provenance).
+// A turn whose Seq is not 0 must have its position in turns (1 for the
+// first), or nothing is written (driver.ErrInvalidTurn).
 // Readers see the old history or the new one. It implements
 // driver.Replacer.
 func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []driver.PreparedTurn) (driver.Saved, error) {
@@ -31,6 +33,9 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 			}
 			turns[i] = p
 		}
+	}
+	if err := checkPositions(turns); err != nil {
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	index, err := b.indexed(ctx)
 	if err != nil {
@@ -102,4 +107,16 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 	}
 	b.queued(ctx, key, saved.Messages)
 	return saved, nil
+}
+
+// checkPositions refuses a replacement whose turn has a Seq other than 0
+// and its position in turns: a history given with the positions it
+// was loaded at must keep them.
+func checkPositions(turns []driver.PreparedTurn) error {
+	for i := range turns {
+		if seq := turns[i].Seq; seq != 0 && seq != i+1 {
+			return fmt.Errorf("%w: turn %d (%q) has Seq %d", driver.ErrInvalidTurn, i, turns[i].ID, seq)
+		}
+	}
+	return nil
 }

@@ -86,7 +86,8 @@ type exportMessage struct {
 // (format, id, user, title, metadata, turn_count, created_at, updated_at),
 // then one line per turn, oldest first (id, timestamp, metadata, messages
 // with every field). It reads the history a page at a time, so a long
-// session is never held whole. The format is documented in the README;
+// session is never held whole. A turn's line holds no seq: its place in
+// the file is its position (Seq), and Import gives it that place. The format is documented in the README;
 // Import reads it back.
 func (m *PersistentBufferMemory) Export(ctx context.Context, sessionID string, w io.Writer) (err error) {
 	defer m.trace(&ctx, opExport, sessionID).end(&err)

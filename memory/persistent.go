@@ -155,6 +155,15 @@ func (m *PersistentBufferMemory) Tenant() string {
 // (its turn count and version moved by exactly this turn); otherwise the
 // window is dropped. So a save never appends onto a stale window, whatever
 // other processes did.
+//
+// A turn with Seq > 0 is a guarded save: it is stored only as the
+// session's turn Seq, checked by the backend in the save's own statement
+// or transaction, so that two servers saving the same Seq at once store
+// one turn. Otherwise SaveTurn returns an error wrapping ErrConflict,
+// nothing is written, and the cached window is dropped (the next
+// LoadContext reads the session as it is, each turn with its Seq, from
+// which a retry can take Seq = TurnCount+1). A turn whose ID the session
+// holds already is stored once and is no conflict, whatever its Seq.
 func (m *PersistentBufferMemory) SaveTurn(ctx context.Context, sessionID string, turn Turn) (err error) {
 	defer m.trace(&ctx, opSaveTurn, sessionID).end(&err)
 	key, err := m.check(sessionID)

@@ -14,8 +14,10 @@ import (
 // transaction, so a reader sees the old history or the new one, never a
 // mix, and a failure leaves the old one. The session's owner, title and
 // metadata are kept. With no turns it is Clear, but for them. Turn IDs, and
-// message IDs, must be unique across turns (ErrInvalidTurn). A backend that
-// is not a driver.Replacer is ErrNotSupported.
+// message IDs, must be unique across turns (ErrInvalidTurn). A turn's Seq,
+// when not 0, must be its position in turns (1 for the first), as loaded
+// turns carry it: ErrInvalidTurn otherwise. A backend that is not a
+// driver.Replacer is ErrNotSupported.
 func (m *PersistentBufferMemory) ReplaceSession(ctx context.Context, sessionID string, turns ...Turn) error {
 	key, err := m.check(sessionID)
 	if err != nil {
@@ -59,6 +61,9 @@ func prepareAll(turns []Turn, now time.Time, limit int, counter TokenCounter) ([
 		if err != nil {
 			return nil, fmt.Errorf("turn %d: %w", i, err)
 		}
+		if p.Seq > 0 && p.Seq != i+1 {
+			return nil, fmt.Errorf("%w: turn %d (%q) has Seq %d", ErrInvalidTurn, i, p.ID, p.Seq)
+		}
 		if turnIDs[p.ID] {
 			return nil, fmt.Errorf("%w: turn id %q given twice", ErrInvalidTurn, p.ID)
 		}
@@ -88,7 +93,8 @@ func (m *BufferMemory) ReplaceSession(ctx context.Context, sessionID string, tur
 		return err
 	}
 	r := &ring{}
-	for _, p := range prepared {
+	for i, p := range prepared {
+		p.Seq = i + 1
 		r.push(p.Turn, m.limits().maxTurns)
 	}
 	m.mu.Lock()
