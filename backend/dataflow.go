@@ -505,7 +505,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 			return err
 		}
 		if err := scanOne(rows, &seq, &before, &at, &last); errors.Is(err, sql.ErrNoRows) {
-			return errTurnNotFound(sessionID, turnID)
+			return b.appendMissing(ctx, tx, sessionID, turnID)
 		} else if err != nil {
 			return err
 		}
@@ -752,7 +752,15 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery, onRow func(), lead ...any)
 	if len(lead) > 0 {
 		dest = append(lead, dest...)
 	}
-	for rows.Next() {
+	next := func() bool { // a text of several statements (MySQL's chainQuery) yields its rows last
+		for !rows.Next() {
+			if !rows.NextResultSet() {
+				return false
+			}
+		}
+		return true
+	}
+	for next() {
 		if err := rows.Scan(dest...); err != nil {
 			return driver.Window{}, 0, err
 		}
@@ -873,7 +881,7 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 		return fmt.Errorf("backend: %w", err)
 	}
 	at := now()
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.runTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
 			return err
 		}

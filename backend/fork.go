@@ -1,10 +1,13 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,8 +38,19 @@ import (
 // DeleteUser), every session whose base it is gets the rows it shared
 // copied into its own (detachTx), with their search entries, and its base
 // moved down the chain: a fork stays whole, and no byte of the deleted
-// session stays behind for it. Depth is not limited; a read visits one
-// chain row per session of the chain its range reaches.
+// session stays behind for it.
+//
+// Depth: forks of forks chain without a limit of their own (tested to 12);
+// a read visits one chain row per session of the chain its range reaches,
+// the walk stopping below the range. The recursive CTE is bounded by the
+// engine: MariaDB's max_recursive_iterations (a chain of more sessions
+// than it allows fails to read), none on SQLite and PostgreSQL. On MySQL
+// an ancestor's rows are read by its session_id and filtered to its range
+// (see mysqlStore.chainQuery); a session that is no fork reads its range.
+//
+// A turn saved into a fork whose ID its inherited prefix holds is not
+// found by the save's duplicate check (the session's own rows): it is
+// stored again, as a new turn.
 
 // Index names and conditions of the sessions' fork columns.
 const (
@@ -54,17 +68,17 @@ var _ driver.Forker = (*DataFlowBackend)(nil)
 // whose parameters come before the session ID's), the chain c of the
 // sessions storing its turns, each with its highest sequence hi (walked
 // while its fork point is above prune), and per chain row its range of
-// messages m. A session that does not exist yields no row; one whose range
-// is empty yields its row alone (m's columns NULL). lo and hi are
-// expressions over h (lo may read c).
+// messages m (the store's chainQuery puts these together, with the
+// one-row CTE s of the session's bounds lo and hi). A session that does
+// not exist yields no row; one whose range is empty yields its row alone
+// (m's columns NULL). lo and hi are expressions over h (lo may read c).
 func (b *DataFlowBackend) chainRead(name, head, prune, lo, hi string) string {
-	return b.form(name, `WITH RECURSIVE h AS (SELECT s.id, s.turn_count, s.version, s.base, s.base_seq`+head+` FROM `+SessionsTable+` s WHERE s.id = ?),
+	ctes := `WITH RECURSIVE h AS (SELECT s.id, s.turn_count, s.version, s.base, s.base_seq` + head + ` FROM ` + SessionsTable + ` s WHERE s.id = ?),
 c (id, hi, base, base_seq) AS (SELECT h.id, h.turn_count, h.base, h.base_seq FROM h
 	UNION ALL
-	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN h ON c.base <> '' AND c.base_seq > `+prune+` JOIN `+SessionsTable+` p ON p.id = c.base),
-s AS (SELECT h.id, h.turn_count, h.version, `+lo+` AS lo, `+hi+` AS hi FROM h`+b.store.fence()+`)
-`+loadColumns+b.db.TimeColumn("m.created_at")+`
-FROM s CROSS JOIN c `+b.store.chainJoin("m.session_id = c.id AND m.seq > s.lo AND m.seq <= c.hi AND m.seq <= s.hi"))
+	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN h ON c.base <> '' AND c.base_seq > ` + prune + ` JOIN ` + SessionsTable + ` p ON p.id = c.base)`
+	return b.form(name, b.store.chainQuery(ctes, lo, hi, loadColumns+b.db.TimeColumn("m.created_at"),
+		"m.session_id = c.id AND m.seq > s.lo AND m.seq <= c.hi AND m.seq <= s.hi"))
 }
 
 // windowReads returns the load statements, without and with a token
@@ -127,7 +141,7 @@ func (b *DataFlowBackend) Fork(ctx context.Context, parent, atTurnID, child stri
 		return fmt.Errorf("backend: %w", err)
 	}
 	begun := now()
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.runTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		return b.forkTx(ctx, tx, parent, atTurnID, child, sums, begun)
 	}, tables...)
 	if err != nil {
@@ -347,6 +361,20 @@ ORDER BY created_at DESC, id DESC LIMIT ?`, b.sessions)
 	return forks, rows.Close()
 }
 
+// runTx is db.RunInTx, run again (up to deleteRetries times) when the
+// transaction was rolled back whole because it lost a deadlock or a
+// serialization conflict: a fork and a deletion along one chain take row
+// locks in orders that may cross.
+func (b *DataFlowBackend) runTx(ctx context.Context, fn func(context.Context, *dataflow.Tx) error, tables ...dataflow.Readier) error {
+	for try := 0; ; try++ {
+		err := b.db.RunInTx(ctx, fn, tables...)
+		if err != nil && try < deleteRetries && dataflow.Retryable(err) && ctx.Err() == nil {
+			continue
+		}
+		return err
+	}
+}
+
 // detachTx makes every session whose prefix is stored in the sessions of
 // keys (which the transaction is about to delete) hold it itself: the rows
 // it shares are copied into its own, with their search entries (index:
@@ -414,6 +442,18 @@ FROM `+MessagesTable+` WHERE session_id = ? AND seq > `+b.cast("?", "BIGINT")+` 
 			return nil
 		}
 		for _, d := range todo {
+			// The new base's row is locked first, so that a deletion of
+			// it waits for this one, then finds d based on it (a read
+			// whose snapshot predates this commit would miss d), or the
+			// two deadlock and one is rolled back and run again
+			// (runTx).
+			if d.base != "" {
+				if _, _, ok, err := b.lockOwner(ctx, tx, d.base); err != nil {
+					return err
+				} else if !ok {
+					return fmt.Errorf("detach %s: its base %s is gone", sessionName(d.id), sessionName(d.base))
+				}
+			}
 			if _, err := copyRows.ExecTx(ctx, tx, d.id, d.src, d.baseSeq, d.seq); err != nil {
 				return err
 			}
@@ -472,4 +512,94 @@ func (b *DataFlowBackend) indexRangeTx(ctx context.Context, tx *dataflow.Tx, key
 		entries = entries[n:]
 	}
 	return nil
+}
+
+// chainLink is a session of a fork chain and the highest turn sequence of
+// its own rows the chain reads.
+type chainLink struct {
+	key string
+	hi  int64
+}
+
+// chainOf returns key's fork chain, the session itself first (its own
+// rows unbounded), then each session storing its inherited turns; none for
+// no session. One statement, a primary-key lookup per link.
+func (b *DataFlowBackend) chainOf(ctx context.Context, key string) ([]chainLink, error) {
+	st := b.stmt("fork/chain", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`WITH RECURSIVE c (id, hi, base, base_seq) AS (
+	SELECT id, turn_count, base, base_seq FROM `+SessionsTable+` WHERE id = ?
+	UNION ALL
+	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN `+SessionsTable+` p ON p.id = c.base)
+SELECT id, hi FROM c`, b.sessions)
+	})
+	rows, err := st.Query(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var chain []chainLink
+	for rows.Next() {
+		var l chainLink
+		if err := rows.Scan(&l.key, &l.hi); err != nil {
+			return nil, err
+		}
+		if l.key == key {
+			l.hi = math.MaxInt64
+		}
+		chain = append(chain, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return chain, rows.Close()
+}
+
+// searchChain is a search scoped to a session: of a fork, its own messages
+// and those it inherits, each session of its chain searched up to its
+// fork point (one statement per session of the chain, after the chain's
+// own), the hits named by the fork, merged best first (oldest first among
+// equal scores), at most q.Limit. A tenant- or user-wide search returns
+// each stored message once, under the session that stores it.
+func (b *DataFlowBackend) searchChain(ctx context.Context, tenant string, terms []string, q driver.SearchQuery) ([]driver.SearchHit, error) {
+	key := driver.SessionKey(tenant, q.SessionID)
+	chain, err := b.chainOf(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
+	if len(chain) == 0 {
+		chain = []chainLink{{key: key, hi: math.MaxInt64}}
+	}
+	var hits []driver.SearchHit
+	for i := len(chain) - 1; i >= 0; i-- {
+		sub := q
+		_, sub.SessionID = driver.ParseSessionKey(chain[i].key)
+		h, err := b.searchOnce(ctx, tenant, terms, sub, chain[i].hi)
+		if err != nil {
+			return nil, err
+		}
+		for j := range h {
+			h[j].SessionID = q.SessionID
+		}
+		hits = append(hits, h...)
+	}
+	if len(chain) > 1 {
+		slices.SortStableFunc(hits, func(a, b driver.SearchHit) int { return cmp.Compare(b.Score, a.Score) })
+		if q.Limit > 0 && len(hits) > q.Limit {
+			hits = hits[:q.Limit]
+		}
+	}
+	return hits, nil
+}
+
+// appendMissing is the error of an append to a turn the session's own rows
+// do not hold: a turn a fork inherited is stored in an ancestor, which an
+// append never writes into (driver.ErrNotSupported: fork after the turn
+// instead, then save the new turn); otherwise ErrTurnNotFound.
+func (b *DataFlowBackend) appendMissing(ctx context.Context, tx *dataflow.Tx, key, turnID string) error {
+	if fp, found, err := b.findForkPoint(ctx, tx, key, turnID); err != nil {
+		return err
+	} else if found && fp.store != key {
+		return fmt.Errorf("%s turn %q: %w: the turn is inherited from the session the fork was made from; fork after it instead", sessionName(key), turnID, bare{driver.ErrNotSupported})
+	}
+	return errTurnNotFound(key, turnID)
 }

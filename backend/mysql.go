@@ -44,17 +44,71 @@ func (s *mysqlStore) greatest() string           { return "GREATEST" }
 func (s *mysqlStore) indexInRows() bool          { return true }
 func (s *mysqlStore) prepare()                   {}
 
-// budgetLo reads the budget index (budgetIndexLo).
-func (s *mysqlStore) budgetLo() string { return s.b.budgetIndexLo() }
+// chainQuery is a chain read on MySQL. MariaDB bounds a range of a key
+// only by constants: the session row s, one row of constants, bounds the
+// session's own rows; a bound lo that is a subquery (a budget window's)
+// is computed first, in the same text (one round trip, the rows are its
+// last result), by a statement of its own into @tk_lo, its parameters
+// bound to user variables (the last, the session key, @tk_key) (after @tk_th, the session's tokens minus the
+// budget, the budget read's third parameter): the session row s is then
+// read as constants, and the session's own rows are a range of the
+// primary key (session_id, seq), as before forks. The rows of the other
+// chain rows c follow after UNION ALL: MariaDB cannot bound a key's
+// second part by a value of an earlier table of the join, so an
+// ancestor's rows are read by its session_id and filtered to the range
+// (a fork's load on MySQL reads the stored part of each ancestor its
+// window reaches; a session that is no fork reads its window alone).
+func (s *mysqlStore) chainQuery(ctes, lo, hi, cols, cond string) string {
+	signed := func(q string) string { return strings.ReplaceAll(q, " AS BIGINT)", " AS SIGNED)") }
+	ctes, lo, hi = signed(ctes), signed(lo), signed(hi)
+	var set strings.Builder
+	if strings.Contains(lo, "SELECT") {
+		s.bindVars(&set, &ctes)
+		if strings.Contains(lo, "@tk_th") {
+			set.WriteString("SET @tk_th = (SELECT tokens FROM " + SessionsTable + " WHERE id = @tk_key) - @tk_p3;\n")
+		}
+		set.WriteString("SET @tk_lo = (" + ctes + "\nSELECT " + lo + " FROM h);\n")
+		lo = "@tk_lo"
+	}
+	return set.String() + ctes + `,
+s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi FROM h LIMIT 1)
+` + cols + `
+FROM s LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > s.lo AND m.seq <= s.hi
+UNION ALL
+` + cols + `
+FROM s JOIN c ON c.id <> s.id JOIN ` + MessagesTable + ` m ON ` + cond
+}
 
-// fence keeps MySQL from merging a chain read's one-row session CTE into
-// the query that reads it.
-func (s *mysqlStore) fence() string { return " LIMIT 1" }
+// bindVars writes to set the statement binding the parameters of ctes to
+// user variables, in order (the last, the session key, @tk_key), and
+// makes ctes read them.
+func (s *mysqlStore) bindVars(set *strings.Builder, ctes *string) {
+	n := strings.Count(*ctes, "?")
+	set.WriteString("SET ")
+	for i := range n {
+		v := fmt.Sprintf("@tk_p%d", i+1)
+		if i == n-1 {
+			v = "@tk_key"
+		}
+		if i > 0 {
+			set.WriteString(", ")
+		}
+		set.WriteString(v + " = ?")
+		*ctes = strings.Replace(*ctes, "?", v, 1)
+	}
+	set.WriteString(";\n")
+}
 
-// chainJoin joins a chain read's message rows m to its chain row c on
-// cond: a range of the primary key (session_id, seq) per chain row.
-func (s *mysqlStore) chainJoin(cond string) string {
-	return `LEFT JOIN ` + MessagesTable + ` m ON ` + cond
+// budgetLo is the budget index's bound (budgetIndexLo), the session's own
+// seek bounded by constants (@tk_key, @tk_th: see chainQuery), so that it
+// is a range, not a read of the session's entries from its first.
+func (s *mysqlStore) budgetLo() string {
+	first := func(id, th string) string {
+		return `(SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = ` + id + ` AND x.tokens_before >= ` + th + ` ORDER BY x.tokens_before, x.seq LIMIT 1)`
+	}
+	own := first("@tk_key", "@tk_th")
+	up := `(SELECT MIN(CASE WHEN ` + first("c.id", "@tk_th") + ` <= c.hi THEN ` + first("c.id", "@tk_th") + ` END) FROM c WHERE c.id <> h.id)`
+	return `GREATEST(h.t, COALESCE(LEAST(COALESCE(` + own + `, ` + up + `), COALESCE(` + up + `, ` + own + `)), h.turn_count) - 1)`
 }
 
 // form is the MySQL text of the shared statements written with ON
@@ -440,7 +494,7 @@ func (s *mysqlStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			where += ` AND s.user_id = ?`
 		}
 		if q.SessionID != "" {
-			where += ` AND m.session_id = ?`
+			where += ` AND m.session_id = ? AND m.seq <= ?`
 		}
 		return b.db.NewReadStmt(`SELECT `+searchColumns+`, 1.0 AS score
 FROM `+SessionsTable+` s JOIN `+MessagesTable+` m ON m.session_id = s.id
@@ -450,13 +504,13 @@ ORDER BY m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 }
 
 // searchArgs are the scope's arguments and a LIKE pattern per term.
-func (s *mysqlStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *mysqlStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	args := []any{tenant}
 	if q.User != "" {
 		args = append(args, q.User)
 	}
 	if q.SessionID != "" {
-		args = append(args, driver.SessionKey(tenant, q.SessionID))
+		args = append(args, driver.SessionKey(tenant, q.SessionID), through)
 	}
 	for _, t := range terms {
 		args = append(args, mysqlWordPattern(t))

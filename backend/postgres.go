@@ -39,18 +39,18 @@ func (s *postgresStore) indexInRows() bool            { return true }
 // budgetLo reads the budget index (budgetIndexLo).
 func (s *postgresStore) budgetLo() string { return s.b.budgetIndexLo() }
 
-// fence keeps the planner from pulling a chain read's one-row session
-// CTE up into the query that reads it (OFFSET 0).
-func (s *postgresStore) fence() string { return " OFFSET 0" }
-
-// chainJoin joins a chain read's message rows m to its chain row c on
-// cond as a LATERAL subquery, which OFFSET 0 keeps from being pulled up
-// into a join: an index scan of each chain row's range.
+// chainQuery is a chain read on PostgreSQL: OFFSET 0 keeps the planner
+// from pulling s up into the query that reads it, and the message rows
+// of each chain row are a LATERAL subquery, which OFFSET 0 keeps from
+// being pulled up into a join: an index scan of each chain row's range.
 // Joined directly, a planner without statistics (a new table) chose a
 // hash join that read the session's every message and evaluated the
 // budget's subquery once per message row: 2.8x the turn window's cost.
-func (s *postgresStore) chainJoin(cond string) string {
-	return `LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE ` + strings.ReplaceAll(cond, "m.", "x.") + ` OFFSET 0) m ON TRUE`
+func (s *postgresStore) chainQuery(ctes, lo, hi, cols, cond string) string {
+	return ctes + `,
+s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi FROM h OFFSET 0)
+` + cols + `
+FROM s CROSS JOIN c LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE ` + strings.ReplaceAll(cond, "m.", "x.") + ` OFFSET 0) m ON TRUE`
 }
 
 // prepare makes the PostgreSQL statements that do a write in one round
@@ -304,7 +304,9 @@ func (s *postgresStore) appendInOne(ctx context.Context, sessionID, turnID strin
 	err = scanOne(rows, &seq, &n, &version)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return driver.Saved{}, false, errTurnNotFound(sessionID, turnID)
+		// The session's own rows hold no such turn: the transaction path
+		// tells a turn a fork inherited from none (appendMissing).
+		return driver.Saved{}, false, nil
 	case err != nil:
 		return driver.Saved{}, false, b.writeOutcome(ctx, "append", err)
 	case n == 0:
@@ -377,7 +379,7 @@ func (s *postgresStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			where = `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.user_id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
 		}
 		if q.SessionID != "" {
-			where += ` AND m.session_id = ?`
+			where += ` AND m.session_id = ? AND m.seq <= ?`
 		}
 		// Ranked among the first searchCandidates matches: a word in
 		// half of a million messages would otherwise rank them all
@@ -389,7 +391,7 @@ ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages
 	})
 }
 
-func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	var args []any
 	quoted := make([]string, len(terms))
 	for i, t := range terms {
@@ -400,7 +402,7 @@ func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.Searc
 		args = append(args, q.User)
 	}
 	if q.SessionID != "" {
-		args = append(args, driver.SessionKey(tenant, q.SessionID))
+		args = append(args, driver.SessionKey(tenant, q.SessionID), through)
 	}
 	return args
 }

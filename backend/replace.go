@@ -49,7 +49,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	var saved driver.Saved
-	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+	err = b.runTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
 		if _, err := b.lockSession.ExecTx(ctx, tx, key, tenantOf(key), at, at); err != nil {
 			return err

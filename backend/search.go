@@ -133,8 +133,17 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q driver.Se
 	if err := b.catchUpSearch(ctx, tenant); err != nil {
 		return nil, fmt.Errorf("backend: search index catch-up: %w", err)
 	}
+	if q.SessionID != "" {
+		return b.searchChain(ctx, tenant, terms, q)
+	}
+	return b.searchOnce(ctx, tenant, terms, q, 0)
+}
+
+// searchOnce runs the search statement of q (for a scoped search, its
+// session's messages of turns up to through).
+func (b *DataFlowBackend) searchOnce(ctx context.Context, tenant string, terms []string, q driver.SearchQuery, through int64) ([]driver.SearchHit, error) {
 	st := b.store.searchStmt(q)
-	args := append(b.store.searchArgs(tenant, terms, q), q.Limit)
+	args := append(b.store.searchArgs(tenant, terms, q, through), q.Limit)
 	// The drivers stop the statement once ctx is done, but SQLite drops an
 	// interrupt that comes before the statement has started, and the
 	// driver's own check runs between steps of SQLite's VM, not within

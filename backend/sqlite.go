@@ -48,16 +48,17 @@ func (s *sqliteStore) budgetLo() string {
 	ORDER BY x.seq DESC LIMIT 1)) FROM c), 0), h.turn_count - 1))`
 }
 
-// fence keeps SQLite from flattening a chain read's one-row session CTE
-// into the query that reads it: flattened, the bound of a budget window
-// (a subquery of its own) was evaluated again for every message row of
-// the range, and the window cost 2.3x the turn window's.
-func (s *sqliteStore) fence() string { return " LIMIT 1" }
-
-// chainJoin joins a chain read's message rows m to its chain row c on
-// cond: a range of the primary key (session_id, seq) per chain row.
-func (s *sqliteStore) chainJoin(cond string) string {
-	return `LEFT JOIN ` + MessagesTable + ` m ON ` + cond
+// chainQuery is a chain read on SQLite: the message rows joined to each
+// chain row, a range of the primary key (session_id, seq). LIMIT keeps
+// SQLite from flattening s into the query that reads it: flattened, the
+// bound of a budget window (a subquery of its own) was evaluated again for
+// every message row of the range, and the window cost 2.3x the turn
+// window's.
+func (s *sqliteStore) chainQuery(ctes, lo, hi, cols, cond string) string {
+	return ctes + `,
+s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi FROM h LIMIT 1)
+` + cols + `
+FROM s CROSS JOIN c LEFT JOIN ` + MessagesTable + ` m ON ` + cond
 }
 
 // budgetBounder is a store that keeps no budget index: every save then
@@ -302,13 +303,16 @@ func (s *sqliteStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 			join = ` JOIN ` + SessionsTable + ` s ON s.id = f.skey`
 			where = ` AND s.user_id = ?`
 		}
+		if q.SessionID != "" {
+			where += ` AND f.seq <= ?`
+		}
 		return b.db.NewReadStmt(`SELECT `+searchColumns+`, -bm25(`+SearchTable+`) AS score
 FROM `+SearchTable+` f JOIN `+MessagesTable+` m ON m.session_id = f.skey AND m.seq = f.seq AND m.pos = f.pos`+join+`
 WHERE `+SearchTable+` MATCH ?`+where+` ORDER BY bm25(`+SearchTable+`), m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
 	})
 }
 
-func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery) []any {
+func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
 	var args []any
 	var match strings.Builder
 	for i, t := range terms {
@@ -323,6 +327,9 @@ func (s *sqliteStore) searchArgs(tenant string, terms []string, q driver.SearchQ
 	args = append(args, match.String())
 	if q.User != "" {
 		args = append(args, q.User)
+	}
+	if q.SessionID != "" {
+		args = append(args, through)
 	}
 	return args
 }

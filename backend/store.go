@@ -43,12 +43,13 @@ type store interface {
 	// bound, and h.th, the session's tokens minus the budget) and its
 	// chain c (see windowReads).
 	budgetLo() string
-	// fence is the clause that keeps a one-row CTE from being merged
-	// into the query that reads it (see chainRead).
-	fence() string
-	// chainJoin is the join of a chain read's message rows, aliased m,
-	// to its chain rows c on cond (written over m): see chainRead.
-	chainJoin(cond string) string
+	// chainQuery completes a chain read (chainRead) from its CTEs h
+	// and c: the one-row CTE s (id, turn_count, version, and the bounds
+	// lo and hi, expressions over h and c), then the SELECT of cols: per
+	// chain row its message rows m that cond (over m, c and s) holds
+	// for, every chain row with at least one row (m's columns NULL where
+	// none).
+	chainQuery(ctes, lo, hi, cols, cond string) string
 	// prepare makes the engine's own statements, once, at construction.
 	prepare()
 
@@ -99,9 +100,12 @@ type store interface {
 	// searchIndexFound finishes ensureSearch for an index that exists.
 	searchIndexFound(ctx context.Context) error
 	// searchStmt is the search statement for q's shape, and searchArgs
-	// its arguments but the limit.
+	// its arguments but the limit. A search scoped to a session (its
+	// key q.SessionID of tenant) finds its messages of turns up to
+	// through (see Search: a fork's search reads each session of its
+	// chain up to its fork point).
 	searchStmt(q driver.SearchQuery) *dataflow.Stmt
-	searchArgs(tenant string, terms []string, q driver.SearchQuery) []any
+	searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any
 
 	// sizeQuery is DatabaseSize's statement and its arguments.
 	sizeQuery() (string, []any)

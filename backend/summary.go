@@ -73,8 +73,9 @@ func (b *DataFlowBackend) initSummaries(window, budget string) error {
 	}
 	cols := col("x.text") + col("x.turns") + col("x.tokens") + col(b.db.TimeColumn("x.updated_at"))
 	withSummary := func(q string) string {
-		// The window statements select loadColumns last (chainRead).
-		return strings.Replace(q, loadColumns, "SELECT "+cols+strings.TrimPrefix(loadColumns, "SELECT "), 1)
+		// The window statements select loadColumns after their CTEs,
+		// in every part of a UNION (chainRead).
+		return strings.ReplaceAll(q, loadColumns, "SELECT "+cols+strings.TrimPrefix(loadColumns, "SELECT "))
 	}
 	s.loadWindow = b.db.NewReadStmt(withSummary(window), b.sessions, b.messages, s.table)
 	s.loadBudget = b.db.NewReadStmt(withSummary(budget), b.sessions, b.messages, s.table)
