@@ -302,17 +302,28 @@ var forkChecks = []check{
 		}
 		_, err = f.Append(ctx, "c", "c3", appendMsgs(t, driver.Message{Role: driver.RoleAssistant, Content: "own"}))
 		noErr(t, err, "append to the fork's own turn")
-		// The parent may append to its turn; the fork keeps the turn as
-		// it was forked.
-		_, err = f.Append(ctx, "p", "t2", appendMsgs(t, driver.Message{Role: driver.RoleAssistant, Content: "parent's addition"}))
+		wc, _ := load(t, b, "c", 10, 0)
+		if n := len(wc.Turns[2].Messages); n != 3 {
+			t.Fatalf("fork's own turn after its append: got %d messages; want 3", n)
+		}
+	}},
+	{"ParentAppend", func(t *testing.T, b Backend) {
+		// The parent may append to a turn a fork shares; the fork keeps
+		// the turn as it was forked.
+		f := forker(t, b)
+		ctx := context.Background()
+		saveAll(t, b, "p", "t1", "t2")
+		doFork(t, f, "p", "t2", "c")
+		v := version(t, b, "c")
+		_, err := f.Append(ctx, "p", "t2", appendMsgs(t, driver.Message{Role: driver.RoleAssistant, Content: "parent's addition"}))
 		noErr(t, err, "append to the parent's turn")
 		wp, _ := load(t, b, "p", 10, 0)
 		wc, _ := load(t, b, "c", 10, 0)
 		if np, nc := len(wp.Turns[1].Messages), len(wc.Turns[1].Messages); np != 3 || nc != 2 {
 			t.Fatalf("turn t2 after the parent's append: parent %d messages, fork %d; want 3 and 2", np, nc)
 		}
-		if n := len(wc.Turns[2].Messages); n != 3 {
-			t.Fatalf("fork's own turn after its append: got %d messages; want 3", n)
+		if got := version(t, b, "c"); got != v {
+			t.Fatalf("fork's version after its parent's append: got %d; want %d (its window did not change)", got, v)
 		}
 	}},
 	{"AppendAfterParentCleared", func(t *testing.T, b Backend) {
