@@ -16,9 +16,10 @@ import (
 // and decodes it on every read, so callers never share its state. It is
 // safe for concurrent use.
 type InMemoryBackend struct {
-	mu       sync.Mutex // protects sessions and erased
+	mu       sync.Mutex // protects sessions, erased and forks
 	sessions map[string]*inMemorySession
 	erased   map[string]time.Time // sessions DeleteUser deleted, and when it returned (zero while it runs); see ErasedRow
+	forks    uint64               // forks made, to order ListForks (inmemory_fork.go)
 }
 
 type inMemorySession struct {
@@ -32,6 +33,8 @@ type inMemorySession struct {
 	title     string
 	metadata  []byte          // JSON, nil for none
 	summary   inMemorySummary // goes with the session: a clear, replacement or deletion drops it
+
+	inMemoryFork // its ancestry, when it is a fork (inmemory_fork.go)
 }
 
 // storedTurn is a turn as stored: its messages encoded, so that every read
@@ -141,6 +144,9 @@ func (b *InMemoryBackend) Append(ctx context.Context, sessionID, turnID string, 
 	if i < 0 {
 		return driver.Saved{}, fmt.Errorf("backend: %w", errTurnNotFound(sessionID, turnID))
 	}
+	if err := s.writableTurn(sessionID, i); err != nil {
+		return driver.Saved{}, fmt.Errorf("backend: %w", err)
+	}
 	st := s.turns[i]
 	st.msgs = append([]driver.PreparedMessage(nil), st.msgs...)
 	n := 0
@@ -233,6 +239,9 @@ func (b *InMemoryBackend) ClearSession(ctx context.Context, sessionID string) er
 		return fmt.Errorf("backend: %w", err)
 	}
 	b.mu.Lock()
+	if s := b.sessions[sessionID]; s != nil {
+		b.repointForks(sessionID, s)
+	}
 	delete(b.sessions, sessionID)
 	b.mu.Unlock()
 	return nil
@@ -257,6 +266,10 @@ func (b *InMemoryBackend) SessionInfo(ctx context.Context, sessionID string) (dr
 func (s *inMemorySession) info(key string) (driver.SessionInfo, error) {
 	_, id := driver.ParseSessionKey(key)
 	info := driver.SessionInfo{ID: id, User: s.user, Title: s.title, TurnCount: len(s.turns), CreatedAt: s.createdAt, UpdatedAt: s.updatedAt}
+	if s.point != nil {
+		fp := *s.point
+		info.ForkOf = &fp
+	}
 	for i := range s.turns {
 		info.Tokens += s.turns[i].tokens
 	}

@@ -156,10 +156,13 @@ func (b *InMemoryBackend) DeleteSessions(ctx context.Context, tenant string, use
 			continue
 		}
 		r.Sessions++
-		for i := range s.turns {
+		for i := s.inherited; i < len(s.turns); i++ { // what it stored itself
 			r.Messages += len(s.turns[i].msgs)
 		}
 		keys = append(keys, key)
+	}
+	for _, key := range keys {
+		b.repointForks(key, b.sessions[key])
 		delete(b.sessions, key)
 	}
 	if user != nil {
@@ -205,7 +208,11 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q driver.Se
 		if t != tenant || q.User != "" && s.user != q.User || q.SessionID != "" && id != q.SessionID {
 			continue
 		}
-		for _, st := range s.turns {
+		turns := s.turns
+		if q.SessionID == "" { // each message once, under the session that stored it
+			turns = turns[s.inherited:]
+		}
+		for _, st := range turns {
 			for _, pm := range st.msgs {
 				text := " " + driver.SearchText(pm.Content) + " "
 				score := 0
@@ -331,6 +338,7 @@ func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []drive
 	s := &inMemorySession{ids: make(map[string]struct{}), msgIDs: make(map[string]struct{}), createdAt: now, version: driver.Version(rand.Int64N(1<<62)) + 1}
 	if old != nil {
 		s.createdAt, s.user, s.title, s.metadata, s.version = old.createdAt, old.user, old.title, old.metadata, old.version+1
+		s.point, s.order = old.point, old.order // provenance: it no longer shares turns
 	}
 	for _, p := range turns {
 		st := storedTurn{id: p.ID, at: p.Timestamp, metadata: p.Metadata, msgs: p.Encoded, tokens: p.Tokens()}
@@ -348,6 +356,9 @@ func (b *InMemoryBackend) Replace(ctx context.Context, key string, turns []drive
 		s.version++
 	}
 	s.updatedAt = now
+	if old != nil {
+		b.repointForks(key, old)
+	}
 	if b.sessions == nil {
 		b.sessions = make(map[string]*inMemorySession)
 	}

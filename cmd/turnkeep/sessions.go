@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -191,6 +192,9 @@ func runSessionsShow(ctx context.Context, a *app, o *options, args []string) err
 		fmt.Fprintf(w, " · %q", info.Title)
 	}
 	fmt.Fprintf(w, "\n%s · %s · created %s · updated %s\n", plural(info.TurnCount, "turn"), plural(info.Tokens, "token"), formatTime(info.CreatedAt), formatTime(info.UpdatedAt))
+	if err := writeForks(ctx, w, s.mem, info); err != nil {
+		return dbErr(err)
+	}
 	sum, _, err := s.b.Load(ctx, driver.SessionKey(o.tenant, id), driver.WindowQuery{MaxTurns: 1, Known: driver.UnknownVersion, Summary: true})
 	if err != nil {
 		return dbErr(err)
@@ -216,6 +220,33 @@ func runSessionsShow(ctx context.Context, a *app, o *options, args []string) err
 		q.After = p.Next
 	}
 	return w.Flush()
+}
+
+// writeForks writes where the session was forked from, if it is a fork,
+// and the sessions forked from it, newest first, if any: a fork and its
+// parent each name the other. A backend without forks has none.
+func writeForks(ctx context.Context, w io.Writer, mem *memory.PersistentBufferMemory, info memory.SessionInfo) error {
+	if f := info.ForkOf; f != nil {
+		fmt.Fprintf(w, "fork of session %s at turn %s\n", f.SessionID, f.TurnID)
+	}
+	forks, err := mem.ListForks(ctx, info.ID)
+	if errors.Is(err, memory.ErrNotSupported) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(forks) > 0 {
+		fmt.Fprintf(w, "%s, newest first:\n", plural(len(forks), "fork"))
+		for _, f := range forks {
+			at := ""
+			if f.ForkOf != nil {
+				at = " at turn " + f.ForkOf.TurnID
+			}
+			fmt.Fprintf(w, "  %s%s · %s · created %s\n", f.ID, at, plural(f.TurnCount, "turn"), formatTime(f.CreatedAt))
+		}
+	}
+	return nil
 }
 
 // writeTurn writes a turn for reading: a heading with its time and ID,
