@@ -32,6 +32,8 @@ func (b *DataFlowBackend) Models() []migrate.Model {
 		{Value: (*SessionRow)(nil), Indexes: []migrate.Index{
 			{Name: SessionsTable + "_user_idx", Columns: []string{"tenant", "user_id", "updated_at", "id"}},
 			{Name: SessionsTable + "_tenant_idx", Columns: []string{"tenant", "updated_at", "id"}},
+			{Name: forkIdx, Columns: []string{"fork_of", "created_at", "id"}, Where: forkWhere},
+			{Name: baseIdx, Columns: []string{"base"}, Where: baseWhere},
 		}},
 		messages,
 		{Value: (*ErasedRow)(nil), Indexes: []migrate.Index{

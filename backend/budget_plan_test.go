@@ -97,8 +97,8 @@ func TestBudgetWindowPlan(t *testing.T) {
 					// The bound: the session's primary key read backwards from
 					// its newest turn (ORDER BY seq DESC LIMIT 1, no sort), within
 					// the turn limit, to the first row before the budget.
-					assert.Contains(t, plan, "SEARCH x USING PRIMARY KEY (session_id=? AND seq>?)")
-					assert.Contains(t, plan, "SEARCH m USING PRIMARY KEY (session_id=? AND seq>?)")
+					assert.Contains(t, plan, "SEARCH x USING PRIMARY KEY (session_id=? AND seq>? AND seq<?)")
+					assert.Contains(t, plan, "SEARCH m USING PRIMARY KEY (session_id=? AND seq>? AND seq<?)")
 				}
 			})
 		}

@@ -45,6 +45,16 @@ type SessionRow struct {
 	Metadata  sql.NullString `bun:"metadata,type:text"`
 	CreatedAt time.Time      `bun:"created_at,notnull"`
 	UpdatedAt time.Time      `bun:"updated_at,notnull"`
+	// A fork (fork.go): ForkOf is the key of the session it was forked
+	// from and ForkTurn the turn it was forked at ("" for no fork), its
+	// provenance, kept when the parent goes. Base is the key of the
+	// session that stores its turns up to BaseSeq ("" for none): its own
+	// message rows all have a greater seq. Rows of an earlier release
+	// get the defaults, a session that is no fork.
+	ForkOf   string `bun:"fork_of,notnull,type:varchar(320),default:''"`
+	ForkTurn string `bun:"fork_turn,notnull,type:varchar(128),default:''"`
+	Base     string `bun:"base,notnull,type:varchar(320),default:''"`
+	BaseSeq  int64  `bun:"base_seq,notnull,default:0"`
 }
 
 // MessageRow is a message as stored: one row per message, keyed by session,
@@ -183,7 +193,9 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// indexes, newest first.
 	if b.sessions, err = dataflow.Register[SessionRow](db,
 		dataflow.WithIndex(SessionsTable+"_user_idx", "tenant", "user_id", "updated_at", "id"),
-		dataflow.WithIndex(SessionsTable+"_tenant_idx", "tenant", "updated_at", "id")); err != nil {
+		dataflow.WithIndex(SessionsTable+"_tenant_idx", "tenant", "updated_at", "id"),
+		dataflow.WithPartialIndex(forkIdx, forkWhere, "fork_of", "created_at", "id"),
+		dataflow.WithPartialIndex(baseIdx, baseWhere, "base")); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	// WithoutRowID: on SQLite a session's messages sit together in key
@@ -230,34 +242,15 @@ RETURNING turn_count, version`), b.sessions)
 	b.lockRow = db.NewStmt(`SELECT 1 FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
 	b.shiftBefore = db.NewStmt(`UPDATE `+MessagesTable+` SET tokens_before = tokens_before + ? WHERE session_id = ? AND seq > ?`, b.messages)
 	b.store.prepare()
-	// One statement answers both a cache check and a read: the session row
-	// by primary key, then, only when its version is not the known one, an
-	// index range scan of its newest turns (session_id = ? AND seq >
-	// turn_count - maxTurns). With a token budget the range starts no
-	// earlier than the oldest turn within it: the first entry of the budget
-	// index at tokens_before >= tokens - budget (the turns of a session
-	// have ascending tokens_before, so the turns from it on are the newest
-	// that fit), one index seek; when none is found the newest turn alone
-	// is over the budget, and the range starts at it: a window always
-	// holds the newest turn. When the version is known the range starts
-	// past the newest turn, so nothing is read. There is no ORDER BY (see
+	// One statement answers both a cache check and a read (windowReads,
+	// fork.go): the session row by primary key, then, only when its
+	// version is not the known one, an index range scan of its newest
+	// turns per session of its fork chain. There is no ORDER BY (see
 	// scanWindow).
-	// Times are read in the stored form (dataflow.TimeColumn), not guessed.
-	// With a budget, one bound, the greater, so that it bounds the range
-	// scan; a statement of its own, so that the plan of a window without a
-	// budget never depends on it.
-	greatest := b.store.greatest()
-	turns := `s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END`
-	budget := greatest + `(` + turns + `,
-		COALESCE((
-			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.tokens_before >= s.tokens - CAST(? AS BIGINT)
-			ORDER BY x.tokens_before, x.seq LIMIT 1), s.turn_count) - 1)`
-	if bb, ok := b.store.(budgetBounder); ok {
-		budget = bb.budgetBound()
-	}
-	b.loadWindow = db.NewReadStmt(b.store.windowQuery(turns), b.sessions, b.messages)
-	b.loadBudget = db.NewReadStmt(b.store.windowQuery(budget), b.sessions, b.messages)
-	if err := b.initSummaries(turns, budget); err != nil {
+	window, budget := b.windowReads()
+	b.loadWindow = db.NewReadStmt(window, b.sessions, b.messages)
+	b.loadBudget = db.NewReadStmt(budget, b.sessions, b.messages)
+	if err := b.initSummaries(window, budget); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -826,7 +819,8 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 	if err := b.check(sessionID); err != nil {
 		return err
 	}
-	if _, err := b.indexed(ctx); err != nil {
+	index, err := b.indexed(ctx)
+	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
 	sums, tables, err := b.erasing(ctx, b.sessions, b.messages)
@@ -836,6 +830,9 @@ func (b *DataFlowBackend) ClearSession(ctx context.Context, sessionID string) er
 	at := now()
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		if _, err := b.lockSession.ExecTx(ctx, tx, sessionID, tenantOf(sessionID), at, at); err != nil {
+			return err
+		}
+		if err := b.detachTx(ctx, tx, []string{sessionID}, index); err != nil {
 			return err
 		}
 		if err := b.store.unindexKeysTx(ctx, tx, []string{sessionID}); err != nil {

@@ -18,7 +18,7 @@ var _ driver.SessionStore = (*DataFlowBackend)(nil)
 // sessionColumns are what a SessionInfo is read from, in scanInfo's order.
 func (b *DataFlowBackend) sessionColumns(alias string) string {
 	return alias + "id, " + alias + "user_id, " + alias + "title, " + alias + "metadata, " + alias + "turn_count, " + alias + "tokens, " +
-		b.db.TimeColumn(alias+"created_at") + ", " + b.db.TimeColumn(alias+"updated_at")
+		b.db.TimeColumn(alias+"created_at") + ", " + b.db.TimeColumn(alias+"updated_at") + ", " + alias + "fork_of, " + alias + "fork_turn"
 }
 
 // scanInfo reads a row of sessionColumns.
@@ -30,9 +30,15 @@ func scanInfo(rows *sql.Rows) (driver.SessionInfo, error) {
 		count, tok int64
 		created    dataflow.Time
 		updated    dataflow.Time
+		forkOf     string
+		forkTurn   string
 	)
-	if err := rows.Scan(&key, &info.User, &info.Title, &meta, &count, &tok, &created, &updated); err != nil {
+	if err := rows.Scan(&key, &info.User, &info.Title, &meta, &count, &tok, &created, &updated, &forkOf, &forkTurn); err != nil {
 		return driver.SessionInfo{}, err
+	}
+	if forkOf != "" {
+		_, id := driver.ParseSessionKey(forkOf)
+		info.ForkOf = &driver.ForkPoint{SessionID: id, TurnID: forkTurn}
 	}
 	_, info.ID = driver.ParseSessionKey(key)
 	info.TurnCount, info.Tokens = int(count), int(tok)
@@ -228,7 +234,8 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 	if batch < 1 {
 		return driver.DeleteReport{}, nil, fmt.Errorf("backend: %w: batch %d", driver.ErrInvalidOption, batch)
 	}
-	if _, err := b.indexed(ctx); err != nil {
+	index, err := b.indexed(ctx)
+	if err != nil {
 		return driver.DeleteReport{}, nil, fmt.Errorf("backend: %w", err)
 	}
 	if err := b.pruneErased(ctx, tenant); err != nil {
@@ -307,7 +314,7 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 			if err := rows.Err(); err != nil || len(got) == 0 {
 				return err
 			}
-			if msgs, err = b.deleteKeysTx(ctx, tx, got, sums); err != nil || user == nil {
+			if msgs, err = b.deleteKeysTx(ctx, tx, got, sums, index); err != nil || user == nil {
 				return err
 			}
 			return b.markErasedTx(ctx, tx, tenant, *user, got)
@@ -348,13 +355,18 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 }
 
 // deleteKeysTx deletes the sessions of keys, with their messages and search
-// entries, and returns how many messages it deleted.
+// entries, and returns how many messages it deleted. The forks sharing
+// their turns get copies first (detachTx; index: the SQLite index is
+// written inline).
 // With sums, their summaries too.
-func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string, sums bool) (int64, error) {
+func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, keys []string, sums, index bool) (int64, error) {
 	in := strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")
 	args := make([]any, len(keys))
 	for i, k := range keys {
 		args[i] = k
+	}
+	if err := b.detachTx(ctx, tx, keys, index); err != nil {
+		return 0, err
 	}
 	if err := b.store.unindexKeysTx(ctx, tx, keys); err != nil {
 		return 0, err
@@ -385,7 +397,8 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 }
 
 // History returns a page of the session's turns, in one statement: the
-// session row joined with a primary-key range of its messages. It
+// session row joined with a primary-key range of its messages per session
+// of its fork chain (chainRead). It
 // implements driver.SessionStore.
 func (b *DataFlowBackend) History(ctx context.Context, key string, q driver.HistoryQuery) (driver.HistoryPage, error) {
 	if err := b.check(key); err != nil {
@@ -399,11 +412,8 @@ func (b *DataFlowBackend) History(ctx context.Context, key string, q driver.Hist
 		}
 	}
 	st := b.stmt("history", func() *dataflow.Stmt {
-		return b.db.NewReadStmt(b.form("history", loadColumns+b.db.TimeColumn("m.created_at")+`
-FROM `+SessionsTable+` s
-LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id
-	AND m.seq > COALESCE(CAST(? AS BIGINT), s.turn_count - CAST(? AS BIGINT)) AND m.seq <= COALESCE(CAST(? AS BIGINT), s.turn_count)
-WHERE s.id = ?`), b.sessions, b.messages)
+		return b.db.NewReadStmt(b.chainRead("history", `, COALESCE(CAST(? AS BIGINT), s.turn_count - CAST(? AS BIGINT)) AS lo,
+	COALESCE(CAST(? AS BIGINT), s.turn_count) AS hi`, "h.lo", "h.lo", "h.hi"), b.sessions, b.messages)
 	})
 	// Turns (lo, hi] of the session: oldest first from the cursor up;
 	// newest first from the cursor (or the newest turn) down.

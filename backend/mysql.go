@@ -44,17 +44,17 @@ func (s *mysqlStore) greatest() string           { return "GREATEST" }
 func (s *mysqlStore) indexInRows() bool          { return true }
 func (s *mysqlStore) prepare()                   {}
 
-// windowQuery is the load statement whose messages are the session's
-// turns after sequence bound: the session row by primary key, joined to a
-// range of the messages' primary key (session_id, seq). MySQL's CAST has
-// no BIGINT: SIGNED is its 64-bit integer.
-func (s *mysqlStore) windowQuery(bound string) string {
-	b := s.b
-	bound = strings.ReplaceAll(bound, " AS BIGINT)", " AS SIGNED)")
-	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM ` + SessionsTable + ` s
-LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > ` + bound + `
-WHERE s.id = ?`
+// budgetLo reads the budget index (budgetIndexLo).
+func (s *mysqlStore) budgetLo() string { return s.b.budgetIndexLo() }
+
+// fence keeps MySQL from merging a chain read's one-row session CTE into
+// the query that reads it.
+func (s *mysqlStore) fence() string { return " LIMIT 1" }
+
+// chainJoin joins a chain read's message rows m to its chain row c on
+// cond: a range of the primary key (session_id, seq) per chain row.
+func (s *mysqlStore) chainJoin(cond string) string {
+	return `LEFT JOIN ` + MessagesTable + ` m ON ` + cond
 }
 
 // form is the MySQL text of the shared statements written with ON
@@ -117,6 +117,8 @@ ON DUPLICATE KEY UPDATE lease_owner = IF(lease_until < @tk_now, VALUES(lease_own
 	lease_until = IF(lease_until < @tk_now, VALUES(lease_until), lease_until);
 SELECT text, turns, tokens, ` + s.b.db.TimeColumn("updated_at") + ` FROM ` + SummariesTable + `
 WHERE id = @tk_id AND lease_owner = @tk_owner AND lease_until = @tk_until`
+	case "fork/insert":
+		return strings.Replace(strings.Replace(query, "INSERT INTO", "INSERT IGNORE INTO", 1), " ON CONFLICT (id) DO NOTHING", "", 1)
 	case "summary/put":
 		return `INSERT INTO ` + SummariesTable + ` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
 SELECT ?, ?, ?, ?, ?, '', 0 FROM DUAL WHERE EXISTS (SELECT 1 FROM ` + SessionsTable + ` WHERE id = ?)

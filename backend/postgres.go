@@ -34,21 +34,21 @@ func (s *postgresStore) skipLocked() string           { return " FOR UPDATE SKIP
 func (s *postgresStore) greatest() string             { return "GREATEST" }
 func (s *postgresStore) indexInRows() bool            { return true }
 
-// windowQuery is the load statement whose messages are the session's
-// turns after sequence bound (an expression over the session row s, whose
-// arguments come before the session ID's).
-//
-// The bound is computed once, on the session row (OFFSET 0
-// keeps the planner from pulling the subquery up), and the messages are a
-// LATERAL subquery: an index scan of the session's messages from the
-// bound. Joined directly, a planner without statistics (a new table) chose
-// a hash join that read the session's every message and evaluated the
+// budgetLo reads the budget index (budgetIndexLo).
+func (s *postgresStore) budgetLo() string { return s.b.budgetIndexLo() }
+
+// fence keeps the planner from pulling a chain read's one-row session
+// CTE up into the query that reads it (OFFSET 0).
+func (s *postgresStore) fence() string { return " OFFSET 0" }
+
+// chainJoin joins a chain read's message rows m to its chain row c on
+// cond as a LATERAL subquery, which OFFSET 0 keeps from being pulled up
+// into a join: an index scan of each chain row's range.
+// Joined directly, a planner without statistics (a new table) chose a
+// hash join that read the session's every message and evaluated the
 // budget's subquery once per message row: 2.8x the turn window's cost.
-func (s *postgresStore) windowQuery(bound string) string {
-	b := s.b
-	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM (SELECT s.id, s.turn_count, s.version, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? OFFSET 0) s
-LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > s.lo) m ON TRUE`
+func (s *postgresStore) chainJoin(cond string) string {
+	return `LEFT JOIN LATERAL (SELECT * FROM ` + MessagesTable + ` x WHERE ` + strings.ReplaceAll(cond, "m.", "x.") + ` OFFSET 0) m ON TRUE`
 }
 
 // prepare makes the PostgreSQL statements that do a write in one round

@@ -13,7 +13,9 @@ var _ driver.Replacer = (*DataFlowBackend)(nil)
 // Replace makes turns the session's whole history in one transaction: the
 // session row locked (inserted if need be, as Clear does), its messages
 // and search entries deleted, its counts reset with a new version, and
-// every turn stored as Save stores it. Owner, title and metadata are kept.
+// every turn stored as Save stores it. Owner, title and metadata are kept;
+// the forks sharing its turns get copies of them first (detachTx), and a
+// fork replaced holds its new turns alone (ForkOf stays, as provenance).
 // Readers see the old history or the new one. It implements
 // driver.Replacer.
 func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []driver.PreparedTurn) (driver.Saved, error) {
@@ -35,7 +37,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 		return driver.Saved{}, fmt.Errorf("backend: %w", err)
 	}
 	reset := b.stmt("replace/reset", func() *dataflow.Stmt {
-		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET turn_count = 0, tokens = 0, counted = 1, version = version + 1, updated_at = ? WHERE id = ?`, b.sessions)
+		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET turn_count = 0, tokens = 0, counted = 1, version = version + 1, updated_at = ?, base = '', base_seq = 0 WHERE id = ?`, b.sessions)
 	})
 	sums, tables, err := b.erasing(ctx, b.sessions, b.messages, b.erased)
 	if err != nil {
@@ -45,6 +47,9 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 		at := now()
 		if _, err := b.lockSession.ExecTx(ctx, tx, key, tenantOf(key), at, at); err != nil {
+			return err
+		}
+		if err := b.detachTx(ctx, tx, []string{key}, index); err != nil {
 			return err
 		}
 		if err := b.store.unindexKeysTx(ctx, tx, []string{key}); err != nil {

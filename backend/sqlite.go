@@ -35,43 +35,38 @@ func (s *sqliteStore) greatest() string           { return "MAX" }
 func (s *sqliteStore) indexInRows() bool          { return false }
 func (s *sqliteStore) prepare()                   {}
 
-// windowQuery is the load statement whose messages are the session's
-// turns after sequence bound (an expression over the session row s, whose
-// arguments come before the session ID's).
-//
-// The bound is computed once, on the session row, in a subquery that
-// LIMIT keeps SQLite from flattening: joined directly, the bound of a
-// budget window (a subquery of its own, budgetBound) was evaluated again
-// for every message row of the range, and the window cost 2.3x the turn
-// window's.
-func (s *sqliteStore) windowQuery(bound string) string {
-	b := s.b
-	return loadColumns + b.db.TimeColumn("m.created_at") + `
-FROM (SELECT s.id, s.turn_count, s.version, ` + bound + ` AS lo FROM ` + SessionsTable + ` s WHERE s.id = ? LIMIT 1) s
-LEFT JOIN ` + MessagesTable + ` m ON m.session_id = s.id AND m.seq > s.lo`
+// budgetLo is the bound of a budget window on SQLite: the newest turn
+// before the budget (per chain row, the first row reading its range of the
+// primary key backwards from its top whose tokens_before is under h.th),
+// no older than the turn limit's bound and no newer than the turn before
+// the newest (a window holds the newest turn even over budget). It reads
+// the window's rows and one more per chain row, whatever the session's
+// history (the turn limit stops a budget that holds every turn), through
+// the primary key: no index of tokens_before is needed.
+func (s *sqliteStore) budgetLo() string {
+	return `MAX(h.t, MIN(COALESCE((SELECT MAX((SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = c.id AND x.seq > h.t AND x.seq <= c.hi AND x.tokens_before < h.th
+	ORDER BY x.seq DESC LIMIT 1)) FROM c), 0), h.turn_count - 1))`
 }
 
-// budgetBounder is a store whose budget window's bound is its own
-// expression, over the same arguments as the shared one's: the known
-// version, the turn limit and the budget, in that order.
-type budgetBounder interface{ budgetBound() string }
+// fence keeps SQLite from flattening a chain read's one-row session CTE
+// into the query that reads it: flattened, the bound of a budget window
+// (a subquery of its own) was evaluated again for every message row of
+// the range, and the window cost 2.3x the turn window's.
+func (s *sqliteStore) fence() string { return " LIMIT 1" }
 
-// budgetBound is the bound of a budget window on SQLite: the newest turn
-// before the budget (the first row, reading the session's primary key
-// backwards from its newest turn, whose tokens_before is under tokens -
-// budget), no older than the turn limit's bound and no newer than the turn
-// before the newest (a window holds the newest turn even over budget). It
-// reads the window's rows and one more, whatever the session's history
-// (the turn limit stops a budget that holds every turn), through the
-// primary key: no index of tokens_before is needed. The turn bound is
-// used twice, so the parameters are numbered (?1 known version, ?2 turn
-// limit, ?3 budget; the session ID's plain ? that follows is the 4th).
-func (s *sqliteStore) budgetBound() string {
-	turns := `s.turn_count - CASE WHEN s.version = ?1 THEN 0 ELSE ?2 END`
-	return `MAX(` + turns + `, MIN(COALESCE((
-			SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = s.id AND x.seq > ` + turns + ` AND x.tokens_before < s.tokens - ?3
-			ORDER BY x.seq DESC LIMIT 1), 0), s.turn_count - 1))`
+// chainJoin joins a chain read's message rows m to its chain row c on
+// cond: a range of the primary key (session_id, seq) per chain row.
+func (s *sqliteStore) chainJoin(cond string) string {
+	return `LEFT JOIN ` + MessagesTable + ` m ON ` + cond
 }
+
+// budgetBounder is a store that keeps no budget index: every save then
+// writes one index less. A budget window's bound is read from the
+// primary key backwards (see chainBudget), on every engine.
+type budgetBounder interface{ noBudgetIndex() }
+
+// noBudgetIndex marks SQLite as keeping no budget index.
+func (s *sqliteStore) noBudgetIndex() {}
 
 // msgIDConflict reports whether err is a violation of the message ID
 // index: a message ID the session holds in another turn.

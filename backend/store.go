@@ -38,9 +38,17 @@ type store interface {
 	// greatest is the name of the two-argument function of the greater
 	// value (MAX on SQLite, GREATEST on PostgreSQL).
 	greatest() string
-	// windowQuery is the load statement whose messages are the session's
-	// turns after sequence bound (see DataFlowBackend.loadWindow).
-	windowQuery(bound string) string
+	// budgetLo is the bound of a budget window's range, an expression
+	// over a chain read's session row h (with h.t, the turn limit's
+	// bound, and h.th, the session's tokens minus the budget) and its
+	// chain c (see windowReads).
+	budgetLo() string
+	// fence is the clause that keeps a one-row CTE from being merged
+	// into the query that reads it (see chainRead).
+	fence() string
+	// chainJoin is the join of a chain read's message rows, aliased m,
+	// to its chain rows c on cond (written over m): see chainRead.
+	chainJoin(cond string) string
 	// prepare makes the engine's own statements, once, at construction.
 	prepare()
 

@@ -54,15 +54,14 @@ type summaryState struct {
 }
 
 // initSummaries registers the summaries table and makes its statements;
-// turns and budget are the bounds of the load statements (see
-// NewDataFlowBackend).
+// window and budget are the load statements (see windowReads).
 //
 // The load statements with a summary are the window's load statement
 // with four columns more, each a scalar subquery of the summaries table
 // by primary key, evaluated only on the row of the newest turn's first
 // message (or on the session row alone): still one statement, one round
 // trip, and the text crosses the wire once.
-func (b *DataFlowBackend) initSummaries(turns, budget string) error {
+func (b *DataFlowBackend) initSummaries(window, budget string) error {
 	var err error
 	s := &b.summary
 	if s.table, err = dataflow.Register[SummaryRow](b.db); err != nil {
@@ -74,11 +73,11 @@ func (b *DataFlowBackend) initSummaries(turns, budget string) error {
 	}
 	cols := col("x.text") + col("x.turns") + col("x.tokens") + col(b.db.TimeColumn("x.updated_at"))
 	withSummary := func(q string) string {
-		// Every store's window statement starts with loadColumns.
-		return "SELECT " + cols + strings.TrimPrefix(q, "SELECT ")
+		// The window statements select loadColumns last (chainRead).
+		return strings.Replace(q, loadColumns, "SELECT "+cols+strings.TrimPrefix(loadColumns, "SELECT "), 1)
 	}
-	s.loadWindow = b.db.NewReadStmt(withSummary(b.store.windowQuery(turns)), b.sessions, b.messages, s.table)
-	s.loadBudget = b.db.NewReadStmt(withSummary(b.store.windowQuery(budget)), b.sessions, b.messages, s.table)
+	s.loadWindow = b.db.NewReadStmt(withSummary(window), b.sessions, b.messages, s.table)
+	s.loadBudget = b.db.NewReadStmt(withSummary(budget), b.sessions, b.messages, s.table)
 	s.lease = b.db.NewStmt(b.form("summary/lease", `INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
 SELECT `+b.cast("?", "VARCHAR")+`, '', 0, 0, `+b.cast("?", "TIMESTAMPTZ")+`, `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "BIGINT")+`
 WHERE EXISTS (SELECT 1 FROM `+SessionsTable+` WHERE id = `+b.cast("?", "VARCHAR")+`)
@@ -91,10 +90,7 @@ WHERE id = ? AND lease_owner = ? AND turns = ?`, s.table)
 	s.release = b.db.NewStmt(`UPDATE `+SummariesTable+` SET lease_owner = '', lease_until = 0 WHERE id = ? AND lease_owner = ?`, s.table)
 	s.del = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ?`, s.table)
 	s.drop = b.db.NewStmt(`DELETE FROM `+SummariesTable+` WHERE id = ? AND lease_owner = ? AND turns = 0`, s.table)
-	s.turns = b.db.NewReadStmt(b.form("summary/turns", loadColumns+b.db.TimeColumn("m.created_at")+`
-FROM `+SessionsTable+` s
-LEFT JOIN `+MessagesTable+` m ON m.session_id = s.id AND m.seq > CAST(? AS BIGINT) AND m.seq <= CAST(? AS BIGINT)
-WHERE s.id = ?`), b.sessions, b.messages)
+	s.turns = b.db.NewReadStmt(b.chainRead("summary/turns", `, CAST(? AS BIGINT) AS lo, CAST(? AS BIGINT) AS hi`, "h.lo", "h.lo", "h.hi"), b.sessions, b.messages)
 	s.put = b.db.NewStmt(b.form("summary/put", `INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
 SELECT `+b.cast("?", "VARCHAR")+`, `+b.cast("?", "TEXT")+`, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "BIGINT")+`, `+b.cast("?", "TIMESTAMPTZ")+`, '', 0
 WHERE EXISTS (SELECT 1 FROM `+SessionsTable+` WHERE id = `+b.cast("?", "VARCHAR")+`)

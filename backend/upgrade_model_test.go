@@ -291,7 +291,7 @@ func TestUpgradeModelV1Loads(t *testing.T) {
 		}
 
 		// The catalog: the release's columns first and unchanged, then the new ones.
-		assert.Equal(t, append(slices.Clone(v1SessionCols), "tokens", "counted", "tenant", "user_id", "title", "metadata"), v1Columns(t, db, SessionsTable))
+		assert.Equal(t, append(slices.Clone(v1SessionCols), "tokens", "counted", "tenant", "user_id", "title", "metadata", "fork_of", "fork_turn", "base", "base_seq"), v1Columns(t, db, SessionsTable))
 		assert.Equal(t, append(slices.Clone(v1MessageCols), v1AddedMsgCols...), v1Columns(t, db, MessagesTable))
 		assert.Contains(t, v1Indexes(t, db, MessagesTable), MessagesTable+"_msg_idx")
 		assert.Contains(t, v1Indexes(t, db, MessagesTable), MessagesTable+"_turn_idx")

@@ -138,7 +138,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 			// The columns were added (version, and tokens of the
 			// conversation model), nothing else changed, and the history
 			// records them after the previous release's entry.
-			assert.Equal(t, []string{"id", "turn_count", "created_at", "updated_at", "version", "tokens", "counted", "tenant", "user_id", "title", "metadata"}, sessionColumns(t, db))
+			assert.Equal(t, []string{"id", "turn_count", "created_at", "updated_at", "version", "tokens", "counted", "tenant", "user_id", "title", "metadata", "fork_of", "fork_turn", "base", "base_seq"}, sessionColumns(t, db))
 			after, err := db.Migrator().History(ctx, SessionsTable)
 			require.NoError(t, err)
 			if assert.Len(t, after, 2, "history of %s", SessionsTable) {
@@ -157,8 +157,13 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 				assert.Regexp(t, `(?i)^`+widen+add("version")+`;\n`+add("tokens")+`;\n`+add("counted")+`;\n`+
 					addText("tenant", `varchar\(64\) NOT NULL DEFAULT ''`)+`;\n`+addText("user_id", `varchar\(255\) NOT NULL DEFAULT ''`)+`;\n`+
 					addText("title", `text NOT NULL DEFAULT ''`)+`;\n`+addText("metadata", `text`)+`;\n`+
+					// The fork columns (fork.go), and their partial indexes.
+					addText("fork_of", `varchar\(320\) NOT NULL DEFAULT ''`)+`;\n`+addText("fork_turn", `varchar\(128\) NOT NULL DEFAULT ''`)+`;\n`+
+					addText("base", `varchar\(320\) NOT NULL DEFAULT ''`)+`;\n`+add("base_seq")+`;\n`+
 					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_user_idx`+q+` .*;\n`+
-					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_tenant_idx`+q+` .*$`, after[1].Statements, "the upgrade")
+					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_tenant_idx`+q+` .*;\n`+
+					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_fork_idx`+q+` .* WHERE fork_of <> '';\n`+
+					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_base_idx`+q+` .* WHERE base <> ''$`, after[1].Statements, "the upgrade")
 				assert.NotEmpty(t, after[1].Checksum, "the upgrade is recorded as complete")
 				assert.NotEqual(t, before[0].Checksum, after[1].Checksum)
 			}

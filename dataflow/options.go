@@ -309,6 +309,22 @@ func WithIndex(name string, columns ...string) ModelOption {
 	return index(name, false, columns)
 }
 
+// WithPartialIndex asks for an index on the given SQL columns of the rows
+// where holds true for (a condition on the table's columns, without
+// parameters), on the engines with partial indexes (SQLite, PostgreSQL);
+// on the others (MySQL) the index holds every row. A write of a row the
+// condition excludes writes no entry, so an index of rare rows costs the
+// other rows' writes nothing.
+func WithPartialIndex(name, where string, columns ...string) ModelOption {
+	return func(m *modelConfig) error {
+		if name == "" || where == "" || len(columns) == 0 {
+			return fmt.Errorf("%w: a partial index needs a name, a condition and at least one column", ErrInvalidOption)
+		}
+		m.indexes = append(m.indexes, migrate.Index{Name: name, Columns: append([]string(nil), columns...), Where: where})
+		return nil
+	}
+}
+
 // WithUniqueIndex asks for a unique index on the given SQL columns.
 func WithUniqueIndex(name string, columns ...string) ModelOption {
 	return index(name, true, columns)

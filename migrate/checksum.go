@@ -39,6 +39,10 @@ func checksum(d sqlcore.Dialect, t *schema.Table, model Model) string {
 	idx := append([]Index(nil), model.Indexes...)
 	sort.Slice(idx, func(i, j int) bool { return idx[i].Name < idx[j].Name })
 	for _, ix := range idx {
+		if ix.Where != "" {
+			fmt.Fprintf(&b, "index %s unique=%t (%s) where %s\n", ix.Name, ix.Unique, strings.Join(ix.Columns, ","), ix.Where)
+			continue
+		}
 		fmt.Fprintf(&b, "index %s unique=%t (%s)\n", ix.Name, ix.Unique, strings.Join(ix.Columns, ","))
 	}
 	writeDropped(&b, model)

@@ -32,6 +32,9 @@ type ddl struct {
 	// noIndexIfNotExists is true where CREATE INDEX has no IF NOT EXISTS
 	// (MySQL 8); the plan creates only the indexes inspect did not find.
 	noIndexIfNotExists bool
+	// noPartialIndex is true where an index cannot have a WHERE clause
+	// (MySQL): a partial index (Index.Where) is then made whole.
+	noPartialIndex bool
 }
 
 // ddls are the registered engines' DDL, by bun's dialect name.

@@ -38,6 +38,11 @@ type Index struct {
 	Name    string
 	Columns []string // SQL column names
 	Unique  bool
+	// Where, when not empty, makes a partial index of the rows it holds
+	// true for (a condition on the table's columns, no parameters), where
+	// the engine has partial indexes (SQLite, PostgreSQL); elsewhere the
+	// index holds every row. A write whose row fails it writes no entry.
+	Where string
 }
 
 // Model is a bun model plus the indexes its table should have.

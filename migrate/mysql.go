@@ -33,6 +33,7 @@ func init() {
 		history:            mysqlHistory,
 		dropIndexOn:        true,
 		noIndexIfNotExists: true, // MySQL 8 has no CREATE INDEX IF NOT EXISTS
+		noPartialIndex:     true,
 	})
 }
 

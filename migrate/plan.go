@@ -190,10 +190,14 @@ func (m *Migrator) diff(t *schema.Table, model Model, ti *TableInfo) (*Plan, err
 		if m.ddl.noIndexIfNotExists {
 			ifNotExists = "" // the plan creates only what inspect did not find
 		}
+		where := ""
+		if ix.Where != "" && !m.ddl.noPartialIndex {
+			where = " WHERE " + ix.Where
+		}
 		p.Steps = append(p.Steps, Step{
 			Kind: CreateIndex, Table: t.Name, Name: ix.Name,
-			SQL: fmt.Sprintf("CREATE %sINDEX %s%s ON %s (%s)",
-				unique, ifNotExists, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", ")),
+			SQL: fmt.Sprintf("CREATE %sINDEX %s%s ON %s (%s)%s",
+				unique, ifNotExists, m.ident(ix.Name), m.ident(t.Name), strings.Join(cols, ", "), where),
 		})
 	}
 	p.Steps = append(p.Steps, m.droppedSteps(t, model, ti)...)

@@ -1,0 +1,475 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/turnkeep/turnkeep/dataflow"
+	"github.com/turnkeep/turnkeep/driver"
+)
+
+// Forks share their parent's prefix instead of copying it.
+//
+// A session row names the session that stores its turns up to a sequence:
+// base and base_seq ("" and 0 for none). Its own message rows all have a
+// sequence above base_seq, and sequences and tokens_before continue
+// across the chain (a fork at turn k starts with turn_count k and the
+// tokens of turns 1 to k), so a read of a fork's turns (lo, hi] is, per
+// session of its chain, one range of the messages' primary key:
+// session_id = that session AND seq > lo AND seq <= the least fork point
+// below it. chainRead makes every such read one statement: a recursive CTE
+// walks the chain by primary key (only as far down as the range reaches),
+// then each chain row joins its range.
+//
+// Fork itself writes the new session's row (and copies a summary that
+// covers no turn past the fork point): the same statements and rows
+// whatever the parent holds. fork_of and fork_turn record where a fork
+// left its parent, for SessionInfo.ForkOf and ListForks (a partial index
+// of forks, which a save of a session that is no fork never writes).
+//
+// Before a session's messages are deleted (clear, replace, expiry,
+// DeleteUser), every session whose base it is gets the rows it shared
+// copied into its own (detachTx), with their search entries, and its base
+// moved down the chain: a fork stays whole, and no byte of the deleted
+// session stays behind for it. Depth is not limited; a read visits one
+// chain row per session of the chain its range reaches.
+
+// Index names and conditions of the sessions' fork columns.
+const (
+	forkIdx   = SessionsTable + "_fork_idx"
+	forkWhere = "fork_of <> ''"
+	baseIdx   = SessionsTable + "_base_idx"
+	baseWhere = "base <> ''"
+)
+
+var _ driver.Forker = (*DataFlowBackend)(nil)
+
+// chainRead returns the read of the session's messages (lo, hi] across its
+// fork chain, selecting loadColumns (for scanWindow): the session row h by
+// primary key with the columns head adds (expressions over the row s,
+// whose parameters come before the session ID's), the chain c of the
+// sessions storing its turns, each with its highest sequence hi (walked
+// while its fork point is above prune), and per chain row its range of
+// messages m. A session that does not exist yields no row; one whose range
+// is empty yields its row alone (m's columns NULL). lo and hi are
+// expressions over h (lo may read c).
+func (b *DataFlowBackend) chainRead(name, head, prune, lo, hi string) string {
+	return b.form(name, `WITH RECURSIVE h AS (SELECT s.id, s.turn_count, s.version, s.base, s.base_seq`+head+` FROM `+SessionsTable+` s WHERE s.id = ?),
+c (id, hi, base, base_seq) AS (SELECT h.id, h.turn_count, h.base, h.base_seq FROM h
+	UNION ALL
+	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN h ON c.base <> '' AND c.base_seq > `+prune+` JOIN `+SessionsTable+` p ON p.id = c.base),
+s AS (SELECT h.id, h.turn_count, h.version, `+lo+` AS lo, `+hi+` AS hi FROM h`+b.store.fence()+`)
+`+loadColumns+b.db.TimeColumn("m.created_at")+`
+FROM s CROSS JOIN c `+b.store.chainJoin("m.session_id = c.id AND m.seq > s.lo AND m.seq <= c.hi AND m.seq <= s.hi"))
+}
+
+// windowReads returns the load statements, without and with a token
+// budget; their arguments are the known version (minus one), the turn
+// limit, with a budget the budget, and the session key.
+//
+// Both start the range at turn_count - maxTurns, or past the newest turn
+// when the version is the known one (so nothing but the session row is
+// read). A budget window starts no earlier than the oldest turn whose
+// tokens_before is at least tokens - budget (h.th; tokens_before ascends
+// with the sequence along the chain, so the turns from it on are the
+// newest that fit), and no later than the newest turn (a window holds it
+// even over budget): the store's budgetLo finds it per chain row.
+func (b *DataFlowBackend) windowReads() (window, budget string) {
+	turns := `, s.turn_count - CASE WHEN s.version = CAST(? AS BIGINT) THEN 0 ELSE CAST(? AS BIGINT) END AS t`
+	window = b.chainRead("load/window", turns, "h.t", "h.t", "h.turn_count")
+	budget = b.chainRead("load/budget", turns+`, s.tokens - CAST(? AS BIGINT) AS th`, "h.t", b.store.budgetLo(), "h.turn_count")
+	return window, budget
+}
+
+// budgetIndexLo is the bound of a budget window read through the budget
+// index (session_id, tokens_before, seq): per chain row, the first entry
+// at tokens_before >= h.th, one index seek, which counts when it is within
+// the row's range (an ancestor's entries past the fork point are its own
+// later turns); the oldest such turn, minus one, or the turn before the
+// newest when none is found, and no earlier than the turn limit's bound.
+func (b *DataFlowBackend) budgetIndexLo() string {
+	first := `(SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = c.id AND x.tokens_before >= h.th ORDER BY x.tokens_before, x.seq LIMIT 1)`
+	return b.store.greatest() + `(h.t, COALESCE((SELECT MIN(CASE WHEN c.id = h.id THEN ` + first + ` WHEN ` + first + ` <= c.hi THEN ` + first + ` END) FROM c), h.turn_count) - 1)`
+}
+
+// Fork makes child hold parent's turns up to and including atTurnID, in
+// one transaction of a fixed number of statements whatever the parent
+// holds: the child's row names the session storing the fork point's turn
+// as its base. The child is owned by the parent's owner; an empty child
+// row (CreateSession) keeps its title and metadata and gets a new version.
+// A summary of the parent is copied when it covers no turn past the fork
+// point. It implements driver.Forker.
+func (b *DataFlowBackend) Fork(ctx context.Context, parent, atTurnID, child string) error {
+	if err := b.check(parent); err != nil {
+		return err
+	}
+	if err := driver.ValidateSessionKey(child); err != nil {
+		return err
+	}
+	if err := driver.ValidateTurnID(atTurnID); err != nil {
+		return err
+	}
+	if tenantOf(parent) != tenantOf(child) {
+		return fmt.Errorf("backend: fork %s into %s: %w: a fork stays in its parent's tenant", sessionName(parent), sessionName(child), driver.ErrInvalidQuery)
+	}
+	if parent == child {
+		return fmt.Errorf("backend: fork: %s: %w: a session cannot be forked into itself", sessionName(child), bare{driver.ErrSessionExists})
+	}
+	if err := b.upgraded(ctx, nil); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	sums, tables, err := b.erasing(ctx, b.sessions, b.messages, b.erased)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	begun := now()
+	err = b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+		return b.forkTx(ctx, tx, parent, atTurnID, child, sums, begun)
+	}, tables...)
+	if err != nil {
+		if errors.Is(err, driver.ErrTurnNotFound) || errors.Is(err, driver.ErrSessionExists) ||
+			errors.Is(err, driver.ErrSessionOwned) || errors.Is(err, driver.ErrSessionDeleted) {
+			return fmt.Errorf("backend: fork: %w", err)
+		}
+		return fmt.Errorf("backend: fork: %w", b.writeOutcome(ctx, "fork", err))
+	}
+	return nil
+}
+
+// forkPoint is where a fork's turn is stored.
+type forkPoint struct {
+	store  string // the session whose own rows hold the turn
+	seq    int64
+	tokens int64 // the tokens of the turns up to and including it
+}
+
+// findForkPoint finds the turn turnID of key's history: in its own rows or
+// those of the sessions its prefix is stored in, one statement.
+func (b *DataFlowBackend) findForkPoint(ctx context.Context, tx *dataflow.Tx, key, turnID string) (forkPoint, bool, error) {
+	st := b.stmt("fork/find", func() *dataflow.Stmt {
+		return b.db.NewStmt(b.form("fork/find", `WITH RECURSIVE c (id, hi, base, base_seq) AS (
+	SELECT id, turn_count, base, base_seq FROM `+SessionsTable+` WHERE id = ?
+	UNION ALL
+	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN `+SessionsTable+` p ON p.id = c.base)
+SELECT c.id, m.seq, m.tokens_before, m.tokens FROM c JOIN `+MessagesTable+` m ON m.session_id = c.id AND m.turn_id = ? AND m.seq <= c.hi`), b.sessions, b.messages)
+	})
+	rows, err := st.QueryTx(ctx, tx, key, turnID)
+	if err != nil {
+		return forkPoint{}, false, err
+	}
+	defer rows.Close()
+	var (
+		fp    forkPoint
+		found bool
+	)
+	for rows.Next() {
+		var (
+			id                  string
+			seq, before, tokens int64
+		)
+		if err := rows.Scan(&id, &seq, &before, &tokens); err != nil {
+			return forkPoint{}, false, err
+		}
+		switch {
+		case !found || seq > fp.seq: // the newest turn of the ID, should the chain hold it twice
+			fp, found = forkPoint{store: id, seq: seq, tokens: before + tokens}, true
+		case seq == fp.seq && id == fp.store:
+			fp.tokens += tokens
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return forkPoint{}, false, err
+	}
+	return fp, found, rows.Close()
+}
+
+// lockOwner locks the session row key in tx (where the engine has row
+// locks) and returns its owner and turn count; ok is false for no row.
+func (b *DataFlowBackend) lockOwner(ctx context.Context, tx *dataflow.Tx, key string) (owner string, count int64, ok bool, err error) {
+	st := b.stmt("fork/lock", func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT user_id, turn_count FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
+	})
+	rows, err := st.QueryTx(ctx, tx, key)
+	if err != nil {
+		return "", 0, false, err
+	}
+	switch err := scanOne(rows, &owner, &count); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", 0, false, nil
+	case err != nil:
+		return "", 0, false, err
+	}
+	return owner, count, true, nil
+}
+
+// forkRetries bounds how often a fork finds the session storing its turn
+// changed (a deletion moved it down the chain) after locking it.
+const forkRetries = 3
+
+func (b *DataFlowBackend) forkTx(ctx context.Context, tx *dataflow.Tx, parent, turnID, child string, sums bool, begun time.Time) error {
+	// Locks go from the storing session to the parent, the order a
+	// deletion of the storing session takes them in (its row, then the
+	// rows whose base it is), so the two never wait on each other: the
+	// storing session is found, locked, and found again after the
+	// parent's lock.
+	var (
+		fp    forkPoint
+		owner string
+	)
+	for try := 0; ; try++ {
+		first, found, err := b.findForkPoint(ctx, tx, parent, turnID)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errTurnNotFound(parent, turnID)
+		}
+		if first.store != parent {
+			if _, _, _, err := b.lockOwner(ctx, tx, first.store); err != nil {
+				return err
+			}
+		}
+		o, _, ok, err := b.lockOwner(ctx, tx, parent)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errTurnNotFound(parent, turnID)
+		}
+		if b.store.rowLock() == "" { // the transaction holds the write lock: nothing moved
+			fp, owner = first, o
+			break
+		}
+		again, found, err := b.findForkPoint(ctx, tx, parent, turnID)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errTurnNotFound(parent, turnID)
+		}
+		if again.store == first.store || try == forkRetries {
+			fp, owner = again, o
+			if again.store != first.store {
+				if _, _, _, err := b.lockOwner(ctx, tx, again.store); err != nil {
+					return err
+				}
+			}
+			break
+		}
+	}
+	at := now()
+	held, count, exists, err := b.lockOwner(ctx, tx, child)
+	if err != nil {
+		return err
+	}
+	switch {
+	case exists && held != "" && held != owner:
+		return fmt.Errorf("%s: %w", sessionName(child), bare{driver.ErrSessionOwned})
+	case exists && count > 0:
+		return fmt.Errorf("%s: %w", sessionName(child), bare{driver.ErrSessionExists})
+	case exists:
+		st := b.stmt("fork/update", func() *dataflow.Stmt {
+			return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, turn_count = ?, tokens = ?, version = version + 1, counted = 1, updated_at = ?,
+	fork_of = ?, fork_turn = ?, base = ?, base_seq = ? WHERE id = ?`, b.sessions)
+		})
+		if _, err := st.ExecTx(ctx, tx, owner, fp.seq, fp.tokens, at, parent, turnID, fp.store, fp.seq, child); err != nil {
+			return err
+		}
+	default:
+		st := b.stmt("fork/insert", func() *dataflow.Stmt {
+			return b.db.NewStmt(b.form("fork/insert", `INSERT INTO `+SessionsTable+` (id, tenant, user_id, title, turn_count, version, tokens, counted, created_at, updated_at, fork_of, fork_turn, base, base_seq)
+VALUES (?, ?, ?, '', ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`), b.sessions)
+		})
+		res, err := st.ExecTx(ctx, tx, child, tenantOf(child), owner, fp.seq, firstVersion(), fp.tokens, at, at, parent, turnID, fp.store, fp.seq)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 { // made by a write racing this one
+			return fmt.Errorf("%s: %w", sessionName(child), bare{driver.ErrSessionExists})
+		}
+	}
+	switch erased, err := b.erasedSinceTx(ctx, tx, child, begun); {
+	case err != nil:
+		return err
+	case erased:
+		return fmt.Errorf("%s: %w", sessionName(child), bare{driver.ErrSessionDeleted})
+	}
+	if !sums {
+		return nil
+	}
+	if err := b.deleteSummaryTx(ctx, tx, child); err != nil {
+		return err
+	}
+	st := b.stmt("fork/summary", func() *dataflow.Stmt {
+		return b.db.NewStmt(`INSERT INTO `+SummariesTable+` (id, text, turns, tokens, updated_at, lease_owner, lease_until)
+SELECT `+b.cast("?", "VARCHAR")+`, text, turns, tokens, updated_at, '', 0 FROM `+SummariesTable+` WHERE id = ? AND turns > 0 AND turns <= `+b.cast("?", "BIGINT"), b.summary.table)
+	})
+	_, err = st.ExecTx(ctx, tx, child, parent, fp.seq)
+	return err
+}
+
+// ListForks returns the sessions forked from key, newest first, at most
+// limit: one range of the forks' partial index. It implements
+// driver.Forker.
+func (b *DataFlowBackend) ListForks(ctx context.Context, key string, limit int) ([]driver.SessionInfo, error) {
+	if err := b.check(key); err != nil {
+		return nil, err
+	}
+	if limit < 1 || limit > driver.MaxForks {
+		return nil, fmt.Errorf("backend: list forks: %w: limit %d (want 1 to %d)", driver.ErrInvalidQuery, limit, driver.MaxForks)
+	}
+	st := b.stmt("forks", func() *dataflow.Stmt {
+		return b.db.NewReadStmt(`SELECT `+b.sessionColumns("")+` FROM `+SessionsTable+` WHERE fork_of = ? AND `+forkWhere+`
+ORDER BY created_at DESC, id DESC LIMIT ?`, b.sessions)
+	})
+	rows, err := st.Query(ctx, key, limit)
+	if err != nil {
+		return nil, fmt.Errorf("backend: list forks: %w", err)
+	}
+	defer rows.Close()
+	var forks []driver.SessionInfo
+	for rows.Next() {
+		info, err := scanInfo(rows)
+		if err != nil {
+			return nil, fmt.Errorf("backend: list forks: %w", err)
+		}
+		forks = append(forks, info)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("backend: list forks: %w", err)
+	}
+	return forks, rows.Close()
+}
+
+// detachTx makes every session whose prefix is stored in the sessions of
+// keys (which the transaction is about to delete) hold it itself: the rows
+// it shares are copied into its own, with their search entries (index:
+// the SQLite index written inline; with the queue, its trigger queues the
+// copies; on the other engines the rows carry their search text), and its
+// base moves to the deleted session's base. Repeated until no session
+// left outside keys has its base in them (a fork of a fork whose base was
+// also deleted moves down once more). It costs nothing when no session
+// has its base in keys: one read of the base index.
+func (b *DataFlowBackend) detachTx(ctx context.Context, tx *dataflow.Tx, keys []string, index bool) error {
+	gone := make(map[string]bool, len(keys))
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		gone[k], args[i] = true, k
+	}
+	// The deleted sessions' rows p by key (equality for one), the
+	// sessions based on them d through the base index.
+	in := `p.id IN (` + strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ") + `)`
+	if len(keys) == 1 {
+		in = `p.id = ?`
+	}
+	deps := b.stmt(fmt.Sprintf("fork/deps/%d", len(keys)), func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT d.id, d.base, d.base_seq, p.base, p.base_seq FROM `+SessionsTable+` p JOIN `+SessionsTable+` d ON d.base = p.id
+WHERE `+in+` AND d.`+baseWhere+b.store.rowLock(), b.sessions)
+	})
+	copyRows := b.stmt("fork/copy", func() *dataflow.Stmt {
+		return b.db.NewStmt(`INSERT INTO `+MessagesTable+` (`+messageColumns+`)
+SELECT `+b.cast("?", "VARCHAR")+`, seq, pos, turn_id, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata, tokens, tokens_before, metadata, created_at, search_text
+FROM `+MessagesTable+` WHERE session_id = ? AND seq > `+b.cast("?", "BIGINT")+` AND seq <= `+b.cast("?", "BIGINT"), b.messages, b.sessions)
+	})
+	move := b.stmt("fork/move", func() *dataflow.Stmt {
+		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET base = ?, base_seq = ? WHERE id = ?`, b.sessions)
+	})
+	// A session d whose base src is deleted: its rows (base, seq]
+	// are stored in src, its base becomes src's base.
+	type dep struct {
+		id, src string
+		seq     int64
+		base    string
+		baseSeq int64
+	}
+	for {
+		rows, err := deps.QueryTx(ctx, tx, args...)
+		if err != nil {
+			return err
+		}
+		var todo []dep
+		for rows.Next() {
+			var d dep
+			if err := rows.Scan(&d.id, &d.src, &d.seq, &d.base, &d.baseSeq); err != nil {
+				rows.Close()
+				return err
+			}
+			if !gone[d.id] {
+				todo = append(todo, d)
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		for _, d := range todo {
+			if _, err := copyRows.ExecTx(ctx, tx, d.id, d.src, d.baseSeq, d.seq); err != nil {
+				return err
+			}
+			if index {
+				if err := b.indexRangeTx(ctx, tx, d.id, d.baseSeq, d.seq); err != nil {
+					return err
+				}
+			}
+			if _, err := move.ExecTx(ctx, tx, d.base, d.baseSeq, d.id); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// indexRangeTx writes the search entries of key's messages (lo, hi] into
+// the SQLite index, in batches.
+func (b *DataFlowBackend) indexRangeTx(ctx context.Context, tx *dataflow.Tx, key string, lo, hi int64) error {
+	st := b.stmt("fork/indexrange", func() *dataflow.Stmt {
+		return b.db.NewStmt(`SELECT seq, pos, content FROM `+MessagesTable+` WHERE session_id = ? AND seq > ? AND seq <= ?`, b.messages)
+	})
+	rows, err := st.QueryTx(ctx, tx, key, lo, hi)
+	if err != nil {
+		return err
+	}
+	var entries [][]any
+	for rows.Next() {
+		var (
+			seq     int64
+			pos     int32
+			content string
+		)
+		if err := rows.Scan(&seq, &pos, &content); err != nil {
+			rows.Close()
+			return err
+		}
+		if row, ok := SearchEntry(key, seq, pos, content); ok {
+			entries = append(entries, row)
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for len(entries) > 0 {
+		n := min(len(entries), searchInsertRows)
+		var args []any
+		for _, e := range entries[:n] {
+			args = append(args, e...)
+		}
+		if err := b.insertEntries(ctx, tx, args); err != nil {
+			return err
+		}
+		entries = entries[n:]
+	}
+	return nil
+}
