@@ -27,6 +27,7 @@ const help = "Commands: /history shows what I remember, /edit TEXT says TEXT ins
 type chat struct {
 	mem     memory.Memory
 	session string
+	base    string // the session the chat started in, which names its forks ("": session)
 	agent   Agent
 	out     io.Writer // replies and listings
 	errOut  io.Writer // errors
@@ -193,7 +194,10 @@ func (c *chat) redo(ctx context.Context, message string) {
 			return
 		}
 	}
-	fork := forkName(c.session)
+	if c.base == "" {
+		c.base = c.session
+	}
+	fork := forkName(c.base)
 	if len(p.Turns) == 2 {
 		if err := f.Fork(ctx, c.session, p.Turns[1].ID, fork); err != nil {
 			fmt.Fprintf(c.errOut, "chat: %v\n", err)
@@ -207,8 +211,8 @@ func (c *chat) redo(ctx context.Context, message string) {
 	c.say(ctx, message)
 }
 
-// forkName names a fork of the session: its name and six random hex
-// digits.
+// forkName names a fork of a chat that started in session: its name and
+// six random hex digits.
 func forkName(session string) string {
 	var b [3]byte
 	_, _ = rand.Read(b[:]) // never returns an error

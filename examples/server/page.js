@@ -107,7 +107,7 @@ function turnElement(t) {
   a.className = "msg assistant";
   a.textContent = t.answer;
   div.append(u);
-  if (t.seq === 1 || t.fork) { // else the turn before it is not known
+  if (t.first || t.fork) { // else the turn before it is not known
     const acts = document.createElement("div");
     acts.className = "actions of-user";
     if (t.versions) {

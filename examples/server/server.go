@@ -11,6 +11,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,6 +133,7 @@ type (
 		Answer   string        `json:"answer"`             // the answer's segments joined
 		Complete bool          `json:"complete"`           // false while the answer streams, or if it was cut short
 		Messages []messageJSON `json:"messages"`           // as stored
+		First    bool          `json:"first,omitempty"`    // the session's first: a new version of it is a new session
 		Fork     *forkJSON     `json:"fork,omitempty"`     // where a new version forks (see versions.go); none for a first turn
 		Versions *versionsJSON `json:"versions,omitempty"` // when the turn has more than one
 	}
@@ -353,20 +355,29 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) {
 	for _, t := range p.Turns {
 		out.Turns = append(out.Turns, toTurnJSON(t))
 	}
-	// The versions of a turn depend on the turn before it: for the
-	// oldest of a newest-first page, that is the first of the next page.
-	var before memory.Turn
-	if q.NewestFirst && p.Next != "" {
-		prev, err := s.mem.History(r.Context(), info.ID, memory.HistoryQuery{After: p.Next, Limit: 1, NewestFirst: true})
-		if err != nil {
-			s.error(w, err)
-			return
-		}
-		if len(prev.Turns) == 1 {
-			before = prev.Turns[0]
+	// The versions of a turn depend on the turn before it, so they are
+	// worked out on the page's turns oldest first, with the turn before
+	// them: for a newest-first page, the first of the next page.
+	view := make([]*turnJSON, len(out.Turns))
+	for i := range out.Turns {
+		view[i] = &out.Turns[i]
+	}
+	before, first := "", q.After == ""
+	if q.NewestFirst {
+		slices.Reverse(view)
+		first = p.Next == ""
+		if !first {
+			prev, err := s.mem.History(r.Context(), info.ID, memory.HistoryQuery{After: p.Next, Limit: 1, NewestFirst: true})
+			if err != nil {
+				s.error(w, err)
+				return
+			}
+			if len(prev.Turns) == 1 {
+				before = prev.Turns[0].ID
+			}
 		}
 	}
-	if out.Root, err = s.versions(r.Context(), user, info, before, out.Turns); err != nil {
+	if out.Root, err = s.versions(r.Context(), user, info, view, before, first); err != nil {
 		s.error(w, err)
 		return
 	}

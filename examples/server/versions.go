@@ -93,49 +93,57 @@ func (s *server) newVersion(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, user, v, content)
 }
 
-// versions fills in the fork and the versions of the turns of a history
-// page of the session info, in either order. before is the turn just
-// before the page's oldest (zero if there is none or it is unknown).
+// versions fills in the fork and the versions of view, turns of the
+// session info in order: before is the ID of the turn before them ("" if
+// unknown), and first says whether view[0] is the session's first turn.
 // It returns the session the lineage starts at: info's first ancestor.
 //
 // The cost: a SessionInfo per ancestor of info, and a ListForks per
-// session that owns a turn of the page.
-func (s *server) versions(ctx context.Context, user string, info memory.SessionInfo, before memory.Turn, turns []turnJSON) (root string, err error) {
+// session that owns the turn before one of view.
+func (s *server) versions(ctx context.Context, user string, info memory.SessionInfo, view []*turnJSON, before string, first bool) (root string, err error) {
 	lineage, err := s.lineage(ctx, user, info)
 	if err != nil {
 		return "", err
 	}
 	root = lineage[len(lineage)-1].ID
-	// The view's turns by ID and by Seq; a fork point the page does not
-	// hold is older than the page (0).
-	seqOf := make(map[string]int, len(turns)+1)
-	idAt := make(map[int]string, len(turns)+1)
-	if before.ID != "" {
-		seqOf[before.ID], idAt[before.Seq] = before.Seq, before.ID
+	if len(view) == 0 {
+		return root, nil
 	}
-	for _, t := range turns {
-		seqOf[t.ID], idAt[t.Seq] = t.Seq, t.ID
+	view[0].First = first
+	// Places in the view: before is -1; a turn older still is -2.
+	place := make(map[string]int, len(view)+1)
+	if before != "" {
+		place[before] = -1
 	}
-	// bound[i]: the Seq in the view of the turn lineage[i] was forked at;
-	// the turns up to it are lineage[i+1]'s (-1: lineage[i] is no fork).
+	for i, t := range view {
+		place[t.ID] = i
+	}
+	// bound[i]: the place of the turn lineage[i] was forked at, up to
+	// which the view shows lineage[i+1]'s turns (-3: it is no fork).
 	bound := make([]int, len(lineage))
 	for i, l := range lineage {
-		bound[i] = -1
+		bound[i] = -3
 		if l.ForkOf != nil {
-			bound[i] = seqOf[l.ForkOf.TurnID]
+			if b, ok := place[l.ForkOf.TurnID]; ok {
+				bound[i] = b
+			} else {
+				bound[i] = -2
+			}
 		}
 	}
 	forks := map[string][]memory.SessionInfo{} // ListForks by session
-	for i := range turns {
-		t := &turns[i]
-		prev, ok := idAt[t.Seq-1]
-		if t.Seq <= 1 || !ok {
+	for i, t := range view {
+		prev := before
+		if i > 0 {
+			prev = view[i-1].ID
+		}
+		if prev == "" || i == 0 && first {
 			continue // a first turn, or one whose predecessor is unknown
 		}
 		// The session that holds prev as its own: climb while the view
 		// inherits prev from a parent.
 		o := 0
-		for o < len(lineage) && t.Seq-1 <= bound[o] {
+		for o < len(lineage) && i-1 <= bound[o] {
 			o++
 		}
 		if o == len(lineage) {
@@ -144,7 +152,7 @@ func (s *server) versions(ctx context.Context, user string, info memory.SessionI
 		owner := lineage[o]
 		t.Fork = &forkJSON{SessionID: owner.ID, TurnID: prev}
 		shown := owner.ID
-		if o > 0 && bound[o-1] == t.Seq-1 {
+		if o > 0 && bound[o-1] == i-1 {
 			shown = lineage[o-1].ID // the view follows a fork made at prev
 		}
 		fs, done := forks[owner.ID]
@@ -154,10 +162,7 @@ func (s *server) versions(ctx context.Context, user string, info memory.SessionI
 			}
 			forks[owner.ID] = fs
 		}
-		var group []string
-		if owner.TurnCount >= t.Seq || shown == owner.ID {
-			group = append(group, owner.ID)
-		}
+		group := []string{owner.ID}
 		for _, f := range slices.Backward(fs) { // ListForks is newest first
 			if f.ForkOf != nil && f.ForkOf.TurnID == prev && f.User == user {
 				group = append(group, f.ID)
