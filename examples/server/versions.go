@@ -16,12 +16,15 @@ import (
 // turn before it, where the new turn is then said: the fork shares the
 // history before the turn and goes its own way from there. The versions
 // of a turn are the session that holds the turn's predecessor as its own
-// (not inherited from a parent) and continues after it, with the forks of
-// that session at that turn, oldest first: what the page shows as "< 2/3 >"
-// beside the turn, and moving between them shows another session. A new
-// version always forks that owning session (newVersion is given it), so
-// that every version of a turn is a fork of one session at one turn and
-// one ListForks finds them all, however deep the fork it is made from.
+// (not inherited from a parent), with the forks of that session at that
+// turn, oldest first: what the page shows as "< 2/3 >" beside the turn,
+// and moving between them shows another session. A new version always
+// forks that owning session (the history names it in the turn's fork, and
+// the page posts there), so every version of a turn is a fork of one
+// session at one turn and one ListForks finds them all, however deep the
+// fork it is made from. The history pays for this a SessionInfo per
+// ancestor of the session and a ListForks per session owning a shown turn:
+// one more statement for a session that is no fork.
 //
 // A first turn has no turn before it to fork at: a new version of it is a
 // new session, a chat of its own in the list, with no versions beside it.

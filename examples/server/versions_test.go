@@ -82,6 +82,11 @@ func TestVersions(t *testing.T) {
 		assert.Equal(t, s, h.Root)
 		assert.Equal(t, []*versionsJSON{nil, {Sessions: []string{s, f1}, Index: 1}}, versionsOf(h))
 		assert.Equal(t, &forkJSON{SessionID: s, TurnID: t1.ID}, h.Turns[1].Fork, "a new version forks the session that owns the turn before")
+		listed := map[string]*forkJSON{}
+		for _, l := range in.sessions(t, "ada") {
+			listed[l.ID] = l.ForkOf
+		}
+		assert.Equal(t, map[string]*forkJSON{s: nil, f1: {SessionID: s, TurnID: t1.ID}}, listed, "the list marks a fork, which the page hides")
 		h = in.history(t, "ada", s)
 		assert.Equal(t, []string{"my name is Ada", "hello there"}, users(h), "the original is as it was")
 		assert.Equal(t, []*versionsJSON{nil, {Sessions: []string{s, f1}, Index: 0}}, versionsOf(h))
