@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +19,15 @@ import (
 // clear error and the chat goes on; only a line beyond this ends it.
 const maxLineBytes = 4 * memory.DefaultMaxMessageBytes
 
-const help = "Commands: /history shows what I remember, /clear forgets it, /quit (or end of input) exits."
+const help = "Commands: /history shows what I remember, /edit TEXT says TEXT instead of your last message, " +
+	"/retry asks for another answer to it (both in a new session, a fork, that the chat moves to), " +
+	"/clear forgets the session, /quit (or end of input) exits."
 
 // chat is one conversation: a session of a memory, answered by an agent.
 type chat struct {
 	mem     memory.Memory
 	session string
+	base    string // the session the chat started in, which names its forks ("": session)
 	agent   Agent
 	out     io.Writer // replies and listings
 	errOut  io.Writer // errors
@@ -122,7 +126,23 @@ func (c *chat) handle(ctx context.Context, line string) (quit bool) {
 		return false
 	}
 	if strings.HasPrefix(line, "/") {
-		switch strings.ToLower(line) {
+		cmd, arg, _ := strings.Cut(line, " ")
+		switch cmd = strings.ToLower(cmd); cmd {
+		case "/edit":
+			if arg = strings.TrimSpace(arg); arg == "" {
+				fmt.Fprintln(c.errOut, "chat: /edit TEXT: say what to say instead of your last message")
+				return false
+			}
+			c.redo(ctx, arg)
+			return false
+		case "/retry":
+			c.redo(ctx, "")
+			return false
+		}
+		if arg != "" {
+			cmd = line // the other commands take no argument
+		}
+		switch cmd {
 		case "/quit", "/exit":
 			return true
 		case "/history":
@@ -138,6 +158,65 @@ func (c *chat) handle(ctx context.Context, line string) (quit bool) {
 	}
 	c.say(ctx, line)
 	return false
+}
+
+// A forker forks sessions and reads their history: a
+// memory.PersistentBufferMemory (a memory.BufferMemory does not).
+type forker interface {
+	memory.Memory
+	History(ctx context.Context, sessionID string, q memory.HistoryQuery) (memory.HistoryPage, error)
+	Fork(ctx context.Context, sessionID, atTurnID, newSessionID string) error
+}
+
+// redo says a new version of the session's last turn, /edit's message or
+// (message "", /retry) the last turn's own again, in a fork of the session
+// at the turn before the last: the fork shares the history before it, and
+// the chat moves to it, leaving the session as it was. The last turn being
+// the first, it is said in a new, empty session instead.
+func (c *chat) redo(ctx context.Context, message string) {
+	f, ok := c.mem.(forker)
+	if !ok {
+		fmt.Fprintf(c.errOut, "chat: %T cannot fork a session\n", c.mem)
+		return
+	}
+	p, err := f.History(ctx, c.session, memory.HistoryQuery{NewestFirst: true, Limit: 2})
+	if err != nil {
+		fmt.Fprintf(c.errOut, "chat: %v\n", err)
+		return
+	}
+	if len(p.Turns) == 0 {
+		fmt.Fprintln(c.errOut, "chat: there is no message to edit or answer again yet")
+		return
+	}
+	if message == "" {
+		if message = p.Turns[0].User; message == "" {
+			fmt.Fprintln(c.errOut, "chat: the last turn has no message of yours to answer again")
+			return
+		}
+	}
+	if c.base == "" {
+		c.base = c.session
+	}
+	fork := forkName(c.base)
+	if len(p.Turns) == 2 {
+		if err := f.Fork(ctx, c.session, p.Turns[1].ID, fork); err != nil {
+			fmt.Fprintf(c.errOut, "chat: %v\n", err)
+			return
+		}
+		fmt.Fprintf(c.out, "Now in session %q, a fork of %q before its last turn (-session %s resumes it).\n", fork, c.session, fork)
+	} else {
+		fmt.Fprintf(c.out, "Now in session %q, a new one: %q has no turn before its last (-session %s resumes it).\n", fork, c.session, fork)
+	}
+	c.session = fork
+	c.say(ctx, message)
+}
+
+// forkName names a fork of a chat that started in session: its name and
+// six random hex digits.
+func forkName(session string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:]) // never returns an error
+	return fmt.Sprintf("%s-%x", session, b)
 }
 
 // storeTimeout bounds each write of an answer's messages. Writes run

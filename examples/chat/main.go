@@ -8,8 +8,16 @@
 // in the working directory, which is created on first use. On start the
 // program says how many turns it remembers and shows the recent ones. It
 // reads standard input line by line, so piped input works too; the commands
-// are /history, /clear, /help and /quit. -max-turns and -max-tokens bound
-// the window of recent turns the agent sees.
+// are /history, /edit TEXT, /retry, /clear, /help and /quit. -max-turns and
+// -max-tokens bound the window of recent turns the agent sees.
+//
+// /edit TEXT says TEXT instead of the last message, and /retry asks for
+// another answer to it: each forks the session at the turn before the last
+// (memory.Fork: the fork shares the turns before, stored once) and says
+// the message there, and the chat goes on in the fork, named after the
+// session with six random hex digits added (-session NAME resumes it); the
+// session itself stays as it was. When the last turn is the first, there is
+// nothing to fork at, and the message is said in a new, empty session.
 //
 // Each turn is stored as the messages of the exchange: the user's message
 // is saved before the agent answers, and the agent's messages (tool calls,

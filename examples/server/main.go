@@ -17,9 +17,10 @@
 //	GET    /api/sessions                   the user's sessions, most recent first (?after=&limit=)
 //	POST   /api/sessions                   create one: {"title": …} (optional); the server names it
 //	GET    /api/sessions/{id}              one session
-//	GET    /api/sessions/{id}/history      its turns (?after=&limit=&newest_first=true)
+//	GET    /api/sessions/{id}/history      its turns (?after=&limit=&newest_first=true), with their versions
 //	POST   /api/sessions/{id}/messages     send {"content": …}; the answer streams as server-sent events
-//	DELETE /api/sessions/{id}              delete the session
+//	POST   /api/sessions/{id}/versions     a new version of a turn: {"after": …, "content": …} (see versions.go)
+//	DELETE /api/sessions/{id}              delete the session and its forks (its versions)
 //	DELETE /api/users/{user}               delete every session of the user (only the user itself)
 //
 // The server names sessions: POST /api/sessions makes an ID of 128 random

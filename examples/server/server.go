@@ -11,6 +11,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,7 @@ func newServer(mem *memory.PersistentBufferMemory, agent Agent, logger *log.Logg
 	s.mux.HandleFunc("DELETE /api/sessions/{id}", s.deleteSession)
 	s.mux.HandleFunc("GET /api/sessions/{id}/history", s.history)
 	s.mux.HandleFunc("POST /api/sessions/{id}/messages", s.sendMessage)
+	s.mux.HandleFunc("POST /api/sessions/{id}/versions", s.newVersion)
 	s.mux.HandleFunc("DELETE /api/users/{user}", s.deleteUser)
 	return s
 }
@@ -121,14 +123,19 @@ type (
 		TurnCount int       `json:"turn_count"`
 		CreatedAt time.Time `json:"created_at"`
 		UpdatedAt time.Time `json:"updated_at"`
+		ForkOf    *forkJSON `json:"fork_of,omitempty"` // see versions.go
 	}
 	turnJSON struct {
 		ID       string        `json:"id"`
+		Seq      int           `json:"seq"` // its place in the session, from 1
 		Time     time.Time     `json:"time"`
-		User     string        `json:"user"`     // what the user said
-		Answer   string        `json:"answer"`   // the answer's segments joined
-		Complete bool          `json:"complete"` // false while the answer streams, or if it was cut short
-		Messages []messageJSON `json:"messages"` // as stored
+		User     string        `json:"user"`               // what the user said
+		Answer   string        `json:"answer"`             // the answer's segments joined
+		Complete bool          `json:"complete"`           // false while the answer streams, or if it was cut short
+		Messages []messageJSON `json:"messages"`           // as stored
+		First    bool          `json:"first,omitempty"`    // the session's first: a new version of it is a new session
+		Fork     *forkJSON     `json:"fork,omitempty"`     // where a new version forks (see versions.go); none for a first turn
+		Versions *versionsJSON `json:"versions,omitempty"` // when the turn has more than one
 	}
 	messageJSON struct {
 		ID       string         `json:"id"`
@@ -140,12 +147,16 @@ type (
 )
 
 func toSessionJSON(info memory.SessionInfo) sessionJSON {
-	return sessionJSON{ID: info.ID, User: info.User, Title: info.Title, TurnCount: info.TurnCount,
+	j := sessionJSON{ID: info.ID, User: info.User, Title: info.Title, TurnCount: info.TurnCount,
 		CreatedAt: info.CreatedAt, UpdatedAt: info.UpdatedAt}
+	if f := info.ForkOf; f != nil {
+		j.ForkOf = &forkJSON{SessionID: f.SessionID, TurnID: f.TurnID}
+	}
+	return j
 }
 
 func toTurnJSON(t memory.Turn) turnJSON {
-	j := turnJSON{ID: t.ID, Time: t.Timestamp, User: t.User, Answer: answerOf(t.Messages), Complete: answered(t.Messages),
+	j := turnJSON{ID: t.ID, Seq: t.Seq, Time: t.Timestamp, User: t.User, Answer: answerOf(t.Messages), Complete: answered(t.Messages),
 		Messages: make([]messageJSON, 0, len(t.Messages))}
 	for _, m := range t.Messages {
 		j.Messages = append(j.Messages, messageJSON{ID: m.ID, Role: m.Role, Content: m.Content, Name: m.Name, Metadata: m.Metadata})
@@ -263,7 +274,7 @@ func (s *server) deleteSession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.mem.Clear(r.Context(), info.ID); err != nil {
+	if err := s.clearTree(r.Context(), info.ID); err != nil {
 		s.error(w, err)
 		return
 	}
@@ -299,9 +310,10 @@ type summaryJSON struct {
 }
 
 // history returns a page of the session's turns: oldest first, or with
-// newest_first=true from the newest back (what a chat shows first).
+// newest_first=true from the newest back (what a chat shows first), with
+// their versions (see versions.go).
 func (s *server) history(w http.ResponseWriter, r *http.Request) {
-	_, info, ok := s.owned(w, r)
+	user, info, ok := s.owned(w, r)
 	if !ok {
 		return
 	}
@@ -331,6 +343,7 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) {
 	}
 	out := struct {
 		Session      sessionJSON  `json:"session"`
+		Root         string       `json:"root"` // the session it is a version in: its first ancestor, or itself
 		Summary      *summaryJSON `json:"summary,omitempty"`
 		Unsummarized int          `json:"unsummarized"`
 		Turns        []turnJSON   `json:"turns"`
@@ -341,6 +354,32 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, t := range p.Turns {
 		out.Turns = append(out.Turns, toTurnJSON(t))
+	}
+	// The versions of a turn depend on the turn before it, so they are
+	// worked out on the page's turns oldest first, with the turn before
+	// them: for a newest-first page, the first of the next page.
+	view := make([]*turnJSON, len(out.Turns))
+	for i := range out.Turns {
+		view[i] = &out.Turns[i]
+	}
+	before, first := "", q.After == ""
+	if q.NewestFirst {
+		slices.Reverse(view)
+		first = p.Next == ""
+		if !first {
+			prev, err := s.mem.History(r.Context(), info.ID, memory.HistoryQuery{After: p.Next, Limit: 1, NewestFirst: true})
+			if err != nil {
+				s.error(w, err)
+				return
+			}
+			if len(prev.Turns) == 1 {
+				before = prev.Turns[0].ID
+			}
+		}
+	}
+	if out.Root, err = s.versions(r.Context(), user, info, view, before, first); err != nil {
+		s.error(w, err)
+		return
 	}
 	s.json(w, http.StatusOK, out)
 }
@@ -366,10 +405,8 @@ func (s *server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &in, false) {
 		return
 	}
-	// Stored text must be valid UTF-8 without NUL bytes.
-	content := strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(in.Content, "\uFFFD"), "\x00", ""))
-	if content == "" {
-		s.fail(w, http.StatusBadRequest, errors.New("content: empty message"))
+	content, ok := s.content(w, in.Content)
+	if !ok {
 		return
 	}
 	if !s.startAnswer() {
@@ -377,6 +414,24 @@ func (s *server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.answers.Done()
+	s.answer(w, r, user, info, content)
+}
+
+// content cleans a message the user sent, or writes a 400 and returns
+// false: stored text must be valid UTF-8 without NUL bytes, and not empty.
+func (s *server) content(w http.ResponseWriter, text string) (string, bool) {
+	content := strings.TrimSpace(strings.ReplaceAll(strings.ToValidUTF8(text, "\uFFFD"), "\x00", ""))
+	if content == "" {
+		s.fail(w, http.StatusBadRequest, errors.New("content: empty message"))
+		return "", false
+	}
+	return content, true
+}
+
+// answer stores content as a new turn of the session info, owned by user,
+// and streams the agent's answer (see sendMessage). The caller has
+// registered the answer with startAnswer.
+func (s *server) answer(w http.ResponseWriter, r *http.Request, user string, info memory.SessionInfo, content string) {
 	ctx := r.Context()
 	win, err := s.mem.LoadContext(ctx, info.ID)
 	if err != nil {
@@ -513,6 +568,12 @@ func (s *server) error(w http.ResponseWriter, err error) {
 		errors.Is(err, memory.ErrInvalidTurn), errors.Is(err, memory.ErrInvalidCursor),
 		errors.Is(err, memory.ErrInvalidOption):
 		s.fail(w, http.StatusBadRequest, err)
+	case errors.Is(err, memory.ErrTurnNotFound):
+		s.fail(w, http.StatusNotFound, errors.New("no such turn in this session"))
+	case errors.Is(err, memory.ErrConflict):
+		s.fail(w, http.StatusConflict, errors.New("the session moved on meanwhile: reload it"))
+	case errors.Is(err, memory.ErrNotSupported):
+		s.fail(w, http.StatusNotImplemented, err)
 	case errors.Is(err, memory.ErrTurnTooLarge):
 		s.fail(w, http.StatusRequestEntityTooLarge, err)
 	case errors.Is(err, context.Canceled):

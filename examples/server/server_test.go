@@ -191,6 +191,7 @@ func answer(t *testing.T, events []event) string {
 
 type historyJSON struct {
 	Session      sessionJSON  `json:"session"`
+	Root         string       `json:"root"`
 	Summary      *summaryJSON `json:"summary"`
 	Unsummarized int          `json:"unsummarized"`
 	Turns        []turnJSON   `json:"turns"`
