@@ -16,9 +16,7 @@ import (
 var sqlPending = map[string]string{
 	// backend/fork.go: the save's duplicate check reads the session's
 	// own rows only, so the turn is stored again, as a new turn.
-	// The parent's append writes a row at a sequence the fork reads.
-	"Fork/ParentAppend": "an append by the parent to a turn a fork shares leaves the fork's copy as it was forked",
-	"Fork/InheritedID":  "a save into a fork of a turn ID its inherited prefix holds stores nothing (driver.Backend: a turn ID the session holds is stored once)",
+	"Fork/InheritedID": "a save into a fork of a turn ID its inherited prefix holds stores nothing (driver.Backend: a turn ID the session holds is stored once)",
 }
 
 // skipPending skips t when it is one of the subtests in pending.

@@ -509,6 +509,12 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		} else if err != nil {
 			return err
 		}
+		// A fork keeps the turns it shares as they were when it was made:
+		// forks sharing this session's rows get their copies first (one
+		// index probe when there are none).
+		if err := b.detachTx(ctx, tx, []string{sessionID}, index); err != nil {
+			return err
+		}
 		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time, b.store.indexInRows())...)
 		if err != nil {
 			return err

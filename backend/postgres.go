@@ -134,6 +134,7 @@ func (s *postgresStore) prepare() {
 ), s AS (
 	UPDATE `+SessionsTable+` SET version = `+SessionsTable+`.version + 1, tokens = `+SessionsTable+`.tokens + n.tokens, updated_at = CAST(? AS TIMESTAMPTZ)
 	FROM n, t WHERE `+SessionsTable+`.id = ? AND n.n > 0 AND `+SessionsTable+`.version = t.version AND `+SessionsTable+`.turn_count = t.seq
+		AND NOT EXISTS (SELECT 1 FROM `+SessionsTable+` d WHERE d.base = `+SessionsTable+`.id AND d.`+baseWhere+`)
 	RETURNING `+SessionsTable+`.version
 ), p AS (
 	SELECT MAX(pos) AS pos FROM `+MessagesTable+` WHERE session_id = ? AND seq = (SELECT seq FROM t)
