@@ -81,6 +81,19 @@ func TestBudgetWindowPlan(t *testing.T) {
 				assert.Equal(t, "t047", w.Turns[0].ID)
 				assert.Equal(t, 80, w.Tokens)
 
+				if d.Name == "mysql" {
+					// MySQL's budget load is a text of statements (the bound
+					// into a variable first), which EXPLAIN does not take:
+					// count the rows and index entries the server reads for
+					// it instead (its handler counters).
+					n := mysqlHandlerReads(t, b, func() {
+						_, _, err := b.Load(ctx, session, driver.WindowQuery{MaxTurns: 1000, TokenBudget: 85, Known: driver.UnknownVersion})
+						require.NoError(t, err)
+					})
+					t.Logf("mysql: the budget load reads %d index entries and rows (the session holds %d messages)", n, turns*2)
+					assert.Less(t, n, int64(turns), "a budget load reads about its window, not the session's history")
+					return
+				}
 				plan := explainBudget(t, b, session, 1000, 85)
 				t.Logf("plan:\n%s", plan)
 				plan = withoutSessionCoroutineScan(plan)
@@ -89,8 +102,6 @@ func TestBudgetWindowPlan(t *testing.T) {
 				assert.NotContains(t, plan, "Seq Scan on "+MessagesTable, "no sequential scan of the messages")
 				assert.NotContains(t, plan, "TEMP B-TREE", "no sort")
 				switch d.Name {
-				case "mysql":
-					assertMySQLBudgetPlan(t, plan)
 				case "pg":
 					assert.NotRegexp(t, `(?m)^\s*(->\s*)?Sort\b`, plan, "no sort")
 					assert.Contains(t, plan, MessagesTable+"_budget_idx", "the budget index finds the oldest turn that fits")

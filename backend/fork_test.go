@@ -448,30 +448,14 @@ func TestForkLoadCost(t *testing.T) {
 			t.Logf("%s plan:\n%s", d.Name, plan)
 		}
 		if d.Name == "mysql" {
-			// The rows the server reads for a load (its handler counters;
-			// the private server runs this test alone): about the
-			// window's messages, not the session's.
-			reads := func() int64 {
-				rows, err := b.db.QueryContext(ctx, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Handler_read_next', 'Handler_read_rnd_next', 'Handler_read_prev', 'Handler_read_key')")
-				require.NoError(t, err)
-				var sum int64
-				for rows.Next() {
-					var name string
-					var v int64
-					require.NoError(t, rows.Scan(&name, &v))
-					sum += v
-				}
-				require.NoError(t, rows.Err())
-				return sum
-			}
+			// The rows the server reads for a load (its handler counters):
+			// about the window's messages, not the session's.
 			for _, k := range []string{"plain", "fork1", key} {
 				for _, budget := range []int{0, 60} {
-					before := reads()
-					overhead := reads() - before // the SHOW's own reads
-					before = reads()
-					_, _, err := b.Load(ctx, k, driver.WindowQuery{MaxTurns: window, TokenBudget: budget, Known: driver.UnknownVersion})
-					require.NoError(t, err)
-					n := reads() - before - overhead
+					n := mysqlHandlerReads(t, b, func() {
+						_, _, err := b.Load(ctx, k, driver.WindowQuery{MaxTurns: window, TokenBudget: budget, Known: driver.UnknownVersion})
+						require.NoError(t, err)
+					})
 					t.Logf("mysql: a load of %s (budget %d) reads %d index entries and rows", k, budget, n)
 					require.Less(t, n, int64(4*2*window+40), "a load reads about its window, not the history")
 				}

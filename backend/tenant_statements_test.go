@@ -372,6 +372,10 @@ var keyEquality = regexp.MustCompile("(?:^|[^\\w\"`])(?:[\"`]?\\w+[\"`]?\\.)?[\"
 // many sessions, which no hot-path statement may be.
 var keyInList = regexp.MustCompile("(?i)(?:^|[^\\w\"`])(?:[\"`]?\\w+[\"`]?\\.)?[\"`]?(id|session_id|skey)[\"`]?\\s+IN\\s*\\(")
 
+// keyVariable is a MySQL text's binding of the session key to the
+// variable its statements compare with.
+var keyVariable = regexp.MustCompile(`@tk_key = \?`)
+
 // insertInto matches the head of an INSERT: its table and columns, then
 // VALUES or SELECT.
 var insertInto = regexp.MustCompile("(?is)INSERT\\s+INTO\\s+[\"`]?(\\w+)[\"`]?\\s*\\(([^)]*)\\)\\s*(VALUES|SELECT)\\b")
@@ -640,6 +644,14 @@ func routedByKey(r stmtRecord, key string) error {
 			// the DeleteUser mark (ErasedRow), keyed by the key's digest
 		case r.args[n] != key:
 			return fmt.Errorf("%s = %q, want %q", q[m[2]:m[3]], r.args[n], key)
+		}
+		routed++
+	}
+	// MySQL: a text of several statements binds the key to a variable
+	// once (SET @tk_key = ?), and its statements compare with that.
+	if loc := keyVariable.FindStringIndex(q); loc != nil {
+		if n := placeholderAt(q, loc[1]-1); n < 0 || n >= len(r.args) || r.args[n] != key {
+			return fmt.Errorf("@tk_key bound to placeholder %d of %q, want %q", n+1, r.args, key)
 		}
 		routed++
 	}
