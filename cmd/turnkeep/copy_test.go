@@ -147,3 +147,28 @@ func TestCopyUsage(t *testing.T) {
 	require.Contains(t, r.stderr, "--from")
 	run(t, "", "copy", "--from", src, "--to", "bogus://x").want(t, exitUsage)
 }
+
+// TestCopyAcrossEngines copies a SQLite database to MariaDB, and that one
+// to PostgreSQL, with the command: every count and every session equal,
+// IDs, times, tool calls and tokens included. It runs when
+// TURNKEEP_MYSQL_URL and TURNKEEP_POSTGRES_URL are set.
+func TestCopyAcrossEngines(t *testing.T) {
+	const n = 2_000 // 10 sessions of 50 turns of 4 messages
+	src := genSource(t, n)
+	maria := dbtest.MySQLURL(t)
+	pg := dbtest.PostgresURL(t)
+	for _, hop := range [][2]string{{src, maria}, {maria, pg}} {
+		r := run(t, "", "copy", "--from", hop[0], "--to", hop[1], "--json").want(t, 0)
+		require.Contains(t, r.stdout, `"ok": true`)
+		require.NotContains(t, r.stdout, "DIFFERENT")
+	}
+	want := dropSize(run(t, "", "stats", "--db", src, "--json").want(t, 0).stdout)
+	for _, dst := range []string{maria, pg} {
+		require.Equal(t, want, dropSize(run(t, "", "stats", "--db", dst, "--json").want(t, 0).stdout))
+		for _, s := range []struct{ tenant, id string }{{"", "s0000"}, {"acme", "s0001"}, {"globex", "s0005"}, {"acme", "empty"}} {
+			a := run(t, "", "sessions", "export", s.id, "--tenant", s.tenant, "--db", src).want(t, 0).stdout
+			b := run(t, "", "sessions", "export", s.id, "--tenant", s.tenant, "--db", dst).want(t, 0).stdout
+			require.Equal(t, stripTimes(a), stripTimes(b), "session %s/%s", s.tenant, s.id)
+		}
+	}
+}
