@@ -260,7 +260,10 @@ func TestPerfSeedScenario(t *testing.T) {
 		}
 		require.Containsf(t, wantTx, saves[stmtTx], "phase 1 transaction statements: got %d; want one of %v:\n%s", saves[stmtTx], wantTx, strings.Join(saveLog, "\n"))
 		for _, q := range saveLog {
-			require.NotContainsf(t, strings.ToUpper(q), "ROLLBACK", "phase 1 rolled back:\n%s", strings.Join(saveLog, "\n"))
+			// A ROLLBACK sent (MySQL's save text holds one only inside its
+			// conditional commit, which rolls back a bump without its
+			// messages).
+			require.Falsef(t, strings.HasPrefix(strings.ToUpper(strings.TrimSpace(q)), "ROLLBACK"), "phase 1 rolled back:\n%s", strings.Join(saveLog, "\n"))
 		}
 		for _, ph := range []struct {
 			name   string
