@@ -9,6 +9,7 @@ import (
 	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // BenchmarkSaveTurnSummarizer compares SaveTurn with a summarizer set
@@ -33,7 +34,7 @@ func BenchmarkSaveTurnSummarizer(b *testing.B) {
 				}
 				opts := []memory.Option{memory.WithMaxTurns(10)}
 				if mode == "with" {
-					opts = append(opts, memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 200))
+					opts = append(opts, memory.WithSummarizer(summarize.NewExtractive(nil), 200))
 				}
 				m, err := memory.NewPersistentBufferMemory(be, opts...)
 				if err != nil {
@@ -79,7 +80,7 @@ func BenchmarkLoadSummary(b *testing.B) {
 				b.Fatal(err)
 			}
 			summed, err := memory.NewPersistentBufferMemory(be, memory.WithMaxTurns(10), memory.WithCacheTTL(0),
-				memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 300))
+				memory.WithSummarizer(summarize.NewExtractive(nil), 300))
 			if err != nil {
 				b.Fatal(err)
 			}

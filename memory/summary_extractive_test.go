@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // The offline summarizer's quality: a name and a number stated in turn 1
@@ -17,7 +18,7 @@ import (
 func TestExtractiveSummarizerKeepsNameAndNumber(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()
-		a, _, _ := summaryServers(t, d, memory.NewExtractiveSummarizer(nil), memory.WithMaxTurns(5))
+		a, _, _ := summaryServers(t, d, summarize.NewExtractive(nil), memory.WithMaxTurns(5))
 		require.NoError(t, a.SaveTurn(ctx, "s", memory.Turn{ID: "t1",
 			User: "Hi, my name is Margarethe Vollstedt and my order number is 48213. Can you help me?", Agent: "Of course, happy to help."}))
 		for i := 2; i <= 50; i++ {
@@ -31,19 +32,4 @@ func TestExtractiveSummarizerKeepsNameAndNumber(t *testing.T) {
 		assert.Contains(t, s.Text, "48213")
 		assert.LessOrEqual(t, s.Tokens, 200+10, "within the target size")
 	})
-}
-
-// The summarizer is deterministic and keeps within MaxTokens.
-func TestExtractiveSummarizerDeterministic(t *testing.T) {
-	s := memory.NewExtractiveSummarizer(nil)
-	req := memory.SummaryRequest{SessionID: "s", MaxTokens: 20, Turns: []memory.Turn{
-		{ID: "a", Messages: []memory.Message{{Role: memory.RoleUser, Content: "I live in Bergen. The sky is blue. My PIN hint is 7781."}}},
-	}}
-	one, err := s.Summarize(context.Background(), req)
-	require.NoError(t, err)
-	two, err := s.Summarize(context.Background(), req)
-	require.NoError(t, err)
-	assert.Equal(t, one, two)
-	assert.Contains(t, one, "7781")
-	assert.LessOrEqual(t, memory.DefaultTokenCounter.CountTokens(memory.Message{Role: memory.RoleSystem, Content: one}), 20)
 }

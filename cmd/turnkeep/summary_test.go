@@ -11,6 +11,7 @@ import (
 	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // copy copies a session's summary; sessions show prints it.
@@ -22,7 +23,7 @@ func TestCopyAndShowSummary(t *testing.T) {
 	b, err := backend.NewDataFlowBackend(db)
 	require.NoError(t, err)
 	m, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(2),
-		memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 100))
+		memory.WithSummarizer(summarize.NewExtractive(nil), 100))
 	require.NoError(t, err)
 	m = m.ForTenant("acme")
 	require.NoError(t, m.SaveTurn(ctx, "s1", memory.Turn{User: "I am Ada Lovelace, born 1815.", Agent: "Noted."}))

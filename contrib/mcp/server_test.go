@@ -16,6 +16,7 @@ import (
 	"github.com/turnkeep/turnkeep/backend"
 	tkmcp "github.com/turnkeep/turnkeep/contrib/mcp"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 func TestNewServerRefusesBadInput(t *testing.T) {
@@ -292,7 +293,7 @@ func TestOutputIsBounded(t *testing.T) {
 // its older turns, as the memory folded it.
 func TestHistoryShowsSummary(t *testing.T) {
 	ctx := context.Background()
-	m := openSQLite(t, memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 200), memory.WithMaxTurns(2))
+	m := openSQLite(t, memory.WithSummarizer(summarize.NewExtractive(nil), 200), memory.WithMaxTurns(2))
 	require.NoError(t, m.CreateSession(ctx, memory.SessionInfo{ID: "s", User: "ada"}))
 	for i := range 6 {
 		require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{User: fmt.Sprintf("fact %d: the key is under mat %d", i, i), Agent: "ok"}))

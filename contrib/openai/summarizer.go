@@ -8,6 +8,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // DefaultSummaryInstructions is the system message a Summarizer sends
@@ -78,7 +79,7 @@ func Transcript(req memory.SummaryRequest) string {
 	}
 	b.WriteString("\nNew turns:\n")
 	for _, t := range req.Turns {
-		for _, m := range turnMessages(t) {
+		for _, m := range summarize.Messages(t) {
 			switch {
 			case len(m.ToolCalls) > 0:
 				if m.Content != "" {
@@ -95,20 +96,4 @@ func Transcript(req memory.SummaryRequest) string {
 		}
 	}
 	return b.String()
-}
-
-// turnMessages is the turn's messages, or those its User and Agent
-// shorthand stand for when it has none.
-func turnMessages(t memory.Turn) []memory.Message {
-	if len(t.Messages) > 0 || (t.User == "" && t.Agent == "") {
-		return t.Messages
-	}
-	var out []memory.Message
-	if t.User != "" {
-		out = append(out, memory.Message{Role: memory.RoleUser, Content: t.User})
-	}
-	if t.Agent != "" {
-		out = append(out, memory.Message{Role: memory.RoleAssistant, Content: t.Agent})
-	}
-	return out
 }

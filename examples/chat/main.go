@@ -49,6 +49,7 @@ import (
 
 	"github.com/turnkeep/turnkeep"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // Defaults of the flags.
@@ -123,7 +124,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	// -max-tokens is checked by its flag, so an invalid option is -max-turns.
 	// Turns older than the window are folded into a running summary in
 	// the background: by the model when there is one, offline otherwise.
-	var summarizer memory.Summarizer = memory.NewExtractiveSummarizer(nil)
+	var summarizer memory.Summarizer = summarize.NewExtractive(nil)
 	if s, ok := agent.(memory.Summarizer); ok {
 		summarizer = s
 	}

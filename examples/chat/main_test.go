@@ -25,6 +25,7 @@ import (
 	"github.com/turnkeep/turnkeep/driver"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 type result struct {
@@ -687,7 +688,7 @@ func TestHistoryShowsSummary(t *testing.T) {
 	ctx := context.Background()
 	dbURL := sqliteURL(t)
 	mem, err := turnkeep.Open(ctx, dbURL, turnkeep.Memory(memory.WithMaxTurns(2),
-		memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), summaryTokens)))
+		memory.WithSummarizer(summarize.NewExtractive(nil), summaryTokens)))
 	require.NoError(t, err)
 	require.NoError(t, mem.SaveTurn(ctx, DefaultSession, memory.Turn{User: "My name is Ada Lovelace and I was born in 1815.", Agent: "Nice to meet you."}))
 	for _, u := range []string{"two", "three", "four"} {

@@ -75,6 +75,7 @@ import (
 
 	"github.com/turnkeep/turnkeep"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // Defaults of the flags.
@@ -129,7 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 
 	// Turns older than the window are folded into a running summary in
 	// the background: by the model when there is one, offline otherwise.
-	var summarizer memory.Summarizer = memory.NewExtractiveSummarizer(nil)
+	var summarizer memory.Summarizer = summarize.NewExtractive(nil)
 	if sm, ok := agent.(memory.Summarizer); ok {
 		summarizer = sm
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/turnkeep/turnkeep"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // instance is one server process in a test: its own database handle,
@@ -54,7 +55,7 @@ func newInstanceOn(t *testing.T, ln net.Listener, dbURL string, agent Agent) *in
 func newInstanceWith(t *testing.T, ln net.Listener, dbURL string, agent Agent, to timeouts) *instance {
 	t.Helper()
 	ctx := context.Background()
-	mem, err := turnkeep.Open(ctx, dbURL, turnkeep.Memory(memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), summaryTokens))) // as run opens it
+	mem, err := turnkeep.Open(ctx, dbURL, turnkeep.Memory(memory.WithSummarizer(summarize.NewExtractive(nil), summaryTokens))) // as run opens it
 	require.NoError(t, err)
 	logger := log.New(testWriter{t}, "server: ", 0)
 	s := newServer(mem, agent, logger)

@@ -14,6 +14,7 @@ import (
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/memory"
 	"github.com/turnkeep/turnkeep/migrate"
+	"github.com/turnkeep/turnkeep/summarize"
 )
 
 // errMigrate is the answer for a database whose schema is not what this
@@ -36,7 +37,7 @@ func open(ctx context.Context, rawURL string) (*memory.PersistentBufferMemory, e
 	}
 	mem, err := turnkeep.Open(ctx, rawURL,
 		turnkeep.Engine(dataflow.WithAutoMigrate(false)),
-		turnkeep.Memory(memory.WithCacheTTL(0), memory.WithSummarizer(memory.NewExtractiveSummarizer(nil), 500)))
+		turnkeep.Memory(memory.WithCacheTTL(0), memory.WithSummarizer(summarize.NewExtractive(nil), 500)))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}

@@ -1,30 +1,32 @@
-package memory
+package summarize
 
 import (
 	"context"
 	"sort"
 	"strings"
 	"unicode"
+
+	"github.com/turnkeep/turnkeep/memory"
 )
 
-// NewExtractiveSummarizer returns an offline, deterministic Summarizer,
+// NewExtractive returns an offline, deterministic Summarizer,
 // for tests, demos and setups with no model. It keeps sentences rather
 // than writing new ones: every sentence of the previous summary and of
 // the turns' user and assistant messages is scored by what a reader
 // later needs (names, numbers, first-person facts), and the best are kept,
 // in their order, within the request's MaxTokens (counted by counter;
-// nil: DefaultTokenCounter). Tool calls and results are left out.
-func NewExtractiveSummarizer(counter TokenCounter) Summarizer {
+// nil: memory.DefaultTokenCounter). Tool calls and results are left out.
+func NewExtractive(counter memory.TokenCounter) memory.Summarizer {
 	if counter == nil {
-		counter = DefaultTokenCounter
+		counter = memory.DefaultTokenCounter
 	}
 	return extractive{counter: counter}
 }
 
-type extractive struct{ counter TokenCounter }
+type extractive struct{ counter memory.TokenCounter }
 
-// Summarize implements Summarizer.
-func (e extractive) Summarize(ctx context.Context, req SummaryRequest) (string, error) {
+// Summarize implements memory.Summarizer.
+func (e extractive) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -41,8 +43,8 @@ func (e extractive) Summarize(ctx context.Context, req SummaryRequest) (string, 
 	}
 	add(req.Previous)
 	for _, t := range req.Turns {
-		for _, m := range turnMessages(t) {
-			if m.Role == RoleUser || (m.Role == RoleAssistant && len(m.ToolCalls) == 0) {
+		for _, m := range Messages(t) {
+			if m.Role == memory.RoleUser || (m.Role == memory.RoleAssistant && len(m.ToolCalls) == 0) {
 				add(m.Content)
 			}
 		}
@@ -59,7 +61,7 @@ func (e extractive) Summarize(ctx context.Context, req SummaryRequest) (string, 
 		if s.score <= 0 || seen[s.text] {
 			continue
 		}
-		n := e.counter.CountTokens(Message{Role: RoleSystem, Content: s.text})
+		n := e.counter.CountTokens(memory.Message{Role: memory.RoleSystem, Content: s.text})
 		if used+n > budget {
 			continue
 		}
@@ -117,20 +119,4 @@ func scoreSentence(s string) int {
 		}
 	}
 	return score
-}
-
-// turnMessages is the turn's messages, or those its User and Agent
-// shorthand stand for when it has none.
-func turnMessages(t Turn) []Message {
-	if len(t.Messages) > 0 || (t.User == "" && t.Agent == "") {
-		return t.Messages
-	}
-	var out []Message
-	if t.User != "" {
-		out = append(out, Message{Role: RoleUser, Content: t.User})
-	}
-	if t.Agent != "" {
-		out = append(out, Message{Role: RoleAssistant, Content: t.Agent})
-	}
-	return out
 }
