@@ -321,9 +321,9 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 // Save stores turn as the newest turn of the session and reports what it
 // did: on SQLite in one transaction of two statements, on PostgreSQL in
 // one statement. A turn driver.Prepare made is stored as it is; any other
-// is validated first, within WithMaxMessageBytes. A message ID the session
-// holds in another turn is an error wrapping driver.ErrInvalidTurn, and
-// nothing is stored. It implements driver.Backend.
+// is validated first, within driver.DefaultMaxMessageBytes. A message ID
+// the session holds in another turn is an error wrapping
+// driver.ErrInvalidTurn, and nothing is stored. It implements driver.Backend.
 //
 // A turn with Seq > 0 is stored only as the session's turn Seq: the same
 // statement or transaction checks the session's count under the session

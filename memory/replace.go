@@ -18,7 +18,8 @@ import (
 // when not 0, must be its position in turns (1 for the first), as loaded
 // turns carry it: ErrInvalidTurn otherwise. A backend that is not a
 // driver.Replacer is ErrNotSupported.
-func (m *PersistentBufferMemory) ReplaceSession(ctx context.Context, sessionID string, turns ...Turn) error {
+func (m *PersistentBufferMemory) ReplaceSession(ctx context.Context, sessionID string, turns ...Turn) (err error) {
+	defer m.trace(&ctx, opReplaceSession, sessionID).end(&err)
 	key, err := m.check(sessionID)
 	if err != nil {
 		return err

@@ -13,8 +13,9 @@ import (
 // Names of the telemetry a PersistentBufferMemory emits: its
 // instrumentation scope, span names (SpanPrefix + the method's name, as
 // SaveTurn, LoadContext, AppendMessages, Clear, CreateSession,
-// SessionInfo, ListSessions, DeleteUser, Expire, Search, History, Export,
-// Import), metrics and attributes. The README lists them all.
+// ClaimSession, SessionInfo, ListSessions, DeleteUser, Expire, Search,
+// History, Export, Import, ReplaceSession, Fork, ListForks, Summarize),
+// metrics and attributes. docs/operations.md lists them all.
 const (
 	InstrumentationName = "github.com/turnkeep/turnkeep/memory"
 	SpanPrefix          = "turnkeep."
@@ -57,13 +58,14 @@ const (
 	opSummarize
 	opFork
 	opListForks
+	opReplaceSession
 	numOps
 )
 
 var opNames = [numOps]string{
 	"SaveTurn", "AppendMessages", "LoadContext", "Clear", "CreateSession", "SessionInfo",
 	"ListSessions", "DeleteUser", "Expire", "Search", "History", "Export", "Import",
-	"ClaimSession", "Summarize", "Fork", "ListForks",
+	"ClaimSession", "Summarize", "Fork", "ListForks", "ReplaceSession",
 }
 
 // newTelemetry returns the recorder of c's operations, or nil when there

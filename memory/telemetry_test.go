@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -104,4 +108,56 @@ func TestTelemetrySpanError(t *testing.T) {
 	spans = rec.Ended()
 	require.Len(t, spans, 3)
 	assert.Equal(t, parent.SpanContext().SpanID(), spans[1].Parent().SpanID(), "LoadContext is a child of the request")
+}
+
+// Every method of a memory that takes a context records a span named
+// after it (ExpireEvery records each run as Expire), whatever it returns:
+// a method added without its telemetry line fails here.
+func TestTelemetryEveryMethodHasASpan(t *testing.T) {
+	ctx := context.Background()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	m := newPersistent(t, backend.NewInMemoryBackend(), memory.WithTracerProvider(tp))
+	require.NoError(t, m.SaveTurn(ctx, "s", memory.Turn{ID: "t1", User: "hi", Agent: "hello"}))
+	calls := map[string]func() error{
+		"SaveTurn": func() error { return m.SaveTurn(ctx, "s", memory.Turn{User: "again"}) },
+		"AppendMessages": func() error {
+			return m.AppendMessages(ctx, "s", "t1", memory.Message{Role: memory.RoleUser, Content: "more"})
+		},
+		"LoadContext":    func() error { _, err := m.LoadContext(ctx, "s"); return err },
+		"Clear":          func() error { return m.Clear(ctx, "gone") },
+		"CreateSession":  func() error { return m.CreateSession(ctx, memory.SessionInfo{ID: "new"}) },
+		"ClaimSession":   func() error { return m.ClaimSession(ctx, "s", "ada") },
+		"SessionInfo":    func() error { _, err := m.SessionInfo(ctx, "s"); return err },
+		"ListSessions":   func() error { _, err := m.ListSessions(ctx, memory.SessionQuery{}); return err },
+		"DeleteUser":     func() error { _, err := m.DeleteUser(ctx, "nobody"); return err },
+		"Expire":         func() error { _, err := m.Expire(ctx, time.Now().Add(-time.Hour)); return err },
+		"Search":         func() error { _, err := m.Search(ctx, memory.SearchQuery{Text: "hello"}); return err },
+		"History":        func() error { _, err := m.History(ctx, "s", memory.HistoryQuery{}); return err },
+		"Export":         func() error { return m.Export(ctx, "s", io.Discard) },
+		"Import":         func() error { _, err := m.Import(ctx, strings.NewReader("")); return err },
+		"ReplaceSession": func() error { return m.ReplaceSession(ctx, "new", memory.Turn{User: "replaced"}) },
+		"Fork":           func() error { return m.Fork(ctx, "s", "t1", "s-fork") },
+		"ListForks":      func() error { _, err := m.ListForks(ctx, "s"); return err },
+		"Summarize":      func() error { _, err := m.Summarize(ctx, "s"); return err },
+	}
+	ctxType := reflect.TypeFor[context.Context]()
+	typ := reflect.TypeFor[*memory.PersistentBufferMemory]()
+	for i := range typ.NumMethod() {
+		meth := typ.Method(i)
+		if meth.Type.NumIn() < 2 || meth.Type.In(1) != ctxType || meth.Name == "ExpireEvery" {
+			continue
+		}
+		t.Run(meth.Name, func(t *testing.T) {
+			call, ok := calls[meth.Name]
+			require.Truef(t, ok, "%s takes a context: add it to this test and give it its telemetry line", meth.Name)
+			before := len(rec.Ended())
+			_ = call() // a refusal records its span too
+			var names []string
+			for _, s := range rec.Ended()[before:] {
+				names = append(names, s.Name())
+			}
+			assert.Contains(t, names, memory.SpanPrefix+meth.Name)
+		})
+	}
 }

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -71,11 +72,20 @@ func newObserved(t *testing.T, url string, opts ...memory.Option) *observed {
 	b, err := backend.NewDataFlowBackend(db, backend.WithLogger(logger))
 	require.NoError(t, err)
 	m, err := memory.NewPersistentBufferMemory(b, append([]memory.Option{
-		memory.WithTracerProvider(tp), memory.WithMeterProvider(mp), memory.WithLogger(logger)}, opts...)...)
+		memory.WithTracerProvider(tp), memory.WithMeterProvider(mp), memory.WithLogger(logger),
+		memory.WithSummarizer(lengthSummarizer{}, 100)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	o.mem, o.db = m, b.DB()
 	return o
+}
+
+// lengthSummarizer summarizes turns by their count: it lets Summarize run
+// without a model, and writes no content anywhere.
+type lengthSummarizer struct{}
+
+func (lengthSummarizer) Summarize(_ context.Context, req memory.SummaryRequest) (string, error) {
+	return fmt.Sprintf("%d turns", len(req.Turns)), nil
 }
 
 // runOperations runs every operation of the memory once at least.
@@ -102,6 +112,13 @@ func runOperations(t *testing.T, m *memory.PersistentBufferMemory) {
 	var export bytes.Buffer
 	require.NoError(t, m.Export(ctx, "s1", &export))
 	_, err = m.ForTenant("copy").Import(ctx, &export)
+	require.NoError(t, err)
+	require.NoError(t, m.ClaimSession(ctx, "s1", "ada"))
+	require.NoError(t, m.Fork(ctx, "s1", "t1", "s1-fork"))
+	_, err = m.ListForks(ctx, "s1")
+	require.NoError(t, err)
+	require.NoError(t, m.ReplaceSession(ctx, "s3", memory.Turn{User: "replaced"}))
+	_, err = m.Summarize(ctx, "s1")
 	require.NoError(t, err)
 	_, err = m.Expire(ctx, time.Now().Add(-time.Hour))
 	require.NoError(t, err)

@@ -3,9 +3,10 @@
 // an invalid value; a nil Option, an option given a nil or out-of-range
 // value, and a nil required argument of a constructor all make the
 // constructor fail with an error wrapping ErrInvalidOption, the one error
-// value of a bad option, which memory, driver, backend, dataflow and
-// migrate each export under that name. Nothing is ignored and nothing
-// falls back to a default silently.
+// value of a bad option, which turnkeep, memory, driver, dataflow and
+// migrate each export under that name (backend's options return
+// driver's). Nothing is ignored and nothing falls back to a default
+// silently.
 package optx
 
 import (
