@@ -70,8 +70,8 @@ var (
 )
 
 // Open opens the database at url (sqlite:///relative.db,
-// sqlite:////absolute.db, postgres://… or postgresql://…; see package
-// dataflow), with its drivers registered, and returns a memory whose
+// sqlite:////absolute.db, postgres://… or postgresql://…, mysql://… for
+// MariaDB and Galera; see package dataflow), with its drivers registered, and returns a memory whose
 // Close releases everything Open made: the memory, its backend and the
 // database. Tables are made or checked on first use, as with the three
 // constructors.
