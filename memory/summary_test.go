@@ -548,3 +548,38 @@ func TestSummaryFoldRacingErasure(t *testing.T) {
 		}
 	})
 }
+
+// Without a summarizer nothing changes: a memory without one, on a
+// database where another server keeps a summary of the session, loads
+// the window it always did, with no Summary and Unsummarized 0, for its
+// own window and a per-call one; Summarize is an invalid option.
+func TestNoSummarizerNothingChanges(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		a, _, db := summaryServers(t, d, newRecordingSummarizer(false), memory.WithMaxTurns(3))
+		b, err := backend.NewDataFlowBackend(db)
+		require.NoError(t, err)
+		plain, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(3))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = plain.Close() })
+		for i := 1; i <= 8; i++ {
+			require.NoError(t, a.SaveTurn(ctx, "s", toolTurn(i)))
+		}
+		s, err := a.Summarize(ctx, "s")
+		require.NoError(t, err)
+		require.Equal(t, 5, s.Turns, "the other server keeps a summary")
+		for _, opts := range [][]memory.LoadOption{nil, {memory.LoadMaxTurns(6)}, {memory.LoadMaxTurns(1)}} {
+			w, err := plain.LoadContext(ctx, "s", opts...)
+			require.NoError(t, err)
+			assert.Nil(t, w.Summary)
+			assert.Zero(t, w.Unsummarized)
+			assert.Equal(t, 8, w.TurnCount)
+		}
+		w, err := plain.LoadContext(ctx, "s", memory.LoadMaxTurns(6))
+		require.NoError(t, err)
+		require.Len(t, w.Turns, 6, "a window wider than the summary leaves is not cut")
+		assert.Equal(t, "t03", w.Turns[0].ID)
+		_, err = plain.Summarize(ctx, "s")
+		require.ErrorIs(t, err, memory.ErrInvalidOption)
+	})
+}
