@@ -445,3 +445,141 @@ func TestSummaryAfterAppend(t *testing.T) {
 	assert.Equal(t, 90, w.Tokens)
 	assert.Len(t, rec.turns(), 2)
 }
+
+// enteringSummarizer signals each call on entered and holds it until
+// gate closes; its summary is the folded turns' text.
+type enteringSummarizer struct {
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (e *enteringSummarizer) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
+	select {
+	case e.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-e.gate:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	var b strings.Builder
+	b.WriteString(req.Previous)
+	for _, t := range req.Turns {
+		b.WriteString(" " + t.User)
+	}
+	return b.String(), nil
+}
+
+// A fold whose lease was taken before a Clear, ReplaceSession,
+// DeleteUser or Expire on another server writes nothing when its
+// summarizer returns: the erased turns' text is in no summary, on no
+// server, and no summary row outlives a deleted session.
+func TestSummaryFoldRacingErasure(t *testing.T) {
+	ops := []struct {
+		name string
+		run  func(t *testing.T, m *memory.PersistentBufferMemory, id string)
+		gone bool // the session itself is deleted
+	}{
+		{"Clear", func(t *testing.T, m *memory.PersistentBufferMemory, id string) {
+			require.NoError(t, m.Clear(context.Background(), id))
+			require.NoError(t, m.SaveTurn(context.Background(), id, memory.Turn{ID: "after", User: "after the clear"}))
+		}, false},
+		{"ReplaceSession", func(t *testing.T, m *memory.PersistentBufferMemory, id string) {
+			require.NoError(t, m.ReplaceSession(context.Background(), id, memory.Turn{ID: "new", User: "the replacement"}))
+		}, false},
+		{"DeleteUser", func(t *testing.T, m *memory.PersistentBufferMemory, id string) {
+			_, err := m.DeleteUser(context.Background(), "ada")
+			require.NoError(t, err)
+		}, true},
+		{"Expire", func(t *testing.T, m *memory.PersistentBufferMemory, id string) {
+			_, err := m.Expire(context.Background(), time.Now().Add(time.Hour))
+			require.NoError(t, err)
+		}, true},
+	}
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		for _, op := range ops {
+			t.Run(op.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				e := &enteringSummarizer{entered: make(chan struct{}, 1), gate: make(chan struct{})}
+				a, b, db := summaryServers(t, d, e, memory.WithMaxTurns(2))
+				const marker = "erased-7f3a"
+				require.NoError(t, a.CreateSession(ctx, memory.SessionInfo{ID: "s", User: "ada"}))
+				for i := 1; i <= 5; i++ {
+					require.NoError(t, a.SaveTurn(ctx, "s", memory.Turn{ID: fmt.Sprint("t", i), User: fmt.Sprintf("%s %d", marker, i)}))
+				}
+				done := make(chan error, 1)
+				go func() { _, err := a.Summarize(ctx, "s"); done <- err }()
+				select {
+				case <-e.entered: // a holds the lease, its summarizer is running
+				case <-ctx.Done():
+					t.Fatal("no fold began")
+				}
+				op.run(t, b, "s")
+				close(e.gate)
+				require.NoError(t, <-done)
+
+				// What a and b load, and every summary row, once both
+				// workers are done with the session.
+				require.Eventually(t, func() bool {
+					var n int
+					err := db.Bun().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+backend.SummariesTable+" WHERE lease_owner <> ''").Scan(&n)
+					return err == nil && n == 0
+				}, 10*time.Second, 20*time.Millisecond, "a lease outlived the fold")
+				var n int
+				require.NoError(t, db.Bun().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+backend.SummariesTable+" WHERE text LIKE ?", "%"+marker+"%").Scan(&n))
+				assert.Zero(t, n, "a summary row holds erased text")
+				if op.gone {
+					require.NoError(t, db.Bun().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+backend.SummariesTable).Scan(&n))
+					assert.Zero(t, n, "a summary row outlived its session")
+					return
+				}
+				w := requireAccounted(t, "s", a, b)
+				if w.Summary != nil {
+					assert.NotContains(t, w.Summary.Text, marker)
+				}
+				for _, m := range []*memory.PersistentBufferMemory{a, b} {
+					h, err := m.History(ctx, "s", memory.HistoryQuery{Limit: 100})
+					require.NoError(t, err)
+					require.Len(t, h.Turns, 1)
+				}
+			})
+		}
+	})
+}
+
+// Without a summarizer nothing changes: a memory without one, on a
+// database where another server keeps a summary of the session, loads
+// the window it always did, with no Summary and Unsummarized 0, for its
+// own window and a per-call one; Summarize is an invalid option.
+func TestNoSummarizerNothingChanges(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		a, _, db := summaryServers(t, d, newRecordingSummarizer(false), memory.WithMaxTurns(3))
+		b, err := backend.NewDataFlowBackend(db)
+		require.NoError(t, err)
+		plain, err := memory.NewPersistentBufferMemory(b, memory.WithMaxTurns(3))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = plain.Close() })
+		for i := 1; i <= 8; i++ {
+			require.NoError(t, a.SaveTurn(ctx, "s", toolTurn(i)))
+		}
+		s, err := a.Summarize(ctx, "s")
+		require.NoError(t, err)
+		require.Equal(t, 5, s.Turns, "the other server keeps a summary")
+		for _, opts := range [][]memory.LoadOption{nil, {memory.LoadMaxTurns(6)}, {memory.LoadMaxTurns(1)}} {
+			w, err := plain.LoadContext(ctx, "s", opts...)
+			require.NoError(t, err)
+			assert.Nil(t, w.Summary)
+			assert.Zero(t, w.Unsummarized)
+			assert.Equal(t, 8, w.TurnCount)
+		}
+		w, err := plain.LoadContext(ctx, "s", memory.LoadMaxTurns(6))
+		require.NoError(t, err)
+		require.Len(t, w.Turns, 6, "a window wider than the summary leaves is not cut")
+		assert.Equal(t, "t03", w.Turns[0].ID)
+		_, err = plain.Summarize(ctx, "s")
+		require.ErrorIs(t, err, memory.ErrInvalidOption)
+	})
+}

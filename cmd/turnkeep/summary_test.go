@@ -14,10 +14,11 @@ import (
 	"github.com/turnkeep/turnkeep/summarize"
 )
 
-// copy copies a session's summary; sessions show prints it.
+// copy copies a session's summary, to every engine; sessions show
+// prints it.
 func TestCopyAndShowSummary(t *testing.T) {
 	ctx := context.Background()
-	src, dst := dbtest.SQLiteURL(t), dbtest.SQLiteURL(t)
+	src := dbtest.SQLiteURL(t)
 	db, err := dataflow.Open(ctx, src)
 	require.NoError(t, err)
 	b, err := backend.NewDataFlowBackend(db)
@@ -41,16 +42,24 @@ func TestCopyAndShowSummary(t *testing.T) {
 	require.Contains(t, r.stdout, "summary of turns 1-3")
 	require.Contains(t, r.stdout, "Ada Lovelace, born 1815")
 
-	run(t, "", "copy", "--from", src, "--to", dst).want(t, 0)
-	db, err = dataflow.Open(ctx, dst)
-	require.NoError(t, err)
-	defer db.Close()
-	b, err = backend.NewDataFlowBackend(db)
-	require.NoError(t, err)
-	w, _, err := b.Load(ctx, driver.SessionKey("acme", "s1"), driver.WindowQuery{MaxTurns: 2, Known: driver.UnknownVersion, Summary: true})
-	require.NoError(t, err)
-	require.NotNil(t, w.Summary, "the copy holds the summary")
-	require.Equal(t, sum.Text, w.Summary.Text)
-	require.Equal(t, sum.Turns, w.Summary.Turns)
-	require.Equal(t, sum.Tokens, w.Summary.Tokens)
+	// To each engine: SQLite, and PostgreSQL and MariaDB when their
+	// variables are set.
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		dst := d.URL(t)
+		run(t, "", "copy", "--from", src, "--to", dst).want(t, 0)
+		db, err := dataflow.Open(ctx, dst)
+		require.NoError(t, err)
+		defer db.Close()
+		b, err := backend.NewDataFlowBackend(db)
+		require.NoError(t, err)
+		w, _, err := b.Load(ctx, driver.SessionKey("acme", "s1"), driver.WindowQuery{MaxTurns: 2, Known: driver.UnknownVersion, Summary: true})
+		require.NoError(t, err)
+		require.NotNil(t, w.Summary, "the copy holds the summary")
+		require.Equal(t, sum.Text, w.Summary.Text)
+		require.Equal(t, sum.Turns, w.Summary.Turns)
+		require.Equal(t, sum.Tokens, w.Summary.Tokens)
+		require.True(t, sum.UpdatedAt.Equal(w.Summary.UpdatedAt), "updated %v; want %v", w.Summary.UpdatedAt, sum.UpdatedAt)
+		r := run(t, "", "sessions", "show", "s1", "--tenant", "acme", "--db", dst).want(t, 0)
+		require.Contains(t, r.stdout, "summary of turns 1-3")
+	})
 }

@@ -218,3 +218,55 @@ func TestTurnMessages(t *testing.T) {
 		{Role: "tool", Content: "1", ToolCallID: "a"},
 	}, turnMessages(turn))
 }
+
+// With an LLM configured the chat's summarizer is the model: a fold is
+// one request, without tools, with the summary so far and the new turns,
+// tool calls and results included; a model answering no summary is an
+// error. Offline, it is the extractive summarizer, which asks no model.
+func TestSummarizerFollowsTheAgent(t *testing.T) {
+	ctx := context.Background()
+	answer := " Ada Lovelace, born 1815; 6*7 is 42. "
+	srv := newLLMServer(t, func(string) (int, string) { return http.StatusOK, answer })
+	env := map[string]string{EnvLLMURL: srv.URL, EnvLLMModel: "m"}
+	agent, _, err := newAgent(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	s := summarizerFor(agent)
+	require.Same(t, agent.(*llmAgent), s, "the model summarizes")
+	turns := []memory.Turn{
+		{ID: "t1", Messages: []memory.Message{{Role: memory.RoleUser, Content: "My name is Ada Lovelace and I was born in 1815."}, {Role: memory.RoleAssistant, Content: "Noted, Ada."}}},
+		{ID: "t2", Messages: []memory.Message{
+			{Role: memory.RoleUser, Content: "What is 6*7?"},
+			{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c1", Name: "calc", Arguments: `{"expr":"6*7"}`}}},
+			{Role: memory.RoleTool, ToolCallID: "c1", Content: "42"},
+			{Role: memory.RoleAssistant, Content: "It is 42."},
+		}},
+	}
+	text, err := s.Summarize(ctx, memory.SummaryRequest{SessionID: "s", Previous: "Earlier: tea.", Turns: turns, MaxTokens: 80})
+	require.NoError(t, err)
+	assert.Equal(t, "Ada Lovelace, born 1815; 6*7 is 42.", text)
+	reqs := srv.recorded()
+	require.Len(t, reqs, 1)
+	req := reqs[0].body
+	assert.Empty(t, req.Tools, "a summary request offers no tools")
+	require.Len(t, req.Messages, 2)
+	assert.Contains(t, req.Messages[0].Content, "at most 80 tokens")
+	for _, want := range []string{"Summary so far: Earlier: tea.", "user: My name is Ada Lovelace and I was born in 1815.",
+		`assistant called calc({"expr":"6*7"})`, "tool: 42", "assistant: It is 42."} {
+		assert.Contains(t, req.Messages[1].Content, want)
+	}
+
+	answer = "  "
+	_, err = s.Summarize(ctx, memory.SummaryRequest{SessionID: "s", Turns: turns[:1], MaxTokens: 80})
+	require.ErrorContains(t, err, "no summary in the response")
+
+	agent, _, err = newAgent(func(string) string { return "" })
+	require.NoError(t, err)
+	s = summarizerFor(agent)
+	_, isAgent := s.(Agent)
+	assert.False(t, isAgent, "offline, the agent is not the summarizer")
+	text, err = s.Summarize(ctx, memory.SummaryRequest{SessionID: "s", Turns: turns, MaxTokens: 80})
+	require.NoError(t, err)
+	assert.Contains(t, text, "Ada Lovelace")
+	assert.Contains(t, text, "1815")
+	assert.Len(t, srv.recorded(), 2, "offline, no model is asked")
+}

@@ -124,12 +124,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	// -max-tokens is checked by its flag, so an invalid option is -max-turns.
 	// Turns older than the window are folded into a running summary in
 	// the background: by the model when there is one, offline otherwise.
-	var summarizer memory.Summarizer = summarize.NewExtractive(nil)
-	if s, ok := agent.(memory.Summarizer); ok {
-		summarizer = s
-	}
 	mem, err := turnkeep.Open(ctx, *dbURL, turnkeep.Memory(memory.WithMaxTurns(*maxTurns), memory.WithTokenBudget(maxTokens),
-		memory.WithSummarizer(summarizer, summaryTokens)))
+		memory.WithSummarizer(summarizerFor(agent), summaryTokens)))
 	switch {
 	case errors.Is(err, turnkeep.ErrInvalidOption):
 		fmt.Fprintf(stderr, "chat: -max-turns: %v\n", err)
@@ -160,6 +156,16 @@ func failure(ctx context.Context) int {
 
 // summaryTokens is the target size of a session's summary.
 const summaryTokens = 300
+
+// summarizerFor is the summarizer of the agent's memory: the agent's
+// model when it has one (an LLM is configured), the offline extractive
+// summarizer otherwise.
+func summarizerFor(agent Agent) memory.Summarizer {
+	if s, ok := agent.(memory.Summarizer); ok {
+		return s
+	}
+	return summarize.NewExtractive(nil)
+}
 
 // newAgent returns the language-model agent if TURNKEEP_LLM_URL is set and
 // the offline agent otherwise, with a description of it for the banner.

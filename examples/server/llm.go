@@ -236,7 +236,7 @@ const summaryInstructions = "You keep the running summary of a conversation betw
 
 // Summarize makes the agent's model the server's summarizer
 // (memory.Summarizer): one request, not streamed, holding the summary so
-// far and the new turns.
+// far and the new turns, tool calls with their results.
 func (a *llmAgent) Summarize(ctx context.Context, req memory.SummaryRequest) (string, error) {
 	var b strings.Builder
 	b.WriteString("Summary so far: ")
@@ -249,6 +249,9 @@ func (a *llmAgent) Summarize(ctx context.Context, req memory.SummaryRequest) (st
 		for _, m := range t.Messages {
 			if m.Content != "" {
 				fmt.Fprintf(&b, "%s: %s\n", m.Role, m.Content)
+			}
+			for _, c := range m.ToolCalls {
+				fmt.Fprintf(&b, "%s called %s(%s)\n", m.Role, c.Name, c.Arguments)
 			}
 		}
 	}

@@ -164,3 +164,60 @@ func TestServerWithLLM(t *testing.T) {
 		{Role: "user", Content: "second"},
 	}, (*got)[1].Messages[1:], "the model is sent the remembered turns")
 }
+
+// summaryTurns are two turns to fold: a name and a number, then a tool
+// call with its result.
+var summaryTurns = []memory.Turn{
+	{ID: "t1", Messages: []memory.Message{{Role: memory.RoleUser, Content: "My name is Ada Lovelace and I was born in 1815."}, {Role: memory.RoleAssistant, Content: "Noted, Ada."}}},
+	{ID: "t2", Messages: []memory.Message{
+		{Role: memory.RoleUser, Content: "Weather in Oslo?"},
+		{Role: memory.RoleAssistant, ToolCalls: []memory.ToolCall{{ID: "c1", Name: "weather", Arguments: `{"city":"Oslo"}`}}},
+		{Role: memory.RoleTool, ToolCallID: "c1", Content: "rain"},
+		{Role: memory.RoleAssistant, Content: "It rains in Oslo."},
+	}},
+}
+
+// With an LLM configured the server's summarizer is the model: a fold is
+// one request, not streamed, with the summary so far and the new turns,
+// tool calls and results included; a model answering no summary is an
+// error. Offline, it is the extractive summarizer, which asks no model.
+func TestSummarizerFollowsTheAgent(t *testing.T) {
+	ctx := context.Background()
+	answer := " Ada Lovelace, born 1815; it rains in Oslo. "
+	srv, got := fakeLLM(t, func(w http.ResponseWriter, _ chatRequest) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"message": map[string]string{"role": "assistant", "content": answer}}}})
+	})
+	env := map[string]string{EnvLLMURL: srv.URL, EnvLLMModel: "m"}
+	agent, _, err := newAgent(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	s := summarizerFor(agent)
+	require.Same(t, agent.(*llmAgent), s, "the model summarizes")
+	text, err := s.Summarize(ctx, memory.SummaryRequest{SessionID: "s", Previous: "Earlier: tea.", Turns: summaryTurns, MaxTokens: 80})
+	require.NoError(t, err)
+	assert.Equal(t, "Ada Lovelace, born 1815; it rains in Oslo.", text)
+	require.Len(t, *got, 1)
+	req := (*got)[0]
+	assert.False(t, req.Stream)
+	require.Len(t, req.Messages, 2)
+	assert.Contains(t, req.Messages[0].Content, "at most 80 tokens")
+	for _, want := range []string{"Summary so far: Earlier: tea.", "user: My name is Ada Lovelace and I was born in 1815.",
+		`assistant called weather({"city":"Oslo"})`, "tool: rain", "assistant: It rains in Oslo."} {
+		assert.Contains(t, req.Messages[1].Content, want)
+	}
+
+	answer = "  "
+	_, err = s.Summarize(ctx, memory.SummaryRequest{SessionID: "s", Turns: summaryTurns[:1], MaxTokens: 80})
+	require.ErrorContains(t, err, "no summary in the response")
+
+	agent, _, err = newAgent(func(string) string { return "" })
+	require.NoError(t, err)
+	s = summarizerFor(agent)
+	_, isAgent := s.(Agent)
+	assert.False(t, isAgent, "offline, the agent is not the summarizer")
+	text, err = s.Summarize(ctx, memory.SummaryRequest{SessionID: "s", Turns: summaryTurns, MaxTokens: 80})
+	require.NoError(t, err)
+	assert.Contains(t, text, "Ada Lovelace")
+	assert.Contains(t, text, "1815")
+	assert.Len(t, *got, 2, "offline, no model is asked")
+}

@@ -130,11 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 
 	// Turns older than the window are folded into a running summary in
 	// the background: by the model when there is one, offline otherwise.
-	var summarizer memory.Summarizer = summarize.NewExtractive(nil)
-	if sm, ok := agent.(memory.Summarizer); ok {
-		summarizer = sm
-	}
-	mem, err := turnkeep.Open(ctx, *dbURL, turnkeep.Memory(memory.WithSummarizer(summarizer, summaryTokens)))
+	mem, err := turnkeep.Open(ctx, *dbURL, turnkeep.Memory(memory.WithSummarizer(summarizerFor(agent), summaryTokens)))
 	if err != nil {
 		fmt.Fprintf(stderr, "server: %v\n", err) // turnkeep keeps passwords out of its errors
 		return exitFailure
@@ -172,6 +168,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env func(
 
 // summaryTokens is the target size of a session's summary.
 const summaryTokens = 300
+
+// summarizerFor is the summarizer of the agent's memory: the agent's
+// model when it has one (an LLM is configured), the offline extractive
+// summarizer otherwise.
+func summarizerFor(agent Agent) memory.Summarizer {
+	if s, ok := agent.(memory.Summarizer); ok {
+		return s
+	}
+	return summarize.NewExtractive(nil)
+}
 
 // newAgent returns the language-model agent if TURNKEEP_LLM_URL is set and
 // the offline agent otherwise, with a description of it.
