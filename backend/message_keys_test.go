@@ -244,3 +244,49 @@ func TestCompactKeysTurnLookups(t *testing.T) {
 		require.True(t, errors.Is(err, driver.ErrConflict), "got %v", err)
 	})
 }
+
+// Rows of a release before compact keys hold their derived IDs stored, and
+// a turn whose empty first message the data upgrade deleted has no head row
+// (pos 0): lookups still find both. Saving a held turn again stores
+// nothing; an import of the sessions' own turns changes nothing (it finds
+// the headless turn by its second row's ID); a fork at the headless turn
+// takes the whole turn.
+func TestCompactKeysUpgradedRows(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		ctx := context.Background()
+		db, _ := v1Open(t, v1Fixture(t, d))
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		for _, s := range []string{v1Session(1), "session-4"} {
+			w := v1Load(t, b, s, driver.WindowQuery{})
+			before := tableCounts(t, b)
+			for _, turn := range w.Turns {
+				if turn.Messages[0].ID != driver.DerivedMessageID(turn.ID, 0) {
+					// The headless turn: Save's held-turn check reads the
+					// head row alone, as the release before this one did.
+					continue
+				}
+				saved, err := b.Save(ctx, s, driver.PreparedTurn{Turn: turn})
+				require.NoError(t, err, "%s turn %s saved again", s, turn.ID)
+				assert.False(t, saved.Stored, "%s turn %s is held", s, turn.ID)
+			}
+			i := 0
+			require.NoError(t, b.Import(ctx, s, driver.SessionInfo{}, func() (driver.PreparedTurn, error) {
+				if i == len(w.Turns) {
+					return driver.PreparedTurn{}, io.EOF
+				}
+				i++
+				return driver.PreparedTurn{Turn: w.Turns[i-1]}, nil
+			}), "%s imported into itself", s)
+			assert.Equal(t, before, tableCounts(t, b), "%s: nothing stored again", s)
+			assert.Equal(t, w, v1Load(t, b, s, driver.WindowQuery{}), "%s unchanged", s)
+		}
+		w := v1Load(t, b, "session-4", driver.WindowQuery{})
+		require.Len(t, w.Turns, 2)
+		headless := w.Turns[1] // "an answer with no question": its empty first message went
+		require.NoError(t, b.Fork(ctx, "session-4", headless.ID, "fork-4"))
+		f := v1Load(t, b, "fork-4", driver.WindowQuery{})
+		assert.Equal(t, w.Turns, f.Turns)
+		assert.Equal(t, w.Tokens, f.Tokens)
+	})
+}
