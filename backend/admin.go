@@ -19,15 +19,8 @@ import (
 // runs with dataflow.WithAutoMigrate(false). TestModelsMatchRegistered
 // keeps them equal to what the engine migrates.
 func (b *DataFlowBackend) Models() []migrate.Model {
-	messages := migrate.Model{Value: (*MessageRow)(nil), WithoutRowID: true, Indexes: []migrate.Index{
-		{Name: MessagesTable + "_turn_idx", Columns: []string{"session_id", "turn_id", "pos"}, Unique: true},
-		{Name: MessagesTable + "_msg_idx", Columns: []string{"session_id", "msg_id"}, Unique: true},
-	}}
-	if _, ok := b.store.(budgetBounder); ok { // as NewDataFlowBackend registers it
-		messages.Dropped = []string{MessagesTable + "_budget_idx"}
-	} else {
-		messages.Indexes = append(messages.Indexes, migrate.Index{Name: MessagesTable + "_budget_idx", Columns: []string{"session_id", "tokens_before", "seq"}})
-	}
+	messages := migrate.Model{Value: (*MessageRow)(nil), WithoutRowID: true}
+	messages.Indexes, messages.Dropped = b.messageIndexes() // as NewDataFlowBackend registers them
 	return []migrate.Model{
 		{Value: (*SessionRow)(nil), Indexes: []migrate.Index{
 			{Name: SessionsTable + "_user_idx", Columns: []string{"tenant", "user_id", "updated_at", "id"}},

@@ -151,6 +151,7 @@ type DataFlowBackend struct {
 	search    cache.Ensurer // creates the search index once (search.go)
 	upgrade   cache.Ensurer // runs the data upgrades once (upgrade.go)
 	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
+	compact   bool          // the store keeps compact message keys (compactKeys, message_keys.go)
 	queue     searchQueue   // SQLite: the messages saves queued for the search index (sqlite_search_queue.go)
 }
 
@@ -230,19 +231,10 @@ func NewDataFlowBackend(db *dataflow.DB, opts ...Option) (*DataFlowBackend, erro
 	// WithoutRowID: on SQLite a session's messages sit together in key
 	// order, so a window is a few adjacent pages however sessions
 	// interleave (it kept LoadWindow within 1.3x from 1,000 to 1,000,000
-	// messages; tests/scale_test.go).
-	messageOpts := []dataflow.ModelOption{dataflow.WithoutRowID(),
-		dataflow.WithUniqueIndex(MessagesTable+"_turn_idx", "session_id", "turn_id", "pos"),
-		dataflow.WithUniqueIndex(MessagesTable+"_msg_idx", "session_id", "msg_id")}
-	// The budget index finds a budget window's oldest turn in one seek,
-	// unless the store bounds the window its own way (budgetBounder): then
-	// an index every save writes is dropped.
-	budgetIdx := MessagesTable + "_budget_idx"
-	if _, ok := b.store.(budgetBounder); ok {
-		messageOpts = append(messageOpts, dataflow.WithDroppedIndex(budgetIdx))
-	} else {
-		messageOpts = append(messageOpts, dataflow.WithIndex(budgetIdx, "session_id", "tokens_before", "seq"))
-	}
+	// messages; tests/scale_test.go). The indexes are the store's
+	// (messageIndexes).
+	_, b.compact = b.store.(compactKeys)
+	messageOpts := append([]dataflow.ModelOption{dataflow.WithoutRowID()}, indexOptions(b.messageIndexes())...)
 	if b.messages, err = dataflow.Register[MessageRow](db, messageOpts...); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
@@ -420,13 +412,21 @@ func (b *DataFlowBackend) insert(ctx context.Context, tx *dataflow.Tx, n int, ar
 	return nil
 }
 
-// rowArgs appends the arguments of an insert of msgs as rows of one turn,
-// from position pos on.
-//
-// search is whether the rows carry their search text (PostgreSQL).
-func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []driver.PreparedMessage, before int64, turnMeta any, at time.Time, search bool) []any {
+// rowArgs appends the arguments of an insert of msgs (insertRows) as rows
+// of one turn, from position pos on: per row the messageColumns, the rows
+// carrying their search text where the index reads them (PostgreSQL).
+// With compact keys a derived message ID is stored NULL (storedID), and
+// each row binds three more values for the insert's check that the
+// session does not hold its ID in the other form: the ID, and the place
+// whose derived ID it has (NULL for none).
+func (b *DataFlowBackend) rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, msgs []driver.PreparedMessage, before int64, turnMeta any, at time.Time) []any {
+	search := b.store.indexInRows()
 	if args == nil {
-		args = make([]any, 0, 17*len(msgs))
+		width := 17
+		if b.compact {
+			width = 20
+		}
+		args = make([]any, 0, width*len(msgs))
 	}
 	for i := range msgs {
 		m := &msgs[i]
@@ -434,11 +434,15 @@ func rowArgs(args []any, sessionID string, seq int64, pos int32, turnID string, 
 		if i == 0 {
 			meta = turnMeta
 		}
-		args = append(args, sessionID, seq, pos+int32(i), turnID, m.ID, string(m.Role), m.Content, m.Name,
+		id, lookTurn, lookPos := b.storedID(m.ID, turnID, pos+int32(i))
+		args = append(args, sessionID, seq, pos+int32(i), turnID, id, string(m.Role), m.Content, m.Name,
 			jsonArg(m.ToolCallsJSON), m.ToolCallID, jsonArg(m.PartsJSON), jsonArg(m.MetadataJSON),
 			int64(m.Tokens), before, meta, at, nil)
 		if search {
 			args[len(args)-1] = searchArg(m.Content)
+		}
+		if b.compact {
+			args = append(args, m.ID, lookTurn, lookPos)
 		}
 	}
 	return args
@@ -515,7 +519,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		if err := b.detachTx(ctx, tx, []string{sessionID}, index); err != nil {
 			return err
 		}
-		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time, b.store.indexInRows())...)
+		res, err := b.insertRows(len(msgs), true).ExecTx(ctx, tx, b.rowArgs(nil, sessionID, seq, last+1, turnID, msgs, before, nil, at.Time)...)
 		if err != nil {
 			return err
 		}
@@ -778,7 +782,7 @@ func scanWindow(rows *sql.Rows, q driver.WindowQuery, onRow func(), lead ...any)
 			continue
 		}
 		r := messageRow{seq: seq.Int64, pos: pos.Int32, turnID: turnID.String, at: at.Time,
-			msg: driver.Message{ID: msgID.String, Role: driver.Role(role.String), Content: content.String, Name: name.String,
+			msg: driver.Message{ID: messageID(msgID.String, msgID.Valid, turnID.String, pos.Int32), Role: driver.Role(role.String), Content: content.String, Name: name.String,
 				ToolCallID: tcID.String, Tokens: int(tokens.Int64)},
 			calls: cloneJSON(calls), parts: cloneJSON(parts), msgMeta: cloneJSON(msgMeta), meta: cloneJSON(meta)}
 		if n := len(msgs); n > 0 && !msgs[n-1].before(&r) {

@@ -256,7 +256,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens$`
 		saveOne = `^WITH o AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`
 		lock    = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE SET turn_count = turnkeep_sessions\.turn_count$`
-		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\) DO NOTHING$`
+		insert  = `^INSERT INTO turnkeep_messages .*ON CONFLICT \(session_id, turn_id, pos\)( WHERE pos = 0)? DO NOTHING$`
 		// The load walks the session's fork chain (one row for a session
 		// that is no fork) and reads a primary-key range per chain row.
 		load = `^WITH RECURSIVE h AS \(SELECT s\.id, .* FROM turnkeep_sessions s WHERE s\.id = (\?|\$\d+)\),.*SELECT s\.turn_count, s\.version, .* FROM s CROSS JOIN c (LEFT JOIN turnkeep_messages m ON m\.session_id = c\.id AND m\.seq > s\.lo AND m\.seq <= c\.hi AND m\.seq <= s\.hi|LEFT JOIN LATERAL \(SELECT \* FROM turnkeep_messages x WHERE x\.session_id = c\.id AND x\.seq > s\.lo AND x\.seq <= c\.hi AND x\.seq <= s\.hi OFFSET 0\) m ON TRUE)$`

@@ -154,6 +154,10 @@ func (b *DataFlowBackend) Fork(ctx context.Context, parent, atTurnID, child stri
 	return nil
 }
 
+// turnTokens is the tokens of the turn of message row m: its rows' sum, a
+// range of the primary key.
+const turnTokens = `(SELECT CAST(COALESCE(SUM(x.tokens), 0) AS BIGINT) FROM ` + MessagesTable + ` x WHERE x.session_id = m.session_id AND x.seq = m.seq)`
+
 // forkPoint is where a fork's turn is stored.
 type forkPoint struct {
 	store  string // the session whose own rows hold the turn
@@ -162,16 +166,24 @@ type forkPoint struct {
 }
 
 // findForkPoint finds the turn turnID of key's history: in its own rows or
-// those of the sessions its prefix is stored in, one statement.
+// those of the sessions its prefix is stored in, one statement. The turn is
+// found by its head row (pos 0, which a compact turn index alone holds),
+// or for a turn of a release before message IDs whose head was an empty
+// message the data upgrade deleted, by its second row's derived ID (a turn
+// found both ways yields two equal rows); its tokens are its rows' sum.
+// CROSS JOIN keeps SQLite reading the chain first: given statistics, it
+// otherwise skip-scanned the turn index over every session.
 func (b *DataFlowBackend) findForkPoint(ctx context.Context, tx *dataflow.Tx, key, turnID string) (forkPoint, bool, error) {
 	st := b.stmt("fork/find", func() *dataflow.Stmt {
 		return b.db.NewStmt(b.form("fork/find", `WITH RECURSIVE c (id, hi, base, base_seq) AS (
 	SELECT id, turn_count, base, base_seq FROM `+SessionsTable+` WHERE id = ?
 	UNION ALL
 	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN `+SessionsTable+` p ON p.id = c.base)
-SELECT c.id, m.seq, m.tokens_before, m.tokens FROM c JOIN `+MessagesTable+` m ON m.session_id = c.id AND m.turn_id = ? AND m.seq <= c.hi`), b.sessions, b.messages)
+SELECT c.id, m.seq, m.tokens_before, `+turnTokens+` FROM c CROSS JOIN `+MessagesTable+` m WHERE m.session_id = c.id AND m.turn_id = ? AND m.pos = 0 AND m.seq <= c.hi
+UNION ALL
+SELECT c.id, m.seq, m.tokens_before, `+turnTokens+` FROM c CROSS JOIN `+MessagesTable+` m WHERE m.session_id = c.id AND m.msg_id = ? AND m.turn_id = ? AND m.pos = 1 AND m.seq <= c.hi`), b.sessions, b.messages)
 	})
-	rows, err := st.QueryTx(ctx, tx, key, turnID)
+	rows, err := st.QueryTx(ctx, tx, key, turnID, driver.DerivedMessageID(turnID, 1), turnID)
 	if err != nil {
 		return forkPoint{}, false, err
 	}
@@ -188,11 +200,8 @@ SELECT c.id, m.seq, m.tokens_before, m.tokens FROM c JOIN `+MessagesTable+` m ON
 		if err := rows.Scan(&id, &seq, &before, &tokens); err != nil {
 			return forkPoint{}, false, err
 		}
-		switch {
-		case !found || seq > fp.seq: // the newest turn of the ID, should the chain hold it twice
+		if !found || seq > fp.seq { // the newest turn of the ID, should the chain hold it twice
 			fp, found = forkPoint{store: id, seq: seq, tokens: before + tokens}, true
-		case seq == fp.seq && id == fp.store:
-			fp.tokens += tokens
 		}
 	}
 	if err := rows.Err(); err != nil {

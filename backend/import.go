@@ -64,9 +64,16 @@ RETURNING user_id, turn_count`), b.sessions)
 	apply := b.stmt("import/apply", func() *dataflow.Stmt {
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, title = ?, metadata = ?, updated_at = ? WHERE id = ?`, b.sessions)
 	})
+	// The turn's rows: a range of the primary key at its sequence, found
+	// by its head row (pos 0, which a compact turn index alone holds), or
+	// for a turn of a release before message IDs whose head was an empty
+	// message the data upgrade deleted, by its second row's derived ID.
 	held := b.stmt("import/held", func() *dataflow.Stmt {
-		return b.db.NewStmt(`SELECT seq, pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+
-			` WHERE session_id = ? AND turn_id = ? ORDER BY pos`, b.messages)
+		return b.db.NewStmt(`SELECT seq, pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+`
+WHERE session_id = ? AND seq = COALESCE(
+	(SELECT h.seq FROM `+MessagesTable+` h WHERE h.session_id = ? AND h.turn_id = ? AND h.pos = 0),
+	(SELECT h.seq FROM `+MessagesTable+` h WHERE h.session_id = ? AND h.msg_id = ? AND h.turn_id = ? AND h.pos = 1))
+ORDER BY pos`, b.messages)
 	})
 	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
 	if err := b.upgraded(ctx, nil); err != nil {
@@ -209,7 +216,7 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 	if t.Metadata != nil {
 		meta = string(t.Metadata)
 	}
-	args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, b.store.indexInRows())
+	args := b.rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp)
 	if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
 		if err == errDuplicate { // the turn was looked up as not held, under the session row's lock
 			return fmt.Errorf("turn %s stored meanwhile", t.ID)
@@ -226,7 +233,7 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 // none, decoded for comparison: without token counts; and the turn's
 // position.
 func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]driver.Message, int64, error) {
-	rows, err := st.QueryTx(ctx, tx, key, turnID)
+	rows, err := st.QueryTx(ctx, tx, key, key, turnID, key, driver.DerivedMessageID(turnID, 1), turnID)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -246,10 +253,7 @@ func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *d
 		if err := rows.Scan(&seq, &pos, &id, &role, &m.Content, &m.Name, &calls, &m.ToolCallID, &parts, &msgMeta); err != nil {
 			return nil, 0, err
 		}
-		m.ID, m.Role = id.String, driver.Role(role)
-		if !id.Valid { // stored before messages had IDs
-			m.ID = driver.DerivedMessageID(turnID, int(pos))
-		}
+		m.ID, m.Role = messageID(id.String, id.Valid, turnID, pos), driver.Role(role)
 		if err := driver.DecodeMessage(&m, nullBytes(calls), nullBytes(parts), nullBytes(msgMeta)); err != nil {
 			return nil, 0, err
 		}

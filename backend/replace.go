@@ -83,7 +83,7 @@ func (b *DataFlowBackend) Replace(ctx context.Context, key string, turns []drive
 			if t.Metadata != nil {
 				meta = string(t.Metadata)
 			}
-			args := rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp, b.store.indexInRows())
+			args := b.rowArgs(nil, key, seq, 0, t.ID, t.Encoded, total-tokens, meta, t.Timestamp)
 			if err := b.insert(ctx, tx, len(t.Encoded), args); err != nil {
 				if err == errDuplicate {
 					return fmt.Errorf("%w: turn id %q given twice", driver.ErrInvalidTurn, t.ID)

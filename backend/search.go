@@ -208,10 +208,7 @@ func scanHit(rows *sql.Rows, terms []string) (driver.SearchHit, error) {
 	if err := rows.Scan(&key, &turnID, &seq, &pos, &msgID, &role, &content, &name, &calls, &tcID, &parts, &meta, &tokens, &at, &score); err != nil {
 		return driver.SearchHit{}, err
 	}
-	m := driver.Message{ID: msgID.String, Role: driver.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
-	if !msgID.Valid {
-		m.ID = driver.DerivedMessageID(turnID, int(pos))
-	}
+	m := driver.Message{ID: messageID(msgID.String, msgID.Valid, turnID, pos), Role: driver.Role(role), Content: content, Name: name, ToolCallID: tcID, Tokens: int(tokens)}
 	if err := driver.DecodeMessage(&m, calls, parts, meta); err != nil {
 		return driver.SearchHit{}, err
 	}

@@ -69,6 +69,77 @@ type budgetBounder interface{ noBudgetIndex() }
 // noBudgetIndex marks SQLite as keeping no budget index.
 func (s *sqliteStore) noBudgetIndex() {}
 
+// compactKeys marks SQLite as keeping compact message keys: a turn index
+// of head rows and a message ID index of stored IDs (message_keys.go).
+// Together they write 2.6 WAL pages less per save than the whole indexes
+// (docs/performance-sqlite.md).
+func (s *sqliteStore) compactKeys() {}
+
+// form returns SQLite's text of the shared statement name: the insert of
+// message rows checks message IDs in both their forms (sqliteInsertRows);
+// every other statement is the shared text.
+func (s *sqliteStore) form(name, query string) string {
+	var n int
+	var append bool
+	if !strings.HasPrefix(name, "insert/") {
+		return query
+	}
+	if _, err := fmt.Sscanf(name, "insert/%d/%t", &n, &append); err == nil {
+		return sqliteInsertRows(n, append)
+	}
+	return query
+}
+
+// sqliteInsertRows is the insert of n message rows with compact keys, each
+// row its messageColumns and then the three values of its ID check
+// (DataFlowBackend.rowArgs): the message ID, and the turn and position
+// whose derived ID it has, or NULLs. The session holds a row's ID when it
+// is stored (a probe of the message ID index) or derived (a row at that
+// place with a NULL msg_id: the turn's head in the turn index, then the
+// primary key).
+//
+//   - An append skips a held ID's row, as ON CONFLICT DO NOTHING skips
+//     one the message ID index holds; RowsAffected counts the others.
+//   - A save, an import or a replacement stores all or none: a row of a
+//     held ID gets a NULL turn_id, whose NOT NULL constraint
+//     (msgIDConflict) fails the statement as the index's UNIQUE
+//     constraint fails one of a stored ID. Its rows of a held turn are
+//     skipped by the partial turn index's conflict, so that a held turn
+//     is errDuplicate, without another read.
+func sqliteInsertRows(n int, append bool) string {
+	cols := strings.Split(messageColumns, ", ")
+	id, lookTurn, lookPos := len(cols)+1, len(cols)+2, len(cols)+3
+	held := fmt.Sprintf(`EXISTS (SELECT 1 FROM `+MessagesTable+` x WHERE x.session_id = v.column1 AND x.msg_id = v.column%d)
+	OR EXISTS (SELECT 1 FROM `+MessagesTable+` h JOIN `+MessagesTable+` x ON x.session_id = h.session_id AND x.seq = h.seq AND x.pos = v.column%d
+		WHERE h.session_id = v.column1 AND h.turn_id = v.column%d AND h.pos = 0 AND x.msg_id IS NULL)`, id, lookPos, lookTurn)
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) SELECT `)
+	for i, c := range cols {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		if c == "turn_id" && !append {
+			fmt.Fprintf(&q, "CASE WHEN %s THEN NULL ELSE column%d END", held, i+1)
+			continue
+		}
+		fmt.Fprintf(&q, "column%d", i+1)
+	}
+	q.WriteString(` FROM (VALUES `)
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)+3), ", ") + ")"
+	for i := range n {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString(row)
+	}
+	if append {
+		q.WriteString(`) v WHERE NOT (` + held + `) ON CONFLICT DO NOTHING`)
+	} else {
+		q.WriteString(`) v WHERE true ON CONFLICT (session_id, turn_id, pos) WHERE ` + turnHeadWhere + ` DO NOTHING`)
+	}
+	return q.String()
+}
+
 // msgIDConflict reports whether err is a violation of the message ID
 // index: a message ID the session holds in another turn.
 func (s *sqliteStore) msgIDConflict(err error) bool {
@@ -76,7 +147,8 @@ func (s *sqliteStore) msgIDConflict(err error) bool {
 		return false
 	}
 	msg := err.Error()
-	return strings.Contains(msg, "UNIQUE constraint failed") && strings.Contains(msg, MessagesTable+".msg_id")
+	return strings.Contains(msg, "UNIQUE constraint failed") && strings.Contains(msg, MessagesTable+".msg_id") ||
+		strings.Contains(msg, "NOT NULL constraint failed: "+MessagesTable+".turn_id") // sqliteInsertRows's held ID
 }
 
 // lockSessionTx does nothing: the transaction holds the write lock.
@@ -107,7 +179,7 @@ func (s *sqliteStore) save(ctx context.Context, sessionID string, turn driver.Pr
 		if t.Seq > 0 && seq != int64(t.Seq) {
 			return errSeqConflict // rolled back: the upsert is undone
 		}
-		args := rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp, false)
+		args := b.rowArgs(nil, sessionID, seq, 0, t.ID, turn.Encoded, total-tokens, metaArg, t.Timestamp)
 		if err := b.insert(ctx, tx, len(turn.Encoded), args); err != nil {
 			return err // errDuplicate when the turn is held
 		}

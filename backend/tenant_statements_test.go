@@ -580,47 +580,78 @@ func keyedInserts(q string, args []any, key string) (int, error) {
 			if col >= len(items) {
 				return checked, fmt.Errorf("INSERT INTO %s: %d items selected", q[m[2]:m[3]], len(items))
 			}
+			// SELECT columnK, … FROM (VALUES (…), …): the key is value K
+			// of each tuple (SQLite's insert with compact keys).
+			if c := valuesColumn.FindStringSubmatch(q[items[col]:]); c != nil {
+				if v := valuesFrom.FindStringIndex(q[m[7]:]); v != nil {
+					k, _ := strconv.Atoi(c[1])
+					n, err := checkTuples(q, m[7]+v[1], k-1, func(item int) error { return bindAt(item) })
+					if err != nil {
+						return checked, err
+					}
+					if n == 0 {
+						return checked, fmt.Errorf("INSERT INTO %s: no VALUES tuple", q[m[2]:m[3]])
+					}
+					continue
+				}
+			}
 			if err := bindAt(items[col]); err != nil {
 				return checked, err
 			}
 			continue
 		}
-		for i := m[7]; ; {
-			for i < len(q) && unicode.IsSpace(rune(q[i])) {
-				i++
-			}
-			if i >= len(q) || q[i] != '(' {
-				break
-			}
-			items := splitItems(q, i+1, false)
-			if col >= len(items) {
-				return checked, fmt.Errorf("INSERT INTO %s: tuple of %d values", q[m[2]:m[3]], len(items))
-			}
-			if err := bindAt(items[col]); err != nil {
-				return checked, err
-			}
-			// Past this tuple's closing parenthesis, then a comma or the end.
-			depth := 0
-			for ; i < len(q); i++ {
-				if q[i] == '(' {
-					depth++
-				} else if q[i] == ')' {
-					if depth--; depth == 0 {
-						i++
-						break
-					}
-				}
-			}
-			for i < len(q) && unicode.IsSpace(rune(q[i])) {
-				i++
-			}
-			if i >= len(q) || q[i] != ',' {
-				break
-			}
-			i++
+		if _, err := checkTuples(q, m[7], col, func(item int) error { return bindAt(item) }); err != nil {
+			return checked, err
 		}
 	}
 	return checked, nil
+}
+
+var (
+	valuesColumn = regexp.MustCompile(`(?i)^\s*column(\d+)\b`)
+	valuesFrom   = regexp.MustCompile(`(?is)^.*?\bFROM\s*\(\s*VALUES\b`)
+)
+
+// checkTuples calls check with the start of item col of each tuple of a
+// VALUES list whose first tuple follows q[start:], and returns how many.
+func checkTuples(q string, start, col int, check func(item int) error) (int, error) {
+	n := 0
+	for i := start; ; {
+		for i < len(q) && unicode.IsSpace(rune(q[i])) {
+			i++
+		}
+		if i >= len(q) || q[i] != '(' {
+			break
+		}
+		items := splitItems(q, i+1, false)
+		if col >= len(items) {
+			return n, fmt.Errorf("tuple of %d values", len(items))
+		}
+		if err := check(items[col]); err != nil {
+			return n, err
+		}
+		n++
+		// Past this tuple's closing parenthesis, then a comma or the end.
+		depth := 0
+		for ; i < len(q); i++ {
+			if q[i] == '(' {
+				depth++
+			} else if q[i] == ')' {
+				if depth--; depth == 0 {
+					i++
+					break
+				}
+			}
+		}
+		for i < len(q) && unicode.IsSpace(rune(q[i])) {
+			i++
+		}
+		if i >= len(q) || q[i] != ',' {
+			break
+		}
+		i++
+	}
+	return n, nil
 }
 
 // routedByKey returns an error unless the statement reaches the session's

@@ -330,6 +330,21 @@ func WithUniqueIndex(name string, columns ...string) ModelOption {
 	return index(name, true, columns)
 }
 
+// WithPartialUniqueIndex asks for a unique index on the given SQL columns
+// of the rows where holds true for, as WithPartialIndex does: the columns
+// are unique among those rows only. MySQL has no partial index; there the
+// index holds every row, which makes it stricter, so a model that
+// registers one should only do so on the engines that honour where.
+func WithPartialUniqueIndex(name, where string, columns ...string) ModelOption {
+	return func(m *modelConfig) error {
+		if name == "" || where == "" || len(columns) == 0 {
+			return fmt.Errorf("%w: a partial index needs a name, a condition and at least one column", ErrInvalidOption)
+		}
+		m.indexes = append(m.indexes, migrate.Index{Name: name, Columns: append([]string(nil), columns...), Unique: true, Where: where})
+		return nil
+	}
+}
+
 func index(name string, unique bool, columns []string) ModelOption {
 	return func(m *modelConfig) error {
 		if name == "" || len(columns) == 0 {

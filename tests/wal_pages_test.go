@@ -290,7 +290,7 @@ func walBuild(ctx context.Context, t *testing.T, file string, b *backend.DataFlo
 // walMaxPages is the WAL pages per 2-message save TestWALPagesBackend
 // allows, search index on and off: the layout's measured cost, rounded up
 // (docs/performance-sqlite.md says where each page goes).
-var walMaxPages = map[bool]float64{true: 15.5, false: 14}
+var walMaxPages = map[bool]float64{true: 13, false: 11.2}
 
 // TestWALPagesBackend counts the WAL pages of the backend's SaveTurn, with
 // and without the search index, says where they go, and holds them within
