@@ -22,8 +22,11 @@ import (
 // database of peerSessions sessions of peerTurns turns and loads one
 // session (turnkeep.Open and LoadContext; langchaingo's constructor, its
 // CREATE TABLE IF NOT EXISTS, and its first Messages), timed inside the
-// process. It reports each side's median wall and CPU time and the
-// medians of the per-round ratios:
+// process. Between them runs langchaingo's schema and read on turnkeep's
+// driver, modernc.org/sqlite, on the same file, which shows what the
+// driver alone costs a new process. It reports each side's median wall
+// and CPU time and the medians of the per-round ratios to langchaingo on
+// mattn:
 //
 //	go test ./tests/sqlite3peer -run '^$' -bench BenchmarkColdStart -benchtime 21x -count 1
 func BenchmarkColdStart(b *testing.B) {
@@ -49,7 +52,12 @@ const coldSession = "peer-007"
 func coldSides(tb testing.TB) []dbtest.ColdSide {
 	sides := []dbtest.ColdSide{
 		{Name: "turnkeep", Start: coldTurnkeep},
-		{Name: "langchaingo-style", Start: coldLangchaingo},
+		{Name: "langchaingo-style-modernc", Start: func(ctx context.Context, path string) (func() error, error) {
+			return coldLangchaingo(ctx, "sqlite", sqliteModerncDSN, path)
+		}},
+		{Name: "langchaingo-style", Start: func(ctx context.Context, path string) (func() error, error) {
+			return coldLangchaingo(ctx, "sqlite3", sqliteLangchaingoDSN, path)
+		}},
 	}
 	if tb == nil {
 		return sides
@@ -61,7 +69,9 @@ func coldSides(tb testing.TB) []dbtest.ColdSide {
 	}
 	sides[0].Path = filepath.Join(dir, "turnkeep.db")
 	prefillTurnkeep(tb, sides[0].Path, ids)
+	// One langchaingo file, which either driver opens as it is.
 	sides[1].Path = filepath.Join(dir, "langchaingo.db")
+	sides[2].Path = sides[1].Path
 	if err := prefillSQLiteLangchaingo(tb, sides[1].Path, ids).Close(); err != nil {
 		tb.Fatal(err)
 	}
@@ -112,11 +122,15 @@ func coldTurnkeep(ctx context.Context, path string) (func() error, error) {
 	return m.Close, nil
 }
 
+// sqliteModerncDSN opens a file with modernc.org/sqlite as
+// sqliteLangchaingoDSN does with mattn's driver.
+const sqliteModerncDSN = "file:%s?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)"
+
 // coldLangchaingo is langchaingo's NewSqliteChatMessageHistory on an
-// existing file (sql.Open, then its schema's CREATE … IF NOT EXISTS) and
-// its first Messages.
-func coldLangchaingo(ctx context.Context, path string) (func() error, error) {
-	db, err := sql.Open("sqlite3", fmt.Sprintf(sqliteLangchaingoDSN, path))
+// existing file (sql.Open through driver, then its schema's CREATE … IF
+// NOT EXISTS) and its first Messages.
+func coldLangchaingo(ctx context.Context, driver, dsn, path string) (func() error, error) {
+	db, err := sql.Open(driver, fmt.Sprintf(dsn, path))
 	if err != nil {
 		return nil, err
 	}
@@ -137,12 +151,13 @@ func coldLangchaingo(ctx context.Context, path string) (func() error, error) {
 }
 
 // reportColdStart reports the median wall and CPU time of each side, in
-// µs, and the medians of the per-round ratios of turnkeep to langchaingo,
-// and logs every round.
+// µs, and the medians of the per-round ratios of each side to the last
+// (langchaingo on mattn), and logs every round.
 func reportColdStart(b *testing.B, sides []dbtest.ColdSide, times [][]dbtest.ColdTime) {
 	b.Helper()
+	last := len(sides) - 1
 	wall, cpu := make([][]float64, len(sides)), make([][]float64, len(sides))
-	var wallRatios, cpuRatios []float64
+	wallRatios, cpuRatios := make([][]float64, last), make([][]float64, last)
 	for r, t := range times {
 		line := fmt.Sprintf("round %2d:", r)
 		for i, d := range t {
@@ -150,14 +165,19 @@ func reportColdStart(b *testing.B, sides []dbtest.ColdSide, times [][]dbtest.Col
 			cpu[i] = append(cpu[i], float64(d.CPU.Microseconds()))
 			line += fmt.Sprintf(" %s %d µs (CPU %d µs);", sides[i].Name, d.Wall.Microseconds(), d.CPU.Microseconds())
 		}
-		wallRatios = append(wallRatios, float64(t[0].Wall)/float64(t[1].Wall))
-		cpuRatios = append(cpuRatios, float64(t[0].CPU)/float64(t[1].CPU))
-		b.Logf("%s ratio %.2f (CPU %.2f)", line, wallRatios[r], cpuRatios[r])
+		for i := range last {
+			wallRatios[i] = append(wallRatios[i], float64(t[i].Wall)/float64(t[last].Wall))
+			cpuRatios[i] = append(cpuRatios[i], float64(t[i].CPU)/float64(t[last].CPU))
+			line += fmt.Sprintf(" %s ratio %.2f (CPU %.2f);", sides[i].Name, wallRatios[i][r], cpuRatios[i][r])
+		}
+		b.Log(line)
 	}
 	for i, s := range sides {
 		b.ReportMetric(dbtest.Median(wall[i]), s.Name+"-µs")
 		b.ReportMetric(dbtest.Median(cpu[i]), s.Name+"-cpu-µs")
+		if i < last {
+			b.ReportMetric(dbtest.Median(wallRatios[i]), s.Name+"-ratio")
+			b.ReportMetric(dbtest.Median(cpuRatios[i]), s.Name+"-cpu-ratio")
+		}
 	}
-	b.ReportMetric(dbtest.Median(wallRatios), "ratio")
-	b.ReportMetric(dbtest.Median(cpuRatios), "cpu-ratio")
 }
