@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"testing"
 
@@ -18,27 +19,45 @@ import (
 // tables it needs and the migration history, and one read of the history
 // (the tables' checksums and the upgrade's record; dataflow.DB.Survey).
 // No DDL, no migration lock, no scan of the sessions. Both name the
-// history table. Before the survey it ran eight: a catalog query and a
-// history read for the upgrade, for each table, and for the upgrade again.
+// history table. Before the survey a load ran eight: a catalog query and
+// a history read for the upgrade, for each table, and for the upgrade
+// again; a save two more for the erased table. A save on SQLite also
+// checks its search index (the FTS5 table, its secure-delete option and
+// the queue's trigger: two catalog statements and one read).
 func TestFirstUseStatements(t *testing.T) {
 	ctx := context.Background()
-	const load = `^WITH RECURSIVE h AS \(SELECT s\.id, `
+	const (
+		load    = `^WITH RECURSIVE h AS \(SELECT s\.id, `
+		upsert  = `^INSERT INTO turnkeep_sessions `
+		insert  = `^INSERT INTO turnkeep_messages `
+		config  = `^SELECT v FROM turnkeep_search_config WHERE k = 'secure-delete'$`
+		saveOne = `^WITH o AS \(`
+		saveMy  = `^SET @tk_seq = NULL, `
+	)
+	saved := 0
 	ops := []struct {
-		name     string
-		run      func(b *DataFlowBackend) error
-		wantData []string // regexps of the operation's statements
+		name    string
+		run     func(b *DataFlowBackend) error
+		data    map[string][]string // by dialect, regexps of the operation's statements
+		catalog map[string]int      // by dialect, catalog statements besides the survey's
+		inTx    bool
 	}{
-		{"LoadWindow", func(b *DataFlowBackend) error {
+		{name: "LoadWindow", run: func(b *DataFlowBackend) error {
 			w, err := readWindow(ctx, b, "s", 10)
 			if err == nil && len(w.Turns) != 1 {
 				t.Errorf("first load: %d turns; want 1", len(w.Turns))
 			}
 			return err
-		}, []string{load}},
-		{"SessionInfo", func(b *DataFlowBackend) error {
+		}, data: map[string][]string{"sqlite": {load}, "pg": {load}, "mysql": {load}}},
+		{name: "SessionInfo", run: func(b *DataFlowBackend) error {
 			_, err := b.SessionInfo(ctx, "s")
 			return err
-		}, []string{`^SELECT .* FROM "?turnkeep_sessions"? WHERE`}},
+		}, data: map[string][]string{"sqlite": {`^SELECT .* FROM "?turnkeep_sessions"? WHERE`}, "pg": {`^SELECT .* FROM "?turnkeep_sessions"? WHERE`}, "mysql": {"^SELECT .* FROM `?turnkeep_sessions`? WHERE"}}},
+		{name: "SaveTurn", run: func(b *DataFlowBackend) error {
+			saved++
+			return storeTurn(ctx, b, fmt.Sprintf("new-%d", saved), driver.Turn{User: "u", Agent: "a"})
+		}, data: map[string][]string{"sqlite": {config, upsert, insert}, "pg": {saveOne}, "mysql": {saveMy}},
+			catalog: map[string]int{"sqlite": 2}, inTx: true},
 	}
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		url := d.URL(t)
@@ -57,12 +76,14 @@ func TestFirstUseStatements(t *testing.T) {
 					require.NoError(t, err)
 					require.NoError(t, o.run(b))
 					kinds := byKind(rec.take())
-					assert.Len(t, kinds[kindHistory], 2, "round %d: catalog and history statements: %q", round, kinds[kindHistory])
-					assert.Empty(t, kinds[kindCatalog], "round %d: catalog statements besides the survey", round)
+					assert.Len(t, kinds[kindHistory], 2, "round %d: the survey's statements: %q", round, kinds[kindHistory])
+					assert.Len(t, kinds[kindCatalog], o.catalog[d.Name], "round %d: catalog statements besides the survey: %q", round, kinds[kindCatalog])
 					assert.Empty(t, kinds[kindDDL], "round %d: DDL statements", round)
-					assert.Empty(t, kinds[kindTx], "round %d: transaction statements (the migration lock)", round)
-					if assert.Len(t, kinds[kindData], len(o.wantData), "round %d: the operation's statements: %q", round, kinds[kindData]) {
-						for i, re := range o.wantData {
+					// No migration lock: only the operation's own transaction.
+					assertTxStatements(t, d.Name, o.inTx, false, kinds[kindTx])
+					want := o.data[d.Name]
+					if assert.Len(t, kinds[kindData], len(want), "round %d: the operation's statements: %q", round, kinds[kindData]) {
+						for i, re := range want {
 							assert.Regexp(t, regexp.MustCompile(`(?s)`+re), oneLine(kinds[kindData][i]), "round %d: statement %d", round, i)
 						}
 					}
@@ -70,7 +91,12 @@ func TestFirstUseStatements(t *testing.T) {
 					require.NoError(t, o.run(b))
 					kinds = byKind(rec.take())
 					assert.Empty(t, kinds[kindHistory], "round %d, warm", round)
-					assert.Len(t, kinds[kindData], len(o.wantData), "round %d, warm", round)
+					assert.Empty(t, kinds[kindCatalog], "round %d, warm", round)
+					wantWarm := len(want)
+					if d.Name == "sqlite" && o.name == "SaveTurn" {
+						wantWarm-- // the search index was checked
+					}
+					assert.Len(t, kinds[kindData], wantWarm, "round %d, warm: %q", round, kinds[kindData])
 					require.NoError(t, db.Close())
 				}
 			})

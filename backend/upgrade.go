@@ -94,12 +94,12 @@ func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenC
 	mig := b.db.Migrator()
 	ups := []migrate.Upgrade{b.countedUpgrade(counter)}
 	// One look at the catalog and the history (two statements) for the
-	// tables a first use needs and the upgrades, asked before the tables
-	// are readied: an upgrade is not pending where its tables do not
+	// tables a first use needs (a save's statement names the erased
+	// table too) and the upgrades, asked before the tables are readied: an upgrade is not pending where its tables do not
 	// exist yet (a new database), and then its run finds nothing to do,
 	// needs no search index, and records so. The tables' first use
 	// (below) runs no check of its own after it.
-	states, err := b.db.Survey(ctx, ups, b.sessions, b.messages)
+	states, err := b.db.Survey(ctx, ups, b.sessions, b.messages, b.erased)
 	if err != nil {
 		return nil, err
 	}
