@@ -93,16 +93,15 @@ const upgradeRetries = 4
 func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenCounter, batch time.Duration) ([]migrate.UpgradeResult, error) {
 	mig := b.db.Migrator()
 	ups := []migrate.Upgrade{b.countedUpgrade(counter)}
-	// Asked before the tables are readied: an upgrade is not pending
-	// where its tables do not exist yet (a new database), and then its
-	// run finds nothing to do, needs no search index, and records so.
-	pending := make([]bool, len(ups))
-	for i, u := range ups {
-		p, err := mig.UpgradePending(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		pending[i] = p
+	// One look at the catalog and the history (two statements) for the
+	// tables a first use needs (a save's statement names the erased
+	// table too) and the upgrades, asked before the tables are readied: an upgrade is not pending where its tables do not
+	// exist yet (a new database), and then its run finds nothing to do,
+	// needs no search index, and records so. The tables' first use
+	// (below) runs no check of its own after it.
+	states, err := b.db.Survey(ctx, ups, b.sessions, b.messages, b.erased)
+	if err != nil {
+		return nil, err
 	}
 	// The tables, as every operation readies them: their first use
 	// migrates them to the columns the upgrades fill in.
@@ -113,7 +112,11 @@ func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenC
 	}
 	var out []migrate.UpgradeResult
 	for i, u := range ups {
-		if pending[i] {
+		switch states[i] {
+		case migrate.UpgradeDone: // recorded done: it never runs again
+			out = append(out, migrate.UpgradeResult{})
+			continue
+		case migrate.UpgradeIsPending:
 			// Before the lock: the batches index old messages when the
 			// search index is on, and ensureSearch may create it.
 			if _, err := b.indexed(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun/schema"
@@ -28,6 +29,10 @@ type tableState struct {
 	sql   *statements
 
 	timeFields []*schema.Field // time.Time and *time.Time columns, read back in UTC
+
+	// surveyed is what DB.Survey found of the table (surveyNone,
+	// surveyCurrent, surveyStale), taken by the next ensure run.
+	surveyed atomic.Int32
 }
 
 // utcTimes puts the time columns of a scanned row in UTC: drivers return
@@ -327,7 +332,16 @@ func (db *DB) ensureOnce(ctx context.Context, st *tableState) (bool, error) {
 		}
 		return false, nil
 	}
-	res, err := db.mig.Ensure(ctx, st.model, db.cfg.force)
+	var res *migrate.Result
+	var err error
+	switch st.surveyed.Swap(surveyNone) {
+	case surveyCurrent: // a survey just checked it
+		return false, nil
+	case surveyStale: // a survey found it missing or changed: migrate
+		res, err = db.mig.Apply(ctx, st.model, db.cfg.force)
+	default:
+		res, err = db.mig.Ensure(ctx, st.model, db.cfg.force)
+	}
 	if errors.Is(err, migrate.ErrDestructive) {
 		return false, fmt.Errorf("%w: %w", ErrDestructiveChange, err) // forced, but the dialect cannot
 	}

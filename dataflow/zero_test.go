@@ -116,6 +116,10 @@ func TestZeroAndClosedValues(t *testing.T) {
 			}
 			return nil
 		}},
+		"Survey": {true, func(db *dataflow.DB) error {
+			_, err := db.Survey(ctx, nil, new(dataflow.Table[zrow]))
+			return err
+		}},
 		"NewStmt":           {true, func(db *dataflow.DB) error { _, err := db.NewStmt("SELECT 1").Exec(ctx); return err }},
 		"NewReadStmt":       {true, func(db *dataflow.DB) error { _, err := db.NewReadStmt("SELECT 1").Query(ctx); return err }},
 		"NewIdempotentStmt": {true, func(db *dataflow.DB) error { _, err := db.NewIdempotentStmt("SELECT 1").Exec(ctx); return err }},

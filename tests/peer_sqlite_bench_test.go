@@ -57,12 +57,27 @@ type sqliteLangchaingo struct {
 // pool is database/sql's default, as langchaingo's sql.Open leaves it.
 func openSQLiteLangchaingoOn(tb testing.TB, driver, dsn string, ids []string) peerStore {
 	tb.Helper()
+	db := prefillSQLiteLangchaingo(tb, driver, dsn, filepath.Join(tb.TempDir(), "langchaingo.db"), ids)
+	tb.Cleanup(func() { db.Close() })
+	return &sqliteLangchaingo{db: db, limit: 2 * peerWindow}
+}
+
+// prefillSQLiteLangchaingo opens the database file path through driver
+// with dsn, creates langchaingo's table and fills it with peerTurns turns
+// of every session of ids, and returns it open.
+func prefillSQLiteLangchaingo(tb testing.TB, driver, dsn, path string, ids []string) *sql.DB {
+	tb.Helper()
 	ctx := context.Background()
-	db, err := sql.Open(driver, fmt.Sprintf(dsn, filepath.Join(tb.TempDir(), "langchaingo.db")))
+	db, err := sql.Open(driver, fmt.Sprintf(dsn, path))
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
-	tb.Cleanup(func() { db.Close() })
+	ok := false
+	defer func() {
+		if !ok {
+			db.Close()
+		}
+	}()
 	if _, err := db.ExecContext(ctx, sqliteLangchaingoSchema); err != nil {
 		tb.Fatalf("schema: %v", err)
 	}
@@ -93,7 +108,8 @@ func openSQLiteLangchaingoOn(tb testing.TB, driver, dsn string, ids []string) pe
 	if _, err := db.ExecContext(ctx, `ANALYZE`); err != nil {
 		tb.Fatal(err)
 	}
-	return &sqliteLangchaingo{db: db, limit: 2 * peerWindow}
+	ok = true
+	return db
 }
 
 // addMessage is langchaingo's: one auto-commit INSERT.

@@ -215,13 +215,30 @@ type sqliteLangchaingo struct {
 // default, as langchaingo's sql.Open leaves it.
 func openSQLiteLangchaingo(tb testing.TB, ids []string) peerStore {
 	tb.Helper()
+	db := prefillSQLiteLangchaingo(tb, filepath.Join(tb.TempDir(), "langchaingo.db"), ids)
+	tb.Cleanup(func() { db.Close() })
+	return &sqliteLangchaingo{db: db, limit: 2 * peerWindow}
+}
+
+// sqliteLangchaingoDSN opens the file %s as openSQLiteLangchaingo does.
+const sqliteLangchaingoDSN = "file:%s?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000"
+
+// prefillSQLiteLangchaingo opens the database file path with mattn's
+// driver, creates langchaingo's table and fills it with peerTurns turns of
+// every session of ids, and returns it open.
+func prefillSQLiteLangchaingo(tb testing.TB, path string, ids []string) *sql.DB {
+	tb.Helper()
 	ctx := context.Background()
-	dsn := "file:" + filepath.Join(tb.TempDir(), "langchaingo.db") + "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000"
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := sql.Open("sqlite3", fmt.Sprintf(sqliteLangchaingoDSN, path))
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
-	tb.Cleanup(func() { db.Close() })
+	ok := false
+	defer func() {
+		if !ok {
+			db.Close()
+		}
+	}()
 	if _, err := db.ExecContext(ctx, sqliteLangchaingoSchema); err != nil {
 		tb.Fatalf("schema: %v", err)
 	}
@@ -252,7 +269,8 @@ func openSQLiteLangchaingo(tb testing.TB, ids []string) peerStore {
 	if _, err := db.ExecContext(ctx, `ANALYZE`); err != nil {
 		tb.Fatal(err)
 	}
-	return &sqliteLangchaingo{db: db, limit: 2 * peerWindow}
+	ok = true
+	return db
 }
 
 // addMessage is langchaingo's: one auto-commit INSERT.
