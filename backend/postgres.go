@@ -362,43 +362,51 @@ WHERE n.nspname = current_schema() AND c.relname = ? AND x.indisvalid`, s.search
 
 func (s *postgresStore) searchIndexFound(context.Context) error { return nil }
 
-// searchCandidates bounds how many matches PostgreSQL ranks for one
-// search: a query of a very common word ranks the first this many it finds.
-const searchCandidates = 10000
-
-// searchStmt is a GIN index scan of to_tsvector('simple', search_text),
-// ranked by ts_rank.
+// searchStmt is a GIN index scan of to_tsvector('simple', search_text):
+// the first searchCandidates matches in the table's order (about the
+// oldest: a bitmap scan reads the heap in block order), ranked by the
+// client (rankHits); its LIMIT is the candidates' number. ts_rank would
+// parse every candidate's text again on the server.
 func (s *postgresStore) searchStmt(q driver.SearchQuery) *dataflow.Stmt {
 	b := s.b
 	name := fmt.Sprintf("search/%t/%t", q.User != "", q.SessionID != "")
 	return b.stmt(name, func() *dataflow.Stmt {
 		// The scope is checked per hit, by primary key, in a scalar
 		// subquery the planner cannot turn into a join that would read
-		// the whole tenant's sessions.
-		where := `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.tenant FROM ` + SessionsTable + ` s WHERE s.id = m.session_id) = ?`
-		if q.User != "" {
-			where = `to_tsvector('simple'::regconfig, m.search_text) @@ q.q AND (SELECT s.user_id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
+		// the whole tenant's sessions. A session's scope too: written as
+		// m.session_id = ?, the generic plan of the prepared statement
+		// ANDs the GIN bitmap with the primary key's range of the
+		// session, which reads an index entry per message of the session
+		// (6.3 ms at 20,000 messages against 0.5 for the word's).
+		where := `(SELECT s.tenant FROM ` + SessionsTable + ` s WHERE s.id = m.session_id) = ?`
+		switch {
+		case q.User != "" && q.SessionID != "":
+			where = `(SELECT s.id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ? AND s.user_id = ?) = ?`
+		case q.User != "":
+			where = `(SELECT s.user_id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
+		case q.SessionID != "":
+			where = `(SELECT s.id FROM ` + SessionsTable + ` s WHERE s.id = m.session_id AND s.tenant = ?) = ?`
 		}
 		if q.SessionID != "" {
-			where += ` AND m.session_id = ? AND m.seq <= ?`
+			where += ` AND m.seq <= ?`
 		}
-		// Ranked among the first searchCandidates matches: a word in
-		// half of a million messages would otherwise rank them all
-		// (35 s measured) to return twenty.
-		return b.db.NewReadStmt(`SELECT `+searchColumns+`, `+b.db.TimeColumn("m.created_at")+`, ts_rank(to_tsvector('simple'::regconfig, m.search_text), m.q) AS score
-FROM (SELECT m.*, q.q FROM (SELECT to_tsquery('simple'::regconfig, ?) AS q) q, `+MessagesTable+` m
-	WHERE `+where+` LIMIT `+fmt.Sprint(searchCandidates)+`) m
-ORDER BY score DESC, m.session_id, m.seq, m.pos LIMIT ?`, b.sessions, b.messages)
+		return b.db.NewReadStmt(`SELECT `+searchColumns+`, `+b.db.TimeColumn("m.created_at")+`, 0.0 AS score
+FROM `+MessagesTable+` m
+WHERE to_tsvector('simple'::regconfig, m.search_text) @@ to_tsquery('simple'::regconfig, ?) AND `+where+`
+LIMIT ?`, b.sessions, b.messages)
 	})
 }
 
+// rankedInClient is the number of candidates a search reads: rankHits
+// ranks them and keeps q.Limit.
+func (s *postgresStore) rankedInClient() int { return searchCandidates }
+
 func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.SearchQuery, through int64) []any {
-	var args []any
 	quoted := make([]string, len(terms))
 	for i, t := range terms {
 		quoted[i] = "'" + strings.ReplaceAll(t, "'", "''") + "'"
 	}
-	args = append(args, strings.Join(quoted, " & "), tenant)
+	args := []any{strings.Join(quoted, " & "), tenant}
 	if q.User != "" {
 		args = append(args, q.User)
 	}
