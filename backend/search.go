@@ -101,9 +101,9 @@ const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, 
 
 // Search finds the messages of the tenant's sessions holding every term of
 // q.Text, best first, in one statement: on SQLite an FTS5 MATCH confined
-// to the tenant (and session) by its tokens, ranked by bm25; on
-// PostgreSQL a GIN index scan of to_tsvector('simple', search_text),
-// ranked by ts_rank. The query is built from driver.QueryTerms only, so
+// to the tenant (and session) by its tokens; on PostgreSQL a GIN index
+// scan of to_tsvector('simple', search_text); each reads at most
+// searchCandidates matches, which rankHits ranks. The query is built from driver.QueryTerms only, so
 // it is never search syntax, and a query over driver.MaxSearchTerms or
 // driver.MaxSearchBytes is driver.ErrInvalidQuery before any SQL runs. It
 // implements driver.SessionStore.
