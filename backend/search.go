@@ -192,6 +192,11 @@ func (b *DataFlowBackend) searchOnce(ctx context.Context, tenant string, terms [
 // postgresStore.searchStmt.
 const searchCandidates = 200
 
+// searchScopeProbe is how many matches of its words in the scope a search
+// scoped to a session reads first, to choose how it finds the session's
+// (sqliteStore.searchStmt, postgresStore.searchStmt).
+const searchScopeProbe = 1000
+
 // The constants of rankHits's BM25: k1 and b as FTS5's bm25 has them, and
 // a fixed average length, so that the scores of the statements of one
 // scoped search (searchChain) compare.

@@ -333,11 +333,6 @@ ORDER BY f.rid`, b.sessions, b.messages)
 	})
 }
 
-// searchScopeProbe is how many matches of its words in the tenant a
-// scoped search on SQLite reads, by rowid only, to choose how it finds the
-// session's (searchStmt).
-const searchScopeProbe = 1000
-
 // rankedInClient is the number of candidates a search reads: rankHits
 // ranks them and keeps q.Limit.
 func (s *sqliteStore) rankedInClient() int { return searchCandidates }
