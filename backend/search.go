@@ -1,13 +1,16 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/driver"
+	"github.com/turnkeep/turnkeep/internal/searchtext"
 )
 
 // The search index holds each message's content as driver.SearchText
@@ -98,9 +101,9 @@ const searchColumns = `m.session_id, m.turn_id, m.seq, m.pos, m.msg_id, m.role, 
 
 // Search finds the messages of the tenant's sessions holding every term of
 // q.Text, best first, in one statement: on SQLite an FTS5 MATCH confined
-// to the tenant (and session) by its tokens, ranked by bm25; on
-// PostgreSQL a GIN index scan of to_tsvector('simple', search_text),
-// ranked by ts_rank. The query is built from driver.QueryTerms only, so
+// to the tenant (and session) by its tokens; on PostgreSQL a GIN index
+// scan of to_tsvector('simple', search_text); each reads at most
+// searchCandidates matches, which rankHits ranks. The query is built from driver.QueryTerms only, so
 // it is never search syntax, and a query over driver.MaxSearchTerms or
 // driver.MaxSearchBytes is driver.ErrInvalidQuery before any SQL runs. It
 // implements driver.SessionStore.
@@ -144,7 +147,14 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q driver.Se
 // session's messages of turns up to through).
 func (b *DataFlowBackend) searchOnce(ctx context.Context, tenant string, terms []string, q driver.SearchQuery, through int64) ([]driver.SearchHit, error) {
 	st := b.store.searchStmt(q)
-	args := append(b.store.searchArgs(tenant, terms, q, through), q.Limit)
+	limit, snippets := q.Limit, terms
+	client, ranked := b.store.(interface{ rankedInClient() int })
+	if ranked {
+		// The candidates: rankHits keeps q.Limit of them, and writes the
+		// snippets of those only.
+		limit, snippets = max(client.rankedInClient(), q.Limit), nil
+	}
+	args := append(b.store.searchArgs(tenant, terms, q, through), limit)
 	// The drivers stop the statement once ctx is done, but SQLite drops an
 	// interrupt that comes before the statement has started, and the
 	// driver's own check runs between steps of SQLite's VM, not within
@@ -159,7 +169,7 @@ func (b *DataFlowBackend) searchOnce(ctx context.Context, tenant string, terms [
 	}
 	done := make(chan result, 1)
 	go func() {
-		hits, err := runSearch(ctx, st, args, terms)
+		hits, err := runSearch(ctx, st, args, snippets)
 		done <- result{hits, err}
 	}()
 	select {
@@ -167,13 +177,87 @@ func (b *DataFlowBackend) searchOnce(ctx context.Context, tenant string, terms [
 		if r.err != nil {
 			return nil, fmt.Errorf("backend: search: %w", r.err)
 		}
+		if ranked {
+			return rankHits(r.hits, terms, q.Limit), nil
+		}
 		return r.hits, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("backend: search: %w", ctx.Err())
 	}
 }
 
-// runSearch runs the search statement st with args and reads its hits.
+// searchCandidates bounds how many matches one search statement reads and
+// ranks (rankHits): a word in half of a million messages costs what a word
+// in this many does. Which matches, per engine: sqliteStore.searchStmt,
+// postgresStore.searchStmt.
+const searchCandidates = 200
+
+// searchScopeProbe is how many matches of its words in the scope a search
+// scoped to a session reads first, to choose how it finds the session's
+// (sqliteStore.searchStmt, postgresStore.searchStmt).
+const searchScopeProbe = 1000
+
+// The constants of rankHits's BM25: k1 and b as FTS5's bm25 has them, and
+// a fixed average length, so that the scores of the statements of one
+// scoped search (searchChain) compare.
+const (
+	rankK1       = 1.2
+	rankB        = 0.75
+	rankAvgTerms = 64.0
+)
+
+// rankHits scores hits, which hold every term (an AND query), by BM25's
+// term-frequency part: for each term, tf·(k1+1) / (tf + k1·(1−b+b·len/avg)),
+// summed, where tf is the term's count in the message's search terms and
+// len their number. BM25's IDF factor is left out: it needs each term's
+// count over the whole index (a read of the term's whole posting list,
+// what the bounded candidate set avoids), and among hits that all hold
+// every term it only weighs one term against another. It returns the
+// best limit, best first, the oldest first among equal scores (hits come
+// oldest first).
+func rankHits(hits []driver.SearchHit, terms []string, limit int) []driver.SearchHit {
+	want := make(map[string]int, len(terms))
+	for i, t := range terms {
+		want[t] = i
+	}
+	type ranked struct {
+		i     int
+		score float64
+	}
+	order := make([]ranked, len(hits))
+	tf := make([]float64, len(terms))
+	for i := range hits {
+		clear(tf)
+		n := 0
+		for w := range searchtext.All(hits[i].Message.Content) {
+			n++
+			if j, ok := want[w]; ok {
+				tf[j]++
+			}
+		}
+		norm := rankK1 * (1 - rankB + rankB*float64(n)/rankAvgTerms)
+		var score float64
+		for _, f := range tf {
+			score += f * (rankK1 + 1) / (f + norm)
+		}
+		order[i] = ranked{i, score}
+	}
+	slices.SortStableFunc(order, func(a, b ranked) int { return cmp.Compare(b.score, a.score) })
+	if limit > 0 && len(order) > limit {
+		order = order[:limit]
+	}
+	out := make([]driver.SearchHit, len(order))
+	for k, r := range order {
+		h := hits[r.i]
+		h.Score = r.score
+		h.Snippet = driver.Snippet(h.Message.Content, terms)
+		out[k] = h
+	}
+	return out
+}
+
+// runSearch runs the search statement st with args and reads its hits,
+// with their snippets of terms (none if terms is nil).
 func runSearch(ctx context.Context, st *dataflow.Stmt, args []any, terms []string) ([]driver.SearchHit, error) {
 	rows, err := st.Query(ctx, args...)
 	if err != nil {
@@ -213,7 +297,11 @@ func scanHit(rows *sql.Rows, terms []string) (driver.SearchHit, error) {
 		return driver.SearchHit{}, err
 	}
 	_, id := driver.ParseSessionKey(key)
-	return driver.SearchHit{SessionID: id, TurnID: turnID, Message: m, Snippet: driver.Snippet(content, terms), Score: score, Time: at.UTC()}, nil
+	h := driver.SearchHit{SessionID: id, TurnID: turnID, Message: m, Score: score, Time: at.UTC()}
+	if terms != nil {
+		h.Snippet = driver.Snippet(content, terms)
+	}
+	return h, nil
 }
 
 // searchIndexExists runs q, the catalog query of a store's search index,

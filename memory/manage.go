@@ -218,9 +218,14 @@ func (m *PersistentBufferMemory) ExpireEvery(ctx context.Context, interval, idle
 // syntax would read as operators are taken as text, so a query can never
 // change the search. Text in languages written without spaces (Chinese,
 // Japanese, Korean) is found by its characters. A query with no word is
-// an empty result. A word in very many messages is ranked among the first
-// matches the index yields (on PostgreSQL, 10,000), so such a search stays
-// fast rather than exact. Text longer than MaxSearchBytes, or with more
+// an empty result. Hits are ranked by how often the words occur in the
+// message against its length (BM25's term-frequency part, computed the
+// same on SQLite and PostgreSQL), among at most 200 matches per
+// statement: on SQLite the newest, on PostgreSQL the first its index
+// yields (about the oldest). So a word in half a million messages costs a
+// few times what a rare word does, and its hits are the best of those
+// matches, not of all. MySQL returns matches in session and turn order,
+// each scored 1. Text longer than MaxSearchBytes, or with more
 // than MaxSearchTerms distinct words, is ErrInvalidQuery, and reaches no
 // database. Search returns once ctx is done.
 func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ []SearchHit, err error) {
