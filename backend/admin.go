@@ -22,8 +22,8 @@ func (b *DataFlowBackend) Models() []migrate.Model {
 	messages := migrate.Model{Value: (*MessageRow)(nil), WithoutRowID: true}
 	messages.Indexes, messages.Dropped = b.messageIndexes() // as NewDataFlowBackend registers them
 	return []migrate.Model{
-		{Value: (*SessionRow)(nil), Indexes: []migrate.Index{
-			{Name: SessionsTable + "_user_idx", Columns: []string{"tenant", "user_id", "updated_at", "id"}},
+		{Value: (*SessionRow)(nil), Dropped: []string{SessionsTable + "_user_idx"}, Indexes: []migrate.Index{
+			{Name: ownerIdx, Columns: []string{"tenant", "user_id", "updated_at", "id"}, Where: ownerWhere},
 			{Name: SessionsTable + "_tenant_idx", Columns: []string{"tenant", "updated_at", "id"}},
 			{Name: forkIdx, Columns: []string{"fork_of", "created_at", "id"}, Where: forkWhere},
 			{Name: baseIdx, Columns: []string{"base"}, Where: baseWhere},

@@ -13,6 +13,13 @@ import (
 	"github.com/turnkeep/turnkeep/driver"
 )
 
+// The owner index: listing and deletion by owner, of owned sessions only
+// (see NewDataFlowBackend).
+const (
+	ownerIdx   = SessionsTable + "_owner_idx"
+	ownerWhere = "user_id <> ''"
+)
+
 var _ driver.SessionStore = (*DataFlowBackend)(nil)
 
 // sessionColumns are what a SessionInfo is read from, in scanInfo's order.
@@ -174,7 +181,7 @@ func (b *DataFlowBackend) ListSessions(ctx context.Context, tenant string, q dri
 	st := b.stmt(name, func() *dataflow.Stmt {
 		where := `tenant = ?`
 		if q.User != "" {
-			where += ` AND user_id = ?`
+			where += ` AND user_id = ? AND ` + ownerWhere // the owner index's condition, so that it serves
 		}
 		if after != nil {
 			where += ` AND (updated_at, id) < (?, ?)`
@@ -244,11 +251,14 @@ func (b *DataFlowBackend) DeleteSessions(ctx context.Context, tenant string, use
 	where := `tenant = ?`
 	if user != nil {
 		where += ` AND user_id = ?`
+		if *user != "" {
+			where += ` AND ` + ownerWhere // the owner index's condition, so that it serves
+		}
 	}
 	if !before.IsZero() {
 		where += ` AND updated_at < ?`
 	}
-	shape := fmt.Sprintf("%t/%t", user != nil, !before.IsZero())
+	shape := fmt.Sprintf("%t/%t/%t", user != nil, user != nil && *user != "", !before.IsZero())
 	pickStmt := func(lock string) *dataflow.Stmt {
 		return b.stmt("pick/"+shape+lock, func() *dataflow.Stmt {
 			return b.db.NewStmt(`SELECT id FROM `+SessionsTable+` WHERE `+where+` ORDER BY updated_at, id LIMIT ?`+lock, b.sessions)

@@ -211,7 +211,7 @@ func TestListSessionsPlan(t *testing.T) {
 						t.Logf("plan:\n%s", plan)
 						index := SessionsTable + "_tenant_idx"
 						if s.user != "" {
-							index = SessionsTable + "_user_idx"
+							index = ownerIdx
 						}
 						if d.Name == "pg" {
 							assertPGListPlan(t, plan, index, s.user != "", s.after)

@@ -160,7 +160,7 @@ func TestDataFlowBackendUpgradesPreviousRelease(t *testing.T) {
 					// The fork columns (fork.go), and their partial indexes.
 					addText("fork_of", `varchar\(320\) NOT NULL DEFAULT ''`)+`;\n`+addText("fork_turn", `varchar\(128\) NOT NULL DEFAULT ''`)+`;\n`+
 					addText("base", `varchar\(320\) NOT NULL DEFAULT ''`)+`;\n`+add("base_seq")+`;\n`+
-					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_user_idx`+q+` .*;\n`+
+					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_owner_idx`+q+` .* WHERE user_id <> '';\n`+
 					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_tenant_idx`+q+` .*;\n`+
 					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_fork_idx`+q+` .* WHERE fork_of <> '';\n`+
 					`CREATE INDEX IF NOT EXISTS `+q+SessionsTable+`_base_idx`+q+` .* WHERE base <> ''$`, after[1].Statements, "the upgrade")
