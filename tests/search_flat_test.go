@@ -17,7 +17,6 @@ package tests
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"slices"
@@ -207,25 +206,8 @@ func (s *sessDB) loadSession(tb testing.TB, i int, turns int64, text func(seq in
 		mrows := make([]backend.MessageRow, 0, 2*(last-first+1))
 		var fts []any
 		for seq := first; seq <= last; seq++ {
-			tid := scaleTurnID(i, seq)
-			before := tokens
-			for pos, role := range []memory.Role{memory.RoleUser, memory.RoleAssistant} {
-				content := text(seq, int32(pos))
-				tok := int64(len(content)/4 + 1)
-				tokens += tok
-				row := backend.MessageRow{SessionID: key, Seq: seq, Pos: int32(pos), TurnID: tid,
-					MsgID: sql.NullString{String: driver.DerivedMessageID(tid, pos), Valid: true},
-					Role:  string(role), Content: content, Tokens: tok, TokensBefore: before,
-					CreatedAt: scaleEpoch.Add(time.Duration(seq) * time.Second)}
-				if rowText {
-					if st := driver.SearchText(content); st != "" {
-						row.SearchText = sql.NullString{String: st, Valid: true}
-					}
-				} else if entry, ok := backend.SearchEntry(key, seq, int32(pos), content); ok {
-					fts = append(fts, entry...)
-				}
-				mrows = append(mrows, row)
-			}
+			mrows, fts, tokens = appendScaleTurn(mrows, fts, key, scaleTurnID(i, seq), seq, tokens,
+				scaleEpoch.Add(time.Duration(seq)*time.Second), rowText, func(pos int32) string { return text(seq, pos) })
 		}
 		err := s.loader.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
 			if first == 1 {
@@ -236,23 +218,7 @@ func (s *sessDB) loadSession(tb testing.TB, i int, turns int64, text func(seq in
 					return err
 				}
 			}
-			if err := s.messages.WithTx(tx).BulkCreate(ctx, mrows); err != nil {
-				return err
-			}
-			for len(fts) > 0 {
-				k := min(len(fts), 1_000*6)
-				q := `INSERT INTO ` + backend.SearchTable + ` (body, sk, tk, skey, seq, pos) VALUES ` +
-					strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", k/6), ", ")
-				if _, err := tx.ExecContext(ctx, q, fts[:k]...); err != nil {
-					return err
-				}
-				fts = fts[k:]
-			}
-			if rowText {
-				return nil
-			}
-			_, err := tx.ExecContext(ctx, `DELETE FROM `+backend.SearchQueueTable+` WHERE tenant = ?`, sessTenant)
-			return err
+			return s.writeScaleMessages(ctx, tx, mrows, fts)
 		})
 		if err != nil {
 			tb.Fatalf("load session %d turns %d..%d: %v", i, first, last, err)

@@ -126,25 +126,8 @@ func (s *sessDB) load(tb testing.TB, l sessLoad) time.Duration {
 			key := driver.SessionKey(sessTenant, sessID(i))
 			var tokens int64
 			for seq := int64(1); seq <= int64(l.turns); seq++ {
-				tid := scaleTurnID(i, seq)
-				before := tokens
-				for pos, role := range []memory.Role{memory.RoleUser, memory.RoleAssistant} {
-					content := l.text(i, seq, int32(pos))
-					tok := int64(len(content)/4 + 1)
-					tokens += tok
-					row := backend.MessageRow{SessionID: key, Seq: seq, Pos: int32(pos), TurnID: tid,
-						MsgID: sql.NullString{String: driver.DerivedMessageID(tid, pos), Valid: true},
-						Role:  string(role), Content: content, Tokens: tok, TokensBefore: before,
-						CreatedAt: scaleEpoch.Add(time.Duration(seq) * time.Minute)}
-					if rowText {
-						if text := driver.SearchText(content); text != "" {
-							row.SearchText = sql.NullString{String: text, Valid: true}
-						}
-					} else if entry, ok := backend.SearchEntry(key, seq, int32(pos), content); ok {
-						fts = append(fts, entry...)
-					}
-					mrows = append(mrows, row)
-				}
+				mrows, fts, tokens = appendScaleTurn(mrows, fts, key, scaleTurnID(i, seq), seq, tokens,
+					scaleEpoch.Add(time.Duration(seq)*time.Minute), rowText, func(pos int32) string { return l.text(i, seq, pos) })
 			}
 			srows = append(srows, backend.SessionRow{ID: key, Tenant: sessTenant, UserID: l.owner(i),
 				Title: "chat " + sessID(i), TurnCount: int64(l.turns), Version: 1, Tokens: tokens, Counted: 1,
@@ -154,32 +137,66 @@ func (s *sessDB) load(tb testing.TB, l sessLoad) time.Duration {
 			if err := s.sessions.WithTx(tx).BulkCreate(ctx, srows); err != nil {
 				return err
 			}
-			if err := s.messages.WithTx(tx).BulkCreate(ctx, mrows); err != nil {
-				return err
-			}
-			const per = 1_000 // FTS rows per statement: 6,000 parameters
-			for len(fts) > 0 {
-				k := min(len(fts), per*6)
-				q := `INSERT INTO ` + backend.SearchTable + ` (body, sk, tk, skey, seq, pos) VALUES ` +
-					strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", k/6), ", ")
-				if _, err := tx.ExecContext(ctx, q, fts[:k]...); err != nil {
-					return err
-				}
-				fts = fts[k:]
-			}
-			if rowText {
-				return nil
-			}
-			// The entries are written: nothing is left for the index to
-			// catch up (the trigger queued the rows).
-			_, err := tx.ExecContext(ctx, `DELETE FROM `+backend.SearchQueueTable+` WHERE tenant = ?`, sessTenant)
-			return err
+			return s.writeScaleMessages(ctx, tx, mrows, fts)
 		})
 		if err != nil {
 			tb.Fatalf("load sessions %d..%d: %v", first, first+n-1, err)
 		}
 	}
 	return time.Since(start)
+}
+
+// appendScaleTurn appends turn seq (ID tid) of session key to mrows, as
+// saves leave it: a user and an assistant message, texts from text by
+// position, stamped at, with their derived IDs, token counts and running
+// total (tokens before the turn; it returns the total after). Their
+// search entries go to fts on SQLite, or into the rows' search text
+// (rowText) on the other engines.
+func appendScaleTurn(mrows []backend.MessageRow, fts []any, key, tid string, seq, tokens int64, at time.Time,
+	rowText bool, text func(pos int32) string) ([]backend.MessageRow, []any, int64) {
+	before := tokens
+	for pos, role := range []memory.Role{memory.RoleUser, memory.RoleAssistant} {
+		content := text(int32(pos))
+		tok := int64(len(content)/4 + 1)
+		tokens += tok
+		row := backend.MessageRow{SessionID: key, Seq: seq, Pos: int32(pos), TurnID: tid,
+			MsgID: sql.NullString{String: driver.DerivedMessageID(tid, pos), Valid: true},
+			Role:  string(role), Content: content, Tokens: tok, TokensBefore: before, CreatedAt: at}
+		if rowText {
+			if st := driver.SearchText(content); st != "" {
+				row.SearchText = sql.NullString{String: st, Valid: true}
+			}
+		} else if entry, ok := backend.SearchEntry(key, seq, int32(pos), content); ok {
+			fts = append(fts, entry...)
+		}
+		mrows = append(mrows, row)
+	}
+	return mrows, fts, tokens
+}
+
+// writeScaleMessages writes mrows and, on SQLite, their search entries fts
+// in tx; the entries being written, nothing is left for the index to
+// catch up (the trigger queued the rows), so the tenant's queue is
+// emptied.
+func (s *sessDB) writeScaleMessages(ctx context.Context, tx *dataflow.Tx, mrows []backend.MessageRow, fts []any) error {
+	if err := s.messages.WithTx(tx).BulkCreate(ctx, mrows); err != nil {
+		return err
+	}
+	const per = 1_000 // FTS rows per statement: 6,000 parameters
+	for len(fts) > 0 {
+		k := min(len(fts), per*6)
+		q := `INSERT INTO ` + backend.SearchTable + ` (body, sk, tk, skey, seq, pos) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", k/6), ", ")
+		if _, err := tx.ExecContext(ctx, q, fts[:k]...); err != nil {
+			return err
+		}
+		fts = fts[k:]
+	}
+	if s.dialect != "sqlite" {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `DELETE FROM `+backend.SearchQueueTable+` WHERE tenant = ?`, sessTenant)
+	return err
 }
 
 // maintain gives the tables what a maintained database has after a bulk
