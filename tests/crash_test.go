@@ -101,6 +101,9 @@ func TestCrashSafety(t *testing.T) {
 			t.Logf("trial %2d: killed after %3dms, %4d acks (partial line %q)", trial, delay.Milliseconds(), len(r.acks), r.partial)
 		}
 
+		if d.Name == "mysql" {
+			waitMySQLIdle(t, url)
+		}
 		s := readStore(t, url)
 		s.requireTurns(t, session, sortedKeys(acked))
 		unacked := 0
@@ -303,4 +306,31 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// waitMySQLIdle waits until no other connection to url's database is
+// running a statement. A killed saver's last text runs on in the server
+// after its process is gone, and may commit (it was in flight, so either
+// outcome is allowed); the tables are read once it is done, so that the
+// messages, the session row and LoadContext all see the same outcome.
+func waitMySQLIdle(t *testing.T, url string) {
+	t.Helper()
+	db, _ := openChecker(t, url)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var busy int
+		err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST
+WHERE ID <> CONNECTION_ID() AND DB = DATABASE() AND COMMAND <> 'Sleep'`).Scan(&busy)
+		if err != nil {
+			t.Fatalf("read the process list: %v", err)
+		}
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("%d connections still busy after 10s; reading the tables anyway", busy)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
