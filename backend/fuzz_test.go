@@ -29,7 +29,7 @@ var fuzzTimestamp = time.Date(2025, 3, 4, 5, 6, 7, 891234567, time.UTC)
 // FuzzSaveLoad saves a turn of fuzzed session ID, messages and metadata
 // through DataFlowBackend, on one SQLite file per fuzzing process, and
 // loads it back. Either the save fails with the typed error that
-// driver.ValidateSessionID or driver.PrepareTurn gives for the input and
+// driver.ValidateSessionKey or driver.PrepareTurn gives for the input and
 // stores nothing, or it succeeds, stores exactly the turn's messages (one
 // for each of user and agent that is not empty), bumps the session's turn
 // count by one, and LoadWindow returns exactly the turn PrepareTurn
@@ -83,7 +83,9 @@ func FuzzSaveLoad(f *testing.F) {
 		if prepErr != nil && !errors.Is(prepErr, driver.ErrInvalidTurn) && !errors.Is(prepErr, driver.ErrTurnTooLarge) {
 			t.Fatalf("PrepareTurn: untyped error %v", prepErr)
 		}
-		sessionErr := driver.ValidateSessionID(session)
+		// The backend takes a session key (tenant U+001F session ID), so
+		// the fuzzed string is judged as a key: a separator splits it.
+		sessionErr := driver.ValidateSessionKey(session)
 
 		msgsBefore := fuzzCount(ctx, t, db, backend.MessagesTable)
 		turnsBefore := 0
@@ -155,7 +157,7 @@ func fuzzMetadata(shape byte, key, value string) map[string]any {
 
 // fuzzSentinel returns the memory sentinel err wraps.
 func fuzzSentinel(err error) error {
-	for _, s := range []error{driver.ErrInvalidSessionID, driver.ErrInvalidTurn, driver.ErrTurnTooLarge} {
+	for _, s := range []error{driver.ErrInvalidSessionID, driver.ErrInvalidTenant, driver.ErrInvalidTurn, driver.ErrTurnTooLarge} {
 		if errors.Is(err, s) {
 			return s
 		}
