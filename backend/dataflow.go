@@ -287,6 +287,9 @@ RETURNING turn_count, version`), b.sessions)
 func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
 	name := fmt.Sprintf("insert/%d/%t", n, append)
 	return b.stmt(name, func() *dataflow.Stmt {
+		if own, ok := b.store.(rowInserts); ok {
+			return b.db.NewStmt(own.insertRowsQuery(n, append), b.messages)
+		}
 		var q strings.Builder
 		q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) VALUES `)
 		for i := range n {
@@ -300,7 +303,7 @@ func (b *DataFlowBackend) insertRows(n int, append bool) *dataflow.Stmt {
 		} else {
 			q.WriteString(` ON CONFLICT (session_id, turn_id, pos) DO NOTHING`)
 		}
-		return b.db.NewStmt(b.form(name, q.String()), b.messages)
+		return b.db.NewStmt(q.String(), b.messages)
 	})
 }
 

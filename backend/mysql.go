@@ -190,17 +190,11 @@ ON DUPLICATE KEY UPDATE text = VALUES(text), turns = VALUES(turns), tokens = VAL
 		if i := strings.Index(query, "\nON CONFLICT"); i >= 0 {
 			return query[:i] + "\nON DUPLICATE KEY UPDATE user_id = VALUES(user_id), done = 0, erased_at = VALUES(erased_at)"
 		}
-	case strings.HasPrefix(name, "insert/"):
-		var n int
-		var append bool
-		if _, err := fmt.Sscanf(name, "insert/%d/%t", &n, &append); err == nil {
-			return mysqlInsertRows(n, append)
-		}
 	}
 	return strings.ReplaceAll(query, " AS BIGINT)", " AS SIGNED)") // MySQL's CAST has no BIGINT
 }
 
-// mysqlInsertRows is the insert of n message rows that skips, as ON
+// insertRowsQuery is the insert of n message rows that skips, as ON
 // CONFLICT DO NOTHING does, an append's rows whose message ID (or place)
 // the session holds, or a save's rows of a held turn, so that another
 // turn's message ID is still an error. The rows are a derived table
@@ -208,7 +202,7 @@ ON DUPLICATE KEY UPDATE text = VALUES(text), turns = VALUES(turns), tokens = VAL
 // stored: ON DUPLICATE KEY UPDATE would count a skipped row as found
 // (the DSN's clientFoundRows), and INSERT IGNORE would also turn a value
 // that does not fit into a warning.
-func mysqlInsertRows(n int, append bool) string {
+func (s *mysqlStore) insertRowsQuery(n int, append bool) string {
 	cols := strings.Split(messageColumns, ", ")
 	var q strings.Builder
 	q.WriteString(`INSERT INTO ` + MessagesTable + ` (` + messageColumns + `) SELECT u.* FROM (SELECT `)

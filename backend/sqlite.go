@@ -75,22 +75,7 @@ func (s *sqliteStore) noBudgetIndex() {}
 // (docs/performance-sqlite.md).
 func (s *sqliteStore) compactKeys() {}
 
-// form returns SQLite's text of the shared statement name: the insert of
-// message rows checks message IDs in both their forms (sqliteInsertRows);
-// every other statement is the shared text.
-func (s *sqliteStore) form(name, query string) string {
-	var n int
-	var append bool
-	if !strings.HasPrefix(name, "insert/") {
-		return query
-	}
-	if _, err := fmt.Sscanf(name, "insert/%d/%t", &n, &append); err == nil {
-		return sqliteInsertRows(n, append)
-	}
-	return query
-}
-
-// sqliteInsertRows is the insert of n message rows with compact keys, each
+// insertRowsQuery is the insert of n message rows with compact keys, each
 // row its messageColumns and then the three values of its ID check
 // (DataFlowBackend.rowArgs): the message ID, and the turn and position
 // whose derived ID it has, or NULLs. The session holds a row's ID when it
@@ -106,7 +91,7 @@ func (s *sqliteStore) form(name, query string) string {
 //     constraint fails one of a stored ID. Its rows of a held turn are
 //     skipped by the partial turn index's conflict, so that a held turn
 //     is errDuplicate, without another read.
-func sqliteInsertRows(n int, append bool) string {
+func (s *sqliteStore) insertRowsQuery(n int, append bool) string {
 	cols := strings.Split(messageColumns, ", ")
 	id, lookTurn, lookPos := len(cols)+1, len(cols)+2, len(cols)+3
 	held := fmt.Sprintf(`EXISTS (SELECT 1 FROM `+MessagesTable+` x WHERE x.session_id = v.column1 AND x.msg_id = v.column%d)
@@ -148,7 +133,7 @@ func (s *sqliteStore) msgIDConflict(err error) bool {
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "UNIQUE constraint failed") && strings.Contains(msg, MessagesTable+".msg_id") ||
-		strings.Contains(msg, "NOT NULL constraint failed: "+MessagesTable+".turn_id") // sqliteInsertRows's held ID
+		strings.Contains(msg, "NOT NULL constraint failed: "+MessagesTable+".turn_id") // insertRowsQuery's held ID
 }
 
 // lockSessionTx does nothing: the transaction holds the write lock.

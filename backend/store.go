@@ -141,6 +141,13 @@ type statementForms interface {
 	form(name, query string) string
 }
 
+// rowInserts is implemented by a store whose insert of message rows is
+// its own (SQLite's compact keys, MySQL's lack of ON CONFLICT):
+// insertRowsQuery returns the text of insertRows(n, append).
+type rowInserts interface {
+	insertRowsQuery(n int, append bool) string
+}
+
 // form returns the store's text of the shared statement name.
 func (b *DataFlowBackend) form(name, query string) string {
 	if f, ok := b.store.(statementForms); ok {
