@@ -173,7 +173,9 @@ VALUES (?, ?, 0, ?, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, ?, 'assistant', ?, ?, ?
 		clustered("today + queued search", listing, todayIdx, protoFTSContentless, false, true, false),
 		clustered("clustered trimmed indexes + queue", listing, trimmedIdx, protoFTSContentless, true, true, false),
 		clustered("clustered trimmed + hour listing + queue", bucketListing, trimmedIdx, protoFTSContentless, true, true, true),
-		appendOrdered(),
+		appendOrdered(appendHourListing),
+		appendOrdered(appendExactListing),
+		appendOrdered(appendBatchedListing),
 	}
 }
 
@@ -191,19 +193,54 @@ SELECT q.id, m.content, m.session_id FROM search_queue q JOIN messages m ON m.se
 	return int(n), err
 }
 
+// appendListing is how the append-ordered layout lists sessions.
+type appendListing int
+
+const (
+	// appendHourListing keys the listing by an hour bucket, moved by a
+	// trigger only when the hour changes; the listing sorts within the
+	// newest buckets (issue 10's middle-page bound does not hold: a page
+	// inside a large bucket sorts the bucket).
+	appendHourListing appendListing = iota
+	// appendExactListing is today's listing: (tenant, updated_at, id),
+	// moved by every save.
+	appendExactListing
+	// appendBatchedListing keys the listing by listed_at, which the
+	// catch-up sets to updated_at for the sessions saved since the last
+	// one (a partial index of them, WHERE listed_at <> updated_at); a
+	// listing catches up first, so it stays exact.
+	appendBatchedListing
+)
+
 // appendOrdered is the append-ordered layout: messages in a rowid table
 // with a global rowid, so that a save appends at the table's end; one
 // index entry per turn (its first message: turn ID unique per session,
-// and the sequence for windows); an hour-bucket listing; and no queue:
-// the search index's catch-up reads the messages after its watermark
-// rowid.
-func appendOrdered() walLayout {
-	l := walLayout{name: "append-ordered + hour listing + watermark search", ddl: []string{
-		`CREATE TABLE sessions (` + protoSessionCols + `, bucket TEXT NOT NULL DEFAULT '')`,
-		bucketTrigger,
-		`CREATE INDEX sessions_user_idx ON sessions (tenant, user_id, bucket, id)`,
-		`CREATE INDEX sessions_tenant_idx ON sessions (tenant, bucket, id)`,
-		`CREATE TABLE messages (rid INTEGER PRIMARY KEY, ` + protoMessageCols + `)`,
+// and the sequence for windows); the listing; and no queue: the search
+// index's catch-up reads the messages after its watermark rowid.
+func appendOrdered(listing appendListing) walLayout {
+	ddl := map[appendListing][]string{
+		appendHourListing: {
+			`CREATE TABLE sessions (` + protoSessionCols + `, bucket TEXT NOT NULL DEFAULT '')`,
+			bucketTrigger,
+			`CREATE INDEX sessions_tenant_idx ON sessions (tenant, bucket, id)`,
+		},
+		appendExactListing: {
+			`CREATE TABLE sessions (` + protoSessionCols + `)`,
+			`CREATE INDEX sessions_tenant_idx ON sessions (tenant, updated_at, id)`,
+		},
+		appendBatchedListing: {
+			`CREATE TABLE sessions (` + protoSessionCols + `, listed_at TIMESTAMP NOT NULL DEFAULT '')`,
+			`CREATE INDEX sessions_tenant_idx ON sessions (tenant, listed_at, id)`,
+			`CREATE INDEX sessions_unlisted_idx ON sessions (tenant, id) WHERE listed_at <> updated_at`,
+		},
+	}[listing]
+	name := map[appendListing]string{
+		appendHourListing:    "append-ordered + hour listing + watermark search",
+		appendExactListing:   "append-ordered + exact listing + watermark search",
+		appendBatchedListing: "append-ordered + batched exact listing + watermark search",
+	}[listing]
+	l := walLayout{name: name, ddl: append(ddl,
+		`CREATE TABLE messages (rid INTEGER PRIMARY KEY, `+protoMessageCols+`)`,
 		`CREATE UNIQUE INDEX messages_turn_idx ON messages (session_id, seq) WHERE pos = 0`,
 		`CREATE UNIQUE INDEX messages_turnid_idx ON messages (session_id, turn_id) WHERE pos = 0`,
 		`CREATE UNIQUE INDEX messages_msg_idx ON messages (session_id, msg_id) WHERE msg_id IS NOT NULL`,
@@ -211,11 +248,11 @@ func appendOrdered() walLayout {
 		protoSecureDelete,
 		`CREATE TABLE search_mark (id INTEGER PRIMARY KEY CHECK (id = 1), rid INTEGER NOT NULL)`,
 		`INSERT INTO search_mark VALUES (1, 0)`,
-	}}
+	)}
 	l.save = func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error {
 		msgs := protoTurn(s, seq)
 		tokens := protoTokens(msgs[0]) + protoTokens(msgs[1])
-		n, total, err := protoUpsert(ctx, tx, s, tokens, at, true)
+		n, total, err := protoUpsert(ctx, tx, s, tokens, at, listing == appendHourListing)
 		if err != nil {
 			return err
 		}
@@ -239,7 +276,12 @@ SELECT m.rid, m.content, m.session_id FROM messages m WHERE m.rid > (SELECT rid 
 			return 0, err
 		}
 		n, _ := res.RowsAffected()
-		_, err = tx.ExecContext(ctx, `UPDATE search_mark SET rid = (SELECT COALESCE(MAX(rid), 0) FROM messages)`)
+		if _, err = tx.ExecContext(ctx, `UPDATE search_mark SET rid = (SELECT COALESCE(MAX(rid), 0) FROM messages)`); err != nil {
+			return 0, err
+		}
+		if listing == appendBatchedListing {
+			_, err = tx.ExecContext(ctx, `UPDATE sessions SET listed_at = updated_at WHERE tenant = '' AND listed_at <> updated_at`)
+		}
 		return int(n), err
 	}
 	return l
