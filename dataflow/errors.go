@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/turnkeep/turnkeep/internal/optx"
+	"github.com/turnkeep/turnkeep/internal/sqlcore"
 )
 
 var (
@@ -16,8 +17,12 @@ var (
 	// database's error for rejected DDL).
 	ErrEnsureFailed = errors.New("dataflow: ensure table failed")
 	// ErrTableMissing is returned (wrapped in ErrEnsureFailed) at first use
-	// of a table that does not exist when auto-migration is off.
-	ErrTableMissing = errors.New("dataflow: table missing")
+	// of a table that does not exist when auto-migration is off, and by a
+	// first step that needs a table the DB may not create (SchemaChanges
+	// false), such as the MySQL family's migration lock table under a
+	// backend's data upgrade. It is the same value as
+	// migrate.ErrTableMissing.
+	ErrTableMissing = sqlcore.ErrTableMissing
 	// ErrSchemaMismatch is returned (wrapped in ErrEnsureFailed) at first
 	// use when auto-migration is off and the table lacks a model column or
 	// differs from it in a way that breaks the model, and by any operation

@@ -209,8 +209,17 @@ func (m *Migrator) Apply(ctx context.Context, model Model, force bool) (*Result,
 // locked runs fn in a transaction that holds the migration lock (see
 // sqlcore.Dialect.Locked).
 func (m *Migrator) locked(ctx context.Context, fn func(bun.IConn) error) error {
-	return m.d.Locked(ctx, m.db, "turnkeep.migrate:"+m.history+":", fn)
+	return m.d.Locked(ctx, m.db, m.lockKey(), fn)
 }
+
+// lockedNoDDL is locked for a run that may not change the schema: it never
+// creates the lock's table (see sqlcore.Dialect.LockedNoDDL).
+func (m *Migrator) lockedNoDDL(ctx context.Context, fn func(bun.IConn) error) error {
+	return m.d.LockedNoDDL(ctx, m.db, m.lockKey(), fn)
+}
+
+// lockKey names the migration lock of the migrator's history table.
+func (m *Migrator) lockKey() string { return "turnkeep.migrate:" + m.history + ":" }
 
 func (m *Migrator) createHistory(ctx context.Context, c bun.IConn) error {
 	id, ts := m.d.HistoryColumns()

@@ -34,7 +34,9 @@
 // and Galera has neither GET_LOCK nor LOCK TABLES: the lock is a lease, a
 // row of turnkeep_locks taken by an autocommitted UPDATE (certification
 // lets one node's take win), renewed while the migration runs and
-// expiring if its holder dies. Each step commits on its own and the
+// expiring if its holder dies; the table is made on first use, except by a
+// run that may not change the schema (UpgradeOptions.NoDDL), which reports
+// it missing (ErrTableMissing). Each step commits on its own and the
 // history row comes last, so a run cut short is finished by the next.
 // Tables are InnoDB, utf8mb4 with the exact utf8mb4_bin collation; times
 // are DATETIME(6), TEXT and BLOB LONGTEXT and LONGBLOB.

@@ -27,6 +27,13 @@ var (
 	// ErrDestructive is returned by Apply when a forced destructive step
 	// cannot be carried out on this dialect.
 	ErrDestructive = errors.New("migrate: destructive change not supported")
+	// ErrTableMissing is returned by RunUpgrade under
+	// UpgradeOptions.NoDDL on the MySQL family when the migration lock's
+	// lease table (turnkeep_locks) does not exist: the lock is a row of it,
+	// and NoDDL does not create it (a run that may change the schema, such
+	// as `turnkeep migrate up`, does). It is the same value as
+	// dataflow.ErrTableMissing.
+	ErrTableMissing = sqlcore.ErrTableMissing
 	// ErrInvalidOption is returned by New for a nil db, a nil option or one
 	// with an invalid value. It is the same value as every turnkeep
 	// package's ErrInvalidOption.

@@ -83,7 +83,9 @@ type UpgradeOptions struct {
 	MaxBatch time.Duration
 	// NoDDL never creates the history table: where it is missing the run
 	// is not recorded done, so the next run scans again (a DB that may
-	// not change the schema; `turnkeep migrate up` records it).
+	// not change the schema; `turnkeep migrate up` records it). Nor does
+	// it create the lock's table on the MySQL family: where that is
+	// missing, a pending upgrade fails with ErrTableMissing.
 	NoDDL bool
 }
 
@@ -191,7 +193,11 @@ func (m *Migrator) RunUpgrade(ctx context.Context, u Upgrade, opts UpgradeOption
 		}
 		finished, ran := false, false
 		var rows int64
-		err := m.locked(ctx, func(c bun.IConn) error {
+		lock := m.locked
+		if opts.NoDDL {
+			lock = m.lockedNoDDL
+		}
+		err := lock(ctx, func(c bun.IConn) error {
 			record := !opts.NoDDL
 			if record {
 				if err := m.createHistory(ctx, c); err != nil {

@@ -44,7 +44,7 @@ func dbErr(err error) error {
 	}
 	switch {
 	case errors.Is(err, dataflow.ErrTableMissing):
-		err = fmt.Errorf("%w (the database has no turnkeep tables: run 'turnkeep migrate up')", err)
+		err = fmt.Errorf("%w (a turnkeep table is missing: run 'turnkeep migrate up')", err)
 	case errors.Is(err, dataflow.ErrSchemaMismatch):
 		err = fmt.Errorf("%w (run 'turnkeep migrate plan' and 'turnkeep migrate up')", err)
 	}

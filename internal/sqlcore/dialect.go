@@ -2,6 +2,7 @@ package sqlcore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -52,8 +53,8 @@ type engine struct {
 	alterType func(table, col, typ string) string
 	// upsert is Dialect.Upsert; nil is ON CONFLICT (SQLite, PostgreSQL).
 	upsert func(keys, data []string) string
-	// locked is Dialect.Locked.
-	locked func(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error
+	// locked is Dialect.Locked and, with ddl false, Dialect.LockedNoDDL.
+	locked func(ctx context.Context, db *bun.DB, key string, ddl bool, fn func(bun.IConn) error) error
 }
 
 // Catalog holds the statements that read an engine's catalog.
@@ -288,9 +289,26 @@ func (d Dialect) Catalog() Catalog { return d.eng().catalog }
 // named key: a transaction-scoped advisory lock on PostgreSQL (per key and
 // current schema), the write lock of BEGIN IMMEDIATE on SQLite. It commits
 // if fn returns nil and rolls back otherwise, also when fn panics.
+//
+// On the MySQL family it is a lease, a row of LockTable, and fn runs on a
+// connection of its own outside any transaction (see lockedMySQL); the
+// table is made on first use.
 func (d Dialect) Locked(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error {
-	return d.eng().locked(ctx, db, key, fn)
+	return d.eng().locked(ctx, db, key, true, fn)
 }
+
+// LockedNoDDL is Locked for a client that may not change the schema: it
+// never makes LockTable, and where that table is missing (the MySQL
+// family) it returns an error wrapping ErrTableMissing that names it, and
+// fn does not run.
+func (d Dialect) LockedNoDDL(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error {
+	return d.eng().locked(ctx, db, key, false, fn)
+}
+
+// ErrTableMissing is the error value of a table that does not exist where
+// the caller may not create it: dataflow and migrate each export it under
+// that name.
+var ErrTableMissing = errors.New("turnkeep: table missing")
 
 // Flag scans a catalog's yes-or-no column, which one engine reports as a
 // boolean and another as a number (non-zero is true).

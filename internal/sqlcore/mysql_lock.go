@@ -23,7 +23,8 @@ import (
 // A holder that dies leaves the lease to expire (LockLease); a live holder
 // renews it every LockLease/3 while fn runs.
 
-// LockTable is the table of MySQL leases, made on first use.
+// LockTable is the table of MySQL leases, made on first use by Locked
+// (never by LockedNoDDL, which reports it missing).
 const LockTable = "turnkeep_locks"
 
 // LockLease is how long a MySQL lease lasts unless renewed.
@@ -43,12 +44,12 @@ var (
 
 // lockedMySQL is Locked on the MySQL family: fn runs on a connection of
 // its own, outside any transaction (its DDL would commit one), while the
-// lease named key is held.
-func lockedMySQL(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) (err error) {
+// lease named key is held. Only with ddl does it make LockTable.
+func lockedMySQL(ctx context.Context, db *bun.DB, key string, ddl bool, fn func(bun.IConn) error) (err error) {
 	var tb [16]byte
 	_, _ = rand.Read(tb[:])
 	owner := hex.EncodeToString(tb[:])
-	if err := takeLease(ctx, db, key, owner); err != nil {
+	if err := takeLease(ctx, db, key, owner, ddl); err != nil {
 		return fmt.Errorf("migration lock: %w", err)
 	}
 	stop := make(chan struct{})
@@ -87,9 +88,10 @@ func lockedMySQL(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn)
 }
 
 // takeLease waits until the lease named key is free or expired and takes
-// it for owner, making the lock table and the lease's row on first use.
+// it for owner, making the lease's row on first use, and the lock table
+// too with ddl; without ddl a missing lock table is ErrTableMissing.
 // Certification conflicts and deadlocks are retried; waiting ends with ctx.
-func takeLease(ctx context.Context, db *bun.DB, key, owner string) error {
+func takeLease(ctx context.Context, db *bun.DB, key, owner string, ddl bool) error {
 	made := false
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
 		res, err := db.ExecContext(ctx, lockTake, owner, int(LockLease/time.Second), key)
@@ -109,6 +111,9 @@ func takeLease(ctx context.Context, db *bun.DB, key, owner string) error {
 						continue
 					}
 					return err
+				}
+				if !ddl {
+					return fmt.Errorf("%w: %s (the migration lock's lease table, which a client that may not change the schema does not create)", ErrTableMissing, LockTable)
 				}
 				if _, err := db.ExecContext(ctx, lockCreate); err != nil {
 					return fmt.Errorf("create %s: %w", LockTable, err)

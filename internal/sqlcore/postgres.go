@@ -73,8 +73,9 @@ ORDER BY i.relname, k.ord`,
 func init() { register(&postgresEngine) }
 
 // postgresLocked is Locked on PostgreSQL: a transaction-scoped advisory
-// lock per key and current schema.
-func postgresLocked(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error {
+// lock per key and current schema, which needs no table (so ddl changes
+// nothing).
+func postgresLocked(ctx context.Context, db *bun.DB, key string, _ bool, fn func(bun.IConn) error) error {
 	return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(? || current_schema()))`, key); err != nil {
 			return fmt.Errorf("migration lock: %w", err)

@@ -38,8 +38,8 @@ ORDER BY il.name, ii.seqno`,
 func init() { register(&sqliteEngine) }
 
 // sqliteLocked is Locked on SQLite: the write lock of BEGIN IMMEDIATE on a
-// connection of its own.
-func sqliteLocked(ctx context.Context, db *bun.DB, key string, fn func(bun.IConn) error) error {
+// connection of its own, which needs no table (so ddl changes nothing).
+func sqliteLocked(ctx context.Context, db *bun.DB, key string, _ bool, fn func(bun.IConn) error) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("migration lock: %w", err)
