@@ -128,6 +128,11 @@ func (s *mysqlStore) budgetLo() string {
 // and no release before this one wrote MySQL.
 func (s *mysqlStore) upgradeIndexSQL() string { return "" }
 
+// moveEntries does nothing: the row holds its search_text.
+func (s *mysqlStore) moveEntries(context.Context, migrate.UpgradeTx, string, int64, int32, int32) error {
+	return nil
+}
+
 // searchIndexMissing returns nothing: MySQL's search reads the messages'
 // search_text, with no index of its own.
 func (s *mysqlStore) searchIndexMissing(context.Context) ([]string, error) { return nil, nil }

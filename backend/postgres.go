@@ -326,6 +326,11 @@ func (s *postgresStore) indexTx(context.Context, *dataflow.Tx, string, int64, in
 // upgradeIndexSQL is none: the upgrade writes the row's search_text.
 func (s *postgresStore) upgradeIndexSQL() string { return "" }
 
+// moveEntries does nothing: the row holds its search_text.
+func (s *postgresStore) moveEntries(context.Context, migrate.UpgradeTx, string, int64, int32, int32) error {
+	return nil
+}
+
 // unindexKeysTx does nothing: the entries go with the rows.
 func (s *postgresStore) unindexKeysTx(context.Context, *dataflow.Tx, []string) error { return nil }
 

@@ -440,3 +440,23 @@ func (s *sqliteStore) sizeQuery() (string, []any) {
 func (s *sqliteStore) upgradeIndexSQL() string {
 	return `INSERT INTO ` + SearchTable + ` (body, sk, tk, skey, seq, pos) VALUES (?, ?, ?, ?, ?, ?)`
 }
+
+// moveEntries moves the FTS5 entry of the message the session key holds
+// at seq and from to position to, and its queued row, if any: found by
+// the session's token, as unindexKeysTx finds the session's entries. A
+// queued row at to (none is expected: no row is there) gives way.
+func (s *sqliteStore) moveEntries(ctx context.Context, tx migrate.UpgradeTx, key string, seq int64, from, to int32) error {
+	b := s.b
+	if b.searchOff.Load() {
+		return nil
+	}
+	if b.queue.on.Load() {
+		if _, err := tx.ExecContext(ctx, `UPDATE OR REPLACE `+SearchQueueTable+` SET pos = ? WHERE tenant = ? AND skey = ? AND seq = ? AND pos = ?`,
+			to, tenantOf(key), key, seq, from); err != nil {
+			return err
+		}
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE `+SearchTable+` SET pos = ? WHERE `+SearchTable+` MATCH ? AND skey = ? AND seq = ? AND pos = ?`,
+		to, `sk:"`+keyToken(key)+`"`, key, seq, from)
+	return err
+}

@@ -81,6 +81,12 @@ type store interface {
 	// row) that the data upgrade runs for each old message, where the
 	// index is a table of its own (indexInRows is false); "" otherwise.
 	upgradeIndexSQL() string
+	// moveEntries moves the search entries of the message the session
+	// key holds at seq and from to position to, as a data upgrade moves
+	// its row, where the index is a table of its own that writes keep
+	// (and its queue of messages to index); nothing where the index
+	// reads the rows.
+	moveEntries(ctx context.Context, tx migrate.UpgradeTx, key string, seq int64, from, to int32) error
 	// indexInRows reports whether the search index reads the message
 	// rows themselves (PostgreSQL's search_text, written by the insert),
 	// rather than being a table of its own that writes keep (SQLite's

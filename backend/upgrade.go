@@ -27,12 +27,20 @@ const upgradeScan = 512
 // database written by an earlier release it takes minutes (docs/upgrade.md).
 const upgradeTimeout = time.Hour
 
-// Upgrades returns the data upgrades of the backend's tables, for
+// Upgrades returns the data upgrades of the backend's tables, in the
+// order they run (CountedUpgrade, then HeadlessUpgrade), for
 // migrate.Migrator.UpgradePending and `turnkeep migrate status` and
 // `plan`; RunUpgrades runs them. An upgrade made here counts old messages
 // with driver.DefaultTokenCounter.
 func (b *DataFlowBackend) Upgrades() []migrate.Upgrade {
-	return []migrate.Upgrade{b.countedUpgrade(nil)}
+	return b.upgrades(nil, false)
+}
+
+// upgrades are the data upgrades, old messages counted by counter; fresh
+// is true when their tables did not exist before this run (see
+// headlessUpgrade).
+func (b *DataFlowBackend) upgrades(counter driver.TokenCounter, fresh bool) []migrate.Upgrade {
+	return []migrate.Upgrade{b.countedUpgrade(counter), b.headlessUpgrade(fresh)}
 }
 
 // RunUpgrades runs the data upgrades that are pending, as the first use of
@@ -92,7 +100,7 @@ const upgradeRetries = 4
 
 func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenCounter, batch time.Duration) ([]migrate.UpgradeResult, error) {
 	mig := b.db.Migrator()
-	ups := []migrate.Upgrade{b.countedUpgrade(counter)}
+	ups := b.upgrades(counter, false)
 	// One look at the catalog and the history (two statements) for the
 	// tables a first use needs (a save's statement names the erased
 	// table too) and the upgrades, asked before the tables are readied: an upgrade is not pending where its tables do not
@@ -102,6 +110,10 @@ func (b *DataFlowBackend) runUpgrades(ctx context.Context, counter driver.TokenC
 	states, err := b.db.Survey(ctx, ups, b.sessions, b.messages, b.erased)
 	if err != nil {
 		return nil, err
+	}
+	if states[0] == migrate.UpgradeNotApplicable {
+		// A new database: no earlier release upgraded its rows.
+		ups = b.upgrades(counter, true)
 	}
 	// The tables, as every operation readies them: their first use
 	// migrates them to the columns the upgrades fill in.
@@ -211,7 +223,11 @@ func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, 
 // A row gets driver.DerivedMessageID (made unique within the session if a
 // message appended since holds it) and counter's count. The empty message
 // such a release stored for a one-sided turn is deleted: the conversation
-// model has no empty messages, and it carried nothing.
+// model has no empty messages, and it carried nothing. The turn's rows
+// after it move down a place (in ascending order, so that no two meet),
+// keeping their IDs, so that every turn has its head row (pos 0), which
+// every lookup of a turn by ID reads: an answer with no question is the
+// row X/1 at position 0.
 func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx, st *countStmts, sessionID string, counter driver.TokenCounter) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT counted FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), sessionID)
 	if err != nil {
@@ -259,9 +275,10 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 	}
 	inRows := b.store.indexInRows()
 	var total, before, n int64
+	var deleted int32 // the turn's rows deleted so far: the rows after them move down
 	for i, r := range all {
 		if i == 0 || r.seq != all[i-1].seq {
-			before = total
+			before, deleted = total, 0
 		}
 		if !r.counted {
 			if r.content == "" {
@@ -269,8 +286,11 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 					return 0, err
 				}
 				n++
+				deleted++
 				continue
 			}
+			// The ID of the place the release wrote it at, which it keeps
+			// if it moves (stored: it is not the one its new place derives).
 			id := driver.DerivedMessageID(r.turnID, int(r.pos))
 			for held[id] {
 				id += "+"
@@ -284,11 +304,19 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 		if inRows {
 			search = searchArg(r.content)
 		}
-		if _, err := st.update.ExecContext(ctx, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
+		pos := r.pos - deleted
+		if _, err := st.update.ExecContext(ctx, pos, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
 			return 0, err
 		}
 		n++
-		if row, ok := SearchEntry(sessionID, r.seq, r.pos, r.content); !r.counted && st.indexSQL != "" && ok {
+		if r.counted && pos != r.pos {
+			// A row written with its ID since (its search entries are
+			// written or queued already) moves down as well.
+			if err := b.store.moveEntries(ctx, tx, sessionID, r.seq, r.pos, pos); err != nil {
+				return 0, err
+			}
+		}
+		if row, ok := SearchEntry(sessionID, r.seq, pos, r.content); !r.counted && st.indexSQL != "" && ok {
 			index, err := st.indexStmt(ctx)
 			if err != nil {
 				return 0, err
@@ -326,7 +354,7 @@ func (st *countStmts) indexStmt(ctx context.Context) (*sql.Stmt, error) {
 func (b *DataFlowBackend) prepareCount(ctx context.Context, tx migrate.UpgradeTx) (*countStmts, error) {
 	st := &countStmts{tx: tx}
 	var err error
-	if st.update, err = tx.PrepareContext(ctx, `UPDATE `+MessagesTable+` SET msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {
+	if st.update, err = tx.PrepareContext(ctx, `UPDATE `+MessagesTable+` SET pos = ?, msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {
 		return nil, err
 	}
 	if st.del, err = tx.PrepareContext(ctx, `DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {

@@ -66,7 +66,7 @@ func TestConcurrentFirstUse(t *testing.T) {
 			if got := s.totalTurns(); got != procs*turns {
 				t.Errorf("round %d: %d turns stored; want %d", round, got, procs*turns)
 			}
-			want := map[string]int{backend.SessionsTable: 1, backend.MessagesTable: 1, backend.ErasedTable: 1, "upgrade:" + backend.CountedUpgrade: 1}
+			want := map[string]int{backend.SessionsTable: 1, backend.MessagesTable: 1, backend.ErasedTable: 1, "upgrade:" + backend.CountedUpgrade: 1, "upgrade:" + backend.HeadlessUpgrade: 1}
 			if !maps.Equal(s.history, want) {
 				t.Errorf("round %d: migration history rows per table = %v; want %v", round, s.history, want)
 			}
