@@ -258,10 +258,10 @@ ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, ve
 RETURNING turn_count, version, tokens`), b.sessions, b.erased)
 	b.lockSession = db.NewStmt(b.form("lockSession", `INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES (?, ?, 0, 0, 0, 1, ?, ?)
 ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count`), b.sessions)
-	b.knownTurn = db.NewReadStmt(turnLookup(`SELECT 1 FROM `+MessagesTable+` m`), b.messages)
-	b.findTurn = db.NewStmt(turnLookup(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
+	b.knownTurn = db.NewReadStmt(`SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, b.messages)
+	b.findTurn = db.NewStmt(`SELECT m.seq, m.tokens_before, `+db.TimeColumn("m.created_at")+`,
 	(SELECT MAX(x.pos) FROM `+MessagesTable+` x WHERE x.session_id = m.session_id AND x.seq = m.seq)
-FROM `+MessagesTable+` m`), b.sessions, b.messages)
+FROM `+MessagesTable+` m WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0`, b.sessions, b.messages)
 	b.bumpSession = db.NewStmt(b.form("bumpSession", `UPDATE `+SessionsTable+` SET version = version + 1, tokens = tokens + ?, updated_at = ? WHERE id = ?
 RETURNING turn_count, version`), b.sessions)
 	b.lockRow = db.NewStmt(`SELECT 1 FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), b.sessions)
@@ -379,7 +379,7 @@ func (b *DataFlowBackend) Save(ctx context.Context, sessionID string, turn drive
 
 // holds reports whether the session holds the turn ID.
 func (b *DataFlowBackend) holds(ctx context.Context, sessionID, turnID string) (bool, error) {
-	rows, err := b.knownTurn.Query(ctx, turnLookupArgs(sessionID, turnID)...)
+	rows, err := b.knownTurn.Query(ctx, sessionID, turnID)
 	if err != nil {
 		return false, err
 	}
@@ -511,7 +511,7 @@ func (b *DataFlowBackend) appendInTx(ctx context.Context, sessionID, turnID stri
 		var seq, before int64
 		var at dataflow.Time
 		var last int32
-		rows, err := b.findTurn.QueryTx(ctx, tx, turnLookupArgs(sessionID, turnID)...)
+		rows, err := b.findTurn.QueryTx(ctx, tx, sessionID, turnID)
 		if err != nil {
 			return err
 		}

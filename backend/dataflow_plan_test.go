@@ -251,7 +251,7 @@ func TestDataFlowBackendStatementCounts(t *testing.T) {
 		return func(b *DataFlowBackend, _ *memory.PersistentBufferMemory) error { return storeTurn(ctx, b, id, turn) }
 	}
 	const (
-		known   = `^SELECT 1 FROM turnkeep_messages m WHERE m\.session_id = \S+ AND m\.turn_id = \S+ AND m\.pos = 0 UNION ALL SELECT 1 FROM turnkeep_messages m WHERE m\.session_id = \S+ AND m\.msg_id = \S+ AND m\.turn_id = \S+ AND m\.pos = 1 LIMIT 1$`
+		known   = `^SELECT 1 FROM turnkeep_messages WHERE session_id = \S+ AND turn_id = \S+ AND pos = 0$`
 		erased  = `^SELECT COUNT\(\*\) FROM turnkeep_erased WHERE id = `
 		upsert  = `^INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*RETURNING turn_count, version, tokens$`
 		saveOne = `^WITH o AS \(.*INSERT INTO turnkeep_sessions .*ON CONFLICT \(id\) DO UPDATE .*INSERT INTO turnkeep_messages .*FROM \(SELECT 1\) one LEFT JOIN s ON TRUE LEFT JOIN o ON TRUE$`

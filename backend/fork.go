@@ -167,10 +167,8 @@ type forkPoint struct {
 
 // findForkPoint finds the turn turnID of key's history: in its own rows or
 // those of the sessions its prefix is stored in, one statement. The turn is
-// found by its head row (pos 0, which a compact turn index alone holds),
-// or for a turn of a release before message IDs whose head was an empty
-// message the data upgrade deleted, by its second row's derived ID (a turn
-// found both ways yields two equal rows); its tokens are its rows' sum.
+// found by its head row (pos 0, which a compact turn index alone holds);
+// its tokens are its rows' sum.
 // CROSS JOIN keeps SQLite reading the chain first: given statistics, it
 // otherwise skip-scanned the turn index over every session.
 func (b *DataFlowBackend) findForkPoint(ctx context.Context, tx *dataflow.Tx, key, turnID string) (forkPoint, bool, error) {
@@ -179,11 +177,9 @@ func (b *DataFlowBackend) findForkPoint(ctx context.Context, tx *dataflow.Tx, ke
 	SELECT id, turn_count, base, base_seq FROM `+SessionsTable+` WHERE id = ?
 	UNION ALL
 	SELECT p.id, c.base_seq, p.base, p.base_seq FROM c JOIN `+SessionsTable+` p ON p.id = c.base)
-SELECT c.id, m.seq, m.tokens_before, `+turnTokens+` FROM c CROSS JOIN `+MessagesTable+` m WHERE m.session_id = c.id AND m.turn_id = ? AND m.pos = 0 AND m.seq <= c.hi
-UNION ALL
-SELECT c.id, m.seq, m.tokens_before, `+turnTokens+` FROM c CROSS JOIN `+MessagesTable+` m WHERE m.session_id = c.id AND m.msg_id = ? AND m.turn_id = ? AND m.pos = 1 AND m.seq <= c.hi`), b.sessions, b.messages)
+SELECT c.id, m.seq, m.tokens_before, `+turnTokens+` FROM c CROSS JOIN `+MessagesTable+` m WHERE m.session_id = c.id AND m.turn_id = ? AND m.pos = 0 AND m.seq <= c.hi`), b.sessions, b.messages)
 	})
-	rows, err := st.QueryTx(ctx, tx, key, turnID, driver.DerivedMessageID(turnID, 1), turnID)
+	rows, err := st.QueryTx(ctx, tx, key, turnID)
 	if err != nil {
 		return forkPoint{}, false, err
 	}

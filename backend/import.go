@@ -65,14 +65,10 @@ RETURNING user_id, turn_count`), b.sessions)
 		return b.db.NewStmt(`UPDATE `+SessionsTable+` SET user_id = ?, title = ?, metadata = ?, updated_at = ? WHERE id = ?`, b.sessions)
 	})
 	// The turn's rows: a range of the primary key at its sequence, found
-	// by its head row (pos 0, which a compact turn index alone holds), or
-	// for a turn of a release before message IDs whose head was an empty
-	// message the data upgrade deleted, by its second row's derived ID.
+	// by its head row (pos 0, which a compact turn index alone holds).
 	held := b.stmt("import/held", func() *dataflow.Stmt {
 		return b.db.NewStmt(`SELECT seq, pos, msg_id, role, content, name, tool_calls, tool_call_id, parts, msg_metadata FROM `+MessagesTable+`
-WHERE session_id = ? AND seq = COALESCE(
-	(SELECT h.seq FROM `+MessagesTable+` h WHERE h.session_id = ? AND h.turn_id = ? AND h.pos = 0),
-	(SELECT h.seq FROM `+MessagesTable+` h WHERE h.session_id = ? AND h.msg_id = ? AND h.turn_id = ? AND h.pos = 1))
+WHERE session_id = ? AND seq = (SELECT h.seq FROM `+MessagesTable+` h WHERE h.session_id = ? AND h.turn_id = ? AND h.pos = 0)
 ORDER BY pos`, b.messages)
 	})
 	begun := now() // a DeleteUser of the session after this refuses the import (ErasedRow)
@@ -233,7 +229,7 @@ func (b *DataFlowBackend) importTurnTx(ctx context.Context, tx *dataflow.Tx, key
 // none, decoded for comparison: without token counts; and the turn's
 // position.
 func (b *DataFlowBackend) heldTurnTx(ctx context.Context, tx *dataflow.Tx, st *dataflow.Stmt, key, turnID string) ([]driver.Message, int64, error) {
-	rows, err := st.QueryTx(ctx, tx, key, key, turnID, key, driver.DerivedMessageID(turnID, 1), turnID)
+	rows, err := st.QueryTx(ctx, tx, key, key, turnID)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -27,28 +27,6 @@ const (
 	msgIDWhere = "msg_id IS NOT NULL"
 )
 
-// turnLookup is the query that finds a turn by ID and reads sel of its
-// first row (sel selects from the message table as m): the turn's head
-// row (pos 0, which a compact turn index alone holds), or, only where
-// there is none, the second row of a turn of a release before message IDs
-// whose head was an empty message the data upgrade deleted, found by its
-// derived ID, which the upgrade stored (a probe of the message ID index).
-// LIMIT 1 ends the query at the head row, so the second probe runs only
-// when the first misses. Import and fork find such a turn the same way.
-// Its arguments are turnLookupArgs.
-func turnLookup(sel string) string {
-	return sel + ` WHERE m.session_id = ? AND m.turn_id = ? AND m.pos = 0
-UNION ALL
-` + sel + ` WHERE m.session_id = ? AND m.msg_id = ? AND m.turn_id = ? AND m.pos = 1
-LIMIT 1`
-}
-
-// turnLookupArgs are the arguments of a turnLookup of the session's turn
-// turnID.
-func turnLookupArgs(sessionID, turnID string) []any {
-	return []any{sessionID, turnID, sessionID, driver.DerivedMessageID(turnID, 1), turnID}
-}
-
 // compactKeys is a store whose message indexes hold only the entries a
 // lookup needs, where each entry a save writes costs pages (SQLite's WAL):
 //

@@ -62,12 +62,10 @@ func TestCompactKeysPlans(t *testing.T) {
 			[]string{msgIDIdx}},
 		{"append's insert", b.insertRows(2, true).String(), b.rowArgs(nil, "session-001", 3, 2, "session-001-turn-003", msgs, 0, nil, at),
 			[]string{msgIDIdx, turnHeadIdx}},
-		{"held turn", b.knownTurn.String(), turnLookupArgs("session-001", "session-001-turn-007"), []string{turnHeadIdx, msgIDIdx}},
-		{"append's turn", b.findTurn.String(), turnLookupArgs("session-001", "session-001-turn-007"), []string{turnHeadIdx, msgIDIdx}},
-		{"import's turn", named("import/held").String(), []any{"session-001", "session-001", "session-001-turn-007", "session-001", "session-001-turn-007/1", "session-001-turn-007"},
-			[]string{turnHeadIdx, msgIDIdx}},
-		{"fork point", named("fork/find").String(), []any{"session-001", "session-001-turn-007", "session-001-turn-007/1", "session-001-turn-007"},
-			[]string{turnHeadIdx, msgIDIdx}},
+		{"held turn", b.knownTurn.String(), []any{"session-001", "session-001-turn-007"}, []string{turnHeadIdx}},
+		{"append's turn", b.findTurn.String(), []any{"session-001", "session-001-turn-007"}, []string{turnHeadIdx}},
+		{"import's turn", named("import/held").String(), []any{"session-001", "session-001", "session-001-turn-007"}, []string{turnHeadIdx}},
+		{"fork point", named("fork/find").String(), []any{"session-001", "session-001-turn-007"}, []string{turnHeadIdx}},
 	} {
 		plan := explainQuery(t, b, planPrefix(b), c.query, c.args...)
 		text := strings.Join(plan, "\n")

@@ -246,11 +246,11 @@ func TestCompactKeysTurnLookups(t *testing.T) {
 }
 
 // Rows of a release before compact keys hold their derived IDs stored, and
-// a turn whose empty first message the data upgrade deleted has no head row
-// (pos 0): lookups still find both. Saving a held turn again stores
-// nothing, the headless one too; an import of the sessions' own turns changes nothing (it finds
-// the headless turn by its second row's ID); a fork at the headless turn
-// takes the whole turn.
+// a turn whose empty first message the data upgrade deleted holds its
+// other row at its head (pos 0) under that row's ID (X/1): lookups find
+// both. Saving a held turn again stores nothing, that one too; an import
+// of the sessions' own turns changes nothing; a fork at that turn takes
+// the whole turn.
 func TestCompactKeysUpgradedRows(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		ctx := context.Background()

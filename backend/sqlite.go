@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -91,11 +90,7 @@ func (s *sqliteStore) compactKeys() {}
 //     (msgIDConflict) fails the statement as the index's UNIQUE
 //     constraint fails one of a stored ID. Its rows of a held turn are
 //     skipped by the partial turn index's conflict, so that a held turn
-//     is errDuplicate, without another read. A turn held without a head
-//     row (see turnLookup) skips the head row the same way: its second
-//     row's stored derived ID is probed for the head row alone, the key
-//     the row at position 1 probes anyway where its ID is the derived one
-//     (an app gave none), so the probe reads the pages that one does.
+//     is errDuplicate, without another read.
 func (s *sqliteStore) insertRowsQuery(n int, append bool) string {
 	cols := strings.Split(messageColumns, ", ")
 	id, lookTurn, lookPos := len(cols)+1, len(cols)+2, len(cols)+3
@@ -125,11 +120,7 @@ func (s *sqliteStore) insertRowsQuery(n int, append bool) string {
 	if append {
 		q.WriteString(`) v WHERE NOT (` + held + `) ON CONFLICT DO NOTHING`)
 	} else {
-		// The second row's derived ID is driver.DerivedMessageID(turn, 1).
-		pos, turn := slices.Index(cols, "pos")+1, slices.Index(cols, "turn_id")+1
-		fmt.Fprintf(&q, `) v WHERE v.column%d <> 0 OR NOT EXISTS (SELECT 1 FROM `+MessagesTable+` h
-	WHERE h.session_id = v.column1 AND h.msg_id = v.column%d || '/1' AND h.turn_id = v.column%d AND h.pos = 1)`, pos, turn, turn)
-		q.WriteString(` ON CONFLICT (session_id, turn_id, pos) WHERE ` + turnHeadWhere + ` DO NOTHING`)
+		q.WriteString(`) v WHERE true ON CONFLICT (session_id, turn_id, pos) WHERE ` + turnHeadWhere + ` DO NOTHING`)
 	}
 	return q.String()
 }
