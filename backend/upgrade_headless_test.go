@@ -115,8 +115,9 @@ func assertHeaded(t testing.TB, b *DataFlowBackend, key, turnID string, msg driv
 // their head row (one row, two rows with an ID stored NULL, a turn
 // before a later one, a message whose search entry is written and one
 // still queued on SQLite) it moves their rows down to position 0 and on,
-// keeping every ID, and search finds them there; the turns are held and
-// take appends. The sessions load as before. The MySQL family runs it
+// keeping every ID, and search finds them there; a summary is read with
+// the window whose newest turn was one; the turns are held and take
+// appends. The sessions load as before. The MySQL family runs it
 // alike (it never held such turns; they are made here).
 func TestHeadlessUpgrade(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
@@ -182,6 +183,17 @@ func TestHeadlessUpgrade(t *testing.T) {
 		assertHeaded(t, b, "s1", "h1", tail)
 		assertHeaded(t, b, "s2", "h2", want["s2"].Turns[0].Messages[0])
 		assertHeaded(t, b, "s3", "h3", want["s3"].Turns[0].Messages[0])
+
+		// A summary is read from the newest turn's head row: s3's only
+		// turn was the headless one.
+		sum := driver.Summary{Text: "a narwhal was mentioned", Turns: 1, Tokens: 5, UpdatedAt: time.Now().UTC().Truncate(time.Microsecond)}
+		require.NoError(t, b.PutSummary(ctx, "s3", sum))
+		w, _, err := b.Load(ctx, "s3", driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion, Summary: true})
+		require.NoError(t, err)
+		if assert.NotNil(t, w.Summary, "the summary of a session whose newest turn was headless") {
+			assert.Equal(t, sum.Text, w.Summary.Text)
+			assert.Equal(t, sum.Turns, w.Summary.Turns)
+		}
 
 		before := tableCounts(t, b)
 		saved, err := b.Save(ctx, "s2", driver.PreparedTurn{Turn: driver.Turn{ID: "h2", Agent: "a lonely penguin reply"}})
