@@ -227,7 +227,8 @@ func (b *DataFlowBackend) countBatch(ctx context.Context, tx migrate.UpgradeTx, 
 // after it move down a place (in ascending order, so that no two meet),
 // keeping their IDs, so that every turn has its head row (pos 0), which
 // every lookup of a turn by ID reads: an answer with no question is the
-// row X/1 at position 0.
+// row X/1 at position 0. The turn's metadata, which the release stored on
+// the deleted row, goes to the new head row.
 func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx, st *countStmts, sessionID string, counter driver.TokenCounter) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT counted FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), sessionID)
 	if err != nil {
@@ -244,16 +245,17 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 		counted       bool
 		role, content string
 		tokens        int64
+		meta          sql.NullString // the turn's metadata, on its first row
 	}
 	var all []row
-	rows, err = tx.QueryContext(ctx, `SELECT seq, pos, turn_id, msg_id, role, content, tokens FROM `+MessagesTable+` WHERE session_id = ?`, sessionID)
+	rows, err = tx.QueryContext(ctx, `SELECT seq, pos, turn_id, msg_id, role, content, tokens, metadata FROM `+MessagesTable+` WHERE session_id = ?`, sessionID)
 	if err != nil {
 		return 0, err
 	}
 	for rows.Next() {
 		var r row
 		var id sql.NullString
-		if err := rows.Scan(&r.seq, &r.pos, &r.turnID, &id, &r.role, &r.content, &r.tokens); err != nil {
+		if err := rows.Scan(&r.seq, &r.pos, &r.turnID, &id, &r.role, &r.content, &r.tokens, &r.meta); err != nil {
 			rows.Close()
 			return 0, err
 		}
@@ -276,14 +278,18 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 	inRows := b.store.indexInRows()
 	var total, before, n int64
 	var deleted int32 // the turn's rows deleted so far: the rows after them move down
+	var meta any      // the metadata of the turn's head row, deleted: its new head row takes it
 	for i, r := range all {
 		if i == 0 || r.seq != all[i-1].seq {
-			before, deleted = total, 0
+			before, deleted, meta = total, 0, nil
 		}
 		if !r.counted {
 			if r.content == "" {
 				if _, err := st.del.ExecContext(ctx, sessionID, r.seq, r.pos); err != nil {
 					return 0, err
+				}
+				if r.pos == 0 && r.meta.Valid {
+					meta = r.meta.String
 				}
 				n++
 				deleted++
@@ -305,7 +311,11 @@ func (b *DataFlowBackend) countSession(ctx context.Context, tx migrate.UpgradeTx
 			search = searchArg(r.content)
 		}
 		pos := r.pos - deleted
-		if _, err := st.update.ExecContext(ctx, pos, r.msgID, r.tokens, before, search, sessionID, r.seq, r.pos); err != nil {
+		var headMeta any
+		if pos == 0 {
+			headMeta = meta
+		}
+		if _, err := st.update.ExecContext(ctx, pos, r.msgID, r.tokens, before, search, headMeta, sessionID, r.seq, r.pos); err != nil {
 			return 0, err
 		}
 		n++
@@ -354,7 +364,7 @@ func (st *countStmts) indexStmt(ctx context.Context) (*sql.Stmt, error) {
 func (b *DataFlowBackend) prepareCount(ctx context.Context, tx migrate.UpgradeTx) (*countStmts, error) {
 	st := &countStmts{tx: tx}
 	var err error
-	if st.update, err = tx.PrepareContext(ctx, `UPDATE `+MessagesTable+` SET pos = ?, msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?) WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {
+	if st.update, err = tx.PrepareContext(ctx, `UPDATE `+MessagesTable+` SET pos = ?, msg_id = ?, tokens = ?, tokens_before = ?, search_text = COALESCE(search_text, ?), metadata = COALESCE(metadata, ?) WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {
 		return nil, err
 	}
 	if st.del, err = tx.PrepareContext(ctx, `DELETE FROM `+MessagesTable+` WHERE session_id = ? AND seq = ? AND pos = ?`); err != nil {

@@ -612,6 +612,31 @@ func TestUpgradeModelV1OneSidedTurns(t *testing.T) {
 	})
 }
 
+// The release stored a turn's metadata on its first row, the empty one of
+// an answer with no question: the upgrade deletes that row and its new
+// head row takes the metadata.
+func TestUpgradeModelV1OneSidedTurnMetadata(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name == "mysql" {
+			t.Skip("the release had no MySQL backend, and v1Fixture has no MySQL database")
+		}
+		ctx := context.Background()
+		db, _ := v1Open(t, v1Fixture(t, d))
+		// The fixture's one-sided turns have none: give this one some, as
+		// the release stored it.
+		_, err := db.ExecContext(ctx, db.Rebind(`UPDATE `+MessagesTable+` SET metadata = ? WHERE session_id = ? AND seq = 2 AND pos = 0`),
+			`{"source":"v1"}`, "session-4")
+		require.NoError(t, err)
+		b, err := NewDataFlowBackend(db)
+		require.NoError(t, err)
+		w := v1Load(t, b, "session-4", driver.WindowQuery{})
+		require.Len(t, w.Turns, 2)
+		assert.Equal(t, map[string]any{"source": "v1"}, w.Turns[1].Metadata)
+		assert.Equal(t, `{"source":"v1"}`, v1Strings(t, db, `SELECT metadata FROM `+MessagesTable+` WHERE session_id = ? AND seq = 2 AND pos = 0`, "session-4")[0],
+			"on the turn's head row")
+	})
+}
+
 // A turn of the release whose empty first message the data upgrade
 // deleted (session 4's second turn, "an answer with no question") keeps
 // its other row, moved to the head (pos 0) with its ID X/1: by this
