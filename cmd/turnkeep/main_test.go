@@ -160,7 +160,7 @@ func TestCommands(t *testing.T) {
 		r = run(t, "", with("migrate", "status", "--json")...).want(t, 0)
 		var status []tableStatus
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &status))
-		require.Len(t, status, 5) // 3 tables, the search index, the data upgrade
+		require.Len(t, status, 6) // 3 tables, the search index, the two data upgrades
 		for _, s := range status {
 			require.Equal(t, "up to date", s.Status)
 		}
