@@ -867,3 +867,44 @@ func BenchmarkCountedUpgrade(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHeadlessUpgrade times HeadlessUpgrade's scan on a database
+// whose CountedUpgrade is done and that holds no headless turn, the case
+// of every database of a recent release: it reads the messages once and
+// moves nothing. msgs/s is messages read per second.
+//
+//	go test -run '^$' -bench BenchmarkHeadlessUpgrade -benchtime 5x ./backend
+func BenchmarkHeadlessUpgrade(b *testing.B) {
+	const sessions, turns = 1000, 20
+	ctx := context.Background()
+	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
+		b.Run(d.Name, func(b *testing.B) {
+			db, _ := v1Open(b, d.URL(b))
+			be, err := NewDataFlowBackend(db)
+			require.NoError(b, err)
+			for s := range sessions {
+				for i := 1; i <= turns; i++ {
+					turn := v1Turn(1+s%3, 1+i%6)
+					turn.ID = fmt.Sprintf("t%d", i)
+					turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
+					require.NoError(b, storeTurn(ctx, be, fmt.Sprintf("s%04d", s), turn))
+				}
+			}
+			_, err = be.RunUpgrades(ctx)
+			require.NoError(b, err)
+			msgs := v1Count(b, db, `SELECT count(*) FROM `+MessagesTable)
+			mig := db.Migrator()
+			for b.Loop() {
+				b.StopTimer()
+				_, err := db.ExecContext(ctx, `DELETE FROM `+mig.HistoryTable()+` WHERE table_name = 'upgrade:`+HeadlessUpgrade+`'`)
+				require.NoError(b, err)
+				b.StartTimer()
+				res, err := be.RunUpgrades(ctx)
+				require.NoError(b, err)
+				require.Len(b, res, 2, "CountedUpgrade and HeadlessUpgrade")
+				require.Zero(b, res[1].Rows, "rows moved")
+			}
+			b.ReportMetric(float64(msgs*b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
