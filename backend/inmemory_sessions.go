@@ -194,6 +194,9 @@ func (b *InMemoryBackend) Search(ctx context.Context, tenant string, q driver.Se
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	if q.Limit, err = driver.SearchLimit(q.Limit); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
 	if len(terms) == 0 {
 		return nil, nil
 	}

@@ -124,6 +124,9 @@ func (b *DataFlowBackend) Search(ctx context.Context, tenant string, q driver.Se
 	if err != nil {
 		return nil, fmt.Errorf("backend: search: %w", err)
 	}
+	if q.Limit, err = driver.SearchLimit(q.Limit); err != nil {
+		return nil, fmt.Errorf("backend: search: %w", err)
+	}
 	if len(terms) == 0 {
 		return nil, nil
 	}

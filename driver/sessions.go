@@ -22,7 +22,25 @@ const (
 	// gives none; MaxListLimit the largest page.
 	DefaultListLimit = 50
 	MaxListLimit     = 1000
+
+	// DefaultSearchLimit is how many hits Search returns when the query
+	// gives no limit.
+	DefaultSearchLimit = 20
 )
+
+// SearchLimit returns how many hits a search of limit returns: limit,
+// DefaultSearchLimit for 0, or an error wrapping ErrInvalidQuery for a
+// limit below 0 or over MaxListLimit. Every Search of a SessionStore in
+// package backend applies it.
+func SearchLimit(limit int) (int, error) {
+	switch {
+	case limit == 0:
+		return DefaultSearchLimit, nil
+	case limit < 0 || limit > MaxListLimit:
+		return 0, fmt.Errorf("%w: limit %d, want 0 to %d", ErrInvalidQuery, limit, MaxListLimit)
+	}
+	return limit, nil
+}
 
 // keySeparator separates the tenant from the session ID in a session key.
 // No tenant, owner or session ID may hold it.
@@ -168,7 +186,7 @@ type SearchQuery struct {
 	Text      string // words to find, all of them; operators of the database's search syntax are taken as text
 	User      string // "" searches the whole tenant; else exactly this owner's sessions
 	SessionID string // "" searches every session in scope
-	Limit     int    // default 20, at most MaxListLimit
+	Limit     int    // default DefaultSearchLimit, at most MaxListLimit
 }
 
 // A SearchHit is a message Search found.

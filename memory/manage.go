@@ -256,7 +256,7 @@ func (m *PersistentBufferMemory) Search(ctx context.Context, q SearchQuery) (_ [
 	case q.Limit < 0 || q.Limit > MaxListLimit:
 		return nil, fmt.Errorf("%w: limit %d, want 0 to %d", ErrInvalidOption, q.Limit, MaxListLimit)
 	case q.Limit == 0:
-		q.Limit = 20
+		q.Limit = driver.DefaultSearchLimit
 	}
 	hits, err := st.Search(ctx, m.tenant, q)
 	if err != nil {
