@@ -445,8 +445,14 @@ func (s storeView) requireTurns(t testing.TB, session string, ids []string) {
 //   - the seqs of a session's turns are 1..n without gap or repeat;
 //   - the session row's turn_count is n, and no session row is left
 //     without messages.
+//
+// On the MySQL family it first waits for the statements other connections
+// still run (waitMySQLIdle), so that its reads see one outcome of each.
 func readStore(t testing.TB, url string) storeView {
 	t.Helper()
+	if strings.HasPrefix(url, "mysql://") {
+		waitMySQLIdle(t, url)
+	}
 	db, _ := openChecker(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
