@@ -83,7 +83,7 @@ ORDER BY m.session_id, m.seq`, cursor, last.String)
 		for _, t := range turns {
 			n, err := b.headTurn(ctx, tx, t.session, t.seq)
 			if err != nil {
-				return cursor, done, false, fmt.Errorf("session %s: %w", sessionName(t.session), err)
+				return cursor, done, false, fmt.Errorf("%s: %w", sessionName(t.session), err)
 			}
 			done += n
 		}
@@ -100,9 +100,10 @@ ORDER BY m.session_id, m.seq`, cursor, last.String)
 // headTurn moves the rows of the session's turn at seq down to position
 // 0 and on, in ascending order, if it has no head row still once the
 // session row is locked (a writer of an earlier release may append to it
-// meanwhile). A row keeps its ID: one stored NULL (the ID its place
-// derives, written by a release with compact keys) gets that ID stored,
-// which its new place does not derive. It returns how many rows moved.
+// meanwhile) and no other turn's head row holds its turn ID. A row keeps
+// its ID: one stored NULL (the ID its place derives, written by a release
+// with compact keys) gets that ID stored, which its new place does not
+// derive. It returns how many rows moved.
 func (b *DataFlowBackend) headTurn(ctx context.Context, tx migrate.UpgradeTx, sessionID string, seq int64) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT 1 FROM `+SessionsTable+` WHERE id = ?`+b.store.rowLock(), sessionID)
 	if err != nil {
@@ -138,6 +139,17 @@ func (b *DataFlowBackend) headTurn(ctx context.Context, tx migrate.UpgradeTx, se
 	}
 	if len(turn) == 0 || turn[0].pos == 0 {
 		return 0, nil
+	}
+	// The release found a turn by its head row alone, so a save of the
+	// turn's ID again stored a new turn under it: that one keeps the ID,
+	// and this turn stays where it is (a head row would break the unique
+	// turn index, failing every run).
+	rows, err = tx.QueryContext(ctx, `SELECT 1 FROM `+MessagesTable+` WHERE session_id = ? AND turn_id = ? AND pos = 0`, sessionID, turn[0].turnID)
+	if err != nil {
+		return 0, err
+	}
+	if err := scanOne(rows, &one); err != sql.ErrNoRows {
+		return 0, err // nil: the turn ID is held
 	}
 	shift := turn[0].pos
 	for _, r := range turn {

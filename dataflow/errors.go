@@ -77,13 +77,16 @@ var (
 )
 
 // inner wraps an error of this package inside another of its errors: its
-// text without its own "dataflow: " prefixes, so that a chain names the
-// package once ("dataflow: ensure table failed: table "t": table missing",
-// not "…: dataflow: table missing"). errors.Is and errors.As see err.
+// text without its own "dataflow: " prefixes (and the leading "turnkeep: "
+// of a value shared with migrate, ErrTableMissing), so that a chain names
+// the package once ("dataflow: ensure table failed: table "t": table
+// missing", not "…: turnkeep: table missing"). errors.Is and errors.As
+// see err.
 type inner struct{ err error }
 
 func (e inner) Error() string {
-	return strings.ReplaceAll(strings.TrimPrefix(e.err.Error(), "dataflow: "), ": dataflow: ", ": ")
+	msg := strings.TrimPrefix(strings.TrimPrefix(e.err.Error(), "dataflow: "), "turnkeep: ")
+	return strings.ReplaceAll(msg, ": dataflow: ", ": ")
 }
 
 func (e inner) Unwrap() error { return e.err }
