@@ -827,17 +827,7 @@ func BenchmarkCountedUpgrade(b *testing.B) {
 	ctx := context.Background()
 	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
 		b.Run(d.Name, func(b *testing.B) {
-			db, _ := v1Open(b, d.URL(b))
-			be, err := NewDataFlowBackend(db)
-			require.NoError(b, err)
-			for s := range sessions {
-				for i := 1; i <= turns; i++ {
-					turn := v1Turn(1+s%3, 1+i%6)
-					turn.ID = fmt.Sprintf("t%d", i)
-					turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
-					require.NoError(b, storeTurn(ctx, be, fmt.Sprintf("s%04d", s), turn))
-				}
-			}
+			db, be := upgradeBenchStore(b, d, sessions, turns)
 			msgs := 2 * sessions * turns
 			mig := db.Migrator()
 			for b.Loop() {
@@ -868,6 +858,26 @@ func BenchmarkCountedUpgrade(b *testing.B) {
 	}
 }
 
+// upgradeBenchStore is the upgrade benchmarks' store on a new database
+// of d: sessions sessions of turns turns of the v1 fixture's kinds, saved
+// by this release.
+func upgradeBenchStore(b *testing.B, d dbtest.Dialect, sessions, turns int) (*dataflow.DB, *DataFlowBackend) {
+	b.Helper()
+	ctx := context.Background()
+	db, _ := v1Open(b, d.URL(b))
+	be, err := NewDataFlowBackend(db)
+	require.NoError(b, err)
+	for s := range sessions {
+		for i := 1; i <= turns; i++ {
+			turn := v1Turn(1+s%3, 1+i%6)
+			turn.ID = fmt.Sprintf("t%d", i)
+			turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
+			require.NoError(b, storeTurn(ctx, be, fmt.Sprintf("s%04d", s), turn))
+		}
+	}
+	return db, be
+}
+
 // BenchmarkHeadlessUpgrade times HeadlessUpgrade's scan on a database
 // whose CountedUpgrade is done and that holds no headless turn, the case
 // of every database of a recent release: it reads the messages once and
@@ -879,18 +889,8 @@ func BenchmarkHeadlessUpgrade(b *testing.B) {
 	ctx := context.Background()
 	for _, d := range []dbtest.Dialect{{Name: "sqlite", URL: dbtest.SQLiteURL}, {Name: "pg", URL: dbtest.PostgresURL}} {
 		b.Run(d.Name, func(b *testing.B) {
-			db, _ := v1Open(b, d.URL(b))
-			be, err := NewDataFlowBackend(db)
-			require.NoError(b, err)
-			for s := range sessions {
-				for i := 1; i <= turns; i++ {
-					turn := v1Turn(1+s%3, 1+i%6)
-					turn.ID = fmt.Sprintf("t%d", i)
-					turn.Timestamp = v1Base.Add(time.Duration(i) * time.Minute)
-					require.NoError(b, storeTurn(ctx, be, fmt.Sprintf("s%04d", s), turn))
-				}
-			}
-			_, err = be.RunUpgrades(ctx)
+			db, be := upgradeBenchStore(b, d, sessions, turns)
+			_, err := be.RunUpgrades(ctx)
 			require.NoError(b, err)
 			msgs := v1Count(b, db, `SELECT count(*) FROM `+MessagesTable)
 			mig := db.Migrator()
