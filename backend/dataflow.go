@@ -151,6 +151,7 @@ type DataFlowBackend struct {
 	search    cache.Ensurer // creates the search index once (search.go)
 	upgrade   cache.Ensurer // runs the data upgrades once (upgrade.go)
 	searchOff atomic.Bool   // SQLite: no FTS table, and the DB may not create one
+	rereads   atomic.Uint64 // windows and history pages read again for a hole (readWhole)
 	compact   bool          // the store keeps compact message keys (compactKeys, message_keys.go)
 	queue     searchQueue   // SQLite: the messages saves queued for the search index (sqlite_search_queue.go)
 }
@@ -700,7 +701,9 @@ func (b *DataFlowBackend) writeOutcome(ctx context.Context, op string, err error
 
 // EngineStats reports the Stats of the backend's DB by name (see
 // driver.EngineReporter): ensure_calls, fast_path_hits, ensure_runs,
-// migrations_applied, ensure_failures and retries.
+// migrations_applied, ensure_failures and retries; and load_rereads, the
+// windows and history pages read again because a read had a hole (see
+// readWhole).
 func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 	if b == nil || b.db == nil {
 		return nil
@@ -713,11 +716,77 @@ func (b *DataFlowBackend) EngineStats() map[string]uint64 {
 		"migrations_applied": s.MigrationsApplied,
 		"ensure_failures":    s.Failures,
 		"retries":            s.Retries,
+		"load_rereads":       b.rereads.Load(),
 	}
 }
 
-// load runs the load statement: the window and the version.
-func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
+// loadReads bounds the reads of one window or history page that has a
+// hole (see readWhole).
+const loadReads = 3
+
+// readWhole runs read, a read of a range of a session's turns that
+// reports whether the turns it read are whole, again while they are not,
+// up to loadReads reads in all where the store has holey reads (once
+// elsewhere), and returns the last read's error.
+//
+// One statement reads one snapshot, and the turns of a session are
+// numbered without a gap, so a range read is whole on SQLite and
+// PostgreSQL. On MariaDB (10.11, InnoDB at REPEATABLE READ) a SELECT that
+// ran while one session was saved from 16 connections at once read, about
+// once in 30,000 to 50,000 windows, the session row and the messages of a
+// save without those of the save or two just before it, whose lock the
+// save had waited for; the plainest join of the two tables read the same
+// (TestDataFlowBackendConcurrentMixed caught it). Each time the missing
+// saves were still being committed (none had returned to its caller), and
+// a statement a millisecond or two later read them. A window cached with
+// such a hole would stay wrong until the session's next write, and a
+// history page with one would skip a turn for good.
+func (b *DataFlowBackend) readWhole(ctx context.Context, read func() (whole bool, err error)) error {
+	for n := 1; ; n++ {
+		whole, err := read()
+		if err != nil || whole || n == loadReads || !b.store.holeyReads() {
+			return err
+		}
+		b.rereads.Add(1)
+		select { // the saves whose rows were missing are committing
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(n) * time.Millisecond):
+		}
+	}
+}
+
+// load runs the load statement: the window and the version; again while
+// the window has a hole (readWhole), the last read returned as it is.
+func (b *DataFlowBackend) load(ctx context.Context, sessionID string, q driver.WindowQuery) (w driver.Window, v driver.Version, err error) {
+	err = b.readWhole(ctx, func() (bool, error) {
+		var err error
+		w, v, err = b.loadOnce(ctx, sessionID, q)
+		return v == q.Known || whole(w, q), err
+	})
+	if err != nil {
+		return driver.Window{}, 0, err
+	}
+	return w, v, nil
+}
+
+// whole reports whether w, as the load statement read it (before
+// TrimWindow), holds the newest turns of its count without a gap: its
+// sequences consecutive up to the count, and a turn window as many turns
+// as its limit and the count allow.
+func whole(w driver.Window, q driver.WindowQuery) bool {
+	n := len(w.Turns)
+	if n == 0 {
+		return w.TurnCount == 0
+	}
+	if w.Turns[n-1].Seq != w.TurnCount || w.Turns[n-1].Seq-w.Turns[0].Seq != n-1 {
+		return false
+	}
+	return q.TokenBudget > 0 || n == min(w.TurnCount, q.MaxTurns)
+}
+
+// loadOnce runs the load statement once.
+func (b *DataFlowBackend) loadOnce(ctx context.Context, sessionID string, q driver.WindowQuery) (driver.Window, driver.Version, error) {
 	// A read is safe to retry when a pooled connection turns out to have
 	// died since its last use (the server restarted or terminated it).
 	if q.Summary {

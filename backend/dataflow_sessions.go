@@ -406,6 +406,24 @@ func (b *DataFlowBackend) deleteKeysTx(ctx context.Context, tx *dataflow.Tx, key
 	return n, nil
 }
 
+// pageWhole reports whether w, a history page read with the bounds lo
+// and hi (nil: from the turn count) and limit, holds every turn of its
+// range (lo, hi] of the session's turns (see readWhole); SummaryTurns
+// reads its range likewise.
+func pageWhole(w driver.Window, lo, hi any, limit int64) bool {
+	count := int64(w.TurnCount)
+	from, to := count-limit, count
+	if lo != nil {
+		from, to = lo.(int64), min(hi.(int64), count)
+	}
+	from = max(from, 0)
+	n := int64(len(w.Turns))
+	if n != max(to-from, 0) {
+		return false
+	}
+	return n == 0 || int64(w.Turns[0].Seq) == from+1 && int64(w.Turns[n-1].Seq) == from+n
+}
+
 // History returns a page of the session's turns, in one statement: the
 // session row joined with a primary-key range of its messages per session
 // of its fork chain (chainRead). It
@@ -444,10 +462,14 @@ func (b *DataFlowBackend) History(ctx context.Context, key string, q driver.Hist
 		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)
 	}
 	var w driver.Window
-	rows, err := st.Query(ctx, lo, limit, hi, key)
-	if err == nil {
+	err := b.readWhole(ctx, func() (bool, error) {
+		rows, err := st.Query(ctx, lo, limit, hi, key)
+		if err != nil {
+			return false, err
+		}
 		w, _, err = scanWindow(rows, wq, nil)
-	}
+		return pageWhole(w, lo, hi, limit), err
+	})
 	if err != nil {
 		return driver.HistoryPage{}, fmt.Errorf("backend: %w", err)
 	}

@@ -48,6 +48,7 @@ func (s *mysqlStore) rowLock() string            { return " FOR UPDATE" }
 func (s *mysqlStore) skipLocked() string         { return " FOR UPDATE SKIP LOCKED" }
 func (s *mysqlStore) greatest() string           { return "GREATEST" }
 func (s *mysqlStore) indexInRows() bool          { return true }
+func (s *mysqlStore) holeyReads() bool           { return true }
 func (s *mysqlStore) prepare()                   {}
 
 // chainQuery is a chain read on MySQL. MariaDB bounds a range of a key

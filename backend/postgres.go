@@ -35,6 +35,7 @@ func (s *postgresStore) rowLock() string              { return " FOR UPDATE" }
 func (s *postgresStore) skipLocked() string           { return " FOR UPDATE SKIP LOCKED" }
 func (s *postgresStore) greatest() string             { return "GREATEST" }
 func (s *postgresStore) indexInRows() bool            { return true }
+func (s *postgresStore) holeyReads() bool             { return false }
 
 // budgetLo reads the budget index (budgetIndexLo).
 func (s *postgresStore) budgetLo() string { return s.b.budgetIndexLo() }

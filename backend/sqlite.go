@@ -33,6 +33,7 @@ func (s *sqliteStore) rowLock() string            { return "" }
 func (s *sqliteStore) skipLocked() string         { return "" }
 func (s *sqliteStore) greatest() string           { return "MAX" }
 func (s *sqliteStore) indexInRows() bool          { return false }
+func (s *sqliteStore) holeyReads() bool           { return false }
 func (s *sqliteStore) prepare()                   {}
 
 // budgetLo is the bound of a budget window on SQLite: the newest turn

@@ -92,6 +92,10 @@ type store interface {
 	// rather than being a table of its own that writes keep (SQLite's
 	// FTS5 table, see indexTx).
 	indexInRows() bool
+	// holeyReads reports whether one statement may read a range of a
+	// session's turns with a hole: a save's rows without those of a save
+	// committed just before it (MariaDB's InnoDB; see readWhole).
+	holeyReads() bool
 	// searchIndexName is the search index's name in the catalog.
 	searchIndexName() string
 	// searchIndexDDL returns the statements that create the search

@@ -296,11 +296,15 @@ func (b *DataFlowBackend) SummaryTurns(ctx context.Context, key string, after, t
 	if err := b.upgraded(ctx, nil); err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	rows, err := b.summary.turns.Query(ctx, int64(after), int64(through), key)
-	if err != nil {
-		return nil, fmt.Errorf("backend: summary turns: %w", err)
-	}
-	w, _, err := scanWindow(rows, driver.WindowQuery{MaxTurns: limit, Known: driver.UnknownVersion}, nil)
+	var w driver.Window
+	err := b.readWhole(ctx, func() (bool, error) { // a turn missed would never be folded in
+		rows, err := b.summary.turns.Query(ctx, int64(after), int64(through), key)
+		if err != nil {
+			return false, err
+		}
+		w, _, err = scanWindow(rows, driver.WindowQuery{MaxTurns: limit, Known: driver.UnknownVersion}, nil)
+		return pageWhole(w, int64(after), int64(through), int64(limit)), err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("backend: summary turns: %w", err)
 	}
