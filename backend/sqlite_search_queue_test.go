@@ -104,4 +104,3 @@ func TestSQLiteSearchQueueErasure(t *testing.T) {
 	assert.Empty(t, hits)
 	assertNoOrphans(t, b)
 }
-
