@@ -53,10 +53,11 @@ func explainBudget(t *testing.T, b *DataFlowBackend, sessionID string, maxTurns,
 }
 
 // A budget window is answered by index range scans with no sort, at 1,000
-// messages and (with TURNKEEP_SCALE=1) at 1,000,000: on PostgreSQL the
-// budget index finds the oldest turn that fits in one seek, on SQLite a
-// backwards primary-key range from the newest turn finds the turn before
-// it; the messages are a primary-key range from there.
+// messages and (with TURNKEEP_SCALE=1) at 1,000,000: on SQLite and
+// PostgreSQL a backwards primary-key range from the newest turn finds the
+// turn before the oldest that fits (budgetScanLo), on the MySQL family the
+// budget index finds that turn in one seek; the messages are a
+// primary-key range from there.
 func TestBudgetWindowPlan(t *testing.T) {
 	sizes := []int{10} // sessions of 50 turns: 1,000 messages
 	if os.Getenv("TURNKEEP_SCALE") != "" {
@@ -104,8 +105,9 @@ func TestBudgetWindowPlan(t *testing.T) {
 				switch d.Name {
 				case "pg":
 					assert.NotRegexp(t, `(?m)^\s*(->\s*)?Sort\b`, plan, "no sort")
-					assert.Contains(t, plan, MessagesTable+"_budget_idx", "the budget index finds the oldest turn that fits")
-					assert.Contains(t, plan, MessagesTable+"_pkey", "the messages are a primary-key range")
+					assert.NotContains(t, plan, MessagesTable+"_budget_idx", "no budget index")
+					assert.Contains(t, plan, "Index Scan Backward using "+MessagesTable+"_pkey", "the bound: the primary key read backwards from the newest turn")
+					assert.Contains(t, plan, "Index Scan using "+MessagesTable+"_pkey", "the messages are a primary-key range")
 				default:
 					// The bound: the session's primary key read backwards from
 					// its newest turn (ORDER BY seq DESC LIMIT 1, no sort), within
@@ -116,4 +118,49 @@ func TestBudgetWindowPlan(t *testing.T) {
 			})
 		}
 	})
+}
+
+// BenchmarkBudgetWindowPG loads a turn window of 10 turns and a budget
+// window holding the same 10 turns from one PostgreSQL session of 100,000
+// messages, alternating in one run: without a budget index the budget
+// window's bound is a backwards range of the primary key (budgetScanLo),
+// which must cost about what the turn window does (issue 17, item 5: at
+// most 1.3x). It needs TURNKEEP_POSTGRES_URL.
+//
+//	go test ./backend -run '^$' -bench BenchmarkBudgetWindowPG -benchtime 2000x -count 5
+func BenchmarkBudgetWindowPG(b *testing.B) {
+	const turns = 50_000
+	ctx := context.Background()
+	if os.Getenv(dbtest.EnvPostgres) == "" {
+		b.Skipf("set %s", dbtest.EnvPostgres)
+	}
+	be, _ := newEnv(b, dbtest.Dialect{Name: "pg", URL: dbtest.PostgresURL})
+	if err := storeTurn(ctx, be, "long", driver.Turn{User: "u", Agent: "a"}); err != nil {
+		b.Fatal(err)
+	}
+	for from := 1; from < turns; from += 2000 {
+		fillCountedSession(b, be, "long", from, min(from+2000, turns))
+	}
+	if _, err := be.db.ExecContext(ctx, `ANALYZE `+MessagesTable+`, `+SessionsTable); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		q    driver.WindowQuery
+	}{
+		{"turns", driver.WindowQuery{MaxTurns: 10, Known: driver.UnknownVersion}},
+		{"budget", driver.WindowQuery{MaxTurns: 1000, TokenBudget: 200, Known: driver.UnknownVersion}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			w, _, err := be.Load(ctx, "long", c.q)
+			if err != nil || len(w.Turns) != 10 {
+				b.Fatalf("window of %d turns, %v; want 10", len(w.Turns), err)
+			}
+			for b.Loop() {
+				if _, _, err := be.Load(ctx, "long", c.q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

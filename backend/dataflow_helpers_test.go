@@ -74,7 +74,7 @@ func byKind(qs []string) map[dbtest.Kind][]string {
 }
 
 // openDB opens url with a recorder hook.
-func openDB(t *testing.T, url string) (*dataflow.DB, *recorder) {
+func openDB(t testing.TB, url string) (*dataflow.DB, *recorder) {
 	t.Helper()
 	rec := &recorder{}
 	db, err := dataflow.Open(context.Background(), url, dataflow.WithQueryHook(rec))
@@ -84,7 +84,7 @@ func openDB(t *testing.T, url string) (*dataflow.DB, *recorder) {
 }
 
 // newEnv opens a fresh database of dialect d and a backend on it.
-func newEnv(t *testing.T, d dbtest.Dialect, opts ...Option) (*DataFlowBackend, *recorder) {
+func newEnv(t testing.TB, d dbtest.Dialect, opts ...Option) (*DataFlowBackend, *recorder) {
 	t.Helper()
 	db, rec := openDB(t, d.URL(t))
 	b, err := NewDataFlowBackend(db, opts...)

@@ -99,16 +99,23 @@ func (b *DataFlowBackend) windowReads() (window, budget string) {
 	return window, budget
 }
 
-// budgetIndexLo is the bound of a budget window read through the budget
-// index (session_id, tokens_before, seq): per chain row, the first entry
-// at tokens_before >= h.th, one index seek, which counts when it is within
-// the row's range (an ancestor's entries past the fork point are its own
-// later turns); the oldest such turn, minus one, or the turn before the
-// newest when none is found, and no earlier than the turn limit's bound.
-func (b *DataFlowBackend) budgetIndexLo() string {
-	first := `(SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = c.id AND x.tokens_before >= h.th ORDER BY x.tokens_before, x.seq LIMIT 1)`
-	return b.store.greatest() + `(h.t, COALESCE((SELECT MIN(CASE WHEN c.id = h.id THEN ` + first + ` WHEN ` + first + ` <= c.hi THEN ` + first + ` END) FROM c), h.turn_count) - 1)`
+// budgetScanLo is the bound of a budget window read without a budget
+// index: the newest turn before the budget (per chain row, the first row
+// reading its range of the primary key backwards from its top whose
+// tokens_before is under h.th), no older than the turn limit's bound and
+// no newer than the turn before the newest (a window holds the newest
+// turn even over budget). It reads the window's rows and one more per
+// chain row, whatever the session's history (the turn limit stops a
+// budget that holds every turn), through the primary key. greatest and
+// least are the engine's two-argument functions (MAX and MIN on SQLite).
+func budgetScanLo(greatest, least string) string {
+	return greatest + `(h.t, ` + least + `(COALESCE((SELECT MAX((SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = c.id AND x.seq > h.t AND x.seq <= c.hi AND x.tokens_before < h.th
+	ORDER BY x.seq DESC LIMIT 1)) FROM c), 0), h.turn_count - 1))`
 }
+
+// budgetBounder is a store that keeps no budget index: every save then
+// writes one index entry less per message. Its budgetLo is budgetScanLo.
+type budgetBounder interface{ noBudgetIndex() }
 
 // Fork makes child hold parent's turns up to and including atTurnID, in
 // one transaction of a fixed number of statements whatever the parent

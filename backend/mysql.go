@@ -106,9 +106,15 @@ func (s *mysqlStore) bindVars(set *strings.Builder, ctes *string) {
 	set.WriteString(";\n")
 }
 
-// budgetLo is the budget index's bound (budgetIndexLo), the session's own
-// seek bounded by constants (@tk_key, @tk_th: see chainQuery), so that it
-// is a range, not a read of the session's entries from its first.
+// budgetLo is the bound of a budget window read through the budget index
+// (session_id, tokens_before, seq): per chain row, the first entry at
+// tokens_before >= @tk_th, one index seek, which counts when it is within
+// the row's range (an ancestor's entries past the fork point are its own
+// later turns); the oldest such turn, minus one, or the turn before the
+// newest when none is found, and no earlier than the turn limit's bound.
+// The session's own seek is bounded by constants (@tk_key, @tk_th: see
+// chainQuery), so that it is a range, not a read of the session's entries
+// from its first.
 func (s *mysqlStore) budgetLo() string {
 	first := func(id, th string) string {
 		return `(SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = ` + id + ` AND x.tokens_before >= ` + th + ` ORDER BY x.tokens_before, x.seq LIMIT 1)`

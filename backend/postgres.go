@@ -37,8 +37,12 @@ func (s *postgresStore) greatest() string             { return "GREATEST" }
 func (s *postgresStore) indexInRows() bool            { return true }
 func (s *postgresStore) holeyReads() bool             { return false }
 
-// budgetLo reads the budget index (budgetIndexLo).
-func (s *postgresStore) budgetLo() string { return s.b.budgetIndexLo() }
+// budgetLo scans the primary key backwards (budgetScanLo): PostgreSQL
+// keeps no budget index, one index entry less per message saved.
+func (s *postgresStore) budgetLo() string { return budgetScanLo("GREATEST", "LEAST") }
+
+// noBudgetIndex marks PostgreSQL as keeping no budget index.
+func (s *postgresStore) noBudgetIndex() {}
 
 // chainQuery is a chain read on PostgreSQL: OFFSET 0 keeps the planner
 // from pulling s up into the query that reads it, and the message rows

@@ -110,7 +110,7 @@ func TestPGSaveReadsNoHistory(t *testing.T) {
 
 // fillCountedSession appends the turns from+1 .. to to session, in bulk,
 // as SaveTurn writes them (10 tokens a message).
-func fillCountedSession(t *testing.T, b *DataFlowBackend, session string, from, to int) {
+func fillCountedSession(t testing.TB, b *DataFlowBackend, session string, from, to int) {
 	t.Helper()
 	ctx := context.Background()
 	var rows []MessageRow

@@ -36,18 +36,8 @@ func (s *sqliteStore) indexInRows() bool          { return false }
 func (s *sqliteStore) holeyReads() bool           { return false }
 func (s *sqliteStore) prepare()                   {}
 
-// budgetLo is the bound of a budget window on SQLite: the newest turn
-// before the budget (per chain row, the first row reading its range of the
-// primary key backwards from its top whose tokens_before is under h.th),
-// no older than the turn limit's bound and no newer than the turn before
-// the newest (a window holds the newest turn even over budget). It reads
-// the window's rows and one more per chain row, whatever the session's
-// history (the turn limit stops a budget that holds every turn), through
-// the primary key: no index of tokens_before is needed.
-func (s *sqliteStore) budgetLo() string {
-	return `MAX(h.t, MIN(COALESCE((SELECT MAX((SELECT x.seq FROM ` + MessagesTable + ` x WHERE x.session_id = c.id AND x.seq > h.t AND x.seq <= c.hi AND x.tokens_before < h.th
-	ORDER BY x.seq DESC LIMIT 1)) FROM c), 0), h.turn_count - 1))`
-}
+// budgetLo scans the primary key backwards (budgetScanLo).
+func (s *sqliteStore) budgetLo() string { return budgetScanLo("MAX", "MIN") }
 
 // chainQuery is a chain read on SQLite: the message rows joined to each
 // chain row, a range of the primary key (session_id, seq). LIMIT keeps
@@ -61,11 +51,6 @@ s AS (SELECT h.id, h.turn_count, h.version, ` + lo + ` AS lo, ` + hi + ` AS hi F
 ` + cols + `
 FROM s CROSS JOIN c LEFT JOIN ` + MessagesTable + ` m ON ` + cond
 }
-
-// budgetBounder is a store that keeps no budget index: every save then
-// writes one index less. A budget window's bound is read from the
-// primary key backwards (see chainBudget), on every engine.
-type budgetBounder interface{ noBudgetIndex() }
 
 // noBudgetIndex marks SQLite as keeping no budget index.
 func (s *sqliteStore) noBudgetIndex() {}

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -104,44 +103,4 @@ func TestSQLiteSearchQueueErasure(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, hits)
 	assertNoOrphans(t, b)
-}
-
-// A database of the previous release holds the budget index, which the
-// SQLite store no longer reads: the messages table's migration drops it
-// (its history's checksum is not the model's), and the rows stay.
-func TestSQLiteDropsBudgetIndex(t *testing.T) {
-	ctx := context.Background()
-	url := dbtest.SQLiteURL(t)
-	db, _ := openDB(t, url)
-	b, err := NewDataFlowBackend(db)
-	require.NoError(t, err)
-	require.NoError(t, storeTurn(ctx, b, "s1", driver.Turn{User: "before", Agent: "the upgrade"}))
-	index := func(db interface {
-		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	}) int {
-		rows, err := db.QueryContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`, MessagesTable+"_budget_idx")
-		require.NoError(t, err)
-		var n int
-		require.NoError(t, scanOne(rows, &n))
-		return n
-	}
-	require.Zero(t, index(db), "a new database's budget index")
-	// As 2e761bd left it: the index, and its checksum in the history.
-	_, err = db.ExecContext(ctx, `CREATE INDEX `+MessagesTable+`_budget_idx ON `+MessagesTable+` (session_id, tokens_before, seq)`)
-	require.NoError(t, err)
-	_, err = db.ExecContext(ctx, `UPDATE turnkeep_migrations SET checksum = 'previous release' WHERE table_name = ?`, MessagesTable)
-	require.NoError(t, err)
-	require.NoError(t, db.Close())
-
-	db2, _ := openDB(t, url)
-	b2, err := NewDataFlowBackend(db2)
-	require.NoError(t, err)
-	require.NoError(t, storeTurn(ctx, b2, "s1", driver.Turn{User: "after", Agent: "the upgrade"}))
-	assert.Zero(t, index(db2), "the budget index after the upgrade")
-	w, err := readWindow(ctx, b2, "s1", 10)
-	require.NoError(t, err)
-	assert.Len(t, w.Turns, 2)
-	w, _, err = b2.Load(ctx, "s1", driver.WindowQuery{MaxTurns: 10, TokenBudget: 1, Known: driver.UnknownVersion})
-	require.NoError(t, err)
-	assert.Len(t, w.Turns, 1, "a budget window holds the newest turn even over budget")
 }
