@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,6 +65,35 @@ func TestSQLiteSearchQueueCatchesUpAfterSaves(t *testing.T) {
 	require.NoError(t, storeTurn(ctx, b, "s0", driver.Turn{User: "the last one", Agent: "answer"}))
 	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued after the threshold")
 	assert.Equal(t, 2*saves, countQuery(t, b.db, `SELECT count(*) FROM `+SearchTable), "search entries after the threshold")
+}
+
+// A catch-up takes at most searchBatch messages, or searchBatchBytes of
+// text, per transaction, and goes on until the queue is empty: more
+// messages than a batch, and a few large ones past the bytes bound, are
+// all indexed by one search.
+func TestSQLiteSearchQueueBatchBounds(t *testing.T) {
+	ctx := context.Background()
+	b, _ := newEnv(t, dbtest.Dialect{Name: "sqlite", URL: dbtest.SQLiteURL})
+	big := strings.Repeat("ballast ", driver.DefaultMaxMessageBytes/8-64)
+	n := searchBatchBytes/len(big) + 2
+	for i := range n {
+		require.NoError(t, storeTurn(ctx, b, "big", driver.Turn{User: fmt.Sprintf("large%d ", i) + big, Agent: "ok"}))
+	}
+	small := searchBatch + 10
+	for i := range small {
+		require.NoError(t, storeTurn(ctx, b, driver.SessionKey("", fmt.Sprintf("s%d", i%5)), driver.Turn{User: fmt.Sprintf("small%d lantern", i), Agent: "ok"}))
+	}
+	queued := 2 * (n + small)
+	hits, err := b.Search(ctx, "", driver.SearchQuery{Text: "lantern", Limit: driver.MaxListLimit})
+	require.NoError(t, err)
+	assert.Len(t, hits, small)
+	for i := range n {
+		hits, err := b.Search(ctx, "", driver.SearchQuery{Text: fmt.Sprintf("large%d", i)})
+		require.NoError(t, err)
+		assert.Len(t, hits, 1, "large message %d", i)
+	}
+	assert.Equal(t, 0, countQuery(t, b.db, `SELECT count(*) FROM `+SearchQueueTable), "queued after the search")
+	assert.Equal(t, queued, countQuery(t, b.db, `SELECT count(*) FROM `+SearchTable), "search entries")
 }
 
 // What deletes a session (a clear, a replace, expiry) before the

@@ -291,7 +291,7 @@ func walBuild(ctx context.Context, t *testing.T, file string, b *backend.DataFlo
 // allows, search index on and off: the layout's measured cost, rounded up
 // (docs/performance-sqlite.md says where each page goes). Its sessions
 // have no owner, so the owner index takes no entry.
-var walMaxPages = map[bool]float64{true: 10.8, false: 9.0}
+var walMaxPages = map[bool]float64{true: 10.4, false: 9.0}
 
 // TestWALPagesBackend counts the WAL pages of the backend's SaveTurn, with
 // and without the search index, says where they go, and holds them within
