@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,66 +90,7 @@ END`
 // protoLayouts are the candidates.
 func protoLayouts() []walLayout {
 	clustered := func(name string, listing []string, msgIdx []string, fts string, derivedNull bool, queue bool, bucket bool) walLayout {
-		ddl := []string{`CREATE TABLE sessions (` + protoSessionCols + `)`}
-		if bucket {
-			ddl = []string{`CREATE TABLE sessions (` + protoSessionCols + `, bucket TEXT NOT NULL DEFAULT '')`, bucketTrigger}
-		}
-		ddl = append(ddl, listing...)
-		ddl = append(ddl, `CREATE TABLE messages (`+protoMessageCols+`, PRIMARY KEY (session_id, seq, pos)) WITHOUT ROWID`)
-		ddl = append(ddl, msgIdx...)
-		if fts != "" {
-			ddl = append(ddl, fts, protoSecureDelete)
-		}
-		if queue {
-			ddl = append(ddl, `CREATE TABLE search_queue (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL)`,
-				`CREATE TRIGGER messages_queue AFTER INSERT ON messages BEGIN
-	INSERT INTO search_queue (session_id, seq, pos) VALUES (new.session_id, new.seq, new.pos);
-END`)
-		}
-		l := walLayout{name: name, ddl: ddl}
-		l.save = func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error {
-			msgs := protoTurn(s, seq)
-			tokens := protoTokens(msgs[0]) + protoTokens(msgs[1])
-			n, total, err := protoUpsert(ctx, tx, s, tokens, at, bucket)
-			if err != nil {
-				return err
-			}
-			turnID := scaleTurnID(s, seq)
-			ids := [2]any{driver.DerivedMessageID(turnID, 0), driver.DerivedMessageID(turnID, 1)}
-			if derivedNull {
-				ids = [2]any{nil, nil}
-			}
-			conflict := `ON CONFLICT (session_id, turn_id, pos) DO NOTHING`
-			if derivedNull {
-				conflict = `ON CONFLICT (session_id, turn_id) WHERE pos = 0 DO NOTHING`
-			}
-			res, err := tx.ExecContext(ctx, `INSERT INTO messages (session_id, seq, pos, turn_id, msg_id, role, content, tokens, tokens_before, created_at)
-VALUES (?, ?, 0, ?, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, ?, 'assistant', ?, ?, ?, ?) `+conflict,
-				walSessionID(s), n, turnID, ids[0], msgs[0], protoTokens(msgs[0]), total-tokens, at,
-				walSessionID(s), n, turnID, ids[1], msgs[1], protoTokens(msgs[1]), total-tokens, at)
-			if err != nil {
-				return err
-			}
-			if k, _ := res.RowsAffected(); k != 2 {
-				return fmt.Errorf("stored %d rows; want 2", k)
-			}
-			if fts != "" && !queue {
-				key := walSessionID(s)
-				var args []any
-				for pos, text := range msgs {
-					row, _ := backend.SearchEntry(key, n, int32(pos), text)
-					args = append(args, row...)
-				}
-				_, err = tx.ExecContext(ctx, `INSERT INTO search (body, sk, tk, skey, seq, pos) VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)`, args...)
-			}
-			return err
-		}
-		if queue {
-			l.catchUp = func(ctx context.Context, tx *sql.Tx) (int, error) {
-				return protoCatchUpQueue(ctx, tx)
-			}
-		}
-		return l
+		return keyed(name, listing, msgIdx, fts, derivedNull, queue, bucket, false)
 	}
 	listing := []string{
 		`CREATE INDEX sessions_user_idx ON sessions (tenant, user_id, updated_at, id)`,
@@ -167,6 +109,12 @@ VALUES (?, ?, 0, ?, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, ?, 'assistant', ?, ?, ?
 		`CREATE UNIQUE INDEX messages_turn_idx ON messages (session_id, turn_id) WHERE pos = 0`,
 		`CREATE UNIQUE INDEX messages_msg_idx ON messages (session_id, msg_id) WHERE msg_id IS NOT NULL`,
 	}
+	// Today's backend (owner listing of owned sessions, trimmed indexes,
+	// queued search), clustered and as a rowid table.
+	ownerListing := []string{
+		`CREATE INDEX sessions_tenant_idx ON sessions (tenant, updated_at, id)`,
+		`CREATE INDEX sessions_owner_idx ON sessions (tenant, user_id, updated_at, id) WHERE user_id <> ''`,
+	}
 	return []walLayout{
 		clustered("today, search inline", listing, todayIdx, protoFTS, false, false, false),
 		clustered("today, no search", listing, todayIdx, "", false, false, false),
@@ -176,7 +124,79 @@ VALUES (?, ?, 0, ?, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, ?, 'assistant', ?, ?, ?
 		appendOrdered(appendHourListing),
 		appendOrdered(appendExactListing),
 		appendOrdered(appendBatchedListing),
+		keyed("keyed: clustered (WITHOUT ROWID); trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, false),
+		keyed("keyed: rowid table, its key a unique index; trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, true),
 	}
+}
+
+// keyed is a layout keyed by (session_id, seq, pos): the table's key
+// (WITHOUT ROWID), or with rowid a rowid table whose key is a unique
+// index, so that a save appends its rows at the table's end.
+func keyed(name string, listing []string, msgIdx []string, fts string, derivedNull bool, queue bool, bucket bool, rowid bool) walLayout {
+	ddl := []string{`CREATE TABLE sessions (` + protoSessionCols + `)`}
+	if bucket {
+		ddl = []string{`CREATE TABLE sessions (` + protoSessionCols + `, bucket TEXT NOT NULL DEFAULT '')`, bucketTrigger}
+	}
+	ddl = append(ddl, listing...)
+	table := `CREATE TABLE messages (` + protoMessageCols + `, PRIMARY KEY (session_id, seq, pos))`
+	if !rowid {
+		table += ` WITHOUT ROWID`
+	}
+	ddl = append(ddl, table)
+	ddl = append(ddl, msgIdx...)
+	if fts != "" {
+		ddl = append(ddl, fts, protoSecureDelete)
+	}
+	if queue {
+		ddl = append(ddl, `CREATE TABLE search_queue (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL)`,
+			`CREATE TRIGGER messages_queue AFTER INSERT ON messages BEGIN
+	INSERT INTO search_queue (session_id, seq, pos) VALUES (new.session_id, new.seq, new.pos);
+END`)
+	}
+	l := walLayout{name: name, ddl: ddl}
+	l.save = func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error {
+		msgs := protoTurn(s, seq)
+		tokens := protoTokens(msgs[0]) + protoTokens(msgs[1])
+		n, total, err := protoUpsert(ctx, tx, s, tokens, at, bucket)
+		if err != nil {
+			return err
+		}
+		turnID := scaleTurnID(s, seq)
+		ids := [2]any{driver.DerivedMessageID(turnID, 0), driver.DerivedMessageID(turnID, 1)}
+		if derivedNull {
+			ids = [2]any{nil, nil}
+		}
+		conflict := `ON CONFLICT (session_id, turn_id, pos) DO NOTHING`
+		if derivedNull {
+			conflict = `ON CONFLICT (session_id, turn_id) WHERE pos = 0 DO NOTHING`
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages (session_id, seq, pos, turn_id, msg_id, role, content, tokens, tokens_before, created_at)
+VALUES (?, ?, 0, ?, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, ?, 'assistant', ?, ?, ?, ?) `+conflict,
+			walSessionID(s), n, turnID, ids[0], msgs[0], protoTokens(msgs[0]), total-tokens, at,
+			walSessionID(s), n, turnID, ids[1], msgs[1], protoTokens(msgs[1]), total-tokens, at)
+		if err != nil {
+			return err
+		}
+		if k, _ := res.RowsAffected(); k != 2 {
+			return fmt.Errorf("stored %d rows; want 2", k)
+		}
+		if fts != "" && !queue {
+			key := walSessionID(s)
+			var args []any
+			for pos, text := range msgs {
+				row, _ := backend.SearchEntry(key, n, int32(pos), text)
+				args = append(args, row...)
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO search (body, sk, tk, skey, seq, pos) VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)`, args...)
+		}
+		return err
+	}
+	if queue {
+		l.catchUp = func(ctx context.Context, tx *sql.Tx) (int, error) {
+			return protoCatchUpQueue(ctx, tx)
+		}
+	}
+	return l
 }
 
 // protoCatchUpQueue indexes every queued message in one statement, then
@@ -304,6 +324,9 @@ func TestWALLayouts(t *testing.T) {
 	}
 	const protoCatchUpEvery = 64
 	for _, l := range protoLayouts() {
+		if only := os.Getenv("TURNKEEP_LAYOUT"); only != "" && !strings.Contains(l.name, only) {
+			continue
+		}
 		t.Run(l.name, func(t *testing.T) {
 			ctx := context.Background()
 			file := filepath.Join(t.TempDir(), "proto.db")
