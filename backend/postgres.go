@@ -487,7 +487,7 @@ func (s *postgresStore) searchArgs(tenant string, terms []string, q driver.Searc
 	for i, t := range terms {
 		patterns[i] = "%" + likeEscaper.Replace(t) + "%"
 	}
-	limit := int64(max(searchCandidates, q.Limit)) // searchOnce's LIMIT
+	limit := int64(max(s.rankedInClient(), q.Limit)) // the statement's LIMIT, as searchOnce sets it
 	if q.SessionID == "" {
 		args := append(slices.Clone(scope), strings.Join(patterns, " "), words, limit, limit, limit, words)
 		return append(args, scope...)
