@@ -202,9 +202,12 @@ WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_positi
 func v1Indexes(t testing.TB, db *dataflow.DB, table string) []string {
 	t.Helper()
 	var out []string
-	if db.Dialect() == "pg" {
+	switch db.Dialect() {
+	case "pg":
 		out = v1Strings(t, db, `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?`, table)
-	} else {
+	case "mysql":
+		out = v1Strings(t, db, `SELECT DISTINCT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ?`, table)
+	default:
 		out = v1Strings(t, db, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?`, table)
 	}
 	slices.Sort(out)
