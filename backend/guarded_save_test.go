@@ -347,6 +347,10 @@ func TestAppendRacingReplaceSeq(t *testing.T) {
 // touches about the same buffers: its session step is the upsert (Seq 1)
 // or an UPDATE of the session row by primary key, and it reads no
 // message index.
+// buffersRuns is how many times TestPGGuardedSaveBuffers explains each
+// save.
+const buffersRuns = 3
+
 func TestPGGuardedSaveBuffers(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		if d.Name != "pg" {
@@ -370,14 +374,32 @@ func TestPGGuardedSaveBuffers(t *testing.T) {
 		// erased digest and begun where the upsert binds its eight.
 		tokens, at, begun := args[4], args[5], args[8]
 		guardedArgs := append([]any{"grows", tokens, at, "grows", int64(20), erasedDigest("grows"), begun}, args[9:]...)
-		_, before := explainSave(t, b, "grows")
-		plan, guarded := explainStmt(t, b, s.saveLater, guardedArgs)
-		_, after := explainSave(t, b, "grows")
-		assert.NotContains(t, plan, `"Index Name": "`+MessagesTable, "the guarded save reads a message index")
-		assert.Contains(t, plan, `"Relation Name": "`+MessagesTable, "the guarded save inserted the messages")
-		_, newBefore := explainSave(t, b, "empty")
-		_, first := explainStmt(t, b, s.saveFirst, saveArgs(t, "empty", driver.NewTurnID()))
-		_, newAfter := explainSave(t, b, "empty")
+		//
+		// Each is measured buffersRuns times, alternating, and its least
+		// count kept: a one-off (the GIN pending list's flush, the heap's
+		// extension, autovacuum's pages) only adds to a count.
+		var before, guarded, after, newBefore, first, newAfter int
+		least := func(k *int, n int) {
+			if *k == 0 || n < *k {
+				*k = n
+			}
+		}
+		for range buffersRuns {
+			_, n := explainSave(t, b, "grows")
+			least(&before, n)
+			plan, n := explainStmt(t, b, s.saveLater, guardedArgs)
+			least(&guarded, n)
+			_, n = explainSave(t, b, "grows")
+			least(&after, n)
+			assert.NotContains(t, plan, `"Index Name": "`+MessagesTable, "the guarded save reads a message index")
+			assert.Contains(t, plan, `"Relation Name": "`+MessagesTable, "the guarded save inserted the messages")
+			_, n = explainSave(t, b, "empty")
+			least(&newBefore, n)
+			_, n = explainStmt(t, b, s.saveFirst, saveArgs(t, "empty", driver.NewTurnID()))
+			least(&first, n)
+			_, n = explainSave(t, b, "empty")
+			least(&newAfter, n)
+		}
 		t.Logf("save buffers at 20 turns: unguarded %d, guarded (Seq 21) %d, unguarded %d; into a new session: unguarded %d, guarded (Seq 1) %d, unguarded %d",
 			before, guarded, after, newBefore, first, newAfter)
 		// The UPDATE of a later Seq finds the session row by its primary
