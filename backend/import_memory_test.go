@@ -118,6 +118,9 @@ func importPeak(t *testing.T, m *memory.PersistentBufferMemory, path string) (ui
 // MB: the bound there is 1.2x plus 1 MiB, which an import that holds the
 // file still fails (before the fix: 3.7 MB, then 9.8 MB for 4 MB). The
 // issue's sizes are held to 1.2x exactly.
+// importRuns is how many times TestImportMemoryBounded imports each file.
+const importRuns = 3
+
 func TestImportMemoryBounded(t *testing.T) {
 	small, large := 1<<20, 4<<20
 	slack := float64(1 << 20)
@@ -127,23 +130,31 @@ func TestImportMemoryBounded(t *testing.T) {
 	}
 	smallFile, largeFile := writeImportFile(t, small), writeImportFile(t, large)
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		// Each size is imported importRuns times, each into a database of
+		// its own, and its least peak kept: the other goroutines of the
+		// process (and the race detector's) only add to a peak, so the
+		// least is the import's own.
 		var peaks [2]uint64
 		for i, path := range []string{smallFile, largeFile} {
-			// Each import into a database of its own, opened without a
-			// query hook: the tests' recorder keeps every statement.
-			db, err := dataflow.Open(context.Background(), d.URL(t))
-			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, db.Close()) })
-			b, err := NewDataFlowBackend(db)
-			require.NoError(t, err)
-			m := newMemory(t, b)
-			start := time.Now()
-			peak, live, turns := importPeak(t, m, path)
-			fi, err := os.Stat(path)
-			require.NoError(t, err)
-			t.Logf("%s: %d MB, %d turns: peak heap %.1f MB, peak live heap %.1f MB, %v", d.Name, fi.Size()>>20, turns, float64(peak)/(1<<20), float64(live)/(1<<20), time.Since(start).Round(time.Millisecond))
-			require.Greater(t, turns, 100)
-			peaks[i] = peak
+			for run := range importRuns {
+				// Opened without a query hook: the tests' recorder keeps
+				// every statement.
+				db, err := dataflow.Open(context.Background(), d.URL(t))
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, db.Close()) })
+				b, err := NewDataFlowBackend(db)
+				require.NoError(t, err)
+				m := newMemory(t, b)
+				start := time.Now()
+				peak, live, turns := importPeak(t, m, path)
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				t.Logf("%s: %d MB, %d turns: peak heap %.1f MB, peak live heap %.1f MB, %v", d.Name, fi.Size()>>20, turns, float64(peak)/(1<<20), float64(live)/(1<<20), time.Since(start).Round(time.Millisecond))
+				require.Greater(t, turns, 100)
+				if run == 0 || peak < peaks[i] {
+					peaks[i] = peak
+				}
+			}
 		}
 		require.LessOrEqual(t, float64(peaks[1]), 1.2*float64(peaks[0])+slack,
 			"peak heap %d B importing %d MB; want within 1.2x (+%.0f B) of %d B importing %d MB", peaks[1], large>>20, slack, peaks[0], small>>20)
