@@ -108,16 +108,23 @@ func importPeak(t *testing.T, m *memory.PersistentBufferMemory, path string) (ui
 	return peak, live, info.TurnCount
 }
 
-// Import's memory does not grow with the file: the peak Go heap of an
-// import four times larger is within 1.2x. The sizes are 1 and 4 MB, or
-// 20 and 200 MB with TURNKEEP_SCALE=1 (the figures; too slow
+// Import's memory does not grow with the file: the peak live Go heap of
+// an import four times larger is within 1.2x. The sizes are 1 and 4 MB,
+// or 20 and 200 MB with TURNKEEP_SCALE=1 (the figures; too slow
 // under -race). The smaller import is long enough for dozens of
-// collections, so that both peaks are the heap's steady state. At the
-// default sizes the heap is a few MB, so the process's other goroutines
-// (the package's other tests' databases winding down) move it by up to a
-// MB: the bound there is 1.2x plus 1 MiB, which an import that holds the
-// file still fails (before the fix: 3.7 MB, then 9.8 MB for 4 MB). The
-// issue's sizes are held to 1.2x exactly.
+// collections, so that both peaks are the heap's steady state.
+//
+// The bound is on the live heap (what the last collection marked), not on
+// the heap with its garbage: how much garbage a sample sees depends on
+// where the collector stood, and a longer import samples more cycles, so
+// that figure drifted up by up to 1.6 MB between 1 and 4 MB under -race
+// while the live heap stayed within 0.6 MB (3.7 -> 5.6 MB against 2.7 ->
+// 3.2 MB in a CI run). Without -race, 1 to 16 MB: live 2.0-2.7 MB,
+// with garbage 3.0-4.9 MB. At the default sizes the heap is a few MB, so
+// the process's other goroutines (the package's other tests' databases
+// winding down) move it by up to a MB: the bound there is 1.2x plus
+// 1 MiB, which an import that holds the file (4 MB more of it, and its
+// decoded turns) still fails. The sizes are held to 1.2x exactly.
 // importRuns is how many times TestImportMemoryBounded imports each file.
 const importRuns = 3
 
@@ -134,7 +141,7 @@ func TestImportMemoryBounded(t *testing.T) {
 		// its own, and its least peak kept: the other goroutines of the
 		// process (and the race detector's) only add to a peak, so the
 		// least is the import's own.
-		var peaks [2]uint64
+		var lives [2]uint64
 		for i, path := range []string{smallFile, largeFile} {
 			for run := range importRuns {
 				// Opened without a query hook: the tests' recorder keeps
@@ -151,12 +158,12 @@ func TestImportMemoryBounded(t *testing.T) {
 				require.NoError(t, err)
 				t.Logf("%s: %d MB, %d turns: peak heap %.1f MB, peak live heap %.1f MB, %v", d.Name, fi.Size()>>20, turns, float64(peak)/(1<<20), float64(live)/(1<<20), time.Since(start).Round(time.Millisecond))
 				require.Greater(t, turns, 100)
-				if run == 0 || peak < peaks[i] {
-					peaks[i] = peak
+				if run == 0 || live < lives[i] {
+					lives[i] = live
 				}
 			}
 		}
-		require.LessOrEqual(t, float64(peaks[1]), 1.2*float64(peaks[0])+slack,
-			"peak heap %d B importing %d MB; want within 1.2x (+%.0f B) of %d B importing %d MB", peaks[1], large>>20, slack, peaks[0], small>>20)
+		require.LessOrEqual(t, float64(lives[1]), 1.2*float64(lives[0])+slack,
+			"peak live heap %d B importing %d MB; want within 1.2x (+%.0f B) of %d B importing %d MB", lives[1], large>>20, slack, lives[0], small>>20)
 	})
 }
