@@ -20,7 +20,7 @@ import (
 
 // saveArgs are the arguments the PostgreSQL save statement binds for a
 // turn of two messages of session.
-func saveArgs(t *testing.T, session, turnID string) []any {
+func saveArgs(t testing.TB, session, turnID string) []any {
 	t.Helper()
 	at := now()
 	turn, err := driver.Prepare(driver.Turn{ID: turnID, User: "how do I rotate keys", Agent: "open the settings and rotate them"}, at, driver.DefaultMaxMessageBytes, nil)

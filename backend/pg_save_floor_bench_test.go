@@ -1,0 +1,440 @@
+package backend
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/turnkeep/turnkeep/driver"
+	"github.com/turnkeep/turnkeep/internal/dbtest"
+)
+
+// BenchmarkPGSaveFloor splits the PostgreSQL save's server work against
+// langchaingo's two inserts (issue 17, item 6: "the server's work per
+// save is no more than langchaingo's two inserts"), all with
+// synchronous_commit=off, so that fsync does not hide it. Every side runs
+// through the same client (database/sql on pgx, prepared statements) in
+// alternating rounds on copies of one prefilled database (100 sessions of
+// 100 turns), each in a schema of its own:
+//
+//   - langchaingo: its two auto-commit INSERTs into its table (a serial
+//     key, no other index);
+//   - today: the save statement on this release's tables and indexes;
+//   - compact keys: the turn index holding head rows only and the message
+//     ID index the IDs an app gave (SQLite's layout, compactKeys): three
+//     index entries less per 2-message save;
+//   - + HOT: also no updated_at in the session listing indexes, and the
+//     session table at fillfactor 80, so the session row's update is a
+//     heap-only tuple: its index entries are not written again;
+//   - + no search: also no GIN index;
+//   - bare: the same statement on tables with their primary keys alone:
+//     what the statement's shape costs with no index but the keys;
+//   - then on the bare tables, parts of the statement taken off one at a
+//     time: the messages as arrays instead of a JSON document, no check
+//     of an erased session, no read of the row before the upsert;
+//   - minimal: on the bare tables, the least statement that stores a turn
+//     with its session's count atomically in one round trip (an UPDATE
+//     of the count and an INSERT of the two rows, plain parameters), and
+//     the same with the upsert that makes a new session's row.
+//
+// The variants are layouts and statements measured, not built: they show
+// which part of the server's work each index and each part of the
+// statement is, and what is left with all of them gone. The timings
+// include the client's work of sending each side's parameters (26 for
+// the arrays, 16 for the save, 5 for minimal), not of making them. It reports each side's median time per save and its median
+// ratio to langchaingo's over the rounds:
+//
+//	go test ./backend -run '^$' -bench BenchmarkPGSaveFloor -benchtime 1x -v
+func BenchmarkPGSaveFloor(b *testing.B) {
+	const (
+		sessions, turns = 100, 100
+		rounds, round   = 9, 300
+	)
+	if os.Getenv(dbtest.EnvPostgres) == "" {
+		b.Skipf("set %s", dbtest.EnvPostgres)
+	}
+	ctx := context.Background()
+	baseURL := dbtest.PostgresURL(b)
+	be, _ := newEnvURLTB(b, baseURL)
+	ids := make([]string, sessions)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("s%03d", i)
+	}
+	for t := range turns {
+		for _, id := range ids {
+			if err := storeTurn(ctx, be, id, driver.Turn{User: fmt.Sprint("how do I rotate the keys ", t), Agent: "open the settings, create a key, deploy it, revoke the old one"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := be.Search(ctx, "", driver.SearchQuery{Text: "rotate"}); err != nil {
+		b.Fatal(err)
+	}
+	base := floorSchema(b, baseURL)
+	admin := floorOpen(b, baseURL)
+	defs := floorIndexes(b, admin, base)
+	if !slices.ContainsFunc(defs, func(d string) bool { return strings.Contains(d, "USING gin") }) {
+		b.Fatalf("no GIN index in %s: %v", base, defs)
+	}
+	saveText := oneStatementSave(be).String()
+	nullIDs := regexp.MustCompile(`"id":"[^"]*"`)
+
+	// A side's args are made before its round is timed (the save's client
+	// work, driver.Prepare and the JSON rows, is not the server's), and its
+	// save sends them.
+	type side struct {
+		name string
+		db   *sql.DB
+		args func(session string) []any
+		save func(*sql.Stmt, []any) error
+		stmt *sql.Stmt
+	}
+	argsOf := func(compact bool) func(string) []any {
+		return func(session string) []any {
+			args := saveArgs(b, session, driver.NewTurnID())
+			if compact { // derived IDs stored NULL, as compactKeys stores them
+				i := len(args) - 2
+				args[i] = nullIDs.ReplaceAllString(args[i].(string), `"id":null`)
+			}
+			return args
+		}
+	}
+	query := func(st *sql.Stmt, args []any) error {
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		return rows.Close()
+	}
+	// layout copies the base schema's tables into the schema of url, with
+	// the indexes keep returns (nil: drop it), and the session table at
+	// fillfactor ff.
+	layout := func(url string, ff int, keep func(def string) string) *sql.DB {
+		db := floorOpen(b, url)
+		schema := floorSchema(b, url)
+		for _, t := range []string{SessionsTable, MessagesTable, ErasedTable} {
+			floorExec(b, db, fmt.Sprintf(`CREATE TABLE %s.%s (LIKE %s.%s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`, schema, t, base, t))
+		}
+		floorExec(b, db, fmt.Sprintf(`ALTER TABLE %s.%s SET (fillfactor = %d)`, schema, SessionsTable, ff))
+		for _, t := range []string{SessionsTable, MessagesTable, ErasedTable} {
+			floorExec(b, db, fmt.Sprintf(`INSERT INTO %s.%s SELECT * FROM %s.%s`, schema, t, base, t))
+		}
+		for _, def := range defs {
+			if def = keep(def); def != "" {
+				floorExec(b, db, strings.ReplaceAll(def, " ON "+base+".", " ON "+schema+"."))
+			}
+		}
+		floorExec(b, db, `ANALYZE`)
+		return db
+	}
+	keys := func(def string) bool { return strings.Contains(def, "_pkey ") }
+	compact := func(def string) string {
+		switch {
+		case strings.Contains(def, "_turn_idx "):
+			return def + " WHERE (pos = 0)"
+		case strings.Contains(def, "_msg_idx "):
+			return def + " WHERE (msg_id IS NOT NULL)"
+		}
+		return def
+	}
+	hot := func(def string) string {
+		def = compact(def)
+		if strings.Contains(def, "ON "+base+"."+SessionsTable+" ") {
+			def = strings.Replace(def, ", updated_at", "", 1)
+		}
+		return def
+	}
+	var sides []*side
+	add := func(name string, db *sql.DB, text string, args func(string) []any, save func(*sql.Stmt, []any) error) {
+		st, err := db.PrepareContext(ctx, text)
+		if err != nil {
+			b.Fatalf("%s: prepare: %v", name, err)
+		}
+		b.Cleanup(func() { st.Close() })
+		sides = append(sides, &side{name: name, db: db, args: args, save: save, stmt: st})
+	}
+	// langchaingo's table, prefilled with the same number of rows.
+	lcDB := floorOpen(b, dbtest.PostgresURL(b))
+	floorExec(b, lcDB, `CREATE TABLE langchaingo_messages (id SERIAL PRIMARY KEY, session_id TEXT NOT NULL, data JSONB NOT NULL, type TEXT NOT NULL, created_at TIMESTAMP DEFAULT now())`)
+	floorExec(b, lcDB, fmt.Sprintf(`INSERT INTO langchaingo_messages (session_id, data, type)
+SELECT 's' || lpad((i %% %d)::text, 3, '0'), to_jsonb('a message of about the same size as the saved ones'::text), CASE WHEN i %% 2 = 0 THEN 'human' ELSE 'ai' END
+FROM generate_series(1, %d) i`, sessions, 2*sessions*turns))
+	floorExec(b, lcDB, `ANALYZE langchaingo_messages`)
+	add("langchaingo", lcDB, `INSERT INTO langchaingo_messages (session_id, data, type) VALUES ($1, $2, $3)`, func(session string) []any {
+		return []any{session, `"how do I rotate the keys"`, `"open the settings, create a key, deploy it, revoke the old one"`}
+	}, func(st *sql.Stmt, args []any) error {
+		if _, err := st.ExecContext(ctx, args[0], args[1], "human"); err != nil {
+			return err
+		}
+		_, err := st.ExecContext(ctx, args[0], args[2], "ai")
+		return err
+	})
+	add("today", layout(dbtest.PostgresURL(b), 100, func(d string) string { return d }), saveText, argsOf(false), query)
+	add("compact keys", layout(dbtest.PostgresURL(b), 100, compact), saveText, argsOf(true), query)
+	add("+ HOT", layout(dbtest.PostgresURL(b), 80, hot), saveText, argsOf(true), query)
+	add("+ no search", layout(dbtest.PostgresURL(b), 80, func(d string) string {
+		if strings.Contains(d, "USING gin") {
+			return ""
+		}
+		return hot(d)
+	}), saveText, argsOf(true), query)
+	add("bare", layout(dbtest.PostgresURL(b), 80, func(d string) string {
+		if keys(d) {
+			return d
+		}
+		return ""
+	}), saveText, argsOf(true), query)
+	// The save statement's parts, taken off one at a time on the bare
+	// layout: its messages as arrays instead of a JSON document, then no
+	// check of an erased session, then no read of the row before (the
+	// check of a session deleted under the save).
+	bare := sides[len(sides)-1].db
+	arraysText := strings.Replace(saveText, `json_to_recordset(CAST($15 AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
+		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)`,
+		`unnest(CAST($15 AS INT[]), CAST($17 AS TEXT[]), CAST($18 AS TEXT[]), CAST($19 AS TEXT[]), CAST($20 AS TEXT[]), CAST($21 AS TEXT[]),
+		CAST($22 AS TEXT[]), CAST($23 AS TEXT[]), CAST($24 AS TEXT[]), CAST($25 AS BIGINT[]), CAST($26 AS TEXT[]))
+		AS u(pos, id, role, content, name, tool_calls, tool_call_id, parts, meta, tokens, search)`, 1)
+	noErased := strings.Replace(arraysText, `WHERE NOT EXISTS (SELECT 1 FROM `+ErasedTable+` e WHERE e.id = $8 AND (e.done = 0 OR e.erased_at > CAST($9 AS TIMESTAMPTZ)))`,
+		`WHERE CAST($8 AS TEXT) IS NOT NULL AND CAST($9 AS TIMESTAMPTZ) IS NOT NULL`, 1)
+	noRead := strings.Replace(noErased, `SELECT created_at FROM `+SessionsTable+` WHERE id = $1`,
+		`SELECT CAST(NULL AS TIMESTAMPTZ) AS created_at WHERE CAST($1 AS TEXT) IS NOT NULL`, 1)
+	for _, t := range []string{arraysText, noErased, noRead} {
+		if t == saveText || t == arraysText && t == noErased || t == noErased && t == noRead {
+			b.Fatal("a part of the save statement was not found: the statement changed")
+		}
+	}
+	arraysOf := func(session string) []any {
+		args := argsOf(true)(session)
+		var rows []struct {
+			Pos        int32
+			ID         *string
+			Role       *string
+			Content    *string
+			Name       *string
+			ToolCalls  *string `json:"tool_calls"`
+			ToolCallID *string `json:"tool_call_id"`
+			Parts      *string
+			Meta       *string
+			Search     *string
+			Tokens     int64
+		}
+		if err := json.Unmarshal([]byte(args[14].(string)), &rows); err != nil {
+			b.Fatal(err)
+		}
+		var pos []int32
+		var tokens []int64
+		cols := make([][]*string, 10)
+		for _, r := range rows {
+			pos, tokens = append(pos, r.Pos), append(tokens, r.Tokens)
+			for i, v := range []*string{r.ID, r.Role, r.Content, r.Name, r.ToolCalls, r.ToolCallID, r.Parts, r.Meta, r.Search} {
+				cols[i] = append(cols[i], v)
+			}
+		}
+		args[14] = pos
+		for _, c := range cols[:9] {
+			args = append(args, c)
+		}
+		args = slices.Insert(args, 24, any(tokens))
+		return args
+	}
+	add("bare, arrays", bare, arraysText, arraysOf, query)
+	add("+ no erased", bare, noErased, arraysOf, query)
+	add("+ no read", bare, noRead, arraysOf, query)
+
+	// minimal: the least statement that stores a turn atomically with its
+	// session's count in one round trip, on the bare layout: the session
+	// row's update and the two rows' insert, plain parameters, no JSON,
+	// no check of an erased or vanished session, no search text.
+	add("minimal", bare, `WITH s AS (
+	UPDATE `+SessionsTable+` SET turn_count = turn_count + 1, version = version + 1, updated_at = $2 WHERE id = $1 RETURNING turn_count
+)
+INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, tokens, tokens_before, created_at)
+SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES (0, 'user', CAST($4 AS TEXT)), (1, 'assistant', CAST($5 AS TEXT))) v(pos, role, content)`,
+		func(session string) []any {
+			return []any{session, time.Now(), driver.NewTurnID(), "how do I rotate the keys", "open the settings, create a key, deploy it, revoke the old one"}
+		}, func(st *sql.Stmt, args []any) error {
+			_, err := st.ExecContext(ctx, args...)
+			return err
+		})
+	// minimal, upsert: the same with the session row's upsert, which
+	// makes a new session's row, instead of the update.
+	add("min. upsert", bare, `WITH s AS (
+	INSERT INTO `+SessionsTable+` (id, tenant, turn_count, version, tokens, counted, created_at, updated_at) VALUES ($1, '', 1, 1, 0, 1, $2, $2)
+	ON CONFLICT (id) DO UPDATE SET turn_count = `+SessionsTable+`.turn_count + 1, version = `+SessionsTable+`.version + 1, updated_at = excluded.updated_at
+	RETURNING turn_count
+)
+INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, tokens, tokens_before, created_at)
+SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES (0, 'user', CAST($4 AS TEXT)), (1, 'assistant', CAST($5 AS TEXT))) v(pos, role, content)`,
+		sides[len(sides)-1].args, sides[len(sides)-1].save)
+
+	times := make([][]float64, len(sides))
+	ratios := make([][]float64, len(sides))
+	for b.Loop() {
+		for r := range rounds {
+			took := make([]float64, len(sides))
+			for k := range sides {
+				i := (k + r) % len(sides) // each round starts with the next side
+				s := sides[i]
+				args := make([][]any, round)
+				for n := range args {
+					args[n] = s.args(ids[n%len(ids)])
+				}
+				start := time.Now()
+				for n := range round {
+					if err := s.save(s.stmt, args[n]); err != nil {
+						b.Fatalf("%s: %v", s.name, err)
+					}
+				}
+				took[i] = float64(time.Since(start).Microseconds()) / round
+			}
+			for i := range sides {
+				times[i] = append(times[i], took[i])
+				ratios[i] = append(ratios[i], took[i]/took[0])
+			}
+		}
+	}
+	// One log line: a benchmark's log is cut at ten lines.
+	var out strings.Builder
+	for i, s := range sides {
+		metric := strings.NewReplacer(" ", "-", "+", "plus", ",", "", ".", "").Replace(s.name)
+		b.ReportMetric(dbtest.Median(times[i]), metric+"-us/save")
+		if i > 0 {
+			b.ReportMetric(dbtest.Median(ratios[i]), metric+"/langchaingo")
+		}
+		fmt.Fprintf(&out, "\n%-13s %7.1f µs/save  %.2fx langchaingo", s.name, dbtest.Median(times[i]), dbtest.Median(ratios[i]))
+		if i >= 1 && i <= 5 { // the save statement on each layout
+			fmt.Fprintf(&out, "  WAL per save: %s", floorWAL(b, s.db, saveText, ids[0], i > 1, nullIDs))
+		}
+	}
+	b.Logf("medians of %d rounds:%s", rounds, out.String())
+}
+
+// newEnvURLTB is newEnv on the database at url.
+func newEnvURLTB(tb testing.TB, url string) (*DataFlowBackend, *recorder) {
+	tb.Helper()
+	db, rec := openDB(tb, url)
+	be, err := NewDataFlowBackend(db)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return be, rec
+}
+
+// floorOpen opens url with synchronous_commit=off.
+func floorOpen(tb testing.TB, raw string) *sql.DB {
+	tb.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("synchronous_commit", "off")
+	u.RawQuery = q.Encode()
+	db, err := sql.Open("pgx", u.String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+// floorSchema is the schema dbtest.PostgresURL put in url's search_path.
+func floorSchema(tb testing.TB, raw string) string {
+	tb.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := u.Query().Get("search_path")
+	if s == "" {
+		tb.Fatalf("no search_path in %s", raw)
+	}
+	return s
+}
+
+// floorIndexes returns the definitions of every index on the backend's
+// tables in schema.
+func floorIndexes(tb testing.TB, db *sql.DB, schema string) []string {
+	tb.Helper()
+	rows, err := db.Query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename IN ($2, $3, $4) ORDER BY indexname`, schema, SessionsTable, MessagesTable, ErasedTable)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	var defs []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			tb.Fatal(err)
+		}
+		defs = append(defs, d)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return defs
+}
+
+func floorExec(tb testing.TB, db *sql.DB, q string) {
+	tb.Helper()
+	if _, err := db.Exec(q); err != nil {
+		tb.Fatalf("%s: %v", q, err)
+	}
+}
+
+// floorWAL is the WAL records and bytes of one save on db, from EXPLAIN
+// (ANALYZE, WAL) in a transaction rolled back: the sums over the
+// statement's inserts and updates, the least of five saves (a GIN
+// pending list's flush or a page's first write only add to a count).
+func floorWAL(tb testing.TB, db *sql.DB, saveText, session string, compact bool, nullIDs *regexp.Regexp) string {
+	tb.Helper()
+	least, bytes := -1, 0
+	for range 5 {
+		args := saveArgs(tb, session, driver.NewTurnID())
+		if compact {
+			i := len(args) - 2
+			args[i] = nullIDs.ReplaceAllString(args[i].(string), `"id":null`)
+		}
+		tx, err := db.Begin()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var plan []byte
+		err = tx.QueryRow("EXPLAIN (ANALYZE, WAL, FORMAT JSON) "+saveText, args...).Scan(&plan)
+		_ = tx.Rollback()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var doc []struct{ Plan map[string]any }
+		if err := json.Unmarshal(plan, &doc); err != nil {
+			tb.Fatal(err)
+		}
+		var n, nb float64
+		var walk func(map[string]any)
+		walk = func(node map[string]any) {
+			if node["Node Type"] == "ModifyTable" {
+				r, _ := node["WAL Records"].(float64)
+				by, _ := node["WAL Bytes"].(float64)
+				n, nb = n+r, nb+by
+			}
+			kids, _ := node["Plans"].([]any)
+			for _, k := range kids {
+				walk(k.(map[string]any))
+			}
+		}
+		walk(doc[0].Plan)
+		if least < 0 || int(n) < least {
+			least, bytes = int(n), int(nb)
+		}
+	}
+	return fmt.Sprintf("%d records, %d bytes", least, bytes)
+}
