@@ -155,10 +155,39 @@ func runDestroy(ctx context.Context, s raceStore, destroy, tenant, key, user str
 // read as begun before the DeleteUser that had returned when it began).
 const beganSlack = 3 * time.Millisecond
 
+// nearSlack bounds a write that landed as if it had begun after the
+// destructive operation returned, but read the clock up to nearSlack
+// before that: one preemption of the test's goroutine between its clock
+// read and the backend's own can put the read there (a 2-core machine
+// running other packages' tests deschedules a goroutine for
+// milliseconds). A test tolerates one such round, logged; a second, or
+// one begun earlier, fails it. A write that survives a deletion it
+// overlapped does so in round after round, so the rule still catches it.
+const nearSlack = 25 * time.Millisecond
+
+// landings counts the writes that began before a destructive operation
+// returned and landed as if they had begun after it.
+type landings struct{ near, far int }
+
+// add counts a write that read the clock gap before the operation
+// returned.
+func (l *landings) add(t *testing.T, round int, gap time.Duration) {
+	t.Logf("round %d: a write begun %v before the destructive operation returned landed", round, gap)
+	if gap <= nearSlack {
+		l.near++
+	} else {
+		l.far++
+	}
+}
+
+// broken reports whether the landings break the rule (see nearSlack).
+func (l *landings) broken() bool { return l.far > 0 || l.near > 1 }
+
 // raceTally counts the rounds of a case by outcome.
 type raceTally struct {
 	rounds, landedInside, badErr, writeErr atomic.Int64
 	after                                  atomic.Int64 // writes begun after the destructive operation returned
+	near                                   atomic.Int64 // writes landed as if begun after it, begun within nearSlack before
 	firstBad                               atomic.Value // string: the first broken round
 }
 
@@ -236,6 +265,12 @@ func raceRounds(t *testing.T, a, b raceStore, c raceCase, rounds int) *raceTally
 		for _, h := range allowed {
 			ok = ok || slices.Equal(got, h)
 		}
+		gap := destroyEnd.Sub(writeBegan)
+		if !ok && werr == nil && gap <= nearSlack && slices.ContainsFunc(c.afterReturn, func(h []string) bool { return slices.Equal(got, h) }) {
+			tally.near.Add(1) // one preemption may do this (nearSlack); report fails on two
+			t.Logf("round %d: %s begun %v before the %s returned landed as if begun after it", r, c.write, gap, c.destroy)
+			continue
+		}
 		if !ok {
 			tally.bad(&tally.landedInside, "round %d: %s returned %v and the history is %q; want one of %q (it began %v before the %s returned)",
 				r, c.write, werr, strings.Join(got, " "), allowed, destroyEnd.Sub(writeBegan), c.destroy)
@@ -246,10 +281,13 @@ func raceRounds(t *testing.T, a, b raceStore, c raceCase, rounds int) *raceTally
 
 func (c *raceTally) report(t *testing.T, name string) {
 	t.Helper()
-	t.Logf("%s: %d rounds, %d write errors (typed), %d writes begun after it returned, %d landed where it must not, %d untyped errors",
-		name, c.rounds.Load(), c.writeErr.Load()-c.badErr.Load(), c.after.Load(), c.landedInside.Load(), c.badErr.Load())
+	t.Logf("%s: %d rounds, %d write errors (typed), %d writes begun after it returned, %d within nearSlack before it, %d landed where it must not, %d untyped errors",
+		name, c.rounds.Load(), c.writeErr.Load()-c.badErr.Load(), c.after.Load(), c.near.Load(), c.landedInside.Load(), c.badErr.Load())
 	if first, _ := c.firstBad.Load().(string); first != "" {
 		t.Errorf("%s: %d of %d rounds broke the rule; first: %s", name, c.landedInside.Load()+c.badErr.Load(), c.rounds.Load(), first)
+	}
+	if n := c.near.Load(); n > 1 {
+		t.Errorf("%s: %d of %d writes begun before it returned landed as if begun after it (one preemption may do it once)", name, n, c.rounds.Load())
 	}
 }
 

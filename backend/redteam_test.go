@@ -36,7 +36,7 @@ func oneTurn(turn driver.Turn) func() (driver.PreparedTurn, error) {
 func TestImportRacingDeleteUser(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		a, b := twoServers(t, d)
-		bad := 0
+		var landed landings
 		for r := range 25 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			tenant, user := fmt.Sprintf("ti%d", r), fmt.Sprintf("u%d", r)
@@ -73,14 +73,13 @@ func TestImportRacingDeleteUser(t *testing.T) {
 				require.Empty(t, got, "round %d: the import failed, yet the session holds %q", r, got)
 			case slices.Equal(got, []string{"n1/2"}):
 				if importBegan.Before(deleteEnd.Add(-beganSlack)) {
-					bad++
-					t.Logf("round %d: an import begun %v before DeleteUser returned left its turn in a new session", r, deleteEnd.Sub(importBegan))
+					landed.add(t, r, deleteEnd.Sub(importBegan)) // an import's turn in a new session
 				}
 			default:
 				t.Errorf("round %d: the import returned nil and the history is %q", r, got)
 			}
 		}
-		require.Zero(t, bad, "imports begun before DeleteUser returned survived it")
+		require.False(t, landed.broken(), "imports begun before DeleteUser returned survived it: %+v", landed)
 	})
 }
 
@@ -136,7 +135,7 @@ func TestImportSameFileFromTwoServers(t *testing.T) {
 func TestImportHeaderRacingDeleteUser(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		a, b := twoServers(t, d)
-		bad := 0
+		var landed landings
 		for r := range 25 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			tenant, user := fmt.Sprintf("th%d", r), fmt.Sprintf("u%d", r)
@@ -170,11 +169,10 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 				continue
 			}
 			if err == nil && info.Title != "" && importBegan.Before(deleteEnd.Add(-beganSlack)) {
-				bad++
-				t.Logf("round %d: an import begun %v before DeleteUser returned left its title in a new session", r, deleteEnd.Sub(importBegan))
+				landed.add(t, r, deleteEnd.Sub(importBegan)) // its title in a new session
 			}
 		}
-		require.Zero(t, bad, "imports begun before DeleteUser returned left the erased user's words")
+		require.False(t, landed.broken(), "imports begun before DeleteUser returned left the erased user's words: %+v", landed)
 	})
 }
 
@@ -184,7 +182,7 @@ func TestImportHeaderRacingDeleteUser(t *testing.T) {
 func TestCreateUnownedRacingDeleteUser(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
 		a, b := twoServers(t, d)
-		bad := 0
+		var landed landings
 		for r := range 25 {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			tenant, user := fmt.Sprintf("tc%d", r), fmt.Sprintf("u%d", r)
@@ -211,9 +209,9 @@ func TestCreateUnownedRacingDeleteUser(t *testing.T) {
 			require.NoError(t, derr, "round %d", r)
 			info, err := a.SessionInfo(context.Background(), key)
 			if cerr == nil && err == nil && info.Title != "" && began.Before(deleteEnd.Add(-beganSlack)) {
-				bad++
+				landed.add(t, r, deleteEnd.Sub(began))
 			}
 		}
-		require.Zero(t, bad, "creates begun before DeleteUser returned left the title")
+		require.False(t, landed.broken(), "creates begun before DeleteUser returned left the title: %+v", landed)
 	})
 }
