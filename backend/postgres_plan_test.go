@@ -95,14 +95,26 @@ func TestPGSaveReadsNoHistory(t *testing.T) {
 		}
 		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
 		require.NoError(t, err)
-		plan, small := explainSave(t, b, "grows")
+		// Each count is the least of three explained saves: the first
+		// reads the catalog, and a one-off (the heap's extension, a GIN
+		// pending list's flush) only adds to a count.
+		leastSave := func() (string, int) {
+			plan, least := explainSave(t, b, "grows")
+			for range 2 {
+				if _, n := explainSave(t, b, "grows"); n < least {
+					least = n
+				}
+			}
+			return plan, least
+		}
+		plan, small := leastSave()
 		for _, node := range regexp.MustCompile(`"Node Type": "[^"]*Scan[^"]*",[^}]*?"Relation Name": "`+MessagesTable+`"`).FindAllString(plan, -1) {
 			t.Errorf("the save reads the messages: %s", node)
 		}
 		assert.NotContains(t, plan, `"Index Name": "`+MessagesTable, "the save reads a message index")
 
 		fillCountedSession(t, b, "grows", 20, 1000)
-		_, large := explainSave(t, b, "grows")
+		_, large := leastSave()
 		t.Logf("save buffers: %d at 20 turns, %d at 1,000", small, large)
 		assert.LessOrEqualf(t, large, small+small/3+3, "save buffers at 1,000 turns: got %d; want about %d, as at 20", large, small)
 	})
