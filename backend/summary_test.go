@@ -78,13 +78,15 @@ func TestSummaryStatementCounts(t *testing.T) {
 		}
 		_, err := summed.Summarize(ctx, "s")
 		require.NoError(t, err)
-		// The worker may still look at "s" (queued by the saves): wait
-		// until the database is quiet, so that only the calls below count.
+		// The worker may still look at "s" (queued by the saves), and it
+		// folds a session at most once a second, deferring a later save's
+		// fold to then: wait until the database has been quiet for longer
+		// than that, so that only the calls below count.
 		require.Eventually(t, func() bool {
 			rec.take()
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(1200 * time.Millisecond)
 			return len(rec.take()) == 0
-		}, 10*time.Second, time.Millisecond)
+		}, 20*time.Second, time.Millisecond)
 
 		var saves [2][]string
 		for i, m := range []*memory.PersistentBufferMemory{plain, summed} {
