@@ -255,7 +255,7 @@ func TestErasedTextNoAPIReturns(t *testing.T) {
 
 // newEnvURL opens url (a database another test helper may have opened
 // already) and a backend on it.
-func newEnvURL(t *testing.T, url string) (*DataFlowBackend, *recorder) {
+func newEnvURL(t testing.TB, url string) (*DataFlowBackend, *recorder) {
 	t.Helper()
 	db, rec := openDB(t, url)
 	b, err := NewDataFlowBackend(db)

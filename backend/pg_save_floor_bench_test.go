@@ -63,7 +63,7 @@ func BenchmarkPGSaveFloor(b *testing.B) {
 	}
 	ctx := context.Background()
 	baseURL := dbtest.PostgresURL(b)
-	be, _ := newEnvURLTB(b, baseURL)
+	be, _ := newEnvURL(b, baseURL)
 	ids := make([]string, sessions)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("s%03d", i)
@@ -315,17 +315,6 @@ SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES 
 		}
 	}
 	b.Logf("medians of %d rounds:%s", rounds, out.String())
-}
-
-// newEnvURLTB is newEnv on the database at url.
-func newEnvURLTB(tb testing.TB, url string) (*DataFlowBackend, *recorder) {
-	tb.Helper()
-	db, rec := openDB(tb, url)
-	be, err := NewDataFlowBackend(db)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return be, rec
 }
 
 // floorOpen opens url with synchronous_commit=off.
