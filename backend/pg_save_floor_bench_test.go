@@ -380,14 +380,10 @@ func floorExec(tb testing.TB, db *sql.DB, q string) {
 	}
 }
 
-// floorWAL is the WAL records and bytes of one save on db, from EXPLAIN
-// (ANALYZE, WAL) in a transaction rolled back: the sums over the
-// statement's inserts and updates, the least of five saves (a GIN
-// pending list's flush or a page's first write only add to a count).
+// floorWAL is the WAL records and bytes of one save on db (leastWAL).
 func floorWAL(tb testing.TB, db *sql.DB, saveText, session string, compact bool, nullIDs *regexp.Regexp) string {
 	tb.Helper()
-	least, bytes := -1, 0
-	for range 5 {
+	records, bytes := leastWAL(tb, func() []byte {
 		args := saveArgs(tb, session, driver.NewTurnID())
 		if compact {
 			i := len(args) - 2
@@ -397,33 +393,12 @@ func floorWAL(tb testing.TB, db *sql.DB, saveText, session string, compact bool,
 		if err != nil {
 			tb.Fatal(err)
 		}
+		defer func() { _ = tx.Rollback() }()
 		var plan []byte
-		err = tx.QueryRow("EXPLAIN (ANALYZE, WAL, FORMAT JSON) "+saveText, args...).Scan(&plan)
-		_ = tx.Rollback()
-		if err != nil {
+		if err := tx.QueryRow("EXPLAIN (ANALYZE, WAL, FORMAT JSON) "+saveText, args...).Scan(&plan); err != nil {
 			tb.Fatal(err)
 		}
-		var doc []struct{ Plan map[string]any }
-		if err := json.Unmarshal(plan, &doc); err != nil {
-			tb.Fatal(err)
-		}
-		var n, nb float64
-		var walk func(map[string]any)
-		walk = func(node map[string]any) {
-			if node["Node Type"] == "ModifyTable" {
-				r, _ := node["WAL Records"].(float64)
-				by, _ := node["WAL Bytes"].(float64)
-				n, nb = n+r, nb+by
-			}
-			kids, _ := node["Plans"].([]any)
-			for _, k := range kids {
-				walk(k.(map[string]any))
-			}
-		}
-		walk(doc[0].Plan)
-		if least < 0 || int(n) < least {
-			least, bytes = int(n), int(nb)
-		}
-	}
-	return fmt.Sprintf("%d records, %d bytes", least, bytes)
+		return plan
+	})
+	return fmt.Sprintf("%d records, %d bytes", records, bytes)
 }

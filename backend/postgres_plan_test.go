@@ -120,6 +120,89 @@ func TestPGSaveReadsNoHistory(t *testing.T) {
 	})
 }
 
+// pgSaveWALRecords bounds the WAL records of a 2-message save on
+// PostgreSQL with the search index (TestPGSaveWAL). Measured: the session
+// row's upsert, 4 (a new heap version, not HOT, and its index entries);
+// the message rows, 10 (heap, primary key, turn index and message ID
+// index for each, and 2 for the GIN index's pending list): 14 here, 15 on
+// BenchmarkPGSaveFloor's 100 sessions of 100 turns. langchaingo's two
+// inserts log 4 (docs/performance-postgres.md).
+const pgSaveWALRecords = 15
+
+// A save's WAL is the server's work it is held to (issue 17): an index or
+// a column added to what a save writes shows here first, and must say
+// what it costs. Its statement is explained in a transaction rolled back,
+// the least of five saves (leastWAL).
+func TestPGSaveWAL(t *testing.T) {
+	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
+		if d.Name != "pg" {
+			t.Skip("PostgreSQL's one-statement save")
+		}
+		ctx := context.Background()
+		b, _ := newEnv(t, d)
+		for i := range 20 {
+			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
+		}
+		_, err := b.Search(ctx, "", driver.SearchQuery{Text: "u1"}) // the search index exists from here on
+		require.NoError(t, err)
+		on, err := b.store.searchIndexExists(ctx)
+		require.NoError(t, err)
+		require.True(t, on, "no search index to count")
+		records, bytes := leastWAL(t, func() []byte {
+			var plan []byte
+			err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
+				rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, WAL, FORMAT JSON) "+oneStatementSave(b).String(), saveArgs(t, "grows", driver.NewTurnID())...)
+				if err != nil {
+					return err
+				}
+				if err := scanOne(rows, &plan); err != nil {
+					return err
+				}
+				return errRollBack
+			}, b.sessions, b.messages, b.erased)
+			require.ErrorIs(t, err, errRollBack)
+			return plan
+		})
+		t.Logf("a 2-message save logs %d WAL records, %d bytes", records, bytes)
+		assert.LessOrEqualf(t, records, pgSaveWALRecords, "WAL records per save: got %d; want at most %d", records, pgSaveWALRecords)
+		assert.Positive(t, records, "the explained save wrote nothing")
+	})
+}
+
+// leastWAL runs explain, which explains one save under EXPLAIN (ANALYZE,
+// WAL, FORMAT JSON) and returns the plan, five times, and returns the
+// least WAL records of the plan's inserts and updates, with their bytes:
+// a one-off (the heap's extension, the GIN pending list's cleanup) only
+// adds to a count.
+func leastWAL(tb testing.TB, explain func() []byte) (records, bytes int) {
+	tb.Helper()
+	records = -1
+	for range 5 {
+		var doc []struct{ Plan map[string]any }
+		if err := json.Unmarshal(explain(), &doc); err != nil || len(doc) == 0 {
+			tb.Fatalf("a plan that is not EXPLAIN's JSON: %v", err)
+		}
+		var n, nb float64
+		var walk func(map[string]any)
+		walk = func(node map[string]any) {
+			if node["Node Type"] == "ModifyTable" {
+				r, _ := node["WAL Records"].(float64)
+				by, _ := node["WAL Bytes"].(float64)
+				n, nb = n+r, nb+by
+			}
+			kids, _ := node["Plans"].([]any)
+			for _, k := range kids {
+				walk(k.(map[string]any))
+			}
+		}
+		walk(doc[0].Plan)
+		if records < 0 || int(n) < records {
+			records, bytes = int(n), int(nb)
+		}
+	}
+	return records, bytes
+}
+
 // fillCountedSession appends the turns from+1 .. to to session, in bulk,
 // as SaveTurn writes them (10 tokens a message).
 func fillCountedSession(t testing.TB, b *DataFlowBackend, session string, from, to int) {
