@@ -353,14 +353,8 @@ const buffersRuns = 3
 
 func TestPGGuardedSaveBuffers(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
-		if d.Name != "pg" {
-			t.Skip("PostgreSQL's one-statement save")
-		}
 		ctx := context.Background()
-		b, _ := newEnv(t, d)
-		for i := range 20 {
-			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
-		}
+		b := grownPG(t, d)
 		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
 		require.NoError(t, err)
 		s := b.store.(*postgresStore)

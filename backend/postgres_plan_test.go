@@ -48,18 +48,7 @@ func explainSave(t *testing.T, b *DataFlowBackend, session string) (string, int)
 // explainStmt is explainSave of the statement st with args.
 func explainStmt(t *testing.T, b *DataFlowBackend, st *dataflow.Stmt, args []any) (string, int) {
 	t.Helper()
-	var plan []byte
-	err := b.db.RunInTx(context.Background(), func(ctx context.Context, tx *dataflow.Tx) error {
-		rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+st.String(), args...)
-		if err != nil {
-			return err
-		}
-		if err := scanOne(rows, &plan); err != nil {
-			return err
-		}
-		return errRollBack
-	}, b.sessions, b.messages, b.erased)
-	require.ErrorIs(t, err, errRollBack)
+	plan := explainPlan(t, b, "ANALYZE, BUFFERS", st, args)
 	var doc []struct {
 		Plan map[string]any `json:"Plan"`
 	}
@@ -77,6 +66,41 @@ func explainStmt(t *testing.T, b *DataFlowBackend, st *dataflow.Stmt, args []any
 	return string(plan), total
 }
 
+// explainPlan runs st with args under EXPLAIN (options, FORMAT JSON) in a
+// transaction it rolls back, so that an explained write stores nothing,
+// and returns the plan.
+func explainPlan(tb testing.TB, b *DataFlowBackend, options string, st *dataflow.Stmt, args []any) []byte {
+	tb.Helper()
+	var plan []byte
+	err := b.db.RunInTx(context.Background(), func(ctx context.Context, tx *dataflow.Tx) error {
+		rows, err := tx.QueryContext(ctx, "EXPLAIN ("+options+", FORMAT JSON) "+st.String(), args...)
+		if err != nil {
+			return err
+		}
+		if err := scanOne(rows, &plan); err != nil {
+			return err
+		}
+		return errRollBack
+	}, b.sessions, b.messages, b.erased)
+	require.ErrorIs(tb, err, errRollBack)
+	return plan
+}
+
+// grownPG returns a backend on a fresh database of dialect d whose session
+// "grows" holds 20 turns: the opening of the tests of PostgreSQL's
+// one-statement save, which skip the other dialects.
+func grownPG(t *testing.T, d dbtest.Dialect) *DataFlowBackend {
+	t.Helper()
+	if d.Name != "pg" {
+		t.Skip("PostgreSQL's one-statement save")
+	}
+	b, _ := newEnv(t, d)
+	for i := range 20 {
+		require.NoError(t, storeTurn(context.Background(), b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
+	}
+	return b
+}
+
 // The PostgreSQL save reads no message index: its insert finds a held
 // turn ID (by the unique index it violates), so no plan, with statistics
 // or without, can read a session's history to save a turn. Its buffers
@@ -85,14 +109,8 @@ func explainStmt(t *testing.T, b *DataFlowBackend, st *dataflow.Stmt, args []any
 // form's lookup read the budget index whole).
 func TestPGSaveReadsNoHistory(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
-		if d.Name != "pg" {
-			t.Skip("PostgreSQL's one-statement save")
-		}
 		ctx := context.Background()
-		b, _ := newEnv(t, d)
-		for i := range 20 {
-			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
-		}
+		b := grownPG(t, d)
 		_, err := b.db.ExecContext(ctx, "ANALYZE "+MessagesTable)
 		require.NoError(t, err)
 		// Each count is the least of three explained saves: the first
@@ -135,33 +153,15 @@ const pgSaveWALRecords = 15
 // the least of five saves (leastWAL).
 func TestPGSaveWAL(t *testing.T) {
 	dbtest.Run(t, func(t *testing.T, d dbtest.Dialect) {
-		if d.Name != "pg" {
-			t.Skip("PostgreSQL's one-statement save")
-		}
 		ctx := context.Background()
-		b, _ := newEnv(t, d)
-		for i := range 20 {
-			require.NoError(t, storeTurn(ctx, b, "grows", driver.Turn{User: fmt.Sprint("u", i), Agent: "a"}))
-		}
+		b := grownPG(t, d)
 		_, err := b.Search(ctx, "", driver.SearchQuery{Text: "u1"}) // the search index exists from here on
 		require.NoError(t, err)
 		on, err := b.store.searchIndexExists(ctx)
 		require.NoError(t, err)
 		require.True(t, on, "no search index to count")
 		records, bytes := leastWAL(t, func() []byte {
-			var plan []byte
-			err := b.db.RunInTx(ctx, func(ctx context.Context, tx *dataflow.Tx) error {
-				rows, err := tx.QueryContext(ctx, "EXPLAIN (ANALYZE, WAL, FORMAT JSON) "+oneStatementSave(b).String(), saveArgs(t, "grows", driver.NewTurnID())...)
-				if err != nil {
-					return err
-				}
-				if err := scanOne(rows, &plan); err != nil {
-					return err
-				}
-				return errRollBack
-			}, b.sessions, b.messages, b.erased)
-			require.ErrorIs(t, err, errRollBack)
-			return plan
+			return explainPlan(t, b, "ANALYZE, WAL", oneStatementSave(b), saveArgs(t, "grows", driver.NewTurnID()))
 		})
 		t.Logf("a 2-message save logs %d WAL records, %d bytes", records, bytes)
 		assert.LessOrEqualf(t, records, pgSaveWALRecords, "WAL records per save: got %d; want at most %d", records, pgSaveWALRecords)
