@@ -115,7 +115,7 @@ func protoLayouts() []walLayout {
 		`CREATE INDEX sessions_tenant_idx ON sessions (tenant, updated_at, id)`,
 		`CREATE INDEX sessions_owner_idx ON sessions (tenant, user_id, updated_at, id) WHERE user_id <> ''`,
 	}
-	return []walLayout{
+	return append([]walLayout{
 		clustered("today, search inline", listing, todayIdx, protoFTS, false, false, false),
 		clustered("today, no search", listing, todayIdx, "", false, false, false),
 		clustered("today + queued search", listing, todayIdx, protoFTSContentless, false, true, false),
@@ -126,6 +126,21 @@ func protoLayouts() []walLayout {
 		appendOrdered(appendBatchedListing),
 		keyed("keyed: clustered (WITHOUT ROWID); trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, false),
 		keyed("keyed: rowid table, its key a unique index; trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, true),
+	}, appendLadder()...)
+}
+
+// appendLadder is the append-ordered layout with its guarantees added one
+// at a time, up to the whole layout with the exact listing
+// (BenchmarkSQLiteSaveFloor times each rung against langchaingo).
+func appendLadder() []walLayout {
+	return []walLayout{
+		appendLayout(appendRung{name: "ladder 1: append-ordered rows + session count (sequence index)", listing: appendNoListing}),
+		appendLayout(appendRung{name: "ladder 2: + idempotent turn and message IDs", listing: appendNoListing, turnIDs: true}),
+		appendLayout(appendRung{name: "ladder 3: + exact listing", listing: appendExactListing, turnIDs: true}),
+		appendLayout(appendRung{name: "ladder 4: + search: the whole layout (append-ordered + exact listing + watermark search)", listing: appendExactListing, turnIDs: true, search: true}),
+		appendLayout(appendRung{name: "ladder 2t: rung 2, the turn-ID index led by time-ordered turn IDs", listing: appendNoListing, turnIDs: true, orderedIDs: true}),
+		appendLayout(appendRung{name: "ladder 3t: rung 3, time-ordered turn IDs", listing: appendExactListing, turnIDs: true, orderedIDs: true}),
+		appendLayout(appendRung{name: "ladder 4t: rung 4, time-ordered turn IDs", listing: appendExactListing, turnIDs: true, orderedIDs: true, search: true}),
 	}
 }
 
@@ -230,7 +245,29 @@ const (
 	// one (a partial index of them, WHERE listed_at <> updated_at); a
 	// listing catches up first, so it stays exact.
 	appendBatchedListing
+	// appendNoListing has no listing index (a rung of the save-floor
+	// ladder, not a layout the backend could take).
+	appendNoListing
 )
+
+// appendRung is the append-ordered layout with some of its guarantees:
+// the whole layout (appendOrdered) has them all; the save-floor ladder
+// (BenchmarkSQLiteSaveFloor) adds them one at a time.
+type appendRung struct {
+	name    string
+	listing appendListing
+	// turnIDs: a held turn ID stores nothing (the unique turn-ID index
+	// of head rows) and app-given message IDs are unique (a partial
+	// index, which a derived ID, stored NULL, does not enter).
+	turnIDs bool
+	// orderedIDs: the turn-ID index leads with the turn ID, (turn_id,
+	// session_id), as unique as (session_id, turn_id), and the saves'
+	// turn IDs grow with time (as a generated ID could), so that its
+	// entries append at its end rather than into the session's leaf.
+	orderedIDs bool
+	// search: the FTS table, caught up past a watermark rowid.
+	search bool
+}
 
 // appendOrdered is the append-ordered layout: messages in a rowid table
 // with a global rowid, so that a save appends at the table's end; one
@@ -238,6 +275,16 @@ const (
 // and the sequence for windows); the listing; and no queue: the search
 // index's catch-up reads the messages after its watermark rowid.
 func appendOrdered(listing appendListing) walLayout {
+	name := map[appendListing]string{
+		appendHourListing:    "append-ordered + hour listing + watermark search",
+		appendExactListing:   "append-ordered + exact listing + watermark search",
+		appendBatchedListing: "append-ordered + batched exact listing + watermark search",
+	}[listing]
+	return appendLayout(appendRung{name: name, listing: listing, turnIDs: true, search: true})
+}
+
+// appendLayout is the append-ordered layout with r's guarantees.
+func appendLayout(r appendRung) walLayout {
 	ddl := map[appendListing][]string{
 		appendHourListing: {
 			`CREATE TABLE sessions (` + protoSessionCols + `, bucket TEXT NOT NULL DEFAULT '')`,
@@ -253,30 +300,41 @@ func appendOrdered(listing appendListing) walLayout {
 			`CREATE INDEX sessions_tenant_idx ON sessions (tenant, listed_at, id)`,
 			`CREATE INDEX sessions_unlisted_idx ON sessions (tenant, id) WHERE listed_at <> updated_at`,
 		},
-	}[listing]
-	name := map[appendListing]string{
-		appendHourListing:    "append-ordered + hour listing + watermark search",
-		appendExactListing:   "append-ordered + exact listing + watermark search",
-		appendBatchedListing: "append-ordered + batched exact listing + watermark search",
-	}[listing]
-	l := walLayout{name: name, ddl: append(ddl,
+		appendNoListing: {
+			`CREATE TABLE sessions (` + protoSessionCols + `)`,
+		},
+	}[r.listing]
+	ddl = append(ddl,
 		`CREATE TABLE messages (rid INTEGER PRIMARY KEY, `+protoMessageCols+`)`,
-		`CREATE UNIQUE INDEX messages_turn_idx ON messages (session_id, seq) WHERE pos = 0`,
-		`CREATE UNIQUE INDEX messages_turnid_idx ON messages (session_id, turn_id) WHERE pos = 0`,
-		`CREATE UNIQUE INDEX messages_msg_idx ON messages (session_id, msg_id) WHERE msg_id IS NOT NULL`,
-		protoFTSContentless,
-		protoSecureDelete,
-		`CREATE TABLE search_mark (id INTEGER PRIMARY KEY CHECK (id = 1), rid INTEGER NOT NULL)`,
-		`INSERT INTO search_mark VALUES (1, 0)`,
-	)}
+		`CREATE UNIQUE INDEX messages_turn_idx ON messages (session_id, seq) WHERE pos = 0`)
+	if r.turnIDs {
+		key := "session_id, turn_id"
+		if r.orderedIDs {
+			key = "turn_id, session_id"
+		}
+		ddl = append(ddl,
+			`CREATE UNIQUE INDEX messages_turnid_idx ON messages (`+key+`) WHERE pos = 0`,
+			`CREATE UNIQUE INDEX messages_msg_idx ON messages (session_id, msg_id) WHERE msg_id IS NOT NULL`)
+	}
+	if r.search {
+		ddl = append(ddl,
+			protoFTSContentless,
+			protoSecureDelete,
+			`CREATE TABLE search_mark (id INTEGER PRIMARY KEY CHECK (id = 1), rid INTEGER NOT NULL)`,
+			`INSERT INTO search_mark VALUES (1, 0)`)
+	}
+	l := walLayout{name: r.name, ddl: ddl}
 	l.save = func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error {
 		msgs := protoTurn(s, seq)
 		tokens := protoTokens(msgs[0]) + protoTokens(msgs[1])
-		n, total, err := protoUpsert(ctx, tx, s, tokens, at, listing == appendHourListing)
+		n, total, err := protoUpsert(ctx, tx, s, tokens, at, r.listing == appendHourListing)
 		if err != nil {
 			return err
 		}
 		turnID := scaleTurnID(s, seq)
+		if r.orderedIDs {
+			turnID = at + "/" + turnID // at grows with every save (protoAt)
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages (session_id, seq, pos, turn_id, role, content, tokens, tokens_before, created_at)
 VALUES (?, ?, 0, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, 'assistant', ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			walSessionID(s), n, turnID, msgs[0], protoTokens(msgs[0]), total-tokens, at,
@@ -289,20 +347,28 @@ VALUES (?, ?, 0, ?, 'user', ?, ?, ?, ?), (?, ?, 1, ?, 'assistant', ?, ?, ?, ?) O
 		}
 		return nil
 	}
+	if !r.search && r.listing != appendBatchedListing {
+		return l
+	}
 	l.catchUp = func(ctx context.Context, tx *sql.Tx) (int, error) {
-		res, err := tx.ExecContext(ctx, `INSERT INTO search (rowid, body, sk)
+		var n int64
+		if r.search {
+			res, err := tx.ExecContext(ctx, `INSERT INTO search (rowid, body, sk)
 SELECT m.rid, m.content, m.session_id FROM messages m WHERE m.rid > (SELECT rid FROM search_mark) ORDER BY m.rid`)
-		if err != nil {
-			return 0, err
+			if err != nil {
+				return 0, err
+			}
+			n, _ = res.RowsAffected()
+			if _, err = tx.ExecContext(ctx, `UPDATE search_mark SET rid = (SELECT COALESCE(MAX(rid), 0) FROM messages)`); err != nil {
+				return 0, err
+			}
 		}
-		n, _ := res.RowsAffected()
-		if _, err = tx.ExecContext(ctx, `UPDATE search_mark SET rid = (SELECT COALESCE(MAX(rid), 0) FROM messages)`); err != nil {
-			return 0, err
+		if r.listing == appendBatchedListing {
+			if _, err := tx.ExecContext(ctx, `UPDATE sessions SET listed_at = updated_at WHERE tenant = '' AND listed_at <> updated_at`); err != nil {
+				return 0, err
+			}
 		}
-		if listing == appendBatchedListing {
-			_, err = tx.ExecContext(ctx, `UPDATE sessions SET listed_at = updated_at WHERE tenant = '' AND listed_at <> updated_at`)
-		}
-		return int(n), err
+		return int(n), nil
 	}
 	return l
 }
@@ -312,6 +378,72 @@ SELECT m.rid, m.content, m.session_id FROM messages m WHERE m.rid > (SELECT rid 
 // the hour after it.
 func protoAt(k int) string {
 	return time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(k) * 100 * time.Millisecond).Format("2006-01-02 15:04:05.000000+00:00")
+}
+
+// protoOpen opens a new database file with layout l's schema, on one
+// connection whose transactions take the write lock at BEGIN. Its own
+// commits checkpoint (SQLite's default, every 1,000 pages) with
+// checkpoints, and never without (countWAL's then are the only ones).
+func protoOpen(tb testing.TB, file string, l walLayout, checkpoints bool) *sql.DB {
+	tb.Helper()
+	dsn := "file:" + file + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=secure_delete(1)&_txlock=immediate"
+	if !checkpoints {
+		dsn += "&_pragma=wal_autocheckpoint(0)"
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	tb.Cleanup(func() { db.Close() })
+	for _, q := range l.ddl {
+		if _, err := db.ExecContext(context.Background(), q); err != nil {
+			tb.Fatalf("%s: %v", q, err)
+		}
+	}
+	return db
+}
+
+// protoTx runs fn in a transaction of db, committed when fn succeeds.
+func protoTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// protoBuild fills db with walSessions sessions of walTurns turns by l's
+// own save, a round of every session's next turn per transaction (so that
+// b-trees split as they would one save at a time), the search index caught
+// up per round. It returns each session's next sequence and the number of
+// saves made (protoAt's clock).
+func protoBuild(ctx context.Context, tb testing.TB, db *sql.DB, l walLayout) (next []int64, k int) {
+	tb.Helper()
+	next = make([]int64, walSessions)
+	for seq := int64(1); seq <= walTurns; seq++ {
+		err := protoTx(ctx, db, func(tx *sql.Tx) error {
+			for s := range walSessions {
+				if err := l.save(ctx, tx, s, seq, protoAt(k)); err != nil {
+					return err
+				}
+				k++
+				next[s] = seq + 1
+			}
+			return nil
+		})
+		if err == nil && l.catchUp != nil {
+			err = protoTx(ctx, db, func(tx *sql.Tx) error { _, err := l.catchUp(ctx, tx); return err })
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return next, k
 }
 
 // TestWALLayouts counts the WAL pages per save of each candidate layout,
@@ -330,51 +462,9 @@ func TestWALLayouts(t *testing.T) {
 		t.Run(l.name, func(t *testing.T) {
 			ctx := context.Background()
 			file := filepath.Join(t.TempDir(), "proto.db")
-			db, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(0)&_pragma=secure_delete(1)&_txlock=immediate")
-			if err != nil {
-				t.Fatal(err)
-			}
-			db.SetMaxOpenConns(1)
-			defer db.Close()
-			for _, q := range l.ddl {
-				if _, err := db.ExecContext(ctx, q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
-			k := 0
-			inTx := func(fn func(tx *sql.Tx) error) error {
-				tx, err := db.BeginTx(ctx, nil)
-				if err != nil {
-					return err
-				}
-				if err := fn(tx); err != nil {
-					tx.Rollback()
-					return err
-				}
-				return tx.Commit()
-			}
-			// Prefill: the same saves, a round of every session's next
-			// turn per transaction (b-trees split as they would one save
-			// at a time), the search index caught up per round.
-			next := make([]int64, walSessions)
-			for seq := int64(1); seq <= walTurns; seq++ {
-				err := inTx(func(tx *sql.Tx) error {
-					for s := range walSessions {
-						if err := l.save(ctx, tx, s, seq, protoAt(k)); err != nil {
-							return err
-						}
-						k++
-						next[s] = seq + 1
-					}
-					return nil
-				})
-				if err == nil && l.catchUp != nil {
-					err = inTx(func(tx *sql.Tx) error { _, err := l.catchUp(ctx, tx); return err })
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			db := protoOpen(t, file, l, false)
+			next, k := protoBuild(ctx, t, db, l)
+			inTx := func(fn func(tx *sql.Tx) error) error { return protoTx(ctx, db, fn) }
 			order := walSaveOrder(walWarmup + walMeasured)
 			save := func(i int) error {
 				s := order[i]

@@ -221,7 +221,7 @@ func openWALBackend(t testing.TB, file string, search bool) *backend.DataFlowBac
 // so that the b-trees split as they do one save at a time, and with search
 // the index catches up after each round. It returns each session's next
 // sequence.
-func walBuild(ctx context.Context, t *testing.T, file string, b *backend.DataFlowBackend, search bool) []int64 {
+func walBuild(ctx context.Context, t testing.TB, file string, b *backend.DataFlowBackend, search bool) []int64 {
 	t.Helper()
 	const boot = "wal-bootstrap"
 	if err := storeTurn(ctx, b, boot, memory.Turn{User: "create", Agent: "tables"}); err != nil {
