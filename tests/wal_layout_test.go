@@ -126,7 +126,16 @@ func protoLayouts() []walLayout {
 		appendOrdered(appendBatchedListing),
 		keyed("keyed: clustered (WITHOUT ROWID); trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, false),
 		keyed("keyed: rowid table, its key a unique index; trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, true),
-	}, appendLadder()...)
+	}, append(appendLadder(), peerLayout())...)
+}
+
+// peerLayout is langchaingo's table and two inserts, in one transaction
+// (TestWALLayouts counts a save's pages as one transaction; its two
+// auto-commit inserts each commit on their own, BenchmarkSQLiteSaveFloor).
+func peerLayout() walLayout {
+	l := langchaingoLayout(nil)
+	l.name = "peer: langchaingo's table, its two inserts in one transaction"
+	return l
 }
 
 // appendLadder is the append-ordered layout with its guarantees added one
