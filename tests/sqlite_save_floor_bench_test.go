@@ -81,23 +81,15 @@ func BenchmarkSQLiteSaveFloor(b *testing.B) {
 			next[s]++
 			k++
 			saves++
-			err := protoTx(ctx, db, func(tx *sql.Tx) error { return l.save(ctx, tx, s, seq, protoAt(k)) })
+			err := protoSave(ctx, db, l, s, seq, protoAt(k))
 			if err == nil && l.catchUp != nil && saves%catchUpEvery == 0 {
 				err = protoTx(ctx, db, func(tx *sql.Tx) error { _, err := l.catchUp(ctx, tx); return err })
 			}
 			return err
 		}})
 	}
-	lc := langchaingoLayout(nil)
-	lcDB := protoOpen(b, filepath.Join(b.TempDir(), "langchaingo.db"), lc, true)
-	lcNext, _ := protoBuild(ctx, b, lcDB, lc)
-	lcAuto := langchaingoLayout(lcDB)
-	sides = append(sides, side{name: "langchaingo", save: func(s int) error {
-		seq := lcNext[s]
-		lcNext[s]++
-		return lcAuto.save(ctx, nil, s, seq, "")
-	}})
-	raw("langchaingo, one transaction", langchaingoLayout(nil))
+	raw("langchaingo", langchaingoLayout(true))
+	raw("langchaingo, one transaction", langchaingoLayout(false))
 	for _, search := range []bool{true, false} {
 		be := openFloorBackend(b, filepath.Join(b.TempDir(), "turnkeep.db"), search)
 		next := walBuild(ctx, b, be.file, be.b, search)
@@ -169,20 +161,20 @@ func ladderNames() string {
 }
 
 // langchaingoLayout is langchaingo's SQLite history as a layout: its table
-// and its two INSERTs, in the save's transaction, or on db, each its own
-// auto-commit transaction, when db is not nil.
-func langchaingoLayout(db *sql.DB) walLayout {
-	return walLayout{name: "langchaingo", ddl: []string{sqliteLangchaingoSchema},
-		save: func(ctx context.Context, tx *sql.Tx, s int, seq int64, _ string) error {
-			exec := func(q string, args ...any) (sql.Result, error) { return tx.ExecContext(ctx, q, args...) }
-			if db != nil {
-				exec = func(q string, args ...any) (sql.Result, error) { return db.ExecContext(ctx, q, args...) }
-			}
+// and its two INSERTs, each its own auto-commit transaction (as
+// langchaingo runs them), or both in the save's transaction.
+func langchaingoLayout(autocommit bool) walLayout {
+	name := "peer: langchaingo's table, its two inserts in one transaction"
+	if autocommit {
+		name = "peer: langchaingo's table, its two auto-commit inserts"
+	}
+	return walLayout{name: name, ddl: []string{sqliteLangchaingoSchema}, autocommit: autocommit,
+		save: func(ctx context.Context, tx protoExec, s int, seq int64, _ string) error {
 			msgs := protoTurn(s, seq)
-			if _, err := exec(sqliteLangchaingoInsert, walSessionID(s), msgs[0], peerTypeHuman); err != nil {
+			if _, err := tx.ExecContext(ctx, sqliteLangchaingoInsert, walSessionID(s), msgs[0], peerTypeHuman); err != nil {
 				return err
 			}
-			_, err := exec(sqliteLangchaingoInsert, walSessionID(s), msgs[1], peerTypeAI)
+			_, err := tx.ExecContext(ctx, sqliteLangchaingoInsert, walSessionID(s), msgs[1], peerTypeAI)
 			return err
 		}}
 }

@@ -32,8 +32,27 @@ import (
 type walLayout struct {
 	name    string
 	ddl     []string
-	save    func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error
+	save    func(ctx context.Context, tx protoExec, s int, seq int64, at string) error
 	catchUp func(ctx context.Context, tx *sql.Tx) (int, error) // nil: no deferred index
+	// autocommit: save runs each statement as its own transaction (it is
+	// given the database, not a transaction), as langchaingo does.
+	autocommit bool
+}
+
+// protoExec runs a layout's statements: a transaction, or the database
+// for an auto-commit layout.
+type protoExec interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// protoSave runs l's save of session s's turn seq at at on db: in a
+// transaction of its own, or auto-commit.
+func protoSave(ctx context.Context, db *sql.DB, l walLayout, s int, seq int64, at string) error {
+	if l.autocommit {
+		return l.save(ctx, db, s, seq, at)
+	}
+	return protoTx(ctx, db, func(tx *sql.Tx) error { return l.save(ctx, tx, s, seq, at) })
 }
 
 const (
@@ -65,7 +84,7 @@ func protoTokens(text string) int64 { return int64(len(text)/4 + 1) }
 // set by the insert and by bucketTrigger when the hour changes: an upsert
 // that named the column would rewrite the listing's index entries on every
 // save, changed or not.
-func protoUpsert(ctx context.Context, tx *sql.Tx, s int, tokens int64, at string, bucket bool) (seq, total int64, err error) {
+func protoUpsert(ctx context.Context, tx protoExec, s int, tokens int64, at string, bucket bool) (seq, total int64, err error) {
 	cols, vals := "", ""
 	args := []any{walSessionID(s), tokens, at, at}
 	if bucket {
@@ -126,16 +145,7 @@ func protoLayouts() []walLayout {
 		appendOrdered(appendBatchedListing),
 		keyed("keyed: clustered (WITHOUT ROWID); trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, false),
 		keyed("keyed: rowid table, its key a unique index; trimmed indexes, owner listing, queue", ownerListing, trimmedIdx, protoFTSContentless, true, true, false, true),
-	}, append(appendLadder(), peerLayout())...)
-}
-
-// peerLayout is langchaingo's table and two inserts, in one transaction
-// (TestWALLayouts counts a save's pages as one transaction; its two
-// auto-commit inserts each commit on their own, BenchmarkSQLiteSaveFloor).
-func peerLayout() walLayout {
-	l := langchaingoLayout(nil)
-	l.name = "peer: langchaingo's table, its two inserts in one transaction"
-	return l
+	}, append(appendLadder(), langchaingoLayout(true), langchaingoLayout(false))...)
 }
 
 // appendLadder is the append-ordered layout with its guarantees added one
@@ -178,7 +188,7 @@ func keyed(name string, listing []string, msgIdx []string, fts string, derivedNu
 END`)
 	}
 	l := walLayout{name: name, ddl: ddl}
-	l.save = func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error {
+	l.save = func(ctx context.Context, tx protoExec, s int, seq int64, at string) error {
 		msgs := protoTurn(s, seq)
 		tokens := protoTokens(msgs[0]) + protoTokens(msgs[1])
 		n, total, err := protoUpsert(ctx, tx, s, tokens, at, bucket)
@@ -333,7 +343,7 @@ func appendLayout(r appendRung) walLayout {
 			`INSERT INTO search_mark VALUES (1, 0)`)
 	}
 	l := walLayout{name: r.name, ddl: ddl}
-	l.save = func(ctx context.Context, tx *sql.Tx, s int, seq int64, at string) error {
+	l.save = func(ctx context.Context, tx protoExec, s int, seq int64, at string) error {
 		msgs := protoTurn(s, seq)
 		tokens := protoTokens(msgs[0]) + protoTokens(msgs[1])
 		n, total, err := protoUpsert(ctx, tx, s, tokens, at, r.listing == appendHourListing)
@@ -480,7 +490,7 @@ func TestWALLayouts(t *testing.T) {
 				seq := next[s]
 				next[s]++
 				k++
-				return inTx(func(tx *sql.Tx) error { return l.save(ctx, tx, s, seq, protoAt(k)) })
+				return protoSave(ctx, db, l, s, seq, protoAt(k))
 			}
 			for i := range walWarmup {
 				if err := save(i); err != nil {
