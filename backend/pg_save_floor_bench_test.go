@@ -375,46 +375,34 @@ FROM s, (VALUES (0, 'user', CAST($4 AS TEXT), CAST($6 AS TEXT)), (1, 'assistant'
 			return append(searchRung.args(session), erasedDigest(session), time.Now())
 		}, minimal.save)
 
-	times := make([][]float64, len(sides))
-	ratios := make([][]float64, len(sides))
+	var times, ratios [][]float64
 	for b.Loop() {
-		for r := range rounds {
-			took := make([]float64, len(sides))
-			for k := range sides {
-				i := (k + r) % len(sides) // each round starts with the next side
-				s := sides[i]
-				args := make([][]any, round)
-				for n := range args {
-					args[n] = s.args(ids[n%len(ids)])
-				}
-				start := time.Now()
-				for n := range round {
-					if err := s.save(s.stmt, args[n]); err != nil {
-						b.Fatalf("%s: %v", s.name, err)
-					}
-				}
-				took[i] = float64(time.Since(start).Microseconds()) / round
+		times, ratios = dbtest.Rounds(rounds, len(sides), func(i, r int) float64 {
+			s := sides[i]
+			args := make([][]any, round)
+			for n := range args {
+				args[n] = s.args(ids[n%len(ids)])
 			}
-			for i := range sides {
-				times[i] = append(times[i], took[i])
-				ratios[i] = append(ratios[i], took[i]/took[0])
+			start := time.Now()
+			for n := range round {
+				if err := s.save(s.stmt, args[n]); err != nil {
+					b.Fatalf("%s: %v", s.name, err)
+				}
 			}
-		}
+			return float64(time.Since(start).Microseconds()) / round
+		})
 	}
-	// One log line: a benchmark's log is cut at ten lines.
-	var out strings.Builder
+	names := make([]string, len(sides))
 	for i, s := range sides {
-		metric := strings.NewReplacer(" ", "-", "+", "plus", ",", "", ".", "").Replace(s.name)
-		b.ReportMetric(dbtest.Median(times[i]), metric+"-us/save")
-		if i > 0 {
-			b.ReportMetric(dbtest.Median(ratios[i]), metric+"/langchaingo")
-		}
-		fmt.Fprintf(&out, "\n%-15s %7.1f µs/save  %.2fx langchaingo", s.name, dbtest.Median(times[i]), dbtest.Median(ratios[i]))
-		if i >= 1 && i < today+4 { // the save statement on each layout
-			fmt.Fprintf(&out, "  WAL per save: %s", floorWAL(b, s.db, s.stmtText, ids[0], i >= today, nullIDs))
-		}
+		names[i] = s.name
 	}
-	b.Logf("medians of %d rounds:%s", rounds, out.String())
+	out := dbtest.ReportRounds(b, names, times, ratios, func(i int) string {
+		if i < 1 || i >= today+4 { // the save statement on each layout
+			return ""
+		}
+		return "WAL per save: " + floorWAL(b, sides[i].db, sides[i].stmtText, ids[0], i >= today, nullIDs)
+	})
+	b.Logf("medians of %d rounds:%s", rounds, out)
 }
 
 // floorDurable names the environment variable that makes

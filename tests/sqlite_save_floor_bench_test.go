@@ -3,15 +3,12 @@ package tests
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/turnkeep/turnkeep/backend"
-	"github.com/turnkeep/turnkeep/dataflow"
 	"github.com/turnkeep/turnkeep/internal/dbtest"
 	"github.com/turnkeep/turnkeep/memory"
 )
@@ -109,39 +106,24 @@ func BenchmarkSQLiteSaveFloor(b *testing.B) {
 	raw("hour listing", appendOrdered(appendHourListing))
 
 	order := walSaveOrder(rounds * round)
-	times := make([][]float64, len(sides))
-	ratios := make([][]float64, len(sides))
+	var times, ratios [][]float64
 	for b.Loop() {
-		for r := range rounds {
-			took := make([]float64, len(sides))
-			for k := range sides {
-				i := (k + r) % len(sides) // each round starts with the next side
-				start := time.Now()
-				for _, s := range order[r*round : (r+1)*round] {
-					if err := sides[i].save(s); err != nil {
-						b.Fatalf("%s: %v", sides[i].name, err)
-					}
+		times, ratios = dbtest.Rounds(rounds, len(sides), func(i, r int) float64 {
+			start := time.Now()
+			for _, s := range order[r*round : (r+1)*round] {
+				if err := sides[i].save(s); err != nil {
+					b.Fatalf("%s: %v", sides[i].name, err)
 				}
-				took[i] = float64(time.Since(start).Microseconds()) / round
 			}
-			for i := range sides {
-				times[i] = append(times[i], took[i])
-				ratios[i] = append(ratios[i], took[i]/took[0])
-			}
-		}
+			return float64(time.Since(start).Microseconds()) / round
+		})
 	}
-	// One log line: a benchmark's log is cut at ten lines.
-	var out strings.Builder
+	names := make([]string, len(sides))
 	for i, s := range sides {
-		metric := strings.NewReplacer(" ", "-", ",", "").Replace(s.name)
-		b.ReportMetric(dbtest.Median(times[i]), metric+"-us/save")
-		if i > 0 {
-			b.ReportMetric(dbtest.Median(ratios[i]), metric+"/langchaingo")
-		}
-		fmt.Fprintf(&out, "\n%-30s %7.1f µs/save  %.2fx langchaingo (%.2f–%.2fx)", s.name, dbtest.Median(times[i]),
-			dbtest.Median(ratios[i]), slices.Min(ratios[i]), slices.Max(ratios[i]))
+		names[i] = s.name
 	}
-	b.Logf("medians of %d rounds of %d saves:%s\nrungs: %s", rounds, round, out.String(), ladderNames())
+	out := dbtest.ReportRounds(b, names, times, ratios, nil)
+	b.Logf("medians of %d rounds of %d saves:%s\nrungs: %s", rounds, round, out, ladderNames())
 }
 
 // rungName is the benchmark's name of a rung of appendLadder: "rung 2t"
@@ -189,15 +171,7 @@ type floorBackend struct {
 
 func openFloorBackend(tb testing.TB, file string, search bool) floorBackend {
 	tb.Helper()
-	db, err := dataflow.Open(context.Background(), "sqlite:///"+file)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	b, err := backend.NewDataFlowBackend(db, backend.WithSearchIndex(search))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	b := openFileBackend(tb, file, search)
 	mem, err := memory.NewPersistentBufferMemory(b)
 	if err != nil {
 		tb.Fatal(err)

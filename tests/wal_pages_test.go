@@ -202,7 +202,14 @@ func walSessionID(s int) string { return fmt.Sprintf("wal-%04d", s) }
 // default options but search, and no checkpoint but countWAL's.
 func openWALBackend(t testing.TB, file string, search bool) *backend.DataFlowBackend {
 	t.Helper()
-	db, err := dataflow.Open(context.Background(), "sqlite:///"+file, dataflow.WithCheckpointEvery(1<<30))
+	return openFileBackend(t, file, search, dataflow.WithCheckpointEvery(1<<30))
+}
+
+// openFileBackend opens the backend on the SQLite file with opts and
+// default options but search.
+func openFileBackend(t testing.TB, file string, search bool, opts ...dataflow.Option) *backend.DataFlowBackend {
+	t.Helper()
+	db, err := dataflow.Open(context.Background(), "sqlite:///"+file, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
