@@ -168,13 +168,14 @@ func BenchmarkPGSaveFloor(b *testing.B) {
 		return def
 	}
 	var sides []*side
-	add := func(name string, db *sql.DB, text string, args func(string) []any, save func(*sql.Stmt, []any) error) {
+	add := func(name string, db *sql.DB, text string, args func(string) []any, save func(*sql.Stmt, []any) error) *side {
 		st, err := db.PrepareContext(ctx, text)
 		if err != nil {
 			b.Fatalf("%s: prepare: %v", name, err)
 		}
 		b.Cleanup(func() { st.Close() })
 		sides = append(sides, &side{name: name, db: db, args: args, save: save, stmt: st, stmtText: text})
+		return sides[len(sides)-1]
 	}
 	// langchaingo's table, prefilled with the same number of rows.
 	lcDB := floorOpen(b, dbtest.PostgresURL(b))
@@ -213,17 +214,17 @@ FROM generate_series(1, %d) i`, sessions, 2*sessions*turns))
 		}
 		return hot(d)
 	}), saveText, argsOf(true), query)
-	add("bare", layout(dbtest.PostgresURL(b), 80, func(d string) string {
-		if keys(d) {
-			return d
+	keysOnly := func(def string) string {
+		if keys(def) {
+			return def
 		}
 		return ""
-	}), saveText, argsOf(true), query)
+	}
+	bare := add("bare", layout(dbtest.PostgresURL(b), 80, keysOnly), saveText, argsOf(true), query).db
 	// The save statement's parts, taken off one at a time on the bare
 	// layout: its messages as arrays instead of a JSON document, then no
 	// check of an erased session, then no read of the row before (the
 	// check of a session deleted under the save).
-	bare := sides[len(sides)-1].db
 	arraysText := strings.Replace(saveText, `json_to_recordset(CAST($15 AS JSON)) AS u(pos INT, id TEXT, role TEXT, content TEXT, name TEXT,
 		tool_calls TEXT, tool_call_id TEXT, parts TEXT, meta TEXT, tokens BIGINT, search TEXT)`,
 		`unnest(CAST($15 AS INT[]), CAST($17 AS TEXT[]), CAST($18 AS TEXT[]), CAST($19 AS TEXT[]), CAST($20 AS TEXT[]), CAST($21 AS TEXT[]),
@@ -280,7 +281,7 @@ FROM generate_series(1, %d) i`, sessions, 2*sessions*turns))
 	// session's count in one round trip, on the bare layout: the session
 	// row's update and the two rows' insert, plain parameters, no JSON,
 	// no check of an erased or vanished session, no search text.
-	add("minimal", bare, `WITH s AS (
+	minimal := add("minimal", bare, `WITH s AS (
 	UPDATE `+SessionsTable+` SET turn_count = turn_count + 1, version = version + 1, updated_at = $2 WHERE id = $1 RETURNING turn_count
 )
 INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, tokens, tokens_before, created_at)
@@ -300,7 +301,7 @@ SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES 
 )
 INSERT INTO `+MessagesTable+` (session_id, seq, pos, turn_id, role, content, tokens, tokens_before, created_at)
 SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES (0, 'user', CAST($4 AS TEXT)), (1, 'assistant', CAST($5 AS TEXT))) v(pos, role, content)`,
-		sides[len(sides)-1].args, sides[len(sides)-1].save)
+		minimal.args, minimal.save)
 
 	// The guarantee ladder: the minimal statement on layouts that add
 	// turnkeep's guarantees one at a time (the statement itself is the
@@ -310,7 +311,6 @@ SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES 
 	//   - + listing: the session listing indexes (tenant, updated_at, id)
 	//     and the owner's, which keyset listing reads;
 	//   - + search: the GIN index, the rows carrying their search text.
-	minimal := sides[len(sides)-2]
 	turnHead := func(def string) string {
 		if strings.Contains(def, "_turn_idx ") {
 			return compact(def)
@@ -330,25 +330,21 @@ SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES 
 	// layout of its own, as every rung is (each copy has a connection of
 	// its own; the bare copy's sides share one, which measured 0.1–0.3x
 	// faster than a copy of the same tables).
-	add("min., own copy", layout(dbtest.PostgresURL(b), 80, func(d string) string {
-		if keys(d) {
-			return d
-		}
-		return ""
-	}), minimal.stmtText, minimal.args, minimal.save)
+	add("min., own copy", layout(dbtest.PostgresURL(b), 80, keysOnly), minimal.stmtText, minimal.args, minimal.save)
 	add("+ turn IDs", layout(dbtest.PostgresURL(b), 80, turnHead), minimal.stmtText, minimal.args, minimal.save)
 	add("+ listing", layout(dbtest.PostgresURL(b), 80, listing), minimal.stmtText, minimal.args, minimal.save)
 	userSearch, agentSearch := searchtext.Text("how do I rotate the keys"), searchtext.Text("open the settings, create a key, deploy it, revoke the old one")
-	add("+ search", layout(dbtest.PostgresURL(b), 80, func(d string) string {
-		if strings.Contains(d, "USING gin") {
-			return d
+	withSearch := func(def string) string {
+		if strings.Contains(def, "USING gin") {
+			return def
 		}
-		return listing(d)
-	}), strings.Replace(strings.Replace(minimal.stmtText, "created_at)", "created_at, search_text)", 1),
+		return listing(def)
+	}
+	searchRung := add("+ search", layout(dbtest.PostgresURL(b), 80, withSearch), strings.Replace(strings.Replace(minimal.stmtText, "created_at)", "created_at, search_text)", 1),
 		"v.content, 0, 0, $2 FROM s, (VALUES (0, 'user', CAST($4 AS TEXT)), (1, 'assistant', CAST($5 AS TEXT))) v(pos, role, content)",
 		"v.content, 0, 0, $2, v.search FROM s, (VALUES (0, 'user', CAST($4 AS TEXT), CAST($6 AS TEXT)), (1, 'assistant', CAST($5 AS TEXT), CAST($7 AS TEXT))) v(pos, role, content, search)", 1),
 		func(session string) []any { return append(minimal.args(session), userSearch, agentSearch) }, minimal.save)
-	if !strings.Contains(sides[len(sides)-1].stmtText, "v.search") {
+	if !strings.Contains(searchRung.stmtText, "v.search") {
 		b.Fatal("the minimal statement changed: + search does not insert the search text")
 	}
 	// + erasure: the save keeps DeleteUser's promise: no session
@@ -357,13 +353,7 @@ SELECT $1, s.turn_count, v.pos, $3, v.role, v.content, 0, 0, $2 FROM s, (VALUES 
 	// for the row's lock, so it needs no read of the row before; today's
 	// upsert, which makes a new session's row in the same statement, does
 	// (see postgresStore.prepare), and costs that read more than this.
-	searchRung := sides[len(sides)-1]
-	add("+ erasure", layout(dbtest.PostgresURL(b), 80, func(d string) string {
-		if strings.Contains(d, "USING gin") {
-			return d
-		}
-		return listing(d)
-	}), `WITH s AS (
+	add("+ erasure", layout(dbtest.PostgresURL(b), 80, withSearch), `WITH s AS (
 	UPDATE `+SessionsTable+` SET turn_count = turn_count + 1, version = version + 1, updated_at = $2
 	WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM `+ErasedTable+` e WHERE e.id = $8 AND (e.done = 0 OR e.erased_at > CAST($9 AS TIMESTAMPTZ)))
 	RETURNING turn_count
